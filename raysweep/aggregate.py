@@ -1,0 +1,103 @@
+"""Polars: stored points -> curves (mean ± std across replicates), barriers, checkpoints.
+
+Std is the sample standard deviation (ddof = 1) across replicates (or replicate pairs for
+final_to_final sweeps); it is null when n = 1.
+"""
+from __future__ import annotations
+
+import logging
+
+import polars as pl
+
+from raysweep import paths
+from raysweep.metrics import curve_metrics
+from raysweep.spec import Job, sweep_hash
+from raysweep.store import Store
+from raysweep.sweep import POINT_SCHEMA
+
+log = logging.getLogger("raysweep")
+POINT_KEY = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "alpha", "split"]
+CURVE_KEY = ["sweep", "step_a", "step_b", "split"]
+PAIR_KEY = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "split"]
+METRICS = ["max_increase", "barrier_linear", "barrier_mean", "max_bump"]
+
+
+def point_paths(store: Store, job: Job) -> list[str]:
+    """Point files of the job's sweeps as they are declared now (current sweep hashes)."""
+    run = paths.run_dir(job.name, job.hash)
+    return [p for s in job.sweeps for p in store.list(paths.sweep_dir(run, s.name, sweep_hash(s)), ".parquet")]
+
+
+def scan_points(store: Store, job: Job) -> pl.LazyFrame:
+    files = point_paths(store, job)
+    if not files:
+        return pl.from_arrow(POINT_SCHEMA.empty_table()).lazy()
+    return pl.scan_pyarrow_dataset(store.dataset(files))
+
+
+def dedupe(points: pl.DataFrame) -> pl.DataFrame:
+    """One row per (sweep, pair, α, split); says so if the store ever held a duplicate."""
+    unique = points.unique(subset=POINT_KEY, keep="first", maintain_order=True)
+    if unique.height != points.height:
+        log.warning("found %d duplicate point rows; kept one of each", points.height - unique.height)
+    return unique
+
+
+def curves(points: pl.DataFrame) -> pl.DataFrame:
+    """Mean, std and n across replicates per sweep, step pair, α and split."""
+    return (points.group_by(CURVE_KEY + ["alpha"])
+            .agg(pl.col("loss").mean().alias("loss_mean"), pl.col("loss").std().alias("loss_std"),
+                 pl.col("error").mean().alias("error_mean"), pl.col("error").std().alias("error_std"),
+                 pl.len().alias("n"))
+            .with_columns(pl.col("step_a").alias("step"))
+            .sort(CURVE_KEY + ["alpha"]))
+
+
+def per_curve(points: pl.DataFrame) -> pl.DataFrame:
+    """Metrics of every single curve (one replicate or pair), for loss and for error."""
+    lists = (points.sort("alpha").group_by(PAIR_KEY)
+             .agg("alpha", "loss", "error", pl.col("distance").first(), pl.col("norm_a").first()))
+    rows = []
+    for r in lists.iter_rows(named=True):
+        for metric in ("loss", "error"):
+            rows.append({**{k: r[k] for k in PAIR_KEY}, "metric": metric,
+                         **curve_metrics(r["alpha"], r[metric]), "distance": r["distance"],
+                         "relative_distance": r["distance"] / r["norm_a"] if r["norm_a"] else None})
+    schema = {**{k: points.schema[k] for k in PAIR_KEY}, "metric": pl.String,
+              **{m: pl.Float64 for m in METRICS}, "monotone": pl.Boolean,
+              "distance": pl.Float64, "relative_distance": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def barriers(points: pl.DataFrame) -> pl.DataFrame:
+    """Per sweep, step pair, split and metric: each curve metric as mean ± std across replicates."""
+    single = per_curve(points)
+    aggs = []
+    for m in METRICS + ["distance", "relative_distance"]:
+        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std")]
+    aggs += [pl.col("monotone").cast(pl.Float64).mean().alias("monotone_fraction"), pl.len().alias("n")]
+    return (single.group_by(CURVE_KEY + ["metric"]).agg(aggs)
+            .with_columns(pl.col("step_a").alias("step"))
+            .sort(CURVE_KEY + ["metric"]))
+
+
+def checkpoints(store: Store, job: Job) -> pl.DataFrame:
+    """The manifests of every stored checkpoint: the learning curves (T1)."""
+    from raysweep.sweep import read_manifests
+
+    run = paths.run_dir(job.name, job.hash)
+    ks = sorted(int(p.rsplit("_", 1)[-1]) for p in store.list_dirs(run) if "/replicate_" in p)
+    rows = [m for k in ks for m in read_manifests(store, job, k).values()]
+    if not rows:
+        return pl.DataFrame(schema={"replicate": pl.Int64, "step": pl.Int64, "epoch": pl.Float64})
+    return pl.DataFrame(rows).sort("replicate", "step")
+
+
+def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
+    """Build and store every table; returns them."""
+    points = dedupe(scan_points(store, job).collect())
+    tables = {"curves": curves(points), "barriers": barriers(points), "checkpoints": checkpoints(store, job)}
+    run = paths.run_dir(job.name, job.hash)
+    for name, df in tables.items():
+        store.write_table(paths.table(run, name), df.to_arrow())
+    return tables

@@ -1,0 +1,78 @@
+"""Ray at the edges: joining or starting a cluster, reading its resources, Tune progress."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+from raysweep.spec import Job
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS, e.g. "auto"), else start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    warnings.filterwarnings("ignore", module="ray")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs = {} if address else {"num_cpus": num_cpus or os.cpu_count()}
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+             configure_logging=True, log_to_driver=True, **kwargs)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_operator_progress_bars = False
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def cluster_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) of the running cluster."""
+    import ray
+
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 0)), float(res.get("GPU", 0))
+
+
+def trial_resources(job: Job) -> dict:
+    cpus, gpus = cluster_resources()
+    r = job.resources
+    gpu = r.gpus_per_trial if r.gpus_per_trial >= 0 else (1.0 if gpus else 0.0)
+    return {"cpu": min(r.cpus_per_trial, max(cpus, 1)), "gpu": gpu}
+
+
+def actor_plan(job: Job) -> tuple[int, float, float]:
+    """(number of eval actors, GPUs per actor, CPUs per actor) for the sweep stage."""
+    cpus, gpus = cluster_resources()
+    r = job.resources
+    gpu = r.gpus_per_actor if r.gpus_per_actor >= 0 else (1.0 if gpus else 0.0)
+    if r.eval_actors:
+        n = r.eval_actors
+    elif gpu:
+        n = max(1, int(gpus // gpu))
+    else:
+        n = max(1, int(cpus))
+    return n, gpu, 0.0 if gpu else 1.0
+
+
+
+
+def ProgressCallback(fn):
+    """A Tune callback that hands each trial result to `fn` (runs in the driver)."""
+    from ray import tune
+
+    class _Progress(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            fn(result)
+
+    return _Progress()

@@ -1,0 +1,153 @@
+"""The Evaluator: form θ(α) = (1−α)·θ_a + α·θ_b in place and evaluate whole splits. Plain torch.
+
+The eval splits are moved to the device once; endpoint weights are cached (bounded in bytes);
+θ(α) is written into one preallocated model with ``_foreach_lerp_``; loss and error sums stay on
+the device and are read back once per α.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raysweep.checkpoints import load_tensors
+from raysweep.datasets import Splits, epoch_order, load_splits
+from raysweep.models import build_model
+from raysweep.spec import Job
+from raysweep.store import Store
+
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BN_RESET_SEED = 12_345  # the fixed order of training batches used to re-estimate BN statistics
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """[sum of cross-entropy, number of errors] over a whole split, as a float64 device tensor."""
+    sums = torch.zeros(2, dtype=torch.float64, device=x.device)
+    for i in range(0, len(y), batch_size):
+        logits = model(x[i:i + batch_size]).float()
+        yb = y[i:i + batch_size]
+        sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+        sums[1] += (logits.argmax(1) != yb).sum()
+    return sums
+
+
+@torch.no_grad()
+def split_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(mean loss, error rate) of `model` in eval mode on a whole split."""
+    was_training = model.training
+    model.eval()
+    loss, err = (split_sums(model, x, y, batch_size) / len(y)).tolist()
+    model.train(was_training)
+    return loss, err
+
+
+@contextmanager
+def bn_reestimation(model: nn.Module):
+    """Reset BN running stats and put only BN layers in train mode with a cumulative average."""
+    bns = [m for m in model.modules() if isinstance(m, BN_TYPES)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+            m.eval()
+
+
+class Evaluator:
+    """Evaluates interpolation points of one job's checkpoints. Create once per process/actor."""
+
+    def __init__(self, job: Job, store: Store, splits: Splits | None = None, device: str | None = None,
+                 cache_bytes: int = 2 * 1024**3):
+        self.job, self.store = job, store
+        self.device = pick_device(device or job.eval.device)
+        self.data = splits or load_splits(job.data)
+        self.on_device = {}  # split name -> (x, y), moved once
+        self.model = build_model(job.model, self.data.in_shape, self.data.num_classes).to(self.device).eval()
+        state = self.model.state_dict(keep_vars=True)
+        self.names = list(state)
+        self.targets = [t.data for t in state.values()]
+        self.float_idx = [i for i, t in enumerate(self.targets) if t.is_floating_point()]
+        self.param_names = [n for n, _ in self.model.named_parameters()]
+        self.has_bn = any(isinstance(m, BN_TYPES) for m in self.model.modules())
+        self.cache: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
+        self.cache_bytes, self.cached_bytes = cache_bytes, 0
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if name not in self.on_device:
+            x, y = self.data.split(name)
+            self.on_device[name] = (x.to(self.device), y.to(self.device))
+        return self.on_device[name]
+
+    def endpoint(self, path: str, sha256: str | None) -> list[torch.Tensor]:
+        """Tensors of a checkpoint in state_dict order, on the device; cached by path and sha."""
+        key = f"{path}@{sha256}"
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        tensors = load_tensors(self.store, path, sha256)
+        missing = [n for n in self.names if n not in tensors]
+        if missing:
+            raise ValueError(f"checkpoint {self.store.url(path)} lacks {missing[:5]}; "
+                             f"it was not written for this job's model")
+        out = [tensors[n].to(self.device) for n in self.names]
+        size = sum(t.numel() * t.element_size() for t in out)
+        while self.cache and self.cached_bytes + size > self.cache_bytes:
+            _, old = self.cache.popitem(last=False)
+            self.cached_bytes -= sum(t.numel() * t.element_size() for t in old)
+        self.cache[key] = out
+        self.cached_bytes += size
+        return out
+
+    def set_alpha(self, a: list[torch.Tensor], b: list[torch.Tensor], alpha: float) -> None:
+        """model ← (1−α)·a + α·b for floating tensors; integer buffers come from a."""
+        torch._foreach_copy_(self.targets, a)
+        fl = self.float_idx
+        torch._foreach_lerp_([self.targets[i] for i in fl], [b[i] for i in fl], float(alpha))
+
+    def norms(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
+        """(‖θ_b − θ_a‖, ‖θ_a‖) over the parameters (not the BN running statistics)."""
+        idx = [self.names.index(n) for n in self.param_names]
+        dist = sum(float(((b[i].double() - a[i].double()) ** 2).sum()) for i in idx) ** 0.5
+        norm = sum(float((a[i].double() ** 2).sum()) for i in idx) ** 0.5
+        return dist, norm
+
+    @torch.no_grad()
+    def reestimate_bn(self, num_batches: int) -> None:
+        x, _ = self.split("train")
+        order = epoch_order(len(x), BN_RESET_SEED, 0).to(self.device)
+        bs = self.job.train.batch_size
+        with bn_reestimation(self.model):
+            for i in range(min(num_batches, -(-len(order) // bs))):
+                self.model(x[order[i * bs:(i + 1) * bs]])
+
+    @torch.no_grad()
+    def evaluate_pair(self, a: list[torch.Tensor], b: list[torch.Tensor], alphas: list[float],
+                      splits: tuple[str, ...], bn: str = "interpolate", bn_batches: int = 20) -> list[dict]:
+        """One row per (α, split): alpha, split, loss, error, n_examples."""
+        rows = []
+        for alpha in alphas:
+            self.set_alpha(a, b, alpha)
+            if bn == "reset" and self.has_bn:
+                self.reestimate_bn(bn_batches)
+            self.model.eval()
+            sums = [split_sums(self.model, *self.split(s), self.job.eval.batch_size) for s in splits]
+            values = torch.stack(sums).tolist()
+            for s, (loss_sum, errors) in zip(splits, values):
+                n = len(self.split(s)[1])
+                rows.append({"alpha": float(alpha), "split": s, "loss": loss_sum / n, "error": errors / n,
+                             "n_examples": n})
+        return rows

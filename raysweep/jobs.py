@@ -1,0 +1,46 @@
+"""Find and load jobs: built-in ``jobs/<name>.toml`` files or a path to a user's own TOML."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Iterable
+
+from raysweep.spec import Job, SpecError, apply_overrides, parse_job
+
+JOBS_DIR = Path(__file__).parent / "jobs"
+
+
+def builtin_jobs() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(JOBS_DIR.glob("*.toml"))}
+
+
+def find_job_file(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SpecError(f"job file {str(path)!r} does not exist; give a built-in job name "
+                            f"({', '.join(builtin_jobs())}) or the path to a .toml file")
+        return path
+    known = builtin_jobs()
+    if name_or_path not in known:
+        raise SpecError(f"unknown job {name_or_path!r}; built-in jobs are: {', '.join(known)} "
+                        f"(or give the path to your own .toml file; `raysweep jobs` lists them)")
+    return known[name_or_path]
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path} is not valid TOML: {exc}. Fix the syntax at that line.") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path} is not a UTF-8 text file; a job is a TOML file") from None
+
+
+def load_job(name_or_path: str, overrides: Iterable[str] = (), replicates: int | None = None) -> Job:
+    """Resolve a job by name or path, apply ``--set`` overrides (and ``--replicates``), validate."""
+    path = find_job_file(name_or_path)
+    overrides = list(overrides) + ([f"replicates={replicates}"] if replicates is not None else [])
+    raw = apply_overrides(read_toml(path), overrides)
+    source = str(path) + (f" with overrides {overrides}" if overrides else "")
+    return parse_job(raw, source)

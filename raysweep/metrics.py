@@ -1,0 +1,63 @@
+"""Metrics of one curve L(α_0) … L(α_n), α increasing (SCIENCE.md §3). Plain numpy."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def max_increase(values) -> float:
+    """Largest rise moving left to right: max over i ≤ j of L(α_j) − L(α_i); 0 if non-increasing."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.max(v - np.minimum.accumulate(v)))
+
+
+def _at(alphas, values, target: float):
+    a = np.asarray(alphas, dtype=np.float64)
+    hit = np.flatnonzero(np.isclose(a, target, rtol=0, atol=1e-9))
+    return float(np.asarray(values, dtype=np.float64)[hit[0]]) if len(hit) else None
+
+
+def barrier_linear(alphas, values) -> float | None:
+    """max_α [L(α) − ((1−α)L(0) + αL(1))] over α in [0, 1]; None unless α = 0 and 1 are on the grid."""
+    l0, l1 = _at(alphas, values, 0.0), _at(alphas, values, 1.0)
+    if l0 is None or l1 is None:
+        return None
+    a, v = np.asarray(alphas, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    inside = (a >= -1e-9) & (a <= 1 + 1e-9)
+    return float(np.max(v[inside] - ((1 - a[inside]) * l0 + a[inside] * l1)))
+
+
+def barrier_mean(alphas, values) -> float | None:
+    """max_α L(α) − ½(L(0) + L(1)) over α in [0, 1] (Frankle et al. 2020's instability)."""
+    l0, l1 = _at(alphas, values, 0.0), _at(alphas, values, 1.0)
+    if l0 is None or l1 is None:
+        return None
+    a, v = np.asarray(alphas, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    inside = (a >= -1e-9) & (a <= 1 + 1e-9)
+    return float(np.max(v[inside]) - 0.5 * (l0 + l1))
+
+
+def monotone(values) -> bool:
+    """Whether L never increases along α."""
+    return bool(np.all(np.diff(np.asarray(values, dtype=np.float64)) <= 0))
+
+
+def max_bump(values) -> float:
+    """Lucas et al. 2021's Δ: a bump starts where L rises; its height is the largest
+    L(α_j) − L(α_start) before L falls below L(α_start) again. The largest bump (0 if none).
+
+    Only starts at local minima matter: starting later on the same rise gives a lower bump.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    best = 0.0
+    for i in range(len(v) - 1):
+        if v[i + 1] > v[i] and (i == 0 or v[i - 1] >= v[i]):
+            below = np.flatnonzero(v[i + 1:] < v[i])
+            end = i + 1 + below[0] if len(below) else len(v)
+            best = max(best, float(v[i:end].max() - v[i]))
+    return best
+
+
+def curve_metrics(alphas, values) -> dict:
+    return {"max_increase": max_increase(values), "barrier_linear": barrier_linear(alphas, values),
+            "barrier_mean": barrier_mean(alphas, values), "monotone": monotone(values),
+            "max_bump": max_bump(values)}

@@ -1,0 +1,60 @@
+"""Every storage path, built in one place. All are relative to the Store root.
+
+    <job>/<hash>/job.json                              the resolved spec
+    <job>/<hash>/replicate_<k>/step_<s>.safetensors    weights at step s (+ step_<s>.json manifest)
+    <job>/<hash>/replicate_<k>/random_<scale>.safetensors  I6's random starting point
+    <job>/<hash>/replicate_<k>/state.safetensors       optimizer + RNG state to resume training
+    <job>/<hash>/replicate_<k>/done.json               written when training finished
+    <job>/<hash>/points/<sweep>-<sweep_hash>/<item>.parquet   one file per work item
+    <job>/<hash>/tables/<table>.parquet                curves, barriers, checkpoints
+    <job>/<hash>/report.html
+"""
+from __future__ import annotations
+
+
+def run_dir(job_name: str, job_hash: str) -> str:
+    return f"{job_name}/{job_hash}"
+
+
+def job_json(run: str) -> str:
+    return f"{run}/job.json"
+
+
+def replicate_dir(run: str, k: int) -> str:
+    return f"{run}/replicate_{k}"
+
+
+def checkpoint(run: str, k: int, step: int) -> str:
+    return f"{replicate_dir(run, k)}/step_{step:08d}.safetensors"
+
+
+def manifest(run: str, k: int, step: int) -> str:
+    return f"{replicate_dir(run, k)}/step_{step:08d}.json"
+
+
+def random_point(run: str, k: int, scale: float) -> str:
+    return f"{replicate_dir(run, k)}/random_{scale:g}.safetensors"
+
+
+def train_state(run: str, k: int) -> str:
+    return f"{replicate_dir(run, k)}/state.safetensors"
+
+
+def train_done(run: str, k: int) -> str:
+    return f"{replicate_dir(run, k)}/done.json"
+
+
+def sweep_dir(run: str, sweep_name: str, sweep_hash: str) -> str:
+    return f"{run}/points/{sweep_name}-{sweep_hash}"
+
+
+def point_file(run: str, sweep_name: str, sweep_hash: str, item_key: str) -> str:
+    return f"{sweep_dir(run, sweep_name, sweep_hash)}/{item_key}.parquet"
+
+
+def table(run: str, name: str) -> str:
+    return f"{run}/tables/{name}.parquet"
+
+
+def report(run: str, ext: str = "html") -> str:
+    return f"{run}/report.{ext}"

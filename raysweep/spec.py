@@ -1,0 +1,391 @@
+"""Typed, frozen job specs: parsing, validation, ``--set`` overrides and content hashes.
+
+A job is data (``jobs/<name>.toml``). Parsing refuses unknown keys and wrong types with a message
+that names the key and what is valid; ``validate`` refuses impossible values. The training hash
+covers the non-default fields that change trained weights (data, model, train, seed), so adding a
+field with a default keeps old hashes valid; each sweep has a hash of its own, so changing an α
+grid never retrains anything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+
+SWEEP_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final")
+SCHEDULES = ("frankle", "every_epoch", "list")
+BN_MODES = ("interpolate", "reset")
+SPLITS = ("train", "test")
+MAX_ALPHAS = 100_000
+
+
+class SpecError(ValueError):
+    """A job file or override that cannot be used; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class AlphaGrid:
+    start: float = 0.0
+    stop: float = 1.0
+    num: int = 100
+    values: tuple[float, ...] = ()  # an explicit grid; when given, start/stop/num are ignored
+
+    def points(self) -> list[float]:
+        if self.values:
+            return [float(a) for a in self.values]
+        if self.num == 1:
+            return [float(self.start)]
+        step = (self.stop - self.start) / (self.num - 1)
+        # round so that 0 and 1 land exactly on grids such as [-0.5, 1.5] x 201
+        return [round(self.start + i * step, 12) for i in range(self.num)]
+
+    def problems(self, where: str) -> list[str]:
+        out = []
+        if self.values:
+            vals = list(self.values)
+            if any(not math.isfinite(v) for v in vals):
+                out.append(f"{where}.values contains NaN or infinity; give finite numbers")
+            elif any(b <= a for a, b in zip(vals, vals[1:])):
+                out.append(f"{where}.values must be strictly increasing with no duplicates, got {vals[:8]}...")
+            if len(vals) > MAX_ALPHAS:
+                out.append(f"{where}.values has {len(vals)} points; at most {MAX_ALPHAS}")
+            return out
+        if not (math.isfinite(self.start) and math.isfinite(self.stop)):
+            out.append(f"{where}.start/stop must be finite numbers")
+        elif self.stop <= self.start:
+            out.append(f"{where}: stop ({self.stop}) must be greater than start ({self.start}); "
+                       f"e.g. --set {where}.start=0 --set {where}.stop=1")
+        if not 2 <= self.num <= MAX_ALPHAS:
+            out.append(f"{where}.num must be between 2 and {MAX_ALPHAS}, got {self.num}")
+        elif not out and len(set(self.points())) != self.num:
+            out.append(f"{where}: {self.num} points between {self.start} and {self.stop} are too close "
+                       f"to tell apart; use fewer points or a wider range")
+        return out
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str = ""
+    kind: str = "init_to_final"  # I1/I4/I7: init_to_final, I2: step_to_final, I5, I6
+    alpha: AlphaGrid = AlphaGrid()
+    splits: tuple[str, ...] = ("test",)
+    bn: str = "interpolate"  # or "reset": re-estimate running stats at each alpha
+    bn_batches: int = 20  # training batches used to re-estimate BN statistics in "reset" mode
+    random_scale: float = 4.0  # random_to_final: theta_r = random_scale * (a fresh init draw)
+    chunk: int = 25  # alphas per work item
+
+    def problems(self, where: str) -> list[str]:
+        out = []
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            out.append(f"{where}.name must be a non-empty name of letters, digits, '_' or '-', got {self.name!r}")
+        out += _choice(f"{where}.kind", self.kind, SWEEP_KINDS)
+        out += _choice(f"{where}.bn", self.bn, BN_MODES)
+        for s in self.splits:
+            out += _choice(f"{where}.splits", s, SPLITS)
+        if not self.splits:
+            out.append(f"{where}.splits is empty; give at least one of {list(SPLITS)}")
+        out += self.alpha.problems(f"{where}.alpha")
+        if self.chunk < 1:
+            out.append(f"{where}.chunk must be >= 1, got {self.chunk}")
+        if self.bn_batches < 1:
+            out.append(f"{where}.bn_batches must be >= 1, got {self.bn_batches}")
+        if not self.random_scale > 0:
+            out.append(f"{where}.random_scale must be > 0, got {self.random_scale}")
+        return out
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str = "digits"
+    root: str = ""  # where the dataset lives; "" means $RAYSWEEP_DATA or ./data (not hashed)
+    num_workers: int = 0  # DataLoader worker processes for image datasets
+
+    def problems(self, where: str) -> list[str]:
+        return [] if self.num_workers >= 0 else [f"{where}.num_workers must be >= 0"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str = "mlp"
+    hidden: tuple[int, ...] = (100,)  # MLP hidden widths
+    activation: str = "relu"  # relu | sigmoid | tanh | maxout
+    maxout_pieces: int = 2
+    dropout: float = 0.0
+    input_dropout: float = 0.0
+    batchnorm: bool = False  # MLP: BatchNorm1d after each hidden linear layer
+
+    def problems(self, where: str) -> list[str]:
+        out = _choice(f"{where}.activation", self.activation, ("relu", "sigmoid", "tanh", "maxout"))
+        if any(h < 1 for h in self.hidden):
+            out.append(f"{where}.hidden widths must be >= 1, got {list(self.hidden)}")
+        for key in ("dropout", "input_dropout"):
+            if not 0 <= getattr(self, key) < 1:
+                out.append(f"{where}.{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.maxout_pieces < 1:
+            out.append(f"{where}.maxout_pieces must be >= 1")
+        return out
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0  # applied to all parameters, as OpenLTH does
+    milestones: tuple[int, ...] = ()  # epochs at which lr is multiplied by gamma
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warmup, per iteration
+    checkpoints: str = "frankle"  # frankle | every_epoch | list
+    steps: tuple[int, ...] = ()  # extra steps to save (the schedule when checkpoints = "list")
+    log_splits: tuple[str, ...] = ("train", "test")  # splits evaluated at each checkpoint (manifest)
+    amp: bool = False  # bf16 autocast on CUDA
+    channels_last: bool = False
+
+    def problems(self, where: str) -> list[str]:
+        out = _choice(f"{where}.checkpoints", self.checkpoints, SCHEDULES)
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                out.append(f"{where}.{key} must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            out.append(f"{where}.lr must be > 0, got {self.lr}")
+        for key in ("momentum", "weight_decay", "warmup_epochs", "gamma"):
+            if getattr(self, key) < 0:
+                out.append(f"{where}.{key} must be >= 0, got {getattr(self, key)}")
+        for s in self.log_splits:
+            out += _choice(f"{where}.log_splits", s, SPLITS)
+        if any(s < 0 for s in self.steps):
+            out.append(f"{where}.steps must be >= 0, got {list(self.steps)}")
+        if self.checkpoints == "list" and not self.steps:
+            out.append(f"{where}.checkpoints = 'list' needs {where}.steps, e.g. --set {where}.steps=[0,100]")
+        return out
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    batch_size: int = 1000
+    device: str = "auto"  # auto | cpu | cuda
+
+    def problems(self, where: str) -> list[str]:
+        out = _choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
+        return out + ([f"{where}.batch_size must be >= 1"] if self.batch_size < 1 else [])
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = -1.0  # -1: one GPU per trial when the cluster has GPUs, else none
+    eval_actors: int = 0  # 0: one per GPU, or one per CPU when there are no GPUs
+    gpus_per_actor: float = -1.0  # -1: 1 when the cluster has GPUs, else 0
+
+    def problems(self, where: str) -> list[str]:
+        out = [] if self.cpus_per_trial > 0 else [f"{where}.cpus_per_trial must be > 0"]
+        return out + ([f"{where}.eval_actors must be >= 0"] if self.eval_actors < 0 else [])
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    description: str = ""
+    replicates: int = 3
+    seed: int = 0  # replicate k is seeded with seed + k (init, data order, dropout)
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    sweeps: tuple[SweepSpec, ...] = ()
+
+    def problems(self) -> list[str]:
+        out = [] if self.replicates >= 1 else [f"replicates must be >= 1, got {self.replicates}"]
+        for key in ("data", "model", "train", "eval", "resources"):
+            out += getattr(self, key).problems(key)
+        names = [s.name for s in self.sweeps]
+        for s in self.sweeps:
+            out += s.problems(f"sweeps.{s.name or '?'}")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            out.append(f"sweep names must be unique; repeated: {dup}")
+        if any(s.kind == "final_to_final" for s in self.sweeps) and self.replicates < 2:
+            out.append("a final_to_final sweep needs replicates >= 2")
+        return out
+
+    def sweep(self, name: str) -> SweepSpec:
+        for s in self.sweeps:
+            if s.name == name:
+                return s
+        raise SpecError(f"job {self.name!r} has no sweep {name!r}; its sweeps are {[s.name for s in self.sweeps]}")
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the non-default fields that determine the trained weights."""
+        payload = {"seed": self.seed} if self.seed else {}
+        for key in ("data", "model", "train"):
+            payload.update({f"{key}.{k}": v for k, v in _non_default(getattr(self, key)).items()})
+        payload.pop("data.root", None)
+        payload.pop("data.num_workers", None)
+        return _digest(payload)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def sweep_hash(sweep: SweepSpec) -> str:
+    """Hash of everything that changes a sweep's numbers (not its name, not its chunking)."""
+    payload = _non_default(sweep)
+    for key in ("name", "chunk"):
+        payload.pop(key, None)
+    payload["kind"] = sweep.kind
+    return _digest(payload)
+
+
+def _digest(payload: dict) -> str:
+    return hashlib.md5(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _non_default(obj) -> dict:
+    out = {}
+    for f in dataclasses.fields(obj):
+        value, default = getattr(obj, f.name), _default_of(f)
+        if dataclasses.is_dataclass(value):
+            out.update({f"{f.name}.{k}": v for k, v in _non_default(value).items()})
+        elif value != default:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _choice(key: str, value, choices) -> list[str]:
+    return [] if value in choices else [f"{key} = {value!r} is not valid; choose one of {list(choices)}"]
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse_job(raw: dict, source: str = "<job>") -> Job:
+    """Build a Job from a TOML dict; raises SpecError naming every problem at once."""
+    errors: list[str] = []
+    job = _build(Job, raw, "", errors)
+    if not errors:
+        errors = job.problems()
+    if errors:
+        lines = "\n  - ".join(errors)
+        raise SpecError(f"{source} is not a valid job:\n  - {lines}\n"
+                        f"Fix the file or the --set override named above (`raysweep show JOB` prints a valid spec).")
+    return job
+
+
+def _build(cls, raw, where: str, errors: list[str]):
+    if not isinstance(raw, dict):
+        errors.append(f"{where or 'job'} must be a table, got {type(raw).__name__}")
+        return None
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in hints:
+            errors.append(f"unknown key {_join(where, key)!r}; valid keys here are {names}")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            value = _convert(hints[name], raw[name], _join(where, name), errors)
+            if value is not _BAD:
+                kwargs[name] = value
+        elif cls is Job and name == "name":
+            errors.append("the job has no 'name'; add name = \"...\" at the top of the file")
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None
+
+
+_BAD = object()
+
+
+def _convert(hint, value, key: str, errors: list[str]):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, errors) or _BAD
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            errors.append(f"{key} must be a list, got {value!r}")
+            return _BAD
+        if dataclasses.is_dataclass(item):
+            built = [_build(item, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
+            return tuple(built) if all(built) else _BAD
+        items = [_convert(item, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
+        return _BAD if _BAD in items else tuple(items)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    errors.append(f"{key} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return _BAD
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def parse_value(text: str):
+    """``--set`` values are TOML values (``0.1``, ``[0, 100]``, ``true``); anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
+    """Apply ``dotted.key=value`` overrides to a raw job dict (a deep copy is returned).
+
+    Sweeps are addressed by name: ``sweeps.init_to_final.alpha.num=50``.
+    """
+    raw = json.loads(json.dumps(raw))
+    for item in overrides:
+        if "=" not in item:
+            raise SpecError(f"override {item!r} has no '='; write it as dotted.key=value, e.g. train.lr=0.05")
+        key, text = item.split("=", 1)
+        _set(raw, key.strip(), parse_value(text.strip()))
+    return raw
+
+
+def _set(raw: dict, key: str, value) -> None:
+    parts, node, cls = key.split("."), raw, Job
+    i = 0
+    while i < len(parts) - 1:
+        part = parts[i]
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            raise SpecError(f"override {key!r}: unknown key {part!r}; valid keys are {sorted(hints)}")
+        if part == "sweeps" and cls is Job:
+            i += 1
+            sweeps = node.setdefault("sweeps", [])
+            match = [s for s in sweeps if isinstance(s, dict) and s.get("name") == parts[i]]
+            if not match:
+                raise SpecError(f"override {key!r}: no sweep named {parts[i]!r}; the job's sweeps are "
+                                f"{[s.get('name') for s in sweeps]}")
+            node, cls = match[0], SweepSpec
+        else:
+            node, cls = node.setdefault(part, {}), hints[part]
+            if not dataclasses.is_dataclass(cls):
+                raise SpecError(f"override {key!r}: {part!r} is not a table")
+        i += 1
+    last = parts[-1]
+    hints = typing.get_type_hints(cls)
+    if last not in hints:
+        raise SpecError(f"override {key!r}: unknown key {last!r}; valid keys here are {sorted(hints)}")
+    node[last] = value

@@ -1,0 +1,120 @@
+"""Store: every byte raysweep reads or writes goes through this one object over ``pyarrow.fs``.
+
+The root is a local folder (default ``./raysweep-results``, or ``$RAYSWEEP_STORAGE``) or an object
+store URI (``s3://bucket/prefix``, ``gs://bucket/prefix``). Paths given to the methods are relative
+to the root and use ``/``. Writes are atomic: a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+DEFAULT_ROOT = "./raysweep-results"
+
+
+class StoreError(RuntimeError):
+    """Storage that cannot be used; the message names the URI and what to check."""
+
+
+def resolve_root(storage: str | None) -> str:
+    return storage or os.environ.get("RAYSWEEP_STORAGE") or DEFAULT_ROOT
+
+
+class Store:
+    def __init__(self, root: str | None = None):
+        self.uri = resolve_root(root)
+        if "://" not in self.uri:
+            self.uri = str(Path(self.uri).expanduser().resolve())
+        try:
+            self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise StoreError(f"cannot open storage {self.uri!r}: {exc}. Give a local folder or an "
+                             f"s3:// / gs:// URI with --storage or $RAYSWEEP_STORAGE.") from None
+        self.base = self.base.rstrip("/")
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    def __reduce__(self):  # ship to Ray workers by URI; each process opens its own filesystem
+        return (Store, (self.uri,))
+
+    def full(self, path: str) -> str:
+        return f"{self.base}/{path}" if path else self.base
+
+    def url(self, path: str) -> str:
+        """A URI a person can paste: the root URI joined with `path`."""
+        return f"{self.uri.rstrip('/')}/{path}"
+
+    # ------------------------------------------------------------ reads
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(self.full(path)).type != pafs.FileType.NotFound
+
+    def read_bytes(self, path: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.full(path)) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.url(path)} does not exist") from None
+
+    def read_json(self, path: str):
+        return json.loads(self.read_bytes(path))
+
+    def list(self, prefix: str, suffix: str = "", recursive: bool = False) -> list[str]:
+        """Relative paths of the files under `prefix` whose names end with `suffix`, sorted."""
+        sel = pafs.FileSelector(self.full(prefix), allow_not_found=True, recursive=recursive)
+        start = len(self.base) + 1
+        return sorted(i.path[start:] for i in self.fs.get_file_info(sel)
+                      if i.type == pafs.FileType.File and i.path.endswith(suffix)
+                      and "/." not in i.path[start:])
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """Relative paths of the folders directly under `prefix`, sorted."""
+        sel = pafs.FileSelector(self.full(prefix), allow_not_found=True)
+        start = len(self.base) + 1
+        return sorted(i.path[start:] for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory)
+
+    def read_table(self, paths: list[str]) -> pa.Table:
+        tables = [pq.read_table(self.full(p), filesystem=self.fs) for p in paths]
+        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+    def dataset(self, paths: list[str]):
+        import pyarrow.dataset as ds
+        return ds.dataset([self.full(p) for p in paths], format="parquet", filesystem=self.fs)
+
+    # ------------------------------------------------------------ writes
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Atomic write: a temporary sibling, then a rename (object stores put whole objects)."""
+        target = self.full(path)
+        parent = target.rsplit("/", 1)[0]
+        if self.is_local:
+            self.fs.create_dir(parent, recursive=True)
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, target)
+        else:
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+
+    def write_json(self, path: str, obj) -> None:
+        self.write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def write_table(self, path: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.write_bytes(path, buf.getvalue())
+
+    def delete(self, path: str) -> None:
+        info = self.fs.get_file_info(self.full(path))
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.full(path))
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(self.full(path))

@@ -1,0 +1,213 @@
+"""Sweeps: pairs of checkpoints, α chunks, what is already stored, and the Ray Data fan-out.
+
+A work item is one (pair, α-chunk) of one sweep. Its key is deterministic, and its rows are written
+as one Parquet file named by that key, so a rerun plans only the items whose file is missing and
+no row is ever stored twice.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from raysweep import paths
+from raysweep.checkpoints import save_tensors
+from raysweep.models import build_model
+from raysweep.spec import Job, SweepSpec, sweep_hash
+from raysweep.store import Store
+
+RANDOM_STEP = -1  # step_a of I6's random starting point
+RANDOM_SEED_OFFSET = 1_000_000  # random points are drawn with seed + k + this offset
+
+
+class NotTrainedError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    replicate: int
+    step: int  # RANDOM_STEP for a random point
+    path: str
+    sha256: str
+
+    @property
+    def tag(self) -> str:
+        return f"r{self.replicate}-{'random' if self.step == RANDOM_STEP else f's{self.step}'}"
+
+
+def read_manifests(store: Store, job: Job, k: int) -> dict[int, dict]:
+    """step -> manifest entry of replicate k."""
+    run = paths.run_dir(job.name, job.hash)
+    entries = [store.read_json(p) for p in store.list(paths.replicate_dir(run, k), ".json")
+               if p.rsplit("/", 1)[-1].startswith("step_")]
+    return {e["step"]: e for e in entries}
+
+
+def random_endpoint(store: Store, job: Job, k: int, scale: float, in_shape, num_classes) -> Endpoint:
+    """θ_r: an init drawn with its own seed, parameters scaled by `scale` (G Fig 5 right)."""
+    run = paths.run_dir(job.name, job.hash)
+    path = paths.random_point(run, k, scale)
+    meta_path = path.replace(".safetensors", ".json")
+    if store.exists(meta_path):
+        return Endpoint(k, RANDOM_STEP, path, store.read_json(meta_path)["sha256"])
+    model = build_model(job.model, in_shape, num_classes, seed=job.seed + k + RANDOM_SEED_OFFSET)
+    params = {n for n, _ in model.named_parameters()}
+    state = {n: (t * scale if n in params else t) for n, t in model.state_dict().items()}
+    sha = save_tensors(store, path, state)
+    store.write_json(meta_path, {"replicate": k, "scale": scale, "sha256": sha, "path": path})
+    return Endpoint(k, RANDOM_STEP, path, sha)
+
+
+def pairs(sweep: SweepSpec, finals: dict[int, Endpoint], manifests: dict[int, dict[int, dict]],
+          randoms: dict[int, Endpoint]) -> list[tuple[Endpoint, Endpoint]]:
+    """(θ_a, θ_b) pairs of a sweep, in an order that keeps each θ_b's work together."""
+    def ep(k, step):
+        m = manifests[k][step]
+        return Endpoint(k, step, m["path"], m["sha256"])
+
+    ks = sorted(finals)
+    if sweep.kind == "init_to_final":
+        return [(ep(k, 0), finals[k]) for k in ks]
+    if sweep.kind == "step_to_final":
+        return [(ep(k, s), finals[k]) for k in ks for s in sorted(manifests[k])]
+    if sweep.kind == "final_to_final":
+        return [(finals[i], finals[j]) for i in ks for j in ks if i < j]
+    if sweep.kind == "random_to_final":
+        return [(randoms[k], finals[k]) for k in ks]
+    raise ValueError(f"unknown sweep kind {sweep.kind!r}")
+
+
+def chunks(alphas: list[float], size: int) -> list[list[float]]:
+    return [alphas[i:i + size] for i in range(0, len(alphas), size)]
+
+
+def plan(job: Job, store: Store, replicates: list[int], in_shape=None, num_classes=None,
+         sweeps: list[str] | None = None) -> list[dict]:
+    """Every work item of the job's sweeps (both done and missing), as JSON-able dicts."""
+    run = paths.run_dir(job.name, job.hash)
+    manifests = {k: read_manifests(store, job, k) for k in replicates}
+    untrained = [k for k in replicates if not store.exists(paths.train_done(run, k))]
+    if untrained:
+        raise NotTrainedError(f"replicates {untrained} of {job.name} are not trained yet in {store.url(run)}; "
+                              f"run `raysweep train {job.name}` (or `raysweep run`) first")
+    finals = {k: Endpoint(k, max(m), m[max(m)]["path"], m[max(m)]["sha256"]) for k, m in manifests.items()}
+    items = []
+    for sweep in job.sweeps:
+        if sweeps and sweep.name not in sweeps:
+            continue
+        randoms = {}
+        if sweep.kind == "random_to_final":
+            randoms = {k: random_endpoint(store, job, k, sweep.random_scale, in_shape, num_classes)
+                       for k in replicates}
+        h = sweep_hash(sweep)
+        for a, b in pairs(sweep, finals, manifests, randoms):
+            for c, alphas in enumerate(chunks(sweep.alpha.points(), sweep.chunk)):
+                key = f"{a.tag}__{b.tag}__c{c:04d}"
+                items.append({
+                    "sweep": sweep.name, "sweep_hash": h, "key": key,
+                    "path": paths.point_file(run, sweep.name, h, key),
+                    "a": a.__dict__, "b": b.__dict__, "alphas": alphas, "splits": list(sweep.splits),
+                    "bn": sweep.bn, "bn_batches": sweep.bn_batches})
+    return items
+
+
+def done_paths(store: Store, job: Job) -> set[str]:
+    run = paths.run_dir(job.name, job.hash)
+    return set(store.list(f"{run}/points", ".parquet", recursive=True))
+
+
+def missing(items: list[dict], store: Store, job: Job) -> list[dict]:
+    done = done_paths(store, job)
+    return [it for it in items if it["path"] not in done]
+
+
+POINT_SCHEMA = pa.schema([
+    ("job", pa.string()), ("hash", pa.string()), ("sweep", pa.string()), ("sweep_hash", pa.string()),
+    ("item", pa.string()), ("replicate_a", pa.int32()), ("replicate_b", pa.int32()),
+    ("step_a", pa.int64()), ("step_b", pa.int64()), ("alpha", pa.float64()), ("split", pa.string()),
+    ("loss", pa.float64()), ("error", pa.float64()), ("n_examples", pa.int64()),
+    ("distance", pa.float64()), ("norm_a", pa.float64()), ("bn", pa.string()),
+    ("sha256_a", pa.string()), ("sha256_b", pa.string()),
+])
+
+
+def evaluate_item(evaluator, job: Job, item: dict) -> pa.Table:
+    """Evaluate one work item with a plain-torch Evaluator; returns its rows as an Arrow table."""
+    a, b = item["a"], item["b"]
+    ta = evaluator.endpoint(a["path"], a["sha256"])
+    tb = evaluator.endpoint(b["path"], b["sha256"])
+    distance, norm_a = evaluator.norms(ta, tb)
+    rows = evaluator.evaluate_pair(ta, tb, item["alphas"], tuple(item["splits"]), item["bn"], item["bn_batches"])
+    common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "sweep_hash": item["sweep_hash"],
+              "item": item["key"], "replicate_a": a["replicate"], "replicate_b": b["replicate"],
+              "step_a": a["step"], "step_b": b["step"], "distance": distance, "norm_a": norm_a,
+              "bn": item["bn"], "sha256_a": a["sha256"], "sha256_b": b["sha256"]}
+    full = [{**common, **r} for r in rows]
+    return pa.Table.from_pylist(full, schema=POINT_SCHEMA)
+
+
+def run_item(evaluator, job: Job, store: Store, item: dict) -> dict:
+    """Evaluate and store one item; failures are returned, not raised, so the sweep goes on."""
+    try:
+        table = evaluate_item(evaluator, job, item)
+        store.write_table(item["path"], table)
+        return {"key": item["path"], "status": "ok", "message": "", "rows": table.num_rows}
+    except Exception as exc:  # reported per item; the driver exits non-zero at the end
+        return {"key": item["path"], "status": "error", "message": f"{type(exc).__name__}: {exc}", "rows": 0}
+
+
+def run_local(job: Job, store: Store, items: list[dict], evaluator=None, progress=None) -> list[dict]:
+    """The same work in this process, no Ray (tests, benchmarks, debugging)."""
+    from raysweep.evaluate import Evaluator
+
+    evaluator = evaluator or Evaluator(job, store)
+    out = []
+    for item in items:
+        out.append(run_item(evaluator, job, store, item))
+        if progress:
+            progress(out[-1])
+    return out
+
+
+class SweepStage:
+    """Ray Data stage: setup in __init__ (eval split on device, model), pure __call__ per batch."""
+
+    def __init__(self, job: dict, storage: str, threads: int = 1):
+        import torch
+
+        from raysweep.evaluate import Evaluator
+        from raysweep.spec import parse_job
+
+        torch.set_num_threads(max(1, threads))
+        self.job = parse_job(job, "job from driver")
+        self.store = Store(storage)
+        self.evaluator = Evaluator(self.job, self.store)
+
+    def __call__(self, batch: dict) -> dict:
+        results = [run_item(self.evaluator, self.job, self.store, json.loads(s)) for s in batch["item"]]
+        return {k: [r[k] for r in results] for k in ("key", "status", "message", "rows")}
+
+
+def run_ray(job: Job, store: Store, items: list[dict], progress=None) -> list[dict]:
+    """Fan the items out over an actor pool (GPUs when the cluster has them); stream results back."""
+    import ray.data
+
+    from raysweep.cluster import actor_plan
+
+    if not items:
+        return []
+    n_actors, gpus, cpus = actor_plan(job)
+    n_actors = min(n_actors, len(items))
+    ds = ray.data.from_items([{"item": json.dumps(it)} for it in items],
+                             override_num_blocks=min(len(items), 50 * n_actors))
+    out = ds.map_batches(
+        SweepStage, fn_constructor_kwargs={"job": job.to_dict(), "storage": store.uri, "threads": int(cpus) or 1},
+        batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=gpus, num_cpus=cpus)
+    results = []
+    for row in out.iter_rows():
+        results.append(dict(row))
+        if progress:
+            progress(results[-1])
+    return results

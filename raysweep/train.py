@@ -1,0 +1,168 @@
+"""Training: a pure-torch loop (``train_replicate``) and the Ray Tune driver that runs one trial per
+replicate (``train_all``).
+
+Replicate k is seeded with ``job.seed + k``: that seed draws the initial weights, the order of the
+training examples (one permutation per epoch) and the dropout masks. At every step of the
+checkpoint schedule the weights go to the Store as safetensors with a JSON manifest, followed by
+the optimizer and RNG state, so a killed training resumes from its last checkpoint and ends with
+bitwise the same weights on CPU.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from raysweep import paths
+from raysweep.checkpoints import load_tensors, save_tensors
+from raysweep.datasets import Splits, load_splits, train_batches
+from raysweep.evaluate import pick_device, split_metrics
+from raysweep.models import build_model
+from raysweep.schedule import checkpoint_steps, iterations_per_epoch
+from raysweep.spec import Job, parse_job
+from raysweep.store import Store
+
+Progress = Callable[[dict], None]
+
+
+def learning_rate(job: Job, it: int, per_epoch: int) -> float:
+    """OpenLTH: lr · γ^(drops passed) · min(1, it / warmup_iterations), set every iteration."""
+    t = job.train
+    drops = sum(it >= m * per_epoch for m in t.milestones)
+    warmup = t.warmup_epochs * per_epoch
+    scale = min(1.0, it / warmup) if warmup > 0 else 1.0
+    return t.lr * (t.gamma ** drops) * scale
+
+
+def replicate_seed(job: Job, k: int) -> int:
+    return job.seed + k
+
+
+def is_trained(store: Store, job: Job, k: int) -> bool:
+    return store.exists(paths.train_done(paths.run_dir(job.name, job.hash), k))
+
+
+def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch: int, data: Splits,
+                     device) -> dict:
+    run = paths.run_dir(job.name, job.hash)
+    sha = save_tensors(store, paths.checkpoint(run, k, step), model.state_dict())
+    entry = {"job": job.name, "hash": job.hash, "replicate": k, "step": step,
+             "epoch": step / per_epoch, "sha256": sha, "path": paths.checkpoint(run, k, step)}
+    for split in job.train.log_splits:
+        x, y = data.split(split)
+        entry[f"{split}_loss"], entry[f"{split}_error"] = split_metrics(
+            model, x.to(device), y.to(device), job.eval.batch_size)
+    store.write_json(paths.manifest(run, k, step), entry)
+    return entry
+
+
+def _save_state(store: Store, run: str, k: int, model, opt, step: int) -> None:
+    tensors = {f"model.{n}": t for n, t in model.state_dict().items()}
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[f"momentum.{i}"] = buf
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    tensors["step"] = torch.tensor([step], dtype=torch.int64)
+    save_tensors(store, paths.train_state(run, k), tensors)
+
+
+def _load_state(store: Store, run: str, k: int, model, opt) -> int:
+    t = load_tensors(store, paths.train_state(run, k))
+    model.load_state_dict({n[6:]: v for n, v in t.items() if n.startswith("model.")})
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        if f"momentum.{i}" in t:
+            opt.state[p]["momentum_buffer"] = t[f"momentum.{i}"].to(p.device)
+    torch.set_rng_state(t["rng.cpu"])
+    if "rng.cuda" in t and torch.cuda.is_available():
+        torch.cuda.set_rng_state(t["rng.cuda"])
+    return int(t["step"][0])
+
+
+def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = None,
+                    data: Splits | None = None) -> None:
+    """Train replicate k, saving the checkpoint schedule; resumes from the Store if interrupted."""
+    run = paths.run_dir(job.name, job.hash)
+    if store.exists(paths.train_done(run, k)):
+        return
+    device = pick_device(job.eval.device)
+    data = data or load_splits(job.data)
+    seed = replicate_seed(job, k)
+    model = build_model(job.model, data.in_shape, data.num_classes, seed=seed).to(device)
+    t = job.train
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    per_epoch = iterations_per_epoch(len(data.train_y), t.batch_size)
+    total = per_epoch * t.epochs
+    schedule = set(checkpoint_steps(t, len(data.train_y)))
+    torch.manual_seed(seed)
+    step = _load_state(store, run, k, model, opt) if store.exists(paths.train_state(run, k)) else 0
+    report = progress or (lambda info: None)
+    last = {}
+    if step == 0:
+        last = _save_checkpoint(store, job, k, model, 0, per_epoch, data, device)
+        _save_state(store, run, k, model, opt, 0)
+    report({"replicate": k, "step": step, "total": total, **last})
+    model.train()
+    while step < total:
+        epoch, skip = divmod(step, per_epoch)
+        for x, y in train_batches(data, t.batch_size, seed, epoch, skip):
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(job, step, per_epoch)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step in schedule:
+                last = _save_checkpoint(store, job, k, model, step, per_epoch, data, device)
+                _save_state(store, run, k, model, opt, step)
+                model.train()
+            if step in schedule or step % per_epoch == 0:
+                report({"replicate": k, "step": step, "total": total, **last})
+    store.write_json(paths.train_done(run, k), {"step": total, "finished": time.time()})
+
+
+# ------------------------------------------------------------------------ Ray Tune driver
+
+
+def _trainable(config: dict) -> None:
+    from ray import tune
+
+    job = parse_job(config["job"], "job from driver")
+    torch.set_num_threads(max(1, int(config["threads"])))
+    train_replicate(job, config["replicate"], Store(config["storage"]),
+                    progress=lambda info: tune.report({k: v for k, v in info.items()
+                                                       if isinstance(v, (int, float))}))
+
+
+def train_all(job: Job, store: Store, replicates: list[int], resources: dict, progress=None) -> None:
+    """One Tune trial per replicate still to train; Tune's own state goes under the run folder."""
+    from ray import tune
+
+    from raysweep.cluster import ProgressCallback
+
+    todo = [k for k in replicates if not is_trained(store, job, k)]
+    if not todo:
+        return
+    run = paths.run_dir(job.name, job.hash)
+    trainable = tune.with_resources(_trainable, resources)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": job.to_dict(), "storage": store.uri, "threads": resources.get("cpu", 1),
+                     "replicate": tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=len(todo), reuse_actors=False),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=[ProgressCallback(progress)] if progress else [],
+        ),
+    )
+    results = tuner.fit()
+    failed = [r for r in results if r.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} training trial(s) failed; first error:\n{failed[0].error}")
