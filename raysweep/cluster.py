@@ -15,7 +15,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables; our bars instead
     warnings.filterwarnings("ignore", module="ray")
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs = {} if address else {"num_cpus": num_cpus or os.cpu_count()}
@@ -23,6 +23,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
              configure_logging=True, log_to_driver=True, **kwargs)
     from ray.data import DataContext
 
+    for name in ("ray.data", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -71,8 +73,21 @@ def ProgressCallback(fn):
     """A Tune callback that hands each trial result to `fn` (runs in the driver)."""
     from ray import tune
 
-    class _Progress(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            fn(result)
+    global _ProgressCallback
+    if _ProgressCallback is None:
+        class _Progress(tune.Callback):
+            def __init__(self, fn):
+                self.fn = fn
 
-    return _Progress()
+            def __getstate__(self):  # Tune pickles its callbacks into its state; progress bars stay here
+                return {"fn": None}
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                if self.fn:
+                    self.fn(result)
+
+        _ProgressCallback = _Progress
+    return _ProgressCallback(fn)
+
+
+_ProgressCallback = None

@@ -88,3 +88,18 @@ def train_batches(splits: Splits, batch_size: int, seed: int, epoch: int, skip: 
     for start in range(skip * batch_size, len(order), batch_size):
         idx = order[start:start + batch_size]
         yield splits.train_x[idx], splits.train_y[idx]
+
+
+# Training-set sizes, so that plans and costs need no data on this machine.
+TRAIN_SIZES = {"digits": 1257, "blobs": 1000}
+EVAL_SIZES = {"digits": {"train": 1257, "test": 540}, "blobs": {"train": 1000, "test": 500}}
+
+
+def train_size(spec: DataSpec) -> int:
+    return TRAIN_SIZES[spec.name] if spec.name in TRAIN_SIZES else len(load_splits(spec).train_y)
+
+
+def split_size(spec: DataSpec, split: str) -> int:
+    if spec.name in EVAL_SIZES:
+        return EVAL_SIZES[spec.name][split]
+    return len(load_splits(spec).split(split)[1])

@@ -79,6 +79,12 @@ def pairs(sweep: SweepSpec, finals: dict[int, Endpoint], manifests: dict[int, di
     raise ValueError(f"unknown sweep kind {sweep.kind!r}")
 
 
+def pair_count(kind: str, replicates: int, checkpoints: int) -> int:
+    """How many (θ_a, θ_b) pairs a sweep kind has, without reading any manifest."""
+    return {"init_to_final": replicates, "step_to_final": replicates * checkpoints,
+            "final_to_final": replicates * (replicates - 1) // 2, "random_to_final": replicates}[kind]
+
+
 def chunks(alphas: list[float], size: int) -> list[list[float]]:
     return [alphas[i:i + size] for i in range(0, len(alphas), size)]
 

@@ -1,0 +1,211 @@
+"""The Python API. The CLI is a thin layer over it; notebooks use it directly::
+
+    import raysweep
+    run = raysweep.open("digits_mlp")          # or a path to your own TOML, storage="s3://..."
+    run.run()                                    # train -> sweep -> aggregate -> report
+    run.curves.filter(pl.col("sweep") == "init_to_final").collect()
+    run.query("select step, max(max_increase_mean) from barriers group by step")
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import polars as pl
+
+from raysweep import aggregate, paths
+from raysweep.jobs import load_job
+from raysweep.spec import Job
+from raysweep.store import Store
+
+TABLES = ("points", "curves", "barriers", "checkpoints")
+
+
+class SweepFailed(RuntimeError):
+    """Some work items failed (e.g. a corrupted checkpoint); the rest were kept."""
+
+
+@dataclass
+class RunSummary:
+    trained: list[int] = field(default_factory=list)
+    items_total: int = 0
+    items_run: int = 0
+    rows_written: int = 0
+    failures: list[dict] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+
+
+def open(job: str | Job, storage: str | None = None, overrides: Iterable[str] = (),
+         replicates: int | None = None) -> "Run":
+    """The run of `job` (a built-in name, a TOML path or a Job) in `storage`."""
+    if not isinstance(job, Job):
+        job = load_job(job, overrides, replicates)
+    return Run(job, Store(storage))
+
+
+class Run:
+    def __init__(self, job: Job, store: Store):
+        self.job, self.store = job, store
+        self.dir = paths.run_dir(job.name, job.hash)
+
+    def __repr__(self) -> str:
+        return f"Run({self.job.name!r}, hash={self.job.hash!r}, at={self.store.url(self.dir)!r})"
+
+    @property
+    def replicates(self) -> list[int]:
+        return list(range(self.job.replicates))
+
+    # ------------------------------------------------------------------ tables
+    @property
+    def points(self) -> pl.LazyFrame:
+        return aggregate.scan_points(self.store, self.job)
+
+    def _table(self, name: str) -> pl.LazyFrame:
+        path = paths.table(self.dir, name)
+        if self.store.exists(path):
+            return pl.scan_pyarrow_dataset(self.store.dataset([path]))
+        if name == "checkpoints":
+            return aggregate.checkpoints(self.store, self.job).lazy()
+        points = aggregate.dedupe(self.points.collect())
+        return (aggregate.curves(points) if name == "curves" else aggregate.barriers(points)).lazy()
+
+    @property
+    def curves(self) -> pl.LazyFrame:
+        return self._table("curves")
+
+    @property
+    def barriers(self) -> pl.LazyFrame:
+        return self._table("barriers")
+
+    @property
+    def checkpoints(self) -> pl.LazyFrame:
+        return self._table("checkpoints")
+
+    def table(self, name: str, sweep: str | None = None) -> pl.DataFrame:
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}; tables are {list(TABLES)}")
+        lf = getattr(self, name)
+        if sweep is not None:
+            self.job.sweep(sweep)  # raises with the list of sweeps
+            lf = lf.filter(pl.col("sweep") == sweep)
+        return lf.collect()
+
+    def query(self, sql: str) -> pl.DataFrame:
+        """Polars SQL over the tables points, curves, barriers, checkpoints."""
+        ctx = pl.SQLContext({name: getattr(self, name) for name in TABLES})
+        return ctx.execute(sql, eager=True)
+
+    # ------------------------------------------------------------------ work
+    def train(self, replicates: list[int] | None = None, force: bool = False, progress: bool = True,
+              address: str | None = None) -> list[int]:
+        """Train the replicates not yet trained (one Tune trial each); returns those trained now."""
+        from raysweep.cluster import init_ray, trial_resources
+        from raysweep.progress import TrainProgress
+        from raysweep.train import is_trained, train_all
+
+        ks = self.replicates if replicates is None else replicates
+        if force:
+            for k in ks:
+                self.forget_replicate(k)
+        todo = [k for k in ks if not is_trained(self.store, self.job, k)]
+        if not todo:
+            return []
+        self.store.write_json(paths.job_json(self.dir), self.job.to_dict())
+        init_ray(address)
+        with TrainProgress(self.job, todo, enabled=progress) as bar:
+            train_all(self.job, self.store, todo, trial_resources(self.job), progress=bar.update)
+        return todo
+
+    def forget_replicate(self, k: int) -> None:
+        """Delete replicate k's checkpoints and every stored point that used them."""
+        self.store.delete(paths.replicate_dir(self.dir, k))
+        tag = f"r{k}-"
+        for p in self.store.list(f"{self.dir}/points", ".parquet", recursive=True):
+            name = p.rsplit("/", 1)[-1]
+            if name.startswith(tag) or f"__{tag}" in name:
+                self.store.delete(p)
+
+    def plan(self, sweeps: list[str] | None = None) -> list[dict]:
+        from raysweep.datasets import load_splits
+        from raysweep.sweep import plan
+
+        data = load_splits(self.job.data)
+        return plan(self.job, self.store, self.replicates, data.in_shape, data.num_classes, sweeps)
+
+    def sweep(self, sweeps: list[str] | None = None, progress: bool = True, address: str | None = None,
+              local: bool = False) -> RunSummary:
+        """Evaluate every missing work item (Ray Data actor pool, or in-process with local=True)."""
+        from raysweep.cluster import init_ray
+        from raysweep.progress import SweepProgress
+        from raysweep.sweep import missing, run_local, run_ray
+
+        items = self.plan(sweeps)
+        todo = missing(items, self.store, self.job)
+        summary = RunSummary(items_total=len(items), items_run=len(todo))
+        if todo:
+            if not local:
+                init_ray(address)
+            with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar:
+                runner = run_local if local else run_ray
+                results = runner(self.job, self.store, todo, progress=bar.update)
+            summary.rows_written = sum(r["rows"] for r in results)
+            summary.failures = [r for r in results if r["status"] != "ok"]
+        return summary
+
+    def aggregate(self) -> dict[str, pl.DataFrame]:
+        return aggregate.aggregate(self.store, self.job)
+
+    def plot(self, out: str | None = None, formats: Iterable[str] = ()) -> list[str]:
+        """Write the HTML report (to the Store, or to `out`) and PNG/SVG copies on request."""
+        from raysweep.plots import write_report
+
+        return write_report(self, out, formats)
+
+    def run(self, progress: bool = True, address: str | None = None, report: bool = True) -> RunSummary:
+        """train → sweep → aggregate → report. Raises SweepFailed after keeping what succeeded."""
+        t0 = time.perf_counter()
+        trained = self.train(progress=progress, address=address)
+        t1 = time.perf_counter()
+        summary = self.sweep(progress=progress, address=address)
+        t2 = time.perf_counter()
+        self.aggregate()
+        summary.outputs = {"run": self.store.url(self.dir),
+                           "tables": self.store.url(f"{self.dir}/tables/")}
+        if report:
+            summary.outputs["report"] = self.plot()[0]
+        summary.trained = trained
+        summary.seconds = {"train": t1 - t0, "sweep": t2 - t1, "aggregate+report": time.perf_counter() - t2}
+        if summary.failures:
+            raise SweepFailed(failure_message(self, summary.failures))
+        return summary
+
+    def status(self) -> dict:
+        """What is done: trained replicates, checkpoints, sweep items done/total per sweep."""
+        from raysweep.train import is_trained
+        from raysweep.sweep import NotTrainedError, done_paths
+
+        out = {"run": self.store.url(self.dir), "replicates": {}}
+        for k in self.replicates:
+            ck = [p for p in self.store.list(paths.replicate_dir(self.dir, k), ".safetensors")
+                  if "/step_" in p]
+            out["replicates"][k] = {"trained": is_trained(self.store, self.job, k), "checkpoints": len(ck)}
+        try:
+            items = self.plan()
+        except NotTrainedError:
+            out["sweeps"] = None
+            return out
+        done = done_paths(self.store, self.job)
+        out["sweeps"] = {s.name: {"done": sum(1 for i in items if i["sweep"] == s.name and i["path"] in done),
+                                  "total": sum(1 for i in items if i["sweep"] == s.name)} for s in self.job.sweeps}
+        out["report"] = self.store.exists(paths.report(self.dir))
+        return out
+
+
+def failure_message(run: Run, failures: list[dict]) -> str:
+    lines = sorted({f["message"] for f in failures})
+    shown = "\n  - ".join(lines[:10]) + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
+    return (f"{len(failures)} work item(s) of {run.job.name} failed; all other results were kept.\n  - {shown}\n"
+            f"To repair a corrupted or missing checkpoint, retrain its replicate: "
+            f"`raysweep train {run.job.name} --replicate K --force`, then rerun `raysweep run {run.job.name}`.")

@@ -1,0 +1,234 @@
+"""The ``raysweep`` command: each command parses, resolves the job, and calls one API function.
+
+    raysweep run digits_mlp                      # train -> sweep -> aggregate -> report
+    raysweep results digits_mlp --table barriers --sweep step_to_final
+    raysweep query digits_mlp "select step, max_increase_mean from barriers where metric = 'loss'"
+"""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from raysweep.spec import SpecError
+from raysweep.store import StoreError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Loss-landscape interpolation sweeps on Ray: train replicates, interpolate, aggregate, plot.")
+
+SetOpt = typer.Option(None, "--set", "-s", help="Override a job field: dotted.key=value (repeatable), "
+                                                "e.g. --set train.lr=0.05 --set sweeps.init_to_final.alpha.num=50")
+StorageOpt = typer.Option(None, "--storage", help="Storage root: a folder or s3://bucket/prefix "
+                                                  "[default: $RAYSWEEP_STORAGE or ./raysweep-results]")
+ReplicatesOpt = typer.Option(None, "--replicates", "-r", help="Number of replicates (overrides the job's)")
+AddressOpt = typer.Option(None, "--address", help="Ray cluster to join, e.g. 'auto' [default: $RAY_ADDRESS or a local Ray]")
+
+
+class Table(str, Enum):
+    curves = "curves"
+    barriers = "barriers"
+    points = "points"
+    checkpoints = "checkpoints"
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+def _err(msg: str, code: int) -> None:
+    from raysweep.progress import console
+
+    console.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _open(job: str, storage, overrides, replicates=None):
+    from raysweep.api import open as open_run
+
+    return open_run(job, storage, overrides or [], replicates)
+
+
+def _guard(fn):
+    """Turn the errors a user can fix into one paragraph and a non-zero exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from raysweep.api import SweepFailed
+        from raysweep.sweep import NotTrainedError
+
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as exc:
+            _err(str(exc), 2)
+        except StoreError as exc:
+            _err(str(exc), 2)
+        except (NotTrainedError, SweepFailed) as exc:
+            _err(str(exc), 1)
+        finally:
+            from raysweep.cluster import shutdown_ray
+
+            if "ray" in sys.modules:
+                shutdown_ray()
+    return wrapper
+
+
+@app.command()
+def jobs() -> None:
+    """List the built-in jobs.  Example: raysweep jobs"""
+    from raysweep.jobs import builtin_jobs, read_toml
+
+    for name, path in builtin_jobs().items():
+        typer.echo(f"{name:24s} {read_toml(path).get('description', '')}")
+
+
+@app.command()
+@_guard
+def show(job: str, set_: Optional[List[str]] = SetOpt, replicates: Optional[int] = ReplicatesOpt,
+         storage: Optional[str] = StorageOpt) -> None:
+    """Print the resolved spec and the plan.  Example: raysweep show digits_mlp --set train.epochs=5"""
+    from raysweep.plan import describe
+
+    run = _open(job, storage, set_, replicates)
+    typer.echo(describe(run))
+
+
+@app.command()
+@_guard
+def run(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
+        storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
+        report: bool = typer.Option(True, help="Write report.html at the end"),
+        progress: bool = typer.Option(True, help="Show progress bars")) -> None:
+    """Train, sweep, aggregate and plot.  Example: raysweep run digits_mlp --replicates 3"""
+    r = _open(job, storage, set_, replicates)
+    summary = r.run(progress=progress, address=address, report=report)
+    secs = ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items())
+    typer.echo(f"done: trained {len(summary.trained)} replicate(s), evaluated {summary.items_run} of "
+               f"{summary.items_total} work items ({summary.rows_written} rows) — {secs}")
+    for name, where in summary.outputs.items():
+        typer.echo(f"  {name:8s} {where}")
+
+
+@app.command()
+@_guard
+def train(job: str, replicate: Optional[List[int]] = typer.Option(None, "--replicate", help="Only these replicates"),
+          force: bool = typer.Option(False, help="Delete and retrain (repairs corrupted checkpoints)"),
+          replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
+          storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt) -> None:
+    """Train the replicates only.  Example: raysweep train digits_mlp --replicate 1 --force"""
+    r = _open(job, storage, set_, replicates)
+    done = r.train(replicates=replicate, force=force, address=address)
+    typer.echo(f"trained replicates {done}" if done else "all requested replicates are already trained")
+
+
+@app.command()
+@_guard
+def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", help="Only these sweeps"),
+          replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
+          storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt) -> None:
+    """Run the sweeps of trained replicates and aggregate.  Example: raysweep sweep digits_mlp --sweep init_to_final"""
+    from raysweep.api import SweepFailed, failure_message
+
+    r = _open(job, storage, set_, replicates)
+    for name in sweep_ or []:
+        r.job.sweep(name)
+    summary = r.sweep(sweeps=sweep_, address=address)
+    r.aggregate()
+    typer.echo(f"evaluated {summary.items_run} of {summary.items_total} work items ({summary.rows_written} rows)")
+    if summary.failures:
+        raise SweepFailed(failure_message(r, summary.failures))
+
+
+@app.command()
+@_guard
+def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
+           storage: Optional[str] = StorageOpt) -> None:
+    """Say what is done.  Example: raysweep status digits_mlp"""
+    st = _open(job, storage, set_, replicates).status()
+    typer.echo(f"run: {st['run']}")
+    for k, info in st["replicates"].items():
+        typer.echo(f"  replicate {k}: {'trained' if info['trained'] else 'not trained'}, "
+                   f"{info['checkpoints']} checkpoints")
+    if st["sweeps"] is None:
+        typer.echo("  sweeps: waiting for training")
+        return
+    for name, s in st["sweeps"].items():
+        typer.echo(f"  sweep {name:18s} {s['done']}/{s['total']} work items")
+    typer.echo(f"  report: {'written' if st['report'] else 'not yet'}")
+
+
+def _emit(df, fmt: Format, out: Optional[Path]) -> None:
+    import polars as pl
+
+    if fmt == Format.parquet and out is None:
+        raise SpecError("--format parquet writes a binary file; add --out FILE.parquet")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == Format.table:
+        with pl.Config(tbl_rows=200, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60):
+            text = str(df)
+        out.write_text(text + "\n") if out else typer.echo(text)
+    elif fmt == Format.csv:
+        out.write_text(df.write_csv()) if out else typer.echo(df.write_csv(), nl=False)
+    elif fmt == Format.json:
+        text = json.dumps(df.to_dicts(), indent=1, default=str)
+        out.write_text(text) if out else typer.echo(text)
+    else:
+        df.write_parquet(out)
+    if out is not None:
+        typer.echo(f"wrote {df.height} rows to {out}", err=True)
+
+
+@app.command()
+@_guard
+def results(job: str, table: Table = typer.Option(Table.curves, "--table", help="Which table"),
+            sweep: Optional[str] = typer.Option(None, "--sweep", help="Only this sweep"),
+            format: Format = typer.Option(Format.table, "--format", help="Output format"),
+            out: Optional[Path] = typer.Option(None, "--out", help="Write to this file"),
+            replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
+            storage: Optional[str] = StorageOpt) -> None:
+    """Print or export a results table.  Example: raysweep results digits_mlp --table barriers --format csv"""
+    r = _open(job, storage, set_, replicates)
+    _emit(r.table(table.value, sweep), format, out)
+
+
+@app.command()
+@_guard
+def query(job: str, sql: str, format: Format = typer.Option(Format.table, "--format"),
+          out: Optional[Path] = typer.Option(None, "--out"), replicates: Optional[int] = ReplicatesOpt,
+          set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt) -> None:
+    """Polars SQL over points, curves, barriers, checkpoints.
+    Example: raysweep query digits_mlp "select sweep, max(loss_mean) from curves group by sweep" """
+    import polars.exceptions as ple
+
+    r = _open(job, storage, set_, replicates)
+    try:
+        df = r.query(sql)
+    except (ple.SQLInterfaceError, ple.SQLSyntaxError, ple.ColumnNotFoundError, ple.InvalidOperationError) as exc:
+        raise SpecError(f"query failed: {exc}. Tables are points, curves, barriers, checkpoints; "
+                        f"`raysweep results {job} --table NAME` shows their columns.") from None
+    _emit(df, format, out)
+
+
+@app.command()
+@_guard
+def plot(job: str, out: Optional[str] = typer.Option(None, "--out", help="Local HTML file [default: in the store]"),
+         png: bool = typer.Option(False, "--png", help="Also write a PNG of all charts"),
+         svg: bool = typer.Option(False, "--svg", help="Also write an SVG of all charts"),
+         replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
+         storage: Optional[str] = StorageOpt) -> None:
+    """Write the HTML report.  Example: raysweep plot digits_mlp --out report.html --png"""
+    r = _open(job, storage, set_, replicates)
+    for path in r.plot(out, [f for f, on in (("png", png), ("svg", svg)) if on]):
+        typer.echo(path)
+
+
+if __name__ == "__main__":
+    app()

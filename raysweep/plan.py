@@ -1,0 +1,50 @@
+"""What a job will do, counted before anything runs: `raysweep show`."""
+from __future__ import annotations
+
+import json
+
+from raysweep.datasets import split_size, train_size
+from raysweep.schedule import checkpoint_steps, iterations_per_epoch
+from raysweep.spec import sweep_hash
+from raysweep.sweep import chunks, pair_count
+
+
+def counts(job) -> dict:
+    n_train = train_size(job.data)
+    steps = checkpoint_steps(job.train, n_train)
+    per_epoch = iterations_per_epoch(n_train, job.train.batch_size)
+    sweeps = []
+    for s in job.sweeps:
+        pairs = pair_count(s.kind, job.replicates, len(steps))
+        alphas = s.alpha.points()
+        examples = sum(split_size(job.data, sp) for sp in s.splits)
+        sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": pairs,
+                       "alphas": len(alphas), "alpha_range": [alphas[0], alphas[-1]], "splits": list(s.splits),
+                       "work_items": pairs * len(chunks(alphas, s.chunk)),
+                       "evaluations": pairs * len(alphas) * len(s.splits),
+                       "examples_forwarded": pairs * len(alphas) * examples})
+    return {"trainings": job.replicates, "iterations_per_epoch": per_epoch,
+            "iterations": per_epoch * job.train.epochs, "checkpoints_per_replicate": len(steps),
+            "checkpoint_steps": steps, "sweeps": sweeps,
+            "evaluations": sum(s["evaluations"] for s in sweeps),
+            "examples_forwarded": sum(s["examples_forwarded"] for s in sweeps)}
+
+
+def describe(run) -> str:
+    job, c = run.job, counts(run.job)
+    spec = json.dumps(job.to_dict(), indent=2)
+    steps = c["checkpoint_steps"]
+    shown = steps if len(steps) <= 16 else steps[:12] + ["..."] + steps[-3:]
+    lines = [f"job {job.name}  hash {job.hash}  storage {run.store.url(run.dir)}", "", "resolved spec:", spec, "",
+             "plan:",
+             f"  trainings:   {c['trainings']} replicates x {c['iterations']} iterations "
+             f"({job.train.epochs} epochs x {c['iterations_per_epoch']} iterations/epoch)",
+             f"  checkpoints: {c['checkpoints_per_replicate']} per replicate "
+             f"({c['trainings'] * c['checkpoints_per_replicate']} in all): {shown}"]
+    for s in c["sweeps"]:
+        lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {s['pairs']:4d} pairs x {s['alphas']:3d} α "
+                     f"in [{s['alpha_range'][0]:g}, {s['alpha_range'][1]:g}] x {s['splits']} = "
+                     f"{s['evaluations']} evaluations in {s['work_items']} work items")
+    lines.append(f"  total: {c['evaluations']} full-split evaluations, "
+                 f"{c['examples_forwarded']:,} example forward passes")
+    return "\n".join(lines)
