@@ -1,0 +1,131 @@
+"""The CLI: every command, every output format, and bad input (exit code 2, nothing written)."""
+import json
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from raysweep.cli import app
+from raysweep.datasets import load_splits
+from raysweep.sweep import plan, run_local
+from raysweep.train import train_replicate
+from raysweep import aggregate
+
+runner = CliRunner()
+TINY_TOML = """
+name = "tiny_cli"
+replicates = 2
+[data]
+name = "blobs"
+[model]
+hidden = [8]
+[train]
+epochs = 1
+batch_size = 250
+checkpoints = "list"
+steps = [0, 2]
+[[sweeps]]
+name = "i1"
+alpha = { num = 6 }
+"""
+
+
+@pytest.fixture
+def job_file(tmp_path):
+    path = tmp_path / "tiny_cli.toml"
+    path.write_text(TINY_TOML)
+    return str(path)
+
+
+@pytest.fixture
+def swept(job_file, tmp_path):
+    """A finished run made in-process, so these tests need no Ray."""
+    from raysweep.api import open as open_run
+
+    storage = str(tmp_path / "store")
+    run = open_run(job_file, storage)
+    for k in range(2):
+        train_replicate(run.job, k, run.store)
+    data = load_splits(run.job.data)
+    run_local(run.job, run.store, plan(run.job, run.store, [0, 1], data.in_shape, data.num_classes))
+    aggregate.aggregate(run.store, run.job)
+    return job_file, storage
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_jobs_and_show(job_file):
+    r = invoke("jobs")
+    assert r.exit_code == 0 and "digits_mlp" in r.output
+    r = invoke("show", "digits_mlp", "--set", "train.epochs=5")
+    assert r.exit_code == 0
+    assert "3 replicates x 200 iterations" in r.output and '"epochs": 5' in r.output
+    assert "39 pairs x 100 α" not in r.output  # 5 epochs → 200 steps → 10 checkpoints, not 13
+    assert "30 pairs x 100 α" in r.output
+    r = invoke("show", job_file)
+    assert r.exit_code == 0 and "2 pairs x   6 α" in r.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["show", "digits_mlp", "--set", "train.lrr=1"], "unknown key 'lrr'"),
+    (["show", "digits_mlp", "--set", "train.lr=fast"], "train.lr must be float"),
+    (["show", "digits_mlp", "--set", "sweeps.init_to_final.alpha.stop=-1"], "must be greater than start"),
+    (["show", "digits_mlp", "--set", "sweeps.hires.alpha.num=0"], "num must be between 2"),
+    (["show", "nope"], "unknown job 'nope'"),
+    (["run", "digits_mlp", "--set", "model.activation=swish"], "model.activation"),
+])
+def test_bad_input_exits_2_and_writes_nothing(args, fragment, tmp_path):
+    r = invoke(*args, "--storage", tmp_path / "st")
+    assert r.exit_code == 2, r.output
+    assert fragment in " ".join(r.output.split())
+    assert not (tmp_path / "st").exists()
+
+
+def test_bad_job_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nreplicates = "three"\n[train]\nepochs = -1\n')
+    r = invoke("show", bad)
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and "replicates must be int" in out
+
+
+def test_results_formats(swept, tmp_path):
+    job, storage = swept
+    r = invoke("results", job, "--storage", storage)
+    assert r.exit_code == 0 and "loss_mean" in r.output
+    r = invoke("results", job, "--storage", storage, "--table", "barriers", "--format", "json")
+    rows = json.loads(r.output)
+    assert {row["metric"] for row in rows} == {"loss", "error"}
+    out = tmp_path / "pts.parquet"
+    r = invoke("results", job, "--storage", storage, "--table", "points", "--format", "parquet", "--out", out)
+    assert r.exit_code == 0 and pl.read_parquet(out).height == 2 * 6
+    r = invoke("results", job, "--storage", storage, "--format", "csv", "--sweep", "i1")
+    assert r.output.splitlines()[0].startswith("sweep,step_a,step_b,split,alpha")
+    r = invoke("results", job, "--storage", storage, "--sweep", "i9")
+    assert r.exit_code == 2 and "no sweep 'i9'" in r.output
+    r = invoke("results", job, "--storage", storage, "--format", "parquet")
+    assert r.exit_code == 2 and "--out" in r.output
+
+
+def test_query_status_plot(swept, tmp_path):
+    job, storage = swept
+    r = invoke("query", job, "select split, count(*) as n from points group by split", "--storage", storage,
+               "--format", "csv")
+    assert r.exit_code == 0 and r.output.splitlines() == ["split,n", "test,12"]
+    r = invoke("query", job, "select nope from curves", "--storage", storage)
+    assert r.exit_code == 2 and "query failed" in r.output
+    r = invoke("status", job, "--storage", storage)
+    assert r.exit_code == 0 and "replicate 1: trained, 3 checkpoints" in r.output and "2/2 work items" in r.output
+    out = tmp_path / "rep" / "report.html"
+    r = invoke("plot", job, "--storage", storage, "--out", out, "--svg")
+    assert r.exit_code == 0 and out.exists() and out.with_suffix(".svg").exists()
+    assert "vegaEmbed" in out.read_text() and "cdn.jsdelivr" not in out.read_text()
+
+
+def test_status_of_nothing(job_file, tmp_path):
+    r = invoke("status", job_file, "--storage", tmp_path / "empty")
+    assert r.exit_code == 0 and "not trained" in r.output and "waiting for training" in r.output
+    r = invoke("sweep", job_file, "--storage", tmp_path / "empty")
+    assert r.exit_code == 1 and "not trained yet" in r.output

@@ -1,0 +1,71 @@
+"""The README's main command, as a user runs it: `raysweep run digits_mlp`, twice, then the report
+opened in headless Chromium. Checks what SCIENCE.md §6 expects of an MNIST-like MLP."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import raysweep
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("digits") / "results"
+    cli = [sys.executable, "-m", "raysweep.cli", "run", "digits_mlp", "--storage", str(storage), "--no-progress"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    first = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return storage, first.stdout, second.stdout
+
+
+def test_first_run_does_everything_and_second_run_nothing(digits_run):
+    storage, first, second = digits_run
+    done = re.search(r"evaluated (\d+) of (\d+) work items \((\d+) rows\)", first)
+    assert done and done.group(1) == done.group(2) and int(done.group(3)) == 7503
+    assert "trained 3 replicate(s)" in first and "report" in first
+    assert "trained 0 replicate(s), evaluated 0 of 237 work items (0 rows)" in second
+    run = raysweep.open("digits_mlp", storage=str(storage))
+    assert run.points.collect().height == 7503  # nothing duplicated by the rerun
+
+
+def test_digits_show_what_the_papers_found(digits_run):
+    storage, _, _ = digits_run
+    run = raysweep.open("digits_mlp", storage=str(storage))
+    c = run.curves.filter(pl.col("sweep") == "init_to_final", pl.col("split") == "test").sort("alpha").collect()
+    loss = c["loss_mean"].to_list()
+    # I1 (G, F): the loss falls steeply from α = 0 and is flat near the optimum
+    first_half, second_half = loss[0] - loss[50], loss[50] - loss[99]
+    assert loss[0] > 1.5 and loss[99] < 0.2 and first_half > 5 * second_half
+    b = run.barriers.collect()
+    # I5 (G): two solutions are separated by a barrier
+    i5 = b.filter(pl.col("sweep") == "final_to_final", pl.col("metric") == "loss").row(0, named=True)
+    assert i5["barrier_mean_mean"] > 0.2 and i5["monotone_fraction"] == 0.0
+    # I6 (G): from a random point the only minimum on the line is the solution
+    i6 = run.curves.filter(pl.col("sweep") == "random_to_final").sort("alpha").collect()["loss_mean"].to_list()
+    assert min(i6) == i6[-1]
+
+
+def test_report_draws_in_chromium(digits_run, tmp_path):
+    storage, first, _ = digits_run
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is needed for this test: apt-get install chromium (.ci/run does)"
+    report = next(Path(storage).rglob("report.html"))
+    out = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                          "--virtual-time-budget=30000", "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=180)
+    dom = out.stdout
+    charts = dom.count('class="chart vega-embed"')
+    drawn = len(re.findall(r'<g class="mark-(?:line|area|symbol)', dom))
+    assert charts == report.read_text().count("class='chart'") >= 20
+    assert dom.count('class="marks"') == charts  # every chart rendered an SVG
+    assert drawn >= charts and "Error" not in dom.split("</svg>")[-1]

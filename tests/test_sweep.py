@@ -1,0 +1,85 @@
+"""Planning, exactly-once storage and per-item failures, run in-process (no Ray)."""
+import pytest
+import torch
+
+from raysweep import paths
+from raysweep.datasets import load_splits
+from raysweep.evaluate import Evaluator
+from raysweep.sweep import (NotTrainedError, chunks, missing, pair_count, plan, random_endpoint, read_manifests,
+                            run_local)
+from raysweep.checkpoints import load_tensors
+from raysweep.train import train_replicate
+
+from test_evaluate import reference
+
+
+@pytest.fixture
+def trained(tiny_job, store):
+    for k in range(tiny_job.replicates):
+        train_replicate(tiny_job, k, store)
+    data = load_splits(tiny_job.data)
+    return tiny_job, store, data
+
+
+def test_plan_counts_and_keys(trained):
+    job, store, data = trained
+    items = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    for s in job.sweeps:
+        n = sum(1 for it in items if it["sweep"] == s.name)
+        assert n == pair_count(s.kind, 2, 4) * len(chunks(s.alpha.points(), s.chunk))
+    assert len({it["path"] for it in items}) == len(items)
+    i2 = [it for it in items if it["sweep"] == "i2"]
+    assert sorted({it["a"]["step"] for it in i2}) == [0, 5, 10, 20] and {it["b"]["step"] for it in i2} == {20}
+
+
+def test_untrained_job_cannot_be_planned(tiny_job, store):
+    with pytest.raises(NotTrainedError, match="raysweep train tiny"):
+        plan(tiny_job, store, [0, 1])
+
+
+def test_rows_are_exact_and_stored_once(trained):
+    job, store, data = trained
+    items = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    ev = Evaluator(job, store, data)
+    first = run_local(job, store, items[:5], ev)
+    assert [r["status"] for r in first] == ["ok"] * 5
+    assert len(missing(items, store, job)) == len(items) - 5
+    run_local(job, store, missing(items, store, job), ev)
+    assert missing(items, store, job) == []
+    # every row checks out against the float64 reference built from the checkpoint files
+    it = items[0]
+    table = store.read_table([it["path"]]).to_pylist()
+    sa = load_tensors(store, it["a"]["path"], it["a"]["sha256"])
+    sb = load_tensors(store, it["b"]["path"], it["b"]["sha256"])
+    assert [r["alpha"] for r in table if r["split"] == "test"] == it["alphas"]
+    for row in table:
+        assert row["sha256_a"] == it["a"]["sha256"] and row["job"] == "tiny" and row["hash"] == job.hash
+        loss, err = reference(job, data, sa, sb, row["alpha"], row["split"])
+        assert row["loss"] == pytest.approx(loss, rel=1e-5) and row["error"] == pytest.approx(err)
+
+
+def test_random_point_is_seeded_and_scaled(trained):
+    job, store, data = trained
+    e1 = random_endpoint(store, job, 0, 4.0, data.in_shape, data.num_classes)
+    store.delete(e1.path.replace(".safetensors", ".json"))
+    e2 = random_endpoint(store, job, 0, 4.0, data.in_shape, data.num_classes)
+    assert e1.sha256 == e2.sha256  # redrawn identically
+    init = load_tensors(store, paths.checkpoint(paths.run_dir(job.name, job.hash), 0, 0))
+    rnd = load_tensors(store, e1.path)
+    ratio = rnd["1.weight"].norm() / init["1.weight"].norm()
+    assert 2.5 < ratio < 6  # 4x an independent init draw of the same distribution
+    assert torch.equal(rnd["2.running_var"], torch.ones(16))  # buffers are not scaled
+
+
+def test_a_corrupted_checkpoint_fails_only_its_items(trained):
+    job, store, data = trained
+    items = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    m = read_manifests(store, job, 1)
+    bad = m[5]["path"]
+    store.write_bytes(bad, store.read_bytes(bad)[:100])
+    results = run_local(job, store, items)
+    failed = [r for r, it in zip(results, items) if r["status"] != "ok"]
+    uses_bad = [it for it in items if bad in (it["a"]["path"], it["b"]["path"])]
+    assert len(failed) == len(uses_bad) > 0
+    assert all(bad.split("/")[-1] in r["message"] for r in failed)
+    assert len(missing(items, store, job)) == len(uses_bad)  # all the rest is stored
