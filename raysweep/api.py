@@ -112,6 +112,9 @@ class Run:
         todo = [k for k in ks if not is_trained(self.store, self.job, k)]
         if not todo:
             return []
+        from raysweep.datasets import dataset_info
+
+        dataset_info(self.job.data)  # a missing dataset stops here, before any trial starts
         self.store.write_json(paths.job_json(self.dir), self.job.to_dict())
         init_ray(address)
         with TrainProgress(self.job, todo, enabled=progress) as bar:
@@ -128,11 +131,11 @@ class Run:
                 self.store.delete(p)
 
     def plan(self, sweeps: list[str] | None = None) -> list[dict]:
-        from raysweep.datasets import load_splits
+        from raysweep.datasets import dataset_info
         from raysweep.sweep import plan
 
-        data = load_splits(self.job.data)
-        return plan(self.job, self.store, self.replicates, data.in_shape, data.num_classes, sweeps)
+        info = dataset_info(self.job.data)
+        return plan(self.job, self.store, self.replicates, info.in_shape, info.num_classes, sweeps)
 
     def sweep(self, sweeps: list[str] | None = None, progress: bool = True, address: str | None = None,
               local: bool = False) -> RunSummary:

@@ -62,13 +62,14 @@ def _guard(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from raysweep.api import SweepFailed
+        from raysweep.datasets import DatasetMissing
         from raysweep.sweep import NotTrainedError
 
         try:
             return fn(*args, **kwargs)
         except SpecError as exc:
             _err(str(exc), 2)
-        except StoreError as exc:
+        except (StoreError, DatasetMissing) as exc:
             _err(str(exc), 2)
         except (NotTrainedError, SweepFailed) as exc:
             _err(str(exc), 1)

@@ -8,10 +8,14 @@ import warnings
 from raysweep.spec import Job
 
 
+_OWNED = False  # whether this process's Ray was started by init_ray (and so is ours to stop)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS, e.g. "auto"), else start a local one."""
     import ray
 
+    global _OWNED
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -21,6 +25,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     kwargs = {} if address else {"num_cpus": num_cpus or os.cpu_count()}
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True, log_to_driver=True, **kwargs)
+    _OWNED = True
     from ray.data import DataContext
 
     for name in ("ray.data", "ray.tune", "ray.train"):
@@ -31,11 +36,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ctx.enable_operator_progress_bars = False
 
 
-def shutdown_ray() -> None:
+def shutdown_ray(force: bool = False) -> None:
+    """Stop the Ray this process started (a Ray started by someone else is left running)."""
     import ray
 
-    if ray.is_initialized():
+    global _OWNED
+    if ray.is_initialized() and (_OWNED or force):
         ray.shutdown()
+        _OWNED = False
 
 
 def cluster_resources() -> tuple[float, float]:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysweep.checkpoints import load_tensors
-from raysweep.datasets import Splits, epoch_order, load_splits
+from raysweep.datasets import Splits, load_splits, train_batches
 from raysweep.models import build_model
 from raysweep.spec import Job
 from raysweep.store import Store
@@ -24,16 +24,25 @@ BN_RESET_SEED = 12_345  # the fixed order of training batches used to re-estimat
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """CUDA when present (with TF32 matmuls/convolutions and cuDNN autotuning), else the CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     return torch.device(name)
 
 
-def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _identity(x):
+    return x
+
+
+def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, prepare=_identity) -> torch.Tensor:
     """[sum of cross-entropy, number of errors] over a whole split, as a float64 device tensor."""
     sums = torch.zeros(2, dtype=torch.float64, device=x.device)
     for i in range(0, len(y), batch_size):
-        logits = model(x[i:i + batch_size]).float()
+        logits = model(prepare(x[i:i + batch_size])).float()
         yb = y[i:i + batch_size]
         sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
         sums[1] += (logits.argmax(1) != yb).sum()
@@ -41,11 +50,12 @@ def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
 
 
 @torch.no_grad()
-def split_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+def split_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                  prepare=_identity) -> tuple[float, float]:
     """(mean loss, error rate) of `model` in eval mode on a whole split."""
     was_training = model.training
     model.eval()
-    loss, err = (split_sums(model, x, y, batch_size) / len(y)).tolist()
+    loss, err = (split_sums(model, x, y, batch_size, prepare) / len(y)).tolist()
     model.train(was_training)
     return loss, err
 
@@ -77,6 +87,10 @@ class Evaluator:
         self.data = splits or load_splits(job.data)
         self.on_device = {}  # split name -> (x, y), moved once
         self.model = build_model(job.model, self.data.in_shape, self.data.num_classes).to(self.device).eval()
+        self.channels_last = job.train.channels_last and self.device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._bn_batches: list[torch.Tensor] | None = None
         state = self.model.state_dict(keep_vars=True)
         self.names = list(state)
         self.targets = [t.data for t in state.values()]
@@ -125,14 +139,19 @@ class Evaluator:
         norm = sum(float((a[i].double() ** 2).sum()) for i in idx) ** 0.5
         return dist, norm
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.data.prepare(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
     @torch.no_grad()
     def reestimate_bn(self, num_batches: int) -> None:
-        x, _ = self.split("train")
-        order = epoch_order(len(x), BN_RESET_SEED, 0).to(self.device)
-        bs = self.job.train.batch_size
+        """Re-estimate BN statistics on the first training batches of a fixed order (kept on the device)."""
+        if self._bn_batches is None or len(self._bn_batches) < num_batches:
+            batches = train_batches(self.data, self.job.train.batch_size, BN_RESET_SEED, 0)
+            self._bn_batches = [x.to(self.device) for (x, _), _ in zip(batches, range(num_batches))]
         with bn_reestimation(self.model):
-            for i in range(min(num_batches, -(-len(order) // bs))):
-                self.model(x[order[i * bs:(i + 1) * bs]])
+            for x in self._bn_batches[:num_batches]:
+                self.model(self.prepare(x))
 
     @torch.no_grad()
     def evaluate_pair(self, a: list[torch.Tensor], b: list[torch.Tensor], alphas: list[float],
@@ -144,7 +163,7 @@ class Evaluator:
             if bn == "reset" and self.has_bn:
                 self.reestimate_bn(bn_batches)
             self.model.eval()
-            sums = [split_sums(self.model, *self.split(s), self.job.eval.batch_size) for s in splits]
+            sums = [split_sums(self.model, *self.split(s), self.job.eval.batch_size, self.prepare) for s in splits]
             values = torch.stack(sums).tolist()
             for s, (loss_sum, errors) in zip(splits, values):
                 n = len(self.split(s)[1])

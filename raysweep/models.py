@@ -47,7 +47,92 @@ def mlp(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Modu
     return nn.Sequential(*layers)
 
 
-MODELS: dict[str, Callable[[ModelSpec, tuple[int, ...], int], nn.Module]] = {"mlp": mlp}
+def lenet_300_100(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """LeNet-300-100 (F, OpenLTH mnist_lenet_300_100): 784-300-100-10, ReLU. 266,610 parameters."""
+    return mlp(ModelSpec(hidden=(300, 100), activation="relu"), in_shape, num_classes)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv+BN; a 1x1 conv+BN shortcut where the shape changes (OpenLTH's CIFAR ResNet)."""
+
+    def __init__(self, c_in: int, c_out: int, downsample: bool):
+        super().__init__()
+        stride = 2 if downsample else 1
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if downsample or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs: 16/32/64 filters, n blocks per stage, global average pool."""
+
+    def __init__(self, depth: int, num_classes: int, width: int = 16):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        blocks, c_in = [], width
+        for stage, c_out in enumerate((width, 2 * width, 4 * width)):
+            for i in range(n):
+                blocks.append(ResidualBlock(c_in, c_out, downsample=stage > 0 and i == 0))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        out = self.blocks(torch.relu(self.bn(self.conv(x))))
+        return self.fc(out.mean((2, 3)))
+
+
+def cifar_resnet_20(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return CifarResNet(20, num_classes)
+
+
+VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+class CifarVGG(nn.Module):
+    """OpenLTH's cifar_vgg_16: conv(bias)+BN+ReLU, 4 max-pools, 2x2 average pool, Linear(512, classes)."""
+
+    def __init__(self, plan, num_classes: int):
+        super().__init__()
+        layers, c_in = [], 3
+        for v in plan:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(c_in, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+                c_in = v
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        return self.fc(nn.functional.avg_pool2d(self.features(x), 2).flatten(1))
+
+
+def cifar_vgg_16(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return CifarVGG(VGG16_PLAN, num_classes)
+
+
+def resnet50(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """torchvision's ResNet-50 (25,557,032 parameters with 1000 classes)."""
+    from torchvision.models import resnet50 as tv_resnet50
+
+    return tv_resnet50(weights=None, num_classes=num_classes)
+
+
+MODELS: dict[str, Callable[[ModelSpec, tuple[int, ...], int], nn.Module]] = {
+    "mlp": mlp, "lenet_300_100": lenet_300_100, "cifar_resnet_20": cifar_resnet_20,
+    "cifar_vgg_16": cifar_vgg_16, "resnet50": resnet50,
+}
 
 
 def init_weights(model: nn.Module) -> None:

@@ -201,7 +201,11 @@ class Job:
     sweeps: tuple[SweepSpec, ...] = ()
 
     def problems(self) -> list[str]:
+        from raysweep.datasets import DATASETS
+        from raysweep.models import MODELS
+
         out = [] if self.replicates >= 1 else [f"replicates must be >= 1, got {self.replicates}"]
+        out += _choice("data.name", self.data.name, sorted(DATASETS)) + _choice("model.name", self.model.name, sorted(MODELS))
         for key in ("data", "model", "train", "eval", "resources"):
             out += getattr(self, key).problems(key)
         names = [s.name for s in self.sweeps]

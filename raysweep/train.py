@@ -52,9 +52,16 @@ def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch
     for split in job.train.log_splits:
         x, y = data.split(split)
         entry[f"{split}_loss"], entry[f"{split}_error"] = split_metrics(
-            model, x.to(device), y.to(device), job.eval.batch_size)
+            model, x.to(device), y.to(device), job.eval.batch_size, lambda b: _prepare(job, data, b, device))
     store.write_json(paths.manifest(run, k, step), entry)
     return entry
+
+
+def _prepare(job: Job, data: Splits, x: torch.Tensor, device) -> torch.Tensor:
+    x = data.prepare(x.to(device, non_blocking=True))
+    if job.train.channels_last and device.type == "cuda" and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def _save_state(store: Store, run: str, k: int, model, opt, step: int) -> None:
@@ -93,10 +100,12 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     seed = replicate_seed(job, k)
     model = build_model(job.model, data.in_shape, data.num_classes, seed=seed).to(device)
     t = job.train
+    if t.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    per_epoch = iterations_per_epoch(len(data.train_y), t.batch_size)
+    per_epoch = iterations_per_epoch(data.n_train, t.batch_size)
     total = per_epoch * t.epochs
-    schedule = set(checkpoint_steps(t, len(data.train_y)))
+    schedule = set(checkpoint_steps(t, data.n_train))
     torch.manual_seed(seed)
     step = _load_state(store, run, k, model, opt) if store.exists(paths.train_state(run, k)) else 0
     report = progress or (lambda info: None)
@@ -108,10 +117,10 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     model.train()
     while step < total:
         epoch, skip = divmod(step, per_epoch)
-        for x, y in train_batches(data, t.batch_size, seed, epoch, skip):
+        for x, y in train_batches(data, t.batch_size, seed, epoch, skip, job.data.num_workers):
             for group in opt.param_groups:
                 group["lr"] = learning_rate(job, step, per_epoch)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
                 loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)

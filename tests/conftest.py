@@ -61,4 +61,4 @@ def ray_session():
 
     init_ray(num_cpus=2)
     yield
-    shutdown_ray()
+    shutdown_ray(force=True)

@@ -1,0 +1,53 @@
+"""Tiny datasets written in the real on-disk formats: MNIST IDX, CIFAR-10 pickle batches, ImageFolder."""
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+
+def write_mnist(root: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n, dtype=np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 2051, n, 28, 28) + x.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 2049, n) + y.tobytes())
+        out[prefix] = (x, y)
+    return out
+
+
+def write_cifar10(root: Path, per_batch: int = 12, n_test: int = 16, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels, "batch_label": name}, f)
+        out[name] = (data, labels)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    return out
+
+
+def write_imagenet(root: Path, classes=("n01440764", "n01443537", "n01484850"), train_per_class: int = 3,
+                   val_per_class: int = 2, size=(40, 48), seed: int = 0) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for c in classes:
+            d = Path(root) / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(d / f"{c}_{i}.JPEG", quality=90)
+    return Path(root)

@@ -1,0 +1,82 @@
+"""Loaders read the real on-disk formats (written here in miniature) and fail clearly without them."""
+import numpy as np
+import pytest
+import torch
+from torchvision import transforms as T
+
+from raysweep.datasets import (DatasetMissing, cifar_augment, dataset_info, load_splits, train_batches)
+from raysweep.spec import DataSpec
+
+from datafiles import write_cifar10, write_imagenet, write_mnist
+
+
+def test_digits_split_is_fixed():
+    d = load_splits(DataSpec(name="digits"))
+    assert (d.n_train, len(d.test_y)) == (1257, 540)
+    assert d.train_x.dtype == torch.float32 and float(d.train_x.max()) == 1.0
+    assert torch.bincount(d.test_y).min() >= 52  # stratified: ~30% of each class (174-183 images each)
+
+
+def test_mnist_idx_files(tmp_path):
+    written = write_mnist(tmp_path)
+    d = load_splits(DataSpec(name="mnist", root=str(tmp_path)))
+    assert d.train_x.shape == (60, 1, 28, 28) and d.train_x.dtype == torch.uint8
+    assert np.array_equal(d.test_x[:, 0].numpy(), written["t10k"][0])
+    assert np.array_equal(d.train_y.numpy(), written["train"][1])
+    # on-the-fly normalisation equals torchvision's ToTensor + Normalize(0.1307, 0.3081)
+    from PIL import Image
+
+    ref = T.Compose([T.ToTensor(), T.Normalize((0.1307,), (0.3081,))])(Image.fromarray(written["train"][0][3]))
+    assert torch.allclose(d.prepare(d.train_x[3:4])[0], ref, atol=1e-6)
+
+
+def test_cifar_pickle_batches(tmp_path):
+    written = write_cifar10(tmp_path)
+    d = load_splits(DataSpec(name="cifar10", root=str(tmp_path)))
+    assert d.n_train == 60 and len(d.test_y) == 16 and d.augment == "cifar"
+    assert np.array_equal(d.train_x[12:24].reshape(12, -1).numpy(), written["data_batch_2"][0])
+    assert d.test_y.tolist() == written["test_batch"][1]
+
+
+def test_cifar_augmentation_is_a_padded_crop_and_flip():
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    a = cifar_augment(x, torch.Generator().manual_seed(5))
+    b = cifar_augment(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and a.shape == x.shape
+    g = torch.Generator().manual_seed(5)
+    dy, dx = torch.randint(0, 9, (64,), generator=g), torch.randint(0, 9, (64,), generator=g)
+    flip = torch.rand(64, generator=g) < 0.5
+    padded = torch.zeros(64, 3, 40, 40, dtype=torch.uint8)
+    padded[:, :, 4:36, 4:36] = x
+    for i in (0, 17, 63):
+        crop = padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+        assert torch.equal(a[i], crop.flip(-1) if flip[i] else crop)
+    assert 10 < int(flip.sum()) < 54
+
+
+def test_imagenet_folders(tmp_path):
+    write_imagenet(tmp_path)
+    spec = DataSpec(name="imagenet", root=str(tmp_path))
+    d = load_splits(spec)
+    assert d.test_x.shape == (6, 3, 224, 224) and d.test_x.dtype == torch.uint8 and d.num_classes == 3
+    from PIL import Image
+
+    first = sorted((tmp_path / "val" / "n01440764").iterdir())[0]
+    ref = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])(Image.open(first).convert("RGB"))
+    assert torch.equal(d.test_x[0], ref)
+    x, y = next(iter(train_batches(d, 4, seed=0, epoch=0)))
+    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.uint8 and y.shape == (4,)
+    info = dataset_info(spec)
+    assert info.sizes == {"train": 9, "test": 6} and info.num_classes == 3
+    with pytest.raises(ValueError, match="splits = \\['test'\\]"):
+        d.split("train")
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("imagenet", "never downloaded"),
+    ("cifar10", "data_batch_1"),
+])
+def test_missing_datasets_say_where_and_how(tmp_path, name, fragment):
+    with pytest.raises(DatasetMissing, match=fragment) as exc:
+        load_splits(DataSpec(name=name, root=str(tmp_path / "nowhere")))
+    assert str(tmp_path / "nowhere") in str(exc.value) and "data.root" in str(exc.value)
