@@ -54,10 +54,24 @@ def cluster_resources() -> tuple[float, float]:
     return float(res.get("CPU", 0)), float(res.get("GPU", 0))
 
 
+def _check_gpus(wanted: float, have: float, key: str) -> None:
+    """A request no node can meet: an error on a local Ray; on a cluster the autoscaler may add GPUs."""
+    if wanted <= have:
+        return
+    msg = (f"resources.{key} = {wanted:g} but this Ray cluster has {have:g} GPUs. Set "
+           f"--set resources.{key}=-1 (use GPUs when present) or 0 (CPU only), or join a GPU cluster with --address.")
+    if _OWNED:
+        from raysweep.spec import SpecError
+
+        raise SpecError(msg)
+    logging.getLogger("raysweep").warning("%s Waiting for the autoscaler to add GPU nodes.", msg)
+
+
 def trial_resources(job: Job) -> dict:
     cpus, gpus = cluster_resources()
     r = job.resources
     gpu = r.gpus_per_trial if r.gpus_per_trial >= 0 else (1.0 if gpus else 0.0)
+    _check_gpus(gpu, gpus, "gpus_per_trial")
     return {"cpu": min(r.cpus_per_trial, max(cpus, 1)), "gpu": gpu}
 
 
@@ -66,6 +80,7 @@ def actor_plan(job: Job) -> tuple[int, float, float]:
     cpus, gpus = cluster_resources()
     r = job.resources
     gpu = r.gpus_per_actor if r.gpus_per_actor >= 0 else (1.0 if gpus else 0.0)
+    _check_gpus(gpu, gpus, "gpus_per_actor")
     if r.eval_actors:
         n = r.eval_actors
     elif gpu:

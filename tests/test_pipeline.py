@@ -53,3 +53,11 @@ def test_query_and_tables(ray_session, tiny_job, tmp_path):
     b = run.table("barriers", sweep="i2")
     assert set(b["metric"]) == {"loss", "error"} and sorted(set(b["step"])) == [0, 5, 10, 20]
     assert isinstance(run.curves, pl.LazyFrame)
+
+
+def test_gpu_request_on_a_cpu_only_local_ray_is_an_error(ray_session, tiny_job, tmp_path):
+    from raysweep.spec import SpecError, parse_job
+
+    job = parse_job({**tiny_job.to_dict(), "resources": {"gpus_per_trial": 1.0}})
+    with pytest.raises(SpecError, match="gpus_per_trial = 1 but this Ray cluster has 0 GPUs"):
+        Run(job, Store(str(tmp_path / "g"))).train(progress=False)
