@@ -115,6 +115,7 @@ class Run:
         from raysweep.datasets import dataset_info
 
         dataset_info(self.job.data)  # a missing dataset stops here, before any trial starts
+        self.store.check()
         self.store.write_json(paths.job_json(self.dir), self.job.to_dict())
         init_ray(address)
         with TrainProgress(self.job, todo, enabled=progress) as bar:
@@ -168,6 +169,7 @@ class Run:
 
     def run(self, progress: bool = True, address: str | None = None, report: bool = True) -> RunSummary:
         """train → sweep → aggregate → report. Raises SweepFailed after keeping what succeeded."""
+        self.store.check()  # an unusable store stops here, before any training
         t0 = time.perf_counter()
         trained = self.train(progress=progress, address=address)
         t1 = time.perf_counter()

@@ -1,8 +1,11 @@
 """Store: every byte raysweep reads or writes goes through this one object over ``pyarrow.fs``.
 
 The root is a local folder (default ``./raysweep-results``, or ``$RAYSWEEP_STORAGE``) or an object
-store URI (``s3://bucket/prefix``, ``gs://bucket/prefix``). Paths given to the methods are relative
-to the root and use ``/``. Writes are atomic: a reader never sees half a file.
+store URI (``s3://bucket/prefix``, ``gs://bucket/prefix``). S3 uses the standard credential chain
+(environment, ~/.aws, instance roles) and ``$AWS_ENDPOINT_URL`` (or ``?endpoint_override=`` in the
+URI) for S3-compatible stores. Paths given to the methods are relative to the root and use ``/``.
+Writes are atomic: a reader never sees half a file (a local write is a rename; an object-store PUT
+is all or nothing).
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qsl, urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -27,24 +31,73 @@ def resolve_root(storage: str | None) -> str:
     return storage or os.environ.get("RAYSWEEP_STORAGE") or DEFAULT_ROOT
 
 
+def _s3(uri: str) -> tuple[pafs.FileSystem, str]:
+    """S3 with the standard credential chain; $AWS_ENDPOINT_URL for S3-compatible stores."""
+    parsed = urlparse(uri)
+    query = dict(parse_qsl(parsed.query))
+    endpoint = (query.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL"))
+    kwargs = {"connect_timeout": 5.0, "request_timeout": 60.0,
+              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
+    region = query.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    if endpoint:
+        ep = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs.update(endpoint_override=ep.netloc, scheme=query.get("scheme", ep.scheme or "https"))
+    return pafs.S3FileSystem(**kwargs), f"{parsed.netloc}{parsed.path}"
+
+
 class Store:
     def __init__(self, root: str | None = None):
         self.uri = resolve_root(root)
         if "://" not in self.uri:
             self.uri = str(Path(self.uri).expanduser().resolve())
         try:
-            self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
-        except (pa.ArrowInvalid, OSError) as exc:
+            if self.uri.startswith("s3://"):
+                self.fs, self.base = _s3(self.uri)
+            else:
+                self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
             raise StoreError(f"cannot open storage {self.uri!r}: {exc}. Give a local folder or an "
                              f"s3:// / gs:// URI with --storage or $RAYSWEEP_STORAGE.") from None
         self.base = self.base.rstrip("/")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.uri = self.uri.split("?", 1)[0] if not self.is_local else self.uri
+        self._query = root.split("?", 1)[1] if root and "?" in root else ""
+
+    def check(self) -> None:
+        """Fail fast, before any work: the root must be reachable and writable."""
+        bucket = self.base.split("/", 1)[0]
+        probe = f".raysweep-probe-{uuid.uuid4().hex}"
+        try:
+            if not self.is_local:
+                info = self.fs.get_file_info(bucket)
+                if info.type == pafs.FileType.NotFound:
+                    raise StoreError(f"storage {self.uri}: the bucket {bucket!r} does not exist. Create it "
+                                     f"(e.g. `aws s3 mb s3://{bucket}`) or fix the URI given to --storage.")
+            self.write_bytes(probe, b"ok")
+            self.delete(probe)
+        except StoreError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            hint = ("check the endpoint ($AWS_ENDPOINT_URL) and the network" if "connect" in str(exc).lower()
+                    or "curl" in str(exc).lower() else
+                    "check the credentials ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, ~/.aws, the instance "
+                    "role) and that they may write there" if not self.is_local else "check the path and its permissions")
+            raise StoreError(f"storage {self.uri} cannot be used: {str(exc).strip()}. {hint[0].upper()}{hint[1:]}; "
+                             f"nothing was written.") from None
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
 
-    def __reduce__(self):  # ship to Ray workers by URI; each process opens its own filesystem
-        return (Store, (self.uri,))
+    @property
+    def address(self) -> str:
+        """What another process passes to Store() to open this same store (options included)."""
+        return f"{self.uri}?{self._query}" if self._query else self.uri
+
+    def __reduce__(self):  # ship to Ray workers by address; each process opens its own filesystem
+        return (Store, (self.address,))
 
     def full(self, path: str) -> str:
         return f"{self.base}/{path}" if path else self.base

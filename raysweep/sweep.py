@@ -209,7 +209,7 @@ def run_ray(job: Job, store: Store, items: list[dict], progress=None) -> list[di
     ds = ray.data.from_items([{"item": json.dumps(it)} for it in items],
                              override_num_blocks=min(len(items), 50 * n_actors))
     out = ds.map_batches(
-        SweepStage, fn_constructor_kwargs={"job": job.to_dict(), "storage": store.uri, "threads": int(cpus) or 1},
+        SweepStage, fn_constructor_kwargs={"job": job.to_dict(), "storage": store.address, "threads": int(cpus) or 1},
         batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=gpus, num_cpus=cpus)
     results = []
     for row in out.iter_rows():

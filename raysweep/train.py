@@ -162,7 +162,7 @@ def train_all(job: Job, store: Store, replicates: list[int], resources: dict, pr
     trainable = tune.with_resources(_trainable, resources)
     tuner = tune.Tuner(
         trainable,
-        param_space={"job": job.to_dict(), "storage": store.uri, "threads": resources.get("cpu", 1),
+        param_space={"job": job.to_dict(), "storage": store.address, "threads": resources.get("cpu", 1),
                      "replicate": tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=len(todo), reuse_actors=False),
         run_config=tune.RunConfig(

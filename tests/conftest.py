@@ -2,9 +2,26 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Set before any Ray starts, so that Ray's workers inherit them: S3 goes to the local moto server.
+S3_PORT = _free_port()
+os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
+                  AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -49,6 +66,30 @@ def tiny_job():
     return make_job()
 
 
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def write_job_toml(path: Path, raw: dict = TINY) -> str:
+    """A job dict as a TOML file, the way a user would write it; returns the path."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, (dict, list))]
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            lines += [f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+    for sweep in raw.get("sweeps", []):
+        lines += ["[[sweeps]]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in sweep.items()]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
 @pytest.fixture
 def store(tmp_path):
     return Store(str(tmp_path / "store"))
@@ -62,3 +103,38 @@ def ray_session():
     init_ray(num_cpus=2)
     yield
     shutdown_ray(force=True)
+
+
+def start_moto(port: int, **env) -> subprocess.Popen:
+    """A real S3-protocol server (moto_server) on 127.0.0.1:port; returns once it answers."""
+    exe = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, **env})
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("moto_server did not start")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    proc = start_moto(S3_PORT)
+    yield f"http://127.0.0.1:{S3_PORT}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh bucket on the local S3 server; yields (name, boto3 client)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server)
+    name = f"sweeps-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=name)
+    yield name, client
