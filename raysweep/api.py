@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -19,6 +20,7 @@ from raysweep.jobs import load_job
 from raysweep.spec import Job
 from raysweep.store import Store
 
+log = logging.getLogger("raysweep")
 TABLES = ("points", "curves", "barriers", "checkpoints")
 
 
@@ -139,8 +141,12 @@ class Run:
         return plan(self.job, self.store, self.replicates, info.in_shape, info.num_classes, sweeps)
 
     def sweep(self, sweeps: list[str] | None = None, progress: bool = True, address: str | None = None,
-              local: bool = False) -> RunSummary:
-        """Evaluate every missing work item (Ray Data actor pool, or in-process with local=True)."""
+              local: bool = False, rounds: int = 3) -> RunSummary:
+        """Evaluate every missing work item (Ray Data actor pool, or in-process with local=True).
+
+        Items lost with a node or a crashed stage are planned again from what is stored, up to
+        `rounds` times; items that failed on their own (a corrupted checkpoint) are not retried.
+        """
         from raysweep.cluster import init_ray
         from raysweep.progress import SweepProgress
         from raysweep.sweep import missing, run_local, run_ray
@@ -148,14 +154,26 @@ class Run:
         items = self.plan(sweeps)
         todo = missing(items, self.store, self.job)
         summary = RunSummary(items_total=len(items), items_run=len(todo))
-        if todo:
-            if not local:
-                init_ray(address)
-            with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar:
-                runner = run_local if local else run_ray
-                results = runner(self.job, self.store, todo, progress=bar.update)
-            summary.rows_written = sum(r["rows"] for r in results)
-            summary.failures = [r for r in results if r["status"] != "ok"]
+        if not todo:
+            return summary
+        if not local:
+            init_ray(address)
+        results: list[dict] = []
+        with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar:
+            for attempt in range(1, rounds + 1):
+                try:
+                    (run_local if local else run_ray)(self.job, self.store, todo, progress=bar.update, out=results)
+                except Exception as exc:  # a lost node or actor can take the whole stage down
+                    if attempt == rounds:
+                        raise
+                    log.warning("sweep stage failed (%s: %s); planning the missing items again",
+                                type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                failed = {r["key"] for r in results if r["status"] != "ok"}
+                todo = [it for it in missing(items, self.store, self.job) if it["path"] not in failed]
+                if not todo:
+                    break
+        summary.rows_written = sum(r["rows"] for r in results)
+        summary.failures = [r for r in results if r["status"] != "ok"]
         return summary
 
     def aggregate(self) -> dict[str, pl.DataFrame]:

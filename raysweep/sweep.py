@@ -164,12 +164,13 @@ def run_item(evaluator, job: Job, store: Store, item: dict) -> dict:
         return {"key": item["path"], "status": "error", "message": f"{type(exc).__name__}: {exc}", "rows": 0}
 
 
-def run_local(job: Job, store: Store, items: list[dict], evaluator=None, progress=None) -> list[dict]:
+def run_local(job: Job, store: Store, items: list[dict], evaluator=None, progress=None,
+              out: list | None = None) -> list[dict]:
     """The same work in this process, no Ray (tests, benchmarks, debugging)."""
     from raysweep.evaluate import Evaluator
 
     evaluator = evaluator or Evaluator(job, store)
-    out = []
+    out = [] if out is None else out
     for item in items:
         out.append(run_item(evaluator, job, store, item))
         if progress:
@@ -196,23 +197,24 @@ class SweepStage:
         return {k: [r[k] for r in results] for k in ("key", "status", "message", "rows")}
 
 
-def run_ray(job: Job, store: Store, items: list[dict], progress=None) -> list[dict]:
-    """Fan the items out over an actor pool (GPUs when the cluster has them); stream results back."""
+def run_ray(job: Job, store: Store, items: list[dict], progress=None, out: list | None = None) -> list[dict]:
+    """Fan the items out over an actor pool (GPUs when the cluster has them); stream results back
+    (appended to `out` as they come, so a stage that dies half-way keeps what it reported)."""
     import ray.data
 
     from raysweep.cluster import actor_plan
 
     if not items:
-        return []
+        return [] if out is None else out
     n_actors, gpus, cpus = actor_plan(job)
     n_actors = min(n_actors, len(items))
     ds = ray.data.from_items([{"item": json.dumps(it)} for it in items],
                              override_num_blocks=min(len(items), 50 * n_actors))
-    out = ds.map_batches(
+    stage = ds.map_batches(
         SweepStage, fn_constructor_kwargs={"job": job.to_dict(), "storage": store.address, "threads": int(cpus) or 1},
         batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=gpus, num_cpus=cpus)
-    results = []
-    for row in out.iter_rows():
+    results = [] if out is None else out
+    for row in stage.iter_rows():
         results.append(dict(row))
         if progress:
             progress(results[-1])

@@ -1,0 +1,26 @@
+"""cluster.yaml is valid for `ray up`: checked against Ray's own autoscaler schema."""
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+CLUSTER = Path(__file__).parent.parent / "cluster.yaml"
+
+
+def test_cluster_yaml_passes_rays_schema():
+    config = yaml.safe_load(CLUSTER.read_text())
+    validate_config(prepare_config(config))
+    workers = config["available_node_types"]["gpu_worker"]
+    assert workers["min_workers"] == 0 and workers["resources"]["GPU"] >= 1  # autoscaling GPU workers
+    assert config["available_node_types"]["head"]["resources"] == {"CPU": 0}  # a CPU head that runs no work
+    setup = "\n".join(config["setup_commands"])
+    assert "torch==2.14.1 torchvision==0.29.1" in setup and "raysweep" in setup
+
+
+def test_schema_check_is_real():
+    config = yaml.safe_load(CLUSTER.read_text())
+    config["available_node_types"]["gpu_worker"]["bogus_field"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(config))

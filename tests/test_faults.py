@@ -1,0 +1,155 @@
+"""Faults: a lost worker node, a SIGKILLed driver (during training and during the sweep), and
+corrupted, truncated or deleted checkpoints."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import raysweep
+from raysweep.api import Run
+from raysweep.cli import app
+from raysweep.spec import parse_job
+from raysweep.store import Store
+
+from conftest import write_job_toml
+
+HERE = Path(__file__).parent
+KEY = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "alpha", "split"]
+
+# Long enough to be killed half-way: 2 replicates x 3,000 steps, a checkpoint every epoch.
+SLOW = {
+    "name": "slow", "replicates": 2, "data": {"name": "blobs"},
+    "model": {"name": "mlp", "hidden": [32]},
+    "train": {"epochs": 30, "batch_size": 10, "checkpoints": "every_epoch", "log_splits": ["test"]},
+    "sweeps": [{"name": "i2", "kind": "step_to_final", "alpha": {"num": 40}, "chunk": 2}],
+}
+
+
+def cli(job_file, storage):
+    return [sys.executable, "-m", "raysweep.cli", "run", job_file, "--storage", str(storage), "--no-progress",
+            "--no-report"]
+
+
+def run_to_end(job_file, storage):
+    r = subprocess.run(cli(job_file, storage), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def run_and_kill(job_file, storage, ready, timeout=300):
+    """Start `raysweep run`, SIGKILL its whole process group once ready(storage) holds."""
+    proc = subprocess.Popen(cli(job_file, storage), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while not ready(Path(storage)):
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.time() < deadline, "the run never reached the point to kill it"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def tables(job_file, storage):
+    run = raysweep.open(job_file, storage=str(storage))
+    points = run.points.collect().sort(KEY).drop("item")
+    return points, run.checkpoints.collect().sort("replicate", "step")
+
+
+@pytest.fixture(scope="module")
+def slow_job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slow")
+    job_file = write_job_toml(root / "slow.toml", SLOW)
+    run_to_end(job_file, root / "reference")
+    return job_file, root
+
+
+def test_sigkill_during_training_then_rerun(slow_job):
+    job_file, root = slow_job
+    storage = root / "killed_training"
+
+    def mid_training(s):
+        manifests = list(s.rglob("replicate_*/step_*.json"))
+        return len(manifests) >= 6 and not list(s.rglob("done.json"))
+
+    run_and_kill(job_file, storage, mid_training)
+    assert not list(storage.rglob("done.json"))
+    out = run_to_end(job_file, storage)
+    assert "trained 2 replicate(s)" in out
+    points, ck = tables(job_file, storage)
+    ref_points, ref_ck = tables(job_file, root / "reference")
+    assert ck["sha256"].to_list() == ref_ck["sha256"].to_list()  # bitwise the same weights
+    assert points.equals(ref_points)
+
+
+def test_sigkill_during_sweep_then_rerun(slow_job):
+    job_file, root = slow_job
+    storage = root / "killed_sweep"
+    total = len(tables(job_file, root / "reference")[0]) // 2  # 2 α per work item
+
+    run_and_kill(job_file, storage, lambda s: len(list(s.rglob("points/*/*.parquet"))) >= 20)
+    done_before = len(list(storage.rglob("points/*/*.parquet")))
+    assert 20 <= done_before < total
+    out = run_to_end(job_file, storage)
+    assert f"evaluated {total - done_before} of {total} work items" in out  # finished chunks kept
+    points, _ = tables(job_file, storage)
+    assert points.equals(tables(job_file, root / "reference")[0])
+
+
+def test_lost_worker_node_mid_sweep(tmp_path):
+    raw = {"name": "nodeloss", "replicates": 2, "data": {"name": "blobs"}, "model": {"name": "mlp", "hidden": [64, 64]},
+           "train": {"epochs": 3, "batch_size": 50, "checkpoints": "every_epoch"},
+           "sweeps": [{"name": "i2", "kind": "step_to_final", "alpha": {"num": 120}, "splits": ["train", "test"],
+                       "chunk": 4}]}
+    r = subprocess.run([sys.executable, str(HERE / "node_loss.py"), json.dumps(raw), str(tmp_path / "s"),
+                        str(tmp_path / "report.json")], capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["failures"] == 0 and report["alive_nodes"] == 2  # head + the surviving worker
+    assert report["results_seen"] >= report["items_total"]  # the node went after 3 results; all came back
+    run = Run(parse_job(raw), Store(str(tmp_path / "s")))
+    points = run.points.collect()
+    counts = points.group_by(KEY).len()
+    assert counts["len"].max() == 1  # every (pair, α, split) exactly once
+    assert points.height == 2 * 4 * 120 * 2  # 2 replicates x 4 checkpoints x 120 α x 2 splits
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncate", "delete"])
+def test_damaged_checkpoint_fails_its_pairs_keeps_the_rest(ray_session, tiny_job, tmp_path, damage):
+    storage = tmp_path / "st"
+    job_file = write_job_toml(tmp_path / "tiny.toml")
+    run = Run(tiny_job, Store(str(storage)))
+    run.train(progress=False)
+    victim = next(storage.rglob("replicate_1/step_00000005.safetensors"))
+    data = victim.read_bytes()
+    if damage == "corrupt":
+        victim.write_bytes(data[:200] + bytes([data[200] ^ 0xFF]) + data[201:])
+    elif damage == "truncate":
+        victim.write_bytes(data[: len(data) // 2])
+    else:
+        victim.unlink()
+    r = CliRunner().invoke(app, ["run", job_file, "--storage", str(storage), "--no-progress"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 1
+    assert "step_00000005.safetensors" in text and "raysweep train tiny --replicate K --force" in text
+    assert ("missing" if damage == "delete" else "does not match the sha256") in text
+    items = run.plan()
+    bad = [it for it in items if it["a"]["path"].endswith("replicate_1/" + victim.name)]
+    stored = run.points.collect()
+    assert stored.height == sum(len(it["alphas"]) * len(it["splits"]) for it in items if it not in bad)
+    assert (storage / run.dir / "report.html").exists()  # aggregation and report of what is there
+
+    # the repair the message names, then the rerun completes
+    r = CliRunner().invoke(app, ["train", job_file, "--storage", str(storage), "--replicate", "1", "--force"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["run", job_file, "--storage", str(storage), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert run.points.collect().height == sum(len(it["alphas"]) * len(it["splits"]) for it in run.plan())
