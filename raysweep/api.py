@@ -187,7 +187,10 @@ class Run:
 
     def run(self, progress: bool = True, address: str | None = None, report: bool = True) -> RunSummary:
         """train → sweep → aggregate → report. Raises SweepFailed after keeping what succeeded."""
-        self.store.check()  # an unusable store stops here, before any training
+        from raysweep.datasets import dataset_info
+
+        dataset_info(self.job.data)  # a missing dataset or an unusable store stops here, before any work
+        self.store.check()
         t0 = time.perf_counter()
         trained = self.train(progress=progress, address=address)
         t1 = time.perf_counter()

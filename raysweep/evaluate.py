@@ -38,11 +38,14 @@ def _identity(x):
     return x
 
 
-def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, prepare=_identity) -> torch.Tensor:
+def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, prepare=_identity,
+               bf16: bool = False) -> torch.Tensor:
     """[sum of cross-entropy, number of errors] over a whole split, as a float64 device tensor."""
     sums = torch.zeros(2, dtype=torch.float64, device=x.device)
     for i in range(0, len(y), batch_size):
-        logits = model(prepare(x[i:i + batch_size])).float()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(prepare(x[i:i + batch_size]))
+        logits = logits.float()
         yb = y[i:i + batch_size]
         sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
         sums[1] += (logits.argmax(1) != yb).sum()
@@ -77,6 +80,19 @@ def bn_reestimation(model: nn.Module):
             m.eval()
 
 
+def first_layer_split(model: nn.Module) -> tuple[nn.Sequential | None, nn.Sequential | None]:
+    """(head, tail) of a Sequential whose first weighted module is a Linear, preceded only by
+    modules that are the identity or a reshape in eval mode; (None, None) otherwise."""
+    if not isinstance(model, nn.Sequential):
+        return None, None
+    for i, m in enumerate(model):
+        if isinstance(m, nn.Linear):
+            return model[:i + 1], model[i + 1:]
+        if not isinstance(m, (nn.Flatten, nn.Dropout, nn.Identity)):
+            return None, None
+    return None, None
+
+
 class Evaluator:
     """Evaluates interpolation points of one job's checkpoints. Create once per process/actor."""
 
@@ -87,9 +103,14 @@ class Evaluator:
         self.data = splits or load_splits(job.data)
         self.on_device = {}  # split name -> (x, y), moved once
         self.model = build_model(job.model, self.data.in_shape, self.data.num_classes).to(self.device).eval()
-        self.channels_last = job.train.channels_last and self.device.type == "cuda"
+        cuda = self.device.type == "cuda"
+        self.channels_last = (job.eval.channels_last or job.train.channels_last) and cuda
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.bf16 = job.eval.precision == "bf16" and cuda
+        self.forward = torch.compile(self.model) if job.eval.compile and cuda else self.model
+        self.head, self.tail = first_layer_split(self.model) if job.eval.first_layer else (None, None)
+        self._pre: tuple[str, dict] | None = None  # (pair key, split -> (h_a, h_b)) of the last pair
         self._bn_batches: list[torch.Tensor] | None = None
         state = self.model.state_dict(keep_vars=True)
         self.names = list(state)
@@ -154,16 +175,48 @@ class Evaluator:
                 self.model(self.prepare(x))
 
     @torch.no_grad()
+    def first_layer_outputs(self, a, b, splits, pair_key: str | None) -> dict | None:
+        """split -> (f(x; W_a), f(x; W_b)) of the first (linear) layer, when they fit the budget."""
+        if self.head is None or self.bf16:
+            return None
+        if pair_key is not None and self._pre is not None and self._pre[0] == pair_key:
+            return self._pre[1]
+        width = self.head[-1].out_features
+        if sum(len(self.split(s)[1]) for s in splits) * width * 4 * 2 > self.job.eval.first_layer_bytes:
+            return None
+        out = {}
+        for s in splits:
+            x, _ = self.split(s)
+            hs = []
+            for alpha in (0.0, 1.0):  # lerp with weight 0 (1) gives θ_a (θ_b) exactly
+                self.set_alpha(a, b, alpha)
+                hs.append(torch.cat([self.head(self.prepare(x[i:i + self.job.eval.batch_size]))
+                                     for i in range(0, len(x), self.job.eval.batch_size)]))
+            out[s] = tuple(hs)
+        self._pre = (pair_key, out) if pair_key is not None else None
+        return out
+
+    @torch.no_grad()
     def evaluate_pair(self, a: list[torch.Tensor], b: list[torch.Tensor], alphas: list[float],
-                      splits: tuple[str, ...], bn: str = "interpolate", bn_batches: int = 20) -> list[dict]:
-        """One row per (α, split): alpha, split, loss, error, n_examples."""
+                      splits: tuple[str, ...], bn: str = "interpolate", bn_batches: int = 20,
+                      pair_key: str | None = None) -> list[dict]:
+        """One row per (α, split): alpha, split, loss, error, n_examples.
+
+        The first layer is linear in its weights, so f(x; (1−α)W_a + αW_b) = (1−α)f(x; W_a) + αf(x; W_b):
+        its outputs are computed once per pair and mixed per α (MLPs: most of the FLOPs).
+        """
         rows = []
+        pre = self.first_layer_outputs(a, b, splits, pair_key)
+        bs = self.job.eval.batch_size
         for alpha in alphas:
             self.set_alpha(a, b, alpha)
             if bn == "reset" and self.has_bn:
                 self.reestimate_bn(bn_batches)
             self.model.eval()
-            sums = [split_sums(self.model, *self.split(s), self.job.eval.batch_size, self.prepare) for s in splits]
+            if pre is not None:
+                sums = [split_sums(self.tail, torch.lerp(*pre[s], float(alpha)), self.split(s)[1], bs) for s in splits]
+            else:
+                sums = [split_sums(self.forward, *self.split(s), bs, self.prepare, self.bf16) for s in splits]
             values = torch.stack(sums).tolist()
             for s, (loss_sum, errors) in zip(splits, values):
                 n = len(self.split(s)[1])

@@ -169,9 +169,15 @@ class TrainSpec:
 class EvalSpec:
     batch_size: int = 1000
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 (TF32 matmuls on CUDA) | bf16 (autocast on CUDA: faster, less exact)
+    channels_last: bool = False  # NHWC convolutions on CUDA
+    compile: bool = False  # torch.compile the model on CUDA
+    first_layer: bool = True  # mix the first layer's outputs instead of recomputing them (exact)
+    first_layer_bytes: int = 1 << 30  # at most this much device memory for the cached first-layer outputs
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
+        out += _choice(f"{where}.precision", self.precision, ("fp32", "bf16"))
         return out + ([f"{where}.batch_size must be >= 1"] if self.batch_size < 1 else [])
 
 

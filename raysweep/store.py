@@ -68,6 +68,14 @@ class Store:
 
     def check(self) -> None:
         """Fail fast, before any work: the root must be reachable and writable."""
+        if self.is_local:  # the nearest existing folder must be writable; nothing is created here
+            path = Path(self.base)
+            while not path.exists():
+                path = path.parent
+            if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+                raise StoreError(f"storage {self.uri} cannot be used: {path} is not a writable folder. "
+                                 f"Check the path and its permissions, or give another --storage.")
+            return
         bucket = self.base.split("/", 1)[0]
         probe = f".raysweep-probe-{uuid.uuid4().hex}"
         try:

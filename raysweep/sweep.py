@@ -145,7 +145,8 @@ def evaluate_item(evaluator, job: Job, item: dict) -> pa.Table:
     ta = evaluator.endpoint(a["path"], a["sha256"])
     tb = evaluator.endpoint(b["path"], b["sha256"])
     distance, norm_a = evaluator.norms(ta, tb)
-    rows = evaluator.evaluate_pair(ta, tb, item["alphas"], tuple(item["splits"]), item["bn"], item["bn_batches"])
+    rows = evaluator.evaluate_pair(ta, tb, item["alphas"], tuple(item["splits"]), item["bn"], item["bn_batches"],
+                                   pair_key=f"{a['sha256']}>{b['sha256']}")
     common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "sweep_hash": item["sweep_hash"],
               "item": item["key"], "replicate_a": a["replicate"], "replicate_b": b["replicate"],
               "step_a": a["step"], "step_b": b["step"], "distance": distance, "norm_a": norm_a,

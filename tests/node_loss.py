@@ -29,12 +29,13 @@ try:
 
     init_ray(cluster.address)
     run = Run(job, store)
-    seen = []
+    seen, removed = [], []
 
     def on_result(result, _inner=None):
         seen.append(result)
         if len(seen) == 3:
             cluster.remove_node(workers[1], allow_graceful=False)  # the node dies with work in flight
+            removed.append(len(seen))
 
     from raysweep import progress as progress_mod
 
@@ -48,7 +49,7 @@ try:
     summary = run.sweep(progress=True)
     with open(report_file, "w") as f:
         json.dump({"items_total": summary.items_total, "failures": len(summary.failures),
-                   "alive_nodes": sum(n["Alive"] for n in ray.nodes()), "results_seen": len(seen)}, f)
+                   "removed_after": removed, "results_seen": len(seen)}, f)
 finally:
     ray.shutdown()
     cluster.shutdown()

@@ -120,3 +120,34 @@ def test_endpoint_cache_is_bounded(tiny_job, store):
         ev.endpoint(path, sha)
     assert len(ev.cache) == 2 and ev.cached_bytes <= 2 * one
     assert f"{eps[0][0]}@{eps[0][1]}" not in ev.cache  # the oldest went first
+
+
+@pytest.mark.parametrize("bn", ["interpolate", "reset"])
+def test_first_layer_mixing_is_exact(tiny_job, store, bn):
+    """f(x; θ(α)) with the first layer's outputs mixed equals the plain forward and the reference."""
+    from raysweep.spec import parse_job
+
+    data = load_splits(tiny_job.data)
+    (pa, sha_a, sa), (pb, sha_b, sb) = _endpoints(tiny_job, store, data)
+    fast = Evaluator(tiny_job, store, data)
+    plain = Evaluator(parse_job({**tiny_job.to_dict(), "eval": {"first_layer": False}}), store, data)
+    assert fast.head is not None and plain.head is None
+    alphas = [0.0, 0.1, 0.5, 0.9, 1.0]
+    got = fast.evaluate_pair(fast.endpoint(pa, sha_a), fast.endpoint(pb, sha_b), alphas, ("train", "test"), bn, 3,
+                             pair_key="p")
+    want = plain.evaluate_pair(plain.endpoint(pa, sha_a), plain.endpoint(pb, sha_b), alphas, ("train", "test"), bn, 3)
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=1e-5) and g["error"] == pytest.approx(w["error"], abs=1e-3)
+        loss, _ = reference(tiny_job, data, sa, sb, g["alpha"], g["split"], bn, 3)
+        assert g["loss"] == pytest.approx(loss, rel=1e-5)
+    assert fast._pre[0] == "p"  # cached for the next chunk of the same pair
+
+
+def test_first_layer_split_only_where_it_is_exact():
+    from raysweep.evaluate import first_layer_split
+    from raysweep.spec import ModelSpec
+
+    assert first_layer_split(build_model(ModelSpec(name="cifar_resnet_20"), (3, 32, 32), 10))[0] is None
+    assert first_layer_split(build_model(ModelSpec(activation="maxout"), (32,), 10))[0] is None
+    head, tail = first_layer_split(build_model(ModelSpec(input_dropout=0.2, hidden=(8,)), (32,), 10))
+    assert isinstance(head[-1], torch.nn.Linear) and isinstance(tail[0], torch.nn.ReLU)
