@@ -1,6 +1,7 @@
 """MODELS registry: name -> builder(ModelSpec, in_shape, num_classes) -> nn.Module."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -162,3 +163,16 @@ def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int, se
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@functools.lru_cache(maxsize=16)
+def forward_flops(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> int:
+    """FLOPs of one example's forward pass, counted on the meta device (no memory, no data)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_model(spec, in_shape, num_classes).eval()
+        x = torch.empty((2, *in_shape))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2

@@ -6,28 +6,14 @@ import json
 from raysweep.datasets import dataset_info
 from raysweep.schedule import checkpoint_steps, iterations_per_epoch
 from raysweep.spec import sweep_hash
-from raysweep.sweep import chunks, pair_count
+from raysweep.models import forward_flops
+from raysweep.sweep import chunk_size, chunks, pair_count
 
 
 # Measured evaluation throughputs (examples/s of a full-split forward pass) that cost estimates use.
 MEASURED = {
     "resnet50": ("A100, standard PyTorch eval loop (SCIENCE.md anchor)", 5_700.0),
 }
-
-
-def forward_flops(job, in_shape: tuple[int, ...], num_classes: int) -> int:
-    """FLOPs of one example's forward pass, counted on the meta device (no memory, no data)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from raysweep.models import build_model
-
-    with torch.device("meta"):
-        model = build_model(job.model, in_shape, num_classes).eval()
-        x = torch.empty((2, *in_shape))
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() // 2
 
 
 def counts(job) -> dict:
@@ -42,15 +28,22 @@ def counts(job) -> dict:
         examples = sum(info.sizes[sp] for sp in s.splits)
         sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": pairs,
                        "alphas": len(alphas), "alpha_range": [alphas[0], alphas[-1]], "splits": list(s.splits),
-                       "work_items": pairs * len(chunks(alphas, s.chunk)),
+                       "work_items": pairs * len(chunks(alphas, chunk_size(job, s, info))),
                        "evaluations": pairs * len(alphas) * len(s.splits),
                        "examples_forwarded": pairs * len(alphas) * examples})
-    flops = forward_flops(job, info.in_shape, info.num_classes)
+    flops = forward_flops(job.model, info.in_shape, info.num_classes)
     return {"trainings": job.replicates, "iterations_per_epoch": per_epoch, "forward_flops": flops,
             "iterations": per_epoch * job.train.epochs, "checkpoints_per_replicate": len(steps),
             "checkpoint_steps": steps, "sweeps": sweeps,
             "evaluations": sum(s["evaluations"] for s in sweeps),
             "examples_forwarded": sum(s["examples_forwarded"] for s in sweeps)}
+
+
+def _flop(x: float) -> str:
+    for unit, scale in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if x >= scale:
+            return f"{x / scale:,.2f} {unit}"
+    return f"{x:,.0f} FLOP"
 
 
 def describe(run) -> str:
@@ -71,8 +64,7 @@ def describe(run) -> str:
     lines.append(f"  total: {c['evaluations']} full-split evaluations, "
                  f"{c['examples_forwarded']:,} example forward passes")
     total = c["forward_flops"] * c["examples_forwarded"]
-    lines.append(f"  compute: {c['forward_flops'] / 1e6:,.2f} MFLOP per example forward -> {total / 1e15:,.3f} PFLOP "
-                 f"for the sweeps")
+    lines.append(f"  compute: {_flop(c['forward_flops'])} per example forward -> {_flop(total)} for the sweeps")
     if job.model.name in MEASURED:
         where, rate = MEASURED[job.model.name]
         lines.append(f"  at {rate:,.0f} examples/s ({where}): {c['examples_forwarded'] / rate / 3600:,.1f} GPU-hours")

@@ -76,7 +76,7 @@ class SweepSpec:
     bn: str = "interpolate"  # or "reset": re-estimate running stats at each alpha
     bn_batches: int = 20  # training batches used to re-estimate BN statistics in "reset" mode
     random_scale: float = 4.0  # random_to_final: theta_r = random_scale * (a fresh init draw)
-    chunk: int = 25  # alphas per work item
+    chunk: int = 0  # α per work item; 0 chooses it from the model's cost (~1e13 FLOP per item)
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -89,8 +89,8 @@ class SweepSpec:
         if not self.splits:
             out.append(f"{where}.splits is empty; give at least one of {list(SPLITS)}")
         out += self.alpha.problems(f"{where}.alpha")
-        if self.chunk < 1:
-            out.append(f"{where}.chunk must be >= 1, got {self.chunk}")
+        if self.chunk < 0:
+            out.append(f"{where}.chunk must be >= 0 (0 = automatic), got {self.chunk}")
         if self.bn_batches < 1:
             out.append(f"{where}.bn_batches must be >= 1, got {self.bn_batches}")
         if not self.random_scale > 0:

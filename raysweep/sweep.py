@@ -7,12 +7,14 @@ no row is ever stored twice.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from raysweep import paths
 from raysweep.checkpoints import save_tensors
+from raysweep.datasets import dataset_info
 from raysweep.models import build_model
 from raysweep.spec import Job, SweepSpec, sweep_hash
 from raysweep.store import Store
@@ -85,6 +87,22 @@ def pair_count(kind: str, replicates: int, checkpoints: int) -> int:
             "final_to_final": replicates * (replicates - 1) // 2, "random_to_final": replicates}[kind]
 
 
+ITEM_FLOP = 1e13  # automatic chunks: about this much forward work per item (~1 s on a GPU)
+
+
+def chunk_size(job: Job, sweep: SweepSpec, info) -> int:
+    """α per work item: the sweep's `chunk`, or (0) enough α for ~ITEM_FLOP of work, computed from
+    the model and the split sizes only, so that every machine plans the same items."""
+    from raysweep.models import forward_flops
+
+    n = len(sweep.alpha.points())
+    if sweep.chunk:
+        return min(sweep.chunk, n)
+    per_alpha = forward_flops(job.model, tuple(info.in_shape), info.num_classes) * sum(
+        info.sizes[s] for s in sweep.splits)
+    return max(1, min(n, math.ceil(ITEM_FLOP / max(per_alpha, 1))))
+
+
 def chunks(alphas: list[float], size: int) -> list[list[float]]:
     return [alphas[i:i + size] for i in range(0, len(alphas), size)]
 
@@ -99,6 +117,7 @@ def plan(job: Job, store: Store, replicates: list[int], in_shape=None, num_class
         raise NotTrainedError(f"replicates {untrained} of {job.name} are not trained yet in {store.url(run)}; "
                               f"run `raysweep train {job.name}` (or `raysweep run`) first")
     finals = {k: Endpoint(k, max(m), m[max(m)]["path"], m[max(m)]["sha256"]) for k, m in manifests.items()}
+    info = dataset_info(job.data, standard_if_missing=True)
     items = []
     for sweep in job.sweeps:
         if sweeps and sweep.name not in sweeps:
@@ -108,9 +127,11 @@ def plan(job: Job, store: Store, replicates: list[int], in_shape=None, num_class
             randoms = {k: random_endpoint(store, job, k, sweep.random_scale, in_shape, num_classes)
                        for k in replicates}
         h = sweep_hash(sweep)
+        size = chunk_size(job, sweep, info)
         for a, b in pairs(sweep, finals, manifests, randoms):
-            for c, alphas in enumerate(chunks(sweep.alpha.points(), sweep.chunk)):
-                key = f"{a.tag}__{b.tag}__c{c:04d}"
+            for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
+                # the key names the α indices it holds, so a different chunking never skips an α
+                key = f"{a.tag}__{b.tag}__a{c * size:05d}-{c * size + len(alphas):05d}"
                 items.append({
                     "sweep": sweep.name, "sweep_hash": h, "key": key,
                     "path": paths.point_file(run, sweep.name, h, key),

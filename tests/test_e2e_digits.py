@@ -33,7 +33,7 @@ def test_first_run_does_everything_and_second_run_nothing(digits_run):
     done = re.search(r"evaluated (\d+) of (\d+) work items \((\d+) rows\)", first)
     assert done and done.group(1) == done.group(2) and int(done.group(3)) == 7503
     assert "trained 3 replicate(s)" in first and "report" in first
-    assert "trained 0 replicate(s), evaluated 0 of 237 work items (0 rows)" in second
+    assert "trained 0 replicate(s), evaluated 0 of 60 work items (0 rows)" in second
     run = raysweep.open("digits_mlp", storage=str(storage))
     assert run.points.collect().height == 7503  # nothing duplicated by the rerun
 

@@ -5,8 +5,9 @@ import torch
 from raysweep import paths
 from raysweep.datasets import load_splits
 from raysweep.evaluate import Evaluator
-from raysweep.sweep import (NotTrainedError, chunks, missing, pair_count, plan, random_endpoint, read_manifests,
-                            run_local)
+from raysweep.datasets import dataset_info
+from raysweep.sweep import (NotTrainedError, chunk_size, chunks, missing, pair_count, plan, random_endpoint,
+                            read_manifests, run_local)
 from raysweep.checkpoints import load_tensors
 from raysweep.train import train_replicate
 
@@ -24,9 +25,12 @@ def trained(tiny_job, store):
 def test_plan_counts_and_keys(trained):
     job, store, data = trained
     items = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    info = dataset_info(job.data)
+    assert chunk_size(job, job.sweep("i1"), info) == 4  # as the job says
+    assert chunk_size(job, job.sweep("i2"), info) == 5  # automatic: a tiny model takes the whole grid
     for s in job.sweeps:
         n = sum(1 for it in items if it["sweep"] == s.name)
-        assert n == pair_count(s.kind, 2, 4) * len(chunks(s.alpha.points(), s.chunk))
+        assert n == pair_count(s.kind, 2, 4) * len(chunks(s.alpha.points(), chunk_size(job, s, info)))
     assert len({it["path"] for it in items}) == len(items)
     i2 = [it for it in items if it["sweep"] == "i2"]
     assert sorted({it["a"]["step"] for it in i2}) == [0, 5, 10, 20] and {it["b"]["step"] for it in i2} == {20}
@@ -83,3 +87,19 @@ def test_a_corrupted_checkpoint_fails_only_its_items(trained):
     assert len(failed) == len(uses_bad) > 0
     assert all(bad.split("/")[-1] in r["message"] for r in failed)
     assert len(missing(items, store, job)) == len(uses_bad)  # all the rest is stored
+
+
+def test_a_different_chunking_never_skips_an_alpha(trained):
+    """Keys name the α indices they hold: re-chunking plans new items, it never reuses wrong ones."""
+    from raysweep.spec import parse_job
+
+    job, store, data = trained
+    items = plan(job, store, [0, 1], data.in_shape, data.num_classes, sweeps=["i1"])
+    run_local(job, store, items)
+    rechunked = parse_job({**job.to_dict(), "sweeps": [{**job.sweep("i1").__dict__, "alpha": {"num": 11},
+                                                       "chunk": 3}]})
+    again = plan(rechunked, store, [0, 1], data.in_shape, data.num_classes, sweeps=["i1"])
+    # chunks of 3 hold other α than the stored chunks of 4, so all of them are planned again
+    assert missing(again, store, rechunked) == again
+    same = parse_job({**job.to_dict(), "sweeps": [{**job.sweep("i1").__dict__, "alpha": {"num": 11}}]})
+    assert missing(plan(same, store, [0, 1], data.in_shape, data.num_classes, sweeps=["i1"]), store, same) == []
