@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import polars as pl
 
 from raysweep import paths
 from raysweep.metrics import curve_metrics
-from raysweep.spec import Job, sweep_hash
+from raysweep.spec import LINE_KINDS, Job, sweep_hash
 from raysweep.store import Store
 from raysweep.sweep import POINT_SCHEMA
 
@@ -22,17 +23,50 @@ PAIR_KEY = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "split"]
 METRICS = ["max_increase", "barrier_linear", "barrier_mean", "max_bump"]
 
 
-def point_paths(store: Store, job: Job) -> list[str]:
-    """Point files of the job's sweeps as they are declared now (current sweep hashes)."""
+def point_paths(store: Store, job: Job, kinds=LINE_KINDS) -> list[str]:
+    """Stored files of the job's sweeps of these kinds, as declared now (current sweep hashes)."""
     run = paths.run_dir(job.name, job.hash)
-    return [p for s in job.sweeps for p in store.list(paths.sweep_dir(run, s.name, sweep_hash(s)), ".parquet")]
+    return [p for s in job.sweeps if s.kind in kinds
+            for p in store.list(paths.sweep_dir(run, s.name, sweep_hash(s)), ".parquet")]
+
+
+def _scan(store: Store, files: list[str], schema) -> pl.LazyFrame:
+    if not files:
+        return pl.from_arrow(schema.empty_table()).lazy()
+    return pl.scan_pyarrow_dataset(store.dataset(files))
 
 
 def scan_points(store: Store, job: Job) -> pl.LazyFrame:
-    files = point_paths(store, job)
-    if not files:
-        return pl.from_arrow(POINT_SCHEMA.empty_table()).lazy()
-    return pl.scan_pyarrow_dataset(store.dataset(files))
+    return _scan(store, point_paths(store, job), POINT_SCHEMA)
+
+
+def trajectory(store: Store, job: Job) -> pl.DataFrame:
+    """T2: α(t), β(t), ‖θ_t‖ per replicate and step, with the residual's share of the norm."""
+    from raysweep.trajectory import TRAJECTORY_SCHEMA
+
+    df = _scan(store, point_paths(store, job, ("projection",)), TRAJECTORY_SCHEMA).collect()
+    return (df.with_columns(residual_fraction=pl.col("beta") / pl.col("norm"),
+                            max_beta_over_max_norm=(pl.col("beta").max() / pl.col("norm").max()).over("sweep", "replicate"))
+            .sort("sweep", "replicate", "step"))
+
+
+def function_map(store: Store, job: Job) -> pl.DataFrame:
+    """T6: every replicate at every checkpoint, τ and κ embedded jointly in 2-D by metric MDS."""
+    from raysweep.trajectory import FUNCTION_SCHEMA, mds_maps
+
+    df = _scan(store, point_paths(store, job, ("function_map",)), FUNCTION_SCHEMA).collect()
+    out = []
+    for (sweep,), part in df.sort("replicate", "step").group_by("sweep", maintain_order=True):
+        tau = np.stack(part["tau"].to_numpy()).astype(np.float64)
+        kappa = np.stack(part["kappa"].to_numpy())
+        xy_tau, xy_kappa = mds_maps(tau, kappa)
+        out.append(part.select("sweep", "replicate", "step").with_columns(
+            tau_x=xy_tau[:, 0], tau_y=xy_tau[:, 1], kappa_x=xy_kappa[:, 0], kappa_y=xy_kappa[:, 1]))
+    if not out:
+        return pl.DataFrame(schema={"sweep": pl.String, "replicate": pl.Int32, "step": pl.Int64,
+                                    "tau_x": pl.Float64, "tau_y": pl.Float64, "kappa_x": pl.Float64,
+                                    "kappa_y": pl.Float64})
+    return pl.concat(out)
 
 
 def dedupe(points: pl.DataFrame) -> pl.DataFrame:
@@ -96,7 +130,8 @@ def checkpoints(store: Store, job: Job) -> pl.DataFrame:
 def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
     """Build and store every table; returns them."""
     points = dedupe(scan_points(store, job).collect())
-    tables = {"curves": curves(points), "barriers": barriers(points), "checkpoints": checkpoints(store, job)}
+    tables = {"curves": curves(points), "barriers": barriers(points), "checkpoints": checkpoints(store, job),
+              "trajectory": trajectory(store, job), "function_map": function_map(store, job)}
     run = paths.run_dir(job.name, job.hash)
     for name, df in tables.items():
         store.write_table(paths.table(run, name), df.to_arrow())

@@ -21,7 +21,7 @@ from raysweep.spec import Job
 from raysweep.store import Store
 
 log = logging.getLogger("raysweep")
-TABLES = ("points", "curves", "barriers", "checkpoints")
+TABLES = ("points", "curves", "barriers", "checkpoints", "trajectory", "function_map")
 
 
 class SweepFailed(RuntimeError):
@@ -68,8 +68,8 @@ class Run:
         path = paths.table(self.dir, name)
         if self.store.exists(path):
             return pl.scan_pyarrow_dataset(self.store.dataset([path]))
-        if name == "checkpoints":
-            return aggregate.checkpoints(self.store, self.job).lazy()
+        if name in ("checkpoints", "trajectory", "function_map"):
+            return getattr(aggregate, name)(self.store, self.job).lazy()
         points = aggregate.dedupe(self.points.collect())
         return (aggregate.curves(points) if name == "curves" else aggregate.barriers(points)).lazy()
 
@@ -84,6 +84,14 @@ class Run:
     @property
     def checkpoints(self) -> pl.LazyFrame:
         return self._table("checkpoints")
+
+    @property
+    def trajectory(self) -> pl.LazyFrame:
+        return self._table("trajectory")
+
+    @property
+    def function_map(self) -> pl.LazyFrame:
+        return self._table("function_map")
 
     def table(self, name: str, sweep: str | None = None) -> pl.DataFrame:
         if name not in TABLES:

@@ -33,6 +33,8 @@ class Table(str, Enum):
     barriers = "barriers"
     points = "points"
     checkpoints = "checkpoints"
+    trajectory = "trajectory"
+    function_map = "function_map"
 
 
 class Format(str, Enum):

@@ -23,7 +23,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     warnings.filterwarnings("ignore", module="ray")
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs = {} if address else {"num_cpus": num_cpus or os.cpu_count()}
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+    # "local" starts a Ray of our own, never one that another program left running on this machine
+    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True, log_to_driver=True, **kwargs)
     _OWNED = True
     from ray.data import DataContext

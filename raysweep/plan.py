@@ -5,7 +5,7 @@ import json
 
 from raysweep.datasets import dataset_info
 from raysweep.schedule import checkpoint_steps, iterations_per_epoch
-from raysweep.spec import sweep_hash
+from raysweep.spec import TRAJECTORY_KINDS, sweep_hash
 from raysweep.models import forward_flops
 from raysweep.sweep import chunk_size, chunks, pair_count
 
@@ -23,6 +23,12 @@ def counts(job) -> dict:
     per_epoch = iterations_per_epoch(n_train, job.train.batch_size)
     sweeps = []
     for s in job.sweeps:
+        if s.kind in TRAJECTORY_KINDS:
+            forwards = job.replicates * len(steps) if s.kind == "function_map" else 0
+            sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": 0, "alphas": 0,
+                           "trajectory": True, "work_items": job.replicates, "evaluations": forwards,
+                           "examples_forwarded": forwards * min(s.examples, info.sizes["test"])})
+            continue
         pairs = pair_count(s.kind, job.replicates, len(steps))
         alphas = s.alpha.points()
         examples = sum(info.sizes[sp] for sp in s.splits)
@@ -58,6 +64,11 @@ def describe(run) -> str:
              f"  checkpoints: {c['checkpoints_per_replicate']} per replicate "
              f"({c['trainings'] * c['checkpoints_per_replicate']} in all): {shown}"]
     for s in c["sweeps"]:
+        if s.get("trajectory"):
+            what = ("α(t), β(t), ‖θ_t‖ of every checkpoint" if s["kind"] == "projection" else
+                    f"τ/κ on {s['examples_forwarded'] // max(s['evaluations'], 1)} test examples at every checkpoint")
+            lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {what}, {s['work_items']} work items (one per replicate)")
+            continue
         lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {s['pairs']:4d} pairs x {s['alphas']:3d} α "
                      f"in [{s['alpha_range'][0]:g}, {s['alpha_range'][1]:g}] x {s['splits']} = "
                      f"{s['evaluations']} evaluations in {s['work_items']} work items")

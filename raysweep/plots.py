@@ -63,6 +63,23 @@ def learning_chart(checkpoints: pl.DataFrame, metric: str) -> alt.Chart:
     ).properties(title=f"T1 — learning curves ({metric})", width=WIDTH, height=HEIGHT)
 
 
+def projection_chart(traj: pl.DataFrame) -> alt.Chart:
+    return alt.Chart(traj.select("replicate", "step", "alpha", "beta", "residual_fraction")).mark_line(point=True).encode(
+        x=alt.X("alpha:Q", title="α(t): along θ_0 → θ_T"), y=alt.Y("beta:Q", title="β(t): residual norm"),
+        color="replicate:N", order="step:Q", tooltip=["replicate", "step", "alpha", "beta", "residual_fraction"],
+    ).properties(title="T2 — β vs α per replicate", width=WIDTH, height=HEIGHT)
+
+
+def mds_chart(fmap: pl.DataFrame, which: str) -> alt.Chart:
+    df = fmap.select("replicate", "step", x=f"{which}_x", y=f"{which}_y")
+    base = alt.Chart(df).encode(x=alt.X("x:Q", title="MDS 1"), y=alt.Y("y:Q", title="MDS 2"))
+    lines = base.mark_line(opacity=0.3, color="gray").encode(detail="replicate:N", order="step:Q")
+    dots = base.mark_circle(size=30).encode(color=alt.Color("step:Q", scale=alt.Scale(scheme="redblue")),
+                                            tooltip=["replicate", "step"])
+    name = "τ (softmax outputs)" if which == "tau" else "κ (predictions, Hamming)"
+    return (lines + dots).properties(title=f"T6 — MDS of {name}", width=WIDTH, height=HEIGHT)
+
+
 def sections(run) -> list[tuple[str, str, list[alt.Chart]]]:
     """(heading, explanation, charts) for every sweep of the job, then the learning curves."""
     curves, barriers = run.curves.collect(), run.barriers.collect()
@@ -84,6 +101,20 @@ def sections(run) -> list[tuple[str, str, list[alt.Chart]]]:
             charts.append(band_chart(c, "loss", f"{sweep.name}: loss (log y)", log_y=True))
             text = "Mean across replicates with a ±1 std band."
         out.append((label, text, charts))
+    traj = run.trajectory.collect()
+    if traj.height:
+        out.append(("T2 — projection and residual (G App. B)",
+                    "β(t), the distance from θ_t to the line through θ_0 and θ_T, against α(t), the position along "
+                    "it; one path per replicate. In high dimensions the shape says little (G Fig 11): read the "
+                    "height — max β / max ‖θ_t‖ — G found the line captures ≥ 2/3 of the norm.",
+                    [projection_chart(traj)]))
+    fmap = run.function_map.collect()
+    if fmap.height:
+        out.append(("T6 — function maps (B Fig 1–5)",
+                    "Every replicate at every checkpoint, placed by metric MDS of its softmax outputs τ (left) and "
+                    "predictions κ (right, Hamming distance) on the first test examples; colour is the step, one "
+                    "line per replicate. B: paths start apart, move to a common centre and keep a memory of "
+                    "their initialisation.", [mds_chart(fmap, "tau"), mds_chart(fmap, "kappa")]))
     ck = run.checkpoints.collect()
     if "step" in ck.columns and ck.height:
         out.append(("T1 — learning curves", "Train/test loss and error at every checkpoint, one line per replicate.",

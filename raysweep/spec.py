@@ -16,7 +16,9 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 
-SWEEP_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final")
+LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final")
+TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
+SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS
 SCHEDULES = ("frankle", "every_epoch", "list")
 BN_MODES = ("interpolate", "reset")
 SPLITS = ("train", "test")
@@ -77,6 +79,7 @@ class SweepSpec:
     bn_batches: int = 20  # training batches used to re-estimate BN statistics in "reset" mode
     random_scale: float = 4.0  # random_to_final: theta_r = random_scale * (a fresh init draw)
     chunk: int = 0  # α per work item; 0 chooses it from the model's cost (~1e13 FLOP per item)
+    examples: int = 1000  # function_map: τ/κ on the first N test examples (B: 1000)
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -91,6 +94,8 @@ class SweepSpec:
         out += self.alpha.problems(f"{where}.alpha")
         if self.chunk < 0:
             out.append(f"{where}.chunk must be >= 0 (0 = automatic), got {self.chunk}")
+        if self.examples < 1:
+            out.append(f"{where}.examples must be >= 1, got {self.examples}")
         if self.bn_batches < 1:
             out.append(f"{where}.bn_batches must be >= 1, got {self.bn_batches}")
         if not self.random_scale > 0:

@@ -16,7 +16,7 @@ from raysweep import paths
 from raysweep.checkpoints import save_tensors
 from raysweep.datasets import dataset_info
 from raysweep.models import build_model
-from raysweep.spec import Job, SweepSpec, sweep_hash
+from raysweep.spec import TRAJECTORY_KINDS, Job, SweepSpec, sweep_hash
 from raysweep.store import Store
 
 RANDOM_STEP = -1  # step_a of I6's random starting point
@@ -84,7 +84,8 @@ def pairs(sweep: SweepSpec, finals: dict[int, Endpoint], manifests: dict[int, di
 def pair_count(kind: str, replicates: int, checkpoints: int) -> int:
     """How many (θ_a, θ_b) pairs a sweep kind has, without reading any manifest."""
     return {"init_to_final": replicates, "step_to_final": replicates * checkpoints,
-            "final_to_final": replicates * (replicates - 1) // 2, "random_to_final": replicates}[kind]
+            "final_to_final": replicates * (replicates - 1) // 2, "random_to_final": replicates,
+            "projection": replicates, "function_map": replicates}[kind]
 
 
 ITEM_FLOP = 1e13  # automatic chunks: about this much forward work per item (~1 s on a GPU)
@@ -127,6 +128,9 @@ def plan(job: Job, store: Store, replicates: list[int], in_shape=None, num_class
             randoms = {k: random_endpoint(store, job, k, sweep.random_scale, in_shape, num_classes)
                        for k in replicates}
         h = sweep_hash(sweep)
+        if sweep.kind in TRAJECTORY_KINDS:
+            items += trajectory_items(job, sweep, h, manifests)
+            continue
         size = chunk_size(job, sweep, info)
         for a, b in pairs(sweep, finals, manifests, randoms):
             for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
@@ -138,6 +142,19 @@ def plan(job: Job, store: Store, replicates: list[int], in_shape=None, num_class
                     "a": a.__dict__, "b": b.__dict__, "alphas": alphas, "splits": list(sweep.splits),
                     "bn": sweep.bn, "bn_batches": sweep.bn_batches})
     return items
+
+
+def trajectory_items(job: Job, sweep: SweepSpec, h: str, manifests: dict[int, dict[int, dict]]) -> list[dict]:
+    """One item per replicate: every checkpoint of its trajectory, in step order."""
+    run = paths.run_dir(job.name, job.hash)
+    out = []
+    for k in sorted(manifests):
+        eps = [Endpoint(k, s, m["path"], m["sha256"]).__dict__ for s, m in sorted(manifests[k].items())]
+        key = f"r{k}-trajectory"
+        out.append({"sweep": sweep.name, "sweep_hash": h, "kind": sweep.kind, "key": key,
+                    "path": paths.point_file(run, sweep.name, h, key), "endpoints": eps,
+                    "examples": sweep.examples})
+    return out
 
 
 def done_paths(store: Store, job: Job) -> set[str]:
@@ -179,7 +196,14 @@ def evaluate_item(evaluator, job: Job, item: dict) -> pa.Table:
 def run_item(evaluator, job: Job, store: Store, item: dict) -> dict:
     """Evaluate and store one item; failures are returned, not raised, so the sweep goes on."""
     try:
-        table = evaluate_item(evaluator, job, item)
+        kind = item.get("kind")
+        if kind == "projection":
+            from raysweep.trajectory import projection_item as evaluate
+        elif kind == "function_map":
+            from raysweep.trajectory import function_item as evaluate
+        else:
+            evaluate = evaluate_item
+        table = evaluate(evaluator, job, item)
         store.write_table(item["path"], table)
         return {"key": item["path"], "status": "ok", "message": "", "rows": table.num_rows}
     except Exception as exc:  # reported per item; the driver exits non-zero at the end

@@ -31,9 +31,10 @@ def digits_run(tmp_path_factory):
 def test_first_run_does_everything_and_second_run_nothing(digits_run):
     storage, first, second = digits_run
     done = re.search(r"evaluated (\d+) of (\d+) work items \((\d+) rows\)", first)
-    assert done and done.group(1) == done.group(2) and int(done.group(3)) == 7503
+    # 7,503 line evaluations + 39 projection rows (3 replicates x 13 checkpoints)
+    assert done and done.group(1) == done.group(2) and int(done.group(3)) == 7503 + 39
     assert "trained 3 replicate(s)" in first and "report" in first
-    assert "trained 0 replicate(s), evaluated 0 of 60 work items (0 rows)" in second
+    assert "trained 0 replicate(s), evaluated 0 of 63 work items (0 rows)" in second
     run = raysweep.open("digits_mlp", storage=str(storage))
     assert run.points.collect().height == 7503  # nothing duplicated by the rerun
 
@@ -53,6 +54,9 @@ def test_digits_show_what_the_papers_found(digits_run):
     # I6 (G): from a random point the only minimum on the line is the solution
     i6 = run.curves.filter(pl.col("sweep") == "random_to_final").sort("alpha").collect()["loss_mean"].to_list()
     assert min(i6) == i6[-1]
+    # T2 (G): the line from init to solution captures most of the parameter norm
+    traj = run.trajectory.collect()
+    assert traj.height == 3 * 13 and traj["max_beta_over_max_norm"].max() < 1 / 3
 
 
 def test_report_draws_in_chromium(digits_run, tmp_path):

@@ -1,0 +1,90 @@
+"""Trajectory analyses over stored checkpoints (SCIENCE.md §2): T2 projection & residual and
+T6 τ/κ function maps. Work items run through the same planner, Ray Data stage and Store as the
+line sweeps; each item covers one replicate's whole trajectory.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from raysweep.checkpoints import load_tensors
+from raysweep.spec import Job
+
+TRAJECTORY_SCHEMA = pa.schema([
+    ("job", pa.string()), ("hash", pa.string()), ("sweep", pa.string()), ("replicate", pa.int32()),
+    ("step", pa.int64()), ("alpha", pa.float64()), ("beta", pa.float64()), ("norm", pa.float64()),
+    ("distance", pa.float64()), ("sha256", pa.string()),
+])
+FUNCTION_SCHEMA = pa.schema([
+    ("job", pa.string()), ("hash", pa.string()), ("sweep", pa.string()), ("replicate", pa.int32()),
+    ("step", pa.int64()), ("tau", pa.list_(pa.float32())), ("kappa", pa.list_(pa.int16())), ("sha256", pa.string()),
+])
+
+
+def flat_parameters(tensors: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
+    """The parameters (not BN running statistics) as one float64 vector, in a fixed order."""
+    return np.concatenate([tensors[n].double().reshape(-1).numpy() for n in names])
+
+
+def projection(thetas: list[np.ndarray]) -> list[dict]:
+    """G App. B: u = (θ_T − θ_0)/‖θ_T − θ_0‖, α(t) = (θ_t − θ_0)·u, β(t) = ‖θ_t − θ_0 − α(t)u‖."""
+    theta0, thetaT = thetas[0], thetas[-1]
+    u = thetaT - theta0
+    u = u / np.linalg.norm(u)
+    out = []
+    for th in thetas:
+        d = th - theta0
+        a = float(d @ u)
+        out.append({"alpha": a, "beta": float(np.linalg.norm(d - a * u)), "norm": float(np.linalg.norm(th)),
+                    "distance": float(np.linalg.norm(d))})
+    return out
+
+
+def projection_item(evaluator, job: Job, item: dict) -> pa.Table:
+    names = evaluator.param_names
+    eps = item["endpoints"]
+    thetas = [flat_parameters(load_tensors(evaluator.store, e["path"], e["sha256"]), names) for e in eps]
+    rows = [{"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": e["replicate"],
+             "step": e["step"], "sha256": e["sha256"], **r} for e, r in zip(eps, projection(thetas))]
+    return pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA)
+
+
+@torch.no_grad()
+def function_item(evaluator, job: Job, item: dict) -> pa.Table:
+    """B: τ(θ) = softmax outputs and κ(θ) = predictions on the first `examples` test samples."""
+    x, _ = evaluator.split("test")
+    x = x[:item["examples"]]
+    rows = []
+    for e in item["endpoints"]:
+        t = evaluator.endpoint(e["path"], e["sha256"])
+        evaluator.set_alpha(t, t, 0.0)
+        evaluator.model.eval()
+        probs = torch.softmax(evaluator.model(evaluator.prepare(x)).float(), dim=1)
+        rows.append({"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": e["replicate"],
+                     "step": e["step"], "tau": probs.reshape(-1).cpu().numpy(),
+                     "kappa": probs.argmax(1).to(torch.int16).cpu().numpy(), "sha256": e["sha256"]})
+    return pa.Table.from_pylist(rows, schema=FUNCTION_SCHEMA)
+
+
+def mds_maps(tau: np.ndarray, kappa: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """2-D metric MDS of all τ vectors (Euclidean) and all κ vectors (Hamming), embedded jointly."""
+    import inspect
+
+    from sklearn.manifold import MDS
+
+    kwargs = {"n_components": 2, "random_state": seed, "n_init": 4, "normalized_stress": "auto"}
+    if "metric_mds" in inspect.signature(MDS).parameters:  # scikit-learn >= 1.8 renamed the options
+        kwargs.update(metric_mds=True, metric="precomputed", init="random")
+    else:
+        kwargs.update(metric=True, dissimilarity="precomputed")
+
+    def embed(d: np.ndarray) -> np.ndarray:
+        if len(d) < 3:
+            return np.zeros((len(d), 2))
+        return MDS(**kwargs).fit_transform(d)
+
+    sq = (tau ** 2).sum(1)
+    d_tau = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * tau @ tau.T, 0))
+    d_kappa = (kappa[:, None, :] != kappa[None, :, :]).mean(2)
+    return embed(d_tau), embed(d_kappa)

@@ -1,0 +1,68 @@
+"""T2 projections and T6 function maps against direct numpy computations."""
+import numpy as np
+import polars as pl
+import pytest
+
+from raysweep import aggregate
+from raysweep.datasets import load_splits
+from raysweep.spec import parse_job
+from raysweep.sweep import plan, run_local
+from raysweep.train import train_replicate
+from raysweep.trajectory import FUNCTION_SCHEMA, mds_maps, projection
+
+from conftest import TINY
+
+
+def test_projection_against_least_squares():
+    rng = np.random.default_rng(0)
+    thetas = [rng.normal(size=50) for _ in range(6)]
+    got = projection(thetas)
+    d_T = thetas[-1] - thetas[0]
+    for th, g in zip(thetas, got):
+        coef, *_ = np.linalg.lstsq(d_T[:, None], th - thetas[0], rcond=None)
+        a = coef[0] * np.linalg.norm(d_T)            # coordinate along the unit vector u
+        resid = th - thetas[0] - coef[0] * d_T
+        assert g["alpha"] == pytest.approx(a) and g["beta"] == pytest.approx(np.linalg.norm(resid))
+        assert g["norm"] == pytest.approx(np.linalg.norm(th))
+    assert got[0]["alpha"] == 0 and got[0]["beta"] == 0
+    assert got[-1]["alpha"] == pytest.approx(np.linalg.norm(d_T)) and got[-1]["beta"] == pytest.approx(0, abs=1e-9)
+
+
+def test_mds_is_reproducible_and_uses_hamming_for_kappa():
+    rng = np.random.default_rng(1)
+    tau = rng.random((12, 30))
+    kappa = rng.integers(0, 3, size=(12, 40))
+    a1, k1 = mds_maps(tau, kappa)
+    a2, k2 = mds_maps(tau, kappa)
+    assert a1.shape == k1.shape == (12, 2)
+    assert np.array_equal(a1, a2) and np.array_equal(k1, k2)
+    # identical κ vectors land on the same point
+    kappa[5] = kappa[3]
+    _, k3 = mds_maps(tau, kappa)
+    assert np.linalg.norm(k3[5] - k3[3]) < 1e-3 * np.abs(k3).max()
+
+
+def test_trajectory_sweeps_end_to_end(store):
+    raw = {**TINY, "replicates": 3, "sweeps": [{"name": "t2", "kind": "projection"},
+                                                {"name": "t6", "kind": "function_map", "examples": 50}]}
+    job = parse_job(raw)
+    for k in range(3):
+        train_replicate(job, k, store)
+    data = load_splits(job.data)
+    items = plan(job, store, [0, 1, 2], data.in_shape, data.num_classes)
+    assert len(items) == 6 and all(len(it["endpoints"]) == 4 for it in items)
+    results = run_local(job, store, items)
+    assert all(r["status"] == "ok" for r in results), results
+    traj = aggregate.trajectory(store, job)
+    assert traj.height == 3 * 4
+    first = traj.filter(pl.col("step") == 0)
+    last = traj.filter(pl.col("step") == 20)
+    assert first["alpha"].to_list() == [0.0] * 3 and last["beta"].max() < 1e-6
+    assert (last["alpha"] - last["distance"]).abs().max() < 1e-9
+    fmap = aggregate.function_map(store, job)
+    assert fmap.height == 3 * 4 and set(fmap.columns) >= {"tau_x", "tau_y", "kappa_x", "kappa_y"}
+    stored = aggregate._scan(store, aggregate.point_paths(store, job, ("function_map",)), FUNCTION_SCHEMA).collect()
+    tau = np.stack(stored["tau"].to_numpy()).reshape(len(stored), 50, 10)
+    assert np.allclose(tau.sum(2), 1, atol=1e-5)
+    assert np.array_equal(np.stack(stored["kappa"].to_numpy()), tau.argmax(2))
+    assert fmap.equals(aggregate.function_map(store, job))  # MDS is seeded: same map twice
