@@ -12,7 +12,7 @@ import polars as pl
 
 from raysweep import paths
 from raysweep.metrics import curve_metrics
-from raysweep.spec import LINE_KINDS, Job, sweep_hash
+from raysweep.spec import LINE_KINDS, PLANE_KINDS, Job, sweep_hash
 from raysweep.store import Store
 from raysweep.sweep import POINT_SCHEMA
 
@@ -48,6 +48,16 @@ def trajectory(store: Store, job: Job) -> pl.DataFrame:
     return (df.with_columns(residual_fraction=pl.col("beta") / pl.col("norm"),
                             max_beta_over_max_norm=(pl.col("beta").max() / pl.col("norm").max()).over("sweep", "replicate"))
             .sort("sweep", "replicate", "step"))
+
+
+def surface(store: Store, job: Job) -> pl.DataFrame:
+    """T4/T5: loss and error on each replicate's (a, b) grid (kind "grid") and the projected
+    SGD path (kind "path", one row per checkpoint)."""
+    from raysweep.planes import SURFACE_SCHEMA
+
+    df = _scan(store, point_paths(store, job, PLANE_KINDS), SURFACE_SCHEMA).collect()
+    return df.unique(subset=["sweep", "replicate", "kind", "step", "a", "b", "split"], keep="first").sort(
+        "sweep", "replicate", "kind", "step", "a", "b", "split")
 
 
 def function_map(store: Store, job: Job) -> pl.DataFrame:
@@ -131,7 +141,8 @@ def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
     """Build and store every table; returns them."""
     points = dedupe(scan_points(store, job).collect())
     tables = {"curves": curves(points), "barriers": barriers(points), "checkpoints": checkpoints(store, job),
-              "trajectory": trajectory(store, job), "function_map": function_map(store, job)}
+              "trajectory": trajectory(store, job), "function_map": function_map(store, job),
+              "surface": surface(store, job)}
     run = paths.run_dir(job.name, job.hash)
     for name, df in tables.items():
         store.write_table(paths.table(run, name), df.to_arrow())

@@ -21,7 +21,7 @@ from raysweep.spec import Job
 from raysweep.store import Store
 
 log = logging.getLogger("raysweep")
-TABLES = ("points", "curves", "barriers", "checkpoints", "trajectory", "function_map")
+TABLES = ("points", "curves", "barriers", "checkpoints", "trajectory", "function_map", "surface")
 
 
 class SweepFailed(RuntimeError):
@@ -68,7 +68,7 @@ class Run:
         path = paths.table(self.dir, name)
         if self.store.exists(path):
             return pl.scan_pyarrow_dataset(self.store.dataset([path]))
-        if name in ("checkpoints", "trajectory", "function_map"):
+        if name in ("checkpoints", "trajectory", "function_map", "surface"):
             return getattr(aggregate, name)(self.store, self.job).lazy()
         points = aggregate.dedupe(self.points.collect())
         return (aggregate.curves(points) if name == "curves" else aggregate.barriers(points)).lazy()
@@ -92,6 +92,10 @@ class Run:
     @property
     def function_map(self) -> pl.LazyFrame:
         return self._table("function_map")
+
+    @property
+    def surface(self) -> pl.LazyFrame:
+        return self._table("surface")
 
     def table(self, name: str, sweep: str | None = None) -> pl.DataFrame:
         if name not in TABLES:

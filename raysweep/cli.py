@@ -35,6 +35,7 @@ class Table(str, Enum):
     checkpoints = "checkpoints"
     trajectory = "trajectory"
     function_map = "function_map"
+    surface = "surface"
 
 
 class Format(str, Enum):

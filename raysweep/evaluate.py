@@ -175,6 +175,15 @@ class Evaluator:
                 self.model(self.prepare(x))
 
     @torch.no_grad()
+    def evaluate_current(self, splits: tuple[str, ...]) -> list[dict]:
+        """Loss and error of the model's current weights on whole splits (one row per split)."""
+        self.model.eval()
+        sums = torch.stack([split_sums(self.forward, *self.split(s), self.job.eval.batch_size, self.prepare, self.bf16)
+                            for s in splits]).tolist()
+        return [{"split": s, "loss": ls / len(self.split(s)[1]), "error": er / len(self.split(s)[1])}
+                for s, (ls, er) in zip(splits, sums)]
+
+    @torch.no_grad()
     def first_layer_outputs(self, a, b, splits, pair_key: str | None) -> dict | None:
         """split -> (f(x; W_a), f(x; W_b)) of the first (linear) layer, when they fit the budget."""
         if self.head is None or self.bf16:

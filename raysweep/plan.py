@@ -5,7 +5,7 @@ import json
 
 from raysweep.datasets import dataset_info
 from raysweep.schedule import checkpoint_steps, iterations_per_epoch
-from raysweep.spec import TRAJECTORY_KINDS, sweep_hash
+from raysweep.spec import PLANE_KINDS, TRAJECTORY_KINDS, sweep_hash
 from raysweep.models import forward_flops
 from raysweep.sweep import chunk_size, chunks, pair_count
 
@@ -28,6 +28,13 @@ def counts(job) -> dict:
             sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": 0, "alphas": 0,
                            "trajectory": True, "work_items": job.replicates, "evaluations": forwards,
                            "examples_forwarded": forwards * min(s.examples, info.sizes["test"])})
+            continue
+        if s.kind in PLANE_KINDS:
+            grid = len(s.alpha.points()) * len(s.beta.points())
+            evals = job.replicates * grid * len(s.splits)
+            sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "trajectory": True, "grid": grid,
+                           "work_items": job.replicates, "evaluations": evals,
+                           "examples_forwarded": evals * sum(info.sizes[sp] for sp in s.splits) // len(s.splits)})
             continue
         pairs = pair_count(s.kind, job.replicates, len(steps))
         alphas = s.alpha.points()
@@ -66,8 +73,9 @@ def describe(run) -> str:
     for s in c["sweeps"]:
         if s.get("trajectory"):
             what = ("α(t), β(t), ‖θ_t‖ of every checkpoint" if s["kind"] == "projection" else
-                    f"τ/κ on {s['examples_forwarded'] // max(s['evaluations'], 1)} test examples at every checkpoint")
-            lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {what}, {s['work_items']} work items (one per replicate)")
+                    f"a {s['grid']}-point (a, b) grid per replicate = {s['evaluations']} evaluations" if "grid" in s
+                    else f"τ/κ on {s['examples_forwarded'] // max(s['evaluations'], 1)} test examples at every checkpoint")
+            lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {what}")
             continue
         lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {s['pairs']:4d} pairs x {s['alphas']:3d} α "
                      f"in [{s['alpha_range'][0]:g}, {s['alpha_range'][1]:g}] x {s['splits']} = "

@@ -80,6 +80,26 @@ def mds_chart(fmap: pl.DataFrame, which: str) -> alt.Chart:
     return (lines + dots).properties(title=f"T6 — MDS of {name}", width=WIDTH, height=HEIGHT)
 
 
+def surface_chart(part: pl.DataFrame, metric: str) -> alt.Chart:
+    """Heat map of the grid (cells centred on each (a, b)) with the projected SGD path on top."""
+    split = part.filter(pl.col("kind") == "grid")["split"][0]
+    grid = part.filter(pl.col("kind") == "grid", pl.col("split") == split).select("a", "b", metric)
+
+    def half_step(col):
+        vals = sorted(set(grid[col].to_list()))
+        return (vals[1] - vals[0]) / 2 if len(vals) > 1 else 0.5
+    da, db = half_step("a"), half_step("b")
+    grid = grid.with_columns(a0=pl.col("a") - da, a1=pl.col("a") + da, b0=pl.col("b") - db, b1=pl.col("b") + db)
+    path = part.filter(pl.col("kind") == "path").select("a", "b", "step")
+    heat = alt.Chart(grid).mark_rect().encode(
+        x=alt.X("a0:Q", title="a"), x2="a1:Q", y=alt.Y("b0:Q", title="b"), y2="b1:Q",
+        color=alt.Color(f"{metric}:Q", scale=alt.Scale(scheme="viridis")), tooltip=["a", "b", metric])
+    line = alt.Chart(path).mark_line(point=True, color="red").encode(
+        x="a:Q", y="b:Q", order="step:Q", tooltip=["step", "a", "b"])
+    return (heat + line).properties(title=f"{metric} on the plane ({split}), SGD path in red",
+                                    width=WIDTH, height=WIDTH)
+
+
 def sections(run) -> list[tuple[str, str, list[alt.Chart]]]:
     """(heading, explanation, charts) for every sweep of the job, then the learning curves."""
     curves, barriers = run.curves.collect(), run.barriers.collect()
@@ -115,6 +135,16 @@ def sections(run) -> list[tuple[str, str, list[alt.Chart]]]:
                     "predictions κ (right, Hamming distance) on the first test examples; colour is the step, one "
                     "line per replicate. B: paths start apart, move to a common centre and keep a memory of "
                     "their initialisation.", [mds_chart(fmap, "tau"), mds_chart(fmap, "kappa")]))
+    surf = run.surface.collect()
+    for name in surf["sweep"].unique(maintain_order=True).to_list() if surf.height else []:
+        part = surf.filter(pl.col("sweep") == name, pl.col("replicate") == surf["replicate"].min())
+        kind = run.job.sweep(name).kind
+        text = ("Loss on a random 2-D plane through θ_T (G App. D Fig 21), with the SGD path projected onto it: "
+                "most random directions show little variation, and the path leaves the plane." if kind == "random_plane"
+                else "One axis is the line θ_0 → θ_T (a = 0 init, a = 1 final), the other a random direction "
+                     "orthogonal to it (G Fig 22), with the SGD path projected onto the plane.")
+        out.append((f"{name} — {'T4' if kind == 'random_plane' else 'T5'} (replicate {part['replicate'][0]})", text,
+                     [surface_chart(part, "loss"), surface_chart(part, "error")]))
     ck = run.checkpoints.collect()
     if "step" in ck.columns and ck.height:
         out.append(("T1 — learning curves", "Train/test loss and error at every checkpoint, one line per replicate.",

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final")
 TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
-SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS
+PLANE_KINDS = ("random_plane", "line_and_random")  # T4 and T5: a 2-D grid of points per replicate
+SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS
 SCHEDULES = ("frankle", "every_epoch", "list")
 BN_MODES = ("interpolate", "reset")
 SPLITS = ("train", "test")
@@ -80,6 +81,8 @@ class SweepSpec:
     random_scale: float = 4.0  # random_to_final: theta_r = random_scale * (a fresh init draw)
     chunk: int = 0  # α per work item; 0 chooses it from the model's cost (~1e13 FLOP per item)
     examples: int = 1000  # function_map: τ/κ on the first N test examples (B: 1000)
+    beta: AlphaGrid = AlphaGrid(start=-1.0, stop=1.0, num=21)  # planes: the grid's second axis
+    filter_norm: bool = False  # random_plane: filter-normalised directions (Li et al. 2018)
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -92,6 +95,8 @@ class SweepSpec:
         if not self.splits:
             out.append(f"{where}.splits is empty; give at least one of {list(SPLITS)}")
         out += self.alpha.problems(f"{where}.alpha")
+        if self.kind in PLANE_KINDS:
+            out += self.beta.problems(f"{where}.beta")
         if self.chunk < 0:
             out.append(f"{where}.chunk must be >= 0 (0 = automatic), got {self.chunk}")
         if self.examples < 1:
@@ -262,12 +267,15 @@ def _digest(payload: dict) -> str:
     return hashlib.md5(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _non_default(obj) -> dict:
+def _non_default(obj, defaults=None) -> dict:
+    """Fields that differ from their defaults; a nested table is compared with the field's own
+    default value (so a new field whose default is a table keeps old hashes)."""
     out = {}
     for f in dataclasses.fields(obj):
-        value, default = getattr(obj, f.name), _default_of(f)
+        value = getattr(obj, f.name)
+        default = getattr(defaults, f.name) if defaults is not None else _default_of(f)
         if dataclasses.is_dataclass(value):
-            out.update({f"{f.name}.{k}": v for k, v in _non_default(value).items()})
+            out.update({f"{f.name}.{k}": v for k, v in _non_default(value, default).items()})
         elif value != default:
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
@@ -330,6 +338,8 @@ _BAD = object()
 def _convert(hint, value, key: str, errors: list[str]):
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):  # already built (Python API users pass spec objects)
+            return value
         return _build(hint, value, key, errors) or _BAD
     if origin is tuple:
         item = typing.get_args(hint)[0]

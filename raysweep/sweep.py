@@ -16,7 +16,7 @@ from raysweep import paths
 from raysweep.checkpoints import save_tensors
 from raysweep.datasets import dataset_info
 from raysweep.models import build_model
-from raysweep.spec import TRAJECTORY_KINDS, Job, SweepSpec, sweep_hash
+from raysweep.spec import PLANE_KINDS, TRAJECTORY_KINDS, Job, SweepSpec, sweep_hash
 from raysweep.store import Store
 
 RANDOM_STEP = -1  # step_a of I6's random starting point
@@ -85,7 +85,8 @@ def pair_count(kind: str, replicates: int, checkpoints: int) -> int:
     """How many (θ_a, θ_b) pairs a sweep kind has, without reading any manifest."""
     return {"init_to_final": replicates, "step_to_final": replicates * checkpoints,
             "final_to_final": replicates * (replicates - 1) // 2, "random_to_final": replicates,
-            "projection": replicates, "function_map": replicates}[kind]
+            "projection": replicates, "function_map": replicates,
+            "random_plane": replicates, "line_and_random": replicates}[kind]
 
 
 ITEM_FLOP = 1e13  # automatic chunks: about this much forward work per item (~1 s on a GPU)
@@ -131,6 +132,9 @@ def plan(job: Job, store: Store, replicates: list[int], in_shape=None, num_class
         if sweep.kind in TRAJECTORY_KINDS:
             items += trajectory_items(job, sweep, h, manifests)
             continue
+        if sweep.kind in PLANE_KINDS:
+            items += plane_items(job, store, sweep, h, manifests, info)
+            continue
         size = chunk_size(job, sweep, info)
         for a, b in pairs(sweep, finals, manifests, randoms):
             for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
@@ -154,6 +158,34 @@ def trajectory_items(job: Job, sweep: SweepSpec, h: str, manifests: dict[int, di
         out.append({"sweep": sweep.name, "sweep_hash": h, "kind": sweep.kind, "key": key,
                     "path": paths.point_file(run, sweep.name, h, key), "endpoints": eps,
                     "examples": sweep.examples})
+    return out
+
+
+def plane_items(job: Job, store: Store, sweep: SweepSpec, h: str, manifests: dict, info) -> list[dict]:
+    """Per replicate: rows of the (a, b) grid in chunks; the first chunk also projects the path."""
+    from raysweep.planes import ensure_directions
+
+    run = paths.run_dir(job.name, job.hash)
+    params = [n for n, _ in build_model(job.model, tuple(info.in_shape), info.num_classes).named_parameters()]
+    betas = sweep.beta.points()
+    if sweep.chunk:
+        size = sweep.chunk
+    else:  # rows of the grid per item: ~ITEM_FLOP of work, like the line sweeps
+        from raysweep.models import forward_flops
+
+        per_row = forward_flops(job.model, tuple(info.in_shape), info.num_classes) * len(betas) * sum(
+            info.sizes[s] for s in sweep.splits)
+        size = max(1, min(len(sweep.alpha.points()), math.ceil(ITEM_FLOP / max(per_row, 1))))
+    out = []
+    for k in sorted(manifests):
+        plane = ensure_directions(store, job, sweep, h, k, manifests[k], params)
+        eps = [Endpoint(k, s, m["path"], m["sha256"]).__dict__ for s, m in sorted(manifests[k].items())]
+        for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
+            key = f"r{k}-plane__a{c * size:05d}-{c * size + len(alphas):05d}"
+            out.append({"sweep": sweep.name, "sweep_hash": h, "kind": "plane", "key": key, "replicate": k,
+                        "path": paths.point_file(run, sweep.name, h, key), "plane": plane, "alphas": alphas,
+                        "betas": betas, "splits": list(sweep.splits), "first": c == 0,
+                        "endpoints": eps if c == 0 else []})
     return out
 
 
@@ -201,6 +233,8 @@ def run_item(evaluator, job: Job, store: Store, item: dict) -> dict:
             from raysweep.trajectory import projection_item as evaluate
         elif kind == "function_map":
             from raysweep.trajectory import function_item as evaluate
+        elif kind == "plane":
+            from raysweep.planes import plane_item as evaluate
         else:
             evaluate = evaluate_item
         table = evaluate(evaluator, job, item)

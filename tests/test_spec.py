@@ -91,3 +91,15 @@ def test_unknown_job_lists_known_ones(tmp_path):
     bad.write_text("name = 'x'\n[train\n")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_job(str(bad))
+
+
+def test_hashes_are_pinned():
+    """Adding a field with a default must keep every old hash: these values are the stored runs'."""
+    job = load_job("digits_mlp")
+    assert job.hash == "8f0660d49a"
+    assert sweep_hash(job.sweep("init_to_final")) == sweep_hash(parse_job(
+        {"name": "x", "sweeps": [{"name": "y", "kind": "init_to_final", "alpha": {"num": 100}, "splits": ["train", "test"]}]}
+    ).sweep("y"))
+    from raysweep.spec import SweepSpec
+
+    assert sweep_hash(SweepSpec(name="a", kind="projection")) == sweep_hash(SweepSpec(name="b", kind="projection"))

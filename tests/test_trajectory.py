@@ -66,3 +66,52 @@ def test_trajectory_sweeps_end_to_end(store):
     assert np.allclose(tau.sum(2), 1, atol=1e-5)
     assert np.array_equal(np.stack(stored["kappa"].to_numpy()), tau.argmax(2))
     assert fmap.equals(aggregate.function_map(store, job))  # MDS is seeded: same map twice
+
+
+def test_planes_against_direct_numpy(store):
+    """Surface values equal a direct evaluation at c + a·d1 + b·d2; directions are seeded and stored."""
+    import torch
+
+    from raysweep.checkpoints import load_tensors
+    from raysweep.evaluate import Evaluator
+    from raysweep.models import build_model
+
+    raw = {**TINY, "sweeps": [
+        {"name": "t5", "kind": "line_and_random", "alpha": {"start": 0.0, "stop": 1.0, "num": 3},
+         "beta": {"start": -0.5, "stop": 0.5, "num": 3}},
+        {"name": "t4", "kind": "random_plane", "alpha": {"start": -1.0, "stop": 1.0, "num": 3},
+         "beta": {"start": -1.0, "stop": 1.0, "num": 3}, "filter_norm": True}]}
+    job = parse_job(raw)
+    for k in range(2):
+        train_replicate(job, k, store)
+    data = load_splits(job.data)
+    items = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    again = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    assert [it["plane"]["sha256"] for it in items] == [it["plane"]["sha256"] for it in again]  # stored, reused
+    assert all(r["status"] == "ok" for r in run_local(job, store, items))
+    surf = aggregate.surface(store, job)
+    grid = surf.filter(pl.col("kind") == "grid")
+    assert grid.height == 2 * 2 * 9  # 2 sweeps x 2 replicates x 3 x 3
+    it = next(i for i in items if i["sweep"] == "t5" and i["replicate"] == 1)
+    plane = load_tensors(store, it["plane"]["path"])
+    model = build_model(job.model, data.in_shape, data.num_classes).double().eval()
+    for row in grid.filter(pl.col("sweep") == "t5", pl.col("replicate") == 1).iter_rows(named=True):
+        state = {n: plane[f"center.{n}"].double() + row["a"] * plane.get(f"d1.{n}", torch.zeros(1)).double()
+                 + row["b"] * plane.get(f"d2.{n}", torch.zeros(1)).double() for n in model.state_dict()
+                 if not n.endswith("num_batches_tracked")}
+        model.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            loss = torch.nn.functional.cross_entropy(model(data.test_x.double()), data.test_y).item()
+        assert row["loss"] == pytest.approx(loss, rel=1e-5)
+    # T5's axes: a = 0 is θ_0 and a = 1 is θ_T, so the path starts at (0, 0) and ends at (1, 0)
+    path = surf.filter(pl.col("kind") == "path", pl.col("sweep") == "t5", pl.col("replicate") == 1).sort("step")
+    assert path["a"][0] == pytest.approx(0, abs=1e-9) and path["a"][-1] == pytest.approx(1, abs=1e-6)
+    assert path["b"][0] == pytest.approx(0, abs=1e-9) and path["b"][-1] == pytest.approx(0, abs=1e-6)
+    # the direction d2 is orthogonal to the line
+    names = sorted(n[3:] for n in plane if n.startswith("d1."))
+    d1 = torch.cat([plane[f"d1.{n}"].double().reshape(-1) for n in names])
+    d2 = torch.cat([plane[f"d2.{n}"].double().reshape(-1) for n in names])
+    assert abs(float(d1 @ d2)) < 1e-3 * float(d1.norm() * d2.norm())
+    # filter-normalised random plane: biases and BN parameters get no direction
+    p4 = load_tensors(store, next(i for i in items if i["sweep"] == "t4")["plane"]["path"])
+    assert float(p4["d1.1.bias"].abs().sum()) == 0 and float(p4["d1.2.weight"].abs().sum()) == 0
