@@ -43,6 +43,14 @@ def write_section(name: str, text: str) -> None:
     print(text)
 
 
+def publish(name: str, text: str, print_only: bool = False) -> None:
+    """Print the table; unless print_only, also write it into README.md."""
+    if print_only:
+        print(text)
+    else:
+        write_section(name, text)
+
+
 def timed(fn, repeat: int = 1):
     """(best seconds over `repeat` runs, the last result)."""
     best, out = float("inf"), None

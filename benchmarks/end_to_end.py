@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table, write_section  # noqa: E402
+from common import publish, table  # noqa: E402
 
 
 def run(cmd: list[str]) -> tuple[float, float, str]:
@@ -54,10 +54,7 @@ def main():
             + table(["run", "wall seconds", "peak memory of the process tree (GiB)"], rows)
             + f"\n\nPhases of the first run: `{phases}`. Target: ≤ 60 s on 2 cores — "
               f"{'met' if first[0] <= 60 else 'NOT met'}.")
-    if args.no_write:
-        print(text)
-    else:
-        write_section("end_to_end", text)
+    publish("end_to_end", text, args.no_write)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import table, write_section  # noqa: E402
+from common import publish, table  # noqa: E402
 from raysweep.checkpoints import save_tensors  # noqa: E402
 from raysweep.datasets import IMAGENET_MEAN, IMAGENET_STD, Splits  # noqa: E402
 from raysweep.evaluate import Evaluator, pick_device, split_sums  # noqa: E402
@@ -101,10 +101,7 @@ def main():
         text += ("\n\nGPU numbers pending: no GPU machine was lent to the session that wrote this. This is the "
                  "CPU smoke run of the same code; run `python benchmarks/gpu.py` on a GPU machine to fill in "
                  "the H100 numbers (targets: ≥ 12,000 img/s in bf16, the sweep ≥ 80% of the bare evaluator).")
-    if args.no_write:
-        print(text)
-    else:
-        write_section("gpu", text)
+    publish("gpu", text, args.no_write)
 
 
 if __name__ == "__main__":

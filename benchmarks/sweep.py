@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
 import torch  # noqa: E402
 
-from common import table, write_section  # noqa: E402
+from common import publish, table  # noqa: E402
 from raysweep import paths  # noqa: E402
 from raysweep.checkpoints import save_tensors  # noqa: E402
 from datafiles import write_mnist  # noqa: E402
@@ -102,10 +102,7 @@ def main():
             + f"\n\nRay start-up (not included above): {t_start:.1f} s. The overhead is Ray Data's scheduling and "
               f"serialisation plus each actor's one-off set-up (a Python process importing torch, the model, the "
               f"split); the last column leaves the set-up out, as a long sweep amortises it. Target ≤ 25%.")
-    if args.no_write:
-        print(text)
-    else:
-        write_section("sweep", text)
+    publish("sweep", text, args.no_write)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,25 @@
+"""The benchmark commands keep working (tiny sizes, print only; no timing is asserted here)."""
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parent.parent / "benchmarks"
+
+
+def run(script, *args):
+    r = subprocess.run([sys.executable, str(BENCH / script), "--no-write", *args], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_evaluator_benchmark_runs_and_agrees():
+    out = run("evaluator.py", "--alphas", "4", "--n", "500")
+    assert "| raysweep Evaluator" in out and "Largest relative loss difference" in out
+    diff = float(out.split("Largest relative loss difference from the plain loop: ")[1].split(";")[0])
+    assert diff <= 1e-5
+
+
+def test_gpu_benchmark_runs_on_cpu():
+    out = run("gpu.py", "--images", "4", "--batch", "2", "--alphas", "2")
+    assert "| fp32 |" in out and "sweep stage" in out
