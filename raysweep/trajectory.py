@@ -27,9 +27,10 @@ def flat_parameters(tensors: dict[str, torch.Tensor], names: list[str]) -> np.nd
     return np.concatenate([tensors[n].double().reshape(-1).numpy() for n in names])
 
 
-def projection(thetas: list[np.ndarray]) -> list[dict]:
-    """G App. B: u = (θ_T − θ_0)/‖θ_T − θ_0‖, α(t) = (θ_t − θ_0)·u, β(t) = ‖θ_t − θ_0 − α(t)u‖."""
-    theta0, thetaT = thetas[0], thetas[-1]
+def projection(thetas: list[np.ndarray], end: np.ndarray | None = None) -> list[dict]:
+    """G App. B: u = (θ_T − θ_0)/‖θ_T − θ_0‖, α(t) = (θ_t − θ_0)·u, β(t) = ‖θ_t − θ_0 − α(t)u‖.
+    θ_T is the last of `thetas` unless `end` is given (G Fig 11 keeps walking past its solution)."""
+    theta0, thetaT = thetas[0], thetas[-1] if end is None else end
     u = thetaT - theta0
     u = u / np.linalg.norm(u)
     out = []
@@ -67,24 +68,27 @@ def function_item(evaluator, job: Job, item: dict) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=FUNCTION_SCHEMA)
 
 
-def mds_maps(tau: np.ndarray, kappa: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """2-D metric MDS of all τ vectors (Euclidean) and all κ vectors (Hamming), embedded jointly."""
+def mds(d: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D metric MDS of a precomputed dissimilarity matrix (scikit-learn, seeded)."""
     import inspect
 
     from sklearn.manifold import MDS
 
+    if len(d) < 3 or not d.any():
+        return np.zeros((len(d), 2))
     kwargs = {"n_components": 2, "random_state": seed, "n_init": 4, "normalized_stress": "auto"}
     if "metric_mds" in inspect.signature(MDS).parameters:  # scikit-learn >= 1.8 renamed the options
         kwargs.update(metric_mds=True, metric="precomputed", init="random")
     else:
         kwargs.update(metric=True, dissimilarity="precomputed")
+    return MDS(**kwargs).fit_transform(d)
 
-    def embed(d: np.ndarray) -> np.ndarray:
-        if len(d) < 3:
-            return np.zeros((len(d), 2))
-        return MDS(**kwargs).fit_transform(d)
 
-    sq = (tau ** 2).sum(1)
-    d_tau = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * tau @ tau.T, 0))
-    d_kappa = (kappa[:, None, :] != kappa[None, :, :]).mean(2)
-    return embed(d_tau), embed(d_kappa)
+def euclidean(x: np.ndarray) -> np.ndarray:
+    sq = (x ** 2).sum(1)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0))
+
+
+def mds_maps(tau: np.ndarray, kappa: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """2-D metric MDS of all τ vectors (Euclidean) and all κ vectors (Hamming), embedded jointly."""
+    return mds(euclidean(tau), seed), mds((kappa[:, None, :] != kappa[None, :, :]).mean(2), seed)
