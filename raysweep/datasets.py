@@ -96,6 +96,15 @@ def blobs(spec: DataSpec) -> Splits:
     return _splits(xtr, ytr, xte, yte, 10)
 
 
+def linreg(spec: DataSpec) -> Splits:
+    """G's deep linear regression data: scalar x ~ N(0, 1), y = x; 1,000 train / 500 test (seeded).
+    Real-valued targets make the loss the squared error (the error rate is NaN)."""
+    rng = np.random.default_rng(7)
+    xtr, xte = rng.normal(size=(1000, 1)).astype(np.float32), rng.normal(size=(500, 1)).astype(np.float32)
+    t = torch.from_numpy
+    return Splits(t(xtr), t(xtr[:, 0].copy()), t(xte), t(xte[:, 0].copy()), 1)
+
+
 def _splits(xtr, ytr, xte, yte, num_classes, **kw) -> Splits:
     t = torch.from_numpy
     return Splits(t(np.ascontiguousarray(xtr)), t(np.asarray(ytr).astype(np.int64)),
@@ -224,7 +233,7 @@ def imagenet_info(spec: DataSpec) -> DatasetInfo:
 
 
 DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "blobs": blobs, "mnist": mnist,
-                                                     "cifar10": cifar10, "imagenet": imagenet}
+                                                     "cifar10": cifar10, "imagenet": imagenet, "linreg": linreg}
 # Datasets too big to load just to describe them say what they are here.
 INFOS: dict[str, Callable[[DataSpec], DatasetInfo]] = {"imagenet": imagenet_info}
 
@@ -278,6 +287,7 @@ def train_batches(splits: Splits, batch_size: int, seed: int, epoch: int, skip: 
 STANDARD = {
     "digits": DatasetInfo((1, 8, 8), 10, {"train": 1257, "test": 540}),
     "blobs": DatasetInfo((32,), 10, {"train": 1000, "test": 500}),
+    "linreg": DatasetInfo((1,), 1, {"train": 1000, "test": 500}),
     "mnist": DatasetInfo((1, 28, 28), 10, {"train": 60_000, "test": 10_000}),
     "cifar10": DatasetInfo((3, 32, 32), 10, {"train": 50_000, "test": 10_000}),
     "imagenet": DatasetInfo((3, 224, 224), 1000, {"train": 1_281_167, "test": 50_000}),

@@ -47,9 +47,20 @@ def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
             logits = model(prepare(x[i:i + batch_size]))
         logits = logits.float()
         yb = y[i:i + batch_size]
-        sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
-        sums[1] += (logits.argmax(1) != yb).sum()
+        if yb.is_floating_point():  # regression (G's deep linear models): squared error, no error rate
+            sums[0] += ((logits.reshape(yb.shape) - yb) ** 2).sum().double()
+            sums[1] = float("nan")
+        else:
+            sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+            sums[1] += (logits.argmax(1) != yb).sum()
     return sums
+
+
+def training_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for class labels, mean squared error for real-valued targets."""
+    if y.is_floating_point():
+        return ((out.reshape(y.shape).float() - y) ** 2).mean()
+    return F.cross_entropy(out, y)
 
 
 @torch.no_grad()

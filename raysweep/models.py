@@ -130,7 +130,43 @@ def resnet50(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn
     return tv_resnet50(weights=None, num_classes=num_classes)
 
 
+class ScalarProduct(nn.Module):
+    """G §4: y = w1·w2·x, two scalar weights (a depth-2 linear regression), small random init."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(()) * 0.1)
+        self.w2 = nn.Parameter(torch.randn(()) * 0.1)
+
+    def forward(self, x):
+        return self.w1 * self.w2 * x.reshape(len(x), -1)[:, :1]
+
+
+def scalar_product(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return ScalarProduct()
+
+
+def factored_linear(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """G App. C: a deep factored linear model W_k … W_1 x (no biases, no non-linearities);
+    len(hidden) + 1 matrices (hidden = [64] * 9 gives G's 10)."""
+    d_in = 1
+    for d in in_shape:
+        d_in *= d
+    widths = [d_in, *spec.hidden, num_classes]
+    model = nn.Sequential(nn.Flatten(), *[nn.Linear(a, b, bias=False) for a, b in zip(widths, widths[1:])])
+    model.after_init = _variance_preserving  # kaiming's ReLU gain √2 would grow the signal 2^depth-fold
+    return model
+
+
+def _variance_preserving(model: nn.Module) -> None:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(2 ** -0.5)
+
+
 MODELS: dict[str, Callable[[ModelSpec, tuple[int, ...], int], nn.Module]] = {
+    "scalar_product": scalar_product, "factored_linear": factored_linear,
     "mlp": mlp, "lenet_300_100": lenet_300_100, "cifar_resnet_20": cifar_resnet_20,
     "cifar_vgg_16": cifar_vgg_16, "resnet50": resnet50,
 }
@@ -158,6 +194,8 @@ def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int, se
         torch.manual_seed(seed)
         model = MODELS[spec.name](spec, in_shape, num_classes)
         init_weights(model)
+        if hasattr(model, "after_init"):  # a model whose init departs from OpenLTH's says so itself
+            model.after_init(model)
     return model
 
 

@@ -17,7 +17,7 @@ import torch
 from raysweep import paths
 from raysweep.checkpoints import load_tensors, save_tensors
 from raysweep.datasets import Splits, load_splits, train_batches
-from raysweep.evaluate import pick_device, split_metrics
+from raysweep.evaluate import pick_device, split_metrics, training_loss
 from raysweep.models import build_model
 from raysweep.schedule import checkpoint_steps, iterations_per_epoch
 from raysweep.spec import Job, parse_job
@@ -122,7 +122,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
                 group["lr"] = learning_rate(job, step, per_epoch)
             x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss = training_loss(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,5 +1,6 @@
 """B's stochastic models and G's random-walk control, against direct computations."""
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from raysweep.cli import app
@@ -47,3 +48,38 @@ def test_toy_commands_write_reports(tmp_path):
     assert r.exit_code == 0 and (tmp_path / "w.html").exists()
     r = CliRunner().invoke(app, ["toy", "breuel", "--law", "pareto", "--out", str(tmp_path / "x.html")])
     assert r.exit_code == 2
+
+
+def test_deep_linear_regression_curves_match_the_closed_form(store):
+    """y = w1·w2·x on y = x: along any line, loss(α) = (w1(α)·w2(α) − 1)² · mean(x²) exactly."""
+    import polars as pl
+
+    from raysweep import aggregate
+    from raysweep.checkpoints import load_tensors
+    from raysweep.datasets import dataset_info, load_splits
+    from raysweep.jobs import load_job
+    from raysweep.sweep import plan, run_local
+    from raysweep.train import train_replicate
+
+    job = load_job("linreg_depth2", ["replicates=2", "train.epochs=5"])
+    for k in range(2):
+        train_replicate(job, k, store)
+    info = dataset_info(job.data)
+    items = plan(job, store, [0, 1], info.in_shape, info.num_classes)
+    assert all(r["status"] == "ok" for r in run_local(job, store, items))
+    x = load_splits(job.data).test_x.double().numpy()[:, 0]
+    points = aggregate.scan_points(store, job).collect()
+    checked = 0
+    for it in items:
+        if "kind" in it:  # the projection sweep's item: no α
+            continue
+        wa, wb = (load_tensors(store, e["path"], e["sha256"]) for e in (it["a"], it["b"]))
+        rows = points.filter(pl.col("item") == it["key"], pl.col("sweep") == it["sweep"]).sort("alpha")
+        for alpha, loss, err in rows.select("alpha", "loss", "error").iter_rows():
+            w1 = (1 - alpha) * float(wa["w1"]) + alpha * float(wb["w1"])
+            w2 = (1 - alpha) * float(wa["w2"]) + alpha * float(wb["w2"])
+            # abs: near a solution the float32 forward resolves w1·w2 − 1 only to ~1e-7
+            assert loss == pytest.approx((w1 * w2 - 1) ** 2 * np.mean(x ** 2), rel=1e-5, abs=1e-10)
+            assert np.isnan(err)  # no error rate for a regression
+            checked += 1
+    assert checked == 2 * 100 + 1 * 201 + 2 * 100  # I1, I5 (one pair), I6
