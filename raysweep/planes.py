@@ -1,5 +1,8 @@
 """T4 random planes and T5 line-and-random planes (G App. D, Fig 21-22): the loss on a 2-D grid
-θ = c + a·d1 + b·d2 around a replicate's weights, and the SGD trajectory projected onto the plane.
+θ = c + a·d1 + b·d2 around a replicate's weights, and the SGD trajectory projected onto the plane;
+T3 path surfaces (G App. C, Fig 15-20): J(θ_0 + a·(θ_T − θ_0) + b·D·v(t*(a))), D = ‖θ_T − θ_0‖,
+v(t) the unit residual of checkpoint t off the line and t*(a) the checkpoint whose α(t)/D is
+nearest a; the trajectory drawn at (α(t)/D, β(t)/D).
 
 Directions are drawn from a seed (job seed, replicate, sweep hash) and stored beside the
 checkpoints, so a rerun or another node evaluates exactly the same plane.
@@ -122,3 +125,53 @@ def _projected_path(evaluator, item: dict, plane: dict, common: dict) -> list[di
         out.append({**common, "kind": "path", "step": e["step"], "a": float(a), "b": float(b), "split": "",
                     "loss": None, "error": None})
     return out
+
+
+def path_surface_rows(store, job: Job, sweep: SweepSpec, manifests: dict, params: list[str]) -> tuple[list, dict]:
+    """Per a of the grid: the checkpoint t*(a) and its (α, β); and the path (α(t)/D, β(t)/D)."""
+    from raysweep.trajectory import flat_parameters, projection
+
+    steps = sorted(manifests)
+    thetas = [flat_parameters(load_tensors(store, manifests[s]["path"], manifests[s]["sha256"]), params)
+              for s in steps]
+    proj = projection(thetas)
+    dist = proj[-1]["alpha"]
+    off = [i for i, r in enumerate(proj) if r["beta"] > 1e-9 * dist]  # checkpoints that leave the line
+    rows = []
+    for a in sweep.alpha.points():
+        pool = off or list(range(len(steps)))
+        i = min(pool, key=lambda j: abs(proj[j]["alpha"] / dist - a))
+        m = manifests[steps[i]]
+        rows.append({"a": a, "step": steps[i], "path": m["path"], "sha256": m["sha256"],
+                     "alpha": proj[i]["alpha"], "beta": proj[i]["beta"]})
+    path = {"steps": steps, "a": [r["alpha"] / dist for r in proj], "b": [r["beta"] / dist for r in proj],
+            "distance": dist}
+    return rows, path
+
+
+def path_surface_item(evaluator, job: Job, item: dict) -> pa.Table:
+    ends = item["ends"]
+    t0 = evaluator.endpoint(ends[0]["path"], ends[0]["sha256"])
+    tT = evaluator.endpoint(ends[1]["path"], ends[1]["sha256"])
+    params = set(evaluator.param_names)
+    pidx = [i for i, n in enumerate(evaluator.names) if n in params]
+    fl = evaluator.float_idx
+    dist = item["path_info"]["distance"]
+    common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": item["replicate"]}
+    rows = []
+    for r in item["rows"]:
+        tt = evaluator.endpoint(r["path"], r["sha256"])
+        # D·v(t) = D·(θ_t − θ_0 − α(t)·u)/β(t), u = (θ_T − θ_0)/D, on the parameters only
+        scale = dist / r["beta"] if r["beta"] > 0 else 0.0
+        dv = {i: (tt[i] - t0[i] - (r["alpha"] / dist) * (tT[i] - t0[i])) * scale for i in pidx}
+        for b in item["betas"]:
+            torch._foreach_copy_(evaluator.targets, t0)
+            torch._foreach_lerp_([evaluator.targets[i] for i in fl], [tT[i] for i in fl], float(r["a"]))
+            torch._foreach_add_([evaluator.targets[i] for i in pidx], [dv[i] for i in pidx], alpha=float(b))
+            for res in evaluator.evaluate_current(tuple(item["splits"])):
+                rows.append({**common, "kind": "grid", "step": r["step"], "a": r["a"], "b": float(b), **res})
+    if item["first"]:
+        p = item["path_info"]
+        rows += [{**common, "kind": "path", "step": s, "a": a, "b": b, "split": "", "loss": None, "error": None}
+                 for s, a, b in zip(p["steps"], p["a"], p["b"])]
+    return pa.Table.from_pylist(rows, schema=SURFACE_SCHEMA)

@@ -139,11 +139,16 @@ def sections(run) -> list[tuple[str, str, list[alt.Chart]]]:
     for name in surf["sweep"].unique(maintain_order=True).to_list() if surf.height else []:
         part = surf.filter(pl.col("sweep") == name, pl.col("replicate") == surf["replicate"].min())
         kind = run.job.sweep(name).kind
-        text = ("Loss on a random 2-D plane through θ_T (G App. D Fig 21), with the SGD path projected onto it: "
-                "most random directions show little variation, and the path leaves the plane." if kind == "random_plane"
-                else "One axis is the line θ_0 → θ_T (a = 0 init, a = 1 final), the other a random direction "
-                     "orthogonal to it (G Fig 22), with the SGD path projected onto the plane.")
-        out.append((f"{name} — {'T4' if kind == 'random_plane' else 'T5'} (replicate {part['replicate'][0]})", text,
+        text = {"random_plane": "Loss on a random 2-D plane through θ_T (G App. D Fig 21), with the SGD path "
+                                "projected onto it: most random directions show little variation, and the path "
+                                "leaves the plane.",
+                "line_and_random": "One axis is the line θ_0 → θ_T (a = 0 init, a = 1 final), the other a random "
+                                   "direction orthogonal to it (G Fig 22), with the SGD path projected onto the plane.",
+                "path_surface": "a runs along θ_0 → θ_T (in units of ‖θ_T − θ_0‖), b along the direction in which "
+                                "the checkpoint nearest that a leaves the line (G App. C Fig 15-20); the SGD path "
+                                "is drawn at (α(t), β(t))."}[kind]
+        tag = {"random_plane": "T4", "line_and_random": "T5", "path_surface": "T3"}[kind]
+        out.append((f"{name} — {tag} (replicate {part['replicate'][0]})", text,
                      [surface_chart(part, "loss"), surface_chart(part, "error")]))
     ck = run.checkpoints.collect()
     if "step" in ck.columns and ck.height:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final")
 TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
-PLANE_KINDS = ("random_plane", "line_and_random")  # T4 and T5: a 2-D grid of points per replicate
+PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3: 2-D grids per replicate
 SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS
 SCHEDULES = ("frankle", "every_epoch", "list")
 BN_MODES = ("interpolate", "reset")

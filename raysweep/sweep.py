@@ -86,7 +86,7 @@ def pair_count(kind: str, replicates: int, checkpoints: int) -> int:
     return {"init_to_final": replicates, "step_to_final": replicates * checkpoints,
             "final_to_final": replicates * (replicates - 1) // 2, "random_to_final": replicates,
             "projection": replicates, "function_map": replicates,
-            "random_plane": replicates, "line_and_random": replicates}[kind]
+            "random_plane": replicates, "line_and_random": replicates, "path_surface": replicates}[kind]
 
 
 ITEM_FLOP = 1e13  # automatic chunks: about this much forward work per item (~1 s on a GPU)
@@ -178,6 +178,9 @@ def plane_items(job: Job, store: Store, sweep: SweepSpec, h: str, manifests: dic
         size = max(1, min(len(sweep.alpha.points()), math.ceil(ITEM_FLOP / max(per_row, 1))))
     out = []
     for k in sorted(manifests):
+        if sweep.kind == "path_surface":
+            out += _path_surface_items(job, store, sweep, h, k, manifests[k], params, betas, size, run)
+            continue
         plane = ensure_directions(store, job, sweep, h, k, manifests[k], params)
         eps = [Endpoint(k, s, m["path"], m["sha256"]).__dict__ for s, m in sorted(manifests[k].items())]
         for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
@@ -186,6 +189,20 @@ def plane_items(job: Job, store: Store, sweep: SweepSpec, h: str, manifests: dic
                         "path": paths.point_file(run, sweep.name, h, key), "plane": plane, "alphas": alphas,
                         "betas": betas, "splits": list(sweep.splits), "first": c == 0,
                         "endpoints": eps if c == 0 else []})
+    return out
+
+
+def _path_surface_items(job, store, sweep, h, k, manifests, params, betas, size, run) -> list[dict]:
+    from raysweep.planes import path_surface_rows
+
+    rows, path_info = path_surface_rows(store, job, sweep, manifests, params)
+    ends = [Endpoint(k, s, manifests[s]["path"], manifests[s]["sha256"]).__dict__ for s in (min(manifests), max(manifests))]
+    out = []
+    for c, chunk in enumerate(chunks(rows, size)):
+        key = f"r{k}-path__a{c * size:05d}-{c * size + len(chunk):05d}"
+        out.append({"sweep": sweep.name, "sweep_hash": h, "kind": "path_surface", "key": key, "replicate": k,
+                    "path": paths.point_file(run, sweep.name, h, key), "ends": ends, "rows": chunk,
+                    "betas": betas, "splits": list(sweep.splits), "first": c == 0, "path_info": path_info})
     return out
 
 
@@ -235,6 +252,8 @@ def run_item(evaluator, job: Job, store: Store, item: dict) -> dict:
             from raysweep.trajectory import function_item as evaluate
         elif kind == "plane":
             from raysweep.planes import plane_item as evaluate
+        elif kind == "path_surface":
+            from raysweep.planes import path_surface_item as evaluate
         else:
             evaluate = evaluate_item
         table = evaluate(evaluator, job, item)

@@ -115,3 +115,50 @@ def test_planes_against_direct_numpy(store):
     # filter-normalised random plane: biases and BN parameters get no direction
     p4 = load_tensors(store, next(i for i in items if i["sweep"] == "t4")["plane"]["path"])
     assert float(p4["d1.1.bias"].abs().sum()) == 0 and float(p4["d1.2.weight"].abs().sum()) == 0
+
+
+def test_path_surface_against_direct_computation(store):
+    """T3: J(θ_0 + a·(θ_T − θ_0) + b·D·v(t*(a))) recomputed in float64 from the checkpoints."""
+    import torch
+
+    from raysweep.checkpoints import load_tensors
+    from raysweep.models import build_model
+    from raysweep.sweep import read_manifests
+
+    raw = {**TINY, "model": {"name": "mlp", "hidden": [16]}, "sweeps": [
+        {"name": "t3", "kind": "path_surface", "alpha": {"start": 0.0, "stop": 1.0, "num": 4},
+         "beta": {"start": -0.5, "stop": 0.5, "num": 3}}]}
+    job = parse_job(raw)
+    train_replicate(job, 0, store)
+    data = load_splits(job.data)
+    items = plan(job, store, [0], data.in_shape, data.num_classes)
+    assert all(r["status"] == "ok" for r in run_local(job, store, items))
+    surf = aggregate.surface(store, job)
+    m = read_manifests(store, job, 0)
+    th = {s: load_tensors(store, e["path"], e["sha256"]) for s, e in m.items()}
+    names = [n for n, _ in build_model(job.model, data.in_shape, 10).named_parameters()]
+    flat = lambda t: torch.cat([t[n].double().reshape(-1) for n in names])  # noqa: E731
+    t0, tT = flat(th[0]), flat(th[20])
+    D = float((tT - t0).norm())
+    u = (tT - t0) / D
+    path = surf.filter(pl.col("kind") == "path").sort("step")
+    for s, a, b in path.select("step", "a", "b").iter_rows():
+        d = flat(th[s]) - t0
+        assert a == pytest.approx(float(d @ u) / D, abs=1e-9)
+        assert b == pytest.approx(float((d - (d @ u) * u).norm()) / D, abs=1e-9)
+    model = build_model(job.model, data.in_shape, 10).double().eval()
+    grid = surf.filter(pl.col("kind") == "grid")
+    assert grid.height == 4 * 3
+    for s, a, b, loss in grid.select("step", "a", "b", "loss").iter_rows():
+        d = flat(th[s]) - t0
+        alpha = float(d @ u)
+        resid = d - alpha * u
+        v = resid / resid.norm()
+        theta = t0 + a * (tT - t0) + b * D * v
+        sizes = [th[0][n].numel() for n in names]
+        state = {n: p.reshape(th[0][n].shape) for n, p in zip(names, torch.split(theta, sizes))}
+        model.load_state_dict(state)
+        with torch.no_grad():
+            ref = torch.nn.functional.cross_entropy(model(data.test_x.double()), data.test_y).item()
+        assert loss == pytest.approx(ref, rel=1e-5)
+        assert s not in (0, 20)  # t*(a) is always a checkpoint that leaves the line
