@@ -73,10 +73,12 @@ def function_map(store: Store, job: Job) -> pl.DataFrame:
         out.append(part.select("sweep", "replicate", "step").with_columns(
             tau_x=xy_tau[:, 0], tau_y=xy_tau[:, 1], kappa_x=xy_kappa[:, 0], kappa_y=xy_kappa[:, 1]))
     if not out:
-        return pl.DataFrame(schema={"sweep": pl.String, "replicate": pl.Int32, "step": pl.Int64,
+        return pl.DataFrame(schema={"sweep": pl.String, "replicate": pl.Int32, "step": pl.Int64, "epoch": pl.Float64,
                                     "tau_x": pl.Float64, "tau_y": pl.Float64, "kappa_x": pl.Float64,
                                     "kappa_y": pl.Float64})
-    return pl.concat(out)
+    epochs = checkpoints(store, job).select(pl.col("replicate").cast(pl.Int32), "step", "epoch")
+    return pl.concat(out).join(epochs, on=["replicate", "step"], how="left").select(
+        "sweep", "replicate", "step", "epoch", "tau_x", "tau_y", "kappa_x", "kappa_y")
 
 
 def dedupe(points: pl.DataFrame) -> pl.DataFrame:

@@ -71,11 +71,13 @@ def projection_chart(traj: pl.DataFrame) -> alt.Chart:
 
 
 def mds_chart(fmap: pl.DataFrame, which: str) -> alt.Chart:
-    df = fmap.select("replicate", "step", x=f"{which}_x", y=f"{which}_y")
+    """MDS map coloured by epoch (B: red to blue), a grey line per replicate in step order."""
+    colour = "epoch" if "epoch" in fmap.columns else "step"
+    df = fmap.select(*dict.fromkeys(["replicate", "step", colour]), x=f"{which}_x", y=f"{which}_y")
     base = alt.Chart(df).encode(x=alt.X("x:Q", title="MDS 1"), y=alt.Y("y:Q", title="MDS 2"))
     lines = base.mark_line(opacity=0.3, color="gray").encode(detail="replicate:N", order="step:Q")
-    dots = base.mark_circle(size=30).encode(color=alt.Color("step:Q", scale=alt.Scale(scheme="redblue")),
-                                            tooltip=["replicate", "step"])
+    dots = base.mark_circle(size=30).encode(color=alt.Color(f"{colour}:Q", scale=alt.Scale(scheme="redblue")),
+                                            tooltip=list(dict.fromkeys(["replicate", "step", colour])))
     name = "τ (softmax outputs)" if which == "tau" else "κ (predictions, Hamming)"
     return (lines + dots).properties(title=f"T6 — MDS of {name}", width=WIDTH, height=HEIGHT)
 
@@ -132,7 +134,7 @@ def sections(run) -> list[tuple[str, str, list[alt.Chart]]]:
     if fmap.height:
         out.append(("T6 — function maps (B Fig 1–5)",
                     "Every replicate at every checkpoint, placed by metric MDS of its softmax outputs τ (left) and "
-                    "predictions κ (right, Hamming distance) on the first test examples; colour is the step, one "
+                    "predictions κ (right, Hamming distance) on the first test examples; colour is the epoch, one "
                     "line per replicate. B: paths start apart, move to a common centre and keep a memory of "
                     "their initialisation.", [mds_chart(fmap, "tau"), mds_chart(fmap, "kappa")]))
     surf = run.surface.collect()

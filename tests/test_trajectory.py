@@ -60,7 +60,8 @@ def test_trajectory_sweeps_end_to_end(store):
     assert first["alpha"].to_list() == [0.0] * 3 and last["beta"].max() < 1e-6
     assert (last["alpha"] - last["distance"]).abs().max() < 1e-9
     fmap = aggregate.function_map(store, job)
-    assert fmap.height == 3 * 4 and set(fmap.columns) >= {"tau_x", "tau_y", "kappa_x", "kappa_y"}
+    assert fmap.height == 3 * 4 and set(fmap.columns) >= {"tau_x", "tau_y", "kappa_x", "kappa_y", "epoch"}
+    assert fmap.filter(pl.col("step") == 20)["epoch"].to_list() == [2.0] * 3  # 10 iterations per epoch
     stored = aggregate._scan(store, aggregate.point_paths(store, job, ("function_map",)), FUNCTION_SCHEMA).collect()
     tau = np.stack(stored["tau"].to_numpy()).reshape(len(stored), 50, 10)
     assert np.allclose(tau.sum(2), 1, atol=1e-5)
