@@ -67,7 +67,7 @@ def main():
         stores = {name: Store(f"{tmp}/{name}") for name in ("local", "ray1", "rayN")}
         for s in stores.values():
             fake_training(job, s, steps)
-        items = plan(job, stores["local"], [0, 1, 2], (1, 28, 28), 10)
+        items = plan(job, stores["local"], [0, 1, 2])
         evals = sum(len(it["alphas"]) for it in items)
         data = load_splits(job.data)
 
@@ -84,7 +84,7 @@ def main():
         t_start = time.perf_counter() - t
         for name, actors in (("ray1", 1), ("rayN", os.cpu_count())):
             bench_job = parse_job({**job.to_dict(), "resources": {"eval_actors": actors}})
-            it = plan(bench_job, stores[name], [0, 1, 2], (1, 28, 28), 10)
+            it = plan(bench_job, stores[name], [0, 1, 2])
             stamps = []
             t = time.perf_counter()
             res = run_ray(bench_job, stores[name], it, progress=lambda r: stamps.append(time.perf_counter()))

@@ -107,7 +107,7 @@ class Run:
         return lf.collect()
 
     def query(self, sql: str) -> pl.DataFrame:
-        """Polars SQL over the tables points, curves, barriers, checkpoints."""
+        """Polars SQL over the tables of TABLES (points, curves, barriers, checkpoints, trajectory, …)."""
         ctx = pl.SQLContext({name: getattr(self, name) for name in TABLES})
         return ctx.execute(sql, eager=True)
 
@@ -115,26 +115,37 @@ class Run:
     def train(self, replicates: list[int] | None = None, force: bool = False, progress: bool = True,
               address: str | None = None) -> list[int]:
         """Train the replicates not yet trained (one Tune trial each); returns those trained now."""
-        from raysweep.cluster import init_ray, trial_resources
-        from raysweep.progress import TrainProgress
-        from raysweep.train import is_trained, train_all
-
         ks = self.replicates if replicates is None else replicates
         if force:
             for k in ks:
                 self.forget_replicate(k)
-        todo = [k for k in ks if not is_trained(self.store, self.job, k)]
-        if not todo:
-            return []
+        todo = self._untrained(ks)
+        if todo:
+            self.preflight()
+            self._train(todo, progress, address)
+        return todo
+
+    def preflight(self) -> None:
+        """A missing dataset or an unusable store stops here, before any work is started."""
         from raysweep.datasets import dataset_info
 
-        dataset_info(self.job.data)  # a missing dataset stops here, before any trial starts
+        dataset_info(self.job.data)
         self.store.check()
+
+    def _untrained(self, ks: list[int]) -> list[int]:
+        from raysweep.train import is_trained
+
+        return [k for k in ks if not is_trained(self.store, self.job, k)]
+
+    def _train(self, todo: list[int], progress: bool, address: str | None) -> None:
+        from raysweep.cluster import init_ray, trial_resources
+        from raysweep.progress import TrainProgress
+        from raysweep.train import train_all
+
         self.store.write_json(paths.job_json(self.dir), self.job.to_dict())
         init_ray(address)
         with TrainProgress(self.job, todo, enabled=progress) as bar:
             train_all(self.job, self.store, todo, trial_resources(self.job), progress=bar.update)
-        return todo
 
     def forget_replicate(self, k: int) -> None:
         """Delete replicate k's checkpoints and every stored point that used them."""
@@ -149,8 +160,7 @@ class Run:
         from raysweep.datasets import dataset_info
         from raysweep.sweep import plan
 
-        info = dataset_info(self.job.data)
-        return plan(self.job, self.store, self.replicates, info.in_shape, info.num_classes, sweeps)
+        return plan(self.job, self.store, self.replicates, dataset_info(self.job.data), sweeps)
 
     def sweep(self, sweeps: list[str] | None = None, progress: bool = True, address: str | None = None,
               local: bool = False, rounds: int = 3) -> RunSummary:
@@ -199,12 +209,11 @@ class Run:
 
     def run(self, progress: bool = True, address: str | None = None, report: bool = True) -> RunSummary:
         """train → sweep → aggregate → report. Raises SweepFailed after keeping what succeeded."""
-        from raysweep.datasets import dataset_info
-
-        dataset_info(self.job.data)  # a missing dataset or an unusable store stops here, before any work
-        self.store.check()
+        self.preflight()
         t0 = time.perf_counter()
-        trained = self.train(progress=progress, address=address)
+        trained = self._untrained(self.replicates)
+        if trained:
+            self._train(trained, progress, address)
         t1 = time.perf_counter()
         summary = self.sweep(progress=progress, address=address)
         t2 = time.perf_counter()

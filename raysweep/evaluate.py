@@ -128,6 +128,7 @@ class Evaluator:
         self.targets = [t.data for t in state.values()]
         self.float_idx = [i for i, t in enumerate(self.targets) if t.is_floating_point()]
         self.param_names = [n for n, _ in self.model.named_parameters()]
+        self.param_idx = [self.names.index(n) for n in self.param_names]  # parameters, not BN statistics
         self.has_bn = any(isinstance(m, BN_TYPES) for m in self.model.modules())
         self.cache: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
@@ -166,7 +167,7 @@ class Evaluator:
 
     def norms(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
         """(‖θ_b − θ_a‖, ‖θ_a‖) over the parameters (not the BN running statistics)."""
-        idx = [self.names.index(n) for n in self.param_names]
+        idx = self.param_idx
         dist = sum(float(((b[i].double() - a[i].double()) ** 2).sum()) for i in idx) ** 0.5
         norm = sum(float((a[i].double() ** 2).sum()) for i in idx) ** 0.5
         return dist, norm

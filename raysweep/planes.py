@@ -153,8 +153,7 @@ def path_surface_item(evaluator, job: Job, item: dict) -> pa.Table:
     ends = item["ends"]
     t0 = evaluator.endpoint(ends[0]["path"], ends[0]["sha256"])
     tT = evaluator.endpoint(ends[1]["path"], ends[1]["sha256"])
-    params = set(evaluator.param_names)
-    pidx = [i for i, n in enumerate(evaluator.names) if n in params]
+    pidx = evaluator.param_idx
     fl = evaluator.float_idx
     dist = item["path_info"]["distance"]
     common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": item["replicate"]}

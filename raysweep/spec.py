@@ -14,7 +14,7 @@ import json
 import math
 import tomllib
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final")
 TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory

@@ -109,8 +109,7 @@ def chunks(alphas: list[float], size: int) -> list[list[float]]:
     return [alphas[i:i + size] for i in range(0, len(alphas), size)]
 
 
-def plan(job: Job, store: Store, replicates: list[int], in_shape=None, num_classes=None,
-         sweeps: list[str] | None = None) -> list[dict]:
+def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[str] | None = None) -> list[dict]:
     """Every work item of the job's sweeps (both done and missing), as JSON-able dicts."""
     run = paths.run_dir(job.name, job.hash)
     manifests = {k: read_manifests(store, job, k) for k in replicates}
@@ -119,14 +118,14 @@ def plan(job: Job, store: Store, replicates: list[int], in_shape=None, num_class
         raise NotTrainedError(f"replicates {untrained} of {job.name} are not trained yet in {store.url(run)}; "
                               f"run `raysweep train {job.name}` (or `raysweep run`) first")
     finals = {k: Endpoint(k, max(m), m[max(m)]["path"], m[max(m)]["sha256"]) for k, m in manifests.items()}
-    info = dataset_info(job.data, standard_if_missing=True)
+    info = info or dataset_info(job.data, standard_if_missing=True)
     items = []
     for sweep in job.sweeps:
         if sweeps and sweep.name not in sweeps:
             continue
         randoms = {}
         if sweep.kind == "random_to_final":
-            randoms = {k: random_endpoint(store, job, k, sweep.random_scale, in_shape, num_classes)
+            randoms = {k: random_endpoint(store, job, k, sweep.random_scale, info.in_shape, info.num_classes)
                        for k in replicates}
         h = sweep_hash(sweep)
         if sweep.kind in TRAJECTORY_KINDS:

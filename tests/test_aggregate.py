@@ -6,7 +6,6 @@ import polars as pl
 import pytest
 
 from raysweep import aggregate
-from raysweep.datasets import load_splits
 from raysweep.metrics import curve_metrics
 from raysweep.sweep import plan, run_local
 from raysweep.train import train_replicate
@@ -16,8 +15,7 @@ from raysweep.train import train_replicate
 def swept(tiny_job, store):
     for k in range(2):
         train_replicate(tiny_job, k, store)
-    data = load_splits(tiny_job.data)
-    run_local(tiny_job, store, plan(tiny_job, store, [0, 1], data.in_shape, data.num_classes))
+    run_local(tiny_job, store, plan(tiny_job, store, [0, 1]))
     return tiny_job, store
 
 

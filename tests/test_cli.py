@@ -6,7 +6,6 @@ import pytest
 from typer.testing import CliRunner
 
 from raysweep.cli import app
-from raysweep.datasets import load_splits
 from raysweep.sweep import plan, run_local
 from raysweep.train import train_replicate
 from raysweep import aggregate
@@ -46,8 +45,7 @@ def swept(job_file, tmp_path):
     run = open_run(job_file, storage)
     for k in range(2):
         train_replicate(run.job, k, run.store)
-    data = load_splits(run.job.data)
-    run_local(run.job, run.store, plan(run.job, run.store, [0, 1], data.in_shape, data.num_classes))
+    run_local(run.job, run.store, plan(run.job, run.store, [0, 1]))
     aggregate.aggregate(run.store, run.job)
     return job_file, storage
 

@@ -6,7 +6,6 @@ from raysweep.api import Run
 from raysweep.store import Store
 from raysweep.sweep import plan, run_local
 from raysweep.train import train_replicate
-from raysweep.datasets import load_splits
 
 
 def test_ray_pipeline_matches_in_process_and_reruns_compute_nothing(ray_session, tiny_job, tmp_path):
@@ -19,8 +18,7 @@ def test_ray_pipeline_matches_in_process_and_reruns_compute_nothing(ray_session,
     local = Store(str(tmp_path / "local"))
     for k in range(2):
         train_replicate(tiny_job, k, local)
-    data = load_splits(tiny_job.data)
-    run_local(tiny_job, local, plan(tiny_job, local, [0, 1], data.in_shape, data.num_classes))
+    run_local(tiny_job, local, plan(tiny_job, local, [0, 1]))
     key = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "alpha", "split"]
     ray_points = run.points.collect().sort(key)
     local_points = Run(tiny_job, local).points.collect().sort(key)

@@ -24,7 +24,7 @@ def trained(tiny_job, store):
 
 def test_plan_counts_and_keys(trained):
     job, store, data = trained
-    items = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    items = plan(job, store, [0, 1])
     info = dataset_info(job.data)
     assert chunk_size(job, job.sweep("i1"), info) == 4  # as the job says
     assert chunk_size(job, job.sweep("i2"), info) == 5  # automatic: a tiny model takes the whole grid
@@ -43,7 +43,7 @@ def test_untrained_job_cannot_be_planned(tiny_job, store):
 
 def test_rows_are_exact_and_stored_once(trained):
     job, store, data = trained
-    items = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    items = plan(job, store, [0, 1])
     ev = Evaluator(job, store, data)
     first = run_local(job, store, items[:5], ev)
     assert [r["status"] for r in first] == ["ok"] * 5
@@ -77,7 +77,7 @@ def test_random_point_is_seeded_and_scaled(trained):
 
 def test_a_corrupted_checkpoint_fails_only_its_items(trained):
     job, store, data = trained
-    items = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    items = plan(job, store, [0, 1])
     m = read_manifests(store, job, 1)
     bad = m[5]["path"]
     store.write_bytes(bad, store.read_bytes(bad)[:100])
@@ -94,12 +94,12 @@ def test_a_different_chunking_never_skips_an_alpha(trained):
     from raysweep.spec import parse_job
 
     job, store, data = trained
-    items = plan(job, store, [0, 1], data.in_shape, data.num_classes, sweeps=["i1"])
+    items = plan(job, store, [0, 1], sweeps=["i1"])
     run_local(job, store, items)
     rechunked = parse_job({**job.to_dict(), "sweeps": [{**job.sweep("i1").__dict__, "alpha": {"num": 11},
                                                        "chunk": 3}]})
-    again = plan(rechunked, store, [0, 1], data.in_shape, data.num_classes, sweeps=["i1"])
+    again = plan(rechunked, store, [0, 1], sweeps=["i1"])
     # chunks of 3 hold other α than the stored chunks of 4, so all of them are planned again
     assert missing(again, store, rechunked) == again
     same = parse_job({**job.to_dict(), "sweeps": [{**job.sweep("i1").__dict__, "alpha": {"num": 11}}]})
-    assert missing(plan(same, store, [0, 1], data.in_shape, data.num_classes, sweeps=["i1"]), store, same) == []
+    assert missing(plan(same, store, [0, 1], sweeps=["i1"]), store, same) == []

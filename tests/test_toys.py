@@ -56,7 +56,7 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
 
     from raysweep import aggregate
     from raysweep.checkpoints import load_tensors
-    from raysweep.datasets import dataset_info, load_splits
+    from raysweep.datasets import load_splits
     from raysweep.jobs import load_job
     from raysweep.sweep import plan, run_local
     from raysweep.train import train_replicate
@@ -64,8 +64,7 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     job = load_job("linreg_depth2", ["replicates=2", "train.epochs=5"])
     for k in range(2):
         train_replicate(job, k, store)
-    info = dataset_info(job.data)
-    items = plan(job, store, [0, 1], info.in_shape, info.num_classes)
+    items = plan(job, store, [0, 1])
     assert all(r["status"] == "ok" for r in run_local(job, store, items))
     x = load_splits(job.data).test_x.double().numpy()[:, 0]
     points = aggregate.scan_points(store, job).collect()

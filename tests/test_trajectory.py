@@ -48,8 +48,7 @@ def test_trajectory_sweeps_end_to_end(store):
     job = parse_job(raw)
     for k in range(3):
         train_replicate(job, k, store)
-    data = load_splits(job.data)
-    items = plan(job, store, [0, 1, 2], data.in_shape, data.num_classes)
+    items = plan(job, store, [0, 1, 2])
     assert len(items) == 6 and all(len(it["endpoints"]) == 4 for it in items)
     results = run_local(job, store, items)
     assert all(r["status"] == "ok" for r in results), results
@@ -74,7 +73,6 @@ def test_planes_against_direct_numpy(store):
     import torch
 
     from raysweep.checkpoints import load_tensors
-    from raysweep.evaluate import Evaluator
     from raysweep.models import build_model
 
     raw = {**TINY, "sweeps": [
@@ -86,8 +84,8 @@ def test_planes_against_direct_numpy(store):
     for k in range(2):
         train_replicate(job, k, store)
     data = load_splits(job.data)
-    items = plan(job, store, [0, 1], data.in_shape, data.num_classes)
-    again = plan(job, store, [0, 1], data.in_shape, data.num_classes)
+    items = plan(job, store, [0, 1])
+    again = plan(job, store, [0, 1])
     assert [it["plane"]["sha256"] for it in items] == [it["plane"]["sha256"] for it in again]  # stored, reused
     assert all(r["status"] == "ok" for r in run_local(job, store, items))
     surf = aggregate.surface(store, job)
@@ -132,7 +130,7 @@ def test_path_surface_against_direct_computation(store):
     job = parse_job(raw)
     train_replicate(job, 0, store)
     data = load_splits(job.data)
-    items = plan(job, store, [0], data.in_shape, data.num_classes)
+    items = plan(job, store, [0])
     assert all(r["status"] == "ok" for r in run_local(job, store, items))
     surf = aggregate.surface(store, job)
     m = read_manifests(store, job, 0)
