@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -40,17 +41,31 @@ class RunSummary:
 
 
 def open(job: str | Job, storage: str | None = None, overrides: Iterable[str] = (),
-         replicates: int | None = None) -> "Run":
-    """The run of `job` (a built-in name, a TOML path or a Job) in `storage`."""
+         replicates: int | None = None, shared_storage: bool = False) -> "Run":
+    """The run of `job` (a built-in name, a TOML path or a Job) in `storage`.
+
+    `shared_storage=True` (or $RAYSWEEP_SHARED_STORAGE=1) says a local storage path is a filesystem
+    mounted on every node of a multi-node cluster (NFS, FSx, ...)."""
     if not isinstance(job, Job):
         job = load_job(job, overrides, replicates)
-    return Run(job, Store(storage))
+    return Run(job, Store(storage), shared_storage)
 
 
 class Run:
-    def __init__(self, job: Job, store: Store):
+    def __init__(self, job: Job, store: Store, shared_storage: bool = False):
         self.job, self.store = job, store
         self.dir = paths.run_dir(job.name, job.hash)
+        self.shared_storage = shared_storage or os.environ.get("RAYSWEEP_SHARED_STORAGE", "") in ("1", "true")
+        self._checked_on_cluster = False
+        self._data_info = None  # the dataset's shape and sizes, as seen where the work runs
+
+    def data_info(self):
+        """Shape, classes and split sizes of the job's dataset (read once)."""
+        from raysweep.datasets import dataset_info
+
+        if self._data_info is None:
+            self._data_info = dataset_info(self.job.data)
+        return self._data_info
 
     def __repr__(self) -> str:
         return f"Run({self.job.name!r}, hash={self.job.hash!r}, at={self.store.url(self.dir)!r})"
@@ -121,15 +136,19 @@ class Run:
                 self.forget_replicate(k)
         todo = self._untrained(ks)
         if todo:
-            self.preflight()
+            self.preflight(address)
             self._train(todo, progress, address)
         return todo
 
-    def preflight(self) -> None:
-        """A missing dataset or an unusable store stops here, before any work is started."""
-        from raysweep.datasets import dataset_info
+    def preflight(self, address: str | None = None) -> None:
+        """A missing dataset or an unusable store stops here, before any work is started.
 
-        dataset_info(self.job.data)
+        On a cluster the dataset is looked for later, on a node that will run the work (the head
+        usually has no dataset); here only the store is checked."""
+        from raysweep.cluster import joins_cluster
+
+        if not joins_cluster(address):
+            self.data_info()
         self.store.check()
 
     def _untrained(self, ks: list[int]) -> list[int]:
@@ -137,15 +156,31 @@ class Run:
 
         return [k for k in ks if not is_trained(self.store, self.job, k)]
 
+    def _connect(self, address: str | None, resources: dict) -> None:
+        """Start or join Ray; on a joined cluster, check storage and data where the work will run."""
+        from raysweep.cluster import check_data_on_worker, check_storage_reaches_nodes, init_ray, is_local
+
+        init_ray(address)
+        if is_local() or self._checked_on_cluster:
+            return
+        check_storage_reaches_nodes(self.store, self.shared_storage)
+        self._data_info = check_data_on_worker(self.job, resources)
+        self._checked_on_cluster = True
+
     def _train(self, todo: list[int], progress: bool, address: str | None) -> None:
-        from raysweep.cluster import init_ray, trial_resources
-        from raysweep.progress import TrainProgress
+        from raysweep.cluster import ResourceWatch, capacity, init_ray, trial_resources
+        from raysweep.progress import TrainProgress, say
         from raysweep.train import train_all
 
-        self.store.write_json(paths.job_json(self.dir), self.job.to_dict())
         init_ray(address)
-        with TrainProgress(self.job, todo, enabled=progress) as bar:
-            train_all(self.job, self.store, todo, trial_resources(self.job), progress=bar.update)
+        cap = capacity()
+        resources = trial_resources(self.job, cap)
+        self._connect(address, resources)
+        self.store.write_json(paths.job_json(self.dir), self.job.to_dict())
+        wanted = min(resources["gpu"] * len(todo), max(cap.gpus_max, resources["gpu"]))
+        with TrainProgress(self.job, todo, enabled=progress) as bar, \
+                ResourceWatch(wanted, f"{len(todo)} training trial(s)", say):
+            train_all(self.job, self.store, todo, resources, progress=bar.update)
 
     def forget_replicate(self, k: int) -> None:
         """Delete replicate k's checkpoints and every stored point that used them."""
@@ -157,10 +192,9 @@ class Run:
                 self.store.delete(p)
 
     def plan(self, sweeps: list[str] | None = None) -> list[dict]:
-        from raysweep.datasets import dataset_info
         from raysweep.sweep import plan
 
-        return plan(self.job, self.store, self.replicates, dataset_info(self.job.data), sweeps)
+        return plan(self.job, self.store, self.replicates, self.data_info(), sweeps)
 
     def sweep(self, sweeps: list[str] | None = None, progress: bool = True, address: str | None = None,
               local: bool = False, rounds: int = 3) -> RunSummary:
@@ -169,22 +203,34 @@ class Run:
         Items lost with a node or a crashed stage are planned again from what is stored, up to
         `rounds` times; items that failed on their own (a corrupted checkpoint) are not retried.
         """
-        from raysweep.cluster import init_ray
-        from raysweep.progress import SweepProgress
+        from raysweep.cluster import ResourceWatch, actor_plan, capacity, init_ray, joins_cluster
+        from raysweep.progress import SweepProgress, say
         from raysweep.sweep import missing, run_local, run_ray
 
+        def connect():
+            init_ray(address)
+            plan = actor_plan(self.job, capacity())
+            self._connect(address, {"cpu": plan[2], "gpu": plan[1]})
+            return plan
+
+        # on a cluster the head may have no dataset: join first, and plan with what the workers see
+        actors = connect() if not local and joins_cluster(address) else None
         items = self.plan(sweeps)
         todo = missing(items, self.store, self.job)
         summary = RunSummary(items_total=len(items), items_run=len(todo))
         if not todo:
             return summary
-        if not local:
-            init_ray(address)
+        if not local and actors is None:
+            actors = connect()
         results: list[dict] = []
-        with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar:
+        watch = ResourceWatch(actors[1] if actors else 0, "the evaluator actors", say)
+        with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar, watch:
             for attempt in range(1, rounds + 1):
                 try:
-                    (run_local if local else run_ray)(self.job, self.store, todo, progress=bar.update, out=results)
+                    if local:
+                        run_local(self.job, self.store, todo, progress=bar.update, out=results)
+                    else:
+                        run_ray(self.job, self.store, todo, actors, progress=bar.update, out=results)
                 except Exception as exc:  # a lost node or actor can take the whole stage down
                     if attempt == rounds:
                         raise
@@ -209,7 +255,7 @@ class Run:
 
     def run(self, progress: bool = True, address: str | None = None, report: bool = True) -> RunSummary:
         """train → sweep → aggregate → report. Raises SweepFailed after keeping what succeeded."""
-        self.preflight()
+        self.preflight(address)
         t0 = time.perf_counter()
         trained = self._untrained(self.replicates)
         if trained:

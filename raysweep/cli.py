@@ -26,6 +26,8 @@ StorageOpt = typer.Option(None, "--storage", help="Storage root: a folder or s3:
                                                   "[default: $RAYSWEEP_STORAGE or ./raysweep-results]")
 ReplicatesOpt = typer.Option(None, "--replicates", "-r", help="Number of replicates (overrides the job's)")
 AddressOpt = typer.Option(None, "--address", help="Ray cluster to join, e.g. 'auto' [default: $RAY_ADDRESS or a local Ray]")
+SharedOpt = typer.Option(False, "--shared-storage", help="The local --storage folder is mounted on every node of "
+                                                         "the cluster (NFS, FSx, EFS) [or $RAYSWEEP_SHARED_STORAGE=1]")
 
 
 class Table(str, Enum):
@@ -52,10 +54,10 @@ def _err(msg: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _open(job: str, storage, overrides, replicates=None):
+def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = False):
     from raysweep.api import open as open_run
 
-    return open_run(job, storage, overrides or [], replicates)
+    return open_run(job, storage, overrides or [], replicates, shared_storage)
 
 
 def _guard(fn):
@@ -109,9 +111,10 @@ def show(job: str, set_: Optional[List[str]] = SetOpt, replicates: Optional[int]
 def run(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
         storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
         report: bool = typer.Option(True, help="Write report.html at the end"),
-        progress: bool = typer.Option(True, help="Show progress bars")) -> None:
+        progress: bool = typer.Option(True, help="Show progress (bars on a terminal, plain lines in logs)"),
+        shared_storage: bool = SharedOpt) -> None:
     """Train, sweep, aggregate and plot.  Example: raysweep run digits_mlp --replicates 3"""
-    r = _open(job, storage, set_, replicates)
+    r = _open(job, storage, set_, replicates, shared_storage)
     summary = r.run(progress=progress, address=address, report=report)
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items())
     typer.echo(f"done: trained {len(summary.trained)} replicate(s), evaluated {summary.items_run} of "
@@ -125,9 +128,10 @@ def run(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List
 def train(job: str, replicate: Optional[List[int]] = typer.Option(None, "--replicate", help="Only these replicates"),
           force: bool = typer.Option(False, help="Delete and retrain (repairs corrupted checkpoints)"),
           replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
-          storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt) -> None:
+          storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
+          shared_storage: bool = SharedOpt) -> None:
     """Train the replicates only.  Example: raysweep train digits_mlp --replicate 1 --force"""
-    r = _open(job, storage, set_, replicates)
+    r = _open(job, storage, set_, replicates, shared_storage)
     done = r.train(replicates=replicate, force=force, address=address)
     typer.echo(f"trained replicates {done}" if done else "all requested replicates are already trained")
 
@@ -136,11 +140,12 @@ def train(job: str, replicate: Optional[List[int]] = typer.Option(None, "--repli
 @_guard
 def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", help="Only these sweeps"),
           replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
-          storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt) -> None:
+          storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
+          shared_storage: bool = SharedOpt) -> None:
     """Run the sweeps of trained replicates and aggregate.  Example: raysweep sweep digits_mlp --sweep init_to_final"""
     from raysweep.api import SweepFailed, failure_message
 
-    r = _open(job, storage, set_, replicates)
+    r = _open(job, storage, set_, replicates, shared_storage)
     for name in sweep_ or []:
         r.job.sweep(name)
     summary = r.sweep(sweeps=sweep_, address=address)

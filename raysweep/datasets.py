@@ -36,6 +36,7 @@ class Splits:
     augment: str = ""  # "" | "cifar" (random crop 32, padding 4, horizontal flip)
     stream: Callable[..., Iterator] | None = None  # (batch_size, seed, epoch, skip, workers) -> batches
     image_shape: tuple[int, ...] | None = None
+    origin: str = ""  # for split-cached datasets: "cache" (read from the store) or "decoded" (then cached)
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -185,11 +186,13 @@ def _imagenet_folders(spec: DataSpec) -> tuple[Path, Path]:
     return train, val
 
 
-def imagenet(spec: DataSpec) -> Splits:
+def imagenet(spec: DataSpec, cache: "SplitCache | None" = None) -> Splits:
     """ImageNet as ImageFolders <root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG.
 
-    The validation split is decoded once (Resize 256, CenterCrop 224) into a uint8 tensor; training
-    streams RandomResizedCrop(224, scale (0.1, 1), ratio (0.8, 1.25)) + flip through DataLoader workers.
+    The validation split is decoded once (Resize 256, CenterCrop 224) into a uint8 tensor, and kept
+    in the store's split cache when one is given, so each further process reads one file instead of
+    decoding 50,000 JPEGs. Training streams RandomResizedCrop(224, scale (0.1, 1), ratio (0.8, 1.25))
+    + flip through DataLoader workers.
     """
     from torchvision import datasets as tvd
     from torchvision import transforms as T
@@ -203,9 +206,15 @@ def imagenet(spec: DataSpec) -> Splits:
     if val_set.classes != train_set.classes:
         raise DatasetMissing(f"ImageNet at {data_root(spec)}: val/ has {len(val_set.classes)} class folders and "
                              f"train/ {len(train_set.classes)}, or their names differ; both need the same classes.")
-    loader = torch.utils.data.DataLoader(val_set, batch_size=256, num_workers=spec.num_workers)
-    xs, ys = zip(*loader) if len(val_set) else ((), ())
-    test_x, test_y = torch.cat(xs), torch.cat(ys)
+
+    def decode():
+        loader = torch.utils.data.DataLoader(val_set, batch_size=256, num_workers=spec.num_workers)
+        xs, ys = zip(*loader) if len(val_set) else ((), ())
+        return torch.cat(xs), torch.cat(ys)
+
+    identity = [("resize256-crop224", 1)] + [(os.path.relpath(p, val_dir), os.path.getsize(p)) for p, _ in val_set.samples]
+    test_x, test_y = cache.get("imagenet", "val", identity, decode) if cache else decode()
+    origin = cache.last_source if cache else "decoded"
 
     def stream(batch_size, seed, epoch, skip, workers):
         order = epoch_order(len(train_set), seed, epoch)[skip * batch_size:].tolist()
@@ -215,7 +224,46 @@ def imagenet(spec: DataSpec) -> Splits:
                                                persistent_workers=False)
 
     return Splits(None, torch.tensor(train_set.targets), test_x, test_y, len(train_set.classes),
-                  mean=IMAGENET_MEAN, std=IMAGENET_STD, stream=stream, image_shape=(3, 224, 224))
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD, stream=stream, image_shape=(3, 224, 224), origin=origin)
+
+
+class SplitCache:
+    """Decoded evaluation splits kept in the Store (``cache/<dataset>-<fingerprint>/<split>``) as
+    uint8 safetensors with a sha256, so a cluster decodes a dataset once, not once per GPU actor.
+
+    The fingerprint covers every file of the split (relative path and size) and the transform, so a
+    changed dataset is decoded anew. A damaged cache file is decoded again and rewritten."""
+
+    def __init__(self, store):
+        self.store = store
+        self.last_source = ""  # "cache" or "decoded": what the last get() did (tests, logs)
+
+    def get(self, dataset: str, split: str, identity: list, decode: Callable[[], tuple[torch.Tensor, torch.Tensor]]):
+        import hashlib
+        import json
+
+        from raysweep import paths
+        from raysweep.checkpoints import CheckpointError, load_tensors, save_tensors
+
+        key = hashlib.sha256(json.dumps(sorted(identity)).encode()).hexdigest()[:16]
+        path = paths.split_cache(dataset, key, split)
+        meta = path.replace(".safetensors", ".json")
+        if self.store.exists(meta):
+            try:
+                t = load_tensors(self.store, path, self.store.read_json(meta)["sha256"])
+                self.last_source = "cache"
+                return t["x"], t["y"]
+            except (CheckpointError, KeyError, ValueError) as exc:
+                import logging
+
+                logging.getLogger("raysweep").warning("split cache %s is unusable (%s); decoding again",
+                                                      self.store.url(path), exc)
+        x, y = decode()
+        sha = save_tensors(self.store, path, {"x": x, "y": y})
+        self.store.write_json(meta, {"dataset": dataset, "split": split, "sha256": sha, "n": len(y),
+                                     "shape": list(x.shape), "dtype": str(x.dtype)})
+        self.last_source = "decoded"
+        return x, y
 
 
 @dataclass(frozen=True)
@@ -238,11 +286,18 @@ DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "blobs": 
 INFOS: dict[str, Callable[[DataSpec], DatasetInfo]] = {"imagenet": imagenet_info}
 
 
+# Datasets whose evaluation split is expensive to decode: kept decoded in the store's split cache.
+CACHED_SPLITS = {"imagenet"}
+
+
 @functools.lru_cache(maxsize=2)
-def load_splits(spec: DataSpec) -> Splits:
-    """The dataset's splits (cached: one process decodes a dataset once)."""
+def load_splits(spec: DataSpec, store=None) -> Splits:
+    """The dataset's splits (cached: one process decodes a dataset once; with a Store, datasets in
+    CACHED_SPLITS also read and fill the store's split cache, so a cluster decodes them once)."""
     if spec.name not in DATASETS:
         raise KeyError(f"unknown dataset {spec.name!r}; registered datasets are {sorted(DATASETS)}")
+    if spec.name in CACHED_SPLITS and store is not None:
+        return DATASETS[spec.name](spec, cache=SplitCache(store))
     return DATASETS[spec.name](spec)
 
 

@@ -111,7 +111,7 @@ class Evaluator:
                  cache_bytes: int = 2 * 1024**3):
         self.job, self.store = job, store
         self.device = pick_device(device or job.eval.device)
-        self.data = splits or load_splits(job.data)
+        self.data = splits or load_splits(job.data, store)
         self.on_device = {}  # split name -> (x, y), moved once
         self.model = build_model(job.model, self.data.in_shape, self.data.num_classes).to(self.device).eval()
         cuda = self.device.type == "cuda"

@@ -8,6 +8,7 @@
     <job>/<hash>/points/<sweep>-<sweep_hash>/<item>.parquet   one file per work item
     <job>/<hash>/tables/<table>.parquet                curves, barriers, checkpoints
     <job>/<hash>/report.html
+    cache/<dataset>-<fingerprint>/<split>.safetensors  a decoded evaluation split (+ .json with its sha256)
 """
 from __future__ import annotations
 
@@ -58,3 +59,7 @@ def table(run: str, name: str) -> str:
 
 def report(run: str, ext: str = "html") -> str:
     return f"{run}/report.{ext}"
+
+
+def split_cache(dataset: str, fingerprint: str, split: str) -> str:
+    return f"cache/{dataset}-{fingerprint}/{split}.safetensors"

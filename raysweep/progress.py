@@ -1,5 +1,13 @@
-"""Rich progress bars: training steps per replicate, sweep chunks done/total with an ETA."""
+"""Progress: rich bars on a terminal; periodic plain lines otherwise (a `ray job logs` stream, CI, a
+file), so a job that runs for hours on a cluster is never silent.
+
+Plain lines come at most every ``$RAYSWEEP_LOG_INTERVAL`` seconds (default 30) per replicate or
+sweep, plus one when a replicate or the sweep finishes.
+"""
 from __future__ import annotations
+
+import os
+import time
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -10,49 +18,91 @@ from raysweep.spec import Job
 console = Console(stderr=True)
 
 
+def log_interval() -> float:
+    try:
+        return max(0.0, float(os.environ.get("RAYSWEEP_LOG_INTERVAL", "30")))
+    except ValueError:
+        return 30.0
+
+
+def say(msg: str) -> None:
+    """One plain line on stderr (no markup), readable in any log."""
+    console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
                     TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
 
 
-class TrainProgress:
-    """One bar per replicate, in training steps; updated from Tune results."""
+def _eta(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
-    def __init__(self, job: Job, replicates: list[int], enabled: bool = True):
-        self.bar = _progress(enabled)
+
+class _Bars:
+    """Shared: a rich bar on a terminal, plain lines elsewhere, nothing when disabled."""
+
+    def __init__(self, enabled: bool, plain: bool | None = None):
+        self.enabled = enabled
+        self.plain = enabled and (not console.is_terminal if plain is None else plain)
+        self.bar = _progress(enabled and not self.plain)
+        self.interval = log_interval()
+        self.t0 = time.monotonic()
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+
+class TrainProgress(_Bars):
+    """One bar (or line) per replicate, in training steps; updated from Tune results."""
+
+    def __init__(self, job: Job, replicates: list[int], enabled: bool = True, plain: bool | None = None):
+        super().__init__(enabled, plain)
         self.tasks = {k: self.bar.add_task(f"train replicate {k}", total=None, info="") for k in replicates}
+        self.last_line = {k: -1e9 for k in replicates}
 
     def update(self, result: dict) -> None:
         k = result.get("replicate")
         if k not in self.tasks:
             return
         info = f"test err {result['test_error']:.3f}" if "test_error" in result else ""
-        self.bar.update(self.tasks[k], completed=result.get("step", 0), total=result.get("total"), info=info)
+        step, total = result.get("step", 0), result.get("total")
+        self.bar.update(self.tasks[k], completed=step, total=total, info=info)
+        now = time.monotonic()
+        if self.plain and (now - self.last_line[k] >= self.interval or step == total):
+            self.last_line[k] = now
+            loss = f", test loss {result['test_loss']:.4f}" if "test_loss" in result else ""
+            pct = f" ({step / total:.0%})" if total else ""
+            say(f"train replicate {k}: step {step}/{total}{pct}{', ' + info if info else ''}{loss}")
 
-    def __enter__(self):
-        self.bar.start()
-        return self
 
-    def __exit__(self, *exc):
-        self.bar.stop()
+class SweepProgress(_Bars):
+    """Work items (pair × α-chunk) done out of the whole plan; failures counted; rate and ETA."""
 
-
-class SweepProgress:
-    """Work items (pair × α-chunk) done out of the whole plan; failures counted."""
-
-    def __init__(self, total: int, done: int, enabled: bool = True):
-        self.bar = _progress(enabled)
+    def __init__(self, total: int, done: int, enabled: bool = True, plain: bool | None = None):
+        super().__init__(enabled, plain)
         self.failed = 0
-        self.task = self.bar.add_task("sweep chunks", total=total, completed=done, info="")
+        self.total, self.done, self.start_done = total, done, done
+        self.last_line = -1e9
+        self.task = self.bar.add_task("sweep items", total=total, completed=done, info="")
+        if self.plain:
+            say(f"sweep: {done}/{total} work items already stored; {total - done} to evaluate")
 
     def update(self, result: dict) -> None:
         self.failed += result.get("status") != "ok"
+        self.done += 1
         self.bar.update(self.task, advance=1, info=f"{self.failed} failed" if self.failed else "")
-
-    def __enter__(self):
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.stop()
+        now = time.monotonic()
+        if self.plain and (now - self.last_line >= self.interval or self.done >= self.total):
+            self.last_line = now
+            rate = (self.done - self.start_done) / max(now - self.t0, 1e-9)
+            eta = _eta((self.total - self.done) / rate) if rate > 0 else "?"
+            failed = f", {self.failed} failed" if self.failed else ""
+            say(f"sweep: {self.done}/{self.total} work items ({self.done / max(self.total, 1):.0%}), "
+                f"{rate * 60:.1f} items/min, eta {eta}{failed}")

@@ -193,13 +193,22 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class ResourcesSpec:
+    accelerator: str = "auto"  # gpu: GPUs required (waits for the autoscaler) | auto | cpu (see cluster.py)
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = -1.0  # -1: one GPU per trial when the cluster has GPUs, else none
+    gpus_per_trial: float = -1.0  # -1: 1 when the job runs on GPUs (accelerator), else 0
     eval_actors: int = 0  # 0: one per GPU, or one per CPU when there are no GPUs
-    gpus_per_actor: float = -1.0  # -1: 1 when the cluster has GPUs, else 0
+    gpus_per_actor: float = -1.0  # -1: 1 when the job runs on GPUs (accelerator), else 0
 
     def problems(self, where: str) -> list[str]:
-        out = [] if self.cpus_per_trial > 0 else [f"{where}.cpus_per_trial must be > 0"]
+        out = _choice(f"{where}.accelerator", self.accelerator, ("auto", "gpu", "cpu"))
+        out += [] if self.cpus_per_trial > 0 else [f"{where}.cpus_per_trial must be > 0"]
+        for key in ("gpus_per_trial", "gpus_per_actor"):
+            value = getattr(self, key)
+            if not (value == -1 or 0 <= value <= 64):
+                out.append(f"{where}.{key} must be -1 (decided by accelerator) or a number of GPUs in [0, 64]")
+            elif self.accelerator == "cpu" and value > 0:
+                out.append(f"{where}.{key} = {value:g} asks for GPUs but {where}.accelerator = \"cpu\"; "
+                           f"drop one of the two")
         return out + ([f"{where}.eval_actors must be >= 0"] if self.eval_actors < 0 else [])
 
 

@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -31,21 +31,27 @@ def resolve_root(storage: str | None) -> str:
     return storage or os.environ.get("RAYSWEEP_STORAGE") or DEFAULT_ROOT
 
 
-def _s3(uri: str) -> tuple[pafs.FileSystem, str]:
-    """S3 with the standard credential chain; $AWS_ENDPOINT_URL for S3-compatible stores."""
+def _s3(uri: str) -> tuple[pafs.FileSystem, str, dict]:
+    """S3 with the standard credential chain; $AWS_ENDPOINT_URL for S3-compatible stores.
+
+    Returns the filesystem, the bucket/prefix, and the options in effect (endpoint, scheme, region),
+    so that other processes open the same store whatever their own environment says."""
     parsed = urlparse(uri)
     query = dict(parse_qsl(parsed.query))
     endpoint = (query.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3")
                 or os.environ.get("AWS_ENDPOINT_URL"))
     kwargs = {"connect_timeout": 5.0, "request_timeout": 60.0,
               "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
+    options = {}
     region = query.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
-        kwargs["region"] = region
+        kwargs["region"] = options["region"] = region
     if endpoint:
-        ep = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        kwargs.update(endpoint_override=ep.netloc, scheme=query.get("scheme", ep.scheme or "https"))
-    return pafs.S3FileSystem(**kwargs), f"{parsed.netloc}{parsed.path}"
+        ep = urlparse(endpoint if "://" in endpoint else f"{query.get('scheme', 'https')}://{endpoint}")
+        scheme = query.get("scheme", ep.scheme or "https")
+        kwargs.update(endpoint_override=ep.netloc, scheme=scheme)
+        options.update(endpoint_override=ep.netloc, scheme=scheme)
+    return pafs.S3FileSystem(**kwargs), f"{parsed.netloc}{parsed.path}", options
 
 
 class Store:
@@ -53,18 +59,20 @@ class Store:
         self.uri = resolve_root(root)
         if "://" not in self.uri:
             self.uri = str(Path(self.uri).expanduser().resolve())
+        self._options: dict = {}
         try:
             if self.uri.startswith("s3://"):
-                self.fs, self.base = _s3(self.uri)
+                self.fs, self.base, self._options = _s3(self.uri)
             else:
                 self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
+                if "?" in self.uri and "://" in self.uri:
+                    self._options = dict(parse_qsl(self.uri.split("?", 1)[1]))
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
             raise StoreError(f"cannot open storage {self.uri!r}: {exc}. Give a local folder or an "
                              f"s3:// / gs:// URI with --storage or $RAYSWEEP_STORAGE.") from None
         self.base = self.base.rstrip("/")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self.uri = self.uri.split("?", 1)[0] if not self.is_local else self.uri
-        self._query = root.split("?", 1)[1] if root and "?" in root else ""
 
     def check(self) -> None:
         """Fail fast, before any work: the root must be reachable and writable."""
@@ -101,8 +109,9 @@ class Store:
 
     @property
     def address(self) -> str:
-        """What another process passes to Store() to open this same store (options included)."""
-        return f"{self.uri}?{self._query}" if self._query else self.uri
+        """What another process passes to Store() to open this same store: the URI with the options in
+        effect here (endpoint, scheme, region), whether they came from the URI or the environment."""
+        return f"{self.uri}?{urlencode(sorted(self._options.items()))}" if self._options else self.uri
 
     def __reduce__(self):  # ship to Ray workers by address; each process opens its own filesystem
         return (Store, (self.address,))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -215,7 +216,7 @@ def missing(items: list[dict], store: Store, job: Job) -> list[dict]:
     return [it for it in items if it["path"] not in done]
 
 
-POINT_SCHEMA = pa.schema([
+LINE_SCHEMA = pa.schema([
     ("job", pa.string()), ("hash", pa.string()), ("sweep", pa.string()), ("sweep_hash", pa.string()),
     ("item", pa.string()), ("replicate_a", pa.int32()), ("replicate_b", pa.int32()),
     ("step_a", pa.int64()), ("step_b", pa.int64()), ("alpha", pa.float64()), ("split", pa.string()),
@@ -223,6 +224,8 @@ POINT_SCHEMA = pa.schema([
     ("distance", pa.float64()), ("norm_a", pa.float64()), ("bn", pa.string()),
     ("sha256_a", pa.string()), ("sha256_b", pa.string()),
 ])
+PROVENANCE = ("node_id", "device", "gpu_ids")  # where each row was computed (cluster.provenance)
+POINT_SCHEMA = pa.schema(list(LINE_SCHEMA) + [(name, pa.string()) for name in PROVENANCE])  # as stored
 
 
 def evaluate_item(evaluator, job: Job, item: dict) -> pa.Table:
@@ -238,7 +241,17 @@ def evaluate_item(evaluator, job: Job, item: dict) -> pa.Table:
               "step_a": a["step"], "step_b": b["step"], "distance": distance, "norm_a": norm_a,
               "bn": item["bn"], "sha256_a": a["sha256"], "sha256_b": b["sha256"]}
     full = [{**common, **r} for r in rows]
-    return pa.Table.from_pylist(full, schema=POINT_SCHEMA)
+    return pa.Table.from_pylist(full, schema=LINE_SCHEMA)
+
+
+def with_provenance(table: pa.Table, device) -> pa.Table:
+    """Every points row says where it was computed: Ray node id, torch device, Ray's GPU ids."""
+    from raysweep.cluster import provenance
+
+    where = provenance(device)
+    for name in PROVENANCE:
+        table = table.append_column(name, pa.array([where[name]] * table.num_rows, pa.string()))
+    return table
 
 
 def run_item(evaluator, job: Job, store: Store, item: dict) -> dict:
@@ -255,7 +268,7 @@ def run_item(evaluator, job: Job, store: Store, item: dict) -> dict:
             from raysweep.planes import path_surface_item as evaluate
         else:
             evaluate = evaluate_item
-        table = evaluate(evaluator, job, item)
+        table = with_provenance(evaluate(evaluator, job, item), evaluator.device)
         store.write_table(item["path"], table)
         return {"key": item["path"], "status": "ok", "message": "", "rows": table.num_rows}
     except Exception as exc:  # reported per item; the driver exits non-zero at the end
@@ -295,22 +308,35 @@ class SweepStage:
         return {k: [r[k] for r in results] for k in ("key", "status", "message", "rows")}
 
 
-def run_ray(job: Job, store: Store, items: list[dict], progress=None, out: list | None = None) -> list[dict]:
-    """Fan the items out over an actor pool (GPUs when the cluster has them); stream results back
-    (appended to `out` as they come, so a stage that dies half-way keeps what it reported)."""
+def run_ray(job: Job, store: Store, items: list[dict], actors: tuple[int, float, float] | None = None,
+            progress=None, out: list | None = None) -> list[dict]:
+    """Fan the items out over an actor pool (GPUs per the job's accelerator policy); stream results
+    back (appended to `out` as they come, so a stage that dies half-way keeps what it reported).
+
+    `actors` is (most actors, GPUs each, CPUs each) from cluster.actor_plan. The pool starts with
+    one actor and grows to that many as the autoscaler adds nodes."""
     import ray.data
 
-    from raysweep.cluster import actor_plan
+    from raysweep.cluster import actor_plan, is_local
 
     if not items:
         return [] if out is None else out
-    n_actors, gpus, cpus = actor_plan(job)
+    n_actors, gpus, cpus = actors or actor_plan(job)
     n_actors = min(n_actors, len(items))
+    pool = (ray.data.ActorPoolStrategy(size=n_actors) if is_local()
+            else ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
     ds = ray.data.from_items([{"item": json.dumps(it)} for it in items],
                              override_num_blocks=min(len(items), 50 * n_actors))
-    stage = ds.map_batches(
-        SweepStage, fn_constructor_kwargs={"job": job.to_dict(), "storage": store.address, "threads": int(cpus) or 1},
-        batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors), num_gpus=gpus, num_cpus=cpus)
+    # Ray Data puts the stage's constructor in the object store; an actor that Ray restarts would
+    # need it again (Ray warns about exactly that). Lost actors are not restarted: the driver plans
+    # the items they held again from what is stored (Run.sweep's rounds), which is exactly-once.
+    # (max_restarts has no named parameter in Ray 2.60's map_batches; the pinned version accepts it.)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        stage = ds.map_batches(
+            SweepStage, fn_constructor_kwargs={"job": job.to_dict(), "storage": store.address,
+                                               "threads": int(cpus) or 1},
+            batch_size=1, compute=pool, num_gpus=gpus, num_cpus=cpus, max_restarts=0)
     results = [] if out is None else out
     for row in stage.iter_rows():
         results.append(dict(row))

@@ -47,8 +47,11 @@ def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch
                      device) -> dict:
     run = paths.run_dir(job.name, job.hash)
     sha = save_tensors(store, paths.checkpoint(run, k, step), model.state_dict())
+    from raysweep.cluster import gpu_name, provenance
+
     entry = {"job": job.name, "hash": job.hash, "replicate": k, "step": step,
-             "epoch": step / per_epoch, "sha256": sha, "path": paths.checkpoint(run, k, step)}
+             "epoch": step / per_epoch, "sha256": sha, "path": paths.checkpoint(run, k, step),
+             **provenance(device), "gpu_name": gpu_name(device)}
     for split in job.train.log_splits:
         x, y = data.split(split)
         entry[f"{split}_loss"], entry[f"{split}_error"] = split_metrics(
@@ -96,7 +99,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     if store.exists(paths.train_done(run, k)):
         return
     device = pick_device(job.eval.device)
-    data = data or load_splits(job.data)
+    data = data or load_splits(job.data, store)
     seed = replicate_seed(job, k)
     model = build_model(job.model, data.in_shape, data.num_classes, seed=seed).to(device)
     t = job.train

@@ -28,7 +28,7 @@ try:
     from raysweep.cluster import init_ray
 
     init_ray(cluster.address)
-    run = Run(job, store)
+    run = Run(job, store, shared_storage=True)  # every 'node' is this machine
     seen, removed = [], []
 
     def on_result(result, _inner=None):

@@ -19,11 +19,14 @@ def test_paper_job_smoke_run(ray_session, job, tmp_path):
     data = tmp_path / "data"
     WRITERS[job](data)
     storage = tmp_path / "results"
-    args = ["run", job, "--storage", str(storage), "--set", f"data.root={data}", *SMOKE]
+    # the GPU paper jobs refuse a CPU-only machine unless told to run on CPUs (a smoke test)
+    args = ["run", job, "--storage", str(storage), "--set", f"data.root={data}", *SMOKE,
+            "--set", "resources.accelerator=cpu"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     run = raysweep.open(job, storage=str(storage), overrides=[f"data.root={data}", "train.epochs=1",
-                        "sweeps.init_to_final.alpha.num=3", "sweeps.step_to_final.alpha.num=3"], replicates=2)
+                        "sweeps.init_to_final.alpha.num=3", "sweeps.step_to_final.alpha.num=3",
+                        "resources.accelerator=cpu"], replicates=2)
     n_test = run.points.collect()["n_examples"].unique().to_list()
     assert n_test == [{"mnist_lenet_300_100": 20, "imagenet_resnet50": 6}.get(job, 16)]
     ck = run.checkpoints.collect()

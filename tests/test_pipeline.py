@@ -57,5 +57,9 @@ def test_gpu_request_on_a_cpu_only_local_ray_is_an_error(ray_session, tiny_job, 
     from raysweep.spec import SpecError, parse_job
 
     job = parse_job({**tiny_job.to_dict(), "resources": {"gpus_per_trial": 1.0}})
-    with pytest.raises(SpecError, match="gpus_per_trial = 1 but this Ray cluster has 0 GPUs"):
+    with pytest.raises(SpecError, match="gpus_per_trial = 1, but this machine's Ray has 0 GPUs"):
         Run(job, Store(str(tmp_path / "g"))).train(progress=False)
+    job = parse_job({**tiny_job.to_dict(), "resources": {"accelerator": "gpu"}})
+    with pytest.raises(SpecError, match="is meant for GPUs .*--set resources.accelerator=cpu"):
+        Run(job, Store(str(tmp_path / "g"))).train(progress=False)
+    assert not (tmp_path / "g" / "tiny").exists() or not any((tmp_path / "g" / "tiny").rglob("*.safetensors"))
