@@ -158,13 +158,16 @@ class Run:
 
     def _connect(self, address: str | None, resources: dict) -> None:
         """Start or join Ray; on a joined cluster, check storage and data where the work will run."""
-        from raysweep.cluster import check_data_on_worker, check_storage_reaches_nodes, init_ray, is_local
+        from raysweep.cluster import (ResourceWatch, check_data_on_worker, check_storage_reaches_nodes, init_ray,
+                                      is_local)
+        from raysweep.progress import say
 
         init_ray(address)
         if is_local() or self._checked_on_cluster:
             return
         check_storage_reaches_nodes(self.store, self.shared_storage)
-        self._data_info = check_data_on_worker(self.job, resources)
+        with ResourceWatch(resources.get("gpu", 0), "the dataset check on a worker", say):
+            self._data_info = check_data_on_worker(self.job, resources)
         self._checked_on_cluster = True
 
     def _train(self, todo: list[int], progress: bool, address: str | None) -> None:

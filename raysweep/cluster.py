@@ -224,10 +224,14 @@ def actor_plan(job: Job, cap: Capacity | None = None) -> tuple[int, float, float
 
 
 class ResourceWatch:
-    """While work waits for the autoscaler, say so every `every` seconds (Ray's own notices are quiet)."""
+    """While work waits for the autoscaler, say so every `every` seconds ($RAYSWEEP_LOG_INTERVAL by
+    default): Ray's own resource notices are too noisy to pass through, so raysweep speaks instead."""
 
-    def __init__(self, gpus: float, what: str, say=None, every: float = 30.0, poll: float = 5.0):
-        self.gpus, self.what, self.every, self.poll = gpus, what, every, poll
+    def __init__(self, gpus: float, what: str, say=None, every: float | None = None, poll: float = 5.0):
+        from raysweep.progress import log_interval
+
+        every = log_interval() if every is None else every
+        self.gpus, self.what, self.every, self.poll = gpus, what, every, min(poll, max(every, 1.0))
         self.say = say or (lambda msg: log.warning("%s", msg))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)

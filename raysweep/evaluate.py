@@ -121,7 +121,7 @@ class Evaluator:
         self.bf16 = job.eval.precision == "bf16" and cuda
         self.forward = torch.compile(self.model) if job.eval.compile and cuda else self.model
         self.head, self.tail = first_layer_split(self.model) if job.eval.first_layer else (None, None)
-        self._pre: tuple[str, dict] | None = None  # (pair key, split -> (h_a, h_b)) of the last pair
+        self._pre: tuple[tuple, dict] | None = None  # ((pair key, splits), split -> (h_a, h_b)) of the last pair
         self._bn_batches: list[torch.Tensor] | None = None
         state = self.model.state_dict(keep_vars=True)
         self.names = list(state)
@@ -200,7 +200,8 @@ class Evaluator:
         """split -> (f(x; W_a), f(x; W_b)) of the first (linear) layer, when they fit the budget."""
         if self.head is None or self.bf16:
             return None
-        if pair_key is not None and self._pre is not None and self._pre[0] == pair_key:
+        key = (pair_key, tuple(splits))  # the same pair asked for other splits is other work
+        if pair_key is not None and self._pre is not None and self._pre[0] == key:
             return self._pre[1]
         width = self.head[-1].out_features
         if sum(len(self.split(s)[1]) for s in splits) * width * 4 * 2 > self.job.eval.first_layer_bytes:
@@ -214,7 +215,7 @@ class Evaluator:
                 hs.append(torch.cat([self.head(self.prepare(x[i:i + self.job.eval.batch_size]))
                                      for i in range(0, len(x), self.job.eval.batch_size)]))
             out[s] = tuple(hs)
-        self._pre = (pair_key, out) if pair_key is not None else None
+        self._pre = (key, out) if pair_key is not None else None
         return out
 
     @torch.no_grad()

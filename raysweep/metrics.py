@@ -1,4 +1,4 @@
-"""Metrics of one curve L(α_0) … L(α_n), α increasing (SCIENCE.md §3). Plain numpy."""
+"""Metrics of one curve L(α_0) … L(α_n), α increasing (Frankle 2020 Fig 3; Lucas et al. 2021). Plain numpy."""
 from __future__ import annotations
 
 import numpy as np

@@ -12,7 +12,7 @@ from raysweep.sweep import chunk_size, chunks, pair_count
 
 # Measured evaluation throughputs (examples/s of a full-split forward pass) that cost estimates use.
 MEASURED = {
-    "resnet50": ("A100, standard PyTorch eval loop (SCIENCE.md anchor)", 5_700.0),
+    "resnet50": ("A100, standard PyTorch eval loop (NVIDIA's PyTorch ResNet-50 example, AMP)", 5_700.0),
 }
 
 

@@ -57,6 +57,7 @@ def test_fake_autoscaler_runs_the_readme_cluster_command(s3_bucket, tmp_path):
     # logs a person can follow in `ray job logs`: plain lines, not a bar printed once at the end
     assert "train replicate 0: step 20/20" in log and "train replicate 1: step 20/20" in log
     assert "sweep: 0/" in log and "work items (100%)" in log
+    assert "waiting for 1 GPU(s) for the dataset check on a worker: the cluster has 0 now" in log
     assert "constructor arguments in the object store" not in log
 
     run = Run(parse_job(CLUSTER_JOB), Store(uri))

@@ -1,5 +1,5 @@
 """The README's main command, as a user runs it: `raysweep run digits_mlp`, twice, then the report
-opened in headless Chromium. Checks what SCIENCE.md §6 expects of an MNIST-like MLP."""
+opened in headless Chromium. Checks what Goodfellow et al. 2015 and Frankle 2020 found for MNIST MLPs."""
 import os
 import re
 import shutil
@@ -62,7 +62,7 @@ def test_digits_show_what_the_papers_found(digits_run):
 def test_report_draws_in_chromium(digits_run, tmp_path):
     storage, first, _ = digits_run
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is needed for this test: apt-get install chromium (.ci/run does)"
+    assert chromium, "Chromium is needed for this test: apt-get install chromium (scripts/test does)"
     report = next(Path(storage).rglob("report.html"))
     out = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
                           "--virtual-time-budget=30000", "--dump-dom", report.as_uri()],

@@ -140,7 +140,24 @@ def test_first_layer_mixing_is_exact(tiny_job, store, bn):
         assert g["loss"] == pytest.approx(w["loss"], rel=1e-5) and g["error"] == pytest.approx(w["error"], abs=1e-3)
         loss, _ = reference(tiny_job, data, sa, sb, g["alpha"], g["split"], bn, 3)
         assert g["loss"] == pytest.approx(loss, rel=1e-5)
-    assert fast._pre[0] == "p"  # cached for the next chunk of the same pair
+    assert fast._pre[0] == ("p", ("train", "test"))  # cached for the next chunk of the same pair
+
+
+def test_first_layer_reuse_with_changing_splits(tiny_job, store):
+    """The same pair asked for one split, then two (growing a run from 2 to 3 replicates does this):
+    the cached first-layer outputs belong to the splits they were computed for."""
+    data = load_splits(tiny_job.data)
+    (pa, sha_a, sa), (pb, sha_b, sb) = _endpoints(tiny_job, store, data)
+    ev = Evaluator(tiny_job, store, data)
+    a, b = ev.endpoint(pa, sha_a), ev.endpoint(pb, sha_b)
+    only_test = ev.evaluate_pair(a, b, [0.25], ("test",), pair_key="same")
+    both = ev.evaluate_pair(a, b, [0.25], ("train", "test"), pair_key="same")
+    again = ev.evaluate_pair(a, b, [0.25], ("test",), pair_key="same")
+    assert [r["split"] for r in both] == ["train", "test"]
+    for rows in (only_test, both, again):
+        for r in rows:
+            loss, err = reference(tiny_job, data, sa, sb, 0.25, r["split"])
+            assert r["loss"] == pytest.approx(loss, rel=1e-5) and r["error"] == pytest.approx(err, abs=1e-9)
 
 
 def test_first_layer_split_only_where_it_is_exact():
