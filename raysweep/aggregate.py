@@ -5,7 +5,10 @@ final_to_final sweeps); it is null when n = 1.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 
 import numpy as np
 import polars as pl
@@ -21,13 +24,40 @@ POINT_KEY = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "alpha",
 CURVE_KEY = ["sweep", "step_a", "step_b", "split"]
 PAIR_KEY = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "split"]
 METRICS = ["max_increase", "barrier_linear", "barrier_mean", "max_bump"]
+TABLES = paths.TABLES
+
+
+_REPLICATE_TAG = re.compile(r"(?:^|__)r(\d+)-")
+
+
+def within_replicates(path: str, replicates: int) -> bool:
+    """Whether a points file (named by its item key: r<k>-...__r<j>-...) uses only replicates < `replicates`."""
+    name = path.rsplit("/", 1)[-1]
+    return all(int(k) < replicates for k in _REPLICATE_TAG.findall(name))
 
 
 def point_paths(store: Store, job: Job, kinds=LINE_KINDS) -> list[str]:
-    """Stored files of the job's sweeps of these kinds, as declared now (current sweep hashes)."""
+    """Stored files of the job's sweeps of these kinds, as declared now (current sweep hashes),
+    of the job's replicates only (a run grown to more replicates keeps the others' files)."""
     run = paths.run_dir(job.name, job.hash)
     return [p for s in job.sweeps if s.kind in kinds
-            for p in store.list(paths.sweep_dir(run, s.name, sweep_hash(s)), ".parquet")]
+            for p in store.list(paths.sweep_dir(run, s.kind, s.name, sweep_hash(s)), ".parquet")
+            if within_replicates(p, job.replicates)]
+
+
+def inputs(store: Store, job: Job) -> dict:
+    """What the tables of a run are made of: its replicates, its sweeps' settings and every stored file
+    they read (name, size, modification time). Tables and reports record it; a table whose record
+    differs from the store's is stale and is rebuilt from the points instead of being returned."""
+    run = paths.run_dir(job.name, job.hash)
+    files = [f for s in job.sweeps for f in store.list_info(paths.sweep_dir(run, s.kind, s.name, sweep_hash(s)), ".parquet")
+             if within_replicates(f[0], job.replicates)]
+    for k in range(job.replicates):
+        files += store.list_info(paths.replicate_dir(run, k), ".json")
+    sweeps = [{"name": s.name, "kind": s.kind, "hash": sweep_hash(s)} for s in job.sweeps]
+    payload = json.dumps({"hash": job.hash, "replicates": job.replicates, "sweeps": sweeps, "files": files})
+    return {"fingerprint": hashlib.sha256(payload.encode()).hexdigest()[:16], "job": job.name, "hash": job.hash,
+            "replicates": job.replicates, "sweeps": sweeps, "files": len(files)}
 
 
 def _scan(store: Store, files: list[str], schema) -> pl.LazyFrame:
@@ -82,7 +112,10 @@ def function_map(store: Store, job: Job) -> pl.DataFrame:
 
 
 def dedupe(points: pl.DataFrame) -> pl.DataFrame:
-    """One row per (sweep, pair, α, split); says so if the store ever held a duplicate."""
+    """One row per (sweep, pair, α, split), sorted by that key; says so if the store ever held a
+    duplicate. Sorting first fixes the order of every later reduction, so a run resumed after a
+    kill gives bitwise the same tables as one that never stopped."""
+    points = points.sort(POINT_KEY + ["item"])
     unique = points.unique(subset=POINT_KEY, keep="first", maintain_order=True)
     if unique.height != points.height:
         log.warning("found %d duplicate point rows; kept one of each", points.height - unique.height)
@@ -91,7 +124,7 @@ def dedupe(points: pl.DataFrame) -> pl.DataFrame:
 
 def curves(points: pl.DataFrame) -> pl.DataFrame:
     """Mean, std and n across replicates per sweep, step pair, α and split."""
-    return (points.group_by(CURVE_KEY + ["alpha"])
+    return (points.sort(POINT_KEY).group_by(CURVE_KEY + ["alpha"], maintain_order=True)
             .agg(pl.col("loss").mean().alias("loss_mean"), pl.col("loss").std().alias("loss_std"),
                  pl.col("error").mean().alias("error_mean"), pl.col("error").std().alias("error_std"),
                  pl.len().alias("n"))
@@ -101,7 +134,7 @@ def curves(points: pl.DataFrame) -> pl.DataFrame:
 
 def per_curve(points: pl.DataFrame) -> pl.DataFrame:
     """Metrics of every single curve (one replicate or pair), for loss and for error."""
-    lists = (points.sort("alpha").group_by(PAIR_KEY)
+    lists = (points.sort(PAIR_KEY + ["alpha"]).group_by(PAIR_KEY, maintain_order=True)
              .agg("alpha", "loss", "error", pl.col("distance").first(), pl.col("norm_a").first()))
     rows = []
     for r in lists.iter_rows(named=True):
@@ -122,7 +155,8 @@ def barriers(points: pl.DataFrame) -> pl.DataFrame:
     for m in METRICS + ["distance", "relative_distance"]:
         aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std")]
     aggs += [pl.col("monotone").cast(pl.Float64).mean().alias("monotone_fraction"), pl.len().alias("n")]
-    return (single.group_by(CURVE_KEY + ["metric"]).agg(aggs)
+    single = single.sort(CURVE_KEY + ["metric", "replicate_a", "replicate_b"])
+    return (single.group_by(CURVE_KEY + ["metric"], maintain_order=True).agg(aggs)
             .with_columns(pl.col("step_a").alias("step"))
             .sort(CURVE_KEY + ["metric"]))
 
@@ -133,19 +167,33 @@ def checkpoints(store: Store, job: Job) -> pl.DataFrame:
 
     run = paths.run_dir(job.name, job.hash)
     ks = sorted(int(p.rsplit("_", 1)[-1]) for p in store.list_dirs(run) if "/replicate_" in p)
-    rows = [m for k in ks for m in read_manifests(store, job, k).values()]
+    rows = [m for k in ks if k < job.replicates for m in read_manifests(store, job, k).values()]
     if not rows:
         return pl.DataFrame(schema={"replicate": pl.Int64, "step": pl.Int64, "epoch": pl.Float64})
     return pl.DataFrame(rows).sort("replicate", "step")
 
 
+def build(name: str, store: Store, job: Job) -> pl.DataFrame:
+    """One table, computed now from what is stored."""
+    if name in ("curves", "barriers"):
+        points = dedupe(scan_points(store, job).collect())
+        return curves(points) if name == "curves" else barriers(points)
+    if name == "points":
+        return scan_points(store, job).collect()
+    return {"checkpoints": checkpoints, "trajectory": trajectory, "function_map": function_map,
+            "surface": surface}[name](store, job)
+
+
 def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
-    """Build and store every table; returns them."""
+    """Build and store every table, with the record of what made them; returns them."""
+    made_of = inputs(store, job)  # before reading: a file that lands meanwhile makes the tables stale
     points = dedupe(scan_points(store, job).collect())
     tables = {"curves": curves(points), "barriers": barriers(points), "checkpoints": checkpoints(store, job),
               "trajectory": trajectory(store, job), "function_map": function_map(store, job),
               "surface": surface(store, job)}
     run = paths.run_dir(job.name, job.hash)
+    store.delete(paths.tables_inputs(run))  # no record while the tables are half-written
     for name, df in tables.items():
         store.write_table(paths.table(run, name), df.to_arrow())
+    store.write_json(paths.tables_inputs(run), made_of)
     return tables

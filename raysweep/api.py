@@ -18,11 +18,14 @@ import polars as pl
 
 from raysweep import aggregate, paths
 from raysweep.jobs import load_job
-from raysweep.spec import Job
+from raysweep.spec import Job, SpecError
 from raysweep.store import Store
 
 log = logging.getLogger("raysweep")
-TABLES = ("points", "curves", "barriers", "checkpoints", "trajectory", "function_map", "surface")
+
+
+class RunNotFound(SpecError):
+    """No stored run matches the job and overrides given; the message lists the runs that exist."""
 
 
 class SweepFailed(RuntimeError):
@@ -75,18 +78,33 @@ class Run:
         return list(range(self.job.replicates))
 
     # ------------------------------------------------------------------ tables
+    def exists(self) -> bool:
+        """Whether anything of this run is stored (its job.json, or any replicate)."""
+        return self.store.exists(paths.job_json(self.dir)) or bool(self.store.list_dirs(self.dir))
+
+    def _require(self) -> None:
+        if not self.exists():
+            raise RunNotFound(not_found_message(self))
+
     @property
     def points(self) -> pl.LazyFrame:
+        self._require()
         return aggregate.scan_points(self.store, self.job)
 
-    def _table(self, name: str) -> pl.LazyFrame:
+    def _table(self, name: str, made_of: dict | None = None) -> pl.LazyFrame:
+        """A table as of now: the stored one if what made it is still what is stored, else rebuilt
+        from the points (so a changed grid, replicate count or retrained replicate never shows stale
+        numbers)."""
+        self._require()
+        if name == "points":
+            return self.points
+        made_of = made_of or aggregate.inputs(self.store, self.job)
         path = paths.table(self.dir, name)
-        if self.store.exists(path):
+        recorded = self.store.read_json(paths.tables_inputs(self.dir)) if self.store.exists(
+            paths.tables_inputs(self.dir)) else None
+        if isinstance(recorded, dict) and recorded.get("fingerprint") == made_of["fingerprint"] and self.store.exists(path):
             return pl.scan_pyarrow_dataset(self.store.dataset([path]))
-        if name in ("checkpoints", "trajectory", "function_map", "surface"):
-            return getattr(aggregate, name)(self.store, self.job).lazy()
-        points = aggregate.dedupe(self.points.collect())
-        return (aggregate.curves(points) if name == "curves" else aggregate.barriers(points)).lazy()
+        return aggregate.build(name, self.store, self.job).lazy()
 
     @property
     def curves(self) -> pl.LazyFrame:
@@ -113,17 +131,19 @@ class Run:
         return self._table("surface")
 
     def table(self, name: str, sweep: str | None = None) -> pl.DataFrame:
-        if name not in TABLES:
-            raise ValueError(f"unknown table {name!r}; tables are {list(TABLES)}")
-        lf = getattr(self, name)
+        if name not in aggregate.TABLES:
+            raise SpecError(f"unknown table {name!r}; tables are {list(aggregate.TABLES)}")
+        lf = self._table(name)
         if sweep is not None:
             self.job.sweep(sweep)  # raises with the list of sweeps
             lf = lf.filter(pl.col("sweep") == sweep)
         return lf.collect()
 
     def query(self, sql: str) -> pl.DataFrame:
-        """Polars SQL over the tables of TABLES (points, curves, barriers, checkpoints, trajectory, …)."""
-        ctx = pl.SQLContext({name: getattr(self, name) for name in TABLES})
+        """Polars SQL over every table (points, curves, barriers, checkpoints, trajectory, …)."""
+        self._require()
+        made_of = aggregate.inputs(self.store, self.job)
+        ctx = pl.SQLContext({name: self._table(name, made_of) for name in aggregate.TABLES})
         return ctx.execute(sql, eager=True)
 
     # ------------------------------------------------------------------ work
@@ -189,10 +209,14 @@ class Run:
         """Delete replicate k's checkpoints and every stored point that used them."""
         self.store.delete(paths.replicate_dir(self.dir, k))
         tag = f"r{k}-"
-        for p in self.store.list(f"{self.dir}/points", ".parquet", recursive=True):
+        for p in self.store.list(paths.points_dir(self.dir), ".parquet", recursive=True):
             name = p.rsplit("/", 1)[-1]
             if name.startswith(tag) or f"__{tag}" in name:
                 self.store.delete(p)
+        # every table and report that used it is gone with it (they would be rebuilt as stale anyway)
+        self.store.delete(paths.tables_dir(self.dir))
+        for path in (paths.report(self.dir), paths.report_inputs(self.dir)):
+            self.store.delete(path)
 
     def plan(self, sweeps: list[str] | None = None) -> list[dict]:
         from raysweep.sweep import plan
@@ -254,6 +278,7 @@ class Run:
         """Write the HTML report (to the Store, or to `out`) and PNG/SVG copies on request."""
         from raysweep.plots import write_report
 
+        self._require()
         return write_report(self, out, formats)
 
     def run(self, progress: bool = True, address: str | None = None, report: bool = True) -> RunSummary:
@@ -295,8 +320,18 @@ class Run:
         done = done_paths(self.store, self.job)
         out["sweeps"] = {s.name: {"done": sum(1 for i in items if i["sweep"] == s.name and i["path"] in done),
                                   "total": sum(1 for i in items if i["sweep"] == s.name)} for s in self.job.sweeps}
-        out["report"] = self.store.exists(paths.report(self.dir))
+        out["report"] = self.report_state()
         return out
+
+    def report_state(self) -> str:
+        """"current" (shows what is stored now), "stale" (made from other inputs) or "none"."""
+        if not self.store.exists(paths.report(self.dir)):
+            return "none"
+        try:
+            recorded = self.store.read_json(paths.report_inputs(self.dir))["fingerprint"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return "stale"
+        return "current" if recorded == aggregate.inputs(self.store, self.job)["fingerprint"] else "stale"
 
 
 def failure_message(run: Run, failures: list[dict]) -> str:
@@ -305,3 +340,43 @@ def failure_message(run: Run, failures: list[dict]) -> str:
     return (f"{len(failures)} work item(s) of {run.job.name} failed; all other results were kept.\n  - {shown}\n"
             f"To repair a corrupted or missing checkpoint, retrain its replicate: "
             f"`raysweep train {run.job.name} --replicate K --force`, then rerun `raysweep run {run.job.name}`.")
+
+
+def list_runs(store: Store) -> list[dict]:
+    """Every run stored under `store`: job, hash, replicates trained (of those declared), sweeps, when."""
+    import datetime
+
+    out = []
+    for job_dir in store.list_dirs(""):
+        for run_dir in store.list_dirs(job_dir):
+            files = store.list_info(run_dir, ".json")
+            spec_file = paths.job_json(run_dir)
+            if not any(f[0] == spec_file for f in files) and not store.list_dirs(run_dir):
+                continue
+            try:
+                declared = store.read_json(spec_file).get("replicates") if store.exists(spec_file) else None
+            except (ValueError, OSError, AttributeError):
+                declared = None
+            trained = sum(store.exists(f"{d}/done.json") for d in store.list_dirs(run_dir) if "/replicate_" in d)
+            sweeps = sorted({d.rsplit("/", 1)[-1] for folder in store.list_dirs(paths.points_dir(run_dir))
+                             for d in store.list_dirs(folder)})
+            stamps = [f[2] for f in store.list_info(run_dir, "", recursive=False)] or [0]
+            out.append({"job": job_dir.rsplit("/", 1)[-1], "hash": run_dir.rsplit("/", 1)[-1],
+                        "replicates": f"{trained}/{declared if declared is not None else '?'}", "sweeps": sweeps,
+                        "modified": datetime.datetime.fromtimestamp(max(stamps) / 1e9).strftime("%Y-%m-%d %H:%M")})
+    return out
+
+
+def not_found_message(run: Run) -> str:
+    runs = list_runs(run.store)
+    same = [r for r in runs if r["job"] == run.job.name]
+    shown = "\n".join(f"  {r['job']:24s} {r['hash']}  replicates {r['replicates']:7s} modified {r['modified']}  "
+                      f"sweeps {', '.join(r['sweeps']) or '-'}" for r in (same or runs)[:20])
+    where = run.store.url("")
+    return (f"no run of {run.job.name} with these settings is stored in {where} (it would be {run.store.url(run.dir)}; "
+            f"the hash {run.job.hash} covers the data, model, train and seed fields as the job file and --set "
+            f"overrides give them). "
+            + (f"Runs of {run.job.name} stored there:\n{shown}\n" if same else
+               f"Runs stored there:\n{shown}\n" if runs else "Nothing is stored there yet. ")
+            + f"Pass the --set overrides the run was made with (`raysweep show {run.job.name} --set ...` prints "
+              f"the hash), or the --storage it was written to; `raysweep runs --storage {where}` lists the runs.")

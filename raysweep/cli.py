@@ -30,14 +30,13 @@ SharedOpt = typer.Option(False, "--shared-storage", help="The local --storage fo
                                                          "the cluster (NFS, FSx, EFS) [or $RAYSWEEP_SHARED_STORAGE=1]")
 
 
-class Table(str, Enum):
-    curves = "curves"
-    barriers = "barriers"
-    points = "points"
-    checkpoints = "checkpoints"
-    trajectory = "trajectory"
-    function_map = "function_map"
-    surface = "surface"
+def _tables() -> type[Enum]:
+    from raysweep.paths import TABLES
+
+    return Enum("Table", {name: name for name in TABLES}, type=str)
+
+
+Table = _tables()
 
 
 class Format(str, Enum):
@@ -93,6 +92,26 @@ def jobs() -> None:
 
     for name, path in builtin_jobs().items():
         typer.echo(f"{name:24s} {read_toml(path).get('description', '')}")
+
+
+@app.command()
+@_guard
+def runs(job: Optional[str] = typer.Argument(None, help="Only runs of this job name"),
+         storage: Optional[str] = StorageOpt) -> None:
+    """List the runs stored in a storage root.  Example: raysweep runs --storage s3://bucket/sweeps"""
+    from raysweep.api import list_runs
+    from raysweep.store import Store
+
+    store = Store(storage)
+    found = [r for r in list_runs(store) if job is None or r["job"] == job]
+    if not found:
+        typer.echo(f"no runs{' of ' + job if job else ''} in {store.url('')}")
+        return
+    typer.echo(f"{'job':24s} {'hash':10s}  {'replicates':10s} {'modified':16s}  sweeps")
+    for r in found:
+        typer.echo(f"{r['job']:24s} {r['hash']:10s}  {r['replicates']:10s} {r['modified']:16s}  "
+                   f"{', '.join(r['sweeps']) or '-'}")
+    typer.echo(f"(`raysweep results JOB --storage {store.url('')} --set ...` with the run's overrides reads one)")
 
 
 @app.command()
@@ -170,7 +189,8 @@ def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[L
         return
     for name, s in st["sweeps"].items():
         typer.echo(f"  sweep {name:18s} {s['done']}/{s['total']} work items")
-    typer.echo(f"  report: {'written' if st['report'] else 'not yet'}")
+    typer.echo({"current": "  report: written, current", "none": "  report: not yet",
+                "stale": f"  report: stale (made before the latest results; `raysweep plot {job}` redraws it)"}[st["report"]])
 
 
 def _emit(df, fmt: Format, out: Optional[Path]) -> None:

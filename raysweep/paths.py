@@ -5,9 +5,10 @@
     <job>/<hash>/replicate_<k>/random_<scale>.safetensors  I6's random starting point
     <job>/<hash>/replicate_<k>/state.safetensors       optimizer + RNG state to resume training
     <job>/<hash>/replicate_<k>/done.json               written when training finished
-    <job>/<hash>/points/<sweep>-<sweep_hash>/<item>.parquet   one file per work item
-    <job>/<hash>/tables/<table>.parquet                curves, barriers, checkpoints
-    <job>/<hash>/report.html
+    <job>/<hash>/points/<folder>/<sweep>-<sweep_hash>/<item>.parquet   one file per work item; one
+                                                       schema per folder: line, trajectory, function_map, surface
+    <job>/<hash>/tables/<table>.parquet                curves, barriers, ... (+ tables/inputs.json: what made them)
+    <job>/<hash>/report.html                           (+ report.json: what it shows)
     cache/<dataset>-<fingerprint>/<split>.safetensors  a decoded evaluation split (+ .json with its sha256)
 """
 from __future__ import annotations
@@ -45,16 +46,42 @@ def train_done(run: str, k: int) -> str:
     return f"{replicate_dir(run, k)}/done.json"
 
 
-def sweep_dir(run: str, sweep_name: str, sweep_hash: str) -> str:
-    return f"{run}/points/{sweep_name}-{sweep_hash}"
+# Every table a run has: the one list of their names (CLI, API, SQL, the tables/ folder).
+TABLES = ("points", "curves", "barriers", "checkpoints", "trajectory", "function_map", "surface")
+
+# Stored points, by the schema of their rows: every file in one folder has the same columns, so
+# any Parquet reader can glob a folder (`points/line/*/*.parquet`).
+POINT_FOLDERS = {"init_to_final": "line", "step_to_final": "line", "final_to_final": "line",
+                 "random_to_final": "line", "projection": "trajectory", "function_map": "function_map",
+                 "random_plane": "surface", "line_and_random": "surface", "path_surface": "surface"}
 
 
-def point_file(run: str, sweep_name: str, sweep_hash: str, item_key: str) -> str:
-    return f"{sweep_dir(run, sweep_name, sweep_hash)}/{item_key}.parquet"
+def points_dir(run: str) -> str:
+    return f"{run}/points"
+
+
+def sweep_dir(run: str, kind: str, sweep_name: str, sweep_hash: str) -> str:
+    return f"{points_dir(run)}/{POINT_FOLDERS[kind]}/{sweep_name}-{sweep_hash}"
+
+
+def point_file(run: str, kind: str, sweep_name: str, sweep_hash: str, item_key: str) -> str:
+    return f"{sweep_dir(run, kind, sweep_name, sweep_hash)}/{item_key}.parquet"
+
+
+def tables_dir(run: str) -> str:
+    return f"{run}/tables"
 
 
 def table(run: str, name: str) -> str:
-    return f"{run}/tables/{name}.parquet"
+    return f"{tables_dir(run)}/{name}.parquet"
+
+
+def tables_inputs(run: str) -> str:
+    return f"{tables_dir(run)}/inputs.json"
+
+
+def report_inputs(run: str) -> str:
+    return f"{run}/report.json"
 
 
 def report(run: str, ext: str = "html") -> str:

@@ -159,6 +159,13 @@ def sections(run) -> list[tuple[str, str, list[alt.Chart]]]:
     return out
 
 
+def script_json(obj) -> str:
+    """JSON safe to embed in a <script>: stored data (a points file anyone with write access to the
+    bucket could have written) can never close the script or open a tag."""
+    return (json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
 def render_html(title: str, subtitle: str, secs) -> str:
     import vl_convert as vlc
 
@@ -169,7 +176,7 @@ def render_html(title: str, subtitle: str, secs) -> str:
         body.append(f"<h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p><div class='row'>")
         for chart in charts:
             body.append(f"<div class='chart' id='chart{n}'></div>")
-            calls.append(f"vegaEmbed('#chart{n}', {json.dumps(chart.to_dict())}, "
+            calls.append(f"vegaEmbed('#chart{n}', {script_json(chart.to_dict())}, "
                          f"{{renderer: 'svg', actions: false}}).catch(e => document.body.append(String(e)));")
             n += 1
         body.append("</div>")
@@ -180,12 +187,32 @@ def render_html(title: str, subtitle: str, secs) -> str:
             f"<script type='text/javascript'>{''.join(calls)}</script></body></html>")
 
 
+def settings_line(run, made_of: dict) -> str:
+    """What the report shows: the run, its replicates and every sweep's settings (hash and grid)."""
+    sweeps = []
+    for s in run.job.sweeps:
+        grid = s.alpha.points()
+        sweeps.append(f"{s.name} ({s.kind}, {len(grid)} α in [{grid[0]:g}, {grid[-1]:g}], "
+                      f"{'/'.join(s.splits)}, bn {s.bn}, sweep hash {hash_of(s)})")
+    return (f"{run.job.description} · run {run.job.name}/{run.job.hash} in {run.store.url(run.dir)} · "
+            f"{run.job.replicates} replicates · inputs {made_of['fingerprint']} · sweeps: " + "; ".join(sweeps))
+
+
+def hash_of(sweep) -> str:
+    from raysweep.spec import sweep_hash
+
+    return sweep_hash(sweep)
+
+
 def write_report(run, out: str | None = None, formats: Iterable[str] = ()) -> list[str]:
-    """report.html (offline, self-contained) in the Store or at `out`; PNG/SVG on request."""
+    """report.html (offline, self-contained) in the Store or at `out`; PNG/SVG on request. The store's
+    report is recorded with the inputs it was drawn from (report.json), so `status` can tell a stale one."""
+    from raysweep import aggregate
+
+    made_of = aggregate.inputs(run.store, run.job)
     with alt.data_transformers.disable_max_rows():
         secs = sections(run)
-        page = render_html(f"raysweep — {run.job.name}",
-                           f"{run.job.description} · hash {run.job.hash} · {run.job.replicates} replicates", secs)
+        page = render_html(f"raysweep — {run.job.name}", settings_line(run, made_of), secs)
         extra = {}
         for fmt in formats:
             if fmt not in ("png", "svg"):
@@ -206,7 +233,9 @@ def write_report(run, out: str | None = None, formats: Iterable[str] = ()) -> li
             target.with_suffix(f".{fmt}").write_bytes(data)
             written.append(str(target.with_suffix(f".{fmt}")))
     else:
+        run.store.delete(paths.report_inputs(run.dir))
         run.store.write_bytes(paths.report(run.dir), page.encode())
+        run.store.write_json(paths.report_inputs(run.dir), made_of)
         written.append(run.store.url(paths.report(run.dir)))
         for fmt, data in extra.items():
             run.store.write_bytes(paths.report(run.dir, fmt), data)

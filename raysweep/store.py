@@ -145,6 +145,14 @@ class Store:
                       if i.type == pafs.FileType.File and i.path.endswith(suffix)
                       and "/." not in i.path[start:])
 
+    def list_info(self, prefix: str, suffix: str = "", recursive: bool = False) -> list[tuple[str, int, int]]:
+        """(relative path, size, mtime in ns) of the files under `prefix` ending with `suffix`, sorted:
+        enough to notice that a file changed without reading it."""
+        sel = pafs.FileSelector(self.full(prefix), allow_not_found=True, recursive=recursive)
+        start = len(self.base) + 1
+        return sorted((i.path[start:], i.size or 0, i.mtime_ns or 0) for i in self.fs.get_file_info(sel)
+                      if i.type == pafs.FileType.File and i.path.endswith(suffix) and "/." not in i.path[start:])
+
     def list_dirs(self, prefix: str) -> list[str]:
         """Relative paths of the folders directly under `prefix`, sorted."""
         sel = pafs.FileSelector(self.full(prefix), allow_not_found=True)

@@ -142,7 +142,7 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
                 key = f"{a.tag}__{b.tag}__a{c * size:05d}-{c * size + len(alphas):05d}"
                 items.append({
                     "sweep": sweep.name, "sweep_hash": h, "key": key,
-                    "path": paths.point_file(run, sweep.name, h, key),
+                    "path": paths.point_file(run, sweep.kind, sweep.name, h, key),
                     "a": a.__dict__, "b": b.__dict__, "alphas": alphas, "splits": list(sweep.splits),
                     "bn": sweep.bn, "bn_batches": sweep.bn_batches})
     return items
@@ -156,7 +156,7 @@ def trajectory_items(job: Job, sweep: SweepSpec, h: str, manifests: dict[int, di
         eps = [Endpoint(k, s, m["path"], m["sha256"]).__dict__ for s, m in sorted(manifests[k].items())]
         key = f"r{k}-trajectory"
         out.append({"sweep": sweep.name, "sweep_hash": h, "kind": sweep.kind, "key": key,
-                    "path": paths.point_file(run, sweep.name, h, key), "endpoints": eps,
+                    "path": paths.point_file(run, sweep.kind, sweep.name, h, key), "endpoints": eps,
                     "examples": sweep.examples})
     return out
 
@@ -186,7 +186,7 @@ def plane_items(job: Job, store: Store, sweep: SweepSpec, h: str, manifests: dic
         for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
             key = f"r{k}-plane__a{c * size:05d}-{c * size + len(alphas):05d}"
             out.append({"sweep": sweep.name, "sweep_hash": h, "kind": "plane", "key": key, "replicate": k,
-                        "path": paths.point_file(run, sweep.name, h, key), "plane": plane, "alphas": alphas,
+                        "path": paths.point_file(run, sweep.kind, sweep.name, h, key), "plane": plane, "alphas": alphas,
                         "betas": betas, "splits": list(sweep.splits), "first": c == 0,
                         "endpoints": eps if c == 0 else []})
     return out
@@ -201,14 +201,14 @@ def _path_surface_items(job, store, sweep, h, k, manifests, params, betas, size,
     for c, chunk in enumerate(chunks(rows, size)):
         key = f"r{k}-path__a{c * size:05d}-{c * size + len(chunk):05d}"
         out.append({"sweep": sweep.name, "sweep_hash": h, "kind": "path_surface", "key": key, "replicate": k,
-                    "path": paths.point_file(run, sweep.name, h, key), "ends": ends, "rows": chunk,
+                    "path": paths.point_file(run, sweep.kind, sweep.name, h, key), "ends": ends, "rows": chunk,
                     "betas": betas, "splits": list(sweep.splits), "first": c == 0, "path_info": path_info})
     return out
 
 
 def done_paths(store: Store, job: Job) -> set[str]:
     run = paths.run_dir(job.name, job.hash)
-    return set(store.list(f"{run}/points", ".parquet", recursive=True))
+    return set(store.list(paths.points_dir(run), ".parquet", recursive=True))
 
 
 def missing(items: list[dict], store: Store, job: Job) -> list[dict]:

@@ -98,6 +98,8 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     run = paths.run_dir(job.name, job.hash)
     if store.exists(paths.train_done(run, k)):
         return
+    if not store.exists(paths.job_json(run)):  # the run's spec beside its checkpoints (`raysweep runs`)
+        store.write_json(paths.job_json(run), job.to_dict())
     device = pick_device(job.eval.device)
     data = data or load_splits(job.data, store)
     seed = replicate_seed(job, k)

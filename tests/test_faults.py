@@ -96,8 +96,8 @@ def test_sigkill_during_sweep_then_rerun(slow_job):
     storage = root / "killed_sweep"
     total = len(tables(job_file, root / "reference")[0]) // 2  # 2 α per work item
 
-    run_and_kill(job_file, storage, lambda s: len(list(s.rglob("points/*/*.parquet"))) >= 20)
-    done_before = len(list(storage.rglob("points/*/*.parquet")))
+    run_and_kill(job_file, storage, lambda s: len(list(s.rglob("points/line/*/*.parquet"))) >= 20)
+    done_before = len(list(storage.rglob("points/line/*/*.parquet")))
     assert 20 <= done_before < total
     out = run_to_end(job_file, storage)
     assert f"evaluated {total - done_before} of {total} work items" in out  # finished chunks kept
