@@ -28,6 +28,10 @@ class RunNotFound(SpecError):
     """No stored run matches the job and overrides given; the message lists the runs that exist."""
 
 
+class TrainingFailed(RuntimeError):
+    """A training trial failed after Tune's retries; the message carries its error."""
+
+
 class SweepFailed(RuntimeError):
     """Some work items failed (e.g. a corrupted checkpoint); the rest were kept."""
 
@@ -151,6 +155,11 @@ class Run:
               address: str | None = None) -> list[int]:
         """Train the replicates not yet trained (one Tune trial each); returns those trained now."""
         ks = self.replicates if replicates is None else replicates
+        outside = sorted({k for k in ks if not 0 <= k < self.job.replicates})
+        if outside:
+            raise SpecError(f"--replicate {outside[0]} is not a replicate of {self.job.name}, which has "
+                            f"{self.job.replicates} (0 to {self.job.replicates - 1}); to grow the run, add "
+                            f"--replicates {max(outside) + 1}.")
         if force:
             for k in ks:
                 self.forget_replicate(k)
@@ -169,6 +178,12 @@ class Run:
 
         if not joins_cluster(address):
             self.data_info()
+            if self.job.eval.device == "cuda":
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise SpecError("eval.device = \"cuda\" but torch sees no CUDA device on this machine; use "
+                                    "--set eval.device=auto (CUDA when present) or cpu.")
         self.store.check()
 
     def _untrained(self, ks: list[int]) -> list[int]:

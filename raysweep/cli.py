@@ -60,23 +60,42 @@ def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = 
 
 
 def _guard(fn):
-    """Turn the errors a user can fix into one paragraph and a non-zero exit code."""
+    """Every error ends in one paragraph and an exit code, never a traceback: 2 for input a user can
+    fix (job, overrides, storage, data), 1 for work that failed, 130 for Ctrl-C. An unexpected error
+    is a bug: its one line says so ($RAYSWEEP_DEBUG=1 shows the traceback)."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from raysweep.api import SweepFailed
+        import os
+
+        import pyarrow as pa
+
+        from raysweep.api import SweepFailed, TrainingFailed
+        from raysweep.checkpoints import CheckpointError
         from raysweep.datasets import DatasetMissing
-        from raysweep.sweep import NotTrainedError
+        from raysweep.sweep import ManifestError, NotTrainedError
 
         try:
             return fn(*args, **kwargs)
-        except SpecError as exc:
+        except typer.Exit:
+            raise
+        except (SpecError, StoreError, DatasetMissing) as exc:
             _err(str(exc), 2)
-        except (StoreError, DatasetMissing) as exc:
-            _err(str(exc), 2)
-        except (NotTrainedError, SweepFailed) as exc:
+        except (NotTrainedError, SweepFailed, TrainingFailed, ManifestError, CheckpointError) as exc:
             _err(str(exc), 1)
+        except KeyboardInterrupt:
+            _err(f"interrupted. Everything finished before the interrupt is stored (checkpoints, work items); "
+                 f"run the same command again to resume from there.", 130)
+        except (OSError, pa.ArrowException) as exc:  # the store went away mid-command
+            _err(f"storage error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
+                 f"Check that the storage is reachable (endpoint, network, credentials) and run the command again; "
+                 f"finished work is kept.", 1)
+        except Exception as exc:
+            if os.environ.get("RAYSWEEP_DEBUG"):
+                raise
+            _err(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
+                 f"— this is a raysweep bug; set RAYSWEEP_DEBUG=1 for the traceback and report it.", 1)
         finally:
             from raysweep.cluster import shutdown_ray
 

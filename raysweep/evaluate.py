@@ -161,9 +161,31 @@ class Evaluator:
 
     def set_alpha(self, a: list[torch.Tensor], b: list[torch.Tensor], alpha: float) -> None:
         """model ← (1−α)·a + α·b for floating tensors; integer buffers come from a."""
-        torch._foreach_copy_(self.targets, a)
+        self.set_weights(a)
+        self.lerp_towards(b, alpha)
+
+    # -------------------------------------------------- setting a point (used by line, plane and trajectory items)
+    def set_weights(self, tensors: list[torch.Tensor]) -> None:
+        """model ← tensors (a checkpoint from `endpoint`, in state_dict order)."""
+        torch._foreach_copy_(self.targets, tensors)
+
+    def add_direction(self, direction: list[torch.Tensor], scale: float, params_only: bool = False) -> None:
+        """model ← model + scale·direction on the floating tensors (or the parameters only: BN running
+        statistics stay where they are)."""
+        idx = self.param_idx if params_only else self.float_idx
+        torch._foreach_add_([self.targets[i] for i in idx], [direction[i] for i in idx], alpha=float(scale))
+
+    def lerp_towards(self, target: list[torch.Tensor], weight: float) -> None:
+        """model ← model + weight·(target − model) on the floating tensors."""
         fl = self.float_idx
-        torch._foreach_lerp_([self.targets[i] for i in fl], [b[i] for i in fl], float(alpha))
+        torch._foreach_lerp_([self.targets[i] for i in fl], [target[i] for i in fl], float(weight))
+
+    @torch.no_grad()
+    def probabilities(self, split: str, examples: int) -> torch.Tensor:
+        """Softmax outputs of the current weights on the first `examples` of a split (eval mode)."""
+        x, _ = self.split(split)
+        self.model.eval()
+        return torch.softmax(self.model(self.prepare(x[:examples])).float(), dim=1)
 
     def norms(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
         """(‖θ_b − θ_a‖, ‖θ_a‖) over the parameters (not the BN running statistics)."""
@@ -187,7 +209,7 @@ class Evaluator:
                 self.model(self.prepare(x))
 
     @torch.no_grad()
-    def evaluate_current(self, splits: tuple[str, ...]) -> list[dict]:
+    def evaluate(self, splits: tuple[str, ...]) -> list[dict]:
         """Loss and error of the model's current weights on whole splits (one row per split)."""
         self.model.eval()
         sums = torch.stack([split_sums(self.forward, *self.split(s), self.job.eval.batch_size, self.prepare, self.bf16)

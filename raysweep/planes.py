@@ -78,35 +78,48 @@ def plane_path(run: str, k: int, sweep: SweepSpec, h: str) -> str:
     return f"{paths.replicate_dir(run, k)}/plane_{sweep.name}_{h}.safetensors"
 
 
-def ensure_directions(store, job: Job, sweep: SweepSpec, h: str, k: int, manifests: dict, params: list[str]) -> dict:
-    """The stored plane of replicate k (drawn and written on first use); returns its item fields."""
+def path_info_path(run: str, k: int, sweep: SweepSpec, h: str) -> str:
+    return f"{paths.replicate_dir(run, k)}/path_{sweep.name}_{h}.json"
+
+
+def stored_ref(store, path: str) -> dict:
+    """{"path", "sha256"} of a prepared file (sha256 "" while it is not written yet). Reads only."""
+    meta = path.replace(".safetensors", ".json") if path.endswith(".safetensors") else path + ".sha256"
+    try:
+        sha = store.read_json(meta)["sha256"] if store.exists(meta) else ""
+    except (ValueError, KeyError, TypeError):
+        sha = ""  # a damaged record: prepared again
+    return {"path": path, "sha256": sha if isinstance(sha, str) else ""}
+
+
+def ensure_directions(store, job: Job, sweep: SweepSpec, h: str, k: int, ends: list[dict], params: list[str]) -> dict:
+    """Draw and store replicate k's plane (once; prepare step, never the planner). Returns its ref."""
     run = paths.run_dir(job.name, job.hash)
     path = plane_path(run, k, sweep, h)
-    meta = path.replace(".safetensors", ".json")
-    if not store.exists(meta):
-        m0, mT = manifests[min(manifests)], manifests[max(manifests)]
-        t0, tT = load_tensors(store, m0["path"], m0["sha256"]), load_tensors(store, mT["path"], mT["sha256"])
+    ref = stored_ref(store, path)
+    if not ref["sha256"]:
+        t0, tT = (load_tensors(store, e["path"], e["sha256"]) for e in ends)
         sha = save_tensors(store, path, make_directions(sweep, t0, tT, params, direction_seed(job, k, h)))
-        store.write_json(meta, {"path": path, "sha256": sha, "replicate": k})
-    return store.read_json(meta)
+        store.write_json(path.replace(".safetensors", ".json"), {"path": path, "sha256": sha, "replicate": k})
+        ref = {"path": path, "sha256": sha}
+    return ref
 
 
 def plane_item(evaluator, job: Job, item: dict) -> pa.Table:
     """Loss and error at every (a, b) of the item's rows; the first item also projects the path."""
     plane = load_tensors(evaluator.store, item["plane"]["path"], item["plane"]["sha256"])
-    dev = evaluator.device
-    center = [plane[f"center.{n}"].to(dev) for n in evaluator.names]
-    d1 = [plane.get(f"d1.{n}", torch.zeros_like(plane[f"center.{n}"])).to(dev) for n in evaluator.names]
-    d2 = [plane.get(f"d2.{n}", torch.zeros_like(plane[f"center.{n}"])).to(dev) for n in evaluator.names]
-    fl = evaluator.float_idx
+    dev, names = evaluator.device, evaluator.names
+    center = [plane[f"center.{n}"].to(dev) for n in names]
+    d1 = [plane.get(f"d1.{n}", torch.zeros_like(plane[f"center.{n}"])).to(dev) for n in names]
+    d2 = [plane.get(f"d2.{n}", torch.zeros_like(plane[f"center.{n}"])).to(dev) for n in names]
     common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": item["replicate"]}
     rows = []
     for a in item["alphas"]:
         for b in item["betas"]:
-            torch._foreach_copy_(evaluator.targets, center)
-            torch._foreach_add_([evaluator.targets[i] for i in fl], [d1[i] for i in fl], alpha=float(a))
-            torch._foreach_add_([evaluator.targets[i] for i in fl], [d2[i] for i in fl], alpha=float(b))
-            for r in evaluator.evaluate_current(tuple(item["splits"])):
+            evaluator.set_weights(center)
+            evaluator.add_direction(d1, a)
+            evaluator.add_direction(d2, b)
+            for r in evaluator.evaluate(tuple(item["splits"])):
                 rows.append({**common, "kind": "grid", "step": -1, "a": float(a), "b": float(b), **r})
     if item["first"]:
         rows += _projected_path(evaluator, item, plane, common)
@@ -127,50 +140,66 @@ def _projected_path(evaluator, item: dict, plane: dict, common: dict) -> list[di
     return out
 
 
-def path_surface_rows(store, job: Job, sweep: SweepSpec, manifests: dict, params: list[str]) -> tuple[list, dict]:
-    """Per a of the grid: the checkpoint t*(a) and its (α, β); and the path (α(t)/D, β(t)/D)."""
-    from raysweep.trajectory import flat_parameters, projection
+def ensure_path_info(store, job: Job, sweep: SweepSpec, h: str, k: int, endpoints: list[dict], params: list[str]) -> dict:
+    """T3's path: α(t), β(t) of every checkpoint (G App. B), computed once per replicate (prepare step)
+    by streaming the checkpoints (three parameter vectors in memory at a time), stored as JSON."""
+    import json
 
-    steps = sorted(manifests)
-    thetas = [flat_parameters(load_tensors(store, manifests[s]["path"], manifests[s]["sha256"]), params)
-              for s in steps]
-    proj = projection(thetas)
-    dist = proj[-1]["alpha"]
-    off = [i for i, r in enumerate(proj) if r["beta"] > 1e-9 * dist]  # checkpoints that leave the line
-    rows = []
-    for a in sweep.alpha.points():
-        pool = off or list(range(len(steps)))
-        i = min(pool, key=lambda j: abs(proj[j]["alpha"] / dist - a))
-        m = manifests[steps[i]]
-        rows.append({"a": a, "step": steps[i], "path": m["path"], "sha256": m["sha256"],
-                     "alpha": proj[i]["alpha"], "beta": proj[i]["beta"]})
-    path = {"steps": steps, "a": [r["alpha"] / dist for r in proj], "b": [r["beta"] / dist for r in proj],
-            "distance": dist}
-    return rows, path
+    from raysweep.trajectory import stream_projection
+
+    run = paths.run_dir(job.name, job.hash)
+    path = path_info_path(run, k, sweep, h)
+    ref = stored_ref(store, path)
+    if not ref["sha256"]:
+        proj = stream_projection(store, endpoints, params)
+        data = json.dumps({"steps": [e["step"] for e in endpoints], "alpha": [r["alpha"] for r in proj],
+                           "beta": [r["beta"] for r in proj], "distance": proj[-1]["alpha"]}).encode()
+        store.write_bytes(path, data)
+        sha = hashlib.sha256(data).hexdigest()
+        store.write_json(path + ".sha256", {"sha256": sha})
+        ref = {"path": path, "sha256": sha}
+    return ref
+
+
+def read_path_info(store, ref: dict) -> dict:
+    import json
+
+    from raysweep.checkpoints import CheckpointError
+
+    data = store.read_bytes(ref["path"])
+    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        raise CheckpointError(f"T3 path {store.url(ref['path'])} does not match its sha256; delete it and rerun")
+    return json.loads(data)
+
+
+def nearest_checkpoints(info: dict, alphas: list[float]) -> list[int]:
+    """t*(a) for each a: the checkpoint off the line whose α(t)/D is nearest a (index into info's steps)."""
+    dist = info["distance"]
+    off = [i for i, b in enumerate(info["beta"]) if b > 1e-9 * dist] or list(range(len(info["steps"])))
+    return [min(off, key=lambda j: abs(info["alpha"][j] / dist - a)) for a in alphas]
 
 
 def path_surface_item(evaluator, job: Job, item: dict) -> pa.Table:
-    ends = item["ends"]
-    t0 = evaluator.endpoint(ends[0]["path"], ends[0]["sha256"])
-    tT = evaluator.endpoint(ends[1]["path"], ends[1]["sha256"])
-    pidx = evaluator.param_idx
-    fl = evaluator.float_idx
-    dist = item["path_info"]["distance"]
+    info = read_path_info(evaluator.store, item["path_info"])
+    eps = {e["step"]: e for e in item["endpoints"]}
+    t0 = evaluator.endpoint(item["ends"][0]["path"], item["ends"][0]["sha256"])
+    tT = evaluator.endpoint(item["ends"][1]["path"], item["ends"][1]["sha256"])
+    dist = info["distance"]
     common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": item["replicate"]}
     rows = []
-    for r in item["rows"]:
-        tt = evaluator.endpoint(r["path"], r["sha256"])
+    for a, i in zip(item["alphas"], nearest_checkpoints(info, item["alphas"])):
+        step, alpha, beta = info["steps"][i], info["alpha"][i], info["beta"][i]
+        tt = evaluator.endpoint(eps[step]["path"], eps[step]["sha256"])
         # D·v(t) = D·(θ_t − θ_0 − α(t)·u)/β(t), u = (θ_T − θ_0)/D, on the parameters only
-        scale = dist / r["beta"] if r["beta"] > 0 else 0.0
-        dv = {i: (tt[i] - t0[i] - (r["alpha"] / dist) * (tT[i] - t0[i])) * scale for i in pidx}
+        scale = dist / beta if beta > 0 else 0.0
+        dv = [(x - x0 - (alpha / dist) * (xT - x0)) * scale for x, x0, xT in zip(tt, t0, tT)]
         for b in item["betas"]:
-            torch._foreach_copy_(evaluator.targets, t0)
-            torch._foreach_lerp_([evaluator.targets[i] for i in fl], [tT[i] for i in fl], float(r["a"]))
-            torch._foreach_add_([evaluator.targets[i] for i in pidx], [dv[i] for i in pidx], alpha=float(b))
-            for res in evaluator.evaluate_current(tuple(item["splits"])):
-                rows.append({**common, "kind": "grid", "step": r["step"], "a": r["a"], "b": float(b), **res})
+            evaluator.set_weights(t0)
+            evaluator.lerp_towards(tT, a)
+            evaluator.add_direction(dv, b, params_only=True)
+            for res in evaluator.evaluate(tuple(item["splits"])):
+                rows.append({**common, "kind": "grid", "step": step, "a": a, "b": float(b), **res})
     if item["first"]:
-        p = item["path_info"]
-        rows += [{**common, "kind": "path", "step": s, "a": a, "b": b, "split": "", "loss": None, "error": None}
-                 for s, a, b in zip(p["steps"], p["a"], p["b"])]
+        rows += [{**common, "kind": "path", "step": s, "a": al / dist, "b": be / dist, "split": "", "loss": None,
+                  "error": None} for s, al, be in zip(info["steps"], info["alpha"], info["beta"])]
     return pa.Table.from_pylist(rows, schema=SURFACE_SCHEMA)

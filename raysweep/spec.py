@@ -24,6 +24,9 @@ SCHEDULES = ("frankle", "every_epoch", "list")
 BN_MODES = ("interpolate", "reset")
 SPLITS = ("train", "test")
 MAX_ALPHAS = 100_000
+MAX_REPLICATES = 10_000
+MAX_INT = 2**53  # integers beyond this are not exact in JSON, TOML readers or float arithmetic
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}"  # job names: plain identifiers, they name folders
 
 
 class SpecError(ValueError):
@@ -97,14 +100,14 @@ class SweepSpec:
         out += self.alpha.problems(f"{where}.alpha")
         if self.kind in PLANE_KINDS:
             out += self.beta.problems(f"{where}.beta")
-        if self.chunk < 0:
-            out.append(f"{where}.chunk must be >= 0 (0 = automatic), got {self.chunk}")
-        if self.examples < 1:
-            out.append(f"{where}.examples must be >= 1, got {self.examples}")
-        if self.bn_batches < 1:
-            out.append(f"{where}.bn_batches must be >= 1, got {self.bn_batches}")
-        if not self.random_scale > 0:
-            out.append(f"{where}.random_scale must be > 0, got {self.random_scale}")
+        if not 0 <= self.chunk <= MAX_ALPHAS:
+            out.append(f"{where}.chunk must be in [0, {MAX_ALPHAS}] (0 = automatic), got {self.chunk}")
+        if not 1 <= self.examples <= 1 << 24:
+            out.append(f"{where}.examples must be between 1 and {1 << 24:,}, got {self.examples}")
+        if not 1 <= self.bn_batches <= 100_000:
+            out.append(f"{where}.bn_batches must be between 1 and 100,000, got {self.bn_batches}")
+        if not 0 < self.random_scale <= 1e6:
+            out.append(f"{where}.random_scale must be in (0, 1e6], got {self.random_scale}")
         return out
 
 
@@ -115,7 +118,7 @@ class DataSpec:
     num_workers: int = 0  # DataLoader worker processes for image datasets
 
     def problems(self, where: str) -> list[str]:
-        return [] if self.num_workers >= 0 else [f"{where}.num_workers must be >= 0"]
+        return [] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"]
 
 
 @dataclass(frozen=True)
@@ -130,13 +133,13 @@ class ModelSpec:
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.activation", self.activation, ("relu", "sigmoid", "tanh", "maxout"))
-        if any(h < 1 for h in self.hidden):
-            out.append(f"{where}.hidden widths must be >= 1, got {list(self.hidden)}")
+        if any(not 1 <= h <= 1 << 20 for h in self.hidden) or len(self.hidden) > 1000:
+            out.append(f"{where}.hidden: at most 1,000 widths, each in [1, 2**20], got {list(self.hidden)[:10]}")
         for key in ("dropout", "input_dropout"):
             if not 0 <= getattr(self, key) < 1:
                 out.append(f"{where}.{key} must be in [0, 1), got {getattr(self, key)}")
-        if self.maxout_pieces < 1:
-            out.append(f"{where}.maxout_pieces must be >= 1")
+        if not 1 <= self.maxout_pieces <= 64:
+            out.append(f"{where}.maxout_pieces must be in [1, 64]")
         return out
 
 
@@ -158,9 +161,17 @@ class TrainSpec:
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.checkpoints", self.checkpoints, SCHEDULES)
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                out.append(f"{where}.{key} must be >= 1, got {getattr(self, key)}")
+        for key, most in (("epochs", 100_000), ("batch_size", 1 << 24)):
+            if not 1 <= getattr(self, key) <= most:
+                out.append(f"{where}.{key} must be between 1 and {most:,}, got {getattr(self, key)}")
+        if not self.momentum < 1:
+            out.append(f"{where}.momentum must be < 1 (SGD diverges otherwise), got {self.momentum}")
+        if not self.gamma > 0:
+            out.append(f"{where}.gamma must be > 0, got {self.gamma}")
+        if any(not 0 <= m <= self.epochs for m in self.milestones):
+            out.append(f"{where}.milestones must be epochs in [0, {self.epochs}], got {list(self.milestones)}")
+        if any(s > 1 << 40 for s in self.steps):
+            out.append(f"{where}.steps must be at most 2**40")
         if not self.lr > 0:
             out.append(f"{where}.lr must be > 0, got {self.lr}")
         for key in ("momentum", "weight_decay", "warmup_epochs", "gamma"):
@@ -188,7 +199,8 @@ class EvalSpec:
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
         out += _choice(f"{where}.precision", self.precision, ("fp32", "bf16"))
-        return out + ([f"{where}.batch_size must be >= 1"] if self.batch_size < 1 else [])
+        out += [] if 1 <= self.batch_size <= 1 << 24 else [f"{where}.batch_size must be in [1, 2**24]"]
+        return out + ([f"{where}.first_layer_bytes must be >= 0"] if self.first_layer_bytes < 0 else [])
 
 
 @dataclass(frozen=True)
@@ -229,7 +241,15 @@ class Job:
         from raysweep.datasets import DATASETS
         from raysweep.models import MODELS
 
-        out = [] if self.replicates >= 1 else [f"replicates must be >= 1, got {self.replicates}"]
+        import re
+
+        out = [] if 1 <= self.replicates <= MAX_REPLICATES else [
+            f"replicates must be between 1 and {MAX_REPLICATES:,}, got {self.replicates}"]
+        if not re.fullmatch(NAME_PATTERN, self.name):
+            out.append(f"name = {self.name!r} is not a plain name: use letters, digits, '_' and '-' (at most 100, "
+                       f"starting with a letter or digit); it names the run's folder in the store")
+        if not 0 <= self.seed < 2**31:
+            out.append(f"seed must be in [0, 2**31), got {self.seed}")
         out += _choice("data.name", self.data.name, sorted(DATASETS)) + _choice("model.name", self.model.name, sorted(MODELS))
         for key in ("data", "model", "train", "eval", "resources"):
             out += getattr(self, key).problems(key)
@@ -327,6 +347,8 @@ def _build(cls, raw, where: str, errors: list[str]):
     for key in raw:
         if key not in hints:
             errors.append(f"unknown key {_join(where, key)!r}; valid keys here are {names}")
+    if cls is AlphaGrid and "values" in raw and isinstance(raw["values"], list) and not raw["values"]:
+        errors.append(f"{_join(where, 'values')} is empty; give the α values, or drop it and use start/stop/num")
     kwargs = {}
     for name in names:
         if name in raw:
@@ -361,7 +383,13 @@ def _convert(hint, value, key: str, errors: list[str]):
         items = [_convert(item, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
         return _BAD if _BAD in items else tuple(items)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(float(value)):
+            errors.append(f"{key} must be a finite number, got {value!r}")
+            return _BAD
         return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        errors.append(f"{key} = {value} is out of range (at most 2**53 in size)")
+        return _BAD
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     errors.append(f"{key} must be {hint.__name__}, got {value!r} ({type(value).__name__})")

@@ -56,6 +56,9 @@ def _s3(uri: str) -> tuple[pafs.FileSystem, str, dict]:
 
 class Store:
     def __init__(self, root: str | None = None):
+        if root is not None and not str(root).strip():
+            raise StoreError("--storage is empty; give a folder or an s3:// / gs:// URI (or leave it out for "
+                             f"$RAYSWEEP_STORAGE, else {DEFAULT_ROOT}).")
         self.uri = resolve_root(root)
         if "://" not in self.uri:
             self.uri = str(Path(self.uri).expanduser().resolve())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -40,27 +41,68 @@ class Endpoint:
         return f"r{self.replicate}-{'random' if self.step == RANDOM_STEP else f's{self.step}'}"
 
 
+class ManifestError(RuntimeError):
+    """A checkpoint manifest that does not parse or fails its schema; names the file and the repair."""
+
+
+_MANIFEST_NAME = re.compile(r"step_(\d{8})\.json")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def read_manifests(store: Store, job: Job, k: int) -> dict[int, dict]:
-    """step -> manifest entry of replicate k."""
+    """step -> manifest entry of replicate k, each checked against its schema. The checkpoint path is
+    derived from (job, replicate, step), never taken from the file."""
     run = paths.run_dir(job.name, job.hash)
-    entries = [store.read_json(p) for p in store.list(paths.replicate_dir(run, k), ".json")
-               if p.rsplit("/", 1)[-1].startswith("step_")]
-    return {e["step"]: e for e in entries}
+    out = {}
+    for p in store.list(paths.replicate_dir(run, k), ".json"):
+        match = _MANIFEST_NAME.fullmatch(p.rsplit("/", 1)[-1])
+        if not match:
+            continue
+        step = int(match.group(1))
+        try:
+            entry = json.loads(store.read_bytes(p))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ManifestError(_manifest_problem(store, job, k, p, f"is not valid JSON ({exc})")) from None
+        problem = ("is not a JSON object" if not isinstance(entry, dict) else
+                   f"says step {entry.get('step')!r}, its name step {step}" if entry.get("step") != step
+                   or isinstance(entry.get("step"), bool) else
+                   f"says replicate {entry.get('replicate')!r}" if entry.get("replicate") != k else
+                   "has no valid sha256" if not isinstance(entry.get("sha256"), str)
+                   or not _SHA256.fullmatch(entry["sha256"]) else "")
+        if problem:
+            raise ManifestError(_manifest_problem(store, job, k, p, problem))
+        out[step] = {**entry, "path": paths.checkpoint(run, k, step)}
+    return out
 
 
-def random_endpoint(store: Store, job: Job, k: int, scale: float, in_shape, num_classes) -> Endpoint:
-    """θ_r: an init drawn with its own seed, parameters scaled by `scale` (G Fig 5 right)."""
-    run = paths.run_dir(job.name, job.hash)
-    path = paths.random_point(run, k, scale)
-    meta_path = path.replace(".safetensors", ".json")
-    if store.exists(meta_path):
-        return Endpoint(k, RANDOM_STEP, path, store.read_json(meta_path)["sha256"])
+def _manifest_problem(store: Store, job: Job, k: int, path: str, what: str) -> str:
+    return (f"checkpoint manifest {store.url(path)} {what}: replicate {k} of {job.name} cannot be trusted. "
+            f"Retrain it with `raysweep train {job.name} --replicate {k} --force` (other replicates are kept), "
+            f"then rerun.")
+
+
+def random_endpoint(store: Store, job: Job, k: int, scale: float) -> Endpoint:
+    """θ_r of replicate k as the planner sees it: its path, and its sha256 once drawn ("" before).
+    Reads only; `prepare` draws it."""
+    path = paths.random_point(paths.run_dir(job.name, job.hash), k, scale)
+    meta = path.replace(".safetensors", ".json")
+    try:
+        sha = store.read_json(meta)["sha256"] if store.exists(meta) else ""
+    except (ValueError, KeyError, TypeError):
+        sha = ""
+    return Endpoint(k, RANDOM_STEP, path, sha if isinstance(sha, str) else "")
+
+
+def draw_random_point(store: Store, job: Job, k: int, scale: float, in_shape, num_classes) -> str:
+    """θ_r: an init drawn with its own seed, parameters scaled by `scale` (G Fig 5 right); returns its sha256."""
+    path = paths.random_point(paths.run_dir(job.name, job.hash), k, scale)
     model = build_model(job.model, in_shape, num_classes, seed=job.seed + k + RANDOM_SEED_OFFSET)
     params = {n for n, _ in model.named_parameters()}
     state = {n: (t * scale if n in params else t) for n, t in model.state_dict().items()}
     sha = save_tensors(store, path, state)
-    store.write_json(meta_path, {"replicate": k, "scale": scale, "sha256": sha, "path": path})
-    return Endpoint(k, RANDOM_STEP, path, sha)
+    store.write_json(path.replace(".safetensors", ".json"), {"replicate": k, "scale": scale, "sha256": sha,
+                                                             "path": path})
+    return sha
 
 
 def pairs(sweep: SweepSpec, finals: dict[int, Endpoint], manifests: dict[int, dict[int, dict]],
@@ -126,17 +168,19 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
             continue
         randoms = {}
         if sweep.kind == "random_to_final":
-            randoms = {k: random_endpoint(store, job, k, sweep.random_scale, info.in_shape, info.num_classes)
-                       for k in replicates}
+            randoms = {k: random_endpoint(store, job, k, sweep.random_scale) for k in replicates}
         h = sweep_hash(sweep)
         if sweep.kind in TRAJECTORY_KINDS:
             items += trajectory_items(job, sweep, h, manifests)
             continue
         if sweep.kind in PLANE_KINDS:
             items += plane_items(job, store, sweep, h, manifests, info)
+            _check_size(items, job)
             continue
         size = chunk_size(job, sweep, info)
-        for a, b in pairs(sweep, finals, manifests, randoms):
+        sweep_pairs = pairs(sweep, finals, manifests, randoms)
+        _check_size(items, job, len(sweep_pairs) * math.ceil(len(sweep.alpha.points()) / size))
+        for a, b in sweep_pairs:
             for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
                 # the key names the α indices it holds, so a different chunking never skips an α
                 key = f"{a.tag}__{b.tag}__a{c * size:05d}-{c * size + len(alphas):05d}"
@@ -146,6 +190,18 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
                     "a": a.__dict__, "b": b.__dict__, "alphas": alphas, "splits": list(sweep.splits),
                     "bn": sweep.bn, "bn_batches": sweep.bn_batches})
     return items
+
+
+MAX_ITEMS = 2_000_000  # a plan larger than this would not fit a driver's memory: refused with the number
+
+
+def _check_size(items: list, job: Job, more: int = 0) -> None:
+    if len(items) + more > MAX_ITEMS:
+        from raysweep.spec import SpecError
+
+        raise SpecError(f"{job.name}'s sweeps make {len(items) + more:,} work items or more, over the "
+                        f"{MAX_ITEMS:,} a driver plans at once: use fewer replicates, checkpoints or α points, "
+                        f"or larger sweeps.NAME.chunk.")
 
 
 def trajectory_items(job: Job, sweep: SweepSpec, h: str, manifests: dict[int, dict[int, dict]]) -> list[dict]:
@@ -162,11 +218,11 @@ def trajectory_items(job: Job, sweep: SweepSpec, h: str, manifests: dict[int, di
 
 
 def plane_items(job: Job, store: Store, sweep: SweepSpec, h: str, manifests: dict, info) -> list[dict]:
-    """Per replicate: rows of the (a, b) grid in chunks; the first chunk also projects the path."""
-    from raysweep.planes import ensure_directions
+    """Per replicate: rows of the (a, b) grid in chunks; the first chunk also projects the path. The
+    plane's directions (T4/T5) or the path's projection (T3) are referenced, drawn later by `prepare`."""
+    from raysweep.planes import path_info_path, plane_path, stored_ref
 
     run = paths.run_dir(job.name, job.hash)
-    params = [n for n, _ in build_model(job.model, tuple(info.in_shape), info.num_classes).named_parameters()]
     betas = sweep.beta.points()
     if sweep.chunk:
         size = sweep.chunk
@@ -178,31 +234,53 @@ def plane_items(job: Job, store: Store, sweep: SweepSpec, h: str, manifests: dic
         size = max(1, min(len(sweep.alpha.points()), math.ceil(ITEM_FLOP / max(per_row, 1))))
     out = []
     for k in sorted(manifests):
-        if sweep.kind == "path_surface":
-            out += _path_surface_items(job, store, sweep, h, k, manifests[k], params, betas, size, run)
-            continue
-        plane = ensure_directions(store, job, sweep, h, k, manifests[k], params)
         eps = [Endpoint(k, s, m["path"], m["sha256"]).__dict__ for s, m in sorted(manifests[k].items())]
+        ends = [eps[0], eps[-1]]
+        t3 = sweep.kind == "path_surface"
+        ref = (stored_ref(store, path_info_path(run, k, sweep, h)) if t3 else
+               stored_ref(store, plane_path(run, k, sweep, h)))
         for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
-            key = f"r{k}-plane__a{c * size:05d}-{c * size + len(alphas):05d}"
-            out.append({"sweep": sweep.name, "sweep_hash": h, "kind": "plane", "key": key, "replicate": k,
-                        "path": paths.point_file(run, sweep.kind, sweep.name, h, key), "plane": plane, "alphas": alphas,
-                        "betas": betas, "splits": list(sweep.splits), "first": c == 0,
-                        "endpoints": eps if c == 0 else []})
+            key = f"r{k}-{'path' if t3 else 'plane'}__a{c * size:05d}-{c * size + len(alphas):05d}"
+            item = {"sweep": sweep.name, "sweep_hash": h, "kind": "path_surface" if t3 else "plane", "key": key,
+                    "replicate": k, "path": paths.point_file(run, sweep.kind, sweep.name, h, key), "alphas": alphas,
+                    "betas": betas, "splits": list(sweep.splits), "first": c == 0, "ends": ends,
+                    "endpoints": eps if (c == 0 or t3) else []}
+            item["path_info" if t3 else "plane"] = ref
+            out.append(item)
     return out
 
 
-def _path_surface_items(job, store, sweep, h, k, manifests, params, betas, size, run) -> list[dict]:
-    from raysweep.planes import path_surface_rows
+def prepare(job: Job, store: Store, items: list[dict], info=None) -> list[dict]:
+    """Write what the items need that the planner only referenced: I6's random points, T4/T5 plane
+    directions, T3 path projections (each once, seeded, stored beside the checkpoints). Returns the
+    items with every sha256 filled in. Runs in the driver before evaluation; `status` never calls it."""
+    from raysweep.planes import ensure_directions, ensure_path_info
 
-    rows, path_info = path_surface_rows(store, job, sweep, manifests, params)
-    ends = [Endpoint(k, s, manifests[s]["path"], manifests[s]["sha256"]).__dict__ for s in (min(manifests), max(manifests))]
+    info = info or dataset_info(job.data, standard_if_missing=True)
+    params = None
+    drawn: dict = {}
     out = []
-    for c, chunk in enumerate(chunks(rows, size)):
-        key = f"r{k}-path__a{c * size:05d}-{c * size + len(chunk):05d}"
-        out.append({"sweep": sweep.name, "sweep_hash": h, "kind": "path_surface", "key": key, "replicate": k,
-                    "path": paths.point_file(run, sweep.kind, sweep.name, h, key), "ends": ends, "rows": chunk,
-                    "betas": betas, "splits": list(sweep.splits), "first": c == 0, "path_info": path_info})
+    for it in items:
+        it = dict(it)
+        if "a" in it and it["a"]["step"] == RANDOM_STEP and not it["a"]["sha256"]:
+            k, spec = it["a"]["replicate"], job.sweep(it["sweep"])
+            key = (k, spec.random_scale)
+            if key not in drawn:
+                drawn[key] = random_endpoint(store, job, k, spec.random_scale).sha256 or draw_random_point(
+                    store, job, k, spec.random_scale, info.in_shape, info.num_classes)
+            it["a"] = {**it["a"], "sha256": drawn[key]}
+        ref_key = "plane" if it.get("kind") == "plane" else "path_info" if it.get("kind") == "path_surface" else None
+        if ref_key and not it[ref_key]["sha256"]:
+            if params is None:
+                params = [n for n, _ in build_model(job.model, tuple(info.in_shape), info.num_classes).named_parameters()]
+            key = (it["sweep"], it["replicate"])
+            if key not in drawn:
+                spec = job.sweep(it["sweep"])
+                drawn[key] = (ensure_directions(store, job, spec, it["sweep_hash"], it["replicate"], it["ends"], params)
+                              if ref_key == "plane" else
+                              ensure_path_info(store, job, spec, it["sweep_hash"], it["replicate"], it["endpoints"], params))
+            it[ref_key] = drawn[key]
+        out.append(it)
     return out
 
 
@@ -282,11 +360,18 @@ def run_local(job: Job, store: Store, items: list[dict], evaluator=None, progres
 
     evaluator = evaluator or Evaluator(job, store)
     out = [] if out is None else out
-    for item in items:
+    for item in prepare(job, store, items, _info_of(evaluator)):
         out.append(run_item(evaluator, job, store, item))
         if progress:
             progress(out[-1])
     return out
+
+
+def _info_of(evaluator):
+    from raysweep.datasets import DatasetInfo
+
+    d = evaluator.data
+    return DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y)})
 
 
 class SweepStage:
@@ -321,6 +406,7 @@ def run_ray(job: Job, store: Store, items: list[dict], actors: tuple[int, float,
 
     if not items:
         return [] if out is None else out
+    items = prepare(job, store, items)
     n_actors, gpus, cpus = actors or actor_plan(job)
     n_actors = min(n_actors, len(items))
     pool = (ray.data.ActorPoolStrategy(size=n_actors) if is_local()

@@ -179,4 +179,9 @@ def train_all(job: Job, store: Store, replicates: list[int], resources: dict, pr
     results = tuner.fit()
     failed = [r for r in results if r.error]
     if failed:
-        raise RuntimeError(f"{len(failed)} training trial(s) failed; first error:\n{failed[0].error}")
+        from raysweep.api import TrainingFailed
+
+        first = str(failed[0].error).strip().splitlines()
+        raise TrainingFailed(f"{len(failed)} training trial(s) of {job.name} failed after retries; the last line of "
+                             f"the first error: {first[-1] if first else failed[0].error}. Checkpoints written so far "
+                             f"are kept: fix the cause and rerun to resume.")

@@ -42,26 +42,39 @@ def projection(thetas: list[np.ndarray], end: np.ndarray | None = None) -> list[
     return out
 
 
+def stream_projection(store, endpoints: list[dict], params: list[str]) -> list[dict]:
+    """G App. B's α(t), β(t), ‖θ_t‖ of every endpoint (θ_0 first, θ_T last), reading one checkpoint at a
+    time: θ_0, θ_T and the current θ_t are the only parameter vectors held."""
+    load = lambda e: flat_parameters(load_tensors(store, e["path"], e["sha256"]), params)  # noqa: E731
+    theta0, thetaT = load(endpoints[0]), load(endpoints[-1])
+    u = thetaT - theta0
+    u /= np.linalg.norm(u)
+    out = []
+    for e in endpoints:
+        th = load(e) if e is not endpoints[0] and e is not endpoints[-1] else (
+            theta0 if e is endpoints[0] else thetaT)
+        d = th - theta0
+        a = float(d @ u)
+        out.append({"alpha": a, "beta": float(np.linalg.norm(d - a * u)), "norm": float(np.linalg.norm(th)),
+                    "distance": float(np.linalg.norm(d))})
+    return out
+
+
 def projection_item(evaluator, job: Job, item: dict) -> pa.Table:
-    names = evaluator.param_names
     eps = item["endpoints"]
-    thetas = [flat_parameters(load_tensors(evaluator.store, e["path"], e["sha256"]), names) for e in eps]
+    proj = stream_projection(evaluator.store, eps, evaluator.param_names)
     rows = [{"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": e["replicate"],
-             "step": e["step"], "sha256": e["sha256"], **r} for e, r in zip(eps, projection(thetas))]
+             "step": e["step"], "sha256": e["sha256"], **r} for e, r in zip(eps, proj)]
     return pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA)
 
 
 @torch.no_grad()
 def function_item(evaluator, job: Job, item: dict) -> pa.Table:
     """B: τ(θ) = softmax outputs and κ(θ) = predictions on the first `examples` test samples."""
-    x, _ = evaluator.split("test")
-    x = x[:item["examples"]]
     rows = []
     for e in item["endpoints"]:
-        t = evaluator.endpoint(e["path"], e["sha256"])
-        evaluator.set_alpha(t, t, 0.0)
-        evaluator.model.eval()
-        probs = torch.softmax(evaluator.model(evaluator.prepare(x)).float(), dim=1)
+        evaluator.set_weights(evaluator.endpoint(e["path"], e["sha256"]))
+        probs = evaluator.probabilities("test", item["examples"])
         rows.append({"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": e["replicate"],
                      "step": e["step"], "tau": probs.reshape(-1).cpu().numpy(),
                      "kappa": probs.argmax(1).to(torch.int16).cpu().numpy(), "sha256": e["sha256"]})

@@ -135,3 +135,38 @@ def test_stored_text_cannot_run_script_in_the_report(tmp_path):
     page = out.read_text()
     assert hostile not in page and "alert(1)" in page  # the text is there, as data, escaped
     assert page.count("<script") == page.count("</script>") == 2  # the bundle and the chart calls only
+
+
+def _snapshot(root) -> dict:
+    import hashlib
+    from pathlib import Path
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(root).rglob("*") if p.is_file()}
+
+
+def test_read_only_commands_write_nothing(tmp_path):
+    """status, results, query and plot --out only read: not even the random points, plane directions or
+    T3 path projections that the sweep will need (the planner names them; `prepare` writes them)."""
+    raw = _job(replicates=2, sweeps=[
+        {"name": "i6", "kind": "random_to_final", "alpha": {"num": 3}},
+        {"name": "t5", "kind": "line_and_random", "alpha": {"num": 3}, "beta": {"start": -1.0, "stop": 1.0, "num": 3}},
+        {"name": "t3", "kind": "path_surface", "alpha": {"num": 3}, "beta": {"start": -1.0, "stop": 1.0, "num": 3}}])
+    run = Run(parse_job(raw), Store(str(tmp_path / "s")))
+    for k in run.replicates:
+        train_replicate(run.job, k, run.store)
+    job_file = write_job_toml(tmp_path / "ro.toml", raw)
+    store = ["--storage", str(tmp_path / "s")]
+    before = _snapshot(tmp_path / "s")
+    r = runner.invoke(app, ["status", job_file, *store])
+    assert r.exit_code == 0 and "sweep i6" in r.output and "0/2 work items" in r.output
+    for cmd in (["results", job_file, "--table", "checkpoints"], ["query", job_file, "select count(*) from points"],
+                ["plot", job_file, "--out", str(tmp_path / "r.html")], ["runs"]):
+        r = runner.invoke(app, [*cmd, *store])
+        assert r.exit_code == 0, r.output
+    assert _snapshot(tmp_path / "s") == before
+    # the sweep then prepares them, once, and evaluates every item
+    assert not run.sweep(progress=False, local=True).failures
+    written = set(_snapshot(tmp_path / "s")) - set(before)
+    names = {p.rsplit("/", 1)[-1] for p in written}
+    assert {"random_4.safetensors", "plane_t5_" + sweep_hash(run.job.sweeps[1]) + ".safetensors",
+            "path_t3_" + sweep_hash(run.job.sweeps[2]) + ".json"} <= names

@@ -6,7 +6,7 @@ from raysweep import paths
 from raysweep.datasets import load_splits
 from raysweep.evaluate import Evaluator
 from raysweep.datasets import dataset_info
-from raysweep.sweep import (NotTrainedError, chunk_size, chunks, missing, pair_count, plan, random_endpoint,
+from raysweep.sweep import (NotTrainedError, draw_random_point, chunk_size, chunks, missing, pair_count, plan, random_endpoint,
                             read_manifests, run_local)
 from raysweep.checkpoints import load_tensors
 from raysweep.train import train_replicate
@@ -64,10 +64,13 @@ def test_rows_are_exact_and_stored_once(trained):
 
 def test_random_point_is_seeded_and_scaled(trained):
     job, store, data = trained
-    e1 = random_endpoint(store, job, 0, 4.0, data.in_shape, data.num_classes)
+    planned = random_endpoint(store, job, 0, 4.0)
+    assert planned.sha256 == "" and not store.exists(planned.path)  # the planner only names it
+    sha1 = draw_random_point(store, job, 0, 4.0, data.in_shape, data.num_classes)
+    e1 = random_endpoint(store, job, 0, 4.0)
+    assert e1.sha256 == sha1
     store.delete(e1.path.replace(".safetensors", ".json"))
-    e2 = random_endpoint(store, job, 0, 4.0, data.in_shape, data.num_classes)
-    assert e1.sha256 == e2.sha256  # redrawn identically
+    assert draw_random_point(store, job, 0, 4.0, data.in_shape, data.num_classes) == sha1  # redrawn identically
     init = load_tensors(store, paths.checkpoint(paths.run_dir(job.name, job.hash), 0, 0))
     rnd = load_tensors(store, e1.path)
     ratio = rnd["1.weight"].norm() / init["1.weight"].norm()

@@ -58,13 +58,13 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     from raysweep.checkpoints import load_tensors
     from raysweep.datasets import load_splits
     from raysweep.jobs import load_job
-    from raysweep.sweep import plan, run_local
+    from raysweep.sweep import plan, prepare, run_local
     from raysweep.train import train_replicate
 
     job = load_job("linreg_depth2", ["replicates=2", "train.epochs=5"])
     for k in range(2):
         train_replicate(job, k, store)
-    items = plan(job, store, [0, 1])
+    items = prepare(job, store, plan(job, store, [0, 1]))  # I6's random points drawn
     assert all(r["status"] == "ok" for r in run_local(job, store, items))
     x = load_splits(job.data).test_x.double().numpy()[:, 0]
     points = aggregate.scan_points(store, job).collect()
