@@ -88,6 +88,7 @@ class Run:
 
     def _require(self) -> None:
         if not self.exists():
+            self.store.check(write=False)  # a missing bucket or a dead endpoint says so, not "no run"
             raise RunNotFound(not_found_message(self))
 
     @property
@@ -278,12 +279,13 @@ class Run:
                         raise
                     log.warning("sweep stage failed (%s: %s); planning the missing items again",
                                 type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                failed = {r["key"] for r in results if r["status"] != "ok"}
+                failed = {r["key"] for r in results if r["status"] not in ("ok", "transient")}
                 todo = [it for it in missing(items, self.store, self.job) if it["path"] not in failed]
                 if not todo:
                     break
         summary.rows_written = sum(r["rows"] for r in results)
-        summary.failures = [r for r in results if r["status"] != "ok"]
+        last = {r["key"]: r for r in results}  # an item retried in a later round counts by its last try
+        summary.failures = [r for r in last.values() if r["status"] != "ok"]
         return summary
 
     def aggregate(self) -> dict[str, pl.DataFrame]:
@@ -322,6 +324,7 @@ class Run:
         from raysweep.train import is_trained
         from raysweep.sweep import NotTrainedError, done_paths
 
+        self.store.check(write=False)  # a missing bucket or a dead endpoint: one message, not "not trained"
         out = {"run": self.store.url(self.dir), "replicates": {}}
         for k in self.replicates:
             ck = [p for p in self.store.list(paths.replicate_dir(self.dir, k), ".safetensors")
@@ -350,11 +353,25 @@ class Run:
 
 
 def failure_message(run: Run, failures: list[dict]) -> str:
-    lines = sorted({f["message"] for f in failures})
-    shown = "\n  - ".join(lines[:10]) + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
-    return (f"{len(failures)} work item(s) of {run.job.name} failed; all other results were kept.\n  - {shown}\n"
-            f"To repair a corrupted or missing checkpoint, retrain its replicate: "
-            f"`raysweep train {run.job.name} --replicate K --force`, then rerun `raysweep run {run.job.name}`.")
+    """One paragraph per kind of failure, each with its own repair."""
+    name = run.job.name
+    repair = {
+        "checkpoint": f"A damaged or missing checkpoint: retrain its replicate with `raysweep train {name} "
+                      f"--replicate K --force`, then rerun `raysweep run {name}`.",
+        "oom": f"Out of memory while evaluating: lower eval.batch_size (now {run.job.eval.batch_size}), e.g. "
+               f"--set eval.batch_size={max(1, run.job.eval.batch_size // 4)}, or eval.first_layer_bytes, and rerun.",
+        "transient": "The store or the network failed even after retries: check the storage and rerun; only the "
+                     "missing items are evaluated.",
+        "error": "An unexpected error (likely a raysweep bug): rerun with RAYSWEEP_DEBUG=1 and report it.",
+    }
+    parts = [f"{len(failures)} work item(s) of {name} failed; all other results were kept."]
+    for kind in ("checkpoint", "oom", "transient", "error"):
+        lines = sorted({f["message"] for f in failures if f["status"] == kind})
+        if not lines:
+            continue
+        shown = "\n  - ".join(lines[:10]) + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
+        parts.append(f"  - {shown}\n{repair[kind]}")
+    return "\n".join(parts)
 
 
 def list_runs(store: Store) -> list[dict]:

@@ -14,7 +14,7 @@ import json
 import math
 import tomllib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final")
 TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
@@ -24,6 +24,7 @@ SCHEDULES = ("frankle", "every_epoch", "list")
 BN_MODES = ("interpolate", "reset")
 SPLITS = ("train", "test")
 MAX_ALPHAS = 100_000
+NOT_WEIGHTS = {"weights": False}  # field metadata: this field does not change trained weights (not hashed)
 MAX_REPLICATES = 10_000
 MAX_INT = 2**53  # integers beyond this are not exact in JSON, TOML readers or float arithmetic
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}"  # job names: plain identifiers, they name folders
@@ -114,8 +115,8 @@ class SweepSpec:
 @dataclass(frozen=True)
 class DataSpec:
     name: str = "digits"
-    root: str = ""  # where the dataset lives; "" means $RAYSWEEP_DATA or ./data (not hashed)
-    num_workers: int = 0  # DataLoader worker processes for image datasets
+    root: str = field(default="", metadata=NOT_WEIGHTS)  # where the dataset lives; "" = $RAYSWEEP_DATA or ./data
+    num_workers: int = 0  # DataLoader workers for streamed datasets: each has its own augmentation RNG, so hashed
 
     def problems(self, where: str) -> list[str]:
         return [] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"]
@@ -155,7 +156,7 @@ class TrainSpec:
     warmup_epochs: float = 0.0  # linear warmup, per iteration
     checkpoints: str = "frankle"  # frankle | every_epoch | list
     steps: tuple[int, ...] = ()  # extra steps to save (the schedule when checkpoints = "list")
-    log_splits: tuple[str, ...] = ("train", "test")  # splits evaluated at each checkpoint (manifest)
+    log_splits: tuple[str, ...] = field(default=("train", "test"), metadata=NOT_WEIGHTS)  # evaluated at each checkpoint
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = False
 
@@ -168,8 +169,8 @@ class TrainSpec:
             out.append(f"{where}.momentum must be < 1 (SGD diverges otherwise), got {self.momentum}")
         if not self.gamma > 0:
             out.append(f"{where}.gamma must be > 0, got {self.gamma}")
-        if any(not 0 <= m <= self.epochs for m in self.milestones):
-            out.append(f"{where}.milestones must be epochs in [0, {self.epochs}], got {list(self.milestones)}")
+        if any(not 0 <= m <= 100_000 for m in self.milestones):
+            out.append(f"{where}.milestones must be epochs in [0, 100,000], got {list(self.milestones)}")
         if any(s > 1 << 40 for s in self.steps):
             out.append(f"{where}.steps must be at most 2**40")
         if not self.lr > 0:
@@ -274,9 +275,7 @@ class Job:
         """Content hash of the non-default fields that determine the trained weights."""
         payload = {"seed": self.seed} if self.seed else {}
         for key in ("data", "model", "train"):
-            payload.update({f"{key}.{k}": v for k, v in _non_default(getattr(self, key)).items()})
-        payload.pop("data.root", None)
-        payload.pop("data.num_workers", None)
+            payload.update({f"{key}.{k}": v for k, v in _non_default(getattr(self, key), weights_only=True).items()})
         return _digest(payload)
 
     def to_dict(self) -> dict:
@@ -296,15 +295,18 @@ def _digest(payload: dict) -> str:
     return hashlib.md5(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _non_default(obj, defaults=None) -> dict:
+def _non_default(obj, defaults=None, weights_only: bool = False) -> dict:
     """Fields that differ from their defaults; a nested table is compared with the field's own
-    default value (so a new field whose default is a table keeps old hashes)."""
+    default value (so a new field whose default is a table keeps old hashes). With `weights_only`,
+    fields marked NOT_WEIGHTS (where data lives, what is logged) are left out."""
     out = {}
     for f in dataclasses.fields(obj):
+        if weights_only and f.metadata.get("weights") is False:
+            continue
         value = getattr(obj, f.name)
         default = getattr(defaults, f.name) if defaults is not None else _default_of(f)
         if dataclasses.is_dataclass(value):
-            out.update({f"{f.name}.{k}": v for k, v in _non_default(value, default).items()})
+            out.update({f"{f.name}.{k}": v for k, v in _non_default(value, default, weights_only).items()})
         elif value != default:
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out

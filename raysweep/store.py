@@ -40,8 +40,10 @@ def _s3(uri: str) -> tuple[pafs.FileSystem, str, dict]:
     query = dict(parse_qsl(parsed.query))
     endpoint = (query.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3")
                 or os.environ.get("AWS_ENDPOINT_URL"))
-    kwargs = {"connect_timeout": 5.0, "request_timeout": 60.0,
-              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
+    # An endpoint that accepts connections but never answers fails in ~2 x 20 s, not minutes; the
+    # request timeout bounds the wait for each response (not a whole transfer).
+    kwargs = {"connect_timeout": 5.0, "request_timeout": 20.0,
+              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=2)}
     options = {}
     region = query.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
@@ -77,8 +79,11 @@ class Store:
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self.uri = self.uri.split("?", 1)[0] if not self.is_local else self.uri
 
-    def check(self) -> None:
-        """Fail fast, before any work: the root must be reachable and writable."""
+    def check(self, write: bool = True) -> None:
+        """Fail fast, before any work: the root must be reachable and (with `write`) writable. With
+        write=False nothing is written: the read-only commands' check of an object store."""
+        if self.is_local and not write:
+            return
         if self.is_local:  # the nearest existing folder must be writable; nothing is created here
             path = Path(self.base)
             while not path.exists():
@@ -95,17 +100,21 @@ class Store:
                 if info.type == pafs.FileType.NotFound:
                     raise StoreError(f"storage {self.uri}: the bucket {bucket!r} does not exist. Create it "
                                      f"(e.g. `aws s3 mb s3://{bucket}`) or fix the URI given to --storage.")
-            self.write_bytes(probe, b"ok")
-            self.delete(probe)
+            if write:
+                self.write_bytes(probe, b"ok")
+                self.delete(probe)
+            else:
+                self.fs.get_file_info(pafs.FileSelector(self.full(""), allow_not_found=True))
         except StoreError:
             raise
         except (OSError, pa.ArrowException) as exc:
-            hint = ("check the endpoint ($AWS_ENDPOINT_URL) and the network" if "connect" in str(exc).lower()
-                    or "curl" in str(exc).lower() else
+            text = str(exc).lower()
+            hint = ("check the endpoint ($AWS_ENDPOINT_URL) and the network" if any(
+                        w in text for w in ("connect", "curl", "timeout", "timed out")) else
                     "check the credentials ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, ~/.aws, the instance "
                     "role) and that they may write there" if not self.is_local else "check the path and its permissions")
             raise StoreError(f"storage {self.uri} cannot be used: {str(exc).strip()}. {hint[0].upper()}{hint[1:]}; "
-                             f"nothing was written.") from None
+                             f"nothing was written.".replace("may write", "may write" if write else "may read")) from None
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"

@@ -332,25 +332,59 @@ def with_provenance(table: pa.Table, device) -> pa.Table:
     return table
 
 
-def run_item(evaluator, job: Job, store: Store, item: dict) -> dict:
-    """Evaluate and store one item; failures are returned, not raised, so the sweep goes on."""
-    try:
-        kind = item.get("kind")
-        if kind == "projection":
-            from raysweep.trajectory import projection_item as evaluate
-        elif kind == "function_map":
-            from raysweep.trajectory import function_item as evaluate
-        elif kind == "plane":
-            from raysweep.planes import plane_item as evaluate
-        elif kind == "path_surface":
-            from raysweep.planes import path_surface_item as evaluate
-        else:
-            evaluate = evaluate_item
-        table = with_provenance(evaluate(evaluator, job, item), evaluator.device)
-        store.write_table(item["path"], table)
-        return {"key": item["path"], "status": "ok", "message": "", "rows": table.num_rows}
-    except Exception as exc:  # reported per item; the driver exits non-zero at the end
-        return {"key": item["path"], "status": "error", "message": f"{type(exc).__name__}: {exc}", "rows": 0}
+RETRIES = 3  # transient store errors: tries per item, with exponential backoff (1 s, 2 s, ...)
+
+
+def _kind_of(exc: BaseException) -> str:
+    """How an item failed: "checkpoint" (damaged or missing input: permanent until repaired), "oom"
+    (out of memory: the batch is too big), "transient" (the store or the network: worth retrying),
+    "error" (anything else: a bug or bad input; not retried)."""
+    import torch
+
+    from raysweep.checkpoints import CheckpointError
+
+    if isinstance(exc, (CheckpointError, ManifestError)):
+        return "checkpoint"
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or "out of memory" in str(exc).lower():
+        return "oom"
+    if isinstance(exc, (OSError, pa.ArrowException, TimeoutError, ConnectionError)):
+        return "transient"
+    return "error"
+
+
+def run_item(evaluator, job: Job, store: Store, item: dict, retries: int = RETRIES, backoff: float = 1.0) -> dict:
+    """Evaluate and store one item; failures are returned (with their kind), not raised, so the sweep
+    goes on. Transient store errors are retried here with backoff before the item is given up."""
+    import time
+
+    kind = item.get("kind")
+    if kind == "projection":
+        from raysweep.trajectory import projection_item as evaluate
+    elif kind == "function_map":
+        from raysweep.trajectory import function_item as evaluate
+    elif kind == "plane":
+        from raysweep.planes import plane_item as evaluate
+    elif kind == "path_surface":
+        from raysweep.planes import path_surface_item as evaluate
+    else:
+        evaluate = evaluate_item
+    for attempt in range(1, retries + 1):
+        try:
+            table = with_provenance(evaluate(evaluator, job, item), evaluator.device)
+            store.write_table(item["path"], table)
+            return {"key": item["path"], "status": "ok", "message": "", "rows": table.num_rows}
+        except Exception as exc:  # classified: the driver reports each kind with its own repair
+            status = _kind_of(exc)
+            message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if status == "transient" and attempt < retries:
+                time.sleep(backoff * 2 ** (attempt - 1))
+                continue
+            if status == "oom":
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            return {"key": item["path"], "status": status, "message": message, "rows": 0}
 
 
 def run_local(job: Job, store: Store, items: list[dict], evaluator=None, progress=None,

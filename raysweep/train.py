@@ -77,11 +77,30 @@ def _save_state(store: Store, run: str, k: int, model, opt, step: int) -> None:
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     tensors["step"] = torch.tensor([step], dtype=torch.int64)
-    save_tensors(store, paths.train_state(run, k), tensors)
+    sha = save_tensors(store, paths.train_state(run, k), tensors)
+    store.write_json(paths.train_state(run, k).replace(".safetensors", ".sha256.json"), {"sha256": sha, "step": step})
 
 
-def _load_state(store: Store, run: str, k: int, model, opt) -> int:
-    t = load_tensors(store, paths.train_state(run, k))
+def _verified_state(store: Store, run: str, k: int) -> dict | None:
+    """The resume state of replicate k if it matches its recorded sha256; None (with a warning) if
+    it does not, or has no record: resuming from unverified weights and momentum would silently
+    change the run."""
+    import logging
+
+    from raysweep.checkpoints import CheckpointError
+
+    path = paths.train_state(run, k)
+    try:
+        record = store.read_json(path.replace(".safetensors", ".sha256.json"))
+        return load_tensors(store, path, record["sha256"])
+    except (CheckpointError, FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        logging.getLogger("raysweep").warning(
+            "replicate %d: its resume state %s cannot be verified (%s); training it again from step 0 (the "
+            "same seed gives the same run)", k, store.url(path), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+
+
+def _load_state(store: Store, run: str, k: int, model, opt, t: dict) -> int:
     model.load_state_dict({n[6:]: v for n, v in t.items() if n.startswith("model.")})
     for i, p in enumerate(opt.param_groups[0]["params"]):
         if f"momentum.{i}" in t:
@@ -112,7 +131,11 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     total = per_epoch * t.epochs
     schedule = set(checkpoint_steps(t, data.n_train))
     torch.manual_seed(seed)
-    step = _load_state(store, run, k, model, opt) if store.exists(paths.train_state(run, k)) else 0
+    state = _verified_state(store, run, k) if store.exists(paths.train_state(run, k)) else None
+    if state is None and store.exists(paths.train_state(run, k)):  # unverifiable: start this replicate over
+        for p in store.list(paths.replicate_dir(run, k)):
+            store.delete(p)
+    step = _load_state(store, run, k, model, opt, state) if state is not None else 0
     report = progress or (lambda info: None)
     last = {}
     if step == 0:

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -19,7 +19,7 @@ def _free_port() -> int:
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Set before any Ray starts, so that Ray's workers inherit them: S3 goes to the local moto server.
-S3_PORT = _free_port()
+S3_PORT = free_port()
 os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
                   AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}")
 

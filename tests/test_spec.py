@@ -79,6 +79,9 @@ def test_hash_covers_training_fields_only():
     assert make_job(replicates=5).hash == base.hash  # more replicates extend the same run
     assert make_job(sweeps=[]).hash == base.hash  # sweeps never retrain
     assert make_job(data__root="/elsewhere").hash == base.hash  # where the data lives is not what it is
+    assert make_job(train__log_splits=["test"]).hash == base.hash  # what is logged does not change weights
+    assert make_job(data__num_workers=4).hash != base.hash  # each loader worker draws its own augmentations
+    assert make_job(train__amp=True).hash != base.hash
     # a field set explicitly to its default value does not change the hash
     assert make_job(train__weight_decay=0.0).hash == base.hash
 

@@ -3,7 +3,7 @@ import pytest
 
 from raysweep.store import Store, StoreError
 
-from conftest import _free_port, start_moto
+from conftest import free_port, start_moto
 
 
 def test_local_roundtrip_and_atomic_writes(tmp_path):
@@ -38,13 +38,13 @@ def test_missing_bucket(s3_server):
 
 
 def test_unreachable_endpoint_fails_fast():
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(StoreError, match="Check the endpoint"):
         Store(f"s3://bucket/x?endpoint_override=http://127.0.0.1:{port}").check()
 
 
 def test_bad_credentials():
-    port = _free_port()
+    port = free_port()
     proc = start_moto(port, INITIAL_NO_AUTH_ACTION_COUNT="0")  # this server checks credentials
     try:
         with pytest.raises(StoreError, match="Check the credentials"):
@@ -52,3 +52,55 @@ def test_bad_credentials():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_an_endpoint_that_never_answers_fails_within_a_minute(tmp_path):
+    """A server that accepts connections and never replies (a hung proxy): one message, bounded time."""
+    import socket
+    import threading
+    import time
+
+    from raysweep.store import Store, StoreError
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # hold it open, say nothing
+            except OSError:
+                pass
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        port = server.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(StoreError, match="cannot be used.*endpoint"):
+            Store(f"s3://bucket/x?endpoint_override=127.0.0.1:{port}&scheme=http").check()
+        assert time.monotonic() - start < 60
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        server.close()
+
+
+def test_read_only_commands_on_a_missing_bucket_or_dead_endpoint_say_so(s3_server, tmp_path):
+    from typer.testing import CliRunner
+
+    from raysweep.cli import app
+
+    from conftest import free_port, write_job_toml
+
+    job_file = write_job_toml(tmp_path / "tiny.toml")
+    for cmd in (["results", job_file], ["status", job_file], ["query", job_file, "select 1"]):
+        r = CliRunner().invoke(app, [*cmd, "--storage", "s3://no-bucket-here/x"])
+        assert r.exit_code == 2 and "does not exist" in r.output, r.output
+    dead = f"s3://b/x?endpoint_override=127.0.0.1:{free_port()}&scheme=http"  # nothing listens there
+    for cmd in (["results", job_file], ["status", job_file]):
+        r = CliRunner().invoke(app, [*cmd, "--storage", dead])
+        assert r.exit_code in (1, 2) and "Traceback" not in r.output and r.output.count("\n") <= 3, r.output
+        assert "storage" in r.output

@@ -88,8 +88,46 @@ def test_a_corrupted_checkpoint_fails_only_its_items(trained):
     failed = [r for r, it in zip(results, items) if r["status"] != "ok"]
     uses_bad = [it for it in items if bad in (it["a"]["path"], it["b"]["path"])]
     assert len(failed) == len(uses_bad) > 0
-    assert all(bad.split("/")[-1] in r["message"] for r in failed)
+    assert all(bad.split("/")[-1] in r["message"] and r["status"] == "checkpoint" for r in failed)
     assert len(missing(items, store, job)) == len(uses_bad)  # all the rest is stored
+
+
+def test_errors_by_kind_transient_retried_oom_named(trained, monkeypatch):
+    from raysweep.api import Run, failure_message
+    from raysweep.store import Store
+    from raysweep.sweep import prepare, run_item
+
+    job, store, data = trained
+    item = prepare(job, store, plan(job, store, [0, 1], sweeps=["i1"]))[0]
+    store.delete(item["path"])
+    ev = Evaluator(job, store, data)
+
+    class Flaky(Store):
+        """A store whose first `fail` writes break like a dropped connection."""
+        def __init__(self, root, fail):
+            super().__init__(root)
+            self.fail, self.calls = fail, 0
+
+        def write_bytes(self, path, data):
+            self.calls += 1
+            if self.calls <= self.fail:
+                raise OSError("connection reset by peer")
+            super().write_bytes(path, data)
+
+    flaky = Flaky(store.uri, fail=2)
+    assert run_item(ev, job, flaky, item, retries=3, backoff=0)["status"] == "ok" and flaky.calls == 3
+    store.delete(item["path"])
+    down = Flaky(store.uri, fail=99)
+    r = run_item(ev, job, down, item, retries=3, backoff=0)
+    assert r["status"] == "transient" and down.calls == 3 and not store.exists(item["path"])
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    monkeypatch.setattr(ev, "evaluate_pair", oom)
+    r = run_item(ev, job, store, item, retries=3, backoff=0)
+    assert r["status"] == "oom"
+    text = failure_message(Run(job, store), [r])
+    assert "eval.batch_size" in text and "--set eval.batch_size=" in text
 
 
 def test_a_different_chunking_never_skips_an_alpha(trained):

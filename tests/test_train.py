@@ -72,6 +72,33 @@ def test_resume_is_bitwise_identical(tmp_path, kill_at):
     assert read_manifests(clean, job, 0).keys() == read_manifests(broken, job, 0).keys()
 
 
+def test_a_damaged_resume_state_is_not_resumed(tmp_path, caplog):
+    """One flipped bit in the resume state (weights, momentum, RNG) after a kill: the replicate is
+    trained again from step 0 instead of resuming from it, and ends bitwise equal to a clean run."""
+    from raysweep.store import Store
+
+    job = make_job(model__dropout=0.2)
+    clean, broken = Store(str(tmp_path / "clean")), Store(str(tmp_path / "broken"))
+    train_replicate(job, 0, clean)
+
+    def die(info):
+        if info["step"] >= 12:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_replicate(job, 0, broken, progress=die)
+    run = paths.run_dir(job.name, job.hash)
+    state = paths.train_state(run, 0)
+    data = bytearray(broken.read_bytes(state))
+    data[-5] ^= 0x01  # one bit, inside the last tensor
+    broken.write_bytes(state, bytes(data))
+    with caplog.at_level("WARNING", logger="raysweep"):
+        train_replicate(job, 0, broken)
+    assert "cannot be verified" in caplog.text and "from step 0" in caplog.text
+    a, b = final_weights(clean, job, 0), final_weights(broken, job, 0)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_learning_rate_schedule():
     job = make_job(train__lr=0.4, train__milestones=[2, 3], train__warmup_epochs=1.0)
     per_epoch = 10
