@@ -50,6 +50,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables; our progress instead
+    # Ctrl-C must stop raysweep (and say how to resume), not just Tune's run: Tune's own SIGINT handler
+    # would end the training quietly and stay installed, swallowing Ctrl-C during the sweep.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs = {} if address or not num_cpus else {"num_cpus": num_cpus}

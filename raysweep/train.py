@@ -199,7 +199,13 @@ def train_all(job: Job, store: Store, replicates: list[int], resources: dict, pr
             callbacks=[ProgressCallback(progress)] if progress else [],
         ),
     )
-    results = tuner.fit()
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        results = tuner.fit()
+    finally:  # whatever Tune installed, Ctrl-C means KeyboardInterrupt again afterwards
+        signal.signal(signal.SIGINT, handler)
     failed = [r for r in results if r.error]
     if failed:
         from raysweep.api import TrainingFailed

@@ -28,7 +28,7 @@ SLOW = {
     "name": "slow", "replicates": 2, "data": {"name": "blobs"},
     "model": {"name": "mlp", "hidden": [32]},
     "train": {"epochs": 30, "batch_size": 10, "checkpoints": "every_epoch", "log_splits": ["test"]},
-    "sweeps": [{"name": "i2", "kind": "step_to_final", "alpha": {"num": 40}, "chunk": 2}],
+    "sweeps": [{"name": "i2", "kind": "step_to_final", "alpha": {"num": 40}, "chunk": 5}],
 }
 
 
@@ -91,18 +91,47 @@ def test_sigkill_during_training_then_rerun(slow_job):
     assert points.equals(ref_points)
 
 
-def test_sigkill_during_sweep_then_rerun(slow_job):
+def interrupt(job_file, storage, ready, timeout=300) -> subprocess.CompletedProcess:
+    """Start `raysweep run`, send SIGINT (Ctrl-C) once ready(storage) holds; returns how it ended."""
+    proc = subprocess.Popen(cli(job_file, storage), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    try:
+        while not ready(Path(storage)):
+            assert proc.poll() is None, "the run finished before it could be interrupted"
+            assert time.time() < deadline, "the run never reached the point to interrupt it"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out)
+
+
+def test_ctrl_c_then_sigkill_during_sweep_then_rerun(slow_job):
+    """Ctrl-C stops the sweep at once and says how to resume; a SIGKILL of the resumed run loses
+    nothing finished either; the final tables are bitwise those of an uninterrupted run."""
     job_file, root = slow_job
     storage = root / "killed_sweep"
-    total = len(tables(job_file, root / "reference")[0]) // 2  # 2 α per work item
+    total = len(tables(job_file, root / "reference")[0]) // 5  # 5 α per work item
+    count = lambda s: len(list(s.rglob("points/line/*/*.parquet")))  # noqa: E731
 
-    run_and_kill(job_file, storage, lambda s: len(list(s.rglob("points/line/*/*.parquet"))) >= 20)
-    done_before = len(list(storage.rglob("points/line/*/*.parquet")))
-    assert 20 <= done_before < total
+    r = interrupt(job_file, storage, lambda s: count(s) >= 5)
+    assert r.returncode == 130 and "interrupted" in r.stdout and "run the same command again" in r.stdout
+    interrupted_at = count(storage)
+    assert interrupted_at < total
+    run_and_kill(job_file, storage, lambda s: count(s) >= interrupted_at + 10)
+    done_before = count(storage)
+    assert interrupted_at + 10 <= done_before < total
     out = run_to_end(job_file, storage)
     assert f"evaluated {total - done_before} of {total} work items" in out  # finished chunks kept
     points, _ = tables(job_file, storage)
     assert points.equals(tables(job_file, root / "reference")[0])
+    for name in ("curves", "barriers"):  # aggregation is sorted before it reduces: std columns too
+        got = Run(raysweep.open(job_file).job, Store(str(storage))).table(name)
+        want = Run(raysweep.open(job_file).job, Store(str(root / "reference"))).table(name)
+        assert got.equals(want), name
 
 
 def test_lost_worker_node_mid_sweep(tmp_path):
@@ -115,7 +144,7 @@ def test_lost_worker_node_mid_sweep(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["failures"] == 0 and report["removed_after"] == [3]  # a worker died after 3 results
-    assert report["results_seen"] >= report["items_total"]  # and every item still came back
+    # (an item the dying node had already stored may never report back: it is not redone)
     run = Run(parse_job(raw), Store(str(tmp_path / "s")))
     points = run.points.collect()
     counts = points.group_by(KEY).len()
@@ -123,7 +152,7 @@ def test_lost_worker_node_mid_sweep(tmp_path):
     assert points.height == 2 * 4 * 120 * 2  # 2 replicates x 4 checkpoints x 120 α x 2 splits
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "truncate", "delete"])
+@pytest.mark.parametrize("damage", ["corrupt"])  # truncated and deleted files: test_evaluate, test_sweep
 def test_damaged_checkpoint_fails_its_pairs_keeps_the_rest(ray_session, tiny_job, tmp_path, damage):
     storage = tmp_path / "st"
     job_file = write_job_toml(tmp_path / "tiny.toml")
