@@ -65,6 +65,17 @@ class Run:
         self.shared_storage = shared_storage or os.environ.get("RAYSWEEP_SHARED_STORAGE", "") in ("1", "true")
         self._checked_on_cluster = False
         self._data_info = None  # the dataset's shape and sizes, as seen where the work runs
+        self._lease = None
+
+    @property
+    def lease(self):
+        """This driver's hold on the run (one driver computes at a time; see lease.py)."""
+        if self._lease is None:
+            from raysweep.lease import Lease
+            from raysweep.progress import say
+
+            self._lease = Lease(self.store, self.dir, say)
+        return self._lease
 
     def data_info(self):
         """Shape, classes and split sizes of the job's dataset (read once)."""
@@ -167,7 +178,10 @@ class Run:
         todo = self._untrained(ks)
         if todo:
             self.preflight(address)
-            self._train(todo, progress, address)
+            with self.lease:
+                todo = self._untrained(ks)  # another driver may have trained them while we waited
+                if todo:
+                    self._train(todo, progress, address)
         return todo
 
     def preflight(self, address: str | None = None) -> None:
@@ -246,15 +260,21 @@ class Run:
         Items lost with a node or a crashed stage are planned again from what is stored, up to
         `rounds` times; items that failed on their own (a corrupted checkpoint) are not retried.
         """
-        from raysweep.cluster import ResourceWatch, actor_plan, capacity, init_ray, joins_cluster
-        from raysweep.progress import SweepProgress, say
-        from raysweep.sweep import missing, run_local, run_ray
+        from raysweep.cluster import actor_plan, capacity, init_ray
 
         def connect():
             init_ray(address)
             plan = actor_plan(self.job, capacity())
             self._connect(address, {"cpu": plan[2], "gpu": plan[1]})
             return plan
+
+        with self.lease:
+            return self._sweep(sweeps, progress, address, local, rounds, connect)
+
+    def _sweep(self, sweeps, progress, address, local, rounds, connect) -> RunSummary:
+        from raysweep.cluster import ResourceWatch, joins_cluster
+        from raysweep.progress import SweepProgress, say
+        from raysweep.sweep import missing, run_local, run_ray
 
         # on a cluster the head may have no dataset: join first, and plan with what the workers see
         actors = connect() if not local and joins_cluster(address) else None
@@ -301,6 +321,10 @@ class Run:
     def run(self, progress: bool = True, address: str | None = None, report: bool = True) -> RunSummary:
         """train → sweep → aggregate → report. Raises SweepFailed after keeping what succeeded."""
         self.preflight(address)
+        with self.lease:
+            return self._run(progress, address, report)
+
+    def _run(self, progress: bool, address: str | None, report: bool) -> RunSummary:
         t0 = time.perf_counter()
         trained = self._untrained(self.replicates)
         if trained:

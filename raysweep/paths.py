@@ -9,6 +9,7 @@
                                                        schema per folder: line, trajectory, function_map, surface
     <job>/<hash>/tables/<table>.parquet                curves, barriers, ... (+ tables/inputs.json: what made them)
     <job>/<hash>/report.html                           (+ report.json: what it shows)
+    <job>/<hash>/lease.json                            the driver working on the run now (heartbeat)
     cache/<dataset>-<fingerprint>/<split>.safetensors  a decoded evaluation split (+ .json with its sha256)
 """
 from __future__ import annotations
@@ -78,6 +79,10 @@ def table(run: str, name: str) -> str:
 
 def tables_inputs(run: str) -> str:
     return f"{tables_dir(run)}/inputs.json"
+
+
+def lease(run: str) -> str:
+    return f"{run}/lease.json"
 
 
 def report_inputs(run: str) -> str:
