@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import publish, table  # noqa: E402
-from raysweep.checkpoints import save_tensors  # noqa: E402
-from raysweep.datasets import IMAGENET_MEAN, IMAGENET_STD, Splits  # noqa: E402
+from raysweep.io.checkpoints import save_tensors  # noqa: E402
+from raysweep.data import IMAGENET_MEAN, IMAGENET_STD, Splits  # noqa: E402
 from raysweep.evaluate import Evaluator, pick_device, split_sums  # noqa: E402
 from raysweep.models import build_model  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
-from raysweep.store import Store  # noqa: E402
+from raysweep.io.store import Store  # noqa: E402
 
 
 def sync(device):

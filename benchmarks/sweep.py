@@ -24,15 +24,15 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 import torch  # noqa: E402
 
 from common import publish, table  # noqa: E402
-from raysweep import paths  # noqa: E402
-from raysweep.checkpoints import save_tensors  # noqa: E402
+from raysweep.io import paths  # noqa: E402
+from raysweep.io.checkpoints import save_tensors  # noqa: E402
 from datafiles import write_mnist  # noqa: E402
-from raysweep.datasets import load_splits  # noqa: E402
+from raysweep.data import load_splits  # noqa: E402
 from raysweep.evaluate import Evaluator  # noqa: E402
 from raysweep.models import build_model  # noqa: E402
-from raysweep.schedule import frankle  # noqa: E402
+from raysweep.train.schedule import frankle  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
-from raysweep.store import Store  # noqa: E402
+from raysweep.io.store import Store  # noqa: E402
 from raysweep.sweep import plan, run_local, run_ray  # noqa: E402
 
 

@@ -16,24 +16,16 @@ from typing import Iterable
 
 import polars as pl
 
-from raysweep import aggregate, paths
+from raysweep.analysis import aggregate
+from raysweep.errors import RunNotFound, SweepFailed, TrainingFailed  # noqa: F401  (the API's errors)
+from raysweep.io import paths
+from raysweep.io.runs import list_runs, not_found_message  # noqa: F401
+from raysweep.io.store import Store
 from raysweep.jobs import load_job
 from raysweep.spec import Job, SpecError
-from raysweep.store import Store
+from raysweep.sweep.rounds import failure_message
 
 log = logging.getLogger("raysweep")
-
-
-class RunNotFound(SpecError):
-    """No stored run matches the job and overrides given; the message lists the runs that exist."""
-
-
-class TrainingFailed(RuntimeError):
-    """A training trial failed after Tune's retries; the message carries its error."""
-
-
-class SweepFailed(RuntimeError):
-    """Some work items failed (e.g. a corrupted checkpoint); the rest were kept."""
 
 
 @dataclass
@@ -71,7 +63,7 @@ class Run:
     def lease(self):
         """This driver's hold on the run (one driver computes at a time; see lease.py)."""
         if self._lease is None:
-            from raysweep.lease import Lease
+            from raysweep.io.lease import Lease
             from raysweep.progress import say
 
             self._lease = Lease(self.store, self.dir, say)
@@ -79,7 +71,7 @@ class Run:
 
     def data_info(self):
         """Shape, classes and split sizes of the job's dataset (read once)."""
-        from raysweep.datasets import dataset_info
+        from raysweep.data import dataset_info
 
         if self._data_info is None:
             self._data_info = dataset_info(self.job.data)
@@ -207,33 +199,14 @@ class Run:
         return [k for k in ks if not is_trained(self.store, self.job, k)]
 
     def _connect(self, address: str | None, resources: dict) -> None:
-        """Start or join Ray; on a joined cluster, check storage and data where the work will run."""
-        from raysweep.cluster import (ResourceWatch, check_data_on_worker, check_storage_reaches_nodes, init_ray,
-                                      is_local)
-        from raysweep.progress import say
+        from raysweep.cluster.checks import connect
 
-        init_ray(address)
-        if is_local() or self._checked_on_cluster:
-            return
-        check_storage_reaches_nodes(self.store, self.shared_storage)
-        with ResourceWatch(resources.get("gpu", 0), "the dataset check on a worker", say):
-            self._data_info = check_data_on_worker(self.job, resources)
-        self._checked_on_cluster = True
+        connect(self, address, resources)
 
     def _train(self, todo: list[int], progress: bool, address: str | None) -> None:
-        from raysweep.cluster import ResourceWatch, capacity, init_ray, trial_resources
-        from raysweep.progress import TrainProgress, say
-        from raysweep.train import train_all
+        from raysweep.train.tune import train_run
 
-        init_ray(address)
-        cap = capacity()
-        resources = trial_resources(self.job, cap)
-        self._connect(address, resources)
-        self.store.write_json(paths.job_json(self.dir), self.job.to_dict())
-        wanted = min(resources["gpu"] * len(todo), max(cap.gpus_max, resources["gpu"]))
-        with TrainProgress(self.job, todo, enabled=progress) as bar, \
-                ResourceWatch(wanted, f"{len(todo)} training trial(s)", say):
-            train_all(self.job, self.store, todo, resources, progress=bar.update)
+        train_run(self, todo, progress, address)
 
     def forget_replicate(self, k: int) -> None:
         """Delete replicate k's checkpoints and every stored point that used them."""
@@ -268,52 +241,17 @@ class Run:
             self._connect(address, {"cpu": plan[2], "gpu": plan[1]})
             return plan
 
+        from raysweep.sweep.rounds import sweep_rounds
+
         with self.lease:
-            return self._sweep(sweeps, progress, address, local, rounds, connect)
-
-    def _sweep(self, sweeps, progress, address, local, rounds, connect) -> RunSummary:
-        from raysweep.cluster import ResourceWatch, joins_cluster
-        from raysweep.progress import SweepProgress, say
-        from raysweep.sweep import missing, run_local, run_ray
-
-        # on a cluster the head may have no dataset: join first, and plan with what the workers see
-        actors = connect() if not local and joins_cluster(address) else None
-        items = self.plan(sweeps)
-        todo = missing(items, self.store, self.job)
-        summary = RunSummary(items_total=len(items), items_run=len(todo))
-        if not todo:
-            return summary
-        if not local and actors is None:
-            actors = connect()
-        results: list[dict] = []
-        watch = ResourceWatch(actors[1] if actors else 0, "the evaluator actors", say)
-        with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar, watch:
-            for attempt in range(1, rounds + 1):
-                try:
-                    if local:
-                        run_local(self.job, self.store, todo, progress=bar.update, out=results)
-                    else:
-                        run_ray(self.job, self.store, todo, actors, progress=bar.update, out=results)
-                except Exception as exc:  # a lost node or actor can take the whole stage down
-                    if attempt == rounds:
-                        raise
-                    log.warning("sweep stage failed (%s: %s); planning the missing items again",
-                                type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                failed = {r["key"] for r in results if r["status"] not in ("ok", "transient")}
-                todo = [it for it in missing(items, self.store, self.job) if it["path"] not in failed]
-                if not todo:
-                    break
-        summary.rows_written = sum(r["rows"] for r in results)
-        last = {r["key"]: r for r in results}  # an item retried in a later round counts by its last try
-        summary.failures = [r for r in last.values() if r["status"] != "ok"]
-        return summary
+            return sweep_rounds(self, sweeps, progress, address, local, rounds, connect)
 
     def aggregate(self) -> dict[str, pl.DataFrame]:
         return aggregate.aggregate(self.store, self.job)
 
     def plot(self, out: str | None = None, formats: Iterable[str] = ()) -> list[str]:
         """Write the HTML report (to the Store, or to `out`) and PNG/SVG copies on request."""
-        from raysweep.plots import write_report
+        from raysweep.report.html import write_report
 
         self._require()
         return write_report(self, out, formats)
@@ -374,65 +312,3 @@ class Run:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return "stale"
         return "current" if recorded == aggregate.inputs(self.store, self.job)["fingerprint"] else "stale"
-
-
-def failure_message(run: Run, failures: list[dict]) -> str:
-    """One paragraph per kind of failure, each with its own repair."""
-    name = run.job.name
-    repair = {
-        "checkpoint": f"A damaged or missing checkpoint: retrain its replicate with `raysweep train {name} "
-                      f"--replicate K --force`, then rerun `raysweep run {name}`.",
-        "oom": f"Out of memory while evaluating: lower eval.batch_size (now {run.job.eval.batch_size}), e.g. "
-               f"--set eval.batch_size={max(1, run.job.eval.batch_size // 4)}, or eval.first_layer_bytes, and rerun.",
-        "transient": "The store or the network failed even after retries: check the storage and rerun; only the "
-                     "missing items are evaluated.",
-        "error": "An unexpected error (likely a raysweep bug): rerun with RAYSWEEP_DEBUG=1 and report it.",
-    }
-    parts = [f"{len(failures)} work item(s) of {name} failed; all other results were kept."]
-    for kind in ("checkpoint", "oom", "transient", "error"):
-        lines = sorted({f["message"] for f in failures if f["status"] == kind})
-        if not lines:
-            continue
-        shown = "\n  - ".join(lines[:10]) + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
-        parts.append(f"  - {shown}\n{repair[kind]}")
-    return "\n".join(parts)
-
-
-def list_runs(store: Store) -> list[dict]:
-    """Every run stored under `store`: job, hash, replicates trained (of those declared), sweeps, when."""
-    import datetime
-
-    out = []
-    for job_dir in store.list_dirs(""):
-        for run_dir in store.list_dirs(job_dir):
-            files = store.list_info(run_dir, ".json")
-            spec_file = paths.job_json(run_dir)
-            if not any(f[0] == spec_file for f in files) and not store.list_dirs(run_dir):
-                continue
-            try:
-                declared = store.read_json(spec_file).get("replicates") if store.exists(spec_file) else None
-            except (ValueError, OSError, AttributeError):
-                declared = None
-            trained = sum(store.exists(f"{d}/done.json") for d in store.list_dirs(run_dir) if "/replicate_" in d)
-            sweeps = sorted({d.rsplit("/", 1)[-1] for folder in store.list_dirs(paths.points_dir(run_dir))
-                             for d in store.list_dirs(folder)})
-            stamps = [f[2] for f in store.list_info(run_dir, "", recursive=False)] or [0]
-            out.append({"job": job_dir.rsplit("/", 1)[-1], "hash": run_dir.rsplit("/", 1)[-1],
-                        "replicates": f"{trained}/{declared if declared is not None else '?'}", "sweeps": sweeps,
-                        "modified": datetime.datetime.fromtimestamp(max(stamps) / 1e9).strftime("%Y-%m-%d %H:%M")})
-    return out
-
-
-def not_found_message(run: Run) -> str:
-    runs = list_runs(run.store)
-    same = [r for r in runs if r["job"] == run.job.name]
-    shown = "\n".join(f"  {r['job']:24s} {r['hash']}  replicates {r['replicates']:7s} modified {r['modified']}  "
-                      f"sweeps {', '.join(r['sweeps']) or '-'}" for r in (same or runs)[:20])
-    where = run.store.url("")
-    return (f"no run of {run.job.name} with these settings is stored in {where} (it would be {run.store.url(run.dir)}; "
-            f"the hash {run.job.hash} covers the data, model, train and seed fields as the job file and --set "
-            f"overrides give them). "
-            + (f"Runs of {run.job.name} stored there:\n{shown}\n" if same else
-               f"Runs stored there:\n{shown}\n" if runs else "Nothing is stored there yet. ")
-            + f"Pass the --set overrides the run was made with (`raysweep show {run.job.name} --set ...` prints "
-              f"the hash), or the --storage it was written to; `raysweep runs --storage {where}` lists the runs.")

@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from raysweep.spec import SpecError
-from raysweep.store import StoreError
+from raysweep.io.store import StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Loss-landscape interpolation sweeps on Ray: train replicates, interpolate, aggregate, plot.")
@@ -31,7 +31,7 @@ SharedOpt = typer.Option(False, "--shared-storage", help="The local --storage fo
 
 
 def _tables() -> type[Enum]:
-    from raysweep.paths import TABLES
+    from raysweep.io.paths import TABLES
 
     return Enum("Table", {name: name for name in TABLES}, type=str)
 
@@ -72,8 +72,8 @@ def _guard(fn):
         import pyarrow as pa
 
         from raysweep.api import SweepFailed, TrainingFailed
-        from raysweep.checkpoints import CheckpointError
-        from raysweep.datasets import DatasetMissing
+        from raysweep.io.checkpoints import CheckpointError
+        from raysweep.data import DatasetMissing
         from raysweep.sweep import ManifestError, NotTrainedError
 
         try:
@@ -85,8 +85,8 @@ def _guard(fn):
         except (NotTrainedError, SweepFailed, TrainingFailed, ManifestError, CheckpointError) as exc:
             _err(str(exc), 1)
         except KeyboardInterrupt:
-            _err(f"interrupted. Everything finished before the interrupt is stored (checkpoints, work items); "
-                 f"run the same command again to resume from there.", 130)
+            _err("interrupted. Everything finished before the interrupt is stored (checkpoints, work items); "
+                 "run the same command again to resume from there.", 130)
         except (OSError, pa.ArrowException) as exc:  # the store went away mid-command
             _err(f"storage error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
                  f"Check that the storage is reachable (endpoint, network, credentials) and run the command again; "
@@ -119,7 +119,7 @@ def runs(job: Optional[str] = typer.Argument(None, help="Only runs of this job n
          storage: Optional[str] = StorageOpt) -> None:
     """List the runs stored in a storage root.  Example: raysweep runs --storage s3://bucket/sweeps"""
     from raysweep.api import list_runs
-    from raysweep.store import Store
+    from raysweep.io.store import Store
 
     store = Store(storage)
     found = [r for r in list_runs(store) if job is None or r["job"] == job]
@@ -138,7 +138,7 @@ def runs(job: Optional[str] = typer.Argument(None, help="Only runs of this job n
 def show(job: str, set_: Optional[List[str]] = SetOpt, replicates: Optional[int] = ReplicatesOpt,
          storage: Optional[str] = StorageOpt) -> None:
     """Print the resolved spec and the plan.  Example: raysweep show digits_mlp --set train.epochs=5"""
-    from raysweep.plan import describe
+    from raysweep.report.cost import describe
 
     run = _open(job, storage, set_, replicates)
     typer.echo(describe(run))
@@ -278,53 +278,9 @@ def plot(job: str, out: Optional[str] = typer.Option(None, "--out", help="Local 
         typer.echo(path)
 
 
-toy = typer.Typer(help="The papers' toy controls (numpy, no training): B's stochastic models, G's random walk.",
-                  no_args_is_help=True)
+from raysweep.cli_toys import toy  # noqa: E402  (the `raysweep toy ...` commands)
+
 app.add_typer(toy, name="toy")
-
-
-@toy.command("breuel")
-def toy_breuel(law: List[str] = typer.Option(["zipf", "uniform"], "--law", help="zipf and/or uniform"),
-               vectors: int = 5, dim: int = 1000, steps: int = 20_000,
-               out: Path = typer.Option(Path("breuel_toy.html"), "--out")) -> None:
-    """B Fig 7-8: random vectors whose coordinates shrink by 0.9, chosen by Zipf's law or uniformly, as
-    an MDS map.  Example: raysweep toy breuel --law zipf --law uniform --out toy.html"""
-    from raysweep.plots import mds_chart, render_html
-    from raysweep.toys import memory_of_start, stochastic_map, stochastic_paths
-
-    secs = []
-    for name in law:
-        if name not in ("zipf", "uniform"):
-            _err(f"--law {name!r} is not a law; use zipf or uniform", 2)
-        kw = {"vectors": vectors, "dim": dim, "steps": steps}
-        kept = memory_of_start(stochastic_paths(name, **kw))
-        text = (f"{vectors} random {dim}-d vectors, {steps:,} steps; the spread between vectors at the end is "
-                f"{kept:.0%} of the spread at the start (B: Zipf keeps a memory of the start, uniform does not).")
-        secs.append((f"{name} stochastic model", text, [mds_chart(stochastic_map(name, **kw), "tau")]))
-        typer.echo(f"{name}: spread kept {kept:.2f}")
-    out.write_text(render_html("raysweep — Breuel's stochastic models", "B Fig 7-8", secs))
-    typer.echo(str(out))
-
-
-@toy.command("random-walk")
-def toy_random_walk(dims: List[int] = typer.Option([10, 100, 1000, 10000], "--dims"),
-                    out: Path = typer.Option(Path("random_walk.html"), "--out")) -> None:
-    """G Fig 11: projection (α) and residual (β) of Gaussian random walks; step 900 is the "solution".
-    Example: raysweep toy random-walk --dims 10 --dims 1000 --out walk.html"""
-    import altair as alt
-    import polars as pl
-
-    from raysweep.plots import render_html
-    from raysweep.toys import random_walk
-
-    df = pl.concat([random_walk(d) for d in dims])
-    chart = alt.Chart(df).mark_line().encode(x=alt.X("alpha:Q", title="α(t)"), y=alt.Y("beta:Q", title="β(t)"),
-                                             order="step:Q").properties(width=220, height=180).facet(
-        facet="dim:N", columns=4).resolve_scale(x="independent", y="independent")
-    text = ("Each walk adds a unit Gaussian step to every coordinate; the line runs from step 0 to step 900. "
-            "As the dimension grows the plot converges to the same arch as a network's T2 plot (G Fig 11).")
-    out.write_text(render_html("raysweep — random-walk control", "G Fig 11", [("random walks", text, [chart])]))
-    typer.echo(str(out))
 
 
 if __name__ == "__main__":

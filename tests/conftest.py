@@ -27,7 +27,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from raysweep.spec import parse_job  # noqa: E402
-from raysweep.store import Store  # noqa: E402
+from raysweep.io.store import Store  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -14,7 +14,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from raysweep.api import Run  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
-from raysweep.store import Store, StoreError  # noqa: E402
+from raysweep.io.store import Store, StoreError  # noqa: E402
 
 raw, bucket, local_dir, report_file = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -50,7 +50,7 @@ try:
     except StoreError as exc:
         out["local_refused"] = str(exc)
 
-    from raysweep.datasets import DatasetMissing
+    from raysweep.data import DatasetMissing
 
     try:  # the dataset is looked for on a worker node (the head has 0 CPUs: no task can run there)
         missing = parse_job({**raw, "name": "nodata", "data": {"name": "mnist", "root": "/nonexistent/data"}})

@@ -11,7 +11,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from raysweep.api import Run  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
-from raysweep.store import Store  # noqa: E402
+from raysweep.io.store import Store  # noqa: E402
 from raysweep.train import train_replicate  # noqa: E402
 
 raw = json.loads(sys.argv[1])

@@ -5,8 +5,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from raysweep import aggregate
-from raysweep.metrics import curve_metrics
+from raysweep.analysis import aggregate
+from raysweep.analysis.metrics import curve_metrics
 from raysweep.sweep import plan, run_local
 from raysweep.train import train_replicate
 

@@ -8,11 +8,12 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from raysweep import aggregate, paths
+from raysweep.analysis import aggregate
+from raysweep.io import paths
 from raysweep.api import Run, RunNotFound
 from raysweep.cli import app
 from raysweep.spec import parse_job, sweep_hash
-from raysweep.store import Store
+from raysweep.io.store import Store
 from raysweep.train import train_replicate
 
 from conftest import TINY, write_job_toml

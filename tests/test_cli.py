@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from raysweep.cli import app
 from raysweep.sweep import plan, run_local
 from raysweep.train import train_replicate
-from raysweep import aggregate
+from raysweep.analysis import aggregate
 
 runner = CliRunner()
 TINY_TOML = """

@@ -12,7 +12,7 @@ import pytest
 
 from raysweep.api import Run
 from raysweep.spec import SpecError, parse_job
-from raysweep.store import Store
+from raysweep.io.store import Store
 
 from conftest import S3_PORT, TINY, write_job_toml
 from fake_cluster import FakeCluster
@@ -140,7 +140,7 @@ def test_gpu_requests_no_local_node_can_meet_are_errors():
 def test_autoscaler_capacity_is_read_from_its_config(tmp_path):
     from fake_cluster import config
 
-    from raysweep.cluster import _config_capacity
+    from raysweep.cluster.policy import _config_capacity
 
     cap = _config_capacity(config(6379, max_gpu_workers=2))
     assert cap["GPU"] == 2 * 1 and cap["CPU"] == 0 + 2 * 2
@@ -192,7 +192,7 @@ def test_second_actor_reads_the_split_cache_instead_of_decoding(ray_session, sto
 
     @ray.remote(max_calls=1)  # a fresh worker process per call, like a new actor on another node
     def load(address):
-        from raysweep.datasets import load_splits
+        from raysweep.data import load_splits
 
         s = load_splits(spec, Store(address))
         return s.origin, s.test_x, s.test_y
@@ -205,7 +205,7 @@ def test_second_actor_reads_the_split_cache_instead_of_decoding(ray_session, sto
     cached = store.list("cache", ".safetensors", recursive=True)
     assert len(cached) == 1 and cached[0].startswith("cache/imagenet-")
 
-    from raysweep.datasets import SplitCache, imagenet
+    from raysweep.data import SplitCache, imagenet
 
     store.write_bytes(cached[0], store.read_bytes(cached[0])[:-10])  # a damaged cache is decoded again
     again = imagenet(spec, cache=SplitCache(store))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision import transforms as T
 
-from raysweep.datasets import (DatasetMissing, cifar_augment, dataset_info, load_splits, train_batches)
+from raysweep.data import (DatasetMissing, cifar_augment, dataset_info, load_splits, train_batches)
 from raysweep.spec import DataSpec
 
 from datafiles import write_cifar10, write_imagenet, write_mnist

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.optim.swa_utils import update_bn
 
-from raysweep.checkpoints import CheckpointError, save_tensors
-from raysweep.datasets import epoch_order, load_splits
+from raysweep.io.checkpoints import CheckpointError, save_tensors
+from raysweep.data import epoch_order, load_splits
 from raysweep.evaluate import BN_RESET_SEED, Evaluator
 from raysweep.models import build_model
 

@@ -15,7 +15,7 @@ import raysweep
 from raysweep.api import Run
 from raysweep.cli import app
 from raysweep.spec import parse_job
-from raysweep.store import Store
+from raysweep.io.store import Store
 from raysweep.sweep import PROVENANCE
 
 from conftest import write_job_toml

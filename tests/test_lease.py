@@ -3,9 +3,9 @@ finds the work done instead of repeating it."""
 import threading
 import time
 
-from raysweep import paths
+from raysweep.io import paths
 from raysweep.api import Run
-from raysweep.lease import Lease
+from raysweep.io.lease import Lease
 from raysweep.train import train_replicate
 
 
@@ -39,7 +39,7 @@ def test_a_stale_lease_is_taken_over(store):
 
 
 def test_the_waiting_driver_computes_nothing_the_first_did(tiny_job, store):
-    import raysweep.lease as lease_mod
+    import raysweep.io.lease as lease_mod
 
     first = Run(tiny_job, store)
     first.lease.acquire()

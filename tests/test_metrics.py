@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raysweep.metrics import barrier_linear, barrier_mean, curve_metrics, max_bump, max_increase, monotone
+from raysweep.analysis.metrics import barrier_linear, barrier_mean, curve_metrics, max_bump, max_increase, monotone
 
 A5 = [0.0, 0.25, 0.5, 0.75, 1.0]
 

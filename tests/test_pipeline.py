@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 
 from raysweep.api import Run
-from raysweep.store import Store
+from raysweep.io.store import Store
 from raysweep.sweep import plan, run_local
 from raysweep.train import train_replicate
 

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from raysweep.api import Run
 from raysweep.cli import app
-from raysweep.store import Store
+from raysweep.io.store import Store
 
 from conftest import write_job_toml
 

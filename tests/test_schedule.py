@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from raysweep.schedule import checkpoint_steps, every_epoch, frankle, iterations_per_epoch
+from raysweep.train.schedule import checkpoint_steps, every_epoch, frankle, iterations_per_epoch
 from raysweep.spec import TrainSpec
 
 

@@ -1,7 +1,7 @@
 """Store over pyarrow.fs, local and S3 (a real S3-protocol server on 127.0.0.1), and its failures."""
 import pytest
 
-from raysweep.store import Store, StoreError
+from raysweep.io.store import Store, StoreError
 
 from conftest import free_port, start_moto
 
@@ -60,7 +60,7 @@ def test_an_endpoint_that_never_answers_fails_within_a_minute(tmp_path):
     import threading
     import time
 
-    from raysweep.store import Store, StoreError
+    from raysweep.io.store import Store, StoreError
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from raysweep import paths
-from raysweep.datasets import load_splits
+from raysweep.io import paths
+from raysweep.data import load_splits
 from raysweep.evaluate import Evaluator
-from raysweep.datasets import dataset_info
+from raysweep.data import dataset_info
 from raysweep.sweep import (NotTrainedError, draw_random_point, chunk_size, chunks, missing, pair_count, plan, random_endpoint,
                             read_manifests, run_local)
-from raysweep.checkpoints import load_tensors
+from raysweep.io.checkpoints import load_tensors
 from raysweep.train import train_replicate
 
 from test_evaluate import reference
@@ -94,7 +94,7 @@ def test_a_corrupted_checkpoint_fails_only_its_items(trained):
 
 def test_errors_by_kind_transient_retried_oom_named(trained, monkeypatch):
     from raysweep.api import Run, failure_message
-    from raysweep.store import Store
+    from raysweep.io.store import Store
     from raysweep.sweep import prepare, run_item
 
     job, store, data = trained

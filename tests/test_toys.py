@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from raysweep.cli import app
-from raysweep.toys import memory_of_start, random_walk, stochastic_map, stochastic_paths
+from raysweep.analysis.toys import memory_of_start, random_walk, stochastic_map, stochastic_paths
 
 
 def test_stochastic_model_multiplies_picked_coordinates_by_point_nine():
@@ -54,9 +54,9 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     """y = w1·w2·x on y = x: along any line, loss(α) = (w1(α)·w2(α) − 1)² · mean(x²) exactly."""
     import polars as pl
 
-    from raysweep import aggregate
-    from raysweep.checkpoints import load_tensors
-    from raysweep.datasets import load_splits
+    from raysweep.analysis import aggregate
+    from raysweep.io.checkpoints import load_tensors
+    from raysweep.data import load_splits
     from raysweep.jobs import load_job
     from raysweep.sweep import plan, prepare, run_local
     from raysweep.train import train_replicate

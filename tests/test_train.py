@@ -4,10 +4,10 @@ import hashlib
 import pytest
 import torch
 
-from raysweep import paths
-from raysweep.checkpoints import load_tensors
-from raysweep.datasets import load_splits
-from raysweep.schedule import checkpoint_steps
+from raysweep.io import paths
+from raysweep.io.checkpoints import load_tensors
+from raysweep.data import load_splits
+from raysweep.train.schedule import checkpoint_steps
 from raysweep.sweep import read_manifests
 from raysweep.train import learning_rate, train_replicate
 
@@ -38,7 +38,7 @@ def test_checkpoints_and_manifests(tiny_job, store):
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tiny_job, tmp_path):
-    from raysweep.store import Store
+    from raysweep.io.store import Store
 
     s1, s2 = Store(str(tmp_path / "a")), Store(str(tmp_path / "b"))
     train_replicate(tiny_job, 0, s1)
@@ -52,7 +52,7 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_job, tmp_path):
 @pytest.mark.parametrize("kill_at", [3, 12])
 def test_resume_is_bitwise_identical(tmp_path, kill_at):
     """Kill training at step `kill_at` (between checkpoints), resume, compare with a clean run."""
-    from raysweep.store import Store
+    from raysweep.io.store import Store
 
     job = make_job(model__dropout=0.2)  # dropout: the RNG state must be restored too
     clean, broken = Store(str(tmp_path / "clean")), Store(str(tmp_path / "broken"))
@@ -75,7 +75,7 @@ def test_resume_is_bitwise_identical(tmp_path, kill_at):
 def test_a_damaged_resume_state_is_not_resumed(tmp_path, caplog):
     """One flipped bit in the resume state (weights, momentum, RNG) after a kill: the replicate is
     trained again from step 0 instead of resuming from it, and ends bitwise equal to a clean run."""
-    from raysweep.store import Store
+    from raysweep.io.store import Store
 
     job = make_job(model__dropout=0.2)
     clean, broken = Store(str(tmp_path / "clean")), Store(str(tmp_path / "broken"))

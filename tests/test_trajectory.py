@@ -3,12 +3,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from raysweep import aggregate
-from raysweep.datasets import load_splits
+from raysweep.analysis import aggregate
+from raysweep.data import load_splits
 from raysweep.spec import parse_job
 from raysweep.sweep import plan, run_local
 from raysweep.train import train_replicate
-from raysweep.trajectory import FUNCTION_SCHEMA, mds_maps, projection
+from raysweep.analysis.mds import mds_maps
+from raysweep.evaluate.trajectory import FUNCTION_SCHEMA, projection
 
 from conftest import TINY
 
@@ -72,7 +73,7 @@ def test_planes_against_direct_numpy(store):
     """Surface values equal a direct evaluation at c + a·d1 + b·d2; directions are seeded and stored."""
     import torch
 
-    from raysweep.checkpoints import load_tensors
+    from raysweep.io.checkpoints import load_tensors
     from raysweep.models import build_model
 
     raw = {**TINY, "sweeps": [
@@ -120,7 +121,7 @@ def test_path_surface_against_direct_computation(store):
     """T3: J(θ_0 + a·(θ_T − θ_0) + b·D·v(t*(a))) recomputed in float64 from the checkpoints."""
     import torch
 
-    from raysweep.checkpoints import load_tensors
+    from raysweep.io.checkpoints import load_tensors
     from raysweep.models import build_model
     from raysweep.sweep import read_manifests
 

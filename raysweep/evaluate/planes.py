@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from raysweep import paths
-from raysweep.checkpoints import load_tensors, save_tensors
+from raysweep.io import paths
+from raysweep.io.checkpoints import load_tensors, save_tensors
 from raysweep.spec import Job, SweepSpec
 
 SURFACE_SCHEMA = pa.schema([
@@ -145,7 +145,7 @@ def ensure_path_info(store, job: Job, sweep: SweepSpec, h: str, k: int, endpoint
     by streaming the checkpoints (three parameter vectors in memory at a time), stored as JSON."""
     import json
 
-    from raysweep.trajectory import stream_projection
+    from raysweep.evaluate.trajectory import stream_projection
 
     run = paths.run_dir(job.name, job.hash)
     path = path_info_path(run, k, sweep, h)
@@ -164,7 +164,7 @@ def ensure_path_info(store, job: Job, sweep: SweepSpec, h: str, k: int, endpoint
 def read_path_info(store, ref: dict) -> dict:
     import json
 
-    from raysweep.checkpoints import CheckpointError
+    from raysweep.io.checkpoints import CheckpointError
 
     data = store.read_bytes(ref["path"])
     if hashlib.sha256(data).hexdigest() != ref["sha256"]:

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from raysweep.checkpoints import load_tensors
+from raysweep.io.checkpoints import load_tensors
 from raysweep.spec import Job
 
 TRAJECTORY_SCHEMA = pa.schema([
@@ -79,29 +79,3 @@ def function_item(evaluator, job: Job, item: dict) -> pa.Table:
                      "step": e["step"], "tau": probs.reshape(-1).cpu().numpy(),
                      "kappa": probs.argmax(1).to(torch.int16).cpu().numpy(), "sha256": e["sha256"]})
     return pa.Table.from_pylist(rows, schema=FUNCTION_SCHEMA)
-
-
-def mds(d: np.ndarray, seed: int = 0) -> np.ndarray:
-    """2-D metric MDS of a precomputed dissimilarity matrix (scikit-learn, seeded)."""
-    import inspect
-
-    from sklearn.manifold import MDS
-
-    if len(d) < 3 or not d.any():
-        return np.zeros((len(d), 2))
-    kwargs = {"n_components": 2, "random_state": seed, "n_init": 4, "normalized_stress": "auto"}
-    if "metric_mds" in inspect.signature(MDS).parameters:  # scikit-learn >= 1.8 renamed the options
-        kwargs.update(metric_mds=True, metric="precomputed", init="random")
-    else:
-        kwargs.update(metric=True, dissimilarity="precomputed")
-    return MDS(**kwargs).fit_transform(d)
-
-
-def euclidean(x: np.ndarray) -> np.ndarray:
-    sq = (x ** 2).sum(1)
-    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0))
-
-
-def mds_maps(tau: np.ndarray, kappa: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """2-D metric MDS of all τ vectors (Euclidean) and all κ vectors (Hamming), embedded jointly."""
-    return mds(euclidean(tau), seed), mds((kappa[:, None, :] != kappa[None, :, :]).mean(2), seed)

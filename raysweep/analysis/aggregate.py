@@ -13,10 +13,10 @@ import re
 import numpy as np
 import polars as pl
 
-from raysweep import paths
-from raysweep.metrics import curve_metrics
+from raysweep.io import paths
+from raysweep.analysis.metrics import curve_metrics
 from raysweep.spec import LINE_KINDS, PLANE_KINDS, Job, sweep_hash
-from raysweep.store import Store
+from raysweep.io.store import Store
 from raysweep.sweep import POINT_SCHEMA
 
 log = logging.getLogger("raysweep")
@@ -72,7 +72,7 @@ def scan_points(store: Store, job: Job) -> pl.LazyFrame:
 
 def trajectory(store: Store, job: Job) -> pl.DataFrame:
     """T2: α(t), β(t), ‖θ_t‖ per replicate and step, with the residual's share of the norm."""
-    from raysweep.trajectory import TRAJECTORY_SCHEMA
+    from raysweep.evaluate.trajectory import TRAJECTORY_SCHEMA
 
     df = _scan(store, point_paths(store, job, ("projection",)), TRAJECTORY_SCHEMA).collect()
     return (df.with_columns(residual_fraction=pl.col("beta") / pl.col("norm"),
@@ -83,7 +83,7 @@ def trajectory(store: Store, job: Job) -> pl.DataFrame:
 def surface(store: Store, job: Job) -> pl.DataFrame:
     """T4/T5: loss and error on each replicate's (a, b) grid (kind "grid") and the projected
     SGD path (kind "path", one row per checkpoint)."""
-    from raysweep.planes import SURFACE_SCHEMA
+    from raysweep.evaluate.planes import SURFACE_SCHEMA
 
     df = _scan(store, point_paths(store, job, PLANE_KINDS), SURFACE_SCHEMA).collect()
     return df.unique(subset=["sweep", "replicate", "kind", "step", "a", "b", "split"], keep="first").sort(
@@ -92,7 +92,8 @@ def surface(store: Store, job: Job) -> pl.DataFrame:
 
 def function_map(store: Store, job: Job) -> pl.DataFrame:
     """T6: every replicate at every checkpoint, τ and κ embedded jointly in 2-D by metric MDS."""
-    from raysweep.trajectory import FUNCTION_SCHEMA, mds_maps
+    from raysweep.analysis.mds import mds_maps
+    from raysweep.evaluate.trajectory import FUNCTION_SCHEMA
 
     df = _scan(store, point_paths(store, job, ("function_map",)), FUNCTION_SCHEMA).collect()
     out = []

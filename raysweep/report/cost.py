@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from raysweep.datasets import dataset_info
-from raysweep.schedule import checkpoint_steps, iterations_per_epoch
+from raysweep.data import dataset_info
+from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 from raysweep.spec import PLANE_KINDS, TRAJECTORY_KINDS, sweep_hash
 from raysweep.models import forward_flops
 from raysweep.sweep import chunk_size, chunks, pair_count

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from raysweep.trajectory import euclidean, mds, projection
+from raysweep.analysis.mds import euclidean, mds
+from raysweep.evaluate.trajectory import projection
 
 
 def stochastic_paths(law: str = "zipf", vectors: int = 5, dim: int = 1000, steps: int = 20_000,

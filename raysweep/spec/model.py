@@ -1,4 +1,4 @@
-"""Typed, frozen job specs: parsing, validation, ``--set`` overrides and content hashes.
+"""Typed, frozen job specs: the dataclasses, their defaults and their validation (``problems``).
 
 A job is data (``jobs/<name>.toml``). Parsing refuses unknown keys and wrong types with a message
 that names the key and what is valid; ``validate`` refuses impossible values. The training hash
@@ -9,11 +9,7 @@ grid never retrains anything.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import tomllib
-import typing
 from dataclasses import dataclass, field
 
 LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final")
@@ -239,7 +235,7 @@ class Job:
     sweeps: tuple[SweepSpec, ...] = ()
 
     def problems(self) -> list[str]:
-        from raysweep.datasets import DATASETS
+        from raysweep.data import DATASETS
         from raysweep.models import MODELS
 
         import re
@@ -273,183 +269,13 @@ class Job:
     @property
     def hash(self) -> str:
         """Content hash of the non-default fields that determine the trained weights."""
-        payload = {"seed": self.seed} if self.seed else {}
-        for key in ("data", "model", "train"):
-            payload.update({f"{key}.{k}": v for k, v in _non_default(getattr(self, key), weights_only=True).items()})
-        return _digest(payload)
+        from raysweep.spec.hashing import job_hash
+
+        return job_hash(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def sweep_hash(sweep: SweepSpec) -> str:
-    """Hash of everything that changes a sweep's numbers (not its name, not its chunking)."""
-    payload = _non_default(sweep)
-    for key in ("name", "chunk"):
-        payload.pop(key, None)
-    payload["kind"] = sweep.kind
-    return _digest(payload)
-
-
-def _digest(payload: dict) -> str:
-    return hashlib.md5(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _non_default(obj, defaults=None, weights_only: bool = False) -> dict:
-    """Fields that differ from their defaults; a nested table is compared with the field's own
-    default value (so a new field whose default is a table keeps old hashes). With `weights_only`,
-    fields marked NOT_WEIGHTS (where data lives, what is logged) are left out."""
-    out = {}
-    for f in dataclasses.fields(obj):
-        if weights_only and f.metadata.get("weights") is False:
-            continue
-        value = getattr(obj, f.name)
-        default = getattr(defaults, f.name) if defaults is not None else _default_of(f)
-        if dataclasses.is_dataclass(value):
-            out.update({f"{f.name}.{k}": v for k, v in _non_default(value, default, weights_only).items()})
-        elif value != default:
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def _default_of(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
-
-
 def _choice(key: str, value, choices) -> list[str]:
     return [] if value in choices else [f"{key} = {value!r} is not valid; choose one of {list(choices)}"]
-
-
-# ---------------------------------------------------------------- parsing
-
-
-def parse_job(raw: dict, source: str = "<job>") -> Job:
-    """Build a Job from a TOML dict; raises SpecError naming every problem at once."""
-    errors: list[str] = []
-    job = _build(Job, raw, "", errors)
-    if not errors:
-        errors = job.problems()
-    if errors:
-        lines = "\n  - ".join(errors)
-        raise SpecError(f"{source} is not a valid job:\n  - {lines}\n"
-                        f"Fix the file or the --set override named above (`raysweep show JOB` prints a valid spec).")
-    return job
-
-
-def _build(cls, raw, where: str, errors: list[str]):
-    if not isinstance(raw, dict):
-        errors.append(f"{where or 'job'} must be a table, got {type(raw).__name__}")
-        return None
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in hints:
-            errors.append(f"unknown key {_join(where, key)!r}; valid keys here are {names}")
-    if cls is AlphaGrid and "values" in raw and isinstance(raw["values"], list) and not raw["values"]:
-        errors.append(f"{_join(where, 'values')} is empty; give the α values, or drop it and use start/stop/num")
-    kwargs = {}
-    for name in names:
-        if name in raw:
-            value = _convert(hints[name], raw[name], _join(where, name), errors)
-            if value is not _BAD:
-                kwargs[name] = value
-        elif cls is Job and name == "name":
-            errors.append("the job has no 'name'; add name = \"...\" at the top of the file")
-    try:
-        return cls(**kwargs)
-    except TypeError:
-        return None
-
-
-_BAD = object()
-
-
-def _convert(hint, value, key: str, errors: list[str]):
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):  # already built (Python API users pass spec objects)
-            return value
-        return _build(hint, value, key, errors) or _BAD
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        if not isinstance(value, (list, tuple)):
-            errors.append(f"{key} must be a list, got {value!r}")
-            return _BAD
-        if dataclasses.is_dataclass(item):
-            built = [_build(item, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
-            return tuple(built) if all(built) else _BAD
-        items = [_convert(item, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
-        return _BAD if _BAD in items else tuple(items)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(float(value)):
-            errors.append(f"{key} must be a finite number, got {value!r}")
-            return _BAD
-        return float(value)
-    if hint is int and isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
-        errors.append(f"{key} = {value} is out of range (at most 2**53 in size)")
-        return _BAD
-    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    errors.append(f"{key} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
-    return _BAD
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-# ---------------------------------------------------------------- overrides
-
-
-def parse_value(text: str):
-    """``--set`` values are TOML values (``0.1``, ``[0, 100]``, ``true``); anything else is a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_overrides(raw: dict, overrides: typing.Iterable[str]) -> dict:
-    """Apply ``dotted.key=value`` overrides to a raw job dict (a deep copy is returned).
-
-    Sweeps are addressed by name: ``sweeps.init_to_final.alpha.num=50``.
-    """
-    raw = json.loads(json.dumps(raw))
-    for item in overrides:
-        if "=" not in item:
-            raise SpecError(f"override {item!r} has no '='; write it as dotted.key=value, e.g. train.lr=0.05")
-        key, text = item.split("=", 1)
-        _set(raw, key.strip(), parse_value(text.strip()))
-    return raw
-
-
-def _set(raw: dict, key: str, value) -> None:
-    parts, node, cls = key.split("."), raw, Job
-    i = 0
-    while i < len(parts) - 1:
-        part = parts[i]
-        hints = typing.get_type_hints(cls)
-        if part not in hints:
-            raise SpecError(f"override {key!r}: unknown key {part!r}; valid keys are {sorted(hints)}")
-        if part == "sweeps" and cls is Job:
-            i += 1
-            sweeps = node.setdefault("sweeps", [])
-            match = [s for s in sweeps if isinstance(s, dict) and s.get("name") == parts[i]]
-            if not match:
-                raise SpecError(f"override {key!r}: no sweep named {parts[i]!r}; the job's sweeps are "
-                                f"{[s.get('name') for s in sweeps]}")
-            node, cls = match[0], SweepSpec
-        else:
-            node, cls = node.setdefault(part, {}), hints[part]
-            if not dataclasses.is_dataclass(cls):
-                raise SpecError(f"override {key!r}: {part!r} is not a table")
-        i += 1
-    last = parts[-1]
-    hints = typing.get_type_hints(cls)
-    if last not in hints:
-        raise SpecError(f"override {key!r}: unknown key {last!r}; valid keys here are {sorted(hints)}")
-    node[last] = value

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysweep.checkpoints import load_tensors
-from raysweep.datasets import Splits, load_splits, train_batches
+from raysweep.io.checkpoints import load_tensors
+from raysweep.data import Splits, load_splits, train_batches
 from raysweep.models import build_model
 from raysweep.spec import Job
-from raysweep.store import Store
+from raysweep.io.store import Store
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 BN_RESET_SEED = 12_345  # the fixed order of training batches used to re-estimate BN statistics

@@ -14,8 +14,8 @@ import threading
 import time
 import uuid
 
-from raysweep import paths
-from raysweep.store import Store
+from raysweep.io import paths
+from raysweep.io.store import Store
 
 TTL = 90.0  # seconds without a heartbeat after which a lease is stale
 BEAT = 20.0  # heartbeat period

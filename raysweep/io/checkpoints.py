@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from raysweep.store import Store
+from raysweep.io.store import Store
 
 
 class CheckpointError(RuntimeError):

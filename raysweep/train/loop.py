@@ -14,14 +14,14 @@ from typing import Callable
 
 import torch
 
-from raysweep import paths
-from raysweep.checkpoints import load_tensors, save_tensors
-from raysweep.datasets import Splits, load_splits, train_batches
+from raysweep.io import paths
+from raysweep.io.checkpoints import load_tensors, save_tensors
+from raysweep.data import Splits, load_splits, train_batches
 from raysweep.evaluate import pick_device, split_metrics, training_loss
 from raysweep.models import build_model
-from raysweep.schedule import checkpoint_steps, iterations_per_epoch
-from raysweep.spec import Job, parse_job
-from raysweep.store import Store
+from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
+from raysweep.spec import Job
+from raysweep.io.store import Store
 
 Progress = Callable[[dict], None]
 
@@ -87,7 +87,7 @@ def _verified_state(store: Store, run: str, k: int) -> dict | None:
     change the run."""
     import logging
 
-    from raysweep.checkpoints import CheckpointError
+    from raysweep.io.checkpoints import CheckpointError
 
     path = paths.train_state(run, k)
     try:
@@ -162,55 +162,3 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
             if step in schedule or step % per_epoch == 0:
                 report({"replicate": k, "step": step, "total": total, **last})
     store.write_json(paths.train_done(run, k), {"step": total, "finished": time.time()})
-
-
-# ------------------------------------------------------------------------ Ray Tune driver
-
-
-def _trainable(config: dict) -> None:
-    from ray import tune
-
-    job = parse_job(config["job"], "job from driver")
-    torch.set_num_threads(max(1, int(config["threads"])))
-    train_replicate(job, config["replicate"], Store(config["storage"]),
-                    progress=lambda info: tune.report({k: v for k, v in info.items()
-                                                       if isinstance(v, (int, float))}))
-
-
-def train_all(job: Job, store: Store, replicates: list[int], resources: dict, progress=None) -> None:
-    """One Tune trial per replicate still to train; Tune's own state goes under the run folder."""
-    from ray import tune
-
-    from raysweep.cluster import ProgressCallback
-
-    todo = [k for k in replicates if not is_trained(store, job, k)]
-    if not todo:
-        return
-    run = paths.run_dir(job.name, job.hash)
-    trainable = tune.with_resources(_trainable, resources)
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"job": job.to_dict(), "storage": store.address, "threads": resources.get("cpu", 1),
-                     "replicate": tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=len(todo), reuse_actors=False),
-        run_config=tune.RunConfig(
-            name="tune", storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
-            failure_config=tune.FailureConfig(max_failures=2),
-            callbacks=[ProgressCallback(progress)] if progress else [],
-        ),
-    )
-    import signal
-
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        results = tuner.fit()
-    finally:  # whatever Tune installed, Ctrl-C means KeyboardInterrupt again afterwards
-        signal.signal(signal.SIGINT, handler)
-    failed = [r for r in results if r.error]
-    if failed:
-        from raysweep.api import TrainingFailed
-
-        first = str(failed[0].error).strip().splitlines()
-        raise TrainingFailed(f"{len(failed)} training trial(s) of {job.name} failed after retries; the last line of "
-                             f"the first error: {first[-1] if first else failed[0].error}. Checkpoints written so far "
-                             f"are kept: fix the cause and rerun to resume.")

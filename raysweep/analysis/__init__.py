@@ -1,0 +1,1 @@
+"""From stored points to numbers: curve metrics, aggregation (Polars), MDS maps, the papers' toys."""

@@ -1,0 +1,82 @@
+"""Ray at the edges: start a local Ray or join a cluster, and hand every node the driver's storage
+settings through Ray's runtime environment."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+_CONNECTED = False  # this process called ray.init (so it disconnects at the end)
+_LOCAL = False  # ... and that Ray is a local one it started (no autoscaler: requests are final)
+
+
+# Storage settings that must reach every trial and actor, whatever the nodes' own environment says.
+STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+               "RAYSWEEP_DATA")
+
+
+def storage_env() -> dict[str, str]:
+    """The driver's storage settings, passed to every node through Ray's runtime environment."""
+    return {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS, e.g. "auto"), else start a local Ray.
+
+    A local Ray detects the CPUs it may use itself (it reads cgroup limits) unless `num_cpus` says.
+    """
+    import ray
+
+    global _CONNECTED, _LOCAL
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables; our progress instead
+    # Ctrl-C must stop raysweep (and say how to resume), not just Tune's run: Tune's own SIGINT handler
+    # would end the training quietly and stay installed, swallowing Ctrl-C during the sweep.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs = {} if address or not num_cpus else {"num_cpus": num_cpus}
+    env = storage_env()
+    # "local" starts a Ray of our own, never one that another program left running on this machine
+    ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
+             configure_logging=True, log_to_driver=True, runtime_env={"env_vars": env} if env else None,
+             **kwargs)
+    _CONNECTED, _LOCAL = True, not address
+    from ray.data import DataContext
+
+    for name in ("ray.data", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_operator_progress_bars = False
+
+
+def shutdown_ray(force: bool = False) -> None:
+    """Stop the local Ray this process started, or disconnect from the cluster it joined."""
+    import ray
+
+    global _CONNECTED, _LOCAL
+    if ray.is_initialized() and (_CONNECTED or force):
+        ray.shutdown()
+        _CONNECTED = _LOCAL = False
+
+
+def joins_cluster(address: str | None) -> bool:
+    """Whether the work will run on a cluster this process joins (not on a Ray it starts itself)."""
+    import sys
+
+    if address or os.environ.get("RAY_ADDRESS"):
+        return True
+    if "ray" in sys.modules:
+        import ray
+
+        return ray.is_initialized() and not _LOCAL
+    return False
+
+
+def is_local() -> bool:
+    """True when this process started its own Ray (no autoscaler can add nodes)."""
+    return _LOCAL

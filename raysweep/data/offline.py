@@ -1,0 +1,43 @@
+"""Datasets that need no files: scikit-learn's digits (ships in the wheel) and seeded synthetic data."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from raysweep.data.types import Splits, _splits
+from raysweep.spec import DataSpec
+
+
+def digits(spec: DataSpec) -> Splits:
+    """scikit-learn's 8x8 digits (1,797 images, ships in the wheel), scaled to [0, 1].
+
+    A fixed stratified split: 30% test (540 images), 1,257 train, independent of any seed.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
+    return _splits(xtr, ytr, xte, yte, 10)
+
+
+def blobs(spec: DataSpec) -> Splits:
+    """Seeded synthetic data: 10 Gaussian clusters in 32 dimensions, 1,000 train / 500 test."""
+    rng = np.random.default_rng(1234)
+    centres = rng.normal(0.0, 1.0, size=(10, 32))
+
+    def draw(n):
+        y = rng.integers(0, 10, size=n)
+        return (centres[y] + rng.normal(0.0, 1.5, size=(n, 32))).astype(np.float32), y
+    (xtr, ytr), (xte, yte) = draw(1000), draw(500)
+    return _splits(xtr, ytr, xte, yte, 10)
+
+
+def linreg(spec: DataSpec) -> Splits:
+    """G's deep linear regression data: scalar x ~ N(0, 1), y = x; 1,000 train / 500 test (seeded).
+    Real-valued targets make the loss the squared error (the error rate is NaN)."""
+    rng = np.random.default_rng(7)
+    xtr, xte = rng.normal(size=(1000, 1)).astype(np.float32), rng.normal(size=(500, 1)).astype(np.float32)
+    t = torch.from_numpy
+    return Splits(t(xtr), t(xtr[:, 0].copy()), t(xte), t(xte[:, 0].copy()), 1)

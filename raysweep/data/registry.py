@@ -1,0 +1,66 @@
+"""DATASETS registry: name -> loader(DataSpec) -> Splits.
+
+Evaluation runs on whole splits, decoded once into tensors (uint8 for images, normalised on the
+fly by ``Splits.prepare`` on the device) and kept by the evaluator. Training draws batches from a
+per-(seed, epoch) permutation, so data order is a pure function of the replicate seed and the
+epoch — which is what makes resumed training bitwise identical. Real datasets are read from their
+standard on-disk formats under ``data.root`` (or ``$RAYSWEEP_DATA``, else ``./data``).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from raysweep.data.cache import SplitCache
+from raysweep.data.images import cifar10, imagenet, imagenet_info, mnist
+from raysweep.data.offline import blobs, digits, linreg
+from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
+from raysweep.spec import DataSpec
+
+
+DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "blobs": blobs, "mnist": mnist,
+                                                     "cifar10": cifar10, "imagenet": imagenet, "linreg": linreg}
+
+
+# Datasets too big to load just to describe them say what they are here.
+INFOS: dict[str, Callable[[DataSpec], DatasetInfo]] = {"imagenet": imagenet_info}
+
+
+# Datasets whose evaluation split is expensive to decode: kept decoded in the store's split cache.
+CACHED_SPLITS = {"imagenet"}
+
+
+@functools.lru_cache(maxsize=2)
+def load_splits(spec: DataSpec, store=None) -> Splits:
+    """The dataset's splits (cached: one process decodes a dataset once; with a Store, datasets in
+    CACHED_SPLITS also read and fill the store's split cache, so a cluster decodes them once)."""
+    if spec.name not in DATASETS:
+        raise KeyError(f"unknown dataset {spec.name!r}; registered datasets are {sorted(DATASETS)}")
+    if spec.name in CACHED_SPLITS and store is not None:
+        return DATASETS[spec.name](spec, cache=SplitCache(store))
+    return DATASETS[spec.name](spec)
+
+
+# What each dataset is when it is not on this machine (for plans and cost estimates).
+STANDARD = {
+    "digits": DatasetInfo((1, 8, 8), 10, {"train": 1257, "test": 540}),
+    "blobs": DatasetInfo((32,), 10, {"train": 1000, "test": 500}),
+    "linreg": DatasetInfo((1,), 1, {"train": 1000, "test": 500}),
+    "mnist": DatasetInfo((1, 28, 28), 10, {"train": 60_000, "test": 10_000}),
+    "cifar10": DatasetInfo((3, 32, 32), 10, {"train": 50_000, "test": 10_000}),
+    "imagenet": DatasetInfo((3, 224, 224), 1000, {"train": 1_281_167, "test": 50_000}),
+}
+
+
+def dataset_info(spec: DataSpec, standard_if_missing: bool = False) -> DatasetInfo:
+    """Shape, classes and split sizes, read cheaply from the data (raises DatasetMissing, or gives
+    the standard values with standard_if_missing)."""
+    try:
+        if spec.name in INFOS:
+            return INFOS[spec.name](spec)
+        d = load_splits(spec)
+        return DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y)})
+    except DatasetMissing:
+        if standard_if_missing:
+            return STANDARD[spec.name]
+        raise

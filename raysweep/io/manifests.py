@@ -1,0 +1,50 @@
+"""Checkpoint manifests (``replicate_<k>/step_<s>.json``): read defensively, checked against their
+schema; the checkpoint path is derived from (job, replicate, step), never taken from the file."""
+from __future__ import annotations
+
+import json
+import re
+
+from raysweep.io import paths
+from raysweep.io.store import Store
+from raysweep.spec import Job
+
+
+class ManifestError(RuntimeError):
+    """A checkpoint manifest that does not parse or fails its schema; names the file and the repair."""
+
+
+_MANIFEST_NAME = re.compile(r"step_(\d{8})\.json")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def read_manifests(store: Store, job: Job, k: int) -> dict[int, dict]:
+    """step -> manifest entry of replicate k, each checked against its schema. The checkpoint path is
+    derived from (job, replicate, step), never taken from the file."""
+    run = paths.run_dir(job.name, job.hash)
+    out = {}
+    for p in store.list(paths.replicate_dir(run, k), ".json"):
+        match = _MANIFEST_NAME.fullmatch(p.rsplit("/", 1)[-1])
+        if not match:
+            continue
+        step = int(match.group(1))
+        try:
+            entry = json.loads(store.read_bytes(p))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ManifestError(_manifest_problem(store, job, k, p, f"is not valid JSON ({exc})")) from None
+        problem = ("is not a JSON object" if not isinstance(entry, dict) else
+                   f"says step {entry.get('step')!r}, its name step {step}" if entry.get("step") != step
+                   or isinstance(entry.get("step"), bool) else
+                   f"says replicate {entry.get('replicate')!r}" if entry.get("replicate") != k else
+                   "has no valid sha256" if not isinstance(entry.get("sha256"), str)
+                   or not _SHA256.fullmatch(entry["sha256"]) else "")
+        if problem:
+            raise ManifestError(_manifest_problem(store, job, k, p, problem))
+        out[step] = {**entry, "path": paths.checkpoint(run, k, step)}
+    return out
+
+
+def _manifest_problem(store: Store, job: Job, k: int, path: str, what: str) -> str:
+    return (f"checkpoint manifest {store.url(path)} {what}: replicate {k} of {job.name} cannot be trusted. "
+            f"Retrain it with `raysweep train {job.name} --replicate {k} --force` (other replicates are kept), "
+            f"then rerun.")

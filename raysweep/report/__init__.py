@@ -1,0 +1,1 @@
+"""What a person reads: Altair charts, the HTML report, and `raysweep show`'s cost estimate."""

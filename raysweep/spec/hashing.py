@@ -1,0 +1,55 @@
+"""Content hashes. A run is named by the hash of the non-default fields that change its trained
+weights (fields marked NOT_WEIGHTS are left out); each sweep by the hash of what changes its numbers.
+Adding a field with a default keeps old hashes valid."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from raysweep.spec.model import Job, SweepSpec
+
+
+def job_hash(job: Job) -> str:
+    payload = {"seed": job.seed} if job.seed else {}
+    for key in ("data", "model", "train"):
+        payload.update({f"{key}.{k}": v for k, v in _non_default(getattr(job, key), weights_only=True).items()})
+    return _digest(payload)
+
+
+def sweep_hash(sweep: SweepSpec) -> str:
+    """Hash of everything that changes a sweep's numbers (not its name, not its chunking)."""
+    payload = _non_default(sweep)
+    for key in ("name", "chunk"):
+        payload.pop(key, None)
+    payload["kind"] = sweep.kind
+    return _digest(payload)
+
+
+def _digest(payload: dict) -> str:
+    return hashlib.md5(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _non_default(obj, defaults=None, weights_only: bool = False) -> dict:
+    """Fields that differ from their defaults; a nested table is compared with the field's own
+    default value (so a new field whose default is a table keeps old hashes). With `weights_only`,
+    fields marked NOT_WEIGHTS (where data lives, what is logged) are left out."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        if weights_only and f.metadata.get("weights") is False:
+            continue
+        value = getattr(obj, f.name)
+        default = getattr(defaults, f.name) if defaults is not None else _default_of(f)
+        if dataclasses.is_dataclass(value):
+            out.update({f"{f.name}.{k}": v for k, v in _non_default(value, default, weights_only).items()})
+        elif value != default:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None

@@ -1,0 +1,157 @@
+"""Execute work items: in this process or fanned out over a Ray Data actor pool; each item's
+failure classified by kind; every stored row says where it was computed."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pyarrow as pa
+
+from raysweep.evaluate.line import PROVENANCE, evaluate_item
+from raysweep.io.manifests import ManifestError
+from raysweep.io.store import Store
+from raysweep.spec import Job
+from raysweep.sweep.prep import prepare
+
+
+def with_provenance(table: pa.Table, device) -> pa.Table:
+    """Every points row says where it was computed: Ray node id, torch device, Ray's GPU ids."""
+    from raysweep.cluster import provenance
+
+    where = provenance(device)
+    for name in PROVENANCE:
+        table = table.append_column(name, pa.array([where[name]] * table.num_rows, pa.string()))
+    return table
+
+
+RETRIES = 3  # transient store errors: tries per item, with exponential backoff (1 s, 2 s, ...)
+
+
+def _kind_of(exc: BaseException) -> str:
+    """How an item failed: "checkpoint" (damaged or missing input: permanent until repaired), "oom"
+    (out of memory: the batch is too big), "transient" (the store or the network: worth retrying),
+    "error" (anything else: a bug or bad input; not retried)."""
+    import torch
+
+    from raysweep.io.checkpoints import CheckpointError
+
+    if isinstance(exc, (CheckpointError, ManifestError)):
+        return "checkpoint"
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or "out of memory" in str(exc).lower():
+        return "oom"
+    if isinstance(exc, (OSError, pa.ArrowException, TimeoutError, ConnectionError)):
+        return "transient"
+    return "error"
+
+
+def run_item(evaluator, job: Job, store: Store, item: dict, retries: int = RETRIES, backoff: float = 1.0) -> dict:
+    """Evaluate and store one item; failures are returned (with their kind), not raised, so the sweep
+    goes on. Transient store errors are retried here with backoff before the item is given up."""
+    import time
+
+    kind = item.get("kind")
+    if kind == "projection":
+        from raysweep.evaluate.trajectory import projection_item as evaluate
+    elif kind == "function_map":
+        from raysweep.evaluate.trajectory import function_item as evaluate
+    elif kind == "plane":
+        from raysweep.evaluate.planes import plane_item as evaluate
+    elif kind == "path_surface":
+        from raysweep.evaluate.planes import path_surface_item as evaluate
+    else:
+        evaluate = evaluate_item
+    for attempt in range(1, retries + 1):
+        try:
+            table = with_provenance(evaluate(evaluator, job, item), evaluator.device)
+            store.write_table(item["path"], table)
+            return {"key": item["path"], "status": "ok", "message": "", "rows": table.num_rows}
+        except Exception as exc:  # classified: the driver reports each kind with its own repair
+            status = _kind_of(exc)
+            message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if status == "transient" and attempt < retries:
+                time.sleep(backoff * 2 ** (attempt - 1))
+                continue
+            if status == "oom":
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            return {"key": item["path"], "status": status, "message": message, "rows": 0}
+
+
+def run_local(job: Job, store: Store, items: list[dict], evaluator=None, progress=None,
+              out: list | None = None) -> list[dict]:
+    """The same work in this process, no Ray (tests, benchmarks, debugging)."""
+    from raysweep.evaluate import Evaluator
+
+    evaluator = evaluator or Evaluator(job, store)
+    out = [] if out is None else out
+    for item in prepare(job, store, items, _info_of(evaluator)):
+        out.append(run_item(evaluator, job, store, item))
+        if progress:
+            progress(out[-1])
+    return out
+
+
+def _info_of(evaluator):
+    from raysweep.data import DatasetInfo
+
+    d = evaluator.data
+    return DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y)})
+
+
+class SweepStage:
+    """Ray Data stage: setup in __init__ (eval split on device, model), pure __call__ per batch."""
+
+    def __init__(self, job: dict, storage: str, threads: int = 1):
+        import torch
+
+        from raysweep.evaluate import Evaluator
+        from raysweep.spec import parse_job
+
+        torch.set_num_threads(max(1, threads))
+        self.job = parse_job(job, "job from driver")
+        self.store = Store(storage)
+        self.evaluator = Evaluator(self.job, self.store)
+
+    def __call__(self, batch: dict) -> dict:
+        results = [run_item(self.evaluator, self.job, self.store, json.loads(s)) for s in batch["item"]]
+        return {k: [r[k] for r in results] for k in ("key", "status", "message", "rows")}
+
+
+def run_ray(job: Job, store: Store, items: list[dict], actors: tuple[int, float, float] | None = None,
+            progress=None, out: list | None = None) -> list[dict]:
+    """Fan the items out over an actor pool (GPUs per the job's accelerator policy); stream results
+    back (appended to `out` as they come, so a stage that dies half-way keeps what it reported).
+
+    `actors` is (most actors, GPUs each, CPUs each) from cluster.actor_plan. The pool starts with
+    one actor and grows to that many as the autoscaler adds nodes."""
+    import ray.data
+
+    from raysweep.cluster import actor_plan, is_local
+
+    if not items:
+        return [] if out is None else out
+    items = prepare(job, store, items)
+    n_actors, gpus, cpus = actors or actor_plan(job)
+    n_actors = min(n_actors, len(items))
+    pool = (ray.data.ActorPoolStrategy(size=n_actors) if is_local()
+            else ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
+    ds = ray.data.from_items([{"item": json.dumps(it)} for it in items],
+                             override_num_blocks=min(len(items), 50 * n_actors))
+    # Ray Data puts the stage's constructor in the object store; an actor that Ray restarts would
+    # need it again (Ray warns about exactly that). Lost actors are not restarted: the driver plans
+    # the items they held again from what is stored (Run.sweep's rounds), which is exactly-once.
+    # (max_restarts has no named parameter in Ray 2.60's map_batches; the pinned version accepts it.)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        stage = ds.map_batches(
+            SweepStage, fn_constructor_kwargs={"job": job.to_dict(), "storage": store.address,
+                                               "threads": int(cpus) or 1},
+            batch_size=1, compute=pool, num_gpus=gpus, num_cpus=cpus, max_restarts=0)
+    results = [] if out is None else out
+    for row in stage.iter_rows():
+        results.append(dict(row))
+        if progress:
+            progress(results[-1])
+    return results

@@ -1,0 +1,69 @@
+"""The driver's sweep: plan, prepare, execute; re-plan what a lost node or a crashed stage took with
+it (bounded rounds); report failures by kind, each with its repair."""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("raysweep")
+
+
+def sweep_rounds(run, sweeps, progress, address, local, rounds, connect):
+    """Evaluate every missing item of `run` (a raysweep.api.Run); returns its RunSummary."""
+    from raysweep.api import RunSummary
+    from raysweep.cluster import ResourceWatch, joins_cluster
+    from raysweep.progress import SweepProgress, say
+    from raysweep.sweep import missing, run_local, run_ray
+
+    # on a cluster the head may have no dataset: join first, and plan with what the workers see
+    actors = connect() if not local and joins_cluster(address) else None
+    items = run.plan(sweeps)
+    todo = missing(items, run.store, run.job)
+    summary = RunSummary(items_total=len(items), items_run=len(todo))
+    if not todo:
+        return summary
+    if not local and actors is None:
+        actors = connect()
+    results: list[dict] = []
+    watch = ResourceWatch(actors[1] if actors else 0, "the evaluator actors", say)
+    with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar, watch:
+        for attempt in range(1, rounds + 1):
+            try:
+                if local:
+                    run_local(run.job, run.store, todo, progress=bar.update, out=results)
+                else:
+                    run_ray(run.job, run.store, todo, actors, progress=bar.update, out=results)
+            except Exception as exc:  # a lost node or actor can take the whole stage down
+                if attempt == rounds:
+                    raise
+                log.warning("sweep stage failed (%s: %s); planning the missing items again",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            failed = {r["key"] for r in results if r["status"] not in ("ok", "transient")}
+            todo = [it for it in missing(items, run.store, run.job) if it["path"] not in failed]
+            if not todo:
+                break
+    summary.rows_written = sum(r["rows"] for r in results)
+    last = {r["key"]: r for r in results}  # an item retried in a later round counts by its last try
+    summary.failures = [r for r in last.values() if r["status"] != "ok"]
+    return summary
+
+
+def failure_message(run, failures: list[dict]) -> str:
+    """One paragraph per kind of failure, each with its own repair."""
+    name = run.job.name
+    repair = {
+        "checkpoint": f"A damaged or missing checkpoint: retrain its replicate with `raysweep train {name} "
+                      f"--replicate K --force`, then rerun `raysweep run {name}`.",
+        "oom": f"Out of memory while evaluating: lower eval.batch_size (now {run.job.eval.batch_size}), e.g. "
+               f"--set eval.batch_size={max(1, run.job.eval.batch_size // 4)}, or eval.first_layer_bytes, and rerun.",
+        "transient": "The store or the network failed even after retries: check the storage and rerun; only the "
+                     "missing items are evaluated.",
+        "error": "An unexpected error (likely a raysweep bug): rerun with RAYSWEEP_DEBUG=1 and report it.",
+    }
+    parts = [f"{len(failures)} work item(s) of {name} failed; all other results were kept."]
+    for kind in ("checkpoint", "oom", "transient", "error"):
+        lines = sorted({f["message"] for f in failures if f["status"] == kind})
+        if not lines:
+            continue
+        shown = "\n  - ".join(lines[:10]) + (f"\n  ... and {len(lines) - 10} more" if len(lines) > 10 else "")
+        parts.append(f"  - {shown}\n{repair[kind]}")
+    return "\n".join(parts)

@@ -1,0 +1,97 @@
+"""The Ray Tune driver: one trial per replicate still to train, Tune's state in the run folder, and
+a callback that hands trial results to the driver's progress."""
+from __future__ import annotations
+
+import torch
+
+from raysweep.io import paths
+from raysweep.io.store import Store
+from raysweep.spec import Job, parse_job
+from raysweep.train.loop import is_trained, train_replicate
+
+
+def _trainable(config: dict) -> None:
+    from ray import tune
+
+    job = parse_job(config["job"], "job from driver")
+    torch.set_num_threads(max(1, int(config["threads"])))
+    train_replicate(job, config["replicate"], Store(config["storage"]),
+                    progress=lambda info: tune.report({k: v for k, v in info.items()
+                                                       if isinstance(v, (int, float))}))
+
+
+def train_all(job: Job, store: Store, replicates: list[int], resources: dict, progress=None) -> None:
+    """One Tune trial per replicate still to train; Tune's own state goes under the run folder."""
+    from ray import tune
+
+    todo = [k for k in replicates if not is_trained(store, job, k)]
+    if not todo:
+        return
+    run = paths.run_dir(job.name, job.hash)
+    trainable = tune.with_resources(_trainable, resources)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": job.to_dict(), "storage": store.address, "threads": resources.get("cpu", 1),
+                     "replicate": tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=len(todo), reuse_actors=False),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=[ProgressCallback(progress)] if progress else [],
+        ),
+    )
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        results = tuner.fit()
+    finally:  # whatever Tune installed, Ctrl-C means KeyboardInterrupt again afterwards
+        signal.signal(signal.SIGINT, handler)
+    failed = [r for r in results if r.error]
+    if failed:
+        from raysweep.api import TrainingFailed
+
+        first = str(failed[0].error).strip().splitlines()
+        raise TrainingFailed(f"{len(failed)} training trial(s) of {job.name} failed after retries; the last line of "
+                             f"the first error: {first[-1] if first else failed[0].error}. Checkpoints written so far "
+                             f"are kept: fix the cause and rerun to resume.")
+
+
+def ProgressCallback(fn):
+    """A Tune callback that hands each trial result to `fn` (runs in the driver)."""
+    from ray import tune
+
+    global _ProgressCallback
+    if _ProgressCallback is None:
+        class _Progress(tune.Callback):
+            def __init__(self, fn):
+                self.fn = fn
+
+            def __getstate__(self):  # Tune pickles its callbacks into its state; progress bars stay here
+                return {"fn": None}
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                if self.fn:
+                    self.fn(result)
+
+        _ProgressCallback = _Progress
+    return _ProgressCallback(fn)
+
+
+_ProgressCallback = None
+
+
+def train_run(run, todo: list[int], progress: bool, address: str | None) -> None:
+    """Train replicates `todo` of `run` (a raysweep.api.Run) on the cluster, with progress."""
+    from raysweep.cluster import ResourceWatch, capacity, init_ray, trial_resources
+    from raysweep.progress import TrainProgress, say
+
+    init_ray(address)
+    cap = capacity()
+    resources = trial_resources(run.job, cap)
+    run._connect(address, resources)
+    run.store.write_json(paths.job_json(run.dir), run.job.to_dict())
+    wanted = min(resources["gpu"] * len(todo), max(cap.gpus_max, resources["gpu"]))
+    with TrainProgress(run.job, todo, enabled=progress) as bar, \
+            ResourceWatch(wanted, f"{len(todo)} training trial(s)", say):
+        train_all(run.job, run.store, todo, resources, progress=bar.update)
