@@ -181,9 +181,12 @@ class Run:
 
         On a cluster the dataset is looked for later, on a node that will run the work (the head
         usually has no dataset); here only the store is checked."""
-        from raysweep.cluster import joins_cluster
+        from raysweep.cluster import check_storage_reaches_nodes, init_ray, joins_cluster
 
-        if not joins_cluster(address):
+        if joins_cluster(address):  # a local folder on a multi-node cluster: refused before anything is written
+            init_ray(address)
+            check_storage_reaches_nodes(self.store, self.shared_storage)
+        else:
             self.data_info()
             if self.job.eval.device == "cuda":
                 import torch

@@ -54,3 +54,19 @@ def test_the_waiting_driver_computes_nothing_the_first_did(tiny_job, store):
     first.lease.release()
     t.join(30)
     assert done["trained"] == []  # it found both replicates trained
+
+
+def test_a_lease_whose_process_is_gone_is_taken_at_once(store):
+    """A SIGKILLed driver on this machine leaves a fresh-looking lease: its pid no longer exists."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store.write_json(paths.lease("job/h"), {"owner": "x", "host": socket.gethostname(), "pid": int(gone.stdout),
+                                            "heartbeat": time.time()})
+    lease = Lease(store, "job/h", ttl=3600, poll=0.05)
+    start = time.monotonic()
+    lease.acquire()
+    assert time.monotonic() - start < 1
+    lease.release()

@@ -2,7 +2,8 @@
 
 A second `raysweep run/train/sweep` of the same run waits, saying who holds the lease, until the
 first finishes (then it finds the work done and computes nothing) or until the lease goes stale
-(its holder was killed: no heartbeat for `ttl` seconds), which it then takes over. Object stores
+(its holder was killed: no heartbeat for `ttl` seconds, or at once when the holder was a process on
+this machine that no longer exists), which it then takes over. Object stores
 have no compare-and-swap here, so two drivers starting within the same second could both win: the
 work would still be exactly-once per item, only done twice.
 """
@@ -19,6 +20,16 @@ from raysweep.io.store import Store
 
 TTL = 90.0  # seconds without a heartbeat after which a lease is stale
 BEAT = 20.0  # heartbeat period
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 class Lease:
@@ -48,6 +59,8 @@ class Lease:
         beat = rec.get("heartbeat")
         if not isinstance(beat, (int, float)) or time.time() - beat > self.ttl:
             return None
+        if rec.get("host") == socket.gethostname() and isinstance(rec.get("pid"), int) and not _alive(rec["pid"]):
+            return None  # its holder on this machine is gone (killed): no need to wait for the ttl
         return rec
 
     def acquire(self) -> None:
