@@ -184,10 +184,16 @@ class Run:
         from raysweep.cluster import check_storage_reaches_nodes, init_ray, joins_cluster
 
         if joins_cluster(address):  # a local folder on a multi-node cluster: refused before anything is written
-            init_ray(address)
+            init_ray(address, job=self.job)
             check_storage_reaches_nodes(self.store, self.shared_storage)
         else:
-            self.data_info()
+            info = self.data_info()
+            from raysweep.plugins import is_import_path
+
+            if is_import_path(self.job.model.name):  # the user's builder returns a module: checked here, once
+                from raysweep.models import build_model
+
+                build_model(self.job.model, tuple(info.in_shape), info.num_classes)
             if self.job.eval.device == "cuda":
                 import torch
 
@@ -207,6 +213,15 @@ class Run:
         connect(self, address, resources)
 
     def _train(self, todo: list[int], progress: bool, address: str | None) -> None:
+        if self.job.external:  # checkpoints trained elsewhere: copied in, checked, no training
+            from raysweep.io.external import ingest
+            from raysweep.models import build_model
+
+            info = self.data_info()
+            expected = build_model(self.job.model, tuple(info.in_shape), info.num_classes).state_dict()
+            for k in todo:
+                ingest(self.job, self.store, k, expected)
+            return
         from raysweep.train.tune import train_run
 
         train_run(self, todo, progress, address)
@@ -239,7 +254,7 @@ class Run:
         from raysweep.cluster import actor_plan, capacity, init_ray
 
         def connect():
-            init_ray(address)
+            init_ray(address, job=self.job)
             plan = actor_plan(self.job, capacity())
             self._connect(address, {"cpu": plan[2], "gpu": plan[1]})
             return plan

@@ -184,8 +184,28 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _user_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A model by import path (raysweep.plugins' contract): build(in_shape, num_classes, **kwargs)."""
+    from raysweep.plugins import load_object
+    from raysweep.spec import SpecError
+
+    model = load_object(spec.name, "model.name")(tuple(in_shape), num_classes, **spec.options())
+    if not isinstance(model, nn.Module):
+        raise SpecError(f"model.name = {spec.name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
 def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int, seed: int | None = None) -> nn.Module:
-    """Build a registered model; with a seed, initialise it deterministically from that seed."""
+    """Build a registered model, or the user's (an import path, which initialises itself); with a
+    seed, deterministically from that seed."""
+    from raysweep.plugins import is_import_path
+
+    if is_import_path(spec.name):
+        if seed is None:
+            return _user_model(spec, in_shape, num_classes)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return _user_model(spec, in_shape, num_classes)
     if spec.name not in MODELS:
         raise KeyError(f"unknown model {spec.name!r}; registered models are {sorted(MODELS)}")
     if seed is None:

@@ -171,7 +171,10 @@ def checkpoints(store: Store, job: Job) -> pl.DataFrame:
     rows = [m for k in ks if k < job.replicates for m in read_manifests(store, job, k).values()]
     if not rows:
         return pl.DataFrame(schema={"replicate": pl.Int64, "step": pl.Int64, "epoch": pl.Float64})
-    return pl.DataFrame(rows).sort("replicate", "step")
+    df = pl.DataFrame(rows, infer_schema_length=None)
+    # a column no manifest fills (epoch of external checkpoints) is a float column of nulls, not "Null"
+    return df.with_columns(pl.col(c).cast(pl.Float64) for c, t in df.schema.items() if t == pl.Null).sort(
+        "replicate", "step")
 
 
 def build(name: str, store: Store, job: Job) -> pl.DataFrame:

@@ -84,7 +84,7 @@ def connect(run, address: str | None, resources: dict) -> None:
                                   is_local)
     from raysweep.progress import say
 
-    init_ray(address)
+    init_ray(address, job=run.job)
     if is_local() or run._checked_on_cluster:
         return
     check_storage_reaches_nodes(run.store, run.shared_storage)

@@ -20,10 +20,12 @@ def storage_env() -> dict[str, str]:
     return {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, job=None) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS, e.g. "auto"), else start a local Ray.
 
     A local Ray detects the CPUs it may use itself (it reads cgroup limits) unless `num_cpus` says.
+    A job whose model or data is the user's code (an import path) ships that code to every worker
+    (runtime environment `py_modules`).
     """
     import ray
 
@@ -38,11 +40,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs = {} if address or not num_cpus else {"num_cpus": num_cpus}
-    env = storage_env()
+    runtime_env = {"env_vars": storage_env()}
+    if job is not None:
+        from raysweep.plugins import py_modules
+
+        runtime_env["py_modules"] = py_modules([job.model.name, job.data.name])
+    runtime_env = {k: v for k, v in runtime_env.items() if v}
     # "local" starts a Ray of our own, never one that another program left running on this machine
     ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
-             configure_logging=True, log_to_driver=True, runtime_env={"env_vars": env} if env else None,
-             **kwargs)
+             configure_logging=True, log_to_driver=True, runtime_env=runtime_env or None, **kwargs)
     _CONNECTED, _LOCAL = True, not address
     from ray.data import DataContext
 

@@ -26,6 +26,18 @@ DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "blobs": 
 INFOS: dict[str, Callable[[DataSpec], DatasetInfo]] = {"imagenet": imagenet_info}
 
 
+def _user_splits(spec: DataSpec) -> Splits:
+    """A dataset by import path (raysweep.plugins' contract): load(root, **kwargs) -> Splits."""
+    from raysweep.data.images import data_root
+    from raysweep.plugins import load_object
+    from raysweep.spec import SpecError
+
+    splits = load_object(spec.name, "data.name")(str(data_root(spec)), **spec.options())
+    if not isinstance(splits, Splits):
+        raise SpecError(f"data.name = {spec.name!r} returned a {type(splits).__name__}, not raysweep.data.Splits")
+    return splits
+
+
 # Datasets whose evaluation split is expensive to decode: kept decoded in the store's split cache.
 CACHED_SPLITS = {"imagenet"}
 
@@ -34,6 +46,10 @@ CACHED_SPLITS = {"imagenet"}
 def load_splits(spec: DataSpec, store=None) -> Splits:
     """The dataset's splits (cached: one process decodes a dataset once; with a Store, datasets in
     CACHED_SPLITS also read and fill the store's split cache, so a cluster decodes them once)."""
+    from raysweep.plugins import is_import_path
+
+    if is_import_path(spec.name):
+        return _user_splits(spec)
     if spec.name not in DATASETS:
         raise KeyError(f"unknown dataset {spec.name!r}; registered datasets are {sorted(DATASETS)}")
     if spec.name in CACHED_SPLITS and store is not None:

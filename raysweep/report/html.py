@@ -65,7 +65,7 @@ def sections(run) -> list[tuple[str, str, list[alt.Chart]]]:
         out.append((f"{name} — {tag} (replicate {part['replicate'][0]})", text,
                      [surface_chart(part, "loss"), surface_chart(part, "error")]))
     ck = run.checkpoints.collect()
-    if "step" in ck.columns and ck.height:
+    if "step" in ck.columns and ck.height and any(c in ck.columns for c in ("train_loss", "test_loss")):
         out.append(("T1 — learning curves", "Train/test loss and error at every checkpoint, one line per replicate.",
                     [learning_chart(ck, m) for m in ("loss", "error")]))
     return out

@@ -11,9 +11,21 @@ from raysweep.spec.model import Job, SweepSpec
 
 
 def job_hash(job: Job) -> str:
+    """The run's name: non-default weight fields, plus the source of user code named by import path
+    (changed code is a new run) and the content of external checkpoints."""
+    from raysweep.plugins import is_import_path, source_identity
+
     payload = {"seed": job.seed} if job.seed else {}
     for key in ("data", "model", "train"):
         payload.update({f"{key}.{k}": v for k, v in _non_default(getattr(job, key), weights_only=True).items()})
+        name = getattr(job, key).name if key != "train" else ""
+        if is_import_path(name):
+            payload[f"{key}.source"] = source_identity(name)
+    if job.external:
+        from raysweep.io.external import external_digest
+
+        payload = {"external": external_digest(job.external), "model": payload.get("model.name", "mlp"),
+                   **{k: v for k, v in payload.items() if k.startswith(("model.", "data."))}}
     return _digest(payload)
 
 

@@ -113,9 +113,14 @@ class DataSpec:
     name: str = "digits"
     root: str = field(default="", metadata=NOT_WEIGHTS)  # where the dataset lives; "" = $RAYSWEEP_DATA or ./data
     num_workers: int = 0  # DataLoader workers for streamed datasets: each has its own augmentation RNG, so hashed
+    kwargs: str = "{}"  # a user loader's keyword arguments ([data.kwargs] in TOML), kept as canonical JSON
+
+    def options(self) -> dict:
+        return _options(self.kwargs)
 
     def problems(self, where: str) -> list[str]:
-        return [] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"]
+        out = _kwargs_problems(where, self.kwargs)
+        return out + ([] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"])
 
 
 @dataclass(frozen=True)
@@ -127,9 +132,14 @@ class ModelSpec:
     dropout: float = 0.0
     input_dropout: float = 0.0
     batchnorm: bool = False  # MLP: BatchNorm1d after each hidden linear layer
+    kwargs: str = "{}"  # a user builder's keyword arguments ([model.kwargs] in TOML), kept as canonical JSON
+
+    def options(self) -> dict:
+        return _options(self.kwargs)
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.activation", self.activation, ("relu", "sigmoid", "tanh", "maxout"))
+        out += _kwargs_problems(where, self.kwargs)
         if any(not 1 <= h <= 1 << 20 for h in self.hidden) or len(self.hidden) > 1000:
             out.append(f"{where}.hidden: at most 1,000 widths, each in [1, 2**20], got {list(self.hidden)[:10]}")
         for key in ("dropout", "input_dropout"):
@@ -233,6 +243,9 @@ class Job:
     eval: EvalSpec = EvalSpec()
     resources: ResourcesSpec = ResourcesSpec()
     sweeps: tuple[SweepSpec, ...] = ()
+    # checkpoints trained elsewhere, one list per replicate (its steps 0, 1, ... in order): files or
+    # s3:// URIs of .safetensors or torch.save state dicts; set, they replace training
+    external: tuple[tuple[str, ...], ...] = ()
 
     def problems(self) -> list[str]:
         from raysweep.data import DATASETS
@@ -247,7 +260,14 @@ class Job:
                        f"starting with a letter or digit); it names the run's folder in the store")
         if not 0 <= self.seed < 2**31:
             out.append(f"seed must be in [0, 2**31), got {self.seed}")
-        out += _choice("data.name", self.data.name, sorted(DATASETS)) + _choice("model.name", self.model.name, sorted(MODELS))
+        out += _plugin_problems("data.name", self.data.name, DATASETS, ("<root>",), self.data.options())
+        out += _plugin_problems("model.name", self.model.name, MODELS, ((1, 8, 8), 10), self.model.options())
+        if self.external:
+            if len(self.external) != self.replicates:
+                out.append(f"external lists checkpoints of {len(self.external)} replicate(s) but replicates = "
+                           f"{self.replicates}; make them agree")
+            if any(not files for files in self.external):
+                out.append("external: every replicate needs at least one checkpoint file")
         for key in ("data", "model", "train", "eval", "resources"):
             out += getattr(self, key).problems(key)
         names = [s.name for s in self.sweeps]
@@ -275,6 +295,43 @@ class Job:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _options(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _kwargs_problems(where: str, text: str) -> list[str]:
+    import json
+
+    try:
+        ok = isinstance(json.loads(text), dict)
+    except ValueError:
+        ok = False
+    return [] if ok else [f"{where}.kwargs must be a table of keyword arguments, e.g. [{where}.kwargs] width = 32"]
+
+
+def _plugin_problems(key: str, name: str, registry: dict, args: tuple, kwargs: dict) -> list[str]:
+    """A built-in name, or an import path whose function imports and accepts the contract's arguments."""
+    from raysweep.plugins import check_call, is_import_path, load_object
+
+    if name in registry:
+        return [] if not kwargs else [f"{key.replace('.name', '.kwargs')} is for your own code (an import path); "
+                                      f"the built-in {name!r} takes its settings from the job's fields"]
+    if not is_import_path(name):
+        return [f"{key} = {name!r} is neither a built-in ({sorted(registry)}) nor an import path "
+                f"'package.module:function'"]
+    try:
+        check_call(load_object(name, key), name, key, args, kwargs)
+    except SpecError as exc:
+        return [str(exc)]
+    return []
 
 
 def _choice(key: str, value, choices) -> list[str]:

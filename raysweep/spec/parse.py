@@ -65,6 +65,10 @@ def _convert(hint, value, key: str, errors: list[str]):
             return tuple(built) if all(built) else _BAD
         items = [_convert(item, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
         return _BAD if _BAD in items else tuple(items)
+    if hint is str and key.endswith(".kwargs") and isinstance(value, dict):  # a TOML table, kept as canonical JSON
+        import json
+
+        return json.dumps(value, sort_keys=True)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(float(value)):
             errors.append(f"{key} must be a finite number, got {value!r}")

@@ -86,7 +86,7 @@ def train_run(run, todo: list[int], progress: bool, address: str | None) -> None
     from raysweep.cluster import ResourceWatch, capacity, init_ray, trial_resources
     from raysweep.progress import TrainProgress, say
 
-    init_ray(address)
+    init_ray(address, job=run.job)
     cap = capacity()
     resources = trial_resources(run.job, cap)
     run._connect(address, resources)
