@@ -61,6 +61,19 @@ def make_job(**changes):
     return parse_job(raw, "tiny test job")
 
 
+def run_in_process(raw: dict, root):
+    """A job trained and swept in this process, without Ray, and aggregated: a reference run."""
+    from raysweep.api import Run
+    from raysweep.train import train_replicate
+
+    run = Run(parse_job(raw), Store(str(root)))
+    for k in run.replicates:
+        train_replicate(run.job, k, run.store)
+    assert not run.sweep(progress=False, local=True).failures
+    run.aggregate()
+    return run
+
+
 @pytest.fixture
 def tiny_job():
     return make_job()

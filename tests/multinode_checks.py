@@ -10,17 +10,14 @@ endpoint = os.environ.pop("AWS_ENDPOINT_URL")  # the nodes start without it
 
 import psutil  # noqa: E402
 import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+from clusters import local_cluster  # noqa: E402
 
 from raysweep.api import Run  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
 from raysweep.io.store import Store, StoreError  # noqa: E402
 
 raw, bucket, local_dir, report_file = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-for _ in range(2):
-    cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
+cluster = local_cluster(workers=2)
 out = {}
 try:
     raylets = [p for p in psutil.process_iter(["cmdline"]) if "raylet/raylet" in " ".join(p.info["cmdline"] or [])

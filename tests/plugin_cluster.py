@@ -9,7 +9,8 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # the tests' helpers (run from the user's folder)
+from clusters import local_cluster  # noqa: E402
 
 from raysweep.api import Run  # noqa: E402
 from raysweep.cluster import init_ray  # noqa: E402
@@ -20,10 +21,7 @@ job_file, storage, report_file = sys.argv[1], sys.argv[2], sys.argv[3]
 overrides = ["replicates=2", "train.epochs=2", "sweeps.init_to_final.alpha.num=5", "sweeps.final_to_final.alpha.num=5"]
 job = load_job(job_file, overrides)  # imports and validates the user's code here, in the driver
 run_hash = job.hash  # hashes its source, as read when it was imported
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-for _ in range(2):
-    cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
+cluster = local_cluster(workers=2)
 out = {}
 try:
     init_ray(cluster.address, job=job)  # ships the package (runtime environment py_modules)

@@ -16,7 +16,7 @@ from raysweep.spec import parse_job, sweep_hash
 from raysweep.io.store import Store
 from raysweep.train import train_replicate
 
-from conftest import TINY, write_job_toml
+from conftest import TINY, run_in_process, write_job_toml
 
 runner = CliRunner()
 # Small and quick, in-process (no Ray): 3 replicates, I1 on two splits, I5, and a T2 projection.
@@ -32,14 +32,7 @@ def _job(**changes) -> dict:
     return raw
 
 
-def _run(raw: dict, root) -> Run:
-    """Train what is missing and evaluate every item in this process; aggregate."""
-    run = Run(parse_job(raw), Store(str(root)))
-    for k in run.replicates:
-        train_replicate(run.job, k, run.store)
-    assert not run.sweep(progress=False, local=True).failures
-    run.aggregate()
-    return run
+_run = run_in_process  # train what is missing and evaluate every item in this process; aggregate
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from raysweep.api import Run
 from raysweep.spec import SpecError, parse_job
 from raysweep.io.store import Store
 
-from conftest import S3_PORT, TINY, write_job_toml
+from conftest import S3_PORT, TINY, run_in_process, write_job_toml
 from fake_cluster import FakeCluster
 
 HERE = Path(__file__).parent
@@ -23,16 +23,7 @@ CLUSTER_JOB = {**TINY, "name": "tiny_cluster",
                "sweeps": [s for s in TINY["sweeps"] if s["name"] in ("i1", "i2", "i5")]}
 
 
-def _local_reference(raw: dict, root: Path) -> Run:
-    """The same job trained and swept in this process, without Ray: the tables a cluster must match."""
-    from raysweep.train import train_replicate
-
-    run = Run(parse_job(raw), Store(str(root)))
-    for k in run.replicates:
-        train_replicate(run.job, k, run.store)
-    assert not run.sweep(progress=False, local=True).failures
-    run.aggregate()
-    return run
+_local_reference = run_in_process  # the same job without Ray: the tables a cluster must match
 
 
 def _frames_equal(a: pl.DataFrame, b: pl.DataFrame, key: list[str]) -> None:
