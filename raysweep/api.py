@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Iterable
 
 import polars as pl
@@ -23,20 +22,9 @@ from raysweep.io.runs import list_runs, not_found_message  # noqa: F401
 from raysweep.io.store import Store
 from raysweep.jobs import load_job
 from raysweep.spec import Job, SpecError
-from raysweep.sweep.rounds import failure_message
+from raysweep.sweep.rounds import RunSummary, failure_message
 
 log = logging.getLogger("raysweep")
-
-
-@dataclass
-class RunSummary:
-    trained: list[int] = field(default_factory=list)
-    items_total: int = 0
-    items_run: int = 0
-    rows_written: int = 0
-    failures: list[dict] = field(default_factory=list)
-    seconds: dict = field(default_factory=dict)
-    outputs: dict = field(default_factory=dict)
 
 
 def open(job: str | Job, storage: str | None = None, overrides: Iterable[str] = (),
@@ -187,13 +175,9 @@ class Run:
             init_ray(address, job=self.job)
             check_storage_reaches_nodes(self.store, self.shared_storage)
         else:
-            info = self.data_info()
-            from raysweep.plugins import is_import_path
+            from raysweep.plugins import check_builder
 
-            if is_import_path(self.job.model.name):  # the user's builder returns a module: checked here, once
-                from raysweep.models import build_model
-
-                build_model(self.job.model, tuple(info.in_shape), info.num_classes)
+            check_builder(self.job, self.data_info())  # the user's builder returns a module: checked once, here
             if self.job.eval.device == "cuda":
                 import torch
 
@@ -214,14 +198,9 @@ class Run:
 
     def _train(self, todo: list[int], progress: bool, address: str | None) -> None:
         if self.job.external:  # checkpoints trained elsewhere: copied in, checked, no training
-            from raysweep.io.external import ingest
-            from raysweep.models import build_model
+            from raysweep.io.external import ingest_all
 
-            info = self.data_info()
-            expected = build_model(self.job.model, tuple(info.in_shape), info.num_classes).state_dict()
-            for k in todo:
-                ingest(self.job, self.store, k, expected)
-            return
+            return ingest_all(self.job, self.store, todo, self.data_info())
         from raysweep.train.tune import train_run
 
         train_run(self, todo, progress, address)

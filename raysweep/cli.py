@@ -7,101 +7,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from raysweep.cli_common import AddressOpt, Format, ReplicatesOpt, SetOpt, SharedOpt, StorageOpt, Table, _guard, _open, app
 from raysweep.spec import SpecError
-from raysweep.io.store import StoreError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Loss-landscape interpolation sweeps on Ray: train replicates, interpolate, aggregate, plot.")
-
-SetOpt = typer.Option(None, "--set", "-s", help="Override a job field: dotted.key=value (repeatable), "
-                                                "e.g. --set train.lr=0.05 --set sweeps.init_to_final.alpha.num=50")
-StorageOpt = typer.Option(None, "--storage", help="Storage root: a folder or s3://bucket/prefix "
-                                                  "[default: $RAYSWEEP_STORAGE or ./raysweep-results]")
-ReplicatesOpt = typer.Option(None, "--replicates", "-r", help="Number of replicates (overrides the job's)")
-AddressOpt = typer.Option(None, "--address", help="Ray cluster to join, e.g. 'auto' [default: $RAY_ADDRESS or a local Ray]")
-SharedOpt = typer.Option(False, "--shared-storage", help="The local --storage folder is mounted on every node of "
-                                                         "the cluster (NFS, FSx, EFS) [or $RAYSWEEP_SHARED_STORAGE=1]")
-
-
-def _tables() -> type[Enum]:
-    from raysweep.io.paths import TABLES
-
-    return Enum("Table", {name: name for name in TABLES}, type=str)
-
-
-Table = _tables()
-
-
-class Format(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-    parquet = "parquet"
-
-
-def _err(msg: str, code: int) -> None:
-    from raysweep.progress import console
-
-    console.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = False):
-    from raysweep.api import open as open_run
-
-    return open_run(job, storage, overrides or [], replicates, shared_storage)
-
-
-def _guard(fn):
-    """Every error ends in one paragraph and an exit code, never a traceback: 2 for input a user can
-    fix (job, overrides, storage, data), 1 for work that failed, 130 for Ctrl-C. An unexpected error
-    is a bug: its one line says so ($RAYSWEEP_DEBUG=1 shows the traceback)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        import os
-
-        import pyarrow as pa
-
-        from raysweep.api import SweepFailed, TrainingFailed
-        from raysweep.io.checkpoints import CheckpointError
-        from raysweep.data import DatasetMissing
-        from raysweep.sweep import ManifestError, NotTrainedError
-
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except (SpecError, StoreError, DatasetMissing) as exc:
-            _err(str(exc), 2)
-        except (NotTrainedError, SweepFailed, TrainingFailed, ManifestError, CheckpointError) as exc:
-            _err(str(exc), 1)
-        except KeyboardInterrupt:
-            _err("interrupted. Everything finished before the interrupt is stored (checkpoints, work items); "
-                 "run the same command again to resume from there.", 130)
-        except (OSError, pa.ArrowException) as exc:  # the store went away mid-command
-            _err(f"storage error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
-                 f"Check that the storage is reachable (endpoint, network, credentials) and run the command again; "
-                 f"finished work is kept.", 1)
-        except Exception as exc:
-            if os.environ.get("RAYSWEEP_DEBUG"):
-                raise
-            _err(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
-                 f"— this is a raysweep bug; set RAYSWEEP_DEBUG=1 for the traceback and report it.", 1)
-        finally:
-            from raysweep.cluster import shutdown_ray
-
-            if "ray" in sys.modules:
-                shutdown_ray()
-    return wrapper
 
 
 @app.command()
@@ -193,65 +105,6 @@ def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", 
         raise SweepFailed(failure_message(r, summary.failures))
 
 
-def _pairs(items: Optional[List[str]], flag: str) -> dict:
-    from raysweep.spec import parse_value
-
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SpecError(f"{flag} {item!r} has no '='; write it as name=value, e.g. {flag} width=32")
-        key, text = item.split("=", 1)
-        out[key.strip()] = parse_value(text.strip())
-    return out
-
-
-@app.command()
-@_guard
-def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more checkpoint files or s3:// URIs "
-                                                               "(.safetensors or torch.save state dicts): θ_a, θ_b, ..."),
-                model: str = typer.Option(..., "--model", help="Built-in model name or your builder, pkg.module:build"),
-                data: str = typer.Option(..., "--data", help="Built-in dataset name or your loader, pkg.module:load"),
-                model_arg: Optional[List[str]] = typer.Option(None, "--model-arg", help="Builder keyword: name=value"),
-                data_arg: Optional[List[str]] = typer.Option(None, "--data-arg", help="Loader keyword: name=value"),
-                alpha: str = typer.Option("0:1:51", "--alpha", help="START:STOP:NUM of the α grid"),
-                split: Optional[List[str]] = typer.Option(None, "--split", help="test (default) and/or train"),
-                bn: str = typer.Option("interpolate", "--bn", help="interpolate or reset (BN statistics)"),
-                set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt,
-                address: Optional[str] = AddressOpt, report: bool = typer.Option(True, help="Write report.html"),
-                progress: bool = typer.Option(True, help="Show progress")) -> None:
-    """Sweep the line between checkpoints trained elsewhere, no training: θ(α) from the first file to the
-    last.  Example: raysweep interpolate --model mypkg.nets:build
-    --data mypkg.data:load a.pt b.pt --alpha -0.5:1.5:81"""
-    from raysweep.api import Run
-    from raysweep.spec import apply_overrides, parse_job
-
-    try:
-        start, stop, num = alpha.split(":")
-        grid = {"start": float(start), "stop": float(stop), "num": int(num)}
-    except ValueError:
-        raise SpecError(f"--alpha {alpha!r} is not START:STOP:NUM, e.g. 0:1:51 or -0.5:1.5:81") from None
-    if len(checkpoints) < 2:
-        raise SpecError("interpolate needs at least two checkpoints: θ_a and θ_b")
-    raw = {"name": "interpolate", "replicates": 1, "external": [list(checkpoints)],
-           "model": {"name": model, **({"kwargs": _pairs(model_arg, "--model-arg")} if model_arg else {})},
-           "data": {"name": data, **({"kwargs": _pairs(data_arg, "--data-arg")} if data_arg else {})},
-           "sweeps": [{"name": "line", "kind": "init_to_final", "alpha": grid, "splits": split or ["test"], "bn": bn}]}
-    run = Run(parse_job(apply_overrides(raw, set_ or []), "raysweep interpolate"), _store(storage))
-    summary = run.run(progress=progress, address=address, report=report)
-    b = run.barriers.filter(__import__("polars").col("sweep") == "line").collect()
-    for row in b.iter_rows(named=True):
-        typer.echo(f"{row['split']} {row['metric']}: barrier (max above the endpoints' line) "
-                   f"{row['barrier_linear_mean']:.4g}, max increase {row['max_increase_mean']:.4g}")
-    for name, where in summary.outputs.items():
-        typer.echo(f"  {name:8s} {where}")
-
-
-def _store(storage):
-    from raysweep.io.store import Store
-
-    return Store(storage)
-
-
 @app.command()
 @_guard
 def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
@@ -337,6 +190,7 @@ def plot(job: str, out: Optional[str] = typer.Option(None, "--out", help="Local 
         typer.echo(path)
 
 
+import raysweep.cli_interpolate  # noqa: E402,F401  (registers `raysweep interpolate`)
 from raysweep.cli_toys import toy  # noqa: E402  (the `raysweep toy ...` commands)
 
 app.add_typer(toy, name="toy")

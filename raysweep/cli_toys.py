@@ -24,7 +24,7 @@ def toy_breuel(law: List[str] = typer.Option(["zipf", "uniform"], "--law", help=
     secs = []
     for name in law:
         if name not in ("zipf", "uniform"):
-            from raysweep.cli import _err
+            from raysweep.cli_common import _err
 
             _err(f"--law {name!r} is not a law; use zipf or uniform", 2)
         kw = {"vectors": vectors, "dim": dim, "steps": steps}

@@ -115,3 +115,51 @@ def ensure_importable(path: str) -> None:
     top = path.split(":", 1)[0].split(".", 1)[0]
     if top not in sys.modules:
         importlib.import_module(top)
+
+
+def check_builder(job, info) -> None:
+    """A user's model builder is called once in the driver: a wrong return type stops here (exit 2)."""
+    if is_import_path(job.model.name):
+        from raysweep.models import build_model
+
+        build_model(job.model, tuple(info.in_shape), info.num_classes)
+
+
+# ------------------------------------------------------------------ spec validation
+
+
+def options(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def kwargs_problems(where: str, text: str) -> list[str]:
+    import json
+
+    try:
+        ok = isinstance(json.loads(text), dict)
+    except ValueError:
+        ok = False
+    return [] if ok else [f"{where}.kwargs must be a table of keyword arguments, e.g. [{where}.kwargs] width = 32"]
+
+
+def plugin_problems(key: str, name: str, registry: dict, args: tuple, kwargs: dict) -> list[str]:
+    """A built-in name, or an import path whose function imports and accepts the contract's arguments."""
+    from raysweep.spec import SpecError
+
+    if name in registry:
+        return [] if not kwargs else [f"{key.replace('.name', '.kwargs')} is for your own code (an import path); "
+                                      f"the built-in {name!r} takes its settings from the job's fields"]
+    if not is_import_path(name):
+        return [f"{key} = {name!r} is neither a built-in ({sorted(registry)}) nor an import path "
+                f"'package.module:function'"]
+    try:
+        check_call(load_object(name, key), name, key, args, kwargs)
+    except SpecError as exc:
+        return [str(exc)]
+    return []

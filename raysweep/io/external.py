@@ -104,3 +104,12 @@ def ingest(job: Job, store: Store, k: int, expected: dict[str, torch.Tensor]) ->
             "job": job.name, "hash": job.hash, "replicate": k, "step": step, "epoch": None, "sha256": sha,
             "path": paths.checkpoint(run, k, step), "source": uri, "source_sha256": hashlib.sha256(data).hexdigest()})
     store.write_json(paths.train_done(run, k), {"step": len(job.external[k]) - 1, "external": True})
+
+
+def ingest_all(job: Job, store: Store, replicates: list[int], info) -> None:
+    """Ingest these replicates' external checkpoints, each checked against the job's model."""
+    from raysweep.models import build_model
+
+    expected = build_model(job.model, tuple(info.in_shape), info.num_classes).state_dict()
+    for k in replicates:
+        ingest(job, store, k, expected)

@@ -116,10 +116,14 @@ class DataSpec:
     kwargs: str = "{}"  # a user loader's keyword arguments ([data.kwargs] in TOML), kept as canonical JSON
 
     def options(self) -> dict:
-        return _options(self.kwargs)
+        from raysweep.plugins import options
+
+        return options(self.kwargs)
 
     def problems(self, where: str) -> list[str]:
-        out = _kwargs_problems(where, self.kwargs)
+        from raysweep.plugins import kwargs_problems
+
+        out = kwargs_problems(where, self.kwargs)
         return out + ([] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"])
 
 
@@ -135,11 +139,15 @@ class ModelSpec:
     kwargs: str = "{}"  # a user builder's keyword arguments ([model.kwargs] in TOML), kept as canonical JSON
 
     def options(self) -> dict:
-        return _options(self.kwargs)
+        from raysweep.plugins import options
+
+        return options(self.kwargs)
 
     def problems(self, where: str) -> list[str]:
+        from raysweep.plugins import kwargs_problems
+
         out = _choice(f"{where}.activation", self.activation, ("relu", "sigmoid", "tanh", "maxout"))
-        out += _kwargs_problems(where, self.kwargs)
+        out += kwargs_problems(where, self.kwargs)
         if any(not 1 <= h <= 1 << 20 for h in self.hidden) or len(self.hidden) > 1000:
             out.append(f"{where}.hidden: at most 1,000 widths, each in [1, 2**20], got {list(self.hidden)[:10]}")
         for key in ("dropout", "input_dropout"):
@@ -260,6 +268,8 @@ class Job:
                        f"starting with a letter or digit); it names the run's folder in the store")
         if not 0 <= self.seed < 2**31:
             out.append(f"seed must be in [0, 2**31), got {self.seed}")
+        from raysweep.plugins import plugin_problems as _plugin_problems
+
         out += _plugin_problems("data.name", self.data.name, DATASETS, ("<root>",), self.data.options())
         out += _plugin_problems("model.name", self.model.name, MODELS, ((1, 8, 8), 10), self.model.options())
         if self.external:
@@ -295,43 +305,6 @@ class Job:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _options(text: str) -> dict:
-    import json
-
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _kwargs_problems(where: str, text: str) -> list[str]:
-    import json
-
-    try:
-        ok = isinstance(json.loads(text), dict)
-    except ValueError:
-        ok = False
-    return [] if ok else [f"{where}.kwargs must be a table of keyword arguments, e.g. [{where}.kwargs] width = 32"]
-
-
-def _plugin_problems(key: str, name: str, registry: dict, args: tuple, kwargs: dict) -> list[str]:
-    """A built-in name, or an import path whose function imports and accepts the contract's arguments."""
-    from raysweep.plugins import check_call, is_import_path, load_object
-
-    if name in registry:
-        return [] if not kwargs else [f"{key.replace('.name', '.kwargs')} is for your own code (an import path); "
-                                      f"the built-in {name!r} takes its settings from the job's fields"]
-    if not is_import_path(name):
-        return [f"{key} = {name!r} is neither a built-in ({sorted(registry)}) nor an import path "
-                f"'package.module:function'"]
-    try:
-        check_call(load_object(name, key), name, key, args, kwargs)
-    except SpecError as exc:
-        return [str(exc)]
-    return []
 
 
 def _choice(key: str, value, choices) -> list[str]:

@@ -3,13 +3,24 @@ it (bounded rounds); report failures by kind, each with its repair."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 log = logging.getLogger("raysweep")
 
 
+@dataclass
+class RunSummary:
+    trained: list[int] = field(default_factory=list)
+    items_total: int = 0
+    items_run: int = 0
+    rows_written: int = 0
+    failures: list[dict] = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+
+
 def sweep_rounds(run, sweeps, progress, address, local, rounds, connect):
     """Evaluate every missing item of `run` (a raysweep.api.Run); returns its RunSummary."""
-    from raysweep.api import RunSummary
     from raysweep.cluster import ResourceWatch, joins_cluster
     from raysweep.progress import SweepProgress, say
     from raysweep.sweep import missing, run_local, run_ray
