@@ -158,3 +158,63 @@ def test_external_checkpoints_that_do_not_fit_are_named(user_dir, tmp_path):
     torch.save({"w": PurePosixPath("/etc/passwd")}, user_dir / "evil.pt")
     r = runner.invoke(app, [*args[:5], "a.pt", "evil.pt", *args[7:]])
     assert r.exit_code == 2 and "weights_only=True" in " ".join(r.output.split())
+
+
+METRICS_PY = '''import torch
+import torch.nn.functional as F
+
+
+def smoothed_ce(out, y):
+    """Cross-entropy with label smoothing 0.1, per example."""
+    return F.cross_entropy(out, y, reduction="none", label_smoothing=0.1)
+
+
+def brier(out, y):
+    """Brier score of the softmax, per example."""
+    p = out.softmax(1)
+    return ((p - F.one_hot(y, p.shape[1]).float()) ** 2).sum(1)
+'''
+
+
+def test_loss_and_metrics_by_import_path(user_dir, tmp_path):
+    """A user's loss trains and is evaluated; extra metrics become columns with curves and barriers.
+    Values checked against the model loaded from the stored checkpoint and a plain computation."""
+    import torch.nn.functional as F
+
+    from conftest import run_in_process
+    from raysweep.data import load_splits
+    from raysweep.io.checkpoints import load_tensors
+    from raysweep.models import build_model
+
+    (user_dir / "smallconv" / "metrics.py").write_text(METRICS_PY)
+    raw = {**TINY, "name": "metrics", "train": {**TINY["train"], "loss": "smallconv.metrics:smoothed_ce"},
+           "sweeps": [{"name": "i1", "kind": "init_to_final", "alpha": {"num": 3},
+                       "metrics": ["top5_error", "smallconv.metrics:brier"]},
+                      {"name": "i5", "kind": "final_to_final", "alpha": {"num": 3}}]}
+    run = run_in_process(raw, tmp_path / "s")
+    points = run.points.collect()
+    i1 = points.filter(pl.col("sweep") == "i1", pl.col("alpha") == 1.0, pl.col("replicate_a") == 0)
+    assert i1.height == 1 and {"top5_error", "brier"} <= set(points.columns)
+    assert points.filter(pl.col("sweep") == "i5")["brier"].null_count() == points.filter(pl.col("sweep") == "i5").height
+    data = load_splits(run.job.data)
+    model = build_model(run.job.model, data.in_shape, data.num_classes)
+    final = run.plan()[0]["b"]  # replicate 0's θ_T, the point at α = 1
+    assert final["sha256"] == i1["sha256_b"][0]
+    model.load_state_dict(load_tensors(run.store, final["path"], final["sha256"]))
+    model.eval()
+    with torch.no_grad():
+        out = model(data.test_x)
+    p = out.softmax(1)
+    assert i1["loss"][0] == pytest.approx(F.cross_entropy(out, data.test_y, label_smoothing=0.1).item(), rel=1e-5)
+    assert i1["brier"][0] == pytest.approx(((p - F.one_hot(data.test_y, 10)) ** 2).sum(1).mean().item(), rel=1e-5)
+    top5 = (out.topk(5, 1).indices != data.test_y[:, None]).all(1).double().mean().item()
+    assert i1["top5_error"][0] == pytest.approx(top5, abs=1e-12)
+    curves = run.curves.filter(pl.col("sweep") == "i1").collect()
+    assert curves["brier_mean"].null_count() == 0 and curves["top5_error_std"].null_count() == 0
+    b = run.barriers.filter(pl.col("sweep") == "i1").collect()
+    assert set(b["metric"]) == {"loss", "error", "top5_error", "brier"}
+    assert set(run.barriers.filter(pl.col("sweep") == "i5").collect()["metric"]) == {"loss", "error"}
+    with pytest.raises(SpecError, match="neither a built-in"):
+        parse_job({**raw, "train": {**raw["train"], "loss": "hinge"}})
+    with pytest.raises(SpecError, match="recorded by line sweeps"):
+        parse_job({**raw, "sweeps": [{"name": "t2", "kind": "projection", "metrics": ["top5_error"]}]})

@@ -61,9 +61,22 @@ def inputs(store: Store, job: Job) -> dict:
 
 
 def _scan(store: Store, files: list[str], schema) -> pl.LazyFrame:
+    """All rows of these files; each sweep folder has one schema (its extra metric columns), so the
+    folders are scanned apart and stacked, missing columns null."""
     if not files:
         return pl.from_arrow(schema.empty_table()).lazy()
-    return pl.scan_pyarrow_dataset(store.dataset(files))
+    folders: dict[str, list[str]] = {}
+    for f in files:
+        folders.setdefault(f.rsplit("/", 1)[0], []).append(f)
+    parts = [pl.scan_pyarrow_dataset(store.dataset(group)) for group in folders.values()]
+    return parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
+
+
+def measures(points: pl.DataFrame) -> list[str]:
+    """loss, error, and every extra metric column a sweep recorded (its `metrics`)."""
+    from raysweep.sweep import POINT_SCHEMA
+
+    return ["loss", "error"] + [c for c in points.columns if c not in POINT_SCHEMA.names]
 
 
 def scan_points(store: Store, job: Job) -> pl.LazyFrame:
@@ -125,21 +138,23 @@ def dedupe(points: pl.DataFrame) -> pl.DataFrame:
 
 def curves(points: pl.DataFrame) -> pl.DataFrame:
     """Mean, std and n across replicates per sweep, step pair, α and split."""
+    aggs = [e for m in measures(points) for e in (pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std"))]
     return (points.sort(POINT_KEY).group_by(CURVE_KEY + ["alpha"], maintain_order=True)
-            .agg(pl.col("loss").mean().alias("loss_mean"), pl.col("loss").std().alias("loss_std"),
-                 pl.col("error").mean().alias("error_mean"), pl.col("error").std().alias("error_std"),
-                 pl.len().alias("n"))
+            .agg(*aggs, pl.len().alias("n"))
             .with_columns(pl.col("step_a").alias("step"))
             .sort(CURVE_KEY + ["alpha"]))
 
 
 def per_curve(points: pl.DataFrame) -> pl.DataFrame:
     """Metrics of every single curve (one replicate or pair), for loss and for error."""
+    names = measures(points)
     lists = (points.sort(PAIR_KEY + ["alpha"]).group_by(PAIR_KEY, maintain_order=True)
-             .agg("alpha", "loss", "error", pl.col("distance").first(), pl.col("norm_a").first()))
+             .agg("alpha", *names, pl.col("distance").first(), pl.col("norm_a").first()))
     rows = []
     for r in lists.iter_rows(named=True):
-        for metric in ("loss", "error"):
+        for metric in names:
+            if metric not in ("loss", "error") and all(v is None for v in r[metric]):
+                continue  # a metric another sweep recorded
             rows.append({**{k: r[k] for k in PAIR_KEY}, "metric": metric,
                          **curve_metrics(r["alpha"], r[metric]), "distance": r["distance"],
                          "relative_distance": r["distance"] / r["norm_a"] if r["norm_a"] else None})

@@ -39,25 +39,36 @@ def _identity(x):
 
 
 def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, prepare=_identity,
-               bf16: bool = False) -> torch.Tensor:
-    """[sum of cross-entropy, number of errors] over a whole split, as a float64 device tensor."""
-    sums = torch.zeros(2, dtype=torch.float64, device=x.device)
+               bf16: bool = False, loss=None, metrics=()) -> torch.Tensor:
+    """[sum of the loss, number of errors, sum of each extra metric] over a whole split, as a float64
+    device tensor. `loss` is a per-example function (None: cross-entropy for class labels, squared
+    error for real targets, whose error rate is NaN); `metrics` are per-example functions."""
+    sums = torch.zeros(2 + len(metrics), dtype=torch.float64, device=x.device)
     for i in range(0, len(y), batch_size):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(prepare(x[i:i + batch_size]))
         logits = logits.float()
         yb = y[i:i + batch_size]
-        if yb.is_floating_point():  # regression (G's deep linear models): squared error, no error rate
+        if loss is not None:
+            sums[0] += loss(logits, yb).sum().double()
+        elif yb.is_floating_point():  # regression (G's deep linear models): squared error
             sums[0] += ((logits.reshape(yb.shape) - yb) ** 2).sum().double()
-            sums[1] = float("nan")
         else:
             sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+        if yb.is_floating_point():  # no error rate for real-valued targets
+            sums[1] = float("nan")
+        else:
             sums[1] += (logits.argmax(1) != yb).sum()
+        for j, metric in enumerate(metrics):
+            sums[2 + j] += metric(logits, yb).sum().double()
     return sums
 
 
-def training_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for class labels, mean squared error for real-valued targets."""
+def training_loss(out: torch.Tensor, y: torch.Tensor, loss=None) -> torch.Tensor:
+    """The mean of `loss` (a per-example function), or: cross-entropy for class labels, mean squared
+    error for real-valued targets."""
+    if loss is not None:
+        return loss(out, y).mean()
     if y.is_floating_point():
         return ((out.reshape(y.shape).float() - y) ** 2).mean()
     return F.cross_entropy(out, y)
@@ -65,11 +76,11 @@ def training_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def split_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                  prepare=_identity) -> tuple[float, float]:
+                  prepare=_identity, loss=None) -> tuple[float, float]:
     """(mean loss, error rate) of `model` in eval mode on a whole split."""
     was_training = model.training
     model.eval()
-    loss, err = (split_sums(model, x, y, batch_size, prepare) / len(y)).tolist()
+    loss, err = (split_sums(model, x, y, batch_size, prepare, loss=loss) / len(y)).tolist()
     model.train(was_training)
     return loss, err
 
@@ -119,6 +130,10 @@ class Evaluator:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.bf16 = job.eval.precision == "bf16" and cuda
+        from raysweep.evaluate.losses import loss_fn
+
+        self.loss = loss_fn(job.train.loss)
+        self.metrics, self.metric_names = [], []  # set per item: set_metrics
         self.forward = torch.compile(self.model) if job.eval.compile and cuda else self.model
         self.head, self.tail = first_layer_split(self.model) if job.eval.first_layer else (None, None)
         self._pre: tuple[tuple, dict] | None = None  # ((pair key, splits), split -> (h_a, h_b)) of the last pair
@@ -212,10 +227,22 @@ class Evaluator:
     def evaluate(self, splits: tuple[str, ...]) -> list[dict]:
         """Loss and error of the model's current weights on whole splits (one row per split)."""
         self.model.eval()
-        sums = torch.stack([split_sums(self.forward, *self.split(s), self.job.eval.batch_size, self.prepare, self.bf16)
-                            for s in splits]).tolist()
-        return [{"split": s, "loss": ls / len(self.split(s)[1]), "error": er / len(self.split(s)[1])}
-                for s, (ls, er) in zip(splits, sums)]
+        sums = torch.stack([split_sums(self.forward, *self.split(s), self.job.eval.batch_size, self.prepare, self.bf16,
+                                       self.loss, self.metrics) for s in splits]).tolist()
+        return [self._row(s, values) for s, values in zip(splits, sums)]
+
+    def set_metrics(self, names: tuple[str, ...] | list[str]) -> None:
+        """Record these extra per-example metrics (evaluate/losses.py) from now on; cached by name."""
+        from raysweep.evaluate.losses import metric_fns, metric_name
+
+        if list(names) != getattr(self, "_metric_spec", []):
+            self.metrics, self.metric_names = metric_fns(tuple(names)), [metric_name(n) for n in names]
+            self._metric_spec = list(names)
+
+    def _row(self, split: str, sums: list[float]) -> dict:
+        n = len(self.split(split)[1])
+        return {"split": split, "loss": sums[0] / n, "error": sums[1] / n,
+                **{name: v / n for name, v in zip(self.metric_names, sums[2:])}}
 
     @torch.no_grad()
     def first_layer_outputs(self, a, b, splits, pair_key: str | None) -> dict | None:
@@ -258,12 +285,12 @@ class Evaluator:
                 self.reestimate_bn(bn_batches)
             self.model.eval()
             if pre is not None:
-                sums = [split_sums(self.tail, torch.lerp(*pre[s], float(alpha)), self.split(s)[1], bs) for s in splits]
+                sums = [split_sums(self.tail, torch.lerp(*pre[s], float(alpha)), self.split(s)[1], bs,
+                                   loss=self.loss, metrics=self.metrics) for s in splits]
             else:
-                sums = [split_sums(self.forward, *self.split(s), bs, self.prepare, self.bf16) for s in splits]
+                sums = [split_sums(self.forward, *self.split(s), bs, self.prepare, self.bf16, self.loss, self.metrics)
+                        for s in splits]
             values = torch.stack(sums).tolist()
-            for s, (loss_sum, errors) in zip(splits, values):
-                n = len(self.split(s)[1])
-                rows.append({"alpha": float(alpha), "split": s, "loss": loss_sum / n, "error": errors / n,
-                             "n_examples": n})
+            for s, sums_of_split in zip(splits, values):
+                rows.append({"alpha": float(alpha), **self._row(s, sums_of_split), "n_examples": len(self.split(s)[1])})
         return rows

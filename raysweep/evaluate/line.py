@@ -20,6 +20,7 @@ POINT_SCHEMA = pa.schema(list(LINE_SCHEMA) + [(name, pa.string()) for name in PR
 def evaluate_item(evaluator, job: Job, item: dict) -> pa.Table:
     """Evaluate one work item with a plain-torch Evaluator; returns its rows as an Arrow table."""
     a, b = item["a"], item["b"]
+    evaluator.set_metrics(item.get("metrics", ()))
     ta = evaluator.endpoint(a["path"], a["sha256"])
     tb = evaluator.endpoint(b["path"], b["sha256"])
     distance, norm_a = evaluator.norms(ta, tb)
@@ -30,4 +31,6 @@ def evaluate_item(evaluator, job: Job, item: dict) -> pa.Table:
               "step_a": a["step"], "step_b": b["step"], "distance": distance, "norm_a": norm_a,
               "bn": item["bn"], "sha256_a": a["sha256"], "sha256_b": b["sha256"]}
     full = [{**common, **r} for r in rows]
-    return pa.Table.from_pylist(full, schema=LINE_SCHEMA)
+    # extra metrics (the sweep's `metrics`) after the fixed columns; one schema per sweep folder
+    schema = pa.schema(list(LINE_SCHEMA) + [(n, pa.float64()) for n in evaluator.metric_names])
+    return pa.Table.from_pylist(full, schema=schema)

@@ -107,6 +107,7 @@ def ensure_directions(store, job: Job, sweep: SweepSpec, h: str, k: int, ends: l
 
 def plane_item(evaluator, job: Job, item: dict) -> pa.Table:
     """Loss and error at every (a, b) of the item's rows; the first item also projects the path."""
+    evaluator.set_metrics(())  # planes record loss and error
     plane = load_tensors(evaluator.store, item["plane"]["path"], item["plane"]["sha256"])
     dev, names = evaluator.device, evaluator.names
     center = [plane[f"center.{n}"].to(dev) for n in names]
@@ -180,6 +181,7 @@ def nearest_checkpoints(info: dict, alphas: list[float]) -> list[int]:
 
 
 def path_surface_item(evaluator, job: Job, item: dict) -> pa.Table:
+    evaluator.set_metrics(())
     info = read_path_info(evaluator.store, item["path_info"])
     eps = {e["step"]: e for e in item["endpoints"]}
     t0 = evaluator.endpoint(item["ends"][0]["path"], item["ends"][0]["sha256"])

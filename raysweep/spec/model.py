@@ -83,6 +83,7 @@ class SweepSpec:
     examples: int = 1000  # function_map: τ/κ on the first N test examples (B: 1000)
     beta: AlphaGrid = AlphaGrid(start=-1.0, stop=1.0, num=21)  # planes: the grid's second axis
     filter_norm: bool = False  # random_plane: filter-normalised directions (Li et al. 2018)
+    metrics: tuple[str, ...] = ()  # line sweeps: extra per-example metrics ("top5_error", "pkg.module:fn")
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -95,6 +96,9 @@ class SweepSpec:
         if not self.splits:
             out.append(f"{where}.splits is empty; give at least one of {list(SPLITS)}")
         out += self.alpha.problems(f"{where}.alpha")
+        out += _resolves(f"{where}.metrics", self.metrics, "metric")
+        if self.metrics and self.kind not in LINE_KINDS:
+            out.append(f"{where}.metrics: extra metrics are recorded by line sweeps ({list(LINE_KINDS)})")
         if self.kind in PLANE_KINDS:
             out += self.beta.problems(f"{where}.beta")
         if not 0 <= self.chunk <= MAX_ALPHAS:
@@ -171,11 +175,13 @@ class TrainSpec:
     checkpoints: str = "frankle"  # frankle | every_epoch | list
     steps: tuple[int, ...] = ()  # extra steps to save (the schedule when checkpoints = "list")
     log_splits: tuple[str, ...] = field(default=("train", "test"), metadata=NOT_WEIGHTS)  # evaluated at each checkpoint
+    loss: str = "auto"  # auto | cross_entropy | squared_error | pkg.module:fn (per-example; see evaluate/losses.py)
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = False
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.checkpoints", self.checkpoints, SCHEDULES)
+        out += [] if self.loss == "auto" else _resolves(f"{where}.loss", (self.loss,), "loss")
         for key, most in (("epochs", 100_000), ("batch_size", 1 << 24)):
             if not 1 <= getattr(self, key) <= most:
                 out.append(f"{where}.{key} must be between 1 and {most:,}, got {getattr(self, key)}")
@@ -305,6 +311,22 @@ class Job:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _resolves(key: str, names, kind: str) -> list[str]:
+    """Per-example losses and metrics: built-in names or import paths that load (evaluate/losses.py)."""
+    from raysweep.evaluate.losses import LOSSES, METRICS, metric_name, resolve
+
+    out = []
+    for name in names:
+        try:
+            resolve(name, LOSSES if kind == "loss" else METRICS, key)
+        except SpecError as exc:
+            out.append(str(exc))
+    cols = [metric_name(n) for n in names]
+    if kind == "metric" and (len(set(cols)) != len(cols) or {"loss", "error"} & set(cols)):
+        out.append(f"{key}: metric names must be distinct and not 'loss' or 'error', got {cols}")
+    return out
 
 
 def _choice(key: str, value, choices) -> list[str]:

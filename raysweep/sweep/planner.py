@@ -80,7 +80,7 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
                     "sweep": sweep.name, "sweep_hash": h, "key": key,
                     "path": paths.point_file(run, sweep.kind, sweep.name, h, key),
                     "a": a.__dict__, "b": b.__dict__, "alphas": alphas, "splits": list(sweep.splits),
-                    "bn": sweep.bn, "bn_batches": sweep.bn_batches})
+                    "bn": sweep.bn, "bn_batches": sweep.bn_batches, "metrics": list(sweep.metrics)})
     return items
 
 

@@ -18,6 +18,7 @@ from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors, save_tensors
 from raysweep.data import Splits, load_splits, train_batches
 from raysweep.evaluate import pick_device, split_metrics, training_loss
+from raysweep.evaluate.losses import loss_fn
 from raysweep.models import build_model
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 from raysweep.spec import Job
@@ -55,7 +56,8 @@ def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch
     for split in job.train.log_splits:
         x, y = data.split(split)
         entry[f"{split}_loss"], entry[f"{split}_error"] = split_metrics(
-            model, x.to(device), y.to(device), job.eval.batch_size, lambda b: _prepare(job, data, b, device))
+            model, x.to(device), y.to(device), job.eval.batch_size, lambda b: _prepare(job, data, b, device),
+            loss_fn(job.train.loss))
     store.write_json(paths.manifest(run, k, step), entry)
     return entry
 
@@ -142,6 +144,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
         last = _save_checkpoint(store, job, k, model, 0, per_epoch, data, device)
         _save_state(store, run, k, model, opt, 0)
     report({"replicate": k, "step": step, "total": total, **last})
+    per_example = loss_fn(t.loss)
     model.train()
     while step < total:
         epoch, skip = divmod(step, per_epoch)
@@ -150,7 +153,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
                 group["lr"] = learning_rate(job, step, per_epoch)
             x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
-                loss = training_loss(model(x), y)
+                loss = training_loss(model(x), y, per_example)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
