@@ -51,3 +51,27 @@ def write_imagenet(root: Path, classes=("n01440764", "n01443537", "n01484850"), 
                 pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(d / f"{c}_{i}.JPEG", quality=90)
     return Path(root)
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
+    """An IDX file as MNIST and Fashion-MNIST ship them: big-endian magic 0x0000 08 <ndim>, dims, uint8."""
+    import gzip
+
+    data = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">i", d) for d in array.shape) + array.tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    (gzip.open if gz else open)(str(path), "wb").write(data)
+
+
+def write_fashion_mnist(root: Path, n_train: int = 60, n_test: int = 20, seed: int = 0, gz: bool = True) -> dict:
+    """Fashion-MNIST in torchvision's layout, <root>/FashionMNIST/raw/, gzipped as distributed."""
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / "FashionMNIST" / "raw"
+    out = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n, dtype=np.uint8)
+        suffix = ".gz" if gz else ""
+        write_idx(raw / f"{prefix}-images-idx3-ubyte{suffix}", x, gz)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte{suffix}", y, gz)
+        out[prefix] = (x, y)
+    return out

@@ -12,13 +12,13 @@ import functools
 from typing import Callable
 
 from raysweep.data.cache import SplitCache
-from raysweep.data.images import cifar10, imagenet, imagenet_info, mnist
+from raysweep.data.images import cifar10, fashion_mnist, imagenet, imagenet_info, mnist
 from raysweep.data.offline import blobs, digits, linreg
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
 from raysweep.spec import DataSpec
 
 
-DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "blobs": blobs, "mnist": mnist,
+DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "blobs": blobs, "mnist": mnist, "fashion_mnist": fashion_mnist,
                                                      "cifar10": cifar10, "imagenet": imagenet, "linreg": linreg}
 
 
@@ -63,6 +63,7 @@ STANDARD = {
     "blobs": DatasetInfo((32,), 10, {"train": 1000, "test": 500}),
     "linreg": DatasetInfo((1,), 1, {"train": 1000, "test": 500}),
     "mnist": DatasetInfo((1, 28, 28), 10, {"train": 60_000, "test": 10_000}),
+    "fashion_mnist": DatasetInfo((1, 28, 28), 10, {"train": 60_000, "test": 10_000}),
     "cifar10": DatasetInfo((3, 32, 32), 10, {"train": 50_000, "test": 10_000}),
     "imagenet": DatasetInfo((3, 224, 224), 1000, {"train": 1_281_167, "test": 50_000}),
 }
