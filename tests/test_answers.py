@@ -162,5 +162,5 @@ def test_read_only_commands_write_nothing(tmp_path):
     assert not run.sweep(progress=False, local=True).failures
     written = set(_snapshot(tmp_path / "s")) - set(before)
     names = {p.rsplit("/", 1)[-1] for p in written}
-    assert {"random_4.safetensors", "plane_t5_" + sweep_hash(run.job.sweeps[1]) + ".safetensors",
+    assert {"random_4.safetensors", "plane_t5_" + sweep_hash(run.job.sweeps[1]) + "_v2.safetensors",
             "path_t3_" + sweep_hash(run.job.sweeps[2]) + ".json"} <= names

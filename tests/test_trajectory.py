@@ -85,9 +85,12 @@ def test_planes_against_direct_numpy(store):
     for k in range(2):
         train_replicate(job, k, store)
     data = load_splits(job.data)
-    items = plan(job, store, [0, 1])
+    from raysweep.sweep import prepare
+
+    items = prepare(job, store, plan(job, store, [0, 1]))  # the directions are drawn and stored once
     again = plan(job, store, [0, 1])
     assert [it["plane"]["sha256"] for it in items] == [it["plane"]["sha256"] for it in again]  # stored, reused
+    assert all(it["plane"]["sha256"] for it in items)
     assert all(r["status"] == "ok" for r in run_local(job, store, items))
     surf = aggregate.surface(store, job)
     grid = surf.filter(pl.col("kind") == "grid")
@@ -108,7 +111,7 @@ def test_planes_against_direct_numpy(store):
     assert path["a"][0] == pytest.approx(0, abs=1e-9) and path["a"][-1] == pytest.approx(1, abs=1e-6)
     assert path["b"][0] == pytest.approx(0, abs=1e-9) and path["b"][-1] == pytest.approx(0, abs=1e-6)
     # the direction d2 is orthogonal to the line
-    names = sorted(n[3:] for n in plane if n.startswith("d1."))
+    names = sorted(n[3:] for n in plane if n.startswith("d2."))  # the parameters (d1 also moves BN statistics)
     d1 = torch.cat([plane[f"d1.{n}"].double().reshape(-1) for n in names])
     d2 = torch.cat([plane[f"d2.{n}"].double().reshape(-1) for n in names])
     assert abs(float(d1 @ d2)) < 1e-3 * float(d1.norm() * d2.norm())
@@ -162,3 +165,25 @@ def test_path_surface_against_direct_computation(store):
             ref = torch.nn.functional.cross_entropy(model(data.test_x.double()), data.test_y).item()
         assert loss == pytest.approx(ref, rel=1e-5)
         assert s not in (0, 20)  # t*(a) is always a checkpoint that leaves the line
+
+
+def test_t5_on_a_batchnorm_net_reaches_theta_T_at_a_1(tmp_path):
+    """T5's a axis runs θ_0 → θ_T with the BN running statistics: at (a, b) = (1, 0) the grid point is
+    θ_T itself, so its loss equals θ_T's (I1 at α = 1), and (0, 0) equals θ_0's."""
+    import polars as pl
+
+    from conftest import TINY, run_in_process
+
+    raw = {**TINY, "name": "t5bn", "sweeps": [
+        {"name": "i1", "kind": "init_to_final", "alpha": {"num": 2}, "bn": "interpolate"},
+        {"name": "t5", "kind": "line_and_random", "alpha": {"values": [0.0, 1.0]},
+         "beta": {"values": [0.0, 0.5]}}]}
+    run = run_in_process(raw, tmp_path / "s")
+    assert run.job.model.batchnorm
+    i1 = run.curves.filter(pl.col("sweep") == "i1").collect()
+    grid = run.surface.filter(pl.col("kind") == "grid", pl.col("b") == 0.0).collect()
+    for k in (0, 1):
+        rows = grid.filter(pl.col("replicate") == k).sort("a")
+        ends = run.points.filter(pl.col("sweep") == "i1", pl.col("replicate_a") == k).sort("alpha").collect()
+        assert rows["loss"].to_list() == pytest.approx(ends["loss"].to_list(), rel=1e-5)
+    assert i1.height == 2

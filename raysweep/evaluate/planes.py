@@ -49,6 +49,9 @@ def make_directions(sweep: SweepSpec, theta0: dict, thetaT: dict, params: list[s
         d2 = {n: d2[n] - dot * d1[n] for n in params}  # orthogonal to the line
         d2 = {n: v * scale / norm(d2) for n, v in d2.items()}
         center = theta0
+        # BN running statistics move with a along the line too, so (a, b) = (1, 0) is θ_T itself
+        d1 = {**d1, **{n: thetaT[n].double() - theta0[n].double() for n in thetaT
+                       if n not in params and thetaT[n].is_floating_point()}}
     else:
         d1, d2 = gauss(), gauss()
         if sweep.filter_norm:
@@ -57,7 +60,7 @@ def make_directions(sweep: SweepSpec, theta0: dict, thetaT: dict, params: list[s
             d1, d2 = ({n: v * scale / norm(d) for n, v in d.items()} for d in (d1, d2))
         center = thetaT
     out = {f"center.{n}": t for n, t in center.items()}
-    out.update({f"d1.{n}": d1[n].float() for n in params})
+    out.update({f"d1.{n}": d1[n].float() for n in d1})
     out.update({f"d2.{n}": d2[n].float() for n in params})
     return out
 
@@ -75,7 +78,8 @@ def _filter_normalise(d: dict, theta: dict) -> dict:
 
 
 def plane_path(run: str, k: int, sweep: SweepSpec, h: str) -> str:
-    return f"{paths.replicate_dir(run, k)}/plane_{sweep.name}_{h}.safetensors"
+    # v2: T5's d1 carries BN statistics (planes drawn before are not reused)
+    return f"{paths.replicate_dir(run, k)}/plane_{sweep.name}_{h}_v2.safetensors"
 
 
 def path_info_path(run: str, k: int, sweep: SweepSpec, h: str) -> str:
