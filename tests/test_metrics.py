@@ -43,7 +43,19 @@ def test_extrapolated_grid_uses_only_the_inside_for_barriers():
     L = [10.0, 1.0, 2.0, 1.0, 10.0]
     assert barrier_mean(alphas, L) == pytest.approx(1.0)
     assert barrier_linear(alphas, L) == pytest.approx(1.0)
-    assert max_increase(L) == pytest.approx(9.0)
+    assert max_increase(L) == pytest.approx(9.0)  # the function itself measures what it is given ...
+    m = curve_metrics(alphas, L)  # ... a curve's metrics cover α in [0, 1] only, all of them
+    assert m["max_increase"] == pytest.approx(1.0) and m["max_bump"] == pytest.approx(1.0)
+    assert m["barrier_mean"] == pytest.approx(1.0) and m["monotone"] is False
+
+
+def test_a_nan_between_the_endpoints_makes_every_metric_nan():
+    m = curve_metrics([0.0, 0.25, 0.5, 0.75, 1.0], [1.0, 3.0, float("nan"), 2.0, 1.0])
+    assert all(np.isnan(m[k]) for k in ("max_increase", "barrier_linear", "barrier_mean", "max_bump"))
+    assert m["monotone"] is None
+    # outside [0, 1] a NaN (a diverged extrapolation) does not matter
+    m = curve_metrics([-0.5, 0.0, 0.5, 1.0], [float("nan"), 1.0, 2.0, 1.0])
+    assert m["barrier_mean"] == pytest.approx(1.0) and m["max_bump"] == pytest.approx(1.0)
 
 
 def test_metrics_against_brute_force():

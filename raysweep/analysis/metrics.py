@@ -1,4 +1,11 @@
-"""Metrics of one curve L(α_0) … L(α_n), α increasing (Frankle 2020 Fig 3; Lucas et al. 2021). Plain numpy."""
+"""Metrics of one curve L(α_0) … L(α_n), α increasing (Frankle 2020 Fig 3; Lucas et al. 2021). Plain numpy.
+
+One rule for every metric of a curve (`curve_metrics`): it is computed over the part of the grid
+between the endpoints, α ∈ [0, 1] (all of it for grids inside [0, 1], such as I4's windows; the
+extrapolated ends of I7's [−0.5, 1.5] are drawn but not measured), and a NaN anywhere in that part
+makes every metric NaN (monotone: null) — a diverged point is not a barrier of a known height.
+Barriers also need α = 0 and α = 1 on the grid (else null).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -16,24 +23,30 @@ def _at(alphas, values, target: float):
     return float(np.asarray(values, dtype=np.float64)[hit[0]]) if len(hit) else None
 
 
-def barrier_linear(alphas, values) -> float | None:
-    """max_α [L(α) − ((1−α)L(0) + αL(1))] over α in [0, 1]; None unless α = 0 and 1 are on the grid."""
+def between_endpoints(alphas, values) -> tuple[np.ndarray, np.ndarray]:
+    """The grid points with α in [0, 1], and their values."""
+    a, v = np.asarray(alphas, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    keep = (a >= -1e-9) & (a <= 1 + 1e-9)
+    return a[keep], v[keep]
+
+
+def _barrier(alphas, values, reference) -> float | None:
+    """max over α in [0, 1] of L(α) − reference(α, L(0), L(1)); None unless α = 0 and 1 are on the grid."""
     l0, l1 = _at(alphas, values, 0.0), _at(alphas, values, 1.0)
     if l0 is None or l1 is None:
         return None
-    a, v = np.asarray(alphas, dtype=np.float64), np.asarray(values, dtype=np.float64)
-    inside = (a >= -1e-9) & (a <= 1 + 1e-9)
-    return float(np.max(v[inside] - ((1 - a[inside]) * l0 + a[inside] * l1)))
+    a, v = between_endpoints(alphas, values)
+    return float(np.max(v - reference(a, l0, l1)))
+
+
+def barrier_linear(alphas, values) -> float | None:
+    """max_α [L(α) − ((1−α)L(0) + αL(1))] over α in [0, 1]; None unless α = 0 and 1 are on the grid."""
+    return _barrier(alphas, values, lambda a, l0, l1: (1 - a) * l0 + a * l1)
 
 
 def barrier_mean(alphas, values) -> float | None:
     """max_α L(α) − ½(L(0) + L(1)) over α in [0, 1] (Frankle et al. 2020's instability)."""
-    l0, l1 = _at(alphas, values, 0.0), _at(alphas, values, 1.0)
-    if l0 is None or l1 is None:
-        return None
-    a, v = np.asarray(alphas, dtype=np.float64), np.asarray(values, dtype=np.float64)
-    inside = (a >= -1e-9) & (a <= 1 + 1e-9)
-    return float(np.max(v[inside]) - 0.5 * (l0 + l1))
+    return _barrier(alphas, values, lambda a, l0, l1: 0.5 * (l0 + l1))
 
 
 def monotone(values) -> bool:
@@ -58,6 +71,12 @@ def max_bump(values) -> float:
 
 
 def curve_metrics(alphas, values) -> dict:
-    return {"max_increase": max_increase(values), "barrier_linear": barrier_linear(alphas, values),
-            "barrier_mean": barrier_mean(alphas, values), "monotone": monotone(values),
-            "max_bump": max_bump(values)}
+    """Every metric of one curve, by the module's one rule: α in [0, 1] only; NaN there makes all NaN."""
+    a, v = between_endpoints(alphas, values)
+    if len(v) == 0 or np.isnan(v).any():
+        nan = float("nan")
+        has_ends = _at(alphas, values, 0.0) is not None and _at(alphas, values, 1.0) is not None
+        return {"max_increase": nan, "barrier_linear": nan if has_ends else None,
+                "barrier_mean": nan if has_ends else None, "monotone": None, "max_bump": nan}
+    return {"max_increase": max_increase(v), "barrier_linear": barrier_linear(a, v),
+            "barrier_mean": barrier_mean(a, v), "monotone": monotone(v), "max_bump": max_bump(v)}
