@@ -207,11 +207,11 @@ class Run:
 
     def forget_replicate(self, k: int) -> None:
         """Delete replicate k's checkpoints and every stored point that used them."""
+        from raysweep.sweep.items import key_replicates
+
         self.store.delete(paths.replicate_dir(self.dir, k))
-        tag = f"r{k}-"
         for p in self.store.list(paths.points_dir(self.dir), ".parquet", recursive=True):
-            name = p.rsplit("/", 1)[-1]
-            if name.startswith(tag) or f"__{tag}" in name:
+            if k in key_replicates(p):
                 self.store.delete(p)
         # every table and report that used it is gone with it (they would be rebuilt as stale anyway)
         self.store.delete(paths.tables_dir(self.dir))

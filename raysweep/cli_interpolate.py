@@ -39,6 +39,7 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
     last.  Example: raysweep interpolate --model mypkg.nets:build
     --data mypkg.data:load a.pt b.pt --alpha -0.5:1.5:81"""
     from raysweep.api import Run
+    from raysweep.io.store import Store
     from raysweep.spec import apply_overrides, parse_job
 
     try:
@@ -52,7 +53,7 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
            "model": {"name": model, **({"kwargs": _pairs(model_arg, "--model-arg")} if model_arg else {})},
            "data": {"name": data, **({"kwargs": _pairs(data_arg, "--data-arg")} if data_arg else {})},
            "sweeps": [{"name": "line", "kind": "init_to_final", "alpha": grid, "splits": split or ["test"], "bn": bn}]}
-    run = Run(parse_job(apply_overrides(raw, set_ or []), "raysweep interpolate"), _store(storage))
+    run = Run(parse_job(apply_overrides(raw, set_ or []), "raysweep interpolate"), Store(storage))
     summary = run.run(progress=progress, address=address, report=report)
     b = run.barriers.filter(__import__("polars").col("sweep") == "line").collect()
     for row in b.iter_rows(named=True):
@@ -60,9 +61,3 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
                    f"{row['barrier_linear_mean']:.4g}, max increase {row['max_increase_mean']:.4g}")
     for name, where in summary.outputs.items():
         typer.echo(f"  {name:8s} {where}")
-
-
-def _store(storage):
-    from raysweep.io.store import Store
-
-    return Store(storage)

@@ -43,19 +43,27 @@ def run_to_end(job_file, storage):
     return r.stdout
 
 
-def run_and_kill(job_file, storage, ready, timeout=300):
-    """Start `raysweep run`, SIGKILL its whole process group once ready(storage) holds."""
-    proc = subprocess.Popen(cli(job_file, storage), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+def start_until(job_file, storage, ready, timeout=300, **popen) -> subprocess.Popen:
+    """Start `raysweep run` in its own process group and wait until ready(storage) holds."""
+    proc = subprocess.Popen(cli(job_file, storage), start_new_session=True, **popen)
     deadline = time.time() + timeout
     try:
         while not ready(Path(storage)):
-            assert proc.poll() is None, "the run finished before it could be killed"
-            assert time.time() < deadline, "the run never reached the point to kill it"
+            assert proc.poll() is None, "the run finished before it reached the point to stop it"
+            assert time.time() < deadline, "the run never reached the point to stop it"
             time.sleep(0.1)
-    finally:
+    except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        raise
+    return proc
+
+
+def run_and_kill(job_file, storage, ready, timeout=300):
+    """Start `raysweep run`, SIGKILL its whole process group once ready(storage) holds."""
+    proc = start_until(job_file, storage, ready, timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def settled(measure, quiet: float = 3.0, timeout: float = 60.0):
@@ -104,14 +112,8 @@ def test_sigkill_during_training_then_rerun(slow_job):
 
 def interrupt(job_file, storage, ready, timeout=300) -> subprocess.CompletedProcess:
     """Start `raysweep run`, send SIGINT (Ctrl-C) once ready(storage) holds; returns how it ended."""
-    proc = subprocess.Popen(cli(job_file, storage), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    deadline = time.time() + timeout
+    proc = start_until(job_file, storage, ready, timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        while not ready(Path(storage)):
-            assert proc.poll() is None, "the run finished before it could be interrupted"
-            assert time.time() < deadline, "the run never reached the point to interrupt it"
-            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 
 import numpy as np
 import polars as pl
@@ -27,13 +26,11 @@ METRICS = ["max_increase", "barrier_linear", "barrier_mean", "max_bump"]
 TABLES = paths.TABLES
 
 
-_REPLICATE_TAG = re.compile(r"(?:^|__)r(\d+)-")
-
-
 def within_replicates(path: str, replicates: int) -> bool:
     """Whether a points file (named by its item key: r<k>-...__r<j>-...) uses only replicates < `replicates`."""
-    name = path.rsplit("/", 1)[-1]
-    return all(int(k) < replicates for k in _REPLICATE_TAG.findall(name))
+    from raysweep.sweep.items import key_replicates
+
+    return all(k < replicates for k in key_replicates(path))
 
 
 def point_paths(store: Store, job: Job, kinds=LINE_KINDS) -> list[str]:

@@ -133,7 +133,7 @@ class Evaluator:
         from raysweep.evaluate.losses import loss_fn
 
         self.loss = loss_fn(job.train.loss)
-        self.metrics, self.metric_names = [], []  # set per item: set_metrics
+        self.metrics, self.metric_names, self._metric_spec = [], [], []  # set per item: set_metrics
         self.forward = torch.compile(self.model) if job.eval.compile and cuda else self.model
         self.head, self.tail = first_layer_split(self.model) if job.eval.first_layer else (None, None)
         self._pre: tuple[tuple, dict] | None = None  # ((pair key, splits), split -> (h_a, h_b)) of the last pair
@@ -235,7 +235,7 @@ class Evaluator:
         """Record these extra per-example metrics (evaluate/losses.py) from now on; cached by name."""
         from raysweep.evaluate.losses import metric_fns, metric_name
 
-        if list(names) != getattr(self, "_metric_spec", []):
+        if list(names) != self._metric_spec:
             self.metrics, self.metric_names = metric_fns(tuple(names)), [metric_name(n) for n in names]
             self._metric_spec = list(names)
 

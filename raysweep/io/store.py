@@ -112,9 +112,10 @@ class Store:
             hint = ("check the endpoint ($AWS_ENDPOINT_URL) and the network" if any(
                         w in text for w in ("connect", "curl", "timeout", "timed out")) else
                     "check the credentials ($AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, ~/.aws, the instance "
-                    "role) and that they may write there" if not self.is_local else "check the path and its permissions")
+                    f"role) and that they may {'write' if write else 'read'} there" if not self.is_local
+                    else "check the path and its permissions")
             raise StoreError(f"storage {self.uri} cannot be used: {str(exc).strip()}. {hint[0].upper()}{hint[1:]}; "
-                             f"nothing was written.".replace("may write", "may write" if write else "may read")) from None
+                             f"nothing was written.") from None
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"

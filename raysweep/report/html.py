@@ -10,6 +10,7 @@ import altair as alt
 import polars as pl
 
 from raysweep.io import paths
+from raysweep.spec import sweep_hash
 from raysweep.report.charts import (EXPERIMENT, band_chart, barrier_chart, learning_chart, mds_chart,
                                     per_step_chart, projection_chart, surface_chart)
 
@@ -105,15 +106,9 @@ def settings_line(run, made_of: dict) -> str:
     for s in run.job.sweeps:
         grid = s.alpha.points()
         sweeps.append(f"{s.name} ({s.kind}, {len(grid)} α in [{grid[0]:g}, {grid[-1]:g}], "
-                      f"{'/'.join(s.splits)}, bn {s.bn}, sweep hash {hash_of(s)})")
+                      f"{'/'.join(s.splits)}, bn {s.bn}, sweep hash {sweep_hash(s)})")
     return (f"{run.job.description} · run {run.job.name}/{run.job.hash} in {run.store.url(run.dir)} · "
             f"{run.job.replicates} replicates · inputs {made_of['fingerprint']} · sweeps: " + "; ".join(sweeps))
-
-
-def hash_of(sweep) -> str:
-    from raysweep.spec import sweep_hash
-
-    return sweep_hash(sweep)
 
 
 def write_report(run, out: str | None = None, formats: Iterable[str] = ()) -> list[str]:
