@@ -25,6 +25,20 @@ class Maxout(nn.Module):
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
+class UnscaledDropout(nn.Module):
+    """Dropout that zeroes inputs with probability p and does not rescale the survivors, so training
+    sees (1-p)·x on average and evaluation sees x (pylearn2's Dropout cost with input_scales = 1)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        return x * torch.empty_like(x).bernoulli_(1 - self.p)
+
+
 def mlp(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Fully connected net: [dropout] -> (linear [BN] act [dropout]) x len(hidden) -> linear."""
     d_in = 1
@@ -32,7 +46,8 @@ def mlp(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Modu
         d_in *= d
     layers: list[nn.Module] = [nn.Flatten()]
     if spec.input_dropout:
-        layers.append(nn.Dropout(spec.input_dropout))
+        layers.append(nn.Dropout(spec.input_dropout) if spec.input_dropout_rescale
+                      else UnscaledDropout(spec.input_dropout))
     for width in spec.hidden:
         if spec.activation == "maxout":
             layers.append(Maxout(d_in, width, spec.maxout_pieces))
@@ -45,7 +60,33 @@ def mlp(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Modu
             layers.append(nn.Dropout(spec.dropout))
         d_in = width
     layers.append(nn.Linear(d_in, num_classes))
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    if spec.init == "uniform":
+        model.after_init = functools.partial(_uniform_init, ranges=spec.init_range)
+    return model
+
+
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    """An MLP's linear layers in order (a maxout layer's one linear map counts once): what
+    model.init_range and train.max_norm are given per."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def _uniform_init(model: nn.Module, ranges: tuple[float, ...]) -> None:
+    """pylearn2's irange init: W ~ U(-r, r) per layer (r = 0: zeros, as sparse_init = 0), biases 0."""
+    with torch.no_grad():
+        for layer, r in zip(linear_layers(model), ranges, strict=True):
+            layer.weight.uniform_(-r, r) if r > 0 else layer.weight.zero_()
+            layer.bias.zero_()
+
+
+def apply_max_norm(model: nn.Module, limits: tuple[float, ...]) -> None:
+    """pylearn2's max_col_norm: each unit's incoming weight vector (a row of W here, a column of
+    pylearn2's W) is scaled down to norm `limit` when longer: w · min(|w|, c) / (1e-7 + |w|)."""
+    with torch.no_grad():
+        for layer, limit in zip(linear_layers(model), limits, strict=True):
+            norms = layer.weight.norm(dim=1, keepdim=True)
+            layer.weight.mul_(norms.clamp(max=limit) / (1e-7 + norms))
 
 
 def lenet_300_100(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -173,12 +214,12 @@ MODELS: dict[str, Callable[[ModelSpec, tuple[int, ...], int], nn.Module]] = {
 
 
 def init_weights(model: nn.Module) -> None:
-    """OpenLTH init: kaiming_normal (fan_in) on conv/linear weights, zero biases, BN γ ~ U[0,1), β = 0."""
+    """OpenLTH init (models/initializers.py kaiming_normal, bn_initializers.py uniform): kaiming_normal
+    (fan_in) on conv/linear weights only — biases keep the default nn.Linear/nn.Conv2d init drawn when
+    the module was built, U(-1/√fan_in, 1/√fan_in) — and BN γ ~ U[0,1), β = 0."""
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             nn.init.kaiming_normal_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.uniform_(m.weight)
             nn.init.zeros_(m.bias)
@@ -213,8 +254,10 @@ def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int, se
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MODELS[spec.name](spec, in_shape, num_classes)
-        init_weights(model)
+        if spec.init != "default":  # default: keep the init the modules drew when built
+            init_weights(model)
         if hasattr(model, "after_init"):  # a model whose init departs from OpenLTH's says so itself
+            # (it runs after OpenLTH's, so it draws from the same seeded stream)
             model.after_init(model)
     return model
 

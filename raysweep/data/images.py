@@ -37,6 +37,8 @@ def mnist(spec: DataSpec) -> Splits:
     return Splits(xtr.unsqueeze(1), ytr.long(), xte.unsqueeze(1), yte.long(), 10, mean=(0.1307,), std=(0.3081,))
 
 
+# torchvision's ImageNet statistics; OpenLTH uses them for CIFAR-10 too
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # `apt-get install dataset-fashion-mnist`
 
@@ -104,9 +106,9 @@ def cifar10(spec: DataSpec) -> Splits:
             ys.append(np.asarray(d["labels"], dtype=np.int64))
         return np.concatenate(xs), np.concatenate(ys)
     (xtr, ytr), (xte, yte) = read(files[:5]), read(files[5:])
-    # OpenLTH's CIFAR-10 normalisation; augmentation: random crop 32 with padding 4 + flip
-    return _splits(xtr, ytr, xte, yte, 10, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010),
-                   augment="cifar")
+    # OpenLTH's datasets/cifar10.py normalises CIFAR-10 with ImageNet's mean/std (not CIFAR's own);
+    # augmentation: random crop 32 with padding 4 + flip
+    return _splits(xtr, ytr, xte, yte, 10, mean=IMAGENET_MEAN, std=IMAGENET_STD, augment="cifar")
 
 
 def _download(fetch: Callable, name: str, where: Path, what: str) -> None:
@@ -119,8 +121,6 @@ def _download(fetch: Callable, name: str, where: Path, what: str) -> None:
             f"$RAYSWEEP_DATA.") from None
 
 
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _imagenet_folders(spec: DataSpec) -> tuple[Path, Path]:

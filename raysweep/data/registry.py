@@ -53,8 +53,14 @@ def load_splits(spec: DataSpec, store=None) -> Splits:
     if spec.name not in DATASETS:
         raise KeyError(f"unknown dataset {spec.name!r}; registered datasets are {sorted(DATASETS)}")
     if spec.name in CACHED_SPLITS and store is not None:
-        return DATASETS[spec.name](spec, cache=SplitCache(store))
-    return DATASETS[spec.name](spec)
+        splits = DATASETS[spec.name](spec, cache=SplitCache(store))
+    else:
+        splits = DATASETS[spec.name](spec)
+    if spec.pixels == "unit":
+        import dataclasses
+
+        splits = dataclasses.replace(splits, mean=None, std=None)
+    return splits
 
 
 # What each dataset is when it is not on this machine (for plans and cost estimates).

@@ -1,6 +1,7 @@
 """Content hashes. A run is named by the hash of the non-default fields that change its trained
 weights (fields marked NOT_WEIGHTS are left out); each sweep by the hash of what changes its numbers.
-Adding a field with a default keeps old hashes valid."""
+Adding a field with a default keeps old hashes valid; a change to how built-in models or datasets
+make their weights bumps RECIPE instead, so runs made before it are not mistaken for new ones."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +9,9 @@ import hashlib
 import json
 
 from raysweep.spec.model import Job, SweepSpec
+
+# 2: built-in models keep PyTorch's default biases (OpenLTH), CIFAR-10 uses ImageNet's mean/std
+RECIPE = 2
 
 
 def job_hash(job: Job) -> str:
@@ -21,6 +25,8 @@ def job_hash(job: Job) -> str:
         name = getattr(job, key).name if key != "train" else ""
         if is_import_path(name):
             payload[f"{key}.source"] = source_identity(name)
+    if not (is_import_path(job.model.name) and is_import_path(job.data.name)):
+        payload["recipe"] = RECIPE  # a built-in model or dataset made these weights
     if job.external:
         from raysweep.io.external import external_digest
 

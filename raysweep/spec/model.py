@@ -17,6 +17,9 @@ TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per rep
 PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3: 2-D grids per replicate
 SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS
 SCHEDULES = ("frankle", "every_epoch", "list")
+INITS = ("openlth", "uniform", "default")
+PIXELS = ("standardized", "unit")
+LR_DECAYS = ("step", "linear_epoch", "exponential")
 BN_MODES = ("interpolate", "reset")
 SPLITS = ("train", "test")
 MAX_ALPHAS = 100_000
@@ -118,6 +121,9 @@ class DataSpec:
     root: str = field(default="", metadata=NOT_WEIGHTS)  # where the dataset lives; "" = $RAYSWEEP_DATA or ./data
     num_workers: int = 0  # DataLoader workers for streamed datasets: each has its own augmentation RNG, so hashed
     kwargs: str = "{}"  # a user loader's keyword arguments ([data.kwargs] in TOML), kept as canonical JSON
+    # built-in image datasets: standardized ((x/255 − mean)/std, the dataset's own statistics) | unit (x/255 in
+    # [0, 1], as pylearn2 feeds MNIST to G's networks)
+    pixels: str = "standardized"
 
     def options(self) -> dict:
         from raysweep.plugins import options
@@ -127,7 +133,7 @@ class DataSpec:
     def problems(self, where: str) -> list[str]:
         from raysweep.plugins import kwargs_problems
 
-        out = kwargs_problems(where, self.kwargs)
+        out = kwargs_problems(where, self.kwargs) + _choice(f"{where}.pixels", self.pixels, PIXELS)
         return out + ([] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"])
 
 
@@ -140,6 +146,12 @@ class ModelSpec:
     dropout: float = 0.0
     input_dropout: float = 0.0
     batchnorm: bool = False  # MLP: BatchNorm1d after each hidden linear layer
+    # openlth: kaiming_normal (fan_in) weights, PyTorch's default biases, BN γ ~ U[0,1) (F);
+    # uniform: MLP weights ~ U(-r, r) with r = init_range[i] per linear layer (0: zeros), zero biases (pylearn2's irange);
+    # default: PyTorch's (= Torch7's) nn.Linear/Conv2d init, weights and biases ~ U(±1/√fan_in)
+    init: str = "openlth"
+    init_range: tuple[float, ...] = ()
+    input_dropout_rescale: bool = True  # False: input dropout without 1/(1-p) scaling (pylearn2 input_scales = 1)
     kwargs: str = "{}"  # a user builder's keyword arguments ([model.kwargs] in TOML), kept as canonical JSON
 
     def options(self) -> dict:
@@ -159,6 +171,15 @@ class ModelSpec:
                 out.append(f"{where}.{key} must be in [0, 1), got {getattr(self, key)}")
         if not 1 <= self.maxout_pieces <= 64:
             out.append(f"{where}.maxout_pieces must be in [1, 64]")
+        out += _choice(f"{where}.init", self.init, INITS)
+        if self.init == "uniform" and (self.name != "mlp" or len(self.init_range) != len(self.hidden) + 1):
+            out.append(f"{where}.init = 'uniform' is for the mlp model and needs one range per linear layer "
+                       f"({len(self.hidden) + 1} here: the hidden layers, then the output), got "
+                       f"{where}.init_range = {list(self.init_range)}")
+        if self.init != "uniform" and self.init_range:
+            out.append(f"{where}.init_range is only used with {where}.init = 'uniform'")
+        if any(not 0 <= r <= 100 for r in self.init_range):
+            out.append(f"{where}.init_range values must be in [0, 100], got {list(self.init_range)}")
         return out
 
 
@@ -172,6 +193,20 @@ class TrainSpec:
     milestones: tuple[int, ...] = ()  # epochs at which lr is multiplied by gamma
     gamma: float = 0.1
     warmup_epochs: float = 0.0  # linear warmup, per iteration
+    # lr_decay: step (OpenLTH: × gamma at each milestone) | linear_epoch (pylearn2 LinearDecayOverEpoch: from
+    # epoch decay_start to decay_saturate down to lr · decay_factor) | exponential (pylearn2 ExponentialDecay:
+    # lr / decay_factor^step, at least min_lr)
+    lr_decay: str = "step"
+    decay_start: int = 1
+    decay_saturate: int = 0
+    decay_factor: float = 1.0
+    min_lr: float = 0.0
+    # pylearn2 MomentumAdjustor: momentum rises linearly from `momentum` at epoch momentum_start to
+    # final_momentum at momentum_saturate (0: constant momentum)
+    final_momentum: float = 0.0
+    momentum_start: int = 1
+    momentum_saturate: int = 0
+    max_norm: tuple[float, ...] = ()  # MLP: each unit's incoming weight norm capped after every step, one per linear layer
     checkpoints: str = "frankle"  # frankle | every_epoch | list
     steps: tuple[int, ...] = ()  # extra steps to save (the schedule when checkpoints = "list")
     log_splits: tuple[str, ...] = field(default=("train", "test"), metadata=NOT_WEIGHTS)  # evaluated at each checkpoint
@@ -202,6 +237,21 @@ class TrainSpec:
             out += _choice(f"{where}.log_splits", s, SPLITS)
         if any(s < 0 for s in self.steps):
             out.append(f"{where}.steps must be >= 0, got {list(self.steps)}")
+        out += _choice(f"{where}.lr_decay", self.lr_decay, LR_DECAYS)
+        if self.lr_decay == "linear_epoch" and not (0 <= self.decay_start < self.decay_saturate
+                                                    and 0 < self.decay_factor <= 1):
+            out.append(f"{where}.lr_decay = 'linear_epoch' needs 0 <= decay_start < decay_saturate and decay_factor "
+                       f"in (0, 1], got {self.decay_start}, {self.decay_saturate}, {self.decay_factor}")
+        if self.lr_decay == "exponential" and not (self.decay_factor >= 1 and self.min_lr >= 0):
+            out.append(f"{where}.lr_decay = 'exponential' divides lr by decay_factor each step: it needs "
+                       f"decay_factor >= 1 and min_lr >= 0, got {self.decay_factor}, {self.min_lr}")
+        if self.momentum_saturate and not (0 <= self.momentum_start <= self.momentum_saturate
+                                           and 0 <= self.final_momentum < 1):
+            out.append(f"{where}.momentum_saturate needs 0 <= momentum_start <= momentum_saturate and "
+                       f"final_momentum in [0, 1), got {self.momentum_start}, {self.momentum_saturate}, "
+                       f"{self.final_momentum}")
+        if any(not m > 0 for m in self.max_norm):
+            out.append(f"{where}.max_norm values must be > 0, got {list(self.max_norm)}")
         if self.checkpoints == "list" and not self.steps:
             out.append(f"{where}.checkpoints = 'list' needs {where}.steps, e.g. --set {where}.steps=[0,100]")
         return out
@@ -286,6 +336,10 @@ class Job:
                 out.append("external: every replicate needs at least one checkpoint file")
         for key in ("data", "model", "train", "eval", "resources"):
             out += getattr(self, key).problems(key)
+        layers = len(self.model.hidden) + 1
+        if self.train.max_norm and (self.model.name != "mlp" or len(self.train.max_norm) != layers):
+            out.append(f"train.max_norm is for the mlp model, one limit per linear layer ({layers} here: the hidden "
+                       f"layers, then the output), got {list(self.train.max_norm)}")
         names = [s.name for s in self.sweeps]
         for s in self.sweeps:
             out += s.problems(f"sweeps.{s.name or '?'}")

@@ -19,7 +19,7 @@ from raysweep.io.checkpoints import load_tensors, save_tensors
 from raysweep.data import Splits, load_splits, train_batches
 from raysweep.evaluate import pick_device, split_metrics, training_loss
 from raysweep.evaluate.losses import loss_fn
-from raysweep.models import build_model
+from raysweep.models import apply_max_norm, build_model
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 from raysweep.spec import Job
 from raysweep.io.store import Store
@@ -28,12 +28,39 @@ Progress = Callable[[dict], None]
 
 
 def learning_rate(job: Job, it: int, per_epoch: int) -> float:
-    """OpenLTH: lr · γ^(drops passed) · min(1, it / warmup_iterations), set every iteration."""
+    """The lr of update `it` (0-based), set every iteration.
+
+    step (OpenLTH): lr · γ^(drops passed) · min(1, it / warmup_iterations).
+    linear_epoch (pylearn2 LinearDecayOverEpoch; its counter is e = epoch + 1 during an epoch): lr for
+    e < start, lr − s·(e − start + 1) with s = lr·(1 − f)/(saturate − start + 1) until saturate, lr·f after.
+    exponential (pylearn2 ExponentialDecay, after every update): lr / f^it, at least min_lr.
+    """
     t = job.train
+    if t.lr_decay == "linear_epoch":
+        e = it // per_epoch + 1
+        if e < t.decay_start:
+            return t.lr
+        if e < t.decay_saturate:
+            return t.lr - t.lr * (1 - t.decay_factor) / (t.decay_saturate - t.decay_start + 1) * (e - t.decay_start + 1)
+        return t.lr * t.decay_factor
+    if t.lr_decay == "exponential":
+        return max(t.lr / t.decay_factor ** it, t.min_lr)
     drops = sum(it >= m * per_epoch for m in t.milestones)
     warmup = t.warmup_epochs * per_epoch
     scale = min(1.0, it / warmup) if warmup > 0 else 1.0
     return t.lr * (t.gamma ** drops) * scale
+
+
+def momentum(job: Job, it: int, per_epoch: int) -> float:
+    """pylearn2 MomentumAdjustor (counter e = epoch + 1): μ0·(1 − a) + a·μ_final with
+    a = clip((e − start)/(saturate − start), 0, 1); constant μ0 when momentum_saturate = 0."""
+    t = job.train
+    if not t.momentum_saturate:
+        return t.momentum
+    width = t.momentum_saturate - t.momentum_start
+    e = it // per_epoch + 1
+    a = 1.0 if width == 0 else min(1.0, max(0.0, (e - t.momentum_start) / width))
+    return t.momentum * (1 - a) + a * t.final_momentum
 
 
 def replicate_seed(job: Job, k: int) -> int:
@@ -150,13 +177,15 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
         epoch, skip = divmod(step, per_epoch)
         for x, y in train_batches(data, t.batch_size, seed, epoch, skip, job.data.num_workers):
             for group in opt.param_groups:
-                group["lr"] = learning_rate(job, step, per_epoch)
+                group["lr"], group["momentum"] = learning_rate(job, step, per_epoch), momentum(job, step, per_epoch)
             x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
                 loss = training_loss(model(x), y, per_example)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if t.max_norm:
+                apply_max_norm(model, t.max_norm)
             step += 1
             if step in schedule:
                 last = _save_checkpoint(store, job, k, model, step, per_epoch, data, device)
