@@ -66,3 +66,60 @@ def test_checkpoints_table_is_the_learning_curve(swept):
     ck = aggregate.checkpoints(store, job)
     assert ck.height == 2 * 4 and set(ck["replicate"]) == {0, 1}
     assert {"train_loss", "test_error", "sha256", "epoch"} <= set(ck.columns)
+
+
+def _synthetic_points(rng):
+    """Curves of every shape the metrics rule covers: I7 grids beyond [0, 1], I4 windows inside it,
+    NaN inside and outside [0, 1], a grid without α = 1, one extra metric recorded by one sweep only."""
+    rows = []
+    grids = {"i1": np.linspace(0, 1, 11), "i7": np.linspace(-0.5, 1.5, 9), "i4": np.linspace(0, 0.01, 5),
+             "half": np.linspace(0, 0.5, 6)}
+    for sweep, alphas in grids.items():
+        for k in range(3):
+            for step in (0, 4):
+                loss = rng.normal(size=len(alphas)).cumsum() + 3
+                if sweep == "i1" and k == 1 and step == 4:
+                    loss[5] = np.nan  # inside [0, 1]: every metric NaN
+                if sweep == "i7" and k == 2:
+                    loss[0] = np.nan  # outside [0, 1]: measured as if absent
+                for a, v in zip(alphas, loss):
+                    rows.append({"sweep": sweep, "replicate_a": k, "step_a": step, "replicate_b": k, "step_b": 9,
+                                 "alpha": float(a), "split": "test", "item": f"r{k}-x", "loss": float(v),
+                                 "error": float(abs(v) / 10), "distance": 2.0 + k, "norm_a": float(k),
+                                 "top5_error": float(v / 7) if sweep == "i1" else None})
+    return pl.DataFrame(rows, schema_overrides={"replicate_a": pl.Int32, "replicate_b": pl.Int32})
+
+
+def test_per_curve_metrics_equal_a_plain_loop_over_curves():
+    points = _synthetic_points(np.random.default_rng(4))
+    got = aggregate.per_curve(points)
+    n = 0
+    for (sweep, k, step), curve in points.sort("alpha").group_by("sweep", "replicate_a", "step_a"):
+        for metric in ("loss", "error", "top5_error"):
+            row = got.filter(pl.col("sweep") == sweep, pl.col("replicate_a") == k, pl.col("step_a") == step,
+                             pl.col("metric") == metric)
+            if metric == "top5_error" and sweep != "i1":
+                assert row.height == 0  # a metric another sweep recorded
+                continue
+            ref = curve_metrics(curve["alpha"].to_list(), curve[metric].to_list())
+            r = row.row(0, named=True)
+            for m, v in ref.items():
+                if v is None or r[m] is None:
+                    assert v is None and r[m] is None, (sweep, k, step, metric, m)
+                elif isinstance(v, float) and np.isnan(v):
+                    assert np.isnan(r[m]), (sweep, k, step, metric, m)
+                else:
+                    assert r[m] == v, (sweep, k, step, metric, m)  # the same float operations: equal
+            assert r["relative_distance"] == (None if k == 0 else (2.0 + k) / k)
+            n += 1
+    assert n == 4 * 3 * 2 * 2 + 3 * 2
+
+
+def test_curves_equal_numpy_means_and_stds():
+    points = _synthetic_points(np.random.default_rng(5))
+    got = aggregate.curves(points)
+    for (sweep, step, alpha), g in points.group_by("sweep", "step_a", "alpha"):
+        r = got.filter(pl.col("sweep") == sweep, pl.col("step_a") == step, pl.col("alpha") == alpha).row(0, named=True)
+        loss = g.sort("replicate_a")["loss"].to_numpy()
+        assert r["n"] == 3 and r["loss_mean"] == pytest.approx(loss.mean(), rel=1e-14, nan_ok=True)
+        assert r["loss_std"] == pytest.approx(loss.std(ddof=1), rel=1e-12, nan_ok=True)

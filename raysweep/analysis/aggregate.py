@@ -13,7 +13,6 @@ import numpy as np
 import polars as pl
 
 from raysweep.io import paths
-from raysweep.analysis.metrics import curve_metrics
 from raysweep.spec import LINE_KINDS, PLANE_KINDS, Job, sweep_hash
 from raysweep.io.store import Store
 from raysweep.sweep import POINT_SCHEMA
@@ -69,11 +68,11 @@ def _scan(store: Store, files: list[str], schema) -> pl.LazyFrame:
     return parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
 
 
-def measures(points: pl.DataFrame) -> list[str]:
-    """loss, error, and every extra metric column a sweep recorded (its `metrics`)."""
-    from raysweep.sweep import POINT_SCHEMA
-
-    return ["loss", "error"] + [c for c in points.columns if c not in POINT_SCHEMA.names]
+def measures(schema) -> list[str]:
+    """loss, error, and every extra metric column a sweep recorded (its `metrics`), from a frame's
+    columns or schema."""
+    names = schema.names() if hasattr(schema, "names") else list(schema.columns)
+    return ["loss", "error"] + [c for c in names if c not in POINT_SCHEMA.names]
 
 
 def scan_points(store: Store, job: Job) -> pl.LazyFrame:
@@ -122,56 +121,126 @@ def function_map(store: Store, job: Job) -> pl.DataFrame:
         "sweep", "replicate", "step", "epoch", "tau_x", "tau_y", "kappa_x", "kappa_y")
 
 
-def dedupe(points: pl.DataFrame) -> pl.DataFrame:
-    """One row per (sweep, pair, α, split), sorted by that key; says so if the store ever held a
-    duplicate. Sorting first fixes the order of every later reduction, so a run resumed after a
-    kill gives bitwise the same tables as one that never stopped."""
-    points = points.sort(POINT_KEY + ["item"])
-    unique = points.unique(subset=POINT_KEY, keep="first", maintain_order=True)
-    if unique.height != points.height:
-        log.warning("found %d duplicate point rows; kept one of each", points.height - unique.height)
-    return unique
+def line_points(store: Store, job: Job) -> pl.LazyFrame:
+    """The line sweeps' rows, only the columns the tables read (a query: nothing is loaded yet)."""
+    lf = scan_points(store, job)
+    names = lf.collect_schema().names()
+    extra = [c for c in names if c not in POINT_SCHEMA.names]
+    return lf.select(*POINT_KEY, "item", "distance", "norm_a", "loss", "error", *extra)
 
 
-def curves(points: pl.DataFrame) -> pl.DataFrame:
+def _streamed(lf: pl.LazyFrame) -> pl.DataFrame:
+    return lf.collect(engine="streaming")
+
+
+def dedupe(points: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per (sweep, pair, α, split): where the store holds a point twice (items of two
+    chunkings), the row of the first item by name. Only run when duplicates exist (`_duplicates`)."""
+    return (points.group_by(POINT_KEY).agg(pl.all().sort_by("item").first()))
+
+
+def _duplicates(points: pl.LazyFrame) -> int:
+    """Rows beyond one per point, counted per (curve, α) group from its pairs: no full-size sort."""
+    pairs = pl.struct("replicate_a", "replicate_b")
+    counts = _streamed(points.group_by(CURVE_KEY + ["alpha"]).agg(pl.len().alias("rows"), pairs.n_unique().alias("pairs"))
+                       .select((pl.col("rows") - pl.col("pairs")).sum()))
+    return int(counts.item() or 0)
+
+
+def _deduped(store: Store, job: Job) -> tuple[pl.LazyFrame, list[str]]:
+    points = line_points(store, job)
+    extra = [c for c in points.collect_schema().names() if c not in POINT_SCHEMA.names]
+    dup = _duplicates(points)
+    if dup:
+        log.warning("found %d duplicate point rows; kept one of each", dup)
+        points = dedupe(points)
+    return points, ["loss", "error", *extra]
+
+
+def _by_pair(e: pl.Expr) -> pl.Expr:
+    """Within a group, values in a fixed order (replicate pairs): sums do not depend on how the
+    files were read, so a resumed run gives bitwise the same tables."""
+    return e.sort_by("replicate_a", "replicate_b")
+
+
+def _mean_std(e: pl.Expr, name: str) -> list[pl.Expr]:
+    """Mean and sample std (ddof = 1; null for n < 2), summed left to right in pair order: the same
+    bits whatever order the rows were read in. (A cumulative sum keeps that order: polars drops a sort
+    in front of a plain sum, which it treats as order-free.)"""
+    x = _by_pair(e).drop_nulls()
+    n = x.count()
+    mean = x.cum_sum().last() / n
+    std = pl.when(n > 1).then((((x - mean) ** 2).cum_sum().last() / (n - 1)).sqrt())
+    return [mean.alias(f"{name}_mean"), std.alias(f"{name}_std")]
+
+
+def curves_query(points: pl.LazyFrame, names: list[str]) -> pl.LazyFrame:
+    aggs = [e for m in names for e in _mean_std(pl.col(m), m)]
+    return (points.group_by(CURVE_KEY + ["alpha"]).agg(*aggs, pl.len().cast(pl.UInt32).alias("n"))
+            .with_columns(pl.col("step_a").alias("step")).sort(CURVE_KEY + ["alpha"]))
+
+
+def curves(points: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Mean, std and n across replicates per sweep, step pair, α and split."""
-    aggs = [e for m in measures(points) for e in (pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std"))]
-    return (points.sort(POINT_KEY).group_by(CURVE_KEY + ["alpha"], maintain_order=True)
-            .agg(*aggs, pl.len().alias("n"))
-            .with_columns(pl.col("step_a").alias("step"))
-            .sort(CURVE_KEY + ["alpha"]))
+    lf = points.lazy()
+    return _streamed(curves_query(lf, measures(lf.collect_schema())))
 
 
-def per_curve(points: pl.DataFrame) -> pl.DataFrame:
-    """Metrics of every single curve (one replicate or pair), for loss and for error."""
-    names = measures(points)
-    lists = (points.sort(PAIR_KEY + ["alpha"]).group_by(PAIR_KEY, maintain_order=True)
-             .agg("alpha", *names, pl.col("distance").first(), pl.col("norm_a").first()))
-    rows = []
-    for r in lists.iter_rows(named=True):
-        for metric in names:
-            if metric not in ("loss", "error") and all(v is None for v in r[metric]):
-                continue  # a metric another sweep recorded
-            rows.append({**{k: r[k] for k in PAIR_KEY}, "metric": metric,
-                         **curve_metrics(r["alpha"], r[metric]), "distance": r["distance"],
-                         "relative_distance": r["distance"] / r["norm_a"] if r["norm_a"] else None})
-    schema = {**{k: points.schema[k] for k in PAIR_KEY}, "metric": pl.String,
-              **{m: pl.Float64 for m in METRICS}, "monotone": pl.Boolean,
-              "distance": pl.Float64, "relative_distance": pl.Float64}
-    return pl.DataFrame(rows, schema=schema)
+def _metric_exprs(m: str) -> list[pl.Expr]:
+    """metrics.curve_metrics as group expressions over one curve (analysis.metrics' one rule):
+    α in [0, 1] only, sorted by α; NaN there makes every metric NaN."""
+    a = pl.col("alpha").sort()
+    inside = (a >= -1e-9) & (a <= 1 + 1e-9)
+    v = pl.col(m).sort_by("alpha").filter(inside)
+    x = a.filter(inside)
+    l0 = pl.col(m).sort_by("alpha").filter(a.abs() <= 1e-9).first()
+    l1 = pl.col(m).sort_by("alpha").filter((a - 1).abs() <= 1e-9).first()
+    rise = (v - v.cum_min()).max()
+    return [v.len().alias("_n"), v.is_nan().any().alias("_nan"), l0.alias("_l0"), l1.alias("_l1"),
+            rise.alias("max_increase"), (v - ((1 - x) * l0 + x * l1)).max().alias("barrier_linear"),
+            (v.max() - 0.5 * (l0 + l1)).alias("barrier_mean"), (v.diff() <= 0).all().alias("monotone"),
+            # Lucas et al.'s Δ: the largest bump starts at the minimum before its peak, so on a sampled
+            # curve it is the largest rise (metrics.max_bump computes it bump by bump; they agree)
+            rise.alias("max_bump"), pl.col(m).is_not_null().any().alias("_recorded")]
 
 
-def barriers(points: pl.DataFrame) -> pl.DataFrame:
+def per_curve(points: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """Metrics of every single curve (one replicate or pair), for loss and for error (and each
+    extra metric a sweep recorded), one group operation per metric over the stored points."""
+    lf = points.lazy()
+    names = measures(lf.collect_schema())
+    nan, null = pl.lit(float("nan")), pl.lit(None, dtype=pl.Float64)
+    bad = pl.col("_nan") | (pl.col("_n") == 0)
+    ends = pl.col("_l0").is_not_null() & pl.col("_l1").is_not_null()
+    parts = []
+    for m in names:
+        q = (lf.group_by(PAIR_KEY).agg(*_metric_exprs(m), pl.col("distance").first(), pl.col("norm_a").first())
+             .filter(pl.col("_recorded") | pl.lit(m in ("loss", "error")))
+             .with_columns(
+                 pl.when(bad).then(nan).otherwise(pl.col("max_increase")).alias("max_increase"),
+                 pl.when(bad).then(nan).otherwise(pl.col("max_bump")).alias("max_bump"),
+                 *[pl.when(~ends).then(null).when(bad).then(nan).otherwise(pl.col(c)).alias(c)
+                   for c in ("barrier_linear", "barrier_mean")],
+                 pl.when(bad).then(pl.lit(None, dtype=pl.Boolean)).otherwise(pl.col("monotone")).alias("monotone"),
+                 pl.lit(m).alias("metric"),
+                 pl.when(pl.col("norm_a").is_not_null() & (pl.col("norm_a") != 0))
+                 .then(pl.col("distance") / pl.col("norm_a")).otherwise(null).alias("relative_distance"))
+             .select(*PAIR_KEY, "metric", *METRICS, "monotone", "distance", "relative_distance"))
+        parts.append(q)
+    out = _streamed(pl.concat(parts))
+    return out.with_columns(pl.col(c).cast(pl.Float64) for c in METRICS).sort(PAIR_KEY + ["metric"])
+
+
+def barriers(points: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Per sweep, step pair, split and metric: each curve metric as mean ± std across replicates."""
     single = per_curve(points)
     aggs = []
     for m in METRICS + ["distance", "relative_distance"]:
-        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std")]
-    aggs += [pl.col("monotone").cast(pl.Float64).mean().alias("monotone_fraction"), pl.len().alias("n")]
-    single = single.sort(CURVE_KEY + ["metric", "replicate_a", "replicate_b"])
-    return (single.group_by(CURVE_KEY + ["metric"], maintain_order=True).agg(aggs)
+        aggs += _mean_std(pl.col(m), m)
+    aggs += [pl.col("monotone").cast(pl.Float64).mean().alias("monotone_fraction"), pl.len().cast(pl.UInt32).alias("n")]
+    return (single.lazy().group_by(CURVE_KEY + ["metric"]).agg(aggs)
             .with_columns(pl.col("step_a").alias("step"))
-            .sort(CURVE_KEY + ["metric"]))
+            .sort(CURVE_KEY + ["metric"]).collect())
 
 
 def checkpoints(store: Store, job: Job) -> pl.DataFrame:
@@ -192,7 +261,7 @@ def checkpoints(store: Store, job: Job) -> pl.DataFrame:
 def build(name: str, store: Store, job: Job) -> pl.DataFrame:
     """One table, computed now from what is stored."""
     if name in ("curves", "barriers"):
-        points = dedupe(scan_points(store, job).collect())
+        points, _ = _deduped(store, job)
         return curves(points) if name == "curves" else barriers(points)
     if name == "points":
         return scan_points(store, job).collect()
@@ -203,7 +272,7 @@ def build(name: str, store: Store, job: Job) -> pl.DataFrame:
 def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
     """Build and store every table, with the record of what made them; returns them."""
     made_of = inputs(store, job)  # before reading: a file that lands meanwhile makes the tables stale
-    points = dedupe(scan_points(store, job).collect())
+    points, _ = _deduped(store, job)
     tables = {"curves": curves(points), "barriers": barriers(points), "checkpoints": checkpoints(store, job),
               "trajectory": trajectory(store, job), "function_map": function_map(store, job),
               "surface": surface(store, job)}

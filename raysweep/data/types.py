@@ -1,7 +1,7 @@
 """What a dataset is to raysweep: Splits (tensors, normalisation, a training stream) and DatasetInfo."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -25,6 +25,7 @@ class Splits:
     stream: Callable[..., Iterator] | None = None  # (batch_size, seed, epoch, skip, workers) -> batches
     image_shape: tuple[int, ...] | None = None
     origin: str = ""  # for split-cached datasets: "cache" (read from the store) or "decoded" (then cached)
+    _constants: dict = field(default_factory=dict, repr=False, compare=False)  # (device, dims, uint8) -> (scale, shift)
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -44,16 +45,32 @@ class Splits:
             return self.train_x, self.train_y
         raise KeyError(f"unknown split {name!r}; splits are 'train' and 'test'")
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Model input from stored data: uint8 -> float in [0, 1] -> normalised (on x's device)."""
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255)
-        if self.mean is not None:
+    def prepare(self, x: torch.Tensor, dtype: torch.dtype | None = None,
+                channels_last: bool = False) -> torch.Tensor:
+        """Model input from stored data, in one pass over the batch: uint8 x ↦ x·scale + shift with
+        scale = 1/(255·std), shift = −mean/std (float inputs: 1/std), written straight in `dtype`
+        (float32 by default) and, for 4-D batches with `channels_last`, in NHWC layout. The constants
+        live on the batch's device from the first call on: no batch makes a host→device copy."""
+        if self.mean is None and x.dtype != torch.uint8:
+            return self._layout(x if dtype is None else x.to(dtype), channels_last)
+        scale, shift = self._scale_shift(x)
+        out = torch.empty(x.shape, dtype=dtype or torch.float32, device=x.device,
+                          memory_format=torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format)
+        return torch.addcmul(shift, x, scale, out=out)
+
+    def _scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (x.device, x.dim(), x.dtype == torch.uint8)
+        if key not in self._constants:
             shape = (1, -1) + (1,) * (x.dim() - 2)
-            mean = torch.tensor(self.mean, device=x.device).view(shape)
-            std = torch.tensor(self.std, device=x.device).view(shape)
-            x = (x - mean) / std
-        return x
+            mean = torch.tensor(self.mean or (0.0,), dtype=torch.float64)
+            std = torch.tensor(self.std or (1.0,), dtype=torch.float64)
+            scale = 1 / (std * 255) if x.dtype == torch.uint8 else 1 / std
+            self._constants[key] = (scale.float().view(shape).to(x.device), (-mean / std).float().view(shape).to(x.device))
+        return self._constants[key]
+
+    @staticmethod
+    def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def _splits(xtr, ytr, xte, yte, num_classes, **kw) -> Splits:

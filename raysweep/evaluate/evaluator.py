@@ -129,11 +129,16 @@ class Evaluator:
         self.channels_last = (job.eval.channels_last or job.train.channels_last) and cuda
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.bf16 = job.eval.precision == "bf16" and cuda
+        precision = job.eval.precision if job.eval.precision != "auto" else ("bf16" if job.train.amp else "fp32")
+        self.bf16 = precision == "bf16" and cuda  # the CPU always evaluates in exact fp32
         from raysweep.evaluate.losses import loss_fn
 
         self.loss = loss_fn(job.train.loss)
         self.metrics, self.metric_names, self._metric_spec = [], [], []  # set per item: set_metrics
+        if isinstance(self.model, nn.Sequential):  # each child's output feeds only the next one, and the
+            for m in self.model:                   # Evaluator never trains: ReLUs may overwrite their input
+                if isinstance(m, nn.ReLU):
+                    m.inplace = True
         self.forward = torch.compile(self.model) if job.eval.compile and cuda else self.model
         self.head, self.tail = first_layer_split(self.model) if job.eval.first_layer else (None, None)
         self._pre: tuple[tuple, dict] | None = None  # ((pair key, splits), split -> (h_a, h_b)) of the last pair
@@ -145,6 +150,11 @@ class Evaluator:
         self.param_names = [n for n, _ in self.model.named_parameters()]
         self.param_idx = [self.names.index(n) for n in self.param_names]  # parameters, not BN statistics
         self.has_bn = any(isinstance(m, BN_TYPES) for m in self.model.modules())
+        # with first-layer mixing only the tail's tensors change with α (LeNet-300-100: 12% of them)
+        self.tail_idx = ([i for i in self.float_idx if int(self.names[i].split(".")[0]) >= len(self.head)]
+                         if self.head is not None else self.float_idx)
+        self._norms: tuple[str, tuple[float, float]] | None = None  # (pair key, norms) of the last pair
+        self._mix: dict[str, torch.Tensor] = {}  # split -> the preallocated mixed first-layer outputs
         self.cache: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
 
@@ -202,16 +212,26 @@ class Evaluator:
         self.model.eval()
         return torch.softmax(self.model(self.prepare(x[:examples])).float(), dim=1)
 
-    def norms(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
-        """(‖θ_b − θ_a‖, ‖θ_a‖) over the parameters (not the BN running statistics)."""
-        idx = self.param_idx
-        dist = sum(float(((b[i].double() - a[i].double()) ** 2).sum()) for i in idx) ** 0.5
-        norm = sum(float((a[i].double() ** 2).sum()) for i in idx) ** 0.5
+    @torch.no_grad()
+    def norms(self, a: list[torch.Tensor], b: list[torch.Tensor], pair_key: str | None = None) -> tuple[float, float]:
+        """(‖θ_b − θ_a‖, ‖θ_a‖) over the parameters (not the BN running statistics), in float64 one
+        tensor at a time, read back with one sync; computed once per pair (`pair_key`)."""
+        if pair_key is not None and self._norms is not None and self._norms[0] == pair_key:
+            return self._norms[1]
+        squares = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for i in self.param_idx:
+            ai = a[i].double()
+            squares[0] += (b[i].double() - ai).square().sum()
+            squares[1] += ai.square().sum()
+        dist, norm = squares.sqrt().tolist()
+        if pair_key is not None:
+            self._norms = (pair_key, (dist, norm))
         return dist, norm
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.data.prepare(x)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+        """A batch as the model takes it: normalised in one pass, in bf16 when evaluating in bf16, NHWC
+        with channels_last."""
+        return self.data.prepare(x, dtype=torch.bfloat16 if self.bf16 else None, channels_last=self.channels_last)
 
     @torch.no_grad()
     def reestimate_bn(self, num_batches: int) -> None:
@@ -267,6 +287,22 @@ class Evaluator:
         self._pre = (key, out) if pair_key is not None else None
         return out
 
+    def _set_tail(self, a: list[torch.Tensor], b: list[torch.Tensor], alpha: float) -> None:
+        idx = self.tail_idx
+        if not idx:  # a model that is one linear layer: its outputs are all mixed
+            return
+        targets = [self.targets[i] for i in idx]
+        torch._foreach_copy_(targets, [a[i] for i in idx])
+        torch._foreach_lerp_(targets, [b[i] for i in idx], float(alpha))
+
+    def _mixed(self, split: str, h_a: torch.Tensor, h_b: torch.Tensor, alpha: float) -> torch.Tensor:
+        """(1−α)·h_a + α·h_b written into one buffer per split (the tail's in-place activations
+        overwrite it; it is rewritten at every α), so no α allocates a split-sized tensor."""
+        buf = self._mix.get(split)
+        if buf is None or buf.shape != h_a.shape:
+            buf = self._mix[split] = torch.empty_like(h_a)
+        return torch.lerp(h_a, h_b, float(alpha), out=buf)
+
     @torch.no_grad()
     def evaluate_pair(self, a: list[torch.Tensor], b: list[torch.Tensor], alphas: list[float],
                       splits: tuple[str, ...], bn: str = "interpolate", bn_batches: int = 20,
@@ -280,12 +316,15 @@ class Evaluator:
         pre = self.first_layer_outputs(a, b, splits, pair_key)
         bs = self.job.eval.batch_size
         for alpha in alphas:
-            self.set_alpha(a, b, alpha)
+            if pre is not None and not (bn == "reset" and self.has_bn):
+                self._set_tail(a, b, alpha)  # the first layer's weights are not used: mixed outputs are
+            else:
+                self.set_alpha(a, b, alpha)
             if bn == "reset" and self.has_bn:
                 self.reestimate_bn(bn_batches)
             self.model.eval()
             if pre is not None:
-                sums = [split_sums(self.tail, torch.lerp(*pre[s], float(alpha)), self.split(s)[1], bs,
+                sums = [split_sums(self.tail, self._mixed(s, *pre[s], alpha), self.split(s)[1], bs,
                                    loss=self.loss, metrics=self.metrics) for s in splits]
             else:
                 sums = [split_sums(self.forward, *self.split(s), bs, self.prepare, self.bf16, self.loss, self.metrics)

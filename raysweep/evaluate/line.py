@@ -23,7 +23,7 @@ def evaluate_item(evaluator, job: Job, item: dict) -> pa.Table:
     evaluator.set_metrics(item.get("metrics", ()))
     ta = evaluator.endpoint(a["path"], a["sha256"])
     tb = evaluator.endpoint(b["path"], b["sha256"])
-    distance, norm_a = evaluator.norms(ta, tb)
+    distance, norm_a = evaluator.norms(ta, tb, pair_key=f"{a['sha256']}>{b['sha256']}")
     rows = evaluator.evaluate_pair(ta, tb, item["alphas"], tuple(item["splits"]), item["bn"], item["bn_batches"],
                                    pair_key=f"{a['sha256']}>{b['sha256']}")
     common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "sweep_hash": item["sweep_hash"],

@@ -261,7 +261,7 @@ class TrainSpec:
 class EvalSpec:
     batch_size: int = 1000
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 (TF32 matmuls on CUDA) | bf16 (autocast on CUDA: faster, less exact)
+    precision: str = "fp32"  # fp32 (TF32 matmuls on CUDA) | bf16 (autocast on CUDA: faster, less exact) | auto (bf16 when train.amp)
     channels_last: bool = False  # NHWC convolutions on CUDA
     compile: bool = False  # torch.compile the model on CUDA
     first_layer: bool = True  # mix the first layer's outputs instead of recomputing them (exact)
@@ -269,7 +269,7 @@ class EvalSpec:
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
-        out += _choice(f"{where}.precision", self.precision, ("fp32", "bf16"))
+        out += _choice(f"{where}.precision", self.precision, ("fp32", "bf16", "auto"))
         out += [] if 1 <= self.batch_size <= 1 << 24 else [f"{where}.batch_size must be in [1, 2**24]"]
         return out + ([f"{where}.first_layer_bytes must be >= 0"] if self.first_layer_bytes < 0 else [])
 

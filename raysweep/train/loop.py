@@ -90,10 +90,7 @@ def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch
 
 
 def _prepare(job: Job, data: Splits, x: torch.Tensor, device) -> torch.Tensor:
-    x = data.prepare(x.to(device, non_blocking=True))
-    if job.train.channels_last and device.type == "cuda" and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    return data.prepare(x.to(device, non_blocking=True), channels_last=job.train.channels_last and device.type == "cuda")
 
 
 def _save_state(store: Store, run: str, k: int, model, opt, step: int) -> None:
