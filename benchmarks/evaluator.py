@@ -2,6 +2,9 @@
 
 LeNet-300-100 on a 10,000 x 784 split, one pair, 100 α:
   raysweep        Evaluator.evaluate_pair (first-layer mixing, split resident, one sync per α)
+  strongest loop  what a competent researcher writes for speed: the whole split in one batch,
+                  inference_mode, the same first-layer trick, in-place lerp into preallocated
+                  weights and activations, addmm + relu_ (and the same with a torch.compile'd tail)
   plain loop      per α: build the interpolated state dict, load_state_dict, DataLoader(batch_size=128)
   per-item loop   the same over a Dataset that returns one transformed example at a time
   GEMM floor      the same FLOPs as one pure matmul, at this machine's measured rate
@@ -58,6 +61,33 @@ def reference_loop(model, sa, sb, alphas, dataset, batch_size=128):
     return out
 
 
+def strongest_loop(sa, sb, alphas, x, y, compiled: bool = False):
+    """LeNet-300-100 by hand: first-layer outputs of both endpoints once, then per α an in-place lerp
+    of them and of the other weights into preallocated buffers, addmm + relu_, one sync per α."""
+    with torch.inference_mode():
+        xf = x.reshape(len(x), -1)
+        ha = torch.addmm(sa["1.bias"], xf, sa["1.weight"].T)
+        hb = torch.addmm(sb["1.bias"], xf, sb["1.weight"].T)
+        names = ["3.weight", "3.bias", "5.weight", "5.bias"]
+        w = {k: torch.empty_like(sa[k]) for k in names}
+        h = torch.empty_like(ha)
+
+        def tail(h, w2, b2, w3, b3):
+            return torch.addmm(b3, torch.addmm(b2, h.relu_(), w2.T).relu_(), w3.T)
+        if compiled:
+            tail = torch.compile(tail)
+        out = []
+        for a in alphas:
+            torch.lerp(ha, hb, a, out=h)
+            for k in names:
+                torch.lerp(sa[k], sb[k], a, out=w[k])
+            logits = tail(h, w["3.weight"], w["3.bias"], w["5.weight"], w["5.bias"])
+            sums = torch.stack([F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) != y).sum()])
+            loss, err = sums.tolist()
+            out.append((loss / len(y), err / len(y)))
+    return out
+
+
 class PerItem(Dataset):
     """How torchvision-dataset code evaluates: one example at a time through a transform."""
 
@@ -87,6 +117,7 @@ def main():
     p.add_argument("--alphas", type=int, default=100)
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--no-write", action="store_true", help="print only; leave README.md as it is")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd baseline (slow to build)")
     args = p.parse_args()
     job = parse_job(JOB)
     splits = data(args.n)
@@ -111,6 +142,15 @@ def main():
             return ev.evaluate_pair(a, b, alphas, ("test",))
         t_nofl, _ = timed(ours_plain, repeat=2)
     t_plain, ref = timed(lambda: reference_loop(model, sa, sb, alphas, TensorDataset(splits.test_x, splits.test_y)))
+    t_strong, strong = timed(lambda: strongest_loop(sa, sb, alphas, splits.test_x, splits.test_y), repeat=3)
+    try:
+        if args.no_compile:
+            raise RuntimeError("--no-compile")
+        strongest_loop(sa, sb, alphas[:2], splits.test_x, splits.test_y, compiled=True)  # compile outside the timing
+        t_comp, _ = timed(lambda: strongest_loop(sa, sb, alphas, splits.test_x, splits.test_y, compiled=True), repeat=3)
+    except Exception as exc:  # no C++ compiler for inductor on this machine
+        t_comp = None
+        print(f"compiled tail unavailable: {type(exc).__name__}")
     n_item = max(2, args.alphas // 10)  # the per-item loop is slow: time a tenth of the α and scale
     t_item, _ = timed(lambda: reference_loop(model, sa, sb, alphas[:n_item], PerItem(splits.test_x, splits.test_y)))
     t_item *= args.alphas / n_item
@@ -118,9 +158,14 @@ def main():
     rate = gemm_rate()
     worst = max(abs(r["loss"] - l) / abs(l) for r, (l, _) in zip(rows, ref))
     err_diff = max(abs(r["error"] - e) for r, (_, e) in zip(rows, ref))
+    strong_diff = max(abs(r["loss"] - l) / abs(l) for r, (l, _) in zip(rows, strong))
     rows_out = [
         ["raysweep Evaluator (default: first-layer mixing)", f"{t_ours:.2f}", f"{t_plain / t_ours:.1f}x"],
         ["raysweep Evaluator, first_layer = false", f"{t_nofl:.2f}", f"{t_plain / t_nofl:.1f}x"],
+        ["strongest plain loop (whole split, inference_mode, first-layer trick, in-place lerp/relu_, addmm)",
+         f"{t_strong:.2f}", f"{t_plain / t_strong:.1f}x"],
+        *([["the same with a torch.compile'd tail (compile time excluded)", f"{t_comp:.2f}", f"{t_plain / t_comp:.1f}x"]]
+          if t_comp else []),
         ["plain loop (state dict + load_state_dict + DataLoader(128))", f"{t_plain:.2f}", "1.0x"],
         [f"per-item Dataset + transform (timed on {n_item} α, scaled)", f"{t_item:.2f}", f"{t_plain / t_item:.2f}x"],
         [f"GEMM floor: {flops / 1e9:.0f} GFLOP at {rate / 1e9:.0f} GFLOP/s", f"{flops / rate:.2f}", f"{t_plain / (flops / rate):.1f}x"],
@@ -129,9 +174,12 @@ def main():
             f"one pair, {args.alphas} α\n\n`python benchmarks/evaluator.py`\n\n"
             + table(["method", "seconds", "speed-up vs plain loop"], rows_out)
             + f"\n\nLargest relative loss difference from the plain loop: {worst:.1e}; largest error-rate "
-              f"difference: {err_diff:.1e}. Target: ≥ 4x faster than the plain loop, equal to 1e-5 — "
-              f"{'met' if t_plain / t_ours >= 4 and worst <= 1e-5 else 'NOT met'}. First-layer mixing beats the "
-              f"GEMM floor of the full forward because it skips 88% of the FLOPs.")
+              f"difference: {err_diff:.1e}; from the strongest loop: {strong_diff:.1e}. Targets: ≥ 4x faster than the "
+              f"plain loop, equal to 1e-5 — {'met' if t_plain / t_ours >= 4 and worst <= 1e-5 else 'NOT met'}; at least "
+              f"as fast as the strongest plain loop — {'met' if t_ours <= t_strong else 'NOT met'} "
+              f"({t_strong / t_ours:.2f}x its speed)"
+              + (f"; the compiled-tail loop is {t_ours / t_comp:.2f}x the Evaluator's speed" if t_comp else "")
+              + ". First-layer mixing beats the GEMM floor of the full forward because it skips 88% of the FLOPs.")
     publish("evaluator", text, args.no_write)
 
 

@@ -14,7 +14,7 @@ def run(script, *args):
 
 
 def test_evaluator_benchmark_runs_and_agrees():
-    out = run("evaluator.py", "--alphas", "4", "--n", "500")
+    out = run("evaluator.py", "--alphas", "4", "--n", "500", "--no-compile")
     assert "| raysweep Evaluator" in out and "Largest relative loss difference" in out
     diff = float(out.split("Largest relative loss difference from the plain loop: ")[1].split(";")[0])
     assert diff <= 1e-5

@@ -80,3 +80,25 @@ def test_missing_datasets_say_where_and_how(tmp_path, name, fragment):
     with pytest.raises(DatasetMissing, match=fragment) as exc:
         load_splits(DataSpec(name=name, root=str(tmp_path / "nowhere")))
     assert str(tmp_path / "nowhere") in str(exc.value) and "data.root" in str(exc.value)
+
+
+def test_prepare_makes_its_constants_once_and_writes_one_output(tmp_path, monkeypatch):
+    """Normalisation is one addcmul into the output (dtype and layout chosen there); the mean/std
+    constants are made on the first batch only — later batches create no tensor from host data."""
+    write_cifar10(tmp_path)
+    d = load_splits(DataSpec(name="cifar10", root=str(tmp_path)))
+    x = d.test_x[:4]
+    ref = (x.float() / 255 - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / torch.tensor(
+        (0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    first = d.prepare(x)
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    for _ in range(3):
+        out = d.prepare(x, channels_last=True)
+    half = d.prepare(x, dtype=torch.bfloat16)
+    assert made == []
+    assert torch.allclose(first, ref, atol=1e-6) and torch.equal(out, first)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous(
+        memory_format=torch.channels_last)
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), ref, rtol=1e-2, atol=1e-2)

@@ -187,3 +187,13 @@ def test_t5_on_a_batchnorm_net_reaches_theta_T_at_a_1(tmp_path):
         ends = run.points.filter(pl.col("sweep") == "i1", pl.col("replicate_a") == k).sort("alpha").collect()
         assert rows["loss"].to_list() == pytest.approx(ends["loss"].to_list(), rel=1e-5)
     assert i1.height == 2
+
+
+def test_hamming_equals_the_broadcast_comparison():
+    from raysweep.analysis.mds import hamming
+
+    rng = np.random.default_rng(3)
+    kappa = rng.integers(0, 10, size=(57, 301)).astype(np.int16)
+    kappa[5] = kappa[9]  # identical rows: distance 0
+    ref = (kappa[:, None, :] != kappa[None, :, :]).mean(2)
+    assert np.array_equal(hamming(kappa), ref) and hamming(kappa)[5, 9] == 0

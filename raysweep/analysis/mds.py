@@ -25,6 +25,18 @@ def euclidean(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0))
 
 
+def hamming(kappa: np.ndarray) -> np.ndarray:
+    """Fraction of positions where two label vectors differ, for every pair of rows: (E − agreements)/E,
+    the agreements counted one class at a time as a product of 0/1 indicator matrices. Memory is
+    O(N² + N·E) (not the O(N²·E) of a broadcast comparison); float32 counts are exact below 2^24."""
+    n, e = kappa.shape
+    agree = np.zeros((n, n), dtype=np.float32)
+    for c in np.unique(kappa):
+        hit = (kappa == c).astype(np.float32)
+        agree += hit @ hit.T
+    return (e - agree.astype(np.float64)) / e if e else np.zeros((n, n))  # differing count / E, as a mean
+
+
 def mds_maps(tau: np.ndarray, kappa: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """2-D metric MDS of all τ vectors (Euclidean) and all κ vectors (Hamming), embedded jointly."""
-    return mds(euclidean(tau), seed), mds((kappa[:, None, :] != kappa[None, :, :]).mean(2), seed)
+    return mds(euclidean(tau), seed), mds(hamming(kappa), seed)
