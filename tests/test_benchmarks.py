@@ -23,3 +23,8 @@ def test_evaluator_benchmark_runs_and_agrees():
 def test_gpu_benchmark_runs_on_cpu():
     out = run("gpu.py", "--images", "4", "--batch", "2", "--alphas", "2")
     assert "| fp32 |" in out and "sweep stage" in out
+
+
+def test_aggregation_benchmark_runs():
+    out = run("aggregate.py", "--layout", "rows", "--rows", "3000", "--files", "3")
+    assert "3,000 rows in 3 files" in out and "| raysweep" not in out.split("input")[0]
