@@ -1,9 +1,10 @@
 """Benchmark 6 — aggregation: time and peak memory of building the curves and barriers tables.
 
-Synthetic rows in the store's own layout (an I2 sweep, `step_to_final`, 3 replicates), in two shapes:
+Synthetic rows in the store's own layout (an I2 sweep, `step_to_final`, F's 125 ImageNet checkpoints,
+100 α, as many replicates as the size needs), in two shapes:
 - `--layout items`: one-row item files, as the ImageNet job stores its sweep (one α per item):
   37,500 files = 3 replicates x 125 checkpoints x 100 α;
-- `--layout rows`: many rows per file (100 α x 250 pairs per file), e.g. 1.25M or 5M rows.
+- `--layout rows`: many rows per file, e.g. 1.25M rows (100 replicates) or 5M rows (400 replicates).
 
 Each measurement runs in a fresh child process (`--child`), so its peak resident memory (ru_maxrss)
 is the aggregation's alone. `--code DIR` measures another checkout of raysweep (the "before" column).
@@ -26,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, os.environ.get("RAYSWEEP_BENCH_CODE") or str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 
-JOB = {"name": "aggbench", "replicates": 3, "data": {"name": "digits"},
+CHECKPOINTS = 125  # F's schedule for the ImageNet run
+JOB = {"name": "aggbench", "replicates": 400, "data": {"name": "digits"},
        "sweeps": [{"name": "step_to_final", "kind": "step_to_final", "alpha": {"num": 100}}]}
 
 
@@ -49,19 +51,20 @@ def write_store(root: str, layout: str, rows: int, files: int) -> None:
     alphas = np.linspace(0, 1, n_alpha)
     rng = np.random.default_rng(0)
     per_file = max(1, rows // files)
-    # row i: pair p = i // 100 (replicate p % 3, checkpoint p // 3), α index i % 100
+    replicates = max(3, pairs // CHECKPOINTS)
+    # row i: pair p = i // 100 (replicate p % R, checkpoint p // R), α index i % 100
     for f in range(files):
         lo, hi = f * per_file, min(rows, (f + 1) * per_file)
         i = np.arange(lo, hi)
         p, j = i // n_alpha, i % n_alpha
-        k, step = (p % 3).astype(np.int32), (p // 3).astype(np.int64)
+        k, step = (p % replicates).astype(np.int32), (p // replicates).astype(np.int64)
         a0, a1 = int(j[0]), int(j[-1]) + 1
-        key = f"r{k[0]}-s{step[0]}__r{k[0]}-s{pairs // 3}__a{a0:05d}-{a1:05d}" + (f"-f{f}" if layout == "rows" else "")
+        key = f"r{k[0]}-s{step[0]}__r{k[0]}-s{CHECKPOINTS}__a{a0:05d}-{a1:05d}" + (f"-f{f}" if layout == "rows" else "")
         n = hi - lo
         loss = 2.3 * (1 - alphas[j]) ** 2 + 0.1 + 0.05 * rng.random(n)
         cols = {"job": [job.name] * n, "hash": [job.hash] * n, "sweep": ["step_to_final"] * n, "sweep_hash": [h] * n,
                 "item": [key] * n, "replicate_a": k, "replicate_b": k, "step_a": step,
-                "step_b": np.full(n, pairs // 3, dtype=np.int64), "alpha": alphas[j], "split": ["test"] * n,
+                "step_b": np.full(n, CHECKPOINTS, dtype=np.int64), "alpha": alphas[j], "split": ["test"] * n,
                 "loss": loss, "error": np.minimum(1.0, loss / 2.5), "n_examples": np.full(n, 50_000, dtype=np.int64),
                 "distance": 100.0 + step, "norm_a": np.full(n, 200.0), "bn": ["interpolate"] * n,
                 "sha256_a": ["a" * 64] * n, "sha256_b": ["b" * 64] * n, "node_id": ["n" * 56] * n,
@@ -83,8 +86,10 @@ def child(root: str) -> None:
     if not mine.exists():  # a checkout whose run hash differs (another recipe): the same rows under its hash
         mine.symlink_to(next(p for p in (Path(root) / job.name).iterdir() if not p.is_symlink()))
     t = time.perf_counter()
-    c = aggregate.build("curves", store, job)
-    b = aggregate.build("barriers", store, job)
+    if hasattr(aggregate, "line_tables"):  # both tables from one read of the points
+        c, b = aggregate.line_tables(store, job)
+    else:
+        c, b = aggregate.build("curves", store, job), aggregate.build("barriers", store, job)
     seconds = time.perf_counter() - t
     print(json.dumps({"seconds": seconds, "curves": c.height, "barriers": b.height,
                       "loss_mean_sum": float(c["loss_mean"].sum()), "barrier_sum": float(b["barrier_mean_mean"].sum())}))
@@ -149,7 +154,7 @@ def main() -> None:
                    f"with identical tables — {'met' if ok else 'NOT met'} ({measured}).")
     publish("aggregate", "### 6. Aggregation — curves and barriers tables from stored points\n\n"
             "Time and peak memory (child process ru_maxrss) of building the curves and barriers tables of an "
-            "I2 sweep (3 replicates, 100 α per pair) stored in the store's layout. `python benchmarks/aggregate.py"
+            "I2 sweep (125 checkpoints, 100 α per pair) stored in the store's layout. `python benchmarks/aggregate.py"
             + (" --before OLD_CHECKOUT" if args.before else "") + "` (before: commit 4b7533b, which collected "
             "every column of every file and looped over curves in Python)\n\n" + table(header, out) + verdict,
             print_only=args.no_write)

@@ -123,3 +123,12 @@ def test_curves_equal_numpy_means_and_stds():
         loss = g.sort("replicate_a")["loss"].to_numpy()
         assert r["n"] == 3 and r["loss_mean"] == pytest.approx(loss.mean(), rel=1e-14, nan_ok=True)
         assert r["loss_std"] == pytest.approx(loss.std(ddof=1), rel=1e-12, nan_ok=True)
+
+
+def test_tables_do_not_depend_on_how_the_points_are_partitioned(swept, monkeypatch):
+    job, store = swept
+    whole = aggregate.line_tables(store, job)
+    monkeypatch.setattr(aggregate, "PART_ROWS", 7)  # many small parts, each a few step_a values
+    assert len(aggregate._bounds(aggregate.line_points(store, job).collect())) > 3
+    parted = aggregate.line_tables(store, job)
+    assert whole[0].equals(parted[0]) and whole[1].equals(parted[1])  # bitwise

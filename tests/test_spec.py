@@ -121,3 +121,11 @@ def test_hashes_are_pinned():
     from raysweep.spec import SweepSpec
 
     assert sweep_hash(SweepSpec(name="a", kind="projection")) == sweep_hash(SweepSpec(name="b", kind="projection"))
+
+
+def test_the_spec_knows_the_registries_names_without_importing_them():
+    from raysweep.data import DATASETS
+    from raysweep.models import MODELS
+    from raysweep.spec.model import BUILTIN_DATASETS, BUILTIN_MODELS
+
+    assert set(BUILTIN_MODELS) == set(MODELS) and set(BUILTIN_DATASETS) == set(DATASETS)

@@ -127,13 +127,11 @@ def function_map(store: Store, job: Job) -> pl.DataFrame:
 
 
 def line_points(store: Store, job: Job, item: bool = False) -> pl.LazyFrame:
-    """The line sweeps' rows, only the columns the tables read (a query: nothing is loaded yet);
-    sweep and split as categories (a few bytes a row)."""
+    """The line sweeps' rows, only the columns the tables read (a query: nothing is loaded yet)."""
     lf = scan_points(store, job)
     names = lf.collect_schema().names()
     extra = [c for c in names if c not in POINT_SCHEMA.names]
-    return lf.select(*POINT_KEY, *(["item"] if item else []), "distance", "norm_a", "loss", "error", *extra).with_columns(
-        pl.col("sweep").cast(pl.Categorical), pl.col("split").cast(pl.Categorical))
+    return lf.select(*POINT_KEY, *(["item"] if item else []), "distance", "norm_a", "loss", "error", *extra)
 
 
 def _streamed(lf: pl.LazyFrame) -> pl.DataFrame:
@@ -147,69 +145,117 @@ def dedupe(points: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _duplicates(points: pl.LazyFrame) -> int:
-    """Rows beyond one per point, counted per (curve, α) group from its pairs: no full-size sort."""
-    pairs = pl.struct("replicate_a", "replicate_b")
-    counts = _streamed(points.group_by(CURVE_KEY + ["alpha"]).agg(pl.len().alias("rows"), pairs.n_unique().alias("pairs"))
-                       .select((pl.col("rows") - pl.col("pairs")).sum()))
-    return int(counts.item() or 0)
+    """Rows beyond one per point in points sorted by POINT_KEY: a duplicate has the same key as the
+    row before it (no grouping, no hashing)."""
+    same = pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift()) for k in POINT_KEY])
+    return int(points.select(same.sum()).collect().item() or 0)
 
 
-def _deduped(store: Store, job: Job) -> tuple[pl.LazyFrame, list[str]]:
-    """The line points, read once into a narrow frame (~80 bytes a row: 5M rows in ~0.4 GB) that
-    every table is computed from; re-read with item names, and de-duplicated, only if the store
-    holds a point twice."""
-    points = _streamed(line_points(store, job)).lazy()
-    dup = _duplicates(points)
-    if dup:
-        log.warning("found %d duplicate point rows; kept one of each", dup)
-        points = _streamed(dedupe(line_points(store, job, item=True)).drop("item")).lazy()
-    names = measures(points.collect_schema())
-    return points, names
+PART_ROWS = 500_000  # rows aggregated at a time: memory stays near the narrow frame's own size
 
 
-def _by_pair(e: pl.Expr) -> pl.Expr:
-    """Within a group, values in a fixed order (replicate pairs): sums do not depend on how the
-    files were read, so a resumed run gives bitwise the same tables."""
-    return e.sort_by("replicate_a", "replicate_b")
+def _bounds(points: pl.DataFrame) -> list[tuple[int, int]]:
+    """Ranges of step_a holding about PART_ROWS rows each. Every curve (and every (curve, α) group)
+    has one step_a, so the parts aggregate apart."""
+    counts = points.group_by("step_a").len().sort("step_a")
+    bounds, size, lo = [], 0, None
+    for step, n in counts.iter_rows():
+        lo = step if lo is None else lo
+        size += n
+        if size >= PART_ROWS:
+            bounds.append((lo, step))
+            size, lo = 0, None
+    if lo is not None:
+        bounds.append((lo, counts["step_a"][-1]))
+    return bounds
+
+
+def _partitions(points: pl.DataFrame):
+    """The parts of `_bounds`, each sorted by POINT_KEY, made one at a time."""
+    bounds = _bounds(points)
+    if len(bounds) <= 1:
+        yield points.sort(POINT_KEY)
+        return
+    for a, b in bounds:
+        yield points.filter(pl.col("step_a").is_between(a, b)).sort(POINT_KEY)
+
+
+def _by_parts(points: pl.DataFrame) -> tuple[list, list] | None:
+    """Curves and per-curve metrics of each part; None if some point is stored twice."""
+    curve_parts, single_parts = [], []
+    for part in _partitions(points):
+        if _duplicates(part.lazy()):
+            return None
+        curve_parts.append(_curves(part.lazy()))
+        single_parts.append(_per_curve(part.lazy()))
+        del part
+    return curve_parts, single_parts
+
+
+def line_tables(store: Store, job: Job) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(curves, barriers) of the stored line points. The points are read once into a narrow frame
+    (~100 bytes a row) and aggregated part by part (`_partitions`), so memory stays near the frame's
+    size; re-read with item names, and de-duplicated, only if the store holds a point twice."""
+    points = _streamed(line_points(store, job))
+    done = _by_parts(points)
+    if done is None:
+        del points
+        deduped = _streamed(dedupe(line_points(store, job, item=True)).drop("item"))
+        log.warning("found %d duplicate point rows; kept one of each",
+                    _streamed(line_points(store, job).select(pl.len())).item() - deduped.height)
+        done = _by_parts(deduped)
+    curve_parts, single_parts = done
+    empty = _sorted(pl.from_arrow(POINT_SCHEMA.empty_table()))
+    curves_ = pl.concat(curve_parts).sort(CURVE_KEY + ["alpha"]) if curve_parts else _curves(empty)
+    single = pl.concat(single_parts).sort(PAIR_KEY + ["metric"]) if single_parts else _per_curve(empty)
+    return curves_, _barriers_of(single)
 
 
 def _mean_std(e: pl.Expr, name: str) -> list[pl.Expr]:
-    """Mean and sample std (ddof = 1; null for n < 2), summed left to right in pair order: the same
-    bits whatever order the rows were read in. (A cumulative sum keeps that order: polars drops a sort
-    in front of a plain sum, which it treats as order-free.)"""
-    x = _by_pair(e).drop_nulls()
+    """Mean and sample std (ddof = 1; null for n < 2). Groups keep the frame's row order, and the
+    frames are sorted by point (or pair) first, so every sum adds the same numbers in the same
+    order whatever order the files were read in: a resumed run's tables are bitwise the same."""
+    x = e.drop_nulls()
     n = x.count()
-    mean = x.cum_sum().last() / n
-    std = pl.when(n > 1).then((((x - mean) ** 2).cum_sum().last() / (n - 1)).sqrt())
-    return [mean.alias(f"{name}_mean"), std.alias(f"{name}_std")]
+    mean = x.sum() / n
+    std = pl.when(n > 1).then((((x - mean) ** 2).sum() / (n - 1)).sqrt())
+    return [pl.when(n > 0).then(mean).alias(f"{name}_mean"), std.alias(f"{name}_std")]
 
 
-def curves_query(points: pl.LazyFrame, names: list[str]) -> pl.LazyFrame:
-    aggs = [e for m in names for e in _mean_std(pl.col(m), m)]
-    return (points.group_by(CURVE_KEY + ["alpha"]).agg(*aggs, pl.len().cast(pl.UInt32).alias("n"))
-            .with_columns(pl.col("step_a").alias("step")))
+def _sorted(points: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Points sorted by POINT_KEY, materialised: a lazy sort in front of a group-by is dropped by
+    Polars' optimiser (it treats group sums as order-free), a sorted frame is not."""
+    return points.lazy().sort(POINT_KEY).collect().lazy()
+
+
+def _curves(points: pl.LazyFrame) -> pl.DataFrame:
+    """curves() of points already sorted by POINT_KEY."""
+    aggs = [e for m in measures(points.collect_schema()) for e in _mean_std(pl.col(m), m)]
+    out = (points.group_by(CURVE_KEY + ["alpha"]).agg(*aggs, pl.len().cast(pl.UInt32).alias("n"))
+           .with_columns(pl.col("step_a").alias("step")).collect())
+    return _strings(out).sort(CURVE_KEY + ["alpha"])
 
 
 def curves(points: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Mean, std and n across replicates per sweep, step pair, α and split."""
-    lf = points.lazy()
-    return _strings(_streamed(curves_query(lf, measures(lf.collect_schema())))).sort(CURVE_KEY + ["alpha"])
+    return _curves(_sorted(points))
 
 
 def _strings(df: pl.DataFrame) -> pl.DataFrame:
-    """Tables keep sweep and split as plain strings (the points are read as categories)."""
+    """Tables keep sweep and split as plain strings, whatever type a caller's frame gave them."""
     return df.with_columns(pl.col("sweep", "split").cast(pl.String))
 
 
 def _metric_exprs(m: str) -> list[pl.Expr]:
     """metrics.curve_metrics as group expressions over one curve (analysis.metrics' one rule):
-    α in [0, 1] only, sorted by α; NaN there makes every metric NaN."""
-    a = pl.col("alpha").sort()
+    α in [0, 1] only; NaN there makes every metric NaN. The rows are in α order (points sorted
+    by POINT_KEY, which orders α within a pair; groups keep row order)."""
+    a = pl.col("alpha")
     inside = (a >= -1e-9) & (a <= 1 + 1e-9)
-    v = pl.col(m).sort_by("alpha").filter(inside)
+    v = pl.col(m).filter(inside)
     x = a.filter(inside)
-    l0 = pl.col(m).sort_by("alpha").filter(a.abs() <= 1e-9).first()
-    l1 = pl.col(m).sort_by("alpha").filter((a - 1).abs() <= 1e-9).first()
+    l0 = pl.col(m).filter(a.abs() <= 1e-9).first()
+    l1 = pl.col(m).filter((a - 1).abs() <= 1e-9).first()
     rise = (v - v.cum_min()).max()
     return [v.len().alias("_n"), v.is_nan().any().alias("_nan"), l0.alias("_l0"), l1.alias("_l1"),
             rise.alias("max_increase"), (v - ((1 - x) * l0 + x * l1)).max().alias("barrier_linear"),
@@ -222,7 +268,11 @@ def _metric_exprs(m: str) -> list[pl.Expr]:
 def per_curve(points: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Metrics of every single curve (one replicate or pair), for loss and for error (and each
     extra metric a sweep recorded), one group operation per metric over the stored points."""
-    lf = points.lazy()
+    return _per_curve(_sorted(points))
+
+
+def _per_curve(lf: pl.LazyFrame) -> pl.DataFrame:
+    """per_curve() of points already sorted by POINT_KEY."""
     names = measures(lf.collect_schema())
     nan, null = pl.lit(float("nan")), pl.lit(None, dtype=pl.Float64)
     bad = pl.col("_nan") | (pl.col("_n") == 0)
@@ -242,13 +292,21 @@ def per_curve(points: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
                  .then(pl.col("distance") / pl.col("norm_a")).otherwise(null).alias("relative_distance"))
              .select(*PAIR_KEY, "metric", *METRICS, "monotone", "distance", "relative_distance"))
         parts.append(q)
-    out = _strings(_streamed(pl.concat(parts)))
+    out = _strings(pl.concat(parts).collect())
     return out.with_columns(pl.col(c).cast(pl.Float64) for c in METRICS).sort(PAIR_KEY + ["metric"])
 
 
 def barriers(points: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Per sweep, step pair, split and metric: each curve metric as mean ± std across replicates."""
-    single = per_curve(points)
+    return _barriers(_sorted(points))
+
+
+def _barriers(points: pl.LazyFrame) -> pl.DataFrame:
+    return _barriers_of(_per_curve(points))
+
+
+def _barriers_of(single: pl.DataFrame) -> pl.DataFrame:
+    """Barriers from the per-curve table, sorted by pair then metric: each group's rows in replicate order."""
     aggs = []
     for m in METRICS + ["distance", "relative_distance"]:
         aggs += _mean_std(pl.col(m), m)
@@ -276,8 +334,8 @@ def checkpoints(store: Store, job: Job) -> pl.DataFrame:
 def build(name: str, store: Store, job: Job) -> pl.DataFrame:
     """One table, computed now from what is stored."""
     if name in ("curves", "barriers"):
-        points, _ = _deduped(store, job)
-        return curves(points) if name == "curves" else barriers(points)
+        curves_, barriers_ = line_tables(store, job)
+        return curves_ if name == "curves" else barriers_
     if name == "points":
         return scan_points(store, job).collect()
     return {"checkpoints": checkpoints, "trajectory": trajectory, "function_map": function_map,
@@ -287,8 +345,8 @@ def build(name: str, store: Store, job: Job) -> pl.DataFrame:
 def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
     """Build and store every table, with the record of what made them; returns them."""
     made_of = inputs(store, job)  # before reading: a file that lands meanwhile makes the tables stale
-    points, _ = _deduped(store, job)
-    tables = {"curves": curves(points), "barriers": barriers(points), "checkpoints": checkpoints(store, job),
+    curves_, barriers_ = line_tables(store, job)
+    tables = {"curves": curves_, "barriers": barriers_, "checkpoints": checkpoints(store, job),
               "trajectory": trajectory(store, job), "function_map": function_map(store, job),
               "surface": surface(store, job)}
     run = paths.run_dir(job.name, job.hash)

@@ -18,6 +18,10 @@ PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3:
 SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS
 SCHEDULES = ("frankle", "every_epoch", "list")
 INITS = ("openlth", "uniform", "default")
+# the registries' names (raysweep.models.MODELS, raysweep.data.DATASETS), so validating a job imports no torch
+BUILTIN_MODELS = ("scalar_product", "factored_linear", "mlp", "lenet_300_100", "cifar_resnet_20", "cifar_vgg_16",
+                  "resnet50")
+BUILTIN_DATASETS = ("digits", "blobs", "mnist", "fashion_mnist", "cifar10", "imagenet", "linreg")
 PIXELS = ("standardized", "unit")
 LR_DECAYS = ("step", "linear_epoch", "exponential")
 BN_MODES = ("interpolate", "reset")
@@ -312,8 +316,6 @@ class Job:
     external: tuple[tuple[str, ...], ...] = ()
 
     def problems(self) -> list[str]:
-        from raysweep.data import DATASETS
-        from raysweep.models import MODELS
 
         import re
 
@@ -326,8 +328,8 @@ class Job:
             out.append(f"seed must be in [0, 2**31), got {self.seed}")
         from raysweep.plugins import plugin_problems as _plugin_problems
 
-        out += _plugin_problems("data.name", self.data.name, DATASETS, ("<root>",), self.data.options())
-        out += _plugin_problems("model.name", self.model.name, MODELS, ((1, 8, 8), 10), self.model.options())
+        out += _plugin_problems("data.name", self.data.name, BUILTIN_DATASETS, ("<root>",), self.data.options())
+        out += _plugin_problems("model.name", self.model.name, BUILTIN_MODELS, ((1, 8, 8), 10), self.model.options())
         if self.external:
             if len(self.external) != self.replicates:
                 out.append(f"external lists checkpoints of {len(self.external)} replicate(s) but replicates = "
@@ -369,6 +371,8 @@ class Job:
 
 def _resolves(key: str, names, kind: str) -> list[str]:
     """Per-example losses and metrics: built-in names or import paths that load (evaluate/losses.py)."""
+    if not names:
+        return []
     from raysweep.evaluate.losses import LOSSES, METRICS, metric_name, resolve
 
     out = []
