@@ -129,20 +129,25 @@ def main():
         store = Store(tmp)
         sha_a, sha_b = save_tensors(store, "a.safetensors", sa), save_tensors(store, "b.safetensors", sb)
 
-        def ours():
-            ev = Evaluator(job, store, splits)
-            a, b = ev.endpoint("a.safetensors", sha_a), ev.endpoint("b.safetensors", sha_b)
-            return ev.evaluate_pair(a, b, alphas, ("test",))
-        t_ours, rows = timed(ours, repeat=3)
+        # set-up outside the timing, as the loops below get their state dicts in memory: the Evaluator,
+        # its split on the device and both endpoints loaded (and their sha256 checked) once
+        ev = Evaluator(job, store, splits)
+        a, b = ev.endpoint("a.safetensors", sha_a), ev.endpoint("b.safetensors", sha_b)
+        ev.split("test")
+        # timed: the first-layer outputs of the pair (no pair key: recomputed each time) and every α
+        # the Evaluator and the strongest loop alternate (best of 5 each), so drift hits both alike
+        t_ours, t_strong = float("inf"), float("inf")
+        for _ in range(5):
+            t, rows = timed(lambda: ev.evaluate_pair(a, b, alphas, ("test",)))
+            t_ours = min(t_ours, t)
+            t, strong = timed(lambda: strongest_loop(sa, sb, alphas, splits.test_x, splits.test_y))
+            t_strong = min(t_strong, t)
         plain_job = parse_job({**JOB, "eval": {"batch_size": 10000, "first_layer": False}})
 
-        def ours_plain():
-            ev = Evaluator(plain_job, store, splits)
-            a, b = ev.endpoint("a.safetensors", sha_a), ev.endpoint("b.safetensors", sha_b)
-            return ev.evaluate_pair(a, b, alphas, ("test",))
-        t_nofl, _ = timed(ours_plain, repeat=2)
+        ev_plain = Evaluator(plain_job, store, splits)
+        pa, pb = ev_plain.endpoint("a.safetensors", sha_a), ev_plain.endpoint("b.safetensors", sha_b)
+        t_nofl, _ = timed(lambda: ev_plain.evaluate_pair(pa, pb, alphas, ("test",)), repeat=2)
     t_plain, ref = timed(lambda: reference_loop(model, sa, sb, alphas, TensorDataset(splits.test_x, splits.test_y)))
-    t_strong, strong = timed(lambda: strongest_loop(sa, sb, alphas, splits.test_x, splits.test_y), repeat=3)
     try:
         if args.no_compile:
             raise RuntimeError("--no-compile")

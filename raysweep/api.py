@@ -209,10 +209,15 @@ class Run:
         """Delete replicate k's checkpoints and every stored point that used them."""
         from raysweep.sweep.items import key_replicates
 
+        from raysweep.sweep.compact import drop_replicate, is_part
+
         self.store.delete(paths.replicate_dir(self.dir, k))
         for p in self.store.list(paths.points_dir(self.dir), ".parquet", recursive=True):
             if k in key_replicates(p):
                 self.store.delete(p)
+        for folder in {p.rsplit("/", 1)[0] for p in self.store.list(paths.points_dir(self.dir), ".parquet", True)
+                       if is_part(p)}:
+            drop_replicate(self.store, folder, k)
         # every table and report that used it is gone with it (they would be rebuilt as stale anyway)
         self.store.delete(paths.tables_dir(self.dir))
         for path in (paths.report(self.dir), paths.report_inputs(self.dir)):
@@ -241,7 +246,25 @@ class Run:
         from raysweep.sweep.rounds import sweep_rounds
 
         with self.lease:
-            return sweep_rounds(self, sweeps, progress, address, local, rounds, connect)
+            summary = sweep_rounds(self, sweeps, progress, address, local, rounds, connect)
+            self.compact()
+            return summary
+
+    def compact(self) -> int:
+        """Fold each line sweep's item files into a few large Parquet parts once it holds many
+        (sweep.compact: atomic, idempotent, resumable); returns how many item files were folded."""
+        from raysweep.spec import LINE_KINDS, sweep_hash
+        from raysweep.sweep.compact import compact
+
+        folded = 0
+        with self.lease:
+            for s in self.job.sweeps:
+                if s.kind in LINE_KINDS:
+                    n = compact(self.store, paths.sweep_dir(self.dir, s.kind, s.name, sweep_hash(s)))
+                    if n:
+                        log.info("compacted %d item files of sweep %s into Parquet parts", n, s.name)
+                    folded += n
+        return folded
 
     def aggregate(self) -> dict[str, pl.DataFrame]:
         return aggregate.aggregate(self.store, self.job)

@@ -35,10 +35,19 @@ def within_replicates(path: str, replicates: int) -> bool:
 def point_paths(store: Store, job: Job, kinds=LINE_KINDS) -> list[str]:
     """Stored files of the job's sweeps of these kinds, as declared now (current sweep hashes),
     of the job's replicates only (a run grown to more replicates keeps the others' files)."""
+    from raysweep.sweep.compact import data_files, is_part
+
     run = paths.run_dir(job.name, job.hash)
-    return [p for s in job.sweeps if s.kind in kinds
-            for p in store.list(paths.sweep_dir(run, s.kind, s.name, sweep_hash(s)), ".parquet")
-            if within_replicates(p, job.replicates)]
+    out = []
+    for s in job.sweeps:
+        if s.kind not in kinds:
+            continue
+        folder = paths.sweep_dir(run, s.kind, s.name, sweep_hash(s))
+        files = store.list(folder, ".parquet")
+        if any(is_part(f) for f in files):  # a compacted sweep: parts (rows filtered by replicate on read)
+            files = data_files(store, folder, files)
+        out += [p for p in files if within_replicates(p, job.replicates)]
+    return out
 
 
 def inputs(store: Store, job: Job) -> dict:
@@ -48,6 +57,7 @@ def inputs(store: Store, job: Job) -> dict:
     run = paths.run_dir(job.name, job.hash)
     files = [f for s in job.sweeps for f in store.list_info(paths.sweep_dir(run, s.kind, s.name, sweep_hash(s)), ".parquet")
              if within_replicates(f[0], job.replicates)]
+    files += [f for s in job.sweeps for f in store.list_info(paths.sweep_dir(run, s.kind, s.name, sweep_hash(s)), ".json")]
     for k in range(job.replicates):
         files += store.list_info(paths.replicate_dir(run, k), ".json")
     sweeps = [{"name": s.name, "kind": s.kind, "hash": sweep_hash(s)} for s in job.sweeps]
@@ -81,7 +91,10 @@ def measures(schema) -> list[str]:
 
 
 def scan_points(store: Store, job: Job) -> pl.LazyFrame:
-    return _scan(store, point_paths(store, job), POINT_SCHEMA)
+    """The line sweeps' stored rows, of the job's replicates (a compacted part may hold more)."""
+    r = job.replicates
+    return _scan(store, point_paths(store, job), POINT_SCHEMA).filter(
+        (pl.col("replicate_a") < r) & (pl.col("replicate_b") < r))
 
 
 def trajectory(store: Store, job: Job) -> pl.DataFrame:

@@ -131,8 +131,17 @@ def plane_items(job: Job, store: Store, sweep: SweepSpec, h: str, manifests: dic
 
 
 def done_paths(store: Store, job: Job) -> set[str]:
+    """Paths of the items whose points are stored: item files, and items inside compacted parts."""
+    from raysweep.sweep.compact import done_items, is_part
+
     run = paths.run_dir(job.name, job.hash)
-    return set(store.list(paths.points_dir(run), ".parquet", recursive=True))
+    folders: dict[str, list[str]] = {}
+    for f in store.list(paths.points_dir(run), ".parquet", recursive=True):
+        folders.setdefault(f.rsplit("/", 1)[0], []).append(f)
+    done: set[str] = set()
+    for folder, files in folders.items():
+        done |= done_items(store, folder, files) if any(is_part(f) for f in files) else set(files)
+    return done
 
 
 def missing(items: list[dict], store: Store, job: Job) -> list[dict]:
