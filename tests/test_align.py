@@ -74,3 +74,19 @@ def test_residual_and_maxout_networks_are_refused():
         chain(build_model(ModelSpec(name="cifar_resnet_20"), (3, 32, 32), 10))
     with pytest.raises(AlignmentError, match="maxout"):
         chain(build_model(ModelSpec(hidden=(8,), activation="maxout"), (1, 8, 8), 10))
+
+
+def test_a_sweep_that_cannot_be_aligned_is_refused_before_any_work(tmp_path):
+    from raysweep.io.store import Store
+    from raysweep.spec import SpecError
+    from raysweep.sweep.planner import _check_alignable
+    from raysweep.data import dataset_info
+
+    from conftest import make_job
+
+    with pytest.raises(SpecError, match="final_to_final"):
+        make_job(sweeps=[{"name": "x", "kind": "init_to_final", "align": "weights"}])
+    job = make_job(model={"name": "cifar_resnet_20"}, data={"name": "cifar10", "root": str(tmp_path)},
+                   sweeps=[{"name": "i5", "kind": "final_to_final", "align": "weights"}])
+    with pytest.raises(SpecError, match="sweeps.i5: .*residual"):
+        _check_alignable(job, job.sweeps[0], dataset_info(job.data, standard_if_missing=True))

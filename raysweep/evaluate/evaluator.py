@@ -154,6 +154,7 @@ class Evaluator:
         self.tail_idx = ([i for i in self.float_idx if int(self.names[i].split(".")[0]) >= len(self.head)]
                          if self.head is not None else self.float_idx)
         self._norms: tuple[str, tuple[float, float]] | None = None  # (pair key, norms) of the last pair
+        self._aligned: tuple[str, list[torch.Tensor]] | None = None  # (pair key, aligned θ_b) of the last pair
         self._mix: dict[str, torch.Tensor] = {}  # split -> the preallocated mixed first-layer outputs
         self.cache: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
@@ -211,6 +212,18 @@ class Evaluator:
         x, _ = self.split(split)
         self.model.eval()
         return torch.softmax(self.model(self.prepare(x[:examples])).float(), dim=1)
+
+    @torch.no_grad()
+    def aligned(self, a: list[torch.Tensor], b: list[torch.Tensor], pair_key: str) -> list[torch.Tensor]:
+        """b with its hidden units permuted to match a (evaluate/align.py); kept for the last pair."""
+        if self._aligned is not None and self._aligned[0] == pair_key:
+            return self._aligned[1]
+        from raysweep.evaluate.align import align
+
+        out = align(self.model, dict(zip(self.names, a)), dict(zip(self.names, b)))
+        tb = [out[n].contiguous() for n in self.names]
+        self._aligned = (pair_key, tb)
+        return tb
 
     @torch.no_grad()
     def norms(self, a: list[torch.Tensor], b: list[torch.Tensor], pair_key: str | None = None) -> tuple[float, float]:

@@ -23,9 +23,13 @@ def evaluate_item(evaluator, job: Job, item: dict) -> pa.Table:
     evaluator.set_metrics(item.get("metrics", ()))
     ta = evaluator.endpoint(a["path"], a["sha256"])
     tb = evaluator.endpoint(b["path"], b["sha256"])
-    distance, norm_a = evaluator.norms(ta, tb, pair_key=f"{a['sha256']}>{b['sha256']}")
+    pair = f"{a['sha256']}>{b['sha256']}"
+    if item.get("align", "none") == "weights":  # θ_b with its hidden units matched to θ_a's
+        pair += "|aligned"
+        tb = evaluator.aligned(ta, tb, pair)
+    distance, norm_a = evaluator.norms(ta, tb, pair_key=pair)
     rows = evaluator.evaluate_pair(ta, tb, item["alphas"], tuple(item["splits"]), item["bn"], item["bn_batches"],
-                                   pair_key=f"{a['sha256']}>{b['sha256']}")
+                                   pair_key=pair)
     common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "sweep_hash": item["sweep_hash"],
               "item": item["key"], "replicate_a": a["replicate"], "replicate_b": b["replicate"],
               "step_a": a["step"], "step_b": b["step"], "distance": distance, "norm_a": norm_a,

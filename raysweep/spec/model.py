@@ -91,6 +91,9 @@ class SweepSpec:
     beta: AlphaGrid = AlphaGrid(start=-1.0, stop=1.0, num=21)  # planes: the grid's second axis
     filter_norm: bool = False  # random_plane: filter-normalised directions (Li et al. 2018)
     metrics: tuple[str, ...] = ()  # line sweeps: extra per-example metrics ("top5_error", "pkg.module:fn")
+    # final_to_final: "weights" permutes θ_T(j)'s hidden units to match θ_T(i) before interpolating (weight
+    # matching, Ainsworth et al. 2023; MLPs and VGG-16), so the barrier left is not one of unit order
+    align: str = "none"
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -116,6 +119,9 @@ class SweepSpec:
             out.append(f"{where}.bn_batches must be between 1 and 100,000, got {self.bn_batches}")
         if not 0 < self.random_scale <= 1e6:
             out.append(f"{where}.random_scale must be in (0, 1e6], got {self.random_scale}")
+        out += _choice(f"{where}.align", self.align, ("none", "weights"))
+        if self.align != "none" and self.kind != "final_to_final":
+            out.append(f"{where}.align is for final_to_final sweeps (two solutions); this sweep is {self.kind!r}")
         return out
 
 

@@ -69,6 +69,8 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
             items += plane_items(job, store, sweep, h, manifests, info)
             _check_size(items, job)
             continue
+        if sweep.align != "none":
+            _check_alignable(job, sweep, info)
         size = chunk_size(job, sweep, info)
         sweep_pairs = pairs(sweep, finals, manifests, randoms)
         _check_size(items, job, len(sweep_pairs) * math.ceil(len(sweep.alpha.points()) / size))
@@ -80,7 +82,8 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
                     "sweep": sweep.name, "sweep_hash": h, "key": key,
                     "path": paths.point_file(run, sweep.kind, sweep.name, h, key),
                     "a": a.__dict__, "b": b.__dict__, "alphas": alphas, "splits": list(sweep.splits),
-                    "bn": sweep.bn, "bn_batches": sweep.bn_batches, "metrics": list(sweep.metrics)})
+                    "bn": sweep.bn, "bn_batches": sweep.bn_batches, "metrics": list(sweep.metrics),
+                    "align": sweep.align})
     return items
 
 
@@ -128,6 +131,22 @@ def plane_items(job: Job, store: Store, sweep: SweepSpec, h: str, manifests: dic
             item["path_info" if t3 else "plane"] = ref
             out.append(item)
     return out
+
+
+def _check_alignable(job: Job, sweep, info) -> None:
+    """A sweep that aligns units needs a chain model (evaluate/align.py); say so before any work."""
+    import torch
+
+    from raysweep.evaluate.align import AlignmentError, chain
+    from raysweep.models import build_model
+    from raysweep.spec import SpecError
+
+    with torch.device("meta"):
+        model = build_model(job.model, tuple(info.in_shape), info.num_classes)
+    try:
+        chain(model)
+    except AlignmentError as exc:
+        raise SpecError(f"sweeps.{sweep.name}: {exc}") from None
 
 
 def done_paths(store: Store, job: Job) -> set[str]:
