@@ -12,7 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from raysweep.cli_common import AddressOpt, Format, ReplicatesOpt, SetOpt, SharedOpt, StorageOpt, Table, _guard, _open, app
+from raysweep.cli_common import (AddressOpt, Format, ReplicatesOpt, SetOpt, SharedOpt, StorageOpt, Table, _err, _guard,
+                                 _open, app)
 from raysweep.spec import SpecError
 
 
@@ -187,6 +188,26 @@ def plot(job: str, out: Optional[str] = typer.Option(None, "--out", help="Local 
     """Write the HTML report.  Example: raysweep plot digits_mlp --out report.html --png"""
     r = _open(job, storage, set_, replicates)
     for path in r.plot(out, [f for f, on in (("png", png), ("svg", svg)) if on]):
+        typer.echo(path)
+
+
+@app.command()
+@_guard
+def figures(job: str, out: str = typer.Option("figures", "--out", help="Folder for the figure files"),
+            format_: str = typer.Option("png,svg", "--format", help="Comma-separated: png, svg, pdf"),
+            replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
+            storage: Optional[str] = StorageOpt) -> None:
+    """One file per paper figure (with a caption .txt).  Example: raysweep figures digits_mlp --out figs --format png,pdf"""
+    from raysweep.report.figures import FORMATS, write_figures
+
+    formats = [f.strip().lower() for f in format_.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        _err(f"--format {format_!r}: {bad or 'nothing'} is not a figure format; give a comma-separated list of "
+             f"{', '.join(FORMATS)}, e.g. --format png,svg", 2)
+    r = _open(job, storage, set_, replicates)
+    r._require()
+    for path in write_figures(r, out, formats):
         typer.echo(path)
 
 

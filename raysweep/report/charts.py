@@ -6,22 +6,56 @@ import altair as alt
 import polars as pl
 
 
-EXPERIMENT = {"init_to_final": "I1 / I4 / I7 — θ₀ → θ_T", "step_to_final": "I2 — θ_t → θ_T",
-              "final_to_final": "I5 — θ_T(i) → θ_T(j)", "random_to_final": "I6 — θ_r → θ_T"}
-
 WIDTH, HEIGHT = 320, 220
 
 
+def experiment(kind: str, alphas: list[float], align: str = "none") -> tuple[str, str, str]:
+    """(tag, what the line is, the paper figure it reproduces) of a line sweep, from its kind and grid."""
+    lo, hi = min(alphas), max(alphas)
+    if kind == "init_to_final":
+        if lo < -1e-9 or hi > 1 + 1e-9:
+            return "I7", "θ₀ → θ_T, extrapolated", "G-fig7"
+        if hi - lo < 0.5:
+            return "I4", "θ₀ → θ_T, high-resolution window", "G-fig4"
+        return "I1", "θ₀ → θ_T", "F-fig1"
+    if kind == "step_to_final":
+        return "I2", "θ_t → θ_T", "F-fig2"
+    if kind == "final_to_final":
+        return ("I5", "θ_T(i) → θ_T(j), units aligned", "G-fig5") if align != "none" else (
+            "I5", "θ_T(i) → θ_T(j)", "G-fig5")
+    return "I6", "θ_r → θ_T", "G-fig5"
+
+
+def _split_colour(df: pl.DataFrame):
+    """Colour by split only when there is more than one (a one-split panel needs no legend)."""
+    return {"color": alt.Color("split:N")} if df["split"].n_unique() > 1 else {}
+
+
+def step_axis(top: int, title: str = "step t") -> alt.X:
+    """A log₂ axis of training steps (F's figures): t = 0 sits at ½ and is labelled 0."""
+    import math
+
+    ticks = [0.5] + [2 ** k for k in range(0, max(1, math.ceil(math.log2(max(top, 1)))) + 1)]
+    if len(ticks) > 12:  # every other power of two on long runs
+        ticks = [0.5] + ticks[1::2]
+    return alt.X("t:Q", title=f"{title} (log₂)", scale=alt.Scale(type="log", base=2, domain=[0.5, max(top, 1)]),
+                 axis=alt.Axis(values=ticks, labelExpr="datum.value < 1 ? '0' : format(datum.value, ',d')"))
+
+
+def _t(df: pl.DataFrame, step: str = "step") -> pl.DataFrame:
+    return df.with_columns(t=pl.col(step).cast(pl.Float64).clip(lower_bound=0.5))
+
+
 def band_chart(curves: pl.DataFrame, metric: str, title: str, log_y: bool = False) -> alt.Chart:
-    """Mean across replicates with a ±1 std band, one colour per split."""
+    """Mean across replicates (or pairs) with a ±1 std band clipped at 0, one colour per split."""
     df = curves.with_columns(
-        lo=pl.col(f"{metric}_mean") - pl.col(f"{metric}_std").fill_null(0),
+        lo=(pl.col(f"{metric}_mean") - pl.col(f"{metric}_std").fill_null(0)).clip(lower_bound=0),
         hi=pl.col(f"{metric}_mean") + pl.col(f"{metric}_std").fill_null(0),
     ).select("alpha", "split", "n", mean=f"{metric}_mean", lo="lo", hi="hi")
     if log_y:
         df = df.with_columns(pl.col("lo").clip(lower_bound=1e-6))
-    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    base = alt.Chart(df).encode(x=alt.X("alpha:Q", title="α"), color=alt.Color("split:N"))
+    y_scale = alt.Scale(type="log", nice=False) if log_y else alt.Scale(zero=False)
+    base = alt.Chart(df).encode(x=alt.X("alpha:Q", title="α"), **_split_colour(df))
     band = base.mark_area(opacity=0.25).encode(y=alt.Y("lo:Q", scale=y_scale, title=metric), y2="hi:Q")
     line = base.mark_line().encode(y="mean:Q", tooltip=["alpha", "split", "mean", "lo", "hi", "n"])
     return (band + line).properties(title=title, width=WIDTH, height=HEIGHT)
@@ -38,24 +72,28 @@ def per_step_chart(curves: pl.DataFrame, metric: str, title: str) -> alt.Chart:
 
 
 def barrier_chart(barriers: pl.DataFrame, metric: str, title: str) -> alt.Chart:
-    """max_increase (mean ± std) against the starting step, log-x (F Fig 3)."""
-    df = barriers.filter(pl.col("metric") == metric).select(
+    """max_increase (mean ± std, clipped at 0) against the starting step on a log₂ axis (F Fig 3);
+    t = T, a line of one point, is left out."""
+    df = _t(barriers.filter(pl.col("metric") == metric, pl.col("step_a") < pl.col("step_b")).select(
         "step", mean="max_increase_mean",
-        lo=pl.col("max_increase_mean") - pl.col("max_increase_std").fill_null(0),
-        hi=pl.col("max_increase_mean") + pl.col("max_increase_std").fill_null(0))
-    x = alt.X("step:Q", scale=alt.Scale(type="symlog"), title="step t (symlog)")
-    base = alt.Chart(df).encode(x=x)
+        lo=(pl.col("max_increase_mean") - pl.col("max_increase_std").fill_null(0)).clip(lower_bound=0),
+        hi=pl.col("max_increase_mean") + pl.col("max_increase_std").fill_null(0)))
+    top = int(barriers["step_b"].max()) if barriers.height else 1
+    base = alt.Chart(df).encode(x=step_axis(top))
     return (base.mark_errorbar().encode(y=alt.Y("lo:Q", title=f"max increase of {metric}"), y2="hi:Q")
             + base.mark_line(point=True).encode(y="mean:Q", tooltip=["step", "mean", "lo", "hi"])
             ).properties(title=title, width=WIDTH, height=HEIGHT)
 
 
 def learning_chart(checkpoints: pl.DataFrame, metric: str) -> alt.Chart:
+    """Every replicate's train (solid) and test (dashed) curve, one colour per replicate, log₂ steps."""
     cols = [c for c in (f"train_{metric}", f"test_{metric}") if c in checkpoints.columns]
-    df = checkpoints.unpivot(index=["replicate", "step"], on=cols, variable_name="split", value_name=metric)
+    df = _t(checkpoints.unpivot(index=["replicate", "step"], on=cols, variable_name="split", value_name=metric)
+            .with_columns(pl.col("split").str.replace(f"_{metric}", "")))
     return alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X("step:Q", scale=alt.Scale(type="symlog"), title="step (symlog)"), y=f"{metric}:Q",
-        color="split:N", detail="replicate:N", tooltip=["replicate", "step", "split", metric],
+        x=step_axis(int(checkpoints["step"].max())), y=f"{metric}:Q",
+        color=alt.Color("replicate:N"), strokeDash=alt.StrokeDash("split:N"),
+        tooltip=["replicate", "step", "split", metric],
     ).properties(title=f"T1 — learning curves ({metric})", width=WIDTH, height=HEIGHT)
 
 

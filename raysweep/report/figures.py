@@ -1,0 +1,169 @@
+"""The figures of a run, each named after the paper figure it reproduces, with a caption; and the
+headline numbers the report opens with. The HTML report and `raysweep figures` draw the same list."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import polars as pl
+
+from raysweep.report.charts import (band_chart, barrier_chart, experiment, learning_chart, mds_chart,
+                                    per_step_chart, projection_chart, surface_chart)
+
+FORMATS = ("png", "svg", "pdf")
+
+
+@dataclass
+class Figure:
+    name: str  # file name without extension: <paper>-fig<N>-<what>, e.g. F-fig2-step_to_final
+    heading: str
+    caption: str
+    charts: list
+
+    def chart(self) -> alt.HConcatChart:
+        return alt.hconcat(*self.charts).resolve_scale(color="independent").properties(title=self.heading)
+
+
+def _grid(alphas) -> str:
+    return f"{len(alphas)} α in [{min(alphas):g}, {max(alphas):g}]"
+
+
+def figures(run) -> list[Figure]:
+    """Every figure the run's stored tables support, in the order of the job's sweeps."""
+    curves, barriers = run.curves.collect(), run.barriers.collect()
+    n = run.job.replicates
+    out = []
+    for sweep in run.job.sweeps:
+        c = curves.filter(pl.col("sweep") == sweep.name)
+        if c.is_empty():
+            continue
+        alphas = sorted(set(c["alpha"]))
+        tag, line, paper = experiment(sweep.kind, alphas, sweep.align)
+        heading = f"{tag} — {line}: {sweep.name}"
+        over = f"{n} replicates" if sweep.kind != "final_to_final" else f"the {n * (n - 1) // 2} pairs of {n} replicates"
+        if sweep.kind == "step_to_final":
+            split = sweep.splits[0]
+            b = barriers.filter(pl.col("sweep") == sweep.name, pl.col("split") == split)
+            out.append(Figure(f"{paper}-{sweep.name}", heading,
+                              f"Mean {split} loss and error (over {over}) along the line from each checkpoint θ_t "
+                              f"of the schedule to θ_T, one curve per t ({_grid(alphas)}; F Fig 2).",
+                              [per_step_chart(c.filter(pl.col("split") == split), m, f"{sweep.name}: {m}")
+                               for m in ("loss", "error")]))
+            out.append(Figure(f"F-fig3-{sweep.name}-barriers", f"I3 — barrier height vs t: {sweep.name}",
+                              f"Largest rise of the {split} loss and error along each line θ_t → θ_T, mean ± std over "
+                              f"{over}, against t on a log₂ axis (t = 0 at the left; F Fig 3).",
+                              [barrier_chart(b, m, f"max increase of {m}") for m in ("loss", "error")]))
+            continue
+        aligned = " θ_T(j)'s hidden units were matched to θ_T(i)'s first (weight matching)." if sweep.align != "none" else ""
+        out.append(Figure(f"{paper}-{sweep.name}", heading,
+                          f"Loss and error along {line.split(',')[0]}, mean ± 1 std (clipped at 0) over {over}, "
+                          f"{_grid(alphas)}, splits {'/'.join(sweep.splits)}; the right panel has a log y axis."
+                          + aligned,
+                          [band_chart(c, m, m) for m in ("loss", "error")]
+                          + [band_chart(c, "loss", "loss (log y)", log_y=True)]))
+    traj = run.trajectory.collect()
+    if traj.height:
+        ratio = traj.group_by("replicate").agg(pl.col("max_beta_over_max_norm").first())["max_beta_over_max_norm"]
+        out.append(Figure("G-fig13-projection", "T2 — projection and residual (G App. B)",
+                          f"β(t), the distance from θ_t to the line through θ_0 and θ_T, against α(t), its position "
+                          f"along the line, one path per replicate. max β / max ‖θ_t‖ = {ratio.min():.3f}–"
+                          f"{ratio.max():.3f} (G: the line keeps ≥ 2/3 of the norm).", [projection_chart(traj)]))
+    fmap = run.function_map.collect()
+    if fmap.height:
+        for which, what in (("tau", "softmax outputs τ (Euclidean)"), ("kappa", "predictions κ (Hamming)")):
+            out.append(Figure(f"B-fig1-{which}-map", f"T6 — function map of {what}",
+                              f"Every replicate at every checkpoint placed by metric MDS of its {what} on the first "
+                              f"test examples; colour is the epoch (red to blue), one grey line per replicate (B Fig 1–5).",
+                              [mds_chart(fmap, which)]))
+    surf = run.surface.collect()
+    for name in surf["sweep"].unique(maintain_order=True).to_list() if surf.height else []:
+        part = surf.filter(pl.col("sweep") == name, pl.col("replicate") == surf["replicate"].min())
+        kind = run.job.sweep(name).kind
+        tag, paper = {"random_plane": ("T4", "G-fig21"), "line_and_random": ("T5", "G-fig22"),
+                      "path_surface": ("T3", "G-fig15")}[kind]
+        text = {"random_plane": "a random 2-D plane through θ_T (G App. D Fig 21)",
+                "line_and_random": "the plane of the line θ_0 → θ_T (a) and a random direction orthogonal to it (b; "
+                                   "G Fig 22)",
+                "path_surface": "a along θ_0 → θ_T in units of ‖θ_T − θ_0‖, b along the direction in which the "
+                                "checkpoint nearest a leaves the line (G App. C Fig 15–20)"}[kind]
+        out.append(Figure(f"{paper}-{name}", f"{tag} — {name} (replicate {part['replicate'][0]})",
+                          f"Loss and error on {text}, with the SGD path projected in red.",
+                          [surface_chart(part, "loss"), surface_chart(part, "error")]))
+    ck = run.checkpoints.collect()
+    if "step" in ck.columns and ck.height and any(c in ck.columns for c in ("train_loss", "test_loss")):
+        out.append(Figure("T1-learning-curves", "T1 — learning curves",
+                          "Train (solid) and test (dashed) loss and error at every checkpoint, one colour per "
+                          "replicate, steps on a log₂ axis.", [learning_chart(ck, m) for m in ("loss", "error")]))
+    return out
+
+
+def _pm(values: pl.Series, fmt: str = ".3f") -> str:
+    values = values.drop_nulls()
+    if values.is_empty():
+        return "—"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(values.mean(), fmt)} ± {format(values.std(), fmt)}"
+
+
+def headline(run) -> list[tuple[str, str]]:
+    """(what, number) rows the report opens with: final errors, barriers, the T2 norm ratio."""
+    rows = []
+    ck = run.checkpoints.collect()
+    if ck.height and "test_error" in ck.columns:
+        last = ck.filter(pl.col("step") == pl.col("step").max().over("replicate"))
+        rows.append(("final test error (mean ± std over replicates)", _pm(last["test_error"], ".4f")))
+    b = run.barriers.collect()
+    for sweep in run.job.sweeps:
+        part = b.filter(pl.col("sweep") == sweep.name)
+        if part.is_empty():
+            continue
+        alphas = sweep.alpha.points()
+        tag = experiment(sweep.kind, alphas, sweep.align)[0] + (" aligned" if sweep.align != "none" else "")
+        for metric in ("loss", "error"):
+            m = part.filter(pl.col("metric") == metric, pl.col("split") == sweep.splits[0])
+            if m.is_empty():
+                continue
+            if sweep.kind == "step_to_final":
+                m = m.filter(pl.col("step_a") < pl.col("step_b"))
+                worst = m.sort("max_increase_mean", descending=True).row(0, named=True)
+                rows.append((f"{tag} {sweep.name}: largest rise of {metric} over all t (at t)",
+                             f"{worst['max_increase_mean']:.4f} (t = {worst['step']})"))
+            elif sweep.kind == "final_to_final":
+                r = m.row(0, named=True)
+                rows.append((f"{tag} {sweep.name}: barrier of {metric} (max − mean of ends)",
+                             f"{r['barrier_mean_mean']:.4f} ± {r['barrier_mean_std'] or 0:.4f}"))
+            else:
+                r = m.row(0, named=True)
+                rows.append((f"{tag} {sweep.name}: largest rise of {metric} along the line",
+                             f"{r['max_increase_mean']:.4f} ± {r['max_increase_std'] or 0:.4f}"))
+    traj = run.trajectory.collect()
+    if traj.height:
+        ratio = traj.group_by("replicate").agg(pl.col("max_beta_over_max_norm").first())["max_beta_over_max_norm"]
+        rows.append(("T2: max β / max ‖θ_t‖ (per replicate)", _pm(ratio)))
+    return rows
+
+
+def write_figures(run, out: str, formats=("png", "svg")) -> list[str]:
+    """One file per figure and format in `out`, each with a caption file (<name>.txt)."""
+    import vl_convert as vlc
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(f"unknown figure format(s) {bad or formats}; choose from {list(FORMATS)}")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    with alt.data_transformers.disable_max_rows():
+        for fig in figures(run):
+            spec = fig.chart().to_dict()
+            for fmt in formats:
+                data = {"png": lambda: vlc.vegalite_to_png(spec, scale=2), "svg": lambda: vlc.vegalite_to_svg(spec).encode(),
+                        "pdf": lambda: vlc.vegalite_to_pdf(spec)}[fmt]()
+                path = folder / f"{fig.name}.{fmt}"
+                path.write_bytes(data)
+                written.append(str(path))
+            (folder / f"{fig.name}.txt").write_text(f"{fig.heading}\n\n{fig.caption}\n")
+            written.append(str(folder / f"{fig.name}.txt"))
+    return written
