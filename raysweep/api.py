@@ -162,7 +162,36 @@ class Run:
                 todo = self._untrained(ks)  # another driver may have trained them while we waited
                 if todo:
                     self._train(todo, progress, address)
+        self._train_children(progress, address)
         return todo
+
+    def children_todo(self) -> list[str]:
+        """Instability children ("k/step/child") of trained replicates not trained yet."""
+        from raysweep.train import is_trained
+        from raysweep.train.spawn import child_done
+
+        from raysweep.sweep import read_manifests
+        from raysweep.sweep.planner import check_spawn_steps
+
+        sweeps = [sw for sw in self.job.sweeps if sw.kind == "instability"]
+        trained = [k for k in self.replicates if is_trained(self.store, self.job, k)] if sweeps else []
+        for k in trained:
+            for sw in sweeps:
+                check_spawn_steps(sw, k, read_manifests(self.store, self.job, k))
+        steps = sorted({s for sw in sweeps for s in sw.spawn_steps})
+        return [f"{k}/{s}/{c}" for k in trained for s in steps for c in (0, 1)
+                if not child_done(self.store, self.job, k, s, c)]
+
+    def _train_children(self, progress: bool, address: str | None) -> None:
+        todo = self.children_todo()
+        if not todo:
+            return
+        from raysweep.progress import say
+        from raysweep.train.tune import train_run
+
+        say(f"instability: training {len(todo)} children spawned from stored checkpoints")
+        with self.lease:
+            train_run(self, todo, False, address)
 
     def preflight(self, address: str | None = None) -> None:
         """A missing dataset or an unusable store stops here, before any work is started.
@@ -287,6 +316,7 @@ class Run:
         trained = self._untrained(self.replicates)
         if trained:
             self._train(trained, progress, address)
+        self._train_children(progress, address)
         t1 = time.perf_counter()
         summary = self.sweep(progress=progress, address=address)
         t2 = time.perf_counter()

@@ -47,12 +47,17 @@ def train_done(run: str, k: int) -> str:
     return f"{replicate_dir(run, k)}/done.json"
 
 
+def child_dir(run: str, k: int, step: int, child: int) -> str:
+    """Instability analysis: child `child` of replicate k spawned at `step` (trained on to T)."""
+    return f"{replicate_dir(run, k)}/spawn_{step:08d}_c{child}"
+
+
 # Every table a run has: the one list of their names (CLI, API, SQL, the tables/ folder).
 TABLES = ("points", "curves", "barriers", "checkpoints", "trajectory", "function_map", "surface")
 
 # Stored points, by the schema of their rows: every file in one folder has the same columns, so
 # any Parquet reader can glob a folder (`points/line/*/*.parquet`).
-POINT_FOLDERS = {"init_to_final": "line", "step_to_final": "line", "final_to_final": "line",
+POINT_FOLDERS = {"init_to_final": "line", "step_to_final": "line", "final_to_final": "line", "instability": "line",
                  "random_to_final": "line", "projection": "trajectory", "function_map": "function_map",
                  "random_plane": "surface", "line_and_random": "surface", "path_surface": "surface"}
 

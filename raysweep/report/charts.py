@@ -20,6 +20,8 @@ def experiment(kind: str, alphas: list[float], align: str = "none") -> tuple[str
         return "I1", "θ₀ → θ_T", "F-fig1"
     if kind == "step_to_final":
         return "I2", "θ_t → θ_T", "F-fig2"
+    if kind == "instability":
+        return "LMC", "child 1 → child 2 spawned at step k", "LMC-fig"
     if kind == "final_to_final":
         return ("I5", "θ_T(i) → θ_T(j), units aligned", "G-fig5") if align != "none" else (
             "I5", "θ_T(i) → θ_T(j)", "G-fig5")
@@ -83,6 +85,19 @@ def barrier_chart(barriers: pl.DataFrame, metric: str, title: str) -> alt.Chart:
     return (base.mark_errorbar().encode(y=alt.Y("lo:Q", title=f"max increase of {metric}"), y2="hi:Q")
             + base.mark_line(point=True).encode(y="mean:Q", tooltip=["step", "mean", "lo", "hi"])
             ).properties(title=title, width=WIDTH, height=HEIGHT)
+
+
+def instability_chart(barriers: pl.DataFrame, metric: str, top: int) -> alt.Chart:
+    """Instability (barrier_mean between the two children, mean ± std over replicates, clipped at 0)
+    against the spawn step k on a log₂ axis (Frankle et al. 2020, LMC)."""
+    df = _t(barriers.filter(pl.col("metric") == metric).select(
+        "step", mean="barrier_mean_mean",
+        lo=(pl.col("barrier_mean_mean") - pl.col("barrier_mean_std").fill_null(0)).clip(lower_bound=0),
+        hi=pl.col("barrier_mean_mean") + pl.col("barrier_mean_std").fill_null(0)))
+    base = alt.Chart(df).encode(x=step_axis(top, "spawn step k"))
+    return (base.mark_errorbar().encode(y=alt.Y("lo:Q", title=f"instability ({metric})"), y2="hi:Q")
+            + base.mark_line(point=True).encode(y="mean:Q", tooltip=["step", "mean", "lo", "hi"])
+            ).properties(title=f"instability of {metric} vs k", width=WIDTH, height=HEIGHT)
 
 
 def learning_chart(checkpoints: pl.DataFrame, metric: str) -> alt.Chart:

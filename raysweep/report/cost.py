@@ -36,7 +36,7 @@ def counts(job) -> dict:
                            "work_items": job.replicates, "evaluations": evals,
                            "examples_forwarded": evals * sum(info.sizes[sp] for sp in s.splits) // len(s.splits)})
             continue
-        pairs = pair_count(s.kind, job.replicates, len(steps))
+        pairs = pair_count(s.kind, job.replicates, len(steps), len(s.spawn_steps))
         alphas = s.alpha.points()
         examples = sum(info.sizes[sp] for sp in s.splits)
         sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": pairs,
@@ -45,7 +45,8 @@ def counts(job) -> dict:
                        "evaluations": pairs * len(alphas) * len(s.splits),
                        "examples_forwarded": pairs * len(alphas) * examples})
     flops = forward_flops(job.model, info.in_shape, info.num_classes)
-    return {"trainings": job.replicates, "iterations_per_epoch": per_epoch, "forward_flops": flops,
+    spawn = {v for s in job.sweeps if s.kind == "instability" for v in s.spawn_steps}
+    return {"trainings": job.replicates, "children": job.replicates * len(spawn) * 2, "iterations_per_epoch": per_epoch, "forward_flops": flops,
             "iterations": per_epoch * job.train.epochs, "checkpoints_per_replicate": len(steps),
             "checkpoint_steps": steps, "sweeps": sweeps,
             "evaluations": sum(s["evaluations"] for s in sweeps),
@@ -67,7 +68,9 @@ def describe(run) -> str:
     lines = [f"job {job.name}  hash {job.hash}  storage {run.store.url(run.dir)}", "", "resolved spec:", spec, "",
              "plan:",
              f"  trainings:   {c['trainings']} replicates x {c['iterations']} iterations "
-             f"({job.train.epochs} epochs x {c['iterations_per_epoch']} iterations/epoch)",
+             f"({job.train.epochs} epochs x {c['iterations_per_epoch']} iterations/epoch)"
+             + (f", plus {c['children']} instability children trained from their spawn steps to the end"
+                if c["children"] else ""),
              f"  checkpoints: {c['checkpoints_per_replicate']} per replicate "
              f"({c['trainings'] * c['checkpoints_per_replicate']} in all): {shown}"]
     for s in c["sweeps"]:

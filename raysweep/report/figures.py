@@ -8,8 +8,8 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
-from raysweep.report.charts import (band_chart, barrier_chart, experiment, learning_chart, mds_chart,
-                                    per_step_chart, projection_chart, surface_chart)
+from raysweep.report.charts import (band_chart, barrier_chart, experiment, instability_chart, learning_chart,
+                                    mds_chart, per_step_chart, projection_chart, surface_chart)
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -54,6 +54,23 @@ def figures(run) -> list[Figure]:
                               f"Largest rise of the {split} loss and error along each line θ_t → θ_T, mean ± std over "
                               f"{over}, against t on a log₂ axis (t = 0 at the left; F Fig 3).",
                               [barrier_chart(b, m, f"max increase of {m}") for m in ("loss", "error")]))
+            continue
+        if sweep.kind == "instability":
+            split = sweep.splits[0]
+            b = barriers.filter(pl.col("sweep") == sweep.name, pl.col("split") == split)
+            ck = run.checkpoints.collect()
+            top = int(ck["step"].max()) if ck.height else max(sweep.spawn_steps)
+            out.append(Figure(f"LMC-instability-{sweep.name}", f"LMC — instability vs spawn step k: {sweep.name}",
+                              f"Two children of each replicate spawned from θ_k and trained on to T with different data "
+                              f"orders; instability is the {split} loss/error barrier between them (max along the line − "
+                              f"mean of its ends), mean ± std over {n} replicates, against k on a log₂ axis (Frankle, "
+                              f"Dziugaite, Roy & Carbin 2020).",
+                              [instability_chart(b, m, top) for m in ("error", "loss")]))
+            out.append(Figure(f"LMC-curves-{sweep.name}", f"LMC — the lines between the children: {sweep.name}",
+                              f"Mean {split} loss and error along the line from child 1 to child 2, one curve per spawn "
+                              f"step k ({_grid(alphas)}).",
+                              [per_step_chart(c.filter(pl.col("split") == split), m, f"{sweep.name}: {m}")
+                               for m in ("loss", "error")]))
             continue
         aligned = " θ_T(j)'s hidden units were matched to θ_T(i)'s first (weight matching)." if sweep.align != "none" else ""
         out.append(Figure(f"{paper}-{sweep.name}", heading,
@@ -130,6 +147,11 @@ def headline(run) -> list[tuple[str, str]]:
                 worst = m.sort("max_increase_mean", descending=True).row(0, named=True)
                 rows.append((f"{tag} {sweep.name}: largest rise of {metric} over all t (at t)",
                              f"{worst['max_increase_mean']:.4f} (t = {worst['step']})"))
+            elif sweep.kind == "instability":
+                m = m.sort("step")
+                first, last = m.row(0, named=True), m.row(m.height - 1, named=True)
+                rows.append((f"{tag} {sweep.name}: instability of {metric} at k = {first['step']} → k = {last['step']}",
+                             f"{first['barrier_mean_mean']:.4f} → {last['barrier_mean_mean']:.4f}"))
             elif sweep.kind == "final_to_final":
                 r = m.row(0, named=True)
                 rows.append((f"{tag} {sweep.name}: barrier of {metric} (max − mean of ends)",

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final")
+LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final", "instability")
 TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
 PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3: 2-D grids per replicate
 SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS
@@ -94,6 +94,9 @@ class SweepSpec:
     # final_to_final: "weights" permutes θ_T(j)'s hidden units to match θ_T(i) before interpolating (weight
     # matching, Ainsworth et al. 2023; MLPs and VGG-16), so the barrier left is not one of unit order
     align: str = "none"
+    # instability (Frankle et al. 2020, LMC): two children of each replicate spawned at each of these
+    # checkpoint steps, trained on to T with their own data order; the line runs between the children
+    spawn_steps: tuple[int, ...] = ()
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -119,6 +122,13 @@ class SweepSpec:
             out.append(f"{where}.bn_batches must be between 1 and 100,000, got {self.bn_batches}")
         if not 0 < self.random_scale <= 1e6:
             out.append(f"{where}.random_scale must be in (0, 1e6], got {self.random_scale}")
+        if self.kind == "instability" and not self.spawn_steps:
+            out.append(f"{where}.spawn_steps: an instability sweep needs the checkpoint steps to spawn children "
+                       f"from, e.g. spawn_steps = [0, 16, 128, 1024]")
+        if self.spawn_steps and self.kind != "instability":
+            out.append(f"{where}.spawn_steps is for instability sweeps; this sweep is {self.kind!r}")
+        if any(not 0 <= v < MAX_INT for v in self.spawn_steps) or len(set(self.spawn_steps)) != len(self.spawn_steps):
+            out.append(f"{where}.spawn_steps must be distinct steps >= 0, got {list(self.spawn_steps)}")
         out += _choice(f"{where}.align", self.align, ("none", "weights"))
         if self.align != "none" and self.kind != "final_to_final":
             out.append(f"{where}.align is for final_to_final sweeps (two solutions); this sweep is {self.kind!r}")

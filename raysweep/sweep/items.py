@@ -5,7 +5,8 @@ whole trajectory. Its key is deterministic and names the replicates and the α i
 its rows are stored once, under ``paths.point_file(..., key)``, and a rerun plans only what is
 missing. Keys:
 
-    line:        r<a>-s<step>__r<b>-s<step>__a<start>-<stop>   (r<a>-random for I6's random point)
+    line:        r<a>-s<step>__r<b>-s<step>__a<start>-<stop>   (r<a>-random for I6's random point,
+                 r<k>-s<step>-c<child> for an instability child)
     plane / T3:  r<k>-plane__a<start>-<stop>, r<k>-path__a<start>-<stop>
     trajectory:  r<k>-trajectory
 """
@@ -28,12 +29,15 @@ class NotTrainedError(RuntimeError):
 @dataclass(frozen=True)
 class Endpoint:
     replicate: int
-    step: int  # RANDOM_STEP for a random point
+    step: int  # RANDOM_STEP for a random point; the spawn step for an instability child
     path: str
     sha256: str
+    child: int = -1  # instability: which child of the replicate spawned at `step`
 
     @property
     def tag(self) -> str:
+        if self.child >= 0:
+            return f"r{self.replicate}-s{self.step}-c{self.child}"
         return f"r{self.replicate}-{'random' if self.step == RANDOM_STEP else f's{self.step}'}"
 
 def line_key(a: Endpoint, b: Endpoint, start: int, stop: int) -> str:
@@ -57,9 +61,9 @@ def key_replicates(key_or_path: str) -> list[int]:
     return [int(k) for k in _REPLICATE_TAG.findall(name)]
 
 
-def pair_count(kind: str, replicates: int, checkpoints: int) -> int:
+def pair_count(kind: str, replicates: int, checkpoints: int, spawn_steps: int = 0) -> int:
     """How many (θ_a, θ_b) pairs a sweep kind has, without reading any manifest."""
-    return {"init_to_final": replicates, "step_to_final": replicates * checkpoints,
+    return {"instability": replicates * spawn_steps, "init_to_final": replicates, "step_to_final": replicates * checkpoints,
             "final_to_final": replicates * (replicates - 1) // 2, "random_to_final": replicates,
             "projection": replicates, "function_map": replicates,
             "random_plane": replicates, "line_and_random": replicates, "path_surface": replicates}[kind]

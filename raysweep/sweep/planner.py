@@ -26,7 +26,7 @@ def random_endpoint(store: Store, job: Job, k: int, scale: float) -> Endpoint:
 
 
 def pairs(sweep: SweepSpec, finals: dict[int, Endpoint], manifests: dict[int, dict[int, dict]],
-          randoms: dict[int, Endpoint]) -> list[tuple[Endpoint, Endpoint]]:
+          randoms: dict[int, Endpoint], children: dict | None = None) -> list[tuple[Endpoint, Endpoint]]:
     """(θ_a, θ_b) pairs of a sweep, in an order that keeps each θ_b's work together."""
     def ep(k, step):
         m = manifests[k][step]
@@ -41,6 +41,8 @@ def pairs(sweep: SweepSpec, finals: dict[int, Endpoint], manifests: dict[int, di
         return [(finals[i], finals[j]) for i in ks for j in ks if i < j]
     if sweep.kind == "random_to_final":
         return [(randoms[k], finals[k]) for k in ks]
+    if sweep.kind == "instability":
+        return [(children[(k, s, 0)], children[(k, s, 1)]) for k in ks for s in sweep.spawn_steps]
     raise ValueError(f"unknown sweep kind {sweep.kind!r}")
 
 
@@ -72,7 +74,8 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
         if sweep.align != "none":
             _check_alignable(job, sweep, info)
         size = chunk_size(job, sweep, info)
-        sweep_pairs = pairs(sweep, finals, manifests, randoms)
+        children = spawned(store, job, sweep, manifests) if sweep.kind == "instability" else None
+        sweep_pairs = pairs(sweep, finals, manifests, randoms, children)
         _check_size(items, job, len(sweep_pairs) * math.ceil(len(sweep.alpha.points()) / size))
         for a, b in sweep_pairs:
             for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
@@ -130,6 +133,38 @@ def plane_items(job: Job, store: Store, sweep: SweepSpec, h: str, manifests: dic
                     "endpoints": eps if (c == 0 or t3) else []}
             item["path_info" if t3 else "plane"] = ref
             out.append(item)
+    return out
+
+
+def check_spawn_steps(sweep, k: int, steps) -> None:
+    """Children are spawned from stored checkpoints before the last one; say which exist if not."""
+    from raysweep.spec import SpecError
+
+    bad = [s for s in sweep.spawn_steps if s not in steps or s == max(steps)]
+    if bad:
+        raise SpecError(f"sweeps.{sweep.name}.spawn_steps {bad} are not checkpoints of replicate {k} before its last "
+                        f"step; spawn from the stored ones: {sorted(steps)[:-1]} (or add them to train.steps)")
+
+
+def spawned(store: Store, job: Job, sweep, manifests: dict) -> dict:
+    """(replicate, spawn step, child) -> the trained child's final Endpoint; NotTrainedError naming
+    what is missing (`raysweep run` trains them)."""
+    run = paths.run_dir(job.name, job.hash)
+    out, missing_ = {}, []
+    for k, steps in manifests.items():
+        check_spawn_steps(sweep, k, steps)
+        total = max(steps)
+        for s in sweep.spawn_steps:
+            for c in (0, 1):
+                folder = paths.child_dir(run, k, s, c)
+                if not store.exists(f"{folder}/done.json"):
+                    missing_.append((k, s, c))
+                    continue
+                m = store.read_json(f"{folder}/step_{total:08d}.json")
+                out[(k, s, c)] = Endpoint(k, s, f"{folder}/step_{total:08d}.safetensors", m["sha256"], c)
+    if missing_:
+        raise NotTrainedError(f"{len(missing_)} instability children of {job.name} are not trained yet (e.g. replicate "
+                              f"{missing_[0][0]}, spawned at step {missing_[0][1]}); `raysweep run` trains them")
     return out
 
 

@@ -15,16 +15,28 @@ def _trainable(config: dict) -> None:
 
     job = parse_job(config["job"], "job from driver")
     torch.set_num_threads(max(1, int(config["threads"])))
-    train_replicate(job, config["replicate"], Store(config["storage"]),
-                    progress=lambda info: tune.report({k: v for k, v in info.items()
-                                                       if isinstance(v, (int, float))}))
+    task = config["replicate"]
+
+    def report(info: dict) -> None:
+        tune.report({k: v for k, v in info.items() if isinstance(v, (int, float))})
+    if isinstance(task, str):  # "k/step/child": an instability child (train/spawn.py)
+        from raysweep.train.spawn import train_child
+
+        k, step, child = (int(v) for v in task.split("/"))
+        train_child(job, k, step, child, Store(config["storage"]), progress=report)
+        return
+    train_replicate(job, task, Store(config["storage"]), progress=report)
 
 
-def train_all(job: Job, store: Store, replicates: list[int], resources: dict, progress=None) -> None:
-    """One Tune trial per replicate still to train; Tune's own state goes under the run folder."""
+def train_all(job: Job, store: Store, replicates: list, resources: dict, progress=None) -> None:
+    """One Tune trial per replicate (an int) or instability child ("k/step/child") still to train;
+    Tune's own state goes under the run folder."""
     from ray import tune
 
-    todo = [k for k in replicates if not is_trained(store, job, k)]
+    from raysweep.train.spawn import child_done
+
+    todo = [k for k in replicates if (not child_done(store, job, *(int(v) for v in k.split("/")))
+                                      if isinstance(k, str) else not is_trained(store, job, k))]
     if not todo:
         return
     run = paths.run_dir(job.name, job.hash)
@@ -35,7 +47,7 @@ def train_all(job: Job, store: Store, replicates: list[int], resources: dict, pr
                      "replicate": tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=len(todo), reuse_actors=False),
         run_config=tune.RunConfig(
-            name="tune", storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
+            name="tune" if all(isinstance(k, int) for k in todo) else "tune-spawn", storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
             callbacks=[ProgressCallback(progress)] if progress else [],
         ),
@@ -81,7 +93,7 @@ def ProgressCallback(fn):
 _ProgressCallback = None
 
 
-def train_run(run, todo: list[int], progress: bool, address: str | None) -> None:
+def train_run(run, todo: list, progress: bool, address: str | None) -> None:
     """Train replicates `todo` of `run` (a raysweep.api.Run) on the cluster, with progress."""
     from raysweep.cluster import ResourceWatch, capacity, init_ray, trial_resources
     from raysweep.progress import TrainProgress, say
