@@ -97,6 +97,10 @@ class SweepSpec:
     # instability (Frankle et al. 2020, LMC): two children of each replicate spawned at each of these
     # checkpoint steps, trained on to T with their own data order; the line runs between the children
     spawn_steps: tuple[int, ...] = ()
+    # line sweeps: up to `refine` extra α per curve, bisecting around its barrier peak until a level moves
+    # the barrier by less than refine_tol (loss units); see sweep/refine.py
+    refine: int = 0
+    refine_tol: float = 1e-3
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -129,6 +133,12 @@ class SweepSpec:
             out.append(f"{where}.spawn_steps is for instability sweeps; this sweep is {self.kind!r}")
         if any(not 0 <= v < MAX_INT for v in self.spawn_steps) or len(set(self.spawn_steps)) != len(self.spawn_steps):
             out.append(f"{where}.spawn_steps must be distinct steps >= 0, got {list(self.spawn_steps)}")
+        if not 0 <= self.refine <= 1000:
+            out.append(f"{where}.refine must be in [0, 1000] extra α per curve, got {self.refine}")
+        if self.refine and self.kind not in LINE_KINDS:
+            out.append(f"{where}.refine is for line sweeps ({list(LINE_KINDS)})")
+        if not self.refine_tol > 0:
+            out.append(f"{where}.refine_tol must be > 0, got {self.refine_tol}")
         out += _choice(f"{where}.align", self.align, ("none", "weights"))
         if self.align != "none" and self.kind != "final_to_final":
             out.append(f"{where}.align is for final_to_final sweeps (two solutions); this sweep is {self.kind!r}")

@@ -27,16 +27,20 @@ def sweep_rounds(run, sweeps, progress, address, local, rounds, connect):
 
     # on a cluster the head may have no dataset: join first, and plan with what the workers see
     actors = connect() if not local and joins_cluster(address) else None
+    from raysweep.sweep.refine import proposals
+
     items = run.plan(sweeps)
     todo = missing(items, run.store, run.job)
     summary = RunSummary(items_total=len(items), items_run=len(todo))
-    if not todo:
+    refining = any(s.refine for s in run.job.sweeps if not sweeps or s.name in sweeps)
+    if not todo and not refining:
         return summary
+    results: list[dict] = []
+
     if not local and actors is None:
         actors = connect()
-    results: list[dict] = []
-    watch = ResourceWatch(actors[1] if actors else 0, "the evaluator actors", say)
-    with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar, watch:
+
+    def execute(todo: list[dict], planned: list[dict], bar) -> None:
         for attempt in range(1, rounds + 1):
             try:
                 if local:
@@ -49,9 +53,25 @@ def sweep_rounds(run, sweeps, progress, address, local, rounds, connect):
                 log.warning("sweep stage failed (%s: %s); planning the missing items again",
                             type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             failed = {r["key"] for r in results if r["status"] not in ("ok", "transient")}
-            todo = [it for it in missing(items, run.store, run.job) if it["path"] not in failed]
+            todo = [it for it in missing(planned, run.store, run.job) if it["path"] not in failed]
             if not todo:
                 break
+
+    watch = ResourceWatch(actors[1] if actors else 0, "the evaluator actors", say)
+    with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar, watch:
+        if todo:
+            execute(todo, items, bar)
+        most = max((s.refine for s in run.job.sweeps), default=0)
+        for _ in range(most // 2 + 1):  # adaptive α: one level per round, until every curve converged
+            if summary.failures or any(r["status"] != "ok" for r in results):
+                break
+            extra = missing(proposals(run, [it for it in items if not sweeps or it["sweep"] in sweeps]),
+                            run.store, run.job)
+            if not extra:
+                break
+            summary.items_total += len(extra)
+            summary.items_run += len(extra)
+            execute(extra, extra, bar)
     summary.rows_written = sum(r["rows"] for r in results)
     last = {r["key"]: r for r in results}  # an item retried in a later round counts by its last try
     summary.failures = [r for r in last.values() if r["status"] != "ok"]
