@@ -15,6 +15,7 @@ Its points are α = 1/steps … 1; raysweep is given the same α.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -46,7 +47,19 @@ def case(model_name: str, shape: tuple, n: int, alphas: int, batch: int):
     splits = Splits(x, y, x, y, 10)
     a_model = build_model(job.model, shape, 10, seed=1).eval()
     b_model = build_model(job.model, shape, 10, seed=2).eval()
+    for seed, model in ((1, a_model), (2, b_model)):  # running statistics as training leaves them: unequal
+        gen = torch.Generator().manual_seed(seed)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
     grid = [(i + 1) / alphas for i in range(alphas)]  # loss-landscapes' points
+
+    def peer():
+        start = copy.deepcopy(a_model)
+        with torch.no_grad():
+            return loss_landscapes.linear_interpolation(start, b_model, Loss(F.cross_entropy, x, y), steps=alphas,
+                                                         deepcopy_model=True)
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(tmp)
         sha_a, sha_b = save_tensors(store, "a.safetensors", a_model.state_dict()), save_tensors(
@@ -54,14 +67,13 @@ def case(model_name: str, shape: tuple, n: int, alphas: int, batch: int):
         ev = Evaluator(job, store, splits)
         ta, tb = ev.endpoint("a.safetensors", sha_a), ev.endpoint("b.safetensors", sha_b)
         ev.split("test")
-        t_ours, rows = timed(lambda: ev.evaluate_pair(ta, tb, grid, ("test",)), repeat=2)
-
-    def peer():
-        start = build_model(job.model, shape, 10, seed=1).eval()
-        with torch.no_grad():
-            return loss_landscapes.linear_interpolation(start, b_model, Loss(F.cross_entropy, x, y), steps=alphas,
-                                                         deepcopy_model=True)
-    t_peer, theirs = timed(peer, repeat=2)
+        # the two alternate (best of 3 each), so drift on a shared machine hits both alike
+        t_ours = t_peer = float("inf")
+        for _ in range(3):
+            t, rows = timed(lambda: ev.evaluate_pair(ta, tb, grid, ("test",)))
+            t_ours = min(t_ours, t)
+            t, theirs = timed(peer)
+            t_peer = min(t_peer, t)
     diff = max(abs(r["loss"] - float(v)) / abs(float(v)) for r, v in zip(rows, theirs))
     return t_ours, t_peer, diff
 
@@ -80,14 +92,16 @@ def main():
     t_ours2, t_peer2, diff2 = case("cifar_resnet_20", (3, 32, 32), n2, a2, n2)
     rows.append([f"CIFAR ResNet-20 (BatchNorm), {n2:,} x 3x32x32, {a2} α", f"{t_ours2:.2f}", f"{t_peer2:.2f}",
                  f"{t_peer2 / t_ours2:.1f}x", f"{diff2:.1e} (differs by design: BN statistics)"])
-    met = t_peer > t_ours and t_peer2 > t_ours2
+    met = t_peer > 1.05 * t_ours and t_peer2 > 1.05 * t_ours2  # faster beyond run-to-run noise (~5%)
     text = ("### 7. Against the loss-landscapes library\n\n`python benchmarks/peers.py`\n\n"
             + table(["line", "raysweep Evaluator (s)", "loss-landscapes (s)", "raysweep speed-up",
                      "largest relative loss difference"], rows)
             + "\n\nloss-landscapes moves parameters only: on the BatchNorm net every point keeps θ_a's running "
               "statistics, so its curve is not F's (raysweep interpolates weights and statistics together, or "
               "re-estimates the statistics with bn = \"reset\"). On LeNet both compute the same curve. Target: "
-              f"faster than loss-landscapes on both models — {'met' if met else 'NOT met'}.")
+              f"faster than loss-landscapes on both models, by more than the ~5% run-to-run noise — "
+              f"{'met' if met else 'NOT met'}. On a convolutional net both spend their time in the same "
+              f"convolutions, so one line runs at the same speed.")
     publish("peers", text, args.no_write)
 
 

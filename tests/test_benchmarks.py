@@ -28,3 +28,10 @@ def test_gpu_benchmark_runs_on_cpu():
 def test_aggregation_benchmark_runs():
     out = run("aggregate.py", "--layout", "rows", "--rows", "3000", "--files", "3")
     assert "3,000 rows in 3 files" in out and "| raysweep" not in out.split("input")[0]
+
+
+def test_peer_benchmark_runs_and_lenet_curves_agree():
+    out = run("peers.py", "--scale", "0.05")
+    assert "| LeNet-300-100" in out and "loss-landscapes moves parameters only" in out
+    diff = float(out.split("| LeNet-300-100")[1].split("|")[5].split()[0])
+    assert diff <= 1e-5  # no BatchNorm: the two tools compute the same curve
