@@ -3,21 +3,22 @@ import pytest
 import torch
 from torch import nn
 
-from raysweep.evaluate.align import AlignmentError, align, chain, permute
+from raysweep.evaluate.align import AlignmentError, _groups, align, permutation_spec, permute
 from raysweep.models import build_model
 from raysweep.spec import ModelSpec
 
 
 def _random_perms(model, seed):
     g = torch.Generator().manual_seed(seed)
-    layers = chain(model)
-    return [torch.randperm(dict(model.named_modules())[name].weight.shape[0], generator=g) for name, _ in layers[:-1]]
+    groups = _groups(permutation_spec(model), model.state_dict())
+    return {name: torch.randperm(n, generator=g) for name, (n, _) in sorted(groups.items())}
 
 
 @pytest.mark.parametrize("spec, shape", [
     (ModelSpec(hidden=(32, 16), activation="relu"), (1, 8, 8)),
     (ModelSpec(hidden=(24, 12), activation="relu", batchnorm=True), (1, 8, 8)),
     (ModelSpec(name="cifar_vgg_16"), (3, 32, 32)),
+    (ModelSpec(name="cifar_resnet_20"), (3, 32, 32)),
 ])
 def test_a_permuted_copy_aligns_back_exactly(spec, shape):
     model = build_model(spec, shape, 10, seed=0).eval()
@@ -28,7 +29,7 @@ def test_a_permuted_copy_aligns_back_exactly(spec, shape):
             m.running_var.uniform_(0.5, 2)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     perms = _random_perms(model, 1)
-    assert any(not torch.equal(p, torch.arange(len(p))) for p in perms)
+    assert any(not torch.equal(p, torch.arange(len(p))) for p in perms.values())
     shuffled = permute(model, state, perms)
     x = torch.randn(5, *shape)
     with torch.no_grad():
@@ -69,11 +70,23 @@ def test_alignment_lowers_the_barrier_between_two_trained_mlps():
     assert mid_loss(nets[0], aligned) < mid_loss(nets[0], nets[1])
 
 
-def test_residual_and_maxout_networks_are_refused():
-    with pytest.raises(AlignmentError, match="chain"):
-        chain(build_model(ModelSpec(name="cifar_resnet_20"), (3, 32, 32), 10))
+def test_resnet20_shares_one_permutation_per_residual_stream():
+    spec = permutation_spec(build_model(ModelSpec(name="cifar_resnet_20"), (3, 32, 32), 10))
+    # stage 0 (blocks 0-2): the stem and every conv2 write stream0; block 3 downsamples into stream4
+    assert spec["conv.weight"][0] == spec["blocks.0.conv2.weight"][0] == spec["blocks.2.conv2.weight"][0] == "stream0"
+    assert spec["blocks.3.shortcut.0.weight"][:2] == ("stream4", "stream0")
+    assert spec["blocks.3.conv1.weight"][:2] == ("block3", "stream0") and spec["blocks.3.conv2.weight"][:2] == (
+        "stream4", "block3")
+    assert spec["blocks.5.bn2.running_mean"] == ("stream4",) and spec["fc.weight"] == (None, "stream7")
+
+
+def test_other_networks_are_refused():
     with pytest.raises(AlignmentError, match="maxout"):
-        chain(build_model(ModelSpec(hidden=(8,), activation="maxout"), (1, 8, 8), 10))
+        permutation_spec(build_model(ModelSpec(hidden=(8,), activation="maxout"), (1, 8, 8), 10))
+    with torch.device("meta"):
+        resnet50 = build_model(ModelSpec(name="resnet50"), (3, 224, 224), 1000)
+    with pytest.raises(AlignmentError, match="ResNet"):
+        permutation_spec(resnet50)
 
 
 def test_a_sweep_that_cannot_be_aligned_is_refused_before_any_work(tmp_path):
@@ -85,7 +98,7 @@ def test_a_sweep_that_cannot_be_aligned_is_refused_before_any_work(tmp_path):
 
     with pytest.raises(SpecError, match="final_to_final"):
         make_job(sweeps=[{"name": "x", "kind": "init_to_final", "align": "weights"}])
-    job = make_job(model={"name": "cifar_resnet_20"}, data={"name": "cifar10", "root": str(tmp_path)},
+    job = make_job(model={"name": "mlp", "hidden": [8], "activation": "maxout"},
                    sweeps=[{"name": "i5", "kind": "final_to_final", "align": "weights"}])
-    with pytest.raises(SpecError, match="sweeps.i5: .*residual"):
+    with pytest.raises(SpecError, match="sweeps.i5: .*maxout"):
         _check_alignable(job, job.sweeps[0], dataset_info(job.data, standard_if_missing=True))

@@ -7,10 +7,11 @@ BatchNorm vectors) is a linear assignment, solved until no permutation changes. 
 hidden units leaves the function unchanged, so θ_b keeps its loss; only the line between them moves.
 
 Supported: chains — MLPs (Linear with optional BatchNorm1d) and the CIFAR VGG-16 (Conv2d+BatchNorm2d,
-then Linear): every unit's outgoing channels feed only the next weighted layer. Residual networks
-share permutations across skip connections and are refused (with REPAIR's statistics reset, Jordan
-et al. 2023, they need a permutation per residual stream — not built). BatchNorm running statistics
-are permuted with their units (for BN nets, re-estimating them on the aligned line is `bn = "reset"`).
+then Linear), one permutation per hidden layer — and the CIFAR ResNets (ResNet-20), one permutation per
+residual stream (shared by every layer that adds into it, as skip connections require) and one per
+block's inner channels (`permutation_spec`). Other models (torchvision's ResNet-50, maxout MLPs) are
+refused. BatchNorm running statistics are permuted with their units; REPAIR's per-unit statistics
+correction (Jordan et al. 2023) is not built — `bn = "reset"` re-estimates them on the aligned line.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def chain(model: nn.Module) -> list[tuple[str, list[str]]]:
     if not isinstance(model, (nn.Sequential, CifarVGG)) or any(isinstance(m, Maxout) for m in model.modules()):
         raise AlignmentError(
             f"align = 'weights' matches hidden units layer by layer, which needs a chain of layers (an MLP or the "
-            f"CIFAR VGG-16); {type(model).__name__} is not one (residual and maxout networks are not supported). "
-            f"Drop `align` from the sweep.")
+            f"CIFAR VGG-16) or a CIFAR ResNet; {type(model).__name__} is none of them (maxout networks and other "
+            f"residual networks are not supported). Drop `align` from the sweep.")
     out: list[tuple[str, list[str]]] = []
     for name, m in model.named_modules():
         if isinstance(m, WEIGHTED):
@@ -50,67 +51,107 @@ def chain(model: nn.Module) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _vectors(state: dict, norms: list[str]) -> list[torch.Tensor]:
-    return [state[f"{n}.{k}"] for n in norms for k in ("weight", "bias", "running_mean", "running_var")
-            if f"{n}.{k}" in state]
+def permutation_spec(model: nn.Module) -> dict[str, tuple[str | None, ...]]:
+    """For every tensor that hidden-unit permutations touch: the permutation group of each axis (None:
+    not permuted). Chains: one group per hidden layer. CIFAR ResNets: one group per residual stream (the
+    stem, every block's second conv and the downsampling shortcuts of a stage write the same channels,
+    so they share it) and one per block's inner channels (conv1 → conv2)."""
+    from raysweep.models import CifarResNet
+
+    state = model.state_dict()
+    spec: dict[str, tuple[str | None, ...]] = {}
+
+    def unit(prefix: str, out_g: str | None, in_g: str | None) -> None:
+        w = state[f"{prefix}.weight"]
+        spec[f"{prefix}.weight"] = (out_g, in_g) + (None,) * (w.dim() - 2)
+        if f"{prefix}.bias" in state:
+            spec[f"{prefix}.bias"] = (out_g,)
+
+    def norm(prefix: str, g: str) -> None:
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            if f"{prefix}.{k}" in state:
+                spec[f"{prefix}.{k}"] = (g,)
+
+    if isinstance(model, CifarResNet):
+        stream = "stream0"
+        unit("conv", stream, None)
+        norm("bn", stream)
+        for j, block in enumerate(model.blocks):
+            inner, out = f"block{j}", stream
+            if len(block.shortcut):  # a downsampling block starts a new stream
+                out = f"stream{j + 1}"
+                unit(f"blocks.{j}.shortcut.0", out, stream)
+                norm(f"blocks.{j}.shortcut.1", out)
+            unit(f"blocks.{j}.conv1", inner, stream)
+            norm(f"blocks.{j}.bn1", inner)
+            unit(f"blocks.{j}.conv2", out, inner)
+            norm(f"blocks.{j}.bn2", out)
+            stream = out
+        unit("fc", None, stream)
+        return spec
+    layers = chain(model)
+    for i, (name, norms) in enumerate(layers):
+        out_g = f"h{i}" if i + 1 < len(layers) else None
+        unit(name, out_g, f"h{i - 1}" if i else None)
+        for n in norms:
+            norm(n, out_g)
+    return spec
 
 
-def _in_view(w: torch.Tensor, n_in: int) -> torch.Tensor:
-    """A layer's weight as (outputs, n_in, rest): a Linear after a flattened conv sees each channel
-    as a block of its inputs."""
-    return w.reshape(w.shape[0], n_in, -1)
+def _groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int]]]]:
+    """group -> (size, [(tensor, axis)]); sizes must agree wherever a group appears."""
+    out: dict[str, tuple[int, list]] = {}
+    for name, axes in spec.items():
+        for ax, g in enumerate(axes):
+            if g is None:
+                continue
+            size = state[name].shape[ax]
+            if g in out and out[g][0] != size:
+                raise AlignmentError(f"{name}: axis {ax} has {size} units where group {g} has {out[g][0]}")
+            out.setdefault(g, (size, []))[1].append((name, ax))
+    return out
 
 
-def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, seed: int = 0) -> list[torch.Tensor]:
-    """The permutations (one index tensor per hidden layer) that align state dict b to a."""
+def _apply(spec: dict, name: str, t: torch.Tensor, perms: dict, skip: int | None = None) -> torch.Tensor:
+    for ax, g in enumerate(spec[name]):
+        if g is not None and ax != skip:
+            t = t.index_select(ax, perms[g].to(t.device))
+    return t
+
+
+def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, seed: int = 0) -> dict:
+    """The permutations (group -> index tensor) that align state dict b to a (Git Re-Basin, Alg. 1)."""
     from scipy.optimize import linear_sum_assignment
 
-    layers = chain(model)
-    fa = {k: v.detach().double().cpu() for k, v in a.items() if v.is_floating_point()}
-    fb = {k: v.detach().double().cpu() for k, v in b.items() if v.is_floating_point()}
-    sizes = [fa[f"{name}.weight"].shape[0] for name, _ in layers[:-1]]
-    perms = [torch.arange(n) for n in sizes]
+    spec = permutation_spec(model)
+    fa = {k: a[k].detach().double().cpu() for k in spec}
+    fb = {k: b[k].detach().double().cpu() for k in spec}
+    groups = _groups(spec, fa)
+    perms = {g: torch.arange(n) for g, (n, _) in groups.items()}
     rng = np.random.default_rng(seed)
+    names = sorted(groups)
     for _ in range(max_iter):
         changed = False
-        for i in rng.permutation(len(sizes)):
-            name, norms = layers[i]
-            n = sizes[i]
-            wa, wb = fa[f"{name}.weight"].reshape(n, -1), fb[f"{name}.weight"]
-            if i > 0:  # this layer's inputs are the previous layer's permuted units
-                wb = _in_view(wb, sizes[i - 1])[:, perms[i - 1]]
-            cost = wa @ wb.reshape(n, -1).T
-            for va, vb in zip(_vectors(fa, [name] + norms), _vectors(fb, [name] + norms)):
-                if va.dim() == 1 and va.shape[0] == n:  # bias and BatchNorm vectors
-                    cost += torch.outer(va, vb)
-            nxt = layers[i + 1][0]
-            wa2, wb2 = _in_view(fa[f"{nxt}.weight"], n), _in_view(fb[f"{nxt}.weight"], n)
-            if i + 1 < len(sizes):
-                wb2 = wb2[perms[i + 1]]
-            cost += torch.einsum("oir,ojr->ij", wa2, wb2)
+        for g in (names[i] for i in rng.permutation(len(names))):
+            n, refs = groups[g]
+            cost = torch.zeros(n, n, dtype=torch.float64)
+            for name, ax in refs:
+                wa = fa[name].movedim(ax, 0).reshape(n, -1)
+                wb = _apply(spec, name, fb[name], perms, skip=ax).movedim(ax, 0).reshape(n, -1)
+                cost += wa @ wb.T
             _, col = linear_sum_assignment(cost.numpy(), maximize=True)
             new = torch.as_tensor(col)
-            if not torch.equal(new, perms[i]):
-                perms[i], changed = new, True
+            if not torch.equal(new, perms[g]):
+                perms[g], changed = new, True
         if not changed:
             break
     return perms
 
 
-def permute(model: nn.Module, state: dict, perms: list[torch.Tensor]) -> dict:
-    """State dict with each hidden layer's units reordered by its permutation (a function-preserving map)."""
-    layers = chain(model)
-    out = dict(state)
-    for i, p in enumerate(perms):
-        name, norms = layers[i]
-        for key in [f"{name}.weight", f"{name}.bias"] + [f"{n}.{k}" for n in norms
-                                                         for k in ("weight", "bias", "running_mean", "running_var")]:
-            if key in out and out[key] is not None:
-                out[key] = out[key][p.to(out[key].device)]
-        nxt = f"{layers[i + 1][0]}.weight"
-        w = out[nxt]
-        out[nxt] = _in_view(w, len(p))[:, p.to(w.device)].reshape(w.shape)
-    return out
+def permute(model: nn.Module, state: dict, perms: dict) -> dict:
+    """State dict with every group's units reordered by its permutation (a function-preserving map)."""
+    spec = permutation_spec(model)
+    return {k: _apply(spec, k, v, perms) if k in spec else v for k, v in state.items()}
 
 
 def align(model: nn.Module, a: dict, b: dict) -> dict:

@@ -92,7 +92,7 @@ class SweepSpec:
     filter_norm: bool = False  # random_plane: filter-normalised directions (Li et al. 2018)
     metrics: tuple[str, ...] = ()  # line sweeps: extra per-example metrics ("top5_error", "pkg.module:fn")
     # final_to_final: "weights" permutes θ_T(j)'s hidden units to match θ_T(i) before interpolating (weight
-    # matching, Ainsworth et al. 2023; MLPs and VGG-16), so the barrier left is not one of unit order
+    # matching, Ainsworth et al. 2023; MLPs, VGG-16, CIFAR ResNets), so the barrier left is not one of unit order
     align: str = "none"
     # instability (Frankle et al. 2020, LMC): two children of each replicate spawned at each of these
     # checkpoint steps, trained on to T with their own data order; the line runs between the children

@@ -172,14 +172,14 @@ def _check_alignable(job: Job, sweep, info) -> None:
     """A sweep that aligns units needs a chain model (evaluate/align.py); say so before any work."""
     import torch
 
-    from raysweep.evaluate.align import AlignmentError, chain
+    from raysweep.evaluate.align import AlignmentError, permutation_spec
     from raysweep.models import build_model
     from raysweep.spec import SpecError
 
     with torch.device("meta"):
         model = build_model(job.model, tuple(info.in_shape), info.num_classes)
     try:
-        chain(model)
+        permutation_spec(model)
     except AlignmentError as exc:
         raise SpecError(f"sweeps.{sweep.name}: {exc}") from None
 
