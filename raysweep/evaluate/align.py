@@ -10,8 +10,9 @@ Supported: chains — MLPs (Linear with optional BatchNorm1d) and the CIFAR VGG-
 then Linear), one permutation per hidden layer — and the CIFAR ResNets (ResNet-20), one permutation per
 residual stream (shared by every layer that adds into it, as skip connections require) and one per
 block's inner channels (`permutation_spec`). Other models (torchvision's ResNet-50, maxout MLPs) are
-refused. BatchNorm running statistics are permuted with their units; REPAIR's per-unit statistics
-correction (Jordan et al. 2023) is not built — `bn = "reset"` re-estimates them on the aligned line.
+refused. BatchNorm running statistics are permuted with their units; with `bn = "reset"` they are
+re-estimated at every α on the aligned line, the statistics reset of Jordan et al. 2023 (REPAIR) for
+BN nets (their per-unit correction for nets without BatchNorm is not built).
 """
 from __future__ import annotations
 
