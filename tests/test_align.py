@@ -102,3 +102,23 @@ def test_a_sweep_that_cannot_be_aligned_is_refused_before_any_work(tmp_path):
                    sweeps=[{"name": "i5", "kind": "final_to_final", "align": "weights"}])
     with pytest.raises(SpecError, match="sweeps.i5: .*maxout"):
         _check_alignable(job, job.sweeps[0], dataset_info(job.data, standard_if_missing=True))
+
+
+def test_an_aligned_sweep_of_a_batchnorm_net_runs_with_statistics_reset(tmp_path):
+    import copy
+
+    import polars as pl
+
+    from conftest import TINY, run_in_process
+
+    raw = {**copy.deepcopy(TINY), "name": "aligned_bn",  # TINY's MLP has BatchNorm
+           "sweeps": [{"name": "i5", "kind": "final_to_final", "alpha": {"num": 5}},
+                      {"name": "i5a", "kind": "final_to_final", "alpha": {"num": 5}, "align": "weights",
+                       "bn": "reset", "bn_batches": 3}]}
+    run = run_in_process(raw, tmp_path / "s")
+    c = run.curves.collect()
+    plain, aligned = (c.filter(pl.col("sweep") == s, pl.col("split") == "test").sort("alpha") for s in ("i5", "i5a"))
+    assert plain.height == aligned.height == 5
+    # θ_a's end is the same network; θ_b's end is a permutation of the same function (BN statistics re-estimated)
+    assert aligned["loss_mean"][0] == pytest.approx(plain["loss_mean"][0], rel=0.05)
+    assert aligned["loss_mean"][-1] == pytest.approx(plain["loss_mean"][-1], rel=0.05)
