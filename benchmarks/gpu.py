@@ -52,9 +52,11 @@ def main():
     data = Splits(x, y, x, y, 1000, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     modes = [("fp32", dict(tf32=False)), ("TF32", dict(tf32=True)), ("bf16", dict(tf32=True, bf16=True)),
              ("bf16 + channels_last", dict(tf32=True, bf16=True, cl=True)),
-             ("bf16 + channels_last + compile", dict(tf32=True, bf16=True, cl=True, compile=True))]
+             ("bf16 + channels_last + compile", dict(tf32=True, bf16=True, cl=True, compile=True)),
+             ("bf16 + channels_last + conv-BN folding", dict(tf32=True, bf16=True, cl=True, fold=True)),
+             ("bf16 + channels_last + folding + compile", dict(tf32=True, bf16=True, cl=True, fold=True, compile=True))]
     if not cuda:
-        modes = modes[:1] + [("bf16 (CPU autocast)", dict(bf16=True))]
+        modes = modes[:1] + [("bf16 (CPU autocast)", dict(bf16=True)), ("fp32 + conv-BN folding", dict(fold=True))]
     rows, best = [], 0.0
     for name, m in modes:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = m.get("tf32", False)
@@ -63,8 +65,15 @@ def main():
         prep = data.prepare
         if m.get("cl"):
             model = model.to(memory_format=torch.channels_last)
-            prep = lambda b: data.prepare(b).contiguous(memory_format=torch.channels_last)  # noqa: E731
-        fwd = torch.compile(model) if m.get("compile") else model
+            prep = lambda b: data.prepare(b, channels_last=True)  # noqa: E731
+        net = model
+        if m.get("fold"):
+            from raysweep.evaluate.fold import fold
+
+            folded = fold(model)
+            folded.refold()
+            net = folded.module
+        fwd = torch.compile(net) if m.get("compile") else net
         with torch.no_grad():
             split_sums(fwd, x[:batch * 2], y[:batch * 2], batch, prep, m.get("bf16", False))  # warm-up
             sync(device)

@@ -139,7 +139,13 @@ class Evaluator:
             for m in self.model:                   # Evaluator never trains: ReLUs may overwrite their input
                 if isinstance(m, nn.ReLU):
                     m.inplace = True
-        self.forward = torch.compile(self.model) if job.eval.compile and cuda else self.model
+        self.folded = None
+        if job.eval.fold_bn:
+            from raysweep.evaluate.fold import fold
+
+            self.folded = fold(self.model)
+        net = self.folded.module if self.folded is not None else self.model
+        self.forward = torch.compile(net) if job.eval.compile and cuda else net
         self.head, self.tail = first_layer_split(self.model) if job.eval.first_layer else (None, None)
         self._pre: tuple[tuple, dict] | None = None  # ((pair key, splits), split -> (h_a, h_b)) of the last pair
         self._bn_batches: list[torch.Tensor] | None = None
@@ -260,9 +266,15 @@ class Evaluator:
     def evaluate(self, splits: tuple[str, ...]) -> list[dict]:
         """Loss and error of the model's current weights on whole splits (one row per split)."""
         self.model.eval()
+        self._refold()
         sums = torch.stack([split_sums(self.forward, *self.split(s), self.job.eval.batch_size, self.prepare, self.bf16,
                                        self.loss, self.metrics) for s in splits]).tolist()
         return [self._row(s, values) for s, values in zip(splits, sums)]
+
+    def _refold(self) -> None:
+        """With eval.fold_bn, the folded convolutions from the weights just set (once per point)."""
+        if self.folded is not None:
+            self.folded.refold()
 
     def set_metrics(self, names: tuple[str, ...] | list[str]) -> None:
         """Record these extra per-example metrics (evaluate/losses.py) from now on; cached by name."""
@@ -340,6 +352,7 @@ class Evaluator:
                 sums = [split_sums(self.tail, self._mixed(s, *pre[s], alpha), self.split(s)[1], bs,
                                    loss=self.loss, metrics=self.metrics) for s in splits]
             else:
+                self._refold()
                 sums = [split_sums(self.forward, *self.split(s), bs, self.prepare, self.bf16, self.loss, self.metrics)
                         for s in splits]
             values = torch.stack(sums).tolist()

@@ -296,6 +296,7 @@ class EvalSpec:
     compile: bool = False  # torch.compile the model on CUDA
     first_layer: bool = True  # mix the first layer's outputs instead of recomputing them (exact)
     first_layer_bytes: int = 1 << 30  # at most this much device memory for the cached first-layer outputs
+    fold_bn: bool = False  # fold each conv → BatchNorm pair into one convolution per point (evaluate/fold.py)
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
