@@ -93,7 +93,8 @@ def _prepare(job: Job, data: Splits, x: torch.Tensor, device) -> torch.Tensor:
     return data.prepare(x.to(device, non_blocking=True), channels_last=job.train.channels_last and device.type == "cuda")
 
 
-def _save_state(store: Store, run: str, k: int, model, opt, step: int) -> None:
+def save_state(store: Store, path: str, record: str, model, opt, step: int) -> None:
+    """The resume state at `path` (weights, momentum buffers, RNG, step) and its sha256 at `record`."""
     tensors = {f"model.{n}": t for n, t in model.state_dict().items()}
     for i, p in enumerate(opt.param_groups[0]["params"]):
         buf = opt.state.get(p, {}).get("momentum_buffer")
@@ -103,8 +104,12 @@ def _save_state(store: Store, run: str, k: int, model, opt, step: int) -> None:
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     tensors["step"] = torch.tensor([step], dtype=torch.int64)
-    sha = save_tensors(store, paths.train_state(run, k), tensors)
-    store.write_json(paths.train_state(run, k).replace(".safetensors", ".sha256.json"), {"sha256": sha, "step": step})
+    store.write_json(record, {"sha256": save_tensors(store, path, tensors), "step": step})
+
+
+def _save_state(store: Store, run: str, k: int, model, opt, step: int) -> None:
+    path = paths.train_state(run, k)
+    save_state(store, path, path.replace(".safetensors", ".sha256.json"), model, opt, step)
 
 
 def _verified_state(store: Store, run: str, k: int) -> dict | None:
@@ -126,7 +131,8 @@ def _verified_state(store: Store, run: str, k: int) -> dict | None:
         return None
 
 
-def _load_state(store: Store, run: str, k: int, model, opt, t: dict) -> int:
+def restore_state(model, opt, t: dict) -> int:
+    """Weights, momentum buffers and RNG from a resume state (`save_state`); returns its step."""
     model.load_state_dict({n[6:]: v for n, v in t.items() if n.startswith("model.")})
     for i, p in enumerate(opt.param_groups[0]["params"]):
         if f"momentum.{i}" in t:
@@ -135,6 +141,22 @@ def _load_state(store: Store, run: str, k: int, model, opt, t: dict) -> int:
     if "rng.cuda" in t and torch.cuda.is_available():
         torch.cuda.set_rng_state(t["rng.cuda"])
     return int(t["step"][0])
+
+
+def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, device, per_example) -> None:
+    """Update `it` (0-based) of a training run: the schedule's lr and momentum, one SGD step on (x, y),
+    then the max-norm constraint."""
+    t = job.train
+    for group in opt.param_groups:
+        group["lr"], group["momentum"] = learning_rate(job, it, per_epoch), momentum(job, it, per_epoch)
+    x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
+        loss = training_loss(model(x), y, per_example)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if t.max_norm:
+        apply_max_norm(model, t.max_norm)
 
 
 def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = None,
@@ -161,7 +183,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     if state is None and store.exists(paths.train_state(run, k)):  # unverifiable: start this replicate over
         for p in store.list(paths.replicate_dir(run, k)):
             store.delete(p)
-    step = _load_state(store, run, k, model, opt, state) if state is not None else 0
+    step = restore_state(model, opt, state) if state is not None else 0
     report = progress or (lambda info: None)
     last = {}
     if step == 0:
@@ -173,16 +195,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     while step < total:
         epoch, skip = divmod(step, per_epoch)
         for x, y in train_batches(data, t.batch_size, seed, epoch, skip, job.data.num_workers):
-            for group in opt.param_groups:
-                group["lr"], group["momentum"] = learning_rate(job, step, per_epoch), momentum(job, step, per_epoch)
-            x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
-                loss = training_loss(model(x), y, per_example)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if t.max_norm:
-                apply_max_norm(model, t.max_norm)
+            sgd_step(job, data, model, opt, x, y, step, per_epoch, device, per_example)
             step += 1
             if step in schedule:
                 last = _save_checkpoint(store, job, k, model, step, per_epoch, data, device)

@@ -15,14 +15,14 @@ import time
 import torch
 
 from raysweep.data import load_splits, train_batches
-from raysweep.evaluate import pick_device, split_metrics, training_loss
+from raysweep.evaluate import pick_device, split_metrics
 from raysweep.evaluate.losses import loss_fn
 from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors, save_tensors
 from raysweep.io.store import Store
-from raysweep.models import apply_max_norm, build_model
+from raysweep.models import build_model
 from raysweep.spec import Job
-from raysweep.train.loop import _prepare, learning_rate, momentum
+from raysweep.train.loop import _prepare, restore_state, save_state, sgd_step
 from raysweep.train.schedule import iterations_per_epoch
 
 
@@ -64,13 +64,7 @@ def train_child(job: Job, k: int, step: int, child: int, store: Store, progress=
     it = step
     if store.exists(state_path):  # resume: weights, momentum, RNG and iteration of the last epoch's end
         record = store.read_json(f"{folder}/state.json")
-        saved = load_tensors(store, state_path, record["sha256"])
-        model.load_state_dict({n[6:]: v for n, v in saved.items() if n.startswith("model.")})
-        for i, p in enumerate(opt.param_groups[0]["params"]):
-            if f"momentum.{i}" in saved:
-                opt.state[p]["momentum_buffer"] = saved[f"momentum.{i}"].to(p.device)
-        torch.set_rng_state(saved["rng.cpu"])
-        it = int(saved["step"][0])
+        it = restore_state(model, opt, load_tensors(store, state_path, record["sha256"]))
     else:
         tensors = load_tensors(store, parent[step]["path"], parent[step]["sha256"])
         model.load_state_dict(tensors)
@@ -80,26 +74,10 @@ def train_child(job: Job, k: int, step: int, child: int, store: Store, progress=
     while it < total:
         epoch, skip = divmod(it, per_epoch)
         for x, y in train_batches(data, t.batch_size, seed, epoch, skip, job.data.num_workers):
-            for group in opt.param_groups:
-                group["lr"], group["momentum"] = learning_rate(job, it, per_epoch), momentum(job, it, per_epoch)
-            x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
-                loss = training_loss(model(x), y, per_example)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if t.max_norm:
-                apply_max_norm(model, t.max_norm)
+            sgd_step(job, data, model, opt, x, y, it, per_epoch, device, per_example)
             it += 1
         if it < total:  # the end of an epoch: a resume point
-            saved = {f"model.{n}": v for n, v in model.state_dict().items()}
-            for i, p in enumerate(opt.param_groups[0]["params"]):
-                buf = opt.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    saved[f"momentum.{i}"] = buf
-            saved["rng.cpu"] = torch.get_rng_state()
-            saved["step"] = torch.tensor([it], dtype=torch.int64)
-            store.write_json(f"{folder}/state.json", {"sha256": save_tensors(store, state_path, saved), "step": it})
+            save_state(store, state_path, f"{folder}/state.json", model, opt, it)
         if progress:
             progress({"replicate": k, "spawn_step": step, "child": child, "step": it, "total": total})
     sha = save_tensors(store, child_checkpoint(run, k, step, child, total), model.state_dict())
