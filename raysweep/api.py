@@ -46,6 +46,7 @@ class Run:
         self._checked_on_cluster = False
         self._data_info = None  # the dataset's shape and sizes, as seen where the work runs
         self._lease = None
+        self._line_tables: tuple[str, tuple] | None = None  # (inputs fingerprint, (curves, barriers)) rebuilt
 
     @property
     def lease(self):
@@ -100,6 +101,10 @@ class Run:
             paths.tables_inputs(self.dir)) else None
         if isinstance(recorded, dict) and recorded.get("fingerprint") == made_of["fingerprint"] and self.store.exists(path):
             return pl.scan_pyarrow_dataset(self.store.dataset([path]))
+        if name in ("curves", "barriers"):  # one read of the points rebuilds both, kept while the inputs hold
+            if self._line_tables is None or self._line_tables[0] != made_of["fingerprint"]:
+                self._line_tables = (made_of["fingerprint"], aggregate.line_tables(self.store, self.job))
+            return self._line_tables[1][0 if name == "curves" else 1].lazy()
         return aggregate.build(name, self.store, self.job).lazy()
 
     @property

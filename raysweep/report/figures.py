@@ -29,9 +29,20 @@ def _grid(alphas) -> str:
     return f"{len(alphas)} α in [{min(alphas):g}, {max(alphas):g}]"
 
 
-def figures(run) -> list[Figure]:
+def load_tables(run, made_of: dict | None = None) -> dict[str, pl.DataFrame]:
+    """The tables the figures and headline numbers read, each read (or rebuilt) once, checked against
+    one record of the run's inputs."""
+    from raysweep.analysis import aggregate
+
+    made_of = made_of or aggregate.inputs(run.store, run.job)
+    return {name: run._table(name, made_of).collect()
+            for name in ("curves", "barriers", "checkpoints", "trajectory", "function_map", "surface")}
+
+
+def figures(run, tables: dict | None = None) -> list[Figure]:
     """Every figure the run's stored tables support, in the order of the job's sweeps."""
-    curves, barriers = run.curves.collect(), run.barriers.collect()
+    t = tables or load_tables(run)
+    curves, barriers = t["curves"], t["barriers"]
     n = run.job.replicates
     out = []
     for sweep in run.job.sweeps:
@@ -58,7 +69,7 @@ def figures(run) -> list[Figure]:
         if sweep.kind == "instability":
             split = sweep.splits[0]
             b = barriers.filter(pl.col("sweep") == sweep.name, pl.col("split") == split)
-            ck = run.checkpoints.collect()
+            ck = t["checkpoints"]
             top = int(ck["step"].max()) if ck.height else max(sweep.spawn_steps)
             out.append(Figure(f"LMC-instability-{sweep.name}", f"LMC — instability vs spawn step k: {sweep.name}",
                               f"Two children of each replicate spawned from θ_k and trained on to T with different data "
@@ -79,21 +90,21 @@ def figures(run) -> list[Figure]:
                           + aligned,
                           [band_chart(c, m, m) for m in ("loss", "error")]
                           + [band_chart(c, "loss", "loss (log y)", log_y=True)]))
-    traj = run.trajectory.collect()
+    traj = t["trajectory"]
     if traj.height:
         ratio = traj.group_by("replicate").agg(pl.col("max_beta_over_max_norm").first())["max_beta_over_max_norm"]
         out.append(Figure("G-fig13-projection", "T2 — projection and residual (G App. B)",
                           f"β(t), the distance from θ_t to the line through θ_0 and θ_T, against α(t), its position "
                           f"along the line, one path per replicate. max β / max ‖θ_t‖ = {ratio.min():.3f}–"
                           f"{ratio.max():.3f} (G: the line keeps ≥ 2/3 of the norm).", [projection_chart(traj)]))
-    fmap = run.function_map.collect()
+    fmap = t["function_map"]
     if fmap.height:
         for which, what in (("tau", "softmax outputs τ (Euclidean)"), ("kappa", "predictions κ (Hamming)")):
             out.append(Figure(f"B-fig1-{which}-map", f"T6 — function map of {what}",
                               f"Every replicate at every checkpoint placed by metric MDS of its {what} on the first "
                               f"test examples; colour is the epoch (red to blue), one grey line per replicate (B Fig 1–5).",
                               [mds_chart(fmap, which)]))
-    surf = run.surface.collect()
+    surf = t["surface"]
     for name in surf["sweep"].unique(maintain_order=True).to_list() if surf.height else []:
         part = surf.filter(pl.col("sweep") == name, pl.col("replicate") == surf["replicate"].min())
         kind = run.job.sweep(name).kind
@@ -107,7 +118,7 @@ def figures(run) -> list[Figure]:
         out.append(Figure(f"{paper}-{name}", f"{tag} — {name} (replicate {part['replicate'][0]})",
                           f"Loss and error on {text}, with the SGD path projected in red.",
                           [surface_chart(part, "loss"), surface_chart(part, "error")]))
-    ck = run.checkpoints.collect()
+    ck = t["checkpoints"]
     if "step" in ck.columns and ck.height and any(c in ck.columns for c in ("train_loss", "test_loss")):
         out.append(Figure("T1-learning-curves", "T1 — learning curves",
                           "Train (solid) and test (dashed) loss and error at every checkpoint, one colour per "
@@ -124,14 +135,15 @@ def _pm(values: pl.Series, fmt: str = ".3f") -> str:
     return f"{format(values.mean(), fmt)} ± {format(values.std(), fmt)}"
 
 
-def headline(run) -> list[tuple[str, str]]:
+def headline(run, tables: dict | None = None) -> list[tuple[str, str]]:
     """(what, number) rows the report opens with: final errors, barriers, the T2 norm ratio."""
+    t = tables or load_tables(run)
     rows = []
-    ck = run.checkpoints.collect()
+    ck = t["checkpoints"]
     if ck.height and "test_error" in ck.columns:
         last = ck.filter(pl.col("step") == pl.col("step").max().over("replicate"))
         rows.append(("final test error (mean ± std over replicates)", _pm(last["test_error"], ".4f")))
-    b = run.barriers.collect()
+    b = t["barriers"]
     for sweep in run.job.sweeps:
         part = b.filter(pl.col("sweep") == sweep.name)
         if part.is_empty():
@@ -160,7 +172,7 @@ def headline(run) -> list[tuple[str, str]]:
                 r = m.row(0, named=True)
                 rows.append((f"{tag} {sweep.name}: largest rise of {metric} along the line",
                              f"{r['max_increase_mean']:.4f} ± {r['max_increase_std'] or 0:.4f}"))
-    traj = run.trajectory.collect()
+    traj = t["trajectory"]
     if traj.height:
         ratio = traj.group_by("replicate").agg(pl.col("max_beta_over_max_norm").first())["max_beta_over_max_norm"]
         rows.append(("T2: max β / max ‖θ_t‖ (per replicate)", _pm(ratio)))
@@ -178,7 +190,7 @@ def write_figures(run, out: str, formats=("png", "svg")) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with alt.data_transformers.disable_max_rows():
-        for fig in figures(run):
+        for fig in figures(run, load_tables(run)):
             spec = fig.chart().to_dict()
             for fmt in formats:
                 data = {"png": lambda: vlc.vegalite_to_png(spec, scale=2), "svg": lambda: vlc.vegalite_to_svg(spec).encode(),

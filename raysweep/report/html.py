@@ -12,11 +12,11 @@ from raysweep.io import paths
 from raysweep.spec import sweep_hash
 
 
-def sections(run) -> list[tuple[str, str, list[alt.Chart]]]:
+def sections(run, tables: dict | None = None) -> list[tuple[str, str, list[alt.Chart]]]:
     """(heading, caption, charts) of every figure the run supports (report.figures)."""
     from raysweep.report.figures import figures
 
-    return [(f.heading, f.caption, f.charts) for f in figures(run)]
+    return [(f.heading, f.caption, f.charts) for f in figures(run, tables)]
 
 
 def script_json(obj) -> str:
@@ -69,10 +69,11 @@ def write_report(run, out: str | None = None, formats: Iterable[str] = ()) -> li
 
     made_of = aggregate.inputs(run.store, run.job)
     with alt.data_transformers.disable_max_rows():
-        from raysweep.report.figures import headline
+        from raysweep.report.figures import headline, load_tables
 
-        secs = sections(run)
-        page = render_html(f"raysweep — {run.job.name}", settings_line(run, made_of), secs, headline(run))
+        tables = load_tables(run, made_of)
+        secs = sections(run, tables)
+        page = render_html(f"raysweep — {run.job.name}", settings_line(run, made_of), secs, headline(run, tables))
         extra = {}
         for fmt in formats:
             if fmt not in ("png", "svg"):
