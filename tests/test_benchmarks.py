@@ -30,8 +30,11 @@ def test_aggregation_benchmark_runs():
     assert "3,000 rows in 3 files" in out and "| raysweep" not in out.split("input")[0]
 
 
-def test_peer_benchmark_runs_and_lenet_curves_agree():
+def test_peer_benchmark_runs_and_both_curves_agree():
     out = run("peers.py", "--scale", "0.05")
     assert "| LeNet-300-100" in out and "loss-landscapes moves parameters only" in out
     diff = float(out.split("| LeNet-300-100")[1].split("|")[4].split()[0])
     assert diff <= 1e-5  # no BatchNorm: the two tools compute the same curve
+    # with θ_b carrying θ_a's BN statistics, the BatchNorm net's curves agree too (NHWC, folded, batches of 64)
+    diff_bn = float(out.split("| CIFAR ResNet-20")[1].split("|")[4].split()[0])
+    assert diff_bn <= 1e-5

@@ -1,4 +1,4 @@
-"""Conv–BatchNorm folding for evaluation (`eval.fold_bn = true`).
+"""Conv–BatchNorm folding for evaluation (`eval.fold_bn`, on by default for convolutional models).
 
 In eval mode a BatchNorm after a convolution is an affine map per channel, so the pair is one
 convolution with W' = W·γ/√(σ² + ε) and b' = β + (b − μ)·γ/√(σ² + ε). `Folded` traces the model once
@@ -38,7 +38,8 @@ class Folded:
             fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                               conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode).to(
                 device=conv.weight.device, dtype=conv.weight.dtype)
-            fused.requires_grad_(False)
+            # left requiring grad like the model's own weights (they are only written under no_grad): bf16
+            # autocast caches the casts of such leaves, so each is cast once per point, not per batch
             if conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous():
                 fused = fused.to(memory_format=torch.channels_last)
             name = f"_folded_{len(self.pairs)}"
@@ -70,11 +71,11 @@ def fold(model: nn.Module) -> Folded | None:
     try:
         folded = Folded(model)
     except Exception as exc:  # torch.fx cannot trace every model (data-dependent control flow)
-        log.warning("eval.fold_bn: %s cannot be traced (%s: %s); evaluating it unfolded", type(model).__name__,
+        log.info("eval.fold_bn: %s cannot be traced (%s: %s); evaluating it unfolded", type(model).__name__,
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         return None
     if not folded.pairs:
-        log.warning("eval.fold_bn: %s has no convolution followed by a BatchNorm; evaluating it unfolded",
+        log.info("eval.fold_bn: %s has no convolution followed by a BatchNorm; evaluating it unfolded",
                     type(model).__name__)
         return None
     return folded
