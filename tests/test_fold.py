@@ -153,3 +153,33 @@ def test_bf16_casts_each_weight_once_per_point_not_per_batch(tmp_path):
         ev.evaluate_pair(ta, tb, [0.25, 0.75], ("test", "train"))
     assert set(casts.count) == weights  # every conv and linear weight ran in bf16 ...
     assert set(casts.count.values()) == {2}  # ... cast once per point (2 points x 2 splits x 3 batches each)
+
+
+def test_a_compiled_evaluation_reads_each_points_weights_without_recompiling(tmp_path, monkeypatch):
+    """eval.compile: θ(α) is written in place into the tensors the compiled graph reads, so every point
+    gets its own numbers from one compilation. torch.compile's inductor backend is swapped for
+    aot_eager (no C++ toolchain needed); the mode reaches torch.compile as asked."""
+    import torch._dynamo
+
+    splits, store, sha_a, sha_b = _pair(tmp_path)
+    plain = _evaluator(store, splits)
+    ta, tb = plain.endpoint("a.safetensors", sha_a), plain.endpoint("b.safetensors", sha_b)
+    grid = [0.0, 0.3, 0.6, 1.0]
+    expected = plain.evaluate_pair(ta, tb, grid, ("test",))
+
+    compile_, modes = torch.compile, []
+
+    def aot_eager(net, mode="default", **kwargs):
+        modes.append(mode)
+        return compile_(net, backend="aot_eager")
+    monkeypatch.setattr(torch, "compile", aot_eager)
+    torch._dynamo.reset()
+    frames = torch._dynamo.utils.counters["stats"]
+    ev = _evaluator(store, splits, compile=True, compile_mode="reduce-overhead")
+    rows = ev.evaluate_pair(ta, tb, grid, ("test",))
+    assert modes == ["reduce-overhead"]
+    assert frames["unique_graphs"] == 1  # one graph for all four points (one batch shape)
+    for got, want in zip(rows, expected):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5) and got["error"] == want["error"]
+    assert len({r["loss"] for r in rows}) == len(grid)  # each point its own weights, not the first point's
+    torch._dynamo.reset()

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from raysweep.jobs import builtin_jobs, load_job
@@ -33,10 +35,12 @@ def test_every_job_file_validates():
     ({"model": {"activation": "gelu"}}, "model.activation = 'gelu' is not valid"),
     ({"train": {"checkpoints": "sometimes"}}, "train.checkpoints"),
     ({"replicates": True}, "replicates must be int"),
+    ({"eval": {"compile_mode": "fast"}}, "eval.compile_mode = 'fast' is not valid"),
+    ({"eval": {"cpu_batch_size": -1}}, "eval.cpu_batch_size must be in [0, 2**24]"),
 ])
 def test_bad_fields_are_named(raw_change, fragment):
     raw = {**TINY, **raw_change}
-    with pytest.raises(SpecError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(SpecError, match=re.escape(fragment)):
         parse_job(raw, "t")
 
 

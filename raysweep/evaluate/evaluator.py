@@ -317,8 +317,10 @@ class Evaluator:
                 self.forward = self._compiled(self.model)
 
     def _compiled(self, net):
-        """`net` torch.compiled with eval.compile on CUDA, else itself."""
-        return torch.compile(net) if self.job.eval.compile and self.device.type == "cuda" else net
+        """`net` torch.compiled (eval.compile, in eval.compile_mode), else itself. The model's tensors
+        keep their storage as θ(α) is written in place, so a compiled graph — a CUDA graph with
+        "reduce-overhead" too — reads each point's weights without recompiling or re-capturing."""
+        return torch.compile(net, mode=self.job.eval.compile_mode) if self.job.eval.compile else net
 
     def set_metrics(self, names: tuple[str, ...] | list[str]) -> None:
         """Record these extra per-example metrics (evaluate/losses.py) from now on; cached by name."""

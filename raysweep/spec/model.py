@@ -287,13 +287,17 @@ class TrainSpec:
         return out
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass(frozen=True)
 class EvalSpec:
     batch_size: int = 1000
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 (TF32 matmuls on CUDA) | bf16 (autocast on CUDA: faster, less exact) | auto (bf16 when train.amp)
     channels_last: bool = True  # NHWC inputs and weights for models with 2-D convolutions (CPU and CUDA: faster, exact)
-    compile: bool = False  # torch.compile the model on CUDA
+    compile: bool = False  # torch.compile the evaluated model (inductor: on CPUs it needs a C++ compiler)
+    compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead": CUDA graphs (weights change in place)
     first_layer: bool = True  # mix the first layer's outputs instead of recomputing them (exact)
     first_layer_bytes: int = 1 << 30  # at most this much device memory for the cached first-layer outputs
     fold_bn: bool = True  # fold each conv → BatchNorm pair into one convolution per point (evaluate/fold.py)
@@ -302,6 +306,7 @@ class EvalSpec:
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
         out += _choice(f"{where}.precision", self.precision, ("fp32", "bf16", "auto"))
+        out += _choice(f"{where}.compile_mode", self.compile_mode, COMPILE_MODES)
         out += [] if 1 <= self.batch_size <= 1 << 24 else [f"{where}.batch_size must be in [1, 2**24]"]
         out += [] if 0 <= self.cpu_batch_size <= 1 << 24 else [f"{where}.cpu_batch_size must be in [0, 2**24]"]
         return out + ([f"{where}.first_layer_bytes must be >= 0"] if self.first_layer_bytes < 0 else [])
