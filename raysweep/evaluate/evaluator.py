@@ -303,11 +303,11 @@ class Evaluator:
         self.folded.refold()
         if not self._fold_checked:
             self._fold_checked = True
-            x = self.prepare(self.split(split)[0][:8])
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                ref, got = self.model(x).float(), self.folded(x).float()
-            tol = 2e-2 if self.bf16 else 1e-4
-            if ref.shape != got.shape or not torch.allclose(got, ref, rtol=tol, atol=tol * max(1.0, ref.abs().max().item())):
+            x = self.prepare(self.split(split)[0][:8]).float()  # in fp32 even for bf16: a check of the graph
+            with torch.autocast(self.device.type, enabled=False):
+                ref, got = self.model(x), self.folded(x)
+            tol = 1e-4 * max(1.0, ref.abs().max().item())
+            if ref.shape != got.shape or not torch.allclose(got, ref, rtol=1e-4, atol=tol):
                 import logging
 
                 logging.getLogger("raysweep").warning(
