@@ -36,15 +36,15 @@ from raysweep.io.store import Store  # noqa: E402
 from raysweep.sweep import plan, run_local, run_ray  # noqa: E402
 
 
-def fake_training(job, store, steps):
+def fake_training(job, store, steps, in_shape=(1, 28, 28), classes=10, per_epoch=469):
     """Checkpoints and manifests as training would leave them, with random weights."""
     run = paths.run_dir(job.name, job.hash)
     for k in range(job.replicates):
         for s in steps:
-            sd = build_model(job.model, (1, 28, 28), 10, seed=1000 * k + s).state_dict()
+            sd = build_model(job.model, in_shape, classes, seed=1000 * k + s).state_dict()
             path = paths.checkpoint(run, k, s)
             sha = save_tensors(store, path, sd)
-            store.write_json(paths.manifest(run, k, s), {"step": s, "epoch": s / 469, "sha256": sha, "path": path,
+            store.write_json(paths.manifest(run, k, s), {"step": s, "epoch": s / per_epoch, "sha256": sha, "path": path,
                                                          "replicate": k})
         store.write_json(paths.train_done(run, k), {"step": steps[-1]})
 
