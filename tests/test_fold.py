@@ -183,3 +183,20 @@ def test_a_compiled_evaluation_reads_each_points_weights_without_recompiling(tmp
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5) and got["error"] == want["error"]
     assert len({r["loss"] for r in rows}) == len(grid)  # each point its own weights, not the first point's
     torch._dynamo.reset()
+
+
+def test_the_bf16_path_stays_within_its_stated_tolerance_of_fp32(tmp_path):
+    """eval.precision = "bf16" (CUDA's autocast, here the CPU's: the same casts) with NHWC and folding
+    against the exact fp32 curve: losses within 2e-3 relative (README), error rates within a few
+    examples (argmax ties flip)."""
+    splits, store, sha_a, sha_b = _pair(tmp_path, n=256)
+    grid = [i / 10 for i in range(11)]
+    curves = {}
+    for bf16 in (False, True):
+        ev = _evaluator(store, splits, batch_size=1000)
+        ev.bf16 = bf16
+        ta, tb = ev.endpoint("a.safetensors", sha_a), ev.endpoint("b.safetensors", sha_b)
+        curves[bf16] = ev.evaluate_pair(ta, tb, grid, ("test",))
+    worst = max(abs(h["loss"] - f["loss"]) / f["loss"] for f, h in zip(curves[False], curves[True]))
+    assert 0 < worst <= 2e-3  # bf16 really ran (not bitwise fp32), and stayed close
+    assert max(abs(h["error"] - f["error"]) for f, h in zip(curves[False], curves[True])) <= 4 / 256
