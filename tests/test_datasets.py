@@ -28,6 +28,30 @@ def test_mnist_idx_files(tmp_path):
 
     ref = T.Compose([T.ToTensor(), T.Normalize((0.1307,), (0.3081,))])(Image.fromarray(written["train"][0][3]))
     assert torch.allclose(d.prepare(d.train_x[3:4])[0], ref, atol=1e-6)
+    # the same tensors as torchvision's own IDX reader, which the loader no longer imports
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    raw = tmp_path / "MNIST" / "raw"
+    assert torch.equal(d.train_x[:, 0], read_image_file(str(raw / "train-images-idx3-ubyte")))
+    assert torch.equal(d.test_y, read_label_file(str(raw / "t10k-labels-idx1-ubyte")).long())
+
+
+def test_mnist_loads_gzipped_idx_without_importing_torchvision(tmp_path):
+    import gzip
+    import subprocess
+    import sys
+
+    written = write_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    for f in list(raw.iterdir()):
+        (raw / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+        f.unlink()
+    code = ("import sys; from raysweep.data import load_splits; from raysweep.spec import DataSpec; "
+            f"d = load_splits(DataSpec(name='mnist', root={str(tmp_path)!r})); "
+            "print(int(d.test_x.sum()), len(d.train_y), 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(int(written["t10k"][0].astype(np.int64).sum())), "60", "False"]
 
 
 def test_cifar_pickle_batches(tmp_path):

@@ -20,19 +20,20 @@ def data_root(spec: DataSpec) -> Path:
 
 
 def mnist(spec: DataSpec) -> Splits:
-    """MNIST in torchvision's layout: <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.
+    """MNIST in torchvision's layout: <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte
+    (plain or .gz), read with our IDX reader (no torchvision import: 1.5 s less per evaluator actor).
     Downloaded by torchvision when missing and the machine can reach the internet."""
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
     root = data_root(spec)
     raw = root / "MNIST" / "raw"
-    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    if not all((raw / n).exists() for n in names):
+    found = _idx_folder(raw)
+    if found is None:
         _download(lambda: __import__("torchvision").datasets.MNIST(str(root), download=True), "MNIST", raw,
-                  "the four IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-                  "t10k-labels-idx1-ubyte")
-    xtr, ytr = read_image_file(str(raw / names[0])), read_label_file(str(raw / names[1]))
-    xte, yte = read_image_file(str(raw / names[2])), read_label_file(str(raw / names[3]))
+                  f"the four IDX files ({', '.join(IDX_NAMES)}, plain or .gz)")
+        found = _idx_folder(raw)
+        if found is None:
+            raise DatasetMissing(f"MNIST's download left no IDX files in {raw}; put them there by hand")
+    folder, suffix = found
+    xtr, ytr, xte, yte = (read_idx(folder / f"{n}{suffix}") for n in IDX_NAMES)
     # OpenLTH: ToTensor + Normalize(0.1307, 0.3081), no augmentation
     return Splits(xtr.unsqueeze(1), ytr.long(), xte.unsqueeze(1), yte.long(), 10, mean=(0.1307,), std=(0.3081,))
 
