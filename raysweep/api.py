@@ -44,6 +44,7 @@ class Run:
         self.dir = paths.run_dir(job.name, job.hash)
         self.shared_storage = shared_storage or os.environ.get("RAYSWEEP_SHARED_STORAGE", "") in ("1", "true")
         self._checked_on_cluster = False
+        self._storage_reached = False  # check_storage_reaches_nodes passed (once per Run)
         self._data_info = None  # the dataset's shape and sizes, as seen where the work runs
         self._lease = None
         self._line_tables: tuple[str, tuple] | None = None  # (inputs fingerprint, (curves, barriers)) rebuilt
@@ -208,6 +209,7 @@ class Run:
         if joins_cluster(address):  # a local folder on a multi-node cluster: refused before anything is written
             init_ray(address, job=self.job)
             check_storage_reaches_nodes(self.store, self.shared_storage)
+            self._storage_reached = True
         else:
             from raysweep.plugins import check_builder
 

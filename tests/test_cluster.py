@@ -142,6 +142,28 @@ def test_autoscaler_capacity_is_read_from_its_config(tmp_path):
     assert _config_capacity(shipped)["GPU"] == min(workers["max_workers"], shipped["max_workers"]) * workers["resources"]["GPU"]
 
 
+def test_a_joined_cluster_checks_the_storage_once_per_run(monkeypatch, tmp_path):
+    """preflight checks that the store reaches every node; the connection before each stage does not
+    check it again (it lists the cluster's nodes and may scan /proc for the autoscaler)."""
+    from contextlib import nullcontext
+
+    import raysweep.cluster as cluster
+    from raysweep.cluster.checks import connect
+
+    checked = []
+    monkeypatch.setattr(cluster, "check_storage_reaches_nodes", lambda store, shared: checked.append(store.uri))
+    monkeypatch.setattr(cluster, "init_ray", lambda *args, **kwargs: None)  # stands in for joining a cluster
+    monkeypatch.setattr(cluster, "joins_cluster", lambda address: True)
+    monkeypatch.setattr(cluster, "is_local", lambda: False)
+    monkeypatch.setattr(cluster, "ResourceWatch", lambda *args: nullcontext())
+    monkeypatch.setattr(cluster, "check_data_on_worker", lambda job, resources: "info")
+    run = Run(parse_job(TINY), Store(str(tmp_path)), shared_storage=True)
+    run.preflight("ray://head:10001")
+    connect(run, "ray://head:10001", {})
+    connect(run, "ray://head:10001", {})
+    assert checked == [run.store.uri] and run._data_info == "info"
+
+
 # ------------------------------------------------------------------------ storage address
 
 

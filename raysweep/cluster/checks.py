@@ -87,7 +87,9 @@ def connect(run, address: str | None, resources: dict) -> None:
     init_ray(address, job=run.job)
     if is_local() or run._checked_on_cluster:
         return
-    check_storage_reaches_nodes(run.store, run.shared_storage)
+    if not run._storage_reached:  # preflight may have checked it already
+        check_storage_reaches_nodes(run.store, run.shared_storage)
+        run._storage_reached = True
     with ResourceWatch(resources.get("gpu", 0), "the dataset check on a worker", say):
         run._data_info = check_data_on_worker(run.job, resources)
     run._checked_on_cluster = True

@@ -43,7 +43,22 @@ def _autoscaling_config_path(gcs_address: str) -> str | None:
     the head (~/ray_bootstrap_config.yaml), or the one this cluster's monitor process was given."""
     if os.environ.get("RAYSWEEP_AUTOSCALING_CONFIG"):
         return os.environ["RAYSWEEP_AUTOSCALING_CONFIG"]
-    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):  # the driver runs on the head, beside the monitor
+    found = _monitor_config(gcs_address)
+    if found:
+        return found
+    bootstrap = Path("~/ray_bootstrap_config.yaml").expanduser()
+    return str(bootstrap) if bootstrap.exists() else None
+
+
+_MONITOR_CONFIGS: dict[str, str] = {}  # gcs address -> its monitor's config (found ones only: a monitor may start later)
+
+
+def _monitor_config(gcs_address: str) -> str | None:
+    """The --autoscaling-config of the monitor process of the cluster at `gcs_address` (the driver runs
+    on the head, beside it); a scan of /proc, kept once found."""
+    if gcs_address in _MONITOR_CONFIGS:
+        return _MONITOR_CONFIGS[gcs_address]
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
         try:
             args = Path(cmdline).read_bytes().decode(errors="replace").split("\0")
         except OSError:
@@ -54,9 +69,9 @@ def _autoscaling_config_path(gcs_address: str) -> str | None:
             continue
         for a in args:
             if a.startswith("--autoscaling-config="):
-                return os.path.expanduser(a.split("=", 1)[1])
-    bootstrap = Path("~/ray_bootstrap_config.yaml").expanduser()
-    return str(bootstrap) if bootstrap.exists() else None
+                _MONITOR_CONFIGS[gcs_address] = os.path.expanduser(a.split("=", 1)[1])
+                return _MONITOR_CONFIGS[gcs_address]
+    return None
 
 
 def autoscaler_capacity() -> dict[str, float] | None:
