@@ -11,6 +11,8 @@ Parts (`--parts`, default all; each writes its own table into README.md):
           the first item, target ≥ 80%
   train   training throughput of each paper job's model (bf16 autocast + channels_last on CUDA, the
           job's batch size) and what a 3-replicate run of that job costs in GPU-hours
+  profile the Evaluator on one pair under torch.profiler (Chrome trace with --trace-dir), its
+          slowest ops, and host syncs per point (torch.cuda.set_sync_debug_mode)
 
 Images are seeded synthetic uint8 tensors in the real layout (benchmarks/synthetic.py): the machine
 needs no dataset and no internet. On a CPU the same code runs at small sizes (`--images`, `--steps`)
@@ -327,7 +329,60 @@ def part_train(args, device, cuda, peak, peak_text):
     publish("gpu_train", text, args.no_write)
 
 
-PARTS = {"modes": part_modes, "models": part_models, "stage": part_stage, "train": part_train}
+def part_profile(args, device, cuda, peak, peak_text):
+    """The Evaluator's work on one pair under torch.profiler (a Chrome trace into --trace-dir), the
+    slowest ops, and the host syncs per point counted with torch.cuda.set_sync_debug_mode."""
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    model = "resnet50" if cuda else "cifar_resnet_20"
+    size, classes = (224, 1000) if cuda else (32, 10)
+    n = args.images or (4096 if cuda else 64)
+    batch = args.batch or (512 if cuda else 32)
+    data = synthetic(n, size, classes, device)
+    job = parse_job({"name": "b", "model": {"name": model}, "data": {"name": "imagenet"},
+                     "eval": {"batch_size": batch, "precision": "bf16" if cuda else "fp32"}})
+    alphas = [0.25, 0.5, 0.75]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(tmp)
+        ends = [save_tensors(store, f"{i}.safetensors", build_model(job.model, (3, size, size), classes, seed=i).state_dict())
+                for i in (1, 2)]
+        ev = Evaluator(job, store, data)
+        a, b = ev.endpoint("1.safetensors", ends[0]), ev.endpoint("2.safetensors", ends[1])
+        ev.evaluate_pair(a, b, [0.0], ("test",), pair_key="p")  # warm-up: autotuning, fold check, norms
+        syncs = "n/a (CPU)"
+        if cuda:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    ev.evaluate_pair(a, b, alphas, ("test",), pair_key="p")
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            found = [w for w in caught if "synchroniz" in str(w.message).lower()]
+            syncs = f"{len(found) / len(alphas):.1f} per point ({len(found)} over {len(alphas)} points)"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            ev.evaluate_pair(a, b, alphas, ("test",), pair_key="p")
+            sync(device)
+    if args.trace_dir:
+        Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(Path(args.trace_dir) / f"evaluator_{model}.json"))
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    top = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:12]
+    total = sum(getattr(e, key) for e in prof.key_averages()) or 1
+    rows = [[e.key[:60], e.count, f"{getattr(e, key) / 1e3:,.1f}", f"{getattr(e, key) / total:.0%}"] for e in top]
+    where = torch.cuda.get_device_name(0) if cuda else "CPU"
+    text = (f"### 4e. GPU — profile of the Evaluator ({model}, {n:,} images, batch {batch}, {len(alphas)} points, "
+            f"{where})\n\n`python benchmarks/gpu.py --parts profile --trace-dir DIR`\n\n"
+            + table(["op", "calls", f"self {'CUDA' if cuda else 'CPU'} ms", "share"], rows)
+            + f"\n\nHost syncs (torch.cuda.set_sync_debug_mode): {syncs}; one per point is the read-back of its "
+              f"sums. The Chrome trace is written to --trace-dir.")
+    publish("gpu_profile", text, args.no_write)
+
+
+PARTS = {"modes": part_modes, "models": part_models, "stage": part_stage, "train": part_train, "profile": part_profile}
 
 
 def main():
@@ -343,6 +398,7 @@ def main():
     p.add_argument("--stage-model", default=None, help="model of the stage part [resnet50 on CUDA, "
                                                         "cifar_resnet_20 on CPU]")
     p.add_argument("--steps", type=int, default=None, help="SGD steps timed per job (train part)")
+    p.add_argument("--trace-dir", default=None, help="write the profile part's Chrome trace here")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     device = pick_device("auto")
