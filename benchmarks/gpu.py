@@ -29,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -82,6 +83,20 @@ def synthetic(n: int, size: int, classes: int, device) -> Splits:
     s = images("", n=n, size=size, classes=classes)
     return Splits(s.train_x[:0], s.train_y[:0], s.test_x.to(device), s.test_y.to(device), classes,
                   mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+@contextmanager
+def pair_evaluator(job, data: Splits, pair_key: str | None = None):
+    """(Evaluator, θ_a, θ_b): two random endpoints of the job's model in a temporary store, loaded,
+    and one warm-up point evaluated (cuDNN autotuning, the fold check, the pair's norms)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(tmp)
+        ends = [save_tensors(store, f"{i}.safetensors",
+                             build_model(job.model, data.in_shape, data.num_classes, seed=i).state_dict()) for i in (1, 2)]
+        ev = Evaluator(job, store, data)
+        a, b = ev.endpoint("1.safetensors", ends[0]), ev.endpoint("2.safetensors", ends[1])
+        ev.evaluate_pair(a, b, [0.5], ("test",), pair_key=pair_key)
+        yield ev, a, b
 
 
 def forward_rate(name: str, data: Splits, batch: int, device, m: dict) -> float:
@@ -154,19 +169,13 @@ def part_modes(args, device, cuda, peak, peak_text):
     # the sweep stage's own code: the Evaluator over one pair, as a work item runs (job defaults + bf16 on CUDA)
     job = parse_job({"name": "b", "model": {"name": "resnet50"}, "data": {"name": "imagenet"},
                      "eval": {"batch_size": batch, "precision": "bf16" if cuda else "fp32"}})
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(tmp)
-        ends = [save_tensors(store, f"{i}.safetensors", build_model(job.model, (3, 224, 224), 1000, seed=i).state_dict())
-                for i in (1, 2)]
-        ev = Evaluator(job, store, data)
-        a, b = ev.endpoint("1.safetensors", ends[0]), ev.endpoint("2.safetensors", ends[1])
-        ev.evaluate_pair(a, b, [0.5], ("test",))  # warm-up
+    with pair_evaluator(job, data) as (ev, a, b):
         sync(device)
         t = time.perf_counter()
         ev.evaluate_pair(a, b, [i / max(1, args.alphas - 1) for i in range(args.alphas)], ("test",))
         sync(device)
         sweep_rate = n * args.alphas / (time.perf_counter() - t)
-    rows.append([f"Evaluator (the sweep stage's code), {args.alphas} α per pair", ev.conv_batch, f"{sweep_rate:,.0f}",
+    rows.append([f"Evaluator (the sweep stage's code), {args.alphas} α per pair", ev.batch_size, f"{sweep_rate:,.0f}",
                  pct(sweep_rate, flops, peak)])
     where = torch.cuda.get_device_name(0) if cuda else "CPU"
     text = (f"### 4. GPU — ResNet-50 evaluation on a resident {n:,}-image uint8 split ({where})\n\n"
@@ -203,13 +212,7 @@ def part_models(args, device, cuda, peak, peak_text):
     y = torch.randint(0, 10, (n,), generator=g)
     lenet = Splits(x[:0], y[:0], x.to(device), y.to(device), 10, mean=(0.1307,), std=(0.3081,))
     job = parse_job({"name": "b", "model": {"name": "lenet_300_100"}, "eval": {"batch_size": n}})
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(tmp)
-        ends = [save_tensors(store, f"{i}.safetensors", build_model(job.model, (1, 28, 28), 10, seed=i).state_dict())
-                for i in (1, 2)]
-        ev = Evaluator(job, store, lenet)
-        a, b = ev.endpoint("1.safetensors", ends[0]), ev.endpoint("2.safetensors", ends[1])
-        ev.evaluate_pair(a, b, [0.5], ("test",))
+    with pair_evaluator(job, lenet) as (ev, a, b):
         alphas = [i / 99 for i in range(100)]
         sync(device)
         t = time.perf_counter()
@@ -345,13 +348,7 @@ def part_profile(args, device, cuda, peak, peak_text):
     job = parse_job({"name": "b", "model": {"name": model}, "data": {"name": "imagenet"},
                      "eval": {"batch_size": batch, "precision": "bf16" if cuda else "fp32"}})
     alphas = [0.25, 0.5, 0.75]
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(tmp)
-        ends = [save_tensors(store, f"{i}.safetensors", build_model(job.model, (3, size, size), classes, seed=i).state_dict())
-                for i in (1, 2)]
-        ev = Evaluator(job, store, data)
-        a, b = ev.endpoint("1.safetensors", ends[0]), ev.endpoint("2.safetensors", ends[1])
-        ev.evaluate_pair(a, b, [0.0], ("test",), pair_key="p")  # warm-up: autotuning, fold check, norms
+    with pair_evaluator(job, data, pair_key="p") as (ev, a, b):
         syncs = "n/a (CPU)"
         if cuda:
             with warnings.catch_warnings(record=True) as caught:

@@ -156,10 +156,11 @@ class Evaluator:
             from raysweep.evaluate.fold import fold
 
             self.folded = fold(self.model)
-        # CPU convolutions are cache-bound: ResNet-20 runs 2x faster in batches of 64 than of 1,000
-        self.conv_batch = job.eval.batch_size
+        # examples per forward of the whole model; CPU convolutions are cache-bound (ResNet-20 runs 2x faster in
+        # batches of 64 than of 1,000), so on CPUs conv nets take at most eval.cpu_batch_size
+        self.batch_size = job.eval.batch_size
         if self.conv and not cuda and job.eval.cpu_batch_size:
-            self.conv_batch = min(job.eval.batch_size, job.eval.cpu_batch_size)
+            self.batch_size = min(job.eval.batch_size, job.eval.cpu_batch_size)
         net = self.folded.module if self.folded is not None else self.model
         self.forward = self._compiled(net)
         self.head, self.tail = first_layer_split(self.model) if job.eval.first_layer else (None, None)
@@ -289,7 +290,7 @@ class Evaluator:
         bf16 one autocast region spans all of them, so each weight is cast once per point."""
         self._refold(splits[0])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            sums = [split_sums(self.forward, *self.split(s), self.conv_batch, self.prepare, self.bf16, self.loss,
+            sums = [split_sums(self.forward, *self.split(s), self.batch_size, self.prepare, self.bf16, self.loss,
                                self.metrics) for s in splits]
         return torch.stack(sums).tolist()
 
