@@ -12,9 +12,9 @@ from typing import List, Optional
 
 import typer
 
-from raysweep.cli_common import (AddressOpt, Format, ReplicatesOpt, SetOpt, SharedOpt, StorageOpt, Table, _err, _guard,
-                                 _open, app)
-from raysweep.spec import SpecError
+from raysweep.cli_common import (AddressOpt, Format, PartialOpt, ReplicatesOpt, SetOpt, SharedOpt, StorageOpt, Table,
+                                 _err, _guard, _open, app)
+from raysweep.errors import SpecError, SweepFailed
 
 
 @app.command()
@@ -43,7 +43,8 @@ def runs(job: Optional[str] = typer.Argument(None, help="Only runs of this job n
     for r in found:
         typer.echo(f"{r['job']:24s} {r['hash']:10s}  {r['replicates']:10s} {r['modified']:16s}  "
                    f"{', '.join(r['sweeps']) or '-'}")
-    typer.echo(f"(`raysweep results JOB --storage {store.url('')} --set ...` with the run's overrides reads one)")
+    typer.echo(f"(`raysweep results JOB/HASH --storage {store.url('')}` reads one, e.g. "
+               f"`raysweep results {found[0]['job']}/{found[0]['hash']}`)")
 
 
 @app.command()
@@ -54,7 +55,7 @@ def show(job: str, set_: Optional[List[str]] = SetOpt, replicates: Optional[int]
     from raysweep.report.cost import describe
 
     run = _open(job, storage, set_, replicates)
-    typer.echo(describe(run))
+    typer.echo(describe(run.job, run.store))
 
 
 @app.command()
@@ -94,16 +95,15 @@ def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", 
           storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
           shared_storage: bool = SharedOpt) -> None:
     """Run the sweeps of trained replicates and aggregate.  Example: raysweep sweep digits_mlp --sweep init_to_final"""
-    from raysweep.api import SweepFailed, failure_message
+    from raysweep.sweep.rounds import failure_message
 
     r = _open(job, storage, set_, replicates, shared_storage)
     for name in sweep_ or []:
         r.job.sweep(name)
     summary = r.sweep(sweeps=sweep_, address=address)
-    r.aggregate()
     typer.echo(f"evaluated {summary.items_run} of {summary.items_total} work items ({summary.rows_written} rows)")
     if summary.failures:
-        raise SweepFailed(failure_message(r, summary.failures))
+        raise SweepFailed(failure_message(r.job, summary.failures))
 
 
 @app.command()
@@ -121,6 +121,10 @@ def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[L
         return
     for name, s in st["sweeps"].items():
         typer.echo(f"  sweep {name:18s} {s['done']}/{s['total']} work items")
+    if st["damaged"]:
+        shown = ", ".join(st["damaged"][:5]) + (f" and {len(st['damaged']) - 5} more" if len(st["damaged"]) > 5 else "")
+        typer.echo(f"  damaged: {len(st['damaged'])} points file(s) cannot be read ({shown}); they count as not done: "
+                   f"`raysweep run {job}` (or `raysweep sweep`) with the same settings evaluates them again")
     typer.echo({"current": "  report: written, current", "none": "  report: not yet",
                 "stale": f"  report: stale (made before the latest results; `raysweep plot {job}` redraws it)"}[st["report"]])
 
@@ -154,24 +158,25 @@ def results(job: str, table: Table = typer.Option(Table.curves, "--table", help=
             format: Format = typer.Option(Format.table, "--format", help="Output format"),
             out: Optional[Path] = typer.Option(None, "--out", help="Write to this file"),
             replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
-            storage: Optional[str] = StorageOpt) -> None:
-    """Print or export a results table.  Example: raysweep results digits_mlp --table barriers --format csv"""
+            storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
+    """Print or export a results table of a job (with its --set overrides) or of a stored run by id.
+    Example: raysweep results digits_mlp --table barriers --format csv;  raysweep results interpolate/3f2a9c01bd"""
     r = _open(job, storage, set_, replicates)
-    _emit(r.table(table.value, sweep), format, out)
+    _emit(r.table(table.value, sweep, partial), format, out)
 
 
 @app.command()
 @_guard
 def query(job: str, sql: str, format: Format = typer.Option(Format.table, "--format"),
           out: Optional[Path] = typer.Option(None, "--out"), replicates: Optional[int] = ReplicatesOpt,
-          set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt) -> None:
-    """Polars SQL over points, curves, barriers, checkpoints.
+          set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
+    """Polars SQL over points, curves, barriers, checkpoints (a job, or a stored run by id).
     Example: raysweep query digits_mlp "select sweep, max(loss_mean) from curves group by sweep" """
     import polars.exceptions as ple
 
     r = _open(job, storage, set_, replicates)
     try:
-        df = r.query(sql)
+        df = r.query(sql, partial)
     except (ple.SQLInterfaceError, ple.SQLSyntaxError, ple.ColumnNotFoundError, ple.InvalidOperationError) as exc:
         raise SpecError(f"query failed: {exc}. Tables are points, curves, barriers, checkpoints; "
                         f"`raysweep results {job} --table NAME` shows their columns.") from None
@@ -184,9 +189,10 @@ def plot(job: str, out: Optional[str] = typer.Option(None, "--out", help="Local 
          png: bool = typer.Option(False, "--png", help="Also write a PNG of all charts"),
          svg: bool = typer.Option(False, "--svg", help="Also write an SVG of all charts"),
          replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
-         storage: Optional[str] = StorageOpt) -> None:
-    """Write the HTML report.  Example: raysweep plot digits_mlp --out report.html --png"""
+         storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
+    """Write the HTML report (a job, or a stored run by id).  Example: raysweep plot digits_mlp --out report.html --png"""
     r = _open(job, storage, set_, replicates)
+    r.tables.check_complete(partial=partial)
     for path in r.plot(out, [f for f, on in (("png", png), ("svg", svg)) if on]):
         typer.echo(path)
 
@@ -196,7 +202,7 @@ def plot(job: str, out: Optional[str] = typer.Option(None, "--out", help="Local 
 def figures(job: str, out: str = typer.Option("figures", "--out", help="Folder for the figure files"),
             format_: str = typer.Option("png,svg", "--format", help="Comma-separated: png, svg, pdf"),
             replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
-            storage: Optional[str] = StorageOpt) -> None:
+            storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
     """One file per paper figure (with a caption .txt).  Example: raysweep figures digits_mlp --out figs --format png,pdf"""
     from raysweep.report.figures import FORMATS, write_figures
 
@@ -206,8 +212,8 @@ def figures(job: str, out: str = typer.Option("figures", "--out", help="Folder f
         _err(f"--format {format_!r}: {bad or 'nothing'} is not a figure format; give a comma-separated list of "
              f"{', '.join(FORMATS)}, e.g. --format png,svg", 2)
     r = _open(job, storage, set_, replicates)
-    r._require()
-    for path in write_figures(r, out, formats):
+    r.tables.check_complete(partial=partial)
+    for path in write_figures(r.job, r.tables, out, formats):
         typer.echo(path)
 
 

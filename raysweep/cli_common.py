@@ -2,13 +2,16 @@
 guard that turns every error into one paragraph and an exit code."""
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from enum import Enum
 
 import typer
 
-from raysweep.io.store import StoreError
-from raysweep.spec import SpecError
+from raysweep.errors import (CheckpointError, DamagedPoints, DatasetMissing, ManifestError, NotTrainedError, SpecError,
+                             StoreError, SweepFailed, TrainingFailed)
+from raysweep.io.paths import TABLES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Loss-landscape interpolation sweeps on Ray: train replicates, interpolate, aggregate, plot.")
@@ -24,8 +27,6 @@ SharedOpt = typer.Option(False, "--shared-storage", help="The local --storage fo
 
 
 def _tables() -> type[Enum]:
-    from raysweep.io.paths import TABLES
-
     return Enum("Table", {name: name for name in TABLES}, type=str)
 
 
@@ -46,10 +47,50 @@ def _err(msg: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+PartialOpt = typer.Option(False, "--partial", help="Show what is stored even if a sweep of these settings has no "
+                                                   "points yet (named in a warning) instead of stopping")
+
+
 def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = False):
+    """The run of JOB: a built-in job name, a TOML file, or a stored run's id (job/hash, `raysweep runs`)."""
     from raysweep.api import open as open_run
 
     return open_run(job, storage, overrides or [], replicates, shared_storage)
+
+
+NETWORK_WORDS = ("connect", "curl", "timeout", "timed out", "resolve", "unreachable", "network", "endpoint",
+                 "aws error", "http", "ssl", "access denied", "credentials", "forbidden", "nosuchbucket")
+PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EEXIST}
+PATH_WORDS = ("permission denied", "read-only file system", "not a directory", "is a directory",
+              "operation not permitted", "no such file or directory")
+
+
+def io_error(exc: BaseException) -> tuple[str, int]:
+    """One paragraph and an exit code for an I/O error, by its cause: a path that cannot be used is
+    input to fix (2); a full disk, or an object store that cannot be reached, is work that failed (1)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    code = getattr(exc, "errno", None)
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if code in (errno.ENOSPC, errno.EDQUOT) or "no space left" in low:
+        return (f"no space left on the device{where}: {text}. Free some space or give another --storage; finished "
+                f"work is kept.", 1)
+    if code in PATH_ERRNOS or any(w in low for w in PATH_WORDS):
+        return (f"a path cannot be used{where}: {text}. Check the folder given to --storage (or the file named) "
+                f"and its permissions, or give another one; nothing else was changed.", 2)
+    if any(w in low for w in NETWORK_WORDS):
+        return (f"storage error: {text}. Check that the storage is reachable (endpoint, network, credentials) and "
+                f"run the command again; finished work is kept.", 1)
+    return f"I/O error: {text}. Run the command again; finished work is kept.", 1
+
+
+def _quiet_stdout() -> None:
+    """The reader of our output went away (`raysweep status | head -2`): say nothing more, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _guard(fn):
@@ -60,38 +101,34 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        import os
-
         import pyarrow as pa
 
-        from raysweep.api import SweepFailed, TrainingFailed
-        from raysweep.io.checkpoints import CheckpointError
-        from raysweep.data import DatasetMissing
-        from raysweep.sweep import ManifestError, NotTrainedError
-
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return out
         except typer.Exit:
             raise
         except (SpecError, StoreError, DatasetMissing) as exc:
             _err(str(exc), 2)
-        except (NotTrainedError, SweepFailed, TrainingFailed, ManifestError, CheckpointError) as exc:
+        except (NotTrainedError, SweepFailed, TrainingFailed, ManifestError, CheckpointError, DamagedPoints) as exc:
             _err(str(exc), 1)
         except KeyboardInterrupt:
             _err("interrupted. Everything finished before the interrupt is stored (checkpoints, work items); "
                  "run the same command again to resume from there.", 130)
-        except (OSError, pa.ArrowException) as exc:  # the store went away mid-command
-            _err(f"storage error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
-                 f"Check that the storage is reachable (endpoint, network, credentials) and run the command again; "
-                 f"finished work is kept.", 1)
+        except BrokenPipeError:
+            _quiet_stdout()
+            raise typer.Exit(0)
+        except (OSError, pa.ArrowException) as exc:  # by cause: a path, a full disk, an unreachable store
+            _err(*io_error(exc))
         except Exception as exc:
             if os.environ.get("RAYSWEEP_DEBUG"):
                 raise
             _err(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
                  f"— this is a raysweep bug; set RAYSWEEP_DEBUG=1 for the traceback and report it.", 1)
         finally:
-            from raysweep.cluster import shutdown_ray
-
             if "ray" in sys.modules:
+                from raysweep.cluster.connect import shutdown_ray
+
                 shutdown_ray()
     return wrapper

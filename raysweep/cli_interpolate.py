@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from raysweep.cli_common import AddressOpt, SetOpt, StorageOpt, _guard, app
-from raysweep.spec import SpecError
+from raysweep.errors import SpecError
 
 
 def _pairs(items: Optional[List[str]], flag: str) -> dict:
@@ -38,9 +38,12 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
     """Sweep the line between checkpoints trained elsewhere, no training: θ(α) from the first file to the
     last.  Example: raysweep interpolate --model mypkg.nets:build
     --data mypkg.data:load a.pt b.pt --alpha -0.5:1.5:81"""
+    import polars as pl
+
     from raysweep.api import Run
     from raysweep.io.store import Store
-    from raysweep.spec import apply_overrides, parse_job
+    from raysweep.jobs import job_from_dict
+    from raysweep.spec import apply_overrides
 
     try:
         start, stop, num = alpha.split(":")
@@ -53,11 +56,13 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
            "model": {"name": model, **({"kwargs": _pairs(model_arg, "--model-arg")} if model_arg else {})},
            "data": {"name": data, **({"kwargs": _pairs(data_arg, "--data-arg")} if data_arg else {})},
            "sweeps": [{"name": "line", "kind": "init_to_final", "alpha": grid, "splits": split or ["test"], "bn": bn}]}
-    run = Run(parse_job(apply_overrides(raw, set_ or []), "raysweep interpolate"), Store(storage))
+    run = Run(job_from_dict(apply_overrides(raw, set_ or []), "raysweep interpolate"), Store(storage))
     summary = run.run(progress=progress, address=address, report=report)
-    b = run.barriers.filter(__import__("polars").col("sweep") == "line").collect()
+    b = run.barriers.filter(pl.col("sweep") == "line").collect()
     for row in b.iter_rows(named=True):
         typer.echo(f"{row['split']} {row['metric']}: barrier (max above the endpoints' line) "
                    f"{row['barrier_linear_mean']:.4g}, max increase {row['max_increase_mean']:.4g}")
     for name, where in summary.outputs.items():
         typer.echo(f"  {name:8s} {where}")
+    typer.echo(f"  run id   {run.job.name}/{run.job.hash} (`raysweep results {run.job.name}/{run.job.hash}`, "
+               f"`raysweep query`, `raysweep plot` open it)")

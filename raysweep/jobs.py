@@ -1,11 +1,14 @@
-"""Find and load jobs: built-in ``jobs/<name>.toml`` files or a path to a user's own TOML."""
+"""Find and load jobs: built-in ``jobs/<name>.toml`` files or a path to a user's own TOML; each is
+parsed and checked as data (``raysweep.spec``), then its code (``raysweep.validate``)."""
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
 from typing import Iterable
 
-from raysweep.spec import Job, SpecError, apply_overrides, parse_job
+from raysweep import validate
+from raysweep.errors import SpecError
+from raysweep.spec import Job, apply_overrides, parse_job
 
 JOBS_DIR = Path(__file__).parent / "jobs"
 
@@ -43,4 +46,9 @@ def load_job(name_or_path: str, overrides: Iterable[str] = (), replicates: int |
     overrides = list(overrides) + ([f"replicates={replicates}"] if replicates is not None else [])
     raw = apply_overrides(read_toml(path), overrides)
     source = str(path) + (f" with overrides {overrides}" if overrides else "")
-    return parse_job(raw, source)
+    return job_from_dict(raw, source)
+
+
+def job_from_dict(raw: dict, source: str = "<job>") -> Job:
+    """A job from a raw (TOML-shaped) dict, checked as data and then its code; with its digests."""
+    return validate.check(parse_job(raw, source), source)

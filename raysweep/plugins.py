@@ -22,22 +22,16 @@ import hashlib
 import importlib
 import inspect
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Callable
 
-IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-
-
-def is_import_path(name: str) -> bool:
-    return bool(IMPORT_PATH.fullmatch(name or ""))
+from raysweep.errors import SpecError
+from raysweep.spec.names import is_import_path
 
 
 def load_object(path: str, what: str) -> Callable:
     """The callable at "module.sub:attr"; a SpecError naming the problem and the fix otherwise."""
-    from raysweep.spec import SpecError
-
     module_name, attr = path.split(":", 1)
     if os.getcwd() not in sys.path:  # like `python -m`: the folder raysweep runs from holds user code
         sys.path.insert(0, os.getcwd())
@@ -57,8 +51,6 @@ def load_object(path: str, what: str) -> Callable:
 
 def check_call(fn: Callable, path: str, what: str, args: tuple, kwargs: dict) -> None:
     """The function accepts the contract's arguments (named in the error if not)."""
-    from raysweep.spec import SpecError
-
     try:
         inspect.signature(fn).bind(*args, **kwargs)
     except TypeError as exc:
@@ -70,8 +62,6 @@ def check_call(fn: Callable, path: str, what: str, args: tuple, kwargs: dict) ->
 
 def source_file(path: str) -> Path:
     """What ships to the workers: the top-level package's folder, or the module's own .py file."""
-    from raysweep.spec import SpecError
-
     top = path.split(":", 1)[0].split(".", 1)[0]
     module = importlib.import_module(top)
     file = getattr(module, "__file__", None)
@@ -115,51 +105,3 @@ def ensure_importable(path: str) -> None:
     top = path.split(":", 1)[0].split(".", 1)[0]
     if top not in sys.modules:
         importlib.import_module(top)
-
-
-def check_builder(job, info) -> None:
-    """A user's model builder is called once in the driver: a wrong return type stops here (exit 2)."""
-    if is_import_path(job.model.name):
-        from raysweep.models import build_model
-
-        build_model(job.model, tuple(info.in_shape), info.num_classes)
-
-
-# ------------------------------------------------------------------ spec validation
-
-
-def options(text: str) -> dict:
-    import json
-
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def kwargs_problems(where: str, text: str) -> list[str]:
-    import json
-
-    try:
-        ok = isinstance(json.loads(text), dict)
-    except ValueError:
-        ok = False
-    return [] if ok else [f"{where}.kwargs must be a table of keyword arguments, e.g. [{where}.kwargs] width = 32"]
-
-
-def plugin_problems(key: str, name: str, registry: dict, args: tuple, kwargs: dict) -> list[str]:
-    """A built-in name, or an import path whose function imports and accepts the contract's arguments."""
-    from raysweep.spec import SpecError
-
-    if name in registry:
-        return [] if not kwargs else [f"{key.replace('.name', '.kwargs')} is for your own code (an import path); "
-                                      f"the built-in {name!r} takes its settings from the job's fields"]
-    if not is_import_path(name):
-        return [f"{key} = {name!r} is neither a built-in ({sorted(registry)}) nor an import path "
-                f"'package.module:function'"]
-    try:
-        check_call(load_object(name, key), name, key, args, kwargs)
-    except SpecError as exc:
-        return [str(exc)]
-    return []

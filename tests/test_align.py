@@ -90,7 +90,7 @@ def test_other_networks_are_refused():
 
 
 def test_a_sweep_that_cannot_be_aligned_is_refused_before_any_work(tmp_path):
-    from raysweep.spec import SpecError
+    from raysweep.errors import SpecError
     from raysweep.sweep.planner import _check_alignable
     from raysweep.data import dataset_info
 

@@ -194,7 +194,7 @@ def test_a_pylearn2_style_job_trains_within_its_norm_limits(tmp_path):
 
 
 def test_settings_that_do_not_fit_the_model_are_refused():
-    from raysweep.spec import SpecError
+    from raysweep.errors import SpecError
 
     with pytest.raises(SpecError, match="init_range"):
         make_job(model={"name": "mlp", "hidden": [16], "init": "uniform", "init_range": [0.1]})

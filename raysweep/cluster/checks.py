@@ -3,14 +3,13 @@ provenance: which node, device and GPUs computed a row."""
 from __future__ import annotations
 
 from raysweep.cluster.policy import autoscaler_capacity
-from raysweep.spec import Job
+from raysweep.errors import DatasetMissing, StoreError
+from raysweep.spec import DataSpec, Job
 
 
 def check_storage_reaches_nodes(store, shared: bool) -> None:
     """A local folder is one machine's disk: refused on a multi-node cluster unless it is shared."""
     import ray
-
-    from raysweep.io.store import StoreError
 
     if not store.is_local or shared:
         return
@@ -27,10 +26,9 @@ def check_storage_reaches_nodes(store, shared: bool) -> None:
 
 def _probe_data(data: dict):
     """Runs on a worker: the dataset's shape and sizes, or why it is not there."""
-    from raysweep.data import DatasetMissing, dataset_info
-    from raysweep.spec import DataSpec
-
     import ray
+
+    from raysweep.data.registry import dataset_info  # torch, on the worker
 
     node = ray.get_runtime_context().get_node_id()
     try:
@@ -45,8 +43,6 @@ def check_data_on_worker(job: Job, resources: dict):
     import dataclasses
 
     import ray
-
-    from raysweep.data import DatasetMissing
 
     task = ray.remote(_probe_data).options(num_cpus=min(resources.get("cpu", 1), 1),
                                            num_gpus=resources.get("gpu", 0))
@@ -76,20 +72,3 @@ def gpu_name(device) -> str:
     import torch
 
     return torch.cuda.get_device_name(device) if getattr(device, "type", "") == "cuda" else ""
-
-
-def connect(run, address: str | None, resources: dict) -> None:
-    """Start or join Ray; on a joined cluster, check storage and data where the work will run."""
-    from raysweep.cluster import (ResourceWatch, check_data_on_worker, check_storage_reaches_nodes, init_ray,
-                                  is_local)
-    from raysweep.progress import say
-
-    init_ray(address, job=run.job)
-    if is_local() or run._checked_on_cluster:
-        return
-    if not run._storage_reached:  # preflight may have checked it already
-        check_storage_reaches_nodes(run.store, run.shared_storage)
-        run._storage_reached = True
-    with ResourceWatch(resources.get("gpu", 0), "the dataset check on a worker", say):
-        run._data_info = check_data_on_worker(run.job, resources)
-    run._checked_on_cluster = True

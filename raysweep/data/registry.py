@@ -30,7 +30,7 @@ def _user_splits(spec: DataSpec) -> Splits:
     """A dataset by import path (raysweep.plugins' contract): load(root, **kwargs) -> Splits."""
     from raysweep.data.images import data_root
     from raysweep.plugins import load_object
-    from raysweep.spec import SpecError
+    from raysweep.errors import SpecError
 
     splits = load_object(spec.name, "data.name")(str(data_root(spec)), **spec.options())
     if not isinstance(splits, Splits):
@@ -46,7 +46,7 @@ CACHED_SPLITS = {"imagenet"}
 def load_splits(spec: DataSpec, store=None) -> Splits:
     """The dataset's splits (cached: one process decodes a dataset once; with a Store, datasets in
     CACHED_SPLITS also read and fill the store's split cache, so a cluster decodes them once)."""
-    from raysweep.plugins import is_import_path
+    from raysweep.spec import is_import_path
 
     if is_import_path(spec.name):
         return _user_splits(spec)

@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 
-class DatasetMissing(FileNotFoundError):
-    """A dataset that is not where raysweep looked; the message says where and how to get it."""
+from raysweep.errors import DatasetMissing  # noqa: F401  (the data package's error)
 
 
 @dataclass

@@ -37,8 +37,9 @@ METRICS: dict[str, PerExample] = {"top5_error": top5_error}
 
 
 def resolve(name: str, registry: dict, what: str) -> PerExample:
-    from raysweep.plugins import is_import_path, load_object
-    from raysweep.spec import SpecError
+    from raysweep.plugins import load_object
+    from raysweep.spec import is_import_path
+    from raysweep.errors import SpecError
 
     if name in registry:
         return registry[name]

@@ -13,20 +13,20 @@ checkpoints, so a rerun or another node evaluates exactly the same plane.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from raysweep.errors import CheckpointError
+from raysweep.evaluate.trajectory import stream_projection
 from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors, save_tensors
+from raysweep.io.schemas import SURFACE_SCHEMA
 from raysweep.spec import Job, SweepSpec
-
-SURFACE_SCHEMA = pa.schema([
-    ("job", pa.string()), ("hash", pa.string()), ("sweep", pa.string()), ("replicate", pa.int32()),
-    ("kind", pa.string()), ("step", pa.int64()), ("a", pa.float64()), ("b", pa.float64()),
-    ("split", pa.string()), ("loss", pa.float64()), ("error", pa.float64()),
-])
+from raysweep.sweep.items import Endpoint, PlaneItem, Ref
+from raysweep.sweep.planner import stored_ref
 
 
 def direction_seed(job: Job, k: int, sweep_h: str) -> int:
@@ -77,103 +77,76 @@ def _filter_normalise(d: dict, theta: dict) -> dict:
     return out
 
 
-def plane_path(run: str, k: int, sweep: SweepSpec, h: str) -> str:
-    # v2: T5's d1 carries BN statistics (planes drawn before are not reused)
-    return f"{paths.replicate_dir(run, k)}/plane_{sweep.name}_{h}_v2.safetensors"
-
-
-def path_info_path(run: str, k: int, sweep: SweepSpec, h: str) -> str:
-    return f"{paths.replicate_dir(run, k)}/path_{sweep.name}_{h}.json"
-
-
-def stored_ref(store, path: str) -> dict:
-    """{"path", "sha256"} of a prepared file (sha256 "" while it is not written yet). Reads only."""
-    meta = path.replace(".safetensors", ".json") if path.endswith(".safetensors") else path + ".sha256"
-    try:
-        sha = store.read_json(meta)["sha256"] if store.exists(meta) else ""
-    except (ValueError, KeyError, TypeError):
-        sha = ""  # a damaged record: prepared again
-    return {"path": path, "sha256": sha if isinstance(sha, str) else ""}
-
-
-def ensure_directions(store, job: Job, sweep: SweepSpec, h: str, k: int, ends: list[dict], params: list[str]) -> dict:
+def ensure_directions(store, job: Job, sweep: SweepSpec, h: str, k: int, ends: tuple[Endpoint, ...],
+                      params: list[str]) -> Ref:
     """Draw and store replicate k's plane (once; prepare step, never the planner). Returns its ref."""
-    run = paths.run_dir(job.name, job.hash)
-    path = plane_path(run, k, sweep, h)
+    path = paths.plane(paths.run_dir(job.name, job.hash), k, sweep.name, h)
     ref = stored_ref(store, path)
-    if not ref["sha256"]:
-        t0, tT = (load_tensors(store, e["path"], e["sha256"]) for e in ends)
+    if not ref.sha256:
+        t0, tT = (load_tensors(store, e.path, e.sha256) for e in ends)
         sha = save_tensors(store, path, make_directions(sweep, t0, tT, params, direction_seed(job, k, h)))
-        store.write_json(path.replace(".safetensors", ".json"), {"path": path, "sha256": sha, "replicate": k})
-        ref = {"path": path, "sha256": sha}
+        store.write_json(paths.record(path), {"path": path, "sha256": sha, "replicate": k})
+        ref = Ref(path, sha)
     return ref
 
 
-def plane_item(evaluator, job: Job, item: dict) -> pa.Table:
+def plane_item(evaluator, job: Job, item: PlaneItem) -> pa.Table:
     """Loss and error at every (a, b) of the item's rows; the first item also projects the path."""
     evaluator.set_metrics(())  # planes record loss and error
-    plane = load_tensors(evaluator.store, item["plane"]["path"], item["plane"]["sha256"])
+    plane = load_tensors(evaluator.store, item.ref.path, item.ref.sha256)
     dev, names = evaluator.device, evaluator.names
     center = [plane[f"center.{n}"].to(dev) for n in names]
     d1 = [plane.get(f"d1.{n}", torch.zeros_like(plane[f"center.{n}"])).to(dev) for n in names]
     d2 = [plane.get(f"d2.{n}", torch.zeros_like(plane[f"center.{n}"])).to(dev) for n in names]
-    common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": item["replicate"]}
+    common = {"job": job.name, "hash": job.hash, "sweep": item.sweep, "replicate": item.replicate}
     rows = []
-    for a in item["alphas"]:
-        for b in item["betas"]:
+    for a in item.alphas:
+        for b in item.betas:
             evaluator.set_weights(center)
             evaluator.add_direction(d1, a)
             evaluator.add_direction(d2, b)
-            for r in evaluator.evaluate(tuple(item["splits"])):
+            for r in evaluator.evaluate(tuple(item.splits)):
                 rows.append({**common, "kind": "grid", "step": -1, "a": float(a), "b": float(b), **r})
-    if item["first"]:
+    if item.first:
         rows += _projected_path(evaluator, item, plane, common)
     return pa.Table.from_pylist(rows, schema=SURFACE_SCHEMA)
 
 
-def _projected_path(evaluator, item: dict, plane: dict, common: dict) -> list[dict]:
+def _projected_path(evaluator, item: PlaneItem, plane: dict, common: dict) -> list[dict]:
     """Each checkpoint's (a, b): least squares of θ_t − c onto [d1, d2], over the parameters."""
     names = [n for n in evaluator.param_names if f"d1.{n}" in plane]
     flat = lambda prefix, t: np.concatenate([t[f"{prefix}{n}"].double().reshape(-1).numpy() for n in names])  # noqa: E731
     c, basis = flat("center.", plane), np.stack([flat("d1.", plane), flat("d2.", plane)], 1)
     out = []
-    for e in item["endpoints"]:
-        theta = flat("", load_tensors(evaluator.store, e["path"], e["sha256"]))
+    for e in item.endpoints:
+        theta = flat("", load_tensors(evaluator.store, e.path, e.sha256))
         (a, b), *_ = np.linalg.lstsq(basis, theta - c, rcond=None)
-        out.append({**common, "kind": "path", "step": e["step"], "a": float(a), "b": float(b), "split": "",
+        out.append({**common, "kind": "path", "step": e.step, "a": float(a), "b": float(b), "split": "",
                     "loss": None, "error": None})
     return out
 
 
-def ensure_path_info(store, job: Job, sweep: SweepSpec, h: str, k: int, endpoints: list[dict], params: list[str]) -> dict:
+def ensure_path_info(store, job: Job, sweep: SweepSpec, h: str, k: int, endpoints: tuple[Endpoint, ...],
+                     params: list[str]) -> Ref:
     """T3's path: α(t), β(t) of every checkpoint (G App. B), computed once per replicate (prepare step)
     by streaming the checkpoints (three parameter vectors in memory at a time), stored as JSON."""
-    import json
-
-    from raysweep.evaluate.trajectory import stream_projection
-
-    run = paths.run_dir(job.name, job.hash)
-    path = path_info_path(run, k, sweep, h)
+    path = paths.path_info(paths.run_dir(job.name, job.hash), k, sweep.name, h)
     ref = stored_ref(store, path)
-    if not ref["sha256"]:
+    if not ref.sha256:
         proj = stream_projection(store, endpoints, params)
-        data = json.dumps({"steps": [e["step"] for e in endpoints], "alpha": [r["alpha"] for r in proj],
+        data = json.dumps({"steps": [e.step for e in endpoints], "alpha": [r["alpha"] for r in proj],
                            "beta": [r["beta"] for r in proj], "distance": proj[-1]["alpha"]}).encode()
         store.write_bytes(path, data)
         sha = hashlib.sha256(data).hexdigest()
-        store.write_json(path + ".sha256", {"sha256": sha})
-        ref = {"path": path, "sha256": sha}
+        store.write_json(paths.record(path), {"sha256": sha})
+        ref = Ref(path, sha)
     return ref
 
 
-def read_path_info(store, ref: dict) -> dict:
-    import json
-
-    from raysweep.io.checkpoints import CheckpointError
-
-    data = store.read_bytes(ref["path"])
-    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
-        raise CheckpointError(f"T3 path {store.url(ref['path'])} does not match its sha256; delete it and rerun")
+def read_path_info(store, ref: Ref) -> dict:
+    data = store.read_bytes(ref.path)
+    if hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise CheckpointError(f"T3 path {store.url(ref.path)} does not match its sha256; delete it and rerun")
     return json.loads(data)
 
 
@@ -184,28 +157,28 @@ def nearest_checkpoints(info: dict, alphas: list[float]) -> list[int]:
     return [min(off, key=lambda j: abs(info["alpha"][j] / dist - a)) for a in alphas]
 
 
-def path_surface_item(evaluator, job: Job, item: dict) -> pa.Table:
+def path_surface_item(evaluator, job: Job, item: PlaneItem) -> pa.Table:
     evaluator.set_metrics(())
-    info = read_path_info(evaluator.store, item["path_info"])
-    eps = {e["step"]: e for e in item["endpoints"]}
-    t0 = evaluator.endpoint(item["ends"][0]["path"], item["ends"][0]["sha256"])
-    tT = evaluator.endpoint(item["ends"][1]["path"], item["ends"][1]["sha256"])
+    info = read_path_info(evaluator.store, item.ref)
+    eps = {e.step: e for e in item.endpoints}
+    t0 = evaluator.endpoint(item.ends[0].path, item.ends[0].sha256)
+    tT = evaluator.endpoint(item.ends[1].path, item.ends[1].sha256)
     dist = info["distance"]
-    common = {"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": item["replicate"]}
+    common = {"job": job.name, "hash": job.hash, "sweep": item.sweep, "replicate": item.replicate}
     rows = []
-    for a, i in zip(item["alphas"], nearest_checkpoints(info, item["alphas"])):
+    for a, i in zip(item.alphas, nearest_checkpoints(info, list(item.alphas))):
         step, alpha, beta = info["steps"][i], info["alpha"][i], info["beta"][i]
-        tt = evaluator.endpoint(eps[step]["path"], eps[step]["sha256"])
+        tt = evaluator.endpoint(eps[step].path, eps[step].sha256)
         # D·v(t) = D·(θ_t − θ_0 − α(t)·u)/β(t), u = (θ_T − θ_0)/D, on the parameters only
         scale = dist / beta if beta > 0 else 0.0
         dv = [(x - x0 - (alpha / dist) * (xT - x0)) * scale for x, x0, xT in zip(tt, t0, tT)]
-        for b in item["betas"]:
+        for b in item.betas:
             evaluator.set_weights(t0)
             evaluator.lerp_towards(tT, a)
             evaluator.add_direction(dv, b, params_only=True)
-            for res in evaluator.evaluate(tuple(item["splits"])):
+            for res in evaluator.evaluate(tuple(item.splits)):
                 rows.append({**common, "kind": "grid", "step": step, "a": a, "b": float(b), **res})
-    if item["first"]:
+    if item.first:
         rows += [{**common, "kind": "path", "step": s, "a": al / dist, "b": be / dist, "split": "", "loss": None,
                   "error": None} for s, al, be in zip(info["steps"], info["alpha"], info["beta"])]
     return pa.Table.from_pylist(rows, schema=SURFACE_SCHEMA)

@@ -9,18 +9,9 @@ import pyarrow as pa
 import torch
 
 from raysweep.io.checkpoints import load_tensors
+from raysweep.io.schemas import FUNCTION_SCHEMA, TRAJECTORY_SCHEMA
 from raysweep.spec import Job
-
-TRAJECTORY_SCHEMA = pa.schema([
-    ("job", pa.string()), ("hash", pa.string()), ("sweep", pa.string()), ("replicate", pa.int32()),
-    ("step", pa.int64()), ("alpha", pa.float64()), ("beta", pa.float64()), ("norm", pa.float64()),
-    ("distance", pa.float64()), ("sha256", pa.string()),
-])
-FUNCTION_SCHEMA = pa.schema([
-    ("job", pa.string()), ("hash", pa.string()), ("sweep", pa.string()), ("replicate", pa.int32()),
-    ("step", pa.int64()), ("tau", pa.list_(pa.float32())), ("kappa", pa.list_(pa.int16())), ("sha256", pa.string()),
-])
-
+from raysweep.sweep.items import Endpoint, TrajectoryItem
 
 def flat_parameters(tensors: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
     """The parameters (not BN running statistics) as one float64 vector, in a fixed order."""
@@ -42,10 +33,10 @@ def projection(thetas: list[np.ndarray], end: np.ndarray | None = None) -> list[
     return out
 
 
-def stream_projection(store, endpoints: list[dict], params: list[str]) -> list[dict]:
+def stream_projection(store, endpoints: tuple[Endpoint, ...], params: list[str]) -> list[dict]:
     """G App. B's α(t), β(t), ‖θ_t‖ of every endpoint (θ_0 first, θ_T last), reading one checkpoint at a
     time: θ_0, θ_T and the current θ_t are the only parameter vectors held."""
-    load = lambda e: flat_parameters(load_tensors(store, e["path"], e["sha256"]), params)  # noqa: E731
+    load = lambda e: flat_parameters(load_tensors(store, e.path, e.sha256), params)  # noqa: E731
     theta0, thetaT = load(endpoints[0]), load(endpoints[-1])
     u = thetaT - theta0
     u /= np.linalg.norm(u)
@@ -60,22 +51,22 @@ def stream_projection(store, endpoints: list[dict], params: list[str]) -> list[d
     return out
 
 
-def projection_item(evaluator, job: Job, item: dict) -> pa.Table:
-    eps = item["endpoints"]
+def projection_item(evaluator, job: Job, item: TrajectoryItem) -> pa.Table:
+    eps = item.endpoints
     proj = stream_projection(evaluator.store, eps, evaluator.param_names)
-    rows = [{"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": e["replicate"],
-             "step": e["step"], "sha256": e["sha256"], **r} for e, r in zip(eps, proj)]
+    rows = [{"job": job.name, "hash": job.hash, "sweep": item.sweep, "replicate": e.replicate,
+             "step": e.step, "sha256": e.sha256, **r} for e, r in zip(eps, proj)]
     return pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA)
 
 
 @torch.no_grad()
-def function_item(evaluator, job: Job, item: dict) -> pa.Table:
+def function_item(evaluator, job: Job, item: TrajectoryItem) -> pa.Table:
     """B: τ(θ) = softmax outputs and κ(θ) = predictions on the first `examples` test samples."""
     rows = []
-    for e in item["endpoints"]:
-        evaluator.set_weights(evaluator.endpoint(e["path"], e["sha256"]))
-        probs = evaluator.probabilities("test", item["examples"])
-        rows.append({"job": job.name, "hash": job.hash, "sweep": item["sweep"], "replicate": e["replicate"],
-                     "step": e["step"], "tau": probs.reshape(-1).cpu().numpy(),
-                     "kappa": probs.argmax(1).to(torch.int16).cpu().numpy(), "sha256": e["sha256"]})
+    for e in item.endpoints:
+        evaluator.set_weights(evaluator.endpoint(e.path, e.sha256))
+        probs = evaluator.probabilities("test", item.examples)
+        rows.append({"job": job.name, "hash": job.hash, "sweep": item.sweep, "replicate": e.replicate,
+                     "step": e.step, "tau": probs.reshape(-1).cpu().numpy(),
+                     "kappa": probs.argmax(1).to(torch.int16).cpu().numpy(), "sha256": e.sha256})
     return pa.Table.from_pylist(rows, schema=FUNCTION_SCHEMA)

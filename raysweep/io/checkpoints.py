@@ -7,11 +7,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from raysweep.errors import CheckpointError
 from raysweep.io.store import Store
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated or does not match its recorded sha256."""
 
 
 def save_tensors(store: Store, path: str, tensors: dict[str, torch.Tensor]) -> str:

@@ -6,12 +6,11 @@ import json
 import re
 
 from raysweep.io import paths
+from raysweep.errors import ManifestError
 from raysweep.io.store import Store
 from raysweep.spec import Job
 
 
-class ManifestError(RuntimeError):
-    """A checkpoint manifest that does not parse or fails its schema; names the file and the repair."""
 
 
 _MANIFEST_NAME = re.compile(r"step_(\d{8})\.json")

@@ -3,16 +3,30 @@
     <job>/<hash>/job.json                              the resolved spec
     <job>/<hash>/replicate_<k>/step_<s>.safetensors    weights at step s (+ step_<s>.json manifest)
     <job>/<hash>/replicate_<k>/random_<scale>.safetensors  I6's random starting point
-    <job>/<hash>/replicate_<k>/state.safetensors       optimizer + RNG state to resume training
+    <job>/<hash>/replicate_<k>/random_<scale>.json     ... its sha256
+    <job>/<hash>/replicate_<k>/state.safetensors       optimizer + RNG state to resume training (+ state.sha256.json)
     <job>/<hash>/replicate_<k>/done.json               written when training finished
+    <job>/<hash>/replicate_<k>/spawn_<s>_c<c>/         instability child c spawned at step s: step_<T>.safetensors,
+                                                       step_<T>.json, state.safetensors + state.json, done.json
+    <job>/<hash>/replicate_<k>/plane_<sweep>_<hash>_v2.safetensors   T4/T5 directions (+ .json with the sha256)
+    <job>/<hash>/replicate_<k>/path_<sweep>_<hash>.json               T3 path projection (+ .json.sha256)
     <job>/<hash>/points/<folder>/<sweep>-<sweep_hash>/<item>.parquet   one file per work item; one
                                                        schema per folder: line, trajectory, function_map, surface
+    <job>/<hash>/points/<folder>/<sweep>-<sweep_hash>/_part-<digest>.parquet   compacted items (+ .json record)
     <job>/<hash>/tables/<table>.parquet                curves, barriers, ... (+ tables/inputs.json: what made them)
     <job>/<hash>/report.html                           (+ report.json: what it shows)
     <job>/<hash>/lease.json                            the driver working on the run now (heartbeat)
     cache/<dataset>-<fingerprint>/<split>.safetensors  a decoded evaluation split (+ .json with its sha256)
+
+No other module spells a file name: the suffixes are named here too (a test checks that).
 """
 from __future__ import annotations
+
+import re
+
+JSON, PARQUET, SAFETENSORS = ".json", ".parquet", ".safetensors"
+MANIFEST_NAME = re.compile(r"step_(\d{8})\.json")  # a checkpoint manifest's file name
+PART_PREFIX = "_part-"  # compacted points (sweep/compact.py)
 
 
 def run_dir(job_name: str, job_hash: str) -> str:
@@ -39,12 +53,24 @@ def random_point(run: str, k: int, scale: float) -> str:
     return f"{replicate_dir(run, k)}/random_{scale:g}.safetensors"
 
 
+def random_point_record(run: str, k: int, scale: float) -> str:
+    return f"{replicate_dir(run, k)}/random_{scale:g}.json"
+
+
 def train_state(run: str, k: int) -> str:
     return f"{replicate_dir(run, k)}/state.safetensors"
 
 
+def train_state_record(run: str, k: int) -> str:
+    return f"{replicate_dir(run, k)}/state.sha256.json"
+
+
 def train_done(run: str, k: int) -> str:
-    return f"{replicate_dir(run, k)}/done.json"
+    return replicate_done(replicate_dir(run, k))
+
+
+def replicate_done(replicate_folder: str) -> str:
+    return f"{replicate_folder}/done.json"
 
 
 def child_dir(run: str, k: int, step: int, child: int) -> str:
@@ -52,26 +78,76 @@ def child_dir(run: str, k: int, step: int, child: int) -> str:
     return f"{replicate_dir(run, k)}/spawn_{step:08d}_c{child}"
 
 
+def child_checkpoint(run: str, k: int, step: int, child: int, total: int) -> str:
+    return f"{child_dir(run, k, step, child)}/step_{total:08d}.safetensors"
+
+
+def child_manifest(run: str, k: int, step: int, child: int, total: int) -> str:
+    return f"{child_dir(run, k, step, child)}/step_{total:08d}.json"
+
+
+def child_state(run: str, k: int, step: int, child: int) -> str:
+    return f"{child_dir(run, k, step, child)}/state.safetensors"
+
+
+def child_state_record(run: str, k: int, step: int, child: int) -> str:
+    return f"{child_dir(run, k, step, child)}/state.json"
+
+
+def child_done(run: str, k: int, step: int, child: int) -> str:
+    return f"{child_dir(run, k, step, child)}/done.json"
+
+
+def is_done_marker(path: str) -> bool:
+    return path.endswith("/done.json")
+
+
+def plane(run: str, k: int, sweep_name: str, sweep_hash: str) -> str:
+    """T4/T5 directions of replicate k. v2: T5's d1 carries BN statistics (planes drawn before are not reused)."""
+    return f"{replicate_dir(run, k)}/plane_{sweep_name}_{sweep_hash}_v2.safetensors"
+
+
+def path_info(run: str, k: int, sweep_name: str, sweep_hash: str) -> str:
+    """T3: α(t), β(t) of replicate k's checkpoints."""
+    return f"{replicate_dir(run, k)}/path_{sweep_name}_{sweep_hash}.json"
+
+
+def record(path: str) -> str:
+    """The JSON record (sha256) kept beside a prepared file: x.safetensors -> x.json, x.json -> x.json.sha256."""
+    return path[:-len(SAFETENSORS)] + JSON if path.endswith(SAFETENSORS) else path + ".sha256"
+
+
 # Every table a run has: the one list of their names (CLI, API, SQL, the tables/ folder).
 TABLES = ("points", "curves", "barriers", "checkpoints", "trajectory", "function_map", "surface")
-
-# Stored points, by the schema of their rows: every file in one folder has the same columns, so
-# any Parquet reader can glob a folder (`points/line/*/*.parquet`).
-POINT_FOLDERS = {"init_to_final": "line", "step_to_final": "line", "final_to_final": "line", "instability": "line",
-                 "random_to_final": "line", "projection": "trajectory", "function_map": "function_map",
-                 "random_plane": "surface", "line_and_random": "surface", "path_surface": "surface"}
-
 
 def points_dir(run: str) -> str:
     return f"{run}/points"
 
 
-def sweep_dir(run: str, kind: str, sweep_name: str, sweep_hash: str) -> str:
-    return f"{points_dir(run)}/{POINT_FOLDERS[kind]}/{sweep_name}-{sweep_hash}"
+def sweep_dir(run: str, folder: str, sweep_name: str, sweep_hash: str) -> str:
+    """A sweep's points: `folder` is its kind's points folder (raysweep.sweep.kinds)."""
+    return f"{points_dir(run)}/{folder}/{sweep_name}-{sweep_hash}"
 
 
-def point_file(run: str, kind: str, sweep_name: str, sweep_hash: str, item_key: str) -> str:
-    return f"{sweep_dir(run, kind, sweep_name, sweep_hash)}/{item_key}.parquet"
+def point_file(sweep_folder: str, item_key: str) -> str:
+    return f"{sweep_folder}/{item_key}.parquet"
+
+
+def item_key(path: str) -> str:
+    """The work item a points file holds (its name without the suffix)."""
+    return path.rsplit("/", 1)[-1].removesuffix(PARQUET)
+
+
+def part(sweep_folder: str, digest: str) -> str:
+    return f"{sweep_folder}/{PART_PREFIX}{digest}.parquet"
+
+
+def part_record(part_path: str) -> str:
+    return part_path.removesuffix(PARQUET) + JSON
+
+
+def is_part(path: str) -> bool:
+    return path.rsplit("/", 1)[-1].startswith(PART_PREFIX)
 
 
 def tables_dir(run: str) -> str:
@@ -100,3 +176,7 @@ def report(run: str, ext: str = "html") -> str:
 
 def split_cache(dataset: str, fingerprint: str, split: str) -> str:
     return f"cache/{dataset}-{fingerprint}/{split}.safetensors"
+
+
+def split_cache_record(dataset: str, fingerprint: str, split: str) -> str:
+    return f"cache/{dataset}-{fingerprint}/{split}.json"

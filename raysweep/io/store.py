@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlparse
@@ -20,11 +21,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raysweep.errors import StoreError, WriteMismatch
+
 DEFAULT_ROOT = "./raysweep-results"
 
 
-class StoreError(RuntimeError):
-    """Storage that cannot be used; the message names the URI and what to check."""
 
 
 def resolve_root(storage: str | None) -> str:
@@ -78,19 +79,31 @@ class Store:
         self.base = self.base.rstrip("/")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self.uri = self.uri.split("?", 1)[0] if not self.is_local else self.uri
+        if self.is_local and Path(self.base).exists() and not Path(self.base).is_dir():
+            raise StoreError(f"storage {self.uri} is a file, not a folder: give a folder (it is created if missing) "
+                             f"or an s3:// / gs:// URI with --storage or $RAYSWEEP_STORAGE.")
 
     def check(self, write: bool = True) -> None:
         """Fail fast, before any work: the root must be reachable and (with `write`) writable. With
         write=False nothing is written: the read-only commands' check of an object store."""
         if self.is_local and not write:
             return
-        if self.is_local:  # the nearest existing folder must be writable; nothing is created here
+        if self.is_local:  # the nearest existing folder must take a new folder; nothing is left behind here
             path = Path(self.base)
             while not path.exists():
                 path = path.parent
-            if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
-                raise StoreError(f"storage {self.uri} cannot be used: {path} is not a writable folder. "
-                                 f"Check the path and its permissions, or give another --storage.")
+            problem = "is not a folder" if not path.is_dir() else "" if os.access(path, os.W_OK | os.X_OK) else \
+                "is not writable"
+            if not problem:
+                probe = path / f".raysweep-probe-{uuid.uuid4().hex}"
+                try:  # os.access says yes to root everywhere; only a try tells (/proc, a read-only mount)
+                    probe.mkdir()
+                    probe.rmdir()
+                except OSError as exc:
+                    problem = f"cannot hold a new folder ({exc.strerror})"
+            if problem:
+                raise StoreError(f"storage {self.uri} cannot be used: {path} {problem}. Check the path and its "
+                                 f"permissions, or give another --storage; nothing was written.")
             return
         bucket = self.base.split("/", 1)[0]
         probe = f".raysweep-probe-{uuid.uuid4().hex}"
@@ -181,9 +194,24 @@ class Store:
         return ds.dataset([self.full(p) for p in paths], format="parquet", filesystem=self.fs)
 
     # ------------------------------------------------------------ writes
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Atomic write: a temporary sibling, then a rename (object stores put whole objects)."""
+    def write_bytes(self, path: str, data: bytes, tries: int = 3) -> None:
+        """Atomic write (a temporary sibling, then a rename; object stores put whole objects), checked:
+        the object is read back as the size that was sent, else written again, then WriteMismatch (an
+        OSError: a transient error to the sweep, retried per item). A proxy or server that stores
+        something else than the body (an S3-compatible server keeping a raw aws-chunked body) is caught
+        here, not at aggregation."""
         target = self.full(path)
+        for attempt in range(1, tries + 1):
+            self._put(target, data)
+            size = self.fs.get_file_info(target).size
+            if size == len(data):
+                return
+            if attempt < tries:
+                time.sleep(0.2 * attempt)
+        raise WriteMismatch(f"{self.url(path)} reads back as {size} bytes after writing {len(data)} ({tries} tries): "
+                            f"the store keeps something else than what was sent")
+
+    def _put(self, target: str, data: bytes) -> None:
         parent = target.rsplit("/", 1)[0]
         if self.is_local:
             self.fs.create_dir(parent, recursive=True)

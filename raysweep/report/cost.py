@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 
-from raysweep.data import dataset_info
-from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
-from raysweep.spec import PLANE_KINDS, TRAJECTORY_KINDS, sweep_hash
+from raysweep.data.registry import dataset_info
+from raysweep.io import paths
+from raysweep.io.store import Store
 from raysweep.models import forward_flops
-from raysweep.sweep import chunk_size, chunks, pair_count
+from raysweep.spec import PLANE_KINDS, TRAJECTORY_KINDS, Job, sweep_hash
+from raysweep.sweep.items import chunk_size, chunks
+from raysweep.sweep.kinds import KINDS
+from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 
 
 # Measured evaluation throughputs (examples/s of a full-split forward pass) that cost estimates use.
@@ -36,7 +39,7 @@ def counts(job) -> dict:
                            "work_items": job.replicates, "evaluations": evals,
                            "examples_forwarded": evals * sum(info.sizes[sp] for sp in s.splits) // len(s.splits)})
             continue
-        pairs = pair_count(s.kind, job.replicates, len(steps), len(s.spawn_steps))
+        pairs = KINDS[s.kind].pairs(job.replicates, len(steps), len(s.spawn_steps))
         alphas = s.alpha.points()
         examples = sum(info.sizes[sp] for sp in s.splits)
         sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": pairs,
@@ -60,12 +63,12 @@ def _flop(x: float) -> str:
     return f"{x:,.0f} FLOP"
 
 
-def describe(run) -> str:
-    job, c = run.job, counts(run.job)
+def describe(job: Job, store: Store) -> str:
+    c = counts(job)
     spec = json.dumps(job.to_dict(), indent=2)
     steps = c["checkpoint_steps"]
     shown = steps if len(steps) <= 16 else steps[:12] + ["..."] + steps[-3:]
-    lines = [f"job {job.name}  hash {job.hash}  storage {run.store.url(run.dir)}", "", "resolved spec:", spec, "",
+    lines = [f"job {job.name}  hash {job.hash}  storage {store.url(paths.run_dir(job.name, job.hash))}", "", "resolved spec:", spec, "",
              "plan:",
              f"  trainings:   {c['trainings']} replicates x {c['iterations']} iterations "
              f"({job.train.epochs} epochs x {c['iterations_per_epoch']} iterations/epoch)"

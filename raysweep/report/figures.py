@@ -8,6 +8,8 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
+from raysweep.analysis.scan import inputs
+from raysweep.spec import Job
 from raysweep.report.charts import (band_chart, barrier_chart, experiment, instability_chart, learning_chart,
                                     mds_chart, per_step_chart, projection_chart, surface_chart)
 
@@ -29,23 +31,19 @@ def _grid(alphas) -> str:
     return f"{len(alphas)} α in [{min(alphas):g}, {max(alphas):g}]"
 
 
-def load_tables(run, made_of: dict | None = None) -> dict[str, pl.DataFrame]:
-    """The tables the figures and headline numbers read, each read (or rebuilt) once, checked against
-    one record of the run's inputs."""
-    from raysweep.analysis import aggregate
-
-    made_of = made_of or aggregate.inputs(run.store, run.job)
-    return {name: run._table(name, made_of).collect()
+def load_tables(tables, made_of: dict) -> dict[str, pl.DataFrame]:
+    """The tables the figures and headline numbers read, each read (or rebuilt) once from `tables`
+    (a run's raysweep.run.tables.Tables), checked against one record of the run's inputs."""
+    return {name: tables.get(name, made_of).collect()
             for name in ("curves", "barriers", "checkpoints", "trajectory", "function_map", "surface")}
 
 
-def figures(run, tables: dict | None = None) -> list[Figure]:
-    """Every figure the run's stored tables support, in the order of the job's sweeps."""
-    t = tables or load_tables(run)
+def figures(job: Job, t: dict) -> list[Figure]:
+    """Every figure the run's tables `t` (load_tables) support, in the order of the job's sweeps."""
     curves, barriers = t["curves"], t["barriers"]
-    n = run.job.replicates
+    n = job.replicates
     out = []
-    for sweep in run.job.sweeps:
+    for sweep in job.sweeps:
         c = curves.filter(pl.col("sweep") == sweep.name)
         if c.is_empty():
             continue
@@ -107,7 +105,7 @@ def figures(run, tables: dict | None = None) -> list[Figure]:
     surf = t["surface"]
     for name in surf["sweep"].unique(maintain_order=True).to_list() if surf.height else []:
         part = surf.filter(pl.col("sweep") == name, pl.col("replicate") == surf["replicate"].min())
-        kind = run.job.sweep(name).kind
+        kind = job.sweep(name).kind
         tag, paper = {"random_plane": ("T4", "G-fig21"), "line_and_random": ("T5", "G-fig22"),
                       "path_surface": ("T3", "G-fig15")}[kind]
         text = {"random_plane": "a random 2-D plane through θ_T (G App. D Fig 21)",
@@ -135,16 +133,15 @@ def _pm(values: pl.Series, fmt: str = ".3f") -> str:
     return f"{format(values.mean(), fmt)} ± {format(values.std(), fmt)}"
 
 
-def headline(run, tables: dict | None = None) -> list[tuple[str, str]]:
+def headline(job: Job, t: dict) -> list[tuple[str, str]]:
     """(what, number) rows the report opens with: final errors, barriers, the T2 norm ratio."""
-    t = tables or load_tables(run)
     rows = []
     ck = t["checkpoints"]
     if ck.height and "test_error" in ck.columns:
         last = ck.filter(pl.col("step") == pl.col("step").max().over("replicate"))
         rows.append(("final test error (mean ± std over replicates)", _pm(last["test_error"], ".4f")))
     b = t["barriers"]
-    for sweep in run.job.sweeps:
+    for sweep in job.sweeps:
         part = b.filter(pl.col("sweep") == sweep.name)
         if part.is_empty():
             continue
@@ -179,7 +176,7 @@ def headline(run, tables: dict | None = None) -> list[tuple[str, str]]:
     return rows
 
 
-def write_figures(run, out: str, formats=("png", "svg")) -> list[str]:
+def write_figures(job: Job, tables, out: str, formats=("png", "svg")) -> list[str]:
     """One file per figure and format in `out`, each with a caption file (<name>.txt)."""
     import vl_convert as vlc
 
@@ -190,7 +187,7 @@ def write_figures(run, out: str, formats=("png", "svg")) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with alt.data_transformers.disable_max_rows():
-        for fig in figures(run, load_tables(run)):
+        for fig in figures(job, load_tables(tables, inputs(tables.store, job))):
             spec = fig.chart().to_dict()
             for fmt in formats:
                 data = {"png": lambda: vlc.vegalite_to_png(spec, scale=2), "svg": lambda: vlc.vegalite_to_svg(spec).encode(),

@@ -8,15 +8,16 @@ from typing import Iterable
 
 import altair as alt
 
+from raysweep.analysis.scan import inputs
 from raysweep.io import paths
-from raysweep.spec import sweep_hash
+from raysweep.io.store import Store
+from raysweep.report.figures import figures, headline, load_tables
+from raysweep.spec import Job, sweep_hash
 
 
-def sections(run, tables: dict | None = None) -> list[tuple[str, str, list[alt.Chart]]]:
-    """(heading, caption, charts) of every figure the run supports (report.figures)."""
-    from raysweep.report.figures import figures
-
-    return [(f.heading, f.caption, f.charts) for f in figures(run, tables)]
+def sections(job: Job, tables: dict) -> list[tuple[str, str, list[alt.Chart]]]:
+    """(heading, caption, charts) of every figure the run's tables support (report.figures)."""
+    return [(f.heading, f.caption, f.charts) for f in figures(job, tables)]
 
 
 def script_json(obj) -> str:
@@ -51,29 +52,29 @@ def render_html(title: str, subtitle: str, secs, numbers: list[tuple[str, str]] 
             f"<script type='text/javascript'>{''.join(calls)}</script></body></html>")
 
 
-def settings_line(run, made_of: dict) -> str:
+def settings_line(job: Job, where: str, made_of: dict) -> str:
     """What the report shows: the run, its replicates and every sweep's settings (hash and grid)."""
     sweeps = []
-    for s in run.job.sweeps:
+    for s in job.sweeps:
         grid = s.alpha.points()
         sweeps.append(f"{s.name} ({s.kind}, {len(grid)} α in [{grid[0]:g}, {grid[-1]:g}], "
                       f"{'/'.join(s.splits)}, bn {s.bn}, sweep hash {sweep_hash(s)})")
-    return (f"{run.job.description} · run {run.job.name}/{run.job.hash} in {run.store.url(run.dir)} · "
-            f"{run.job.replicates} replicates · inputs {made_of['fingerprint']} · sweeps: " + "; ".join(sweeps))
+    return (f"{job.description} · run {job.name}/{job.hash} in {where} · "
+            f"{job.replicates} replicate{'s' if job.replicates != 1 else ''} · inputs {made_of['fingerprint']} · "
+            f"sweeps: " + "; ".join(sweeps))
 
 
-def write_report(run, out: str | None = None, formats: Iterable[str] = ()) -> list[str]:
+def write_report(job: Job, store: Store, tables, out: str | None = None, formats: Iterable[str] = ()) -> list[str]:
     """report.html (offline, self-contained) in the Store or at `out`; PNG/SVG on request. The store's
-    report is recorded with the inputs it was drawn from (report.json), so `status` can tell a stale one."""
-    from raysweep.analysis import aggregate
-
-    made_of = aggregate.inputs(run.store, run.job)
+    report is recorded with the inputs it was drawn from (report.json), so `status` can tell a stale one.
+    `tables` is the run's raysweep.run.tables.Tables."""
+    run_dir = paths.run_dir(job.name, job.hash)
+    made_of = inputs(store, job)
     with alt.data_transformers.disable_max_rows():
-        from raysweep.report.figures import headline, load_tables
-
-        tables = load_tables(run, made_of)
-        secs = sections(run, tables)
-        page = render_html(f"raysweep — {run.job.name}", settings_line(run, made_of), secs, headline(run, tables))
+        t = load_tables(tables, made_of)
+        secs = sections(job, t)
+        page = render_html(f"raysweep — {job.name}", settings_line(job, store.url(run_dir), made_of), secs,
+                           headline(job, t))
         extra = {}
         for fmt in formats:
             if fmt not in ("png", "svg"):
@@ -94,11 +95,11 @@ def write_report(run, out: str | None = None, formats: Iterable[str] = ()) -> li
             target.with_suffix(f".{fmt}").write_bytes(data)
             written.append(str(target.with_suffix(f".{fmt}")))
     else:
-        run.store.delete(paths.report_inputs(run.dir))
-        run.store.write_bytes(paths.report(run.dir), page.encode())
-        run.store.write_json(paths.report_inputs(run.dir), made_of)
-        written.append(run.store.url(paths.report(run.dir)))
+        store.delete(paths.report_inputs(run_dir))
+        store.write_bytes(paths.report(run_dir), page.encode())
+        store.write_json(paths.report_inputs(run_dir), made_of)
+        written.append(store.url(paths.report(run_dir)))
         for fmt, data in extra.items():
-            run.store.write_bytes(paths.report(run.dir, fmt), data)
-            written.append(run.store.url(paths.report(run.dir, fmt)))
+            store.write_bytes(paths.report(run_dir, fmt), data)
+            written.append(store.url(paths.report(run_dir, fmt)))
     return written

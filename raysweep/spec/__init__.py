@@ -1,12 +1,17 @@
-"""The typed job spec: dataclasses (model), TOML parsing (parse), ``--set`` overrides (overrides) and
-content hashes (hashing)."""
-from raysweep.spec.hashing import sweep_hash
-from raysweep.spec.model import (BN_MODES, LINE_KINDS, MAX_ALPHAS, PLANE_KINDS, SCHEDULES, SPLITS, SWEEP_KINDS,
-                                 TRAJECTORY_KINDS, AlphaGrid, DataSpec, EvalSpec, Job, ModelSpec, ResourcesSpec,
-                                 SpecError, SweepSpec, TrainSpec)
+"""The typed job spec, the base layer (it imports only ``raysweep.errors``): the job's dataclasses
+(job), sweeps and their kind names (sweeps), TOML parsing (parse), ``--set`` overrides (overrides) and
+content hashes (hashing). Checks that need user code, models or losses are ``raysweep.validate``'s."""
+from raysweep.errors import SpecError
+from raysweep.spec.hashing import NOT_WEIGHTS, job_hash, sweep_hash
+from raysweep.spec.job import (BUILTIN_DATASETS, BUILTIN_MODELS, DataSpec, EvalSpec, Job, ModelSpec, ResourcesSpec,
+                               TrainSpec)
+from raysweep.spec.names import is_import_path, metric_name
 from raysweep.spec.overrides import apply_overrides, parse_value
 from raysweep.spec.parse import parse_job
+from raysweep.spec.sweeps import (BN_MODES, LINE_KINDS, MAX_ALPHAS, PLANE_KINDS, SPLITS, SWEEP_KINDS, TRAJECTORY_KINDS,
+                                  AlphaGrid, SweepSpec)
 
-__all__ = ["BN_MODES", "LINE_KINDS", "MAX_ALPHAS", "PLANE_KINDS", "SCHEDULES", "SPLITS", "SWEEP_KINDS",
-           "TRAJECTORY_KINDS", "AlphaGrid", "DataSpec", "EvalSpec", "Job", "ModelSpec", "ResourcesSpec", "SpecError",
-           "SweepSpec", "TrainSpec", "apply_overrides", "parse_job", "parse_value", "sweep_hash"]
+__all__ = ["BN_MODES", "BUILTIN_DATASETS", "BUILTIN_MODELS", "LINE_KINDS", "MAX_ALPHAS", "NOT_WEIGHTS", "PLANE_KINDS",
+           "SPLITS", "SWEEP_KINDS", "TRAJECTORY_KINDS", "AlphaGrid", "DataSpec", "EvalSpec", "Job", "ModelSpec",
+           "ResourcesSpec", "SpecError", "SweepSpec", "TrainSpec", "apply_overrides", "is_import_path", "job_hash",
+           "metric_name", "parse_job", "parse_value", "sweep_hash"]

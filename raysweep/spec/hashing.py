@@ -7,32 +7,45 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
-from raysweep.spec.model import Job, SweepSpec
+from raysweep.errors import SpecError
+from raysweep.spec.names import is_import_path
+
+if TYPE_CHECKING:
+    from raysweep.spec.job import Job
+    from raysweep.spec.sweeps import SweepSpec
+
+NOT_WEIGHTS = {"weights": False}  # field metadata: this field does not change trained weights (not hashed)
 
 # 2: built-in models keep PyTorch's default biases (OpenLTH), CIFAR-10 uses ImageNet's mean/std
 RECIPE = 2
 
 
 def job_hash(job: Job) -> str:
-    """The run's name: non-default weight fields, plus the source of user code named by import path
-    (changed code is a new run) and the content of external checkpoints."""
-    from raysweep.plugins import is_import_path, source_identity
-
+    """The run's name: non-default weight fields, plus the digests of user code named by import path
+    (changed code is a new run) and of external checkpoints, as `job.digests` carries them."""
+    digests = dict(job.digests)
     payload = {"seed": job.seed} if job.seed else {}
     for key in ("data", "model", "train"):
         payload.update({f"{key}.{k}": v for k, v in _non_default(getattr(job, key), weights_only=True).items()})
         name = getattr(job, key).name if key != "train" else ""
         if is_import_path(name):
-            payload[f"{key}.source"] = source_identity(name)
+            payload[f"{key}.source"] = _digest_of(job, digests, f"{key}.source")
     if not (is_import_path(job.model.name) and is_import_path(job.data.name)):
         payload["recipe"] = RECIPE  # a built-in model or dataset made these weights
     if job.external:
-        from raysweep.io.external import external_digest
-
-        payload = {"external": external_digest(job.external), "model": payload.get("model.name", "mlp"),
+        payload = {"external": _digest_of(job, digests, "external"), "model": payload.get("model.name", "mlp"),
                    **{k: v for k, v in payload.items() if k.startswith(("model.", "data."))}}
     return _digest(payload)
+
+
+def _digest_of(job: Job, digests: dict, key: str) -> str:
+    if key not in digests:
+        raise SpecError(f"job {job.name!r} names {key.split('.')[0]} outside itself ({key}) whose digest was not "
+                        f"computed: load jobs with raysweep.jobs.load_job, or pass the Job through "
+                        f"raysweep.validate.complete(job) first.")
+    return digests[key]
 
 
 def sweep_hash(sweep: SweepSpec) -> str:

@@ -6,7 +6,9 @@ import json
 import tomllib
 import typing
 
-from raysweep.spec.model import Job, SpecError, SweepSpec
+from raysweep.errors import SpecError
+from raysweep.spec.job import Job
+from raysweep.spec.sweeps import SweepSpec
 
 
 def parse_value(text: str):

@@ -5,7 +5,9 @@ import dataclasses
 import math
 import typing
 
-from raysweep.spec.model import MAX_INT, AlphaGrid, Job, SpecError
+from raysweep.errors import SpecError
+from raysweep.spec.job import Job
+from raysweep.spec.sweeps import MAX_INT, AlphaGrid
 
 
 def parse_job(raw: dict, source: str = "<job>") -> Job:

@@ -17,9 +17,14 @@ from __future__ import annotations
 import hashlib
 import os
 
-from raysweep.io.store import Store
+import pyarrow as pa
+import pyarrow.compute as pc
 
-PART_PREFIX = "_part-"
+from raysweep.io import paths
+from raysweep.io.paths import is_part, item_key
+from raysweep.io.store import Store
+from raysweep.sweep.items import key_replicates
+
 COMPACT_MIN_ITEMS = 1000  # folders with fewer item files are left as they are ($RAYSWEEP_COMPACT_MIN)
 PART_ITEMS = 100_000  # items per part
 
@@ -28,27 +33,19 @@ def _min_items() -> int:
     return int(os.environ.get("RAYSWEEP_COMPACT_MIN", COMPACT_MIN_ITEMS))
 
 
-def is_part(path: str) -> bool:
-    return path.rsplit("/", 1)[-1].startswith(PART_PREFIX)
-
-
-def item_key(path: str) -> str:
-    return path.rsplit("/", 1)[-1].removesuffix(".parquet")
-
-
 def records(store: Store, folder: str) -> dict[str, list[str]]:
     """part path -> the item keys its record lists (committed parts only)."""
     out = {}
-    for rec in store.list(folder, ".json"):
+    for rec in store.list(folder, paths.JSON):
         if is_part(rec):
-            out[rec.removesuffix(".json") + ".parquet"] = store.read_json(rec)["items"]
+            out[rec.removesuffix(paths.JSON) + paths.PARQUET] = store.read_json(rec)["items"]
     return out
 
 
 def data_files(store: Store, folder: str, files: list[str] | None = None) -> list[str]:
     """The Parquet files that hold the folder's points, each point once: committed parts, and item
     files no record lists. `files` is the folder's .parquet listing when the caller has it."""
-    files = store.list(folder, ".parquet") if files is None else files
+    files = store.list(folder, paths.PARQUET) if files is None else files
     committed = records(store, folder)
     taken = {k for keys in committed.values() for k in keys}
     return [f for f in files if (f in committed) or (not is_part(f) and item_key(f) not in taken)]
@@ -56,18 +53,16 @@ def data_files(store: Store, folder: str, files: list[str] | None = None) -> lis
 
 def done_items(store: Store, folder: str, files: list[str] | None = None) -> set[str]:
     """Item paths whose points are stored, as files or inside committed parts."""
-    files = store.list(folder, ".parquet") if files is None else files
+    files = store.list(folder, paths.PARQUET) if files is None else files
     done = {f for f in files if not is_part(f)}
     for keys in records(store, folder).values():
-        done |= {f"{folder}/{k}.parquet" for k in keys}
+        done |= {paths.point_file(folder, k) for k in keys}
     return done
 
 
 def compact(store: Store, folder: str, min_items: int | None = None) -> int:
     """Compact the folder's item files into parts; returns how many item files were folded in."""
-    import pyarrow as pa
-
-    files = store.list(folder, ".parquet")
+    files = store.list(folder, paths.PARQUET)
     committed = records(store, folder)
     taken = {k for keys in committed.values() for k in keys}
     for f in files:  # step 3 of a compaction killed before it ended
@@ -83,12 +78,12 @@ def compact(store: Store, folder: str, min_items: int | None = None) -> int:
         group = items[i:i + PART_ITEMS]
         keys = [item_key(f) for f in group]
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-        part = f"{folder}/{PART_PREFIX}{digest}"
+        part = paths.part(folder, digest)
         table = store.read_table(group)
         table = table.take(pa.compute.sort_indices(table, [("item", "ascending")])) if "item" in table.schema.names \
             else table
-        store.write_table(f"{part}.parquet", table)
-        store.write_json(f"{part}.json", {"items": keys, "rows": table.num_rows})
+        store.write_table(part, table)
+        store.write_json(paths.part_record(part), {"items": keys, "rows": table.num_rows})
         for f in group:
             store.delete(f)
     return len(items)
@@ -97,22 +92,23 @@ def compact(store: Store, folder: str, min_items: int | None = None) -> int:
 def drop_replicate(store: Store, folder: str, k: int) -> None:
     """Remove replicate k's rows from the folder's parts (forgetting a replicate): the remaining rows
     become a new part and record before the old record and part go."""
-    import pyarrow.compute as pc
-
-    from raysweep.sweep.items import key_replicates
-
     for part, keys in records(store, folder).items():
         gone = [key for key in keys if k in key_replicates(key)]
         if not gone:
             continue
         kept = [key for key in keys if key not in set(gone)]
-        old = part.removesuffix(".parquet")
         if kept:
             table = store.read_table([part])
-            table = table.filter(pc.is_in(table["item"], value_set=__import__("pyarrow").array(kept)))
-            digest = hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16]
-            new = f"{folder}/{PART_PREFIX}{digest}"
-            store.write_table(f"{new}.parquet", table)
-            store.write_json(f"{new}.json", {"items": kept, "rows": table.num_rows})
-        store.delete(f"{old}.json")
-        store.delete(f"{old}.parquet")
+            table = table.filter(pc.is_in(table["item"], value_set=pa.array(kept)))
+            new = paths.part(folder, hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16])
+            store.write_table(new, table)
+            store.write_json(paths.part_record(new), {"items": kept, "rows": table.num_rows})
+        forget_file(store, part)
+
+
+def forget_file(store: Store, path: str) -> None:
+    """Delete a points file: an item file, or a part with its record (record first: from then on its
+    items count as missing, and are evaluated again)."""
+    if is_part(path):
+        store.delete(paths.part_record(path))
+    store.delete(path)

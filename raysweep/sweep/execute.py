@@ -2,21 +2,22 @@
 failure classified by kind; every stored row says where it was computed."""
 from __future__ import annotations
 
-import json
+import time
 import warnings
 
 import pyarrow as pa
 
-from raysweep.evaluate.line import PROVENANCE, evaluate_item
-from raysweep.io.manifests import ManifestError
+from raysweep.errors import CheckpointError, ManifestError
+from raysweep.io.schemas import PROVENANCE
 from raysweep.io.store import Store
-from raysweep.spec import Job
-from raysweep.sweep.prep import prepare
+from raysweep.spec import Job, parse_job
+from raysweep.sweep.items import from_json, to_json
+from raysweep.sweep.kinds import KINDS
 
 
 def with_provenance(table: pa.Table, device) -> pa.Table:
     """Every points row says where it was computed: Ray node id, torch device, Ray's GPU ids."""
-    from raysweep.cluster import provenance
+    from raysweep.cluster.checks import provenance
 
     where = provenance(device)
     for name in PROVENANCE:
@@ -33,8 +34,6 @@ def _kind_of(exc: BaseException) -> str:
     "error" (anything else: a bug or bad input; not retried)."""
     import torch
 
-    from raysweep.io.checkpoints import CheckpointError
-
     if isinstance(exc, (CheckpointError, ManifestError)):
         return "checkpoint"
     if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or "out of memory" in str(exc).lower():
@@ -44,27 +43,16 @@ def _kind_of(exc: BaseException) -> str:
     return "error"
 
 
-def run_item(evaluator, job: Job, store: Store, item: dict, retries: int = RETRIES, backoff: float = 1.0) -> dict:
-    """Evaluate and store one item; failures are returned (with their kind), not raised, so the sweep
-    goes on. Transient store errors are retried here with backoff before the item is given up."""
-    import time
-
-    kind = item.get("kind")
-    if kind == "projection":
-        from raysweep.evaluate.trajectory import projection_item as evaluate
-    elif kind == "function_map":
-        from raysweep.evaluate.trajectory import function_item as evaluate
-    elif kind == "plane":
-        from raysweep.evaluate.planes import plane_item as evaluate
-    elif kind == "path_surface":
-        from raysweep.evaluate.planes import path_surface_item as evaluate
-    else:
-        evaluate = evaluate_item
+def run_item(evaluator, job: Job, store: Store, item, retries: int = RETRIES, backoff: float = 1.0) -> dict:
+    """Evaluate and store one item with its kind's evaluator; failures are returned (with their kind),
+    not raised, so the sweep goes on. Transient store errors (a write read back with another size
+    among them) are retried here with backoff before the item is given up."""
+    evaluate = KINDS[item.sweep_kind].evaluate()
     for attempt in range(1, retries + 1):
         try:
             table = with_provenance(evaluate(evaluator, job, item), evaluator.device)
-            store.write_table(item["path"], table)
-            return {"key": item["path"], "status": "ok", "message": "", "rows": table.num_rows}
+            store.write_table(item.path, table)
+            return {"key": item.path, "status": "ok", "message": "", "rows": table.num_rows}
         except Exception as exc:  # classified: the driver reports each kind with its own repair
             status = _kind_of(exc)
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
@@ -76,28 +64,24 @@ def run_item(evaluator, job: Job, store: Store, item: dict, retries: int = RETRI
 
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-            return {"key": item["path"], "status": status, "message": message, "rows": 0}
+            return {"key": item.path, "status": status, "message": message, "rows": 0}
 
 
-def run_local(job: Job, store: Store, items: list[dict], evaluator=None, progress=None,
-              out: list | None = None) -> list[dict]:
+def run_local(job: Job, store: Store, items: list, evaluator=None, progress=None, out: list | None = None) -> list[dict]:
     """The same work in this process, no Ray (tests, benchmarks, debugging)."""
-    from raysweep.evaluate import Evaluator
+    from raysweep.data.types import DatasetInfo
+    from raysweep.evaluate.evaluator import Evaluator
+    from raysweep.sweep.prep import prepare
 
     evaluator = evaluator or Evaluator(job, store)
+    d = evaluator.data
+    info = DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y)})
     out = [] if out is None else out
-    for item in prepare(job, store, items, _info_of(evaluator)):
+    for item in prepare(job, store, items, info):
         out.append(run_item(evaluator, job, store, item))
         if progress:
             progress(out[-1])
     return out
-
-
-def _info_of(evaluator):
-    from raysweep.data import DatasetInfo
-
-    d = evaluator.data
-    return DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y)})
 
 
 class SweepStage:
@@ -106,8 +90,7 @@ class SweepStage:
     def __init__(self, job: dict, storage: str, threads: int = 1):
         import torch
 
-        from raysweep.evaluate import Evaluator
-        from raysweep.spec import parse_job
+        from raysweep.evaluate.evaluator import Evaluator
 
         torch.set_num_threads(max(1, threads))
         self.job = parse_job(job, "job from driver")
@@ -115,33 +98,31 @@ class SweepStage:
         self.evaluator = Evaluator(self.job, self.store)
 
     def __call__(self, batch: dict) -> dict:
-        results = [run_item(self.evaluator, self.job, self.store, json.loads(s)) for s in batch["item"]]
+        results = [run_item(self.evaluator, self.job, self.store, from_json(s)) for s in batch["item"]]
         return {k: [r[k] for r in results] for k in ("key", "status", "message", "rows")}
 
 
-def run_ray(job: Job, store: Store, items: list[dict], actors: tuple[int, float, float] | None = None,
+def run_ray(job: Job, store: Store, items: list, actors: tuple[int, float, float], local_ray: bool,
             progress=None, out: list | None = None) -> list[dict]:
-    """Fan the items out over an actor pool (GPUs per the job's accelerator policy); stream results
-    back (appended to `out` as they come, so a stage that dies half-way keeps what it reported).
+    """Fan prepared items out over an actor pool; stream results back (appended to `out` as they
+    come, so a stage that dies half-way keeps what it reported).
 
-    `actors` is (most actors, GPUs each, CPUs each) from cluster.actor_plan. The pool starts with
-    one actor and grows to that many as the autoscaler adds nodes."""
+    `actors` is (most actors, GPUs each, CPUs each) from cluster.policy.actor_plan. On a cluster the
+    pool starts with one actor and grows to that many as the autoscaler adds nodes."""
     import ray.data
 
-    from raysweep.cluster import actor_plan, is_local
-
+    results = [] if out is None else out
     if not items:
-        return [] if out is None else out
-    items = prepare(job, store, items)
-    n_actors, gpus, cpus = actors or actor_plan(job)
+        return results
+    n_actors, gpus, cpus = actors
     n_actors = min(n_actors, len(items))
-    pool = (ray.data.ActorPoolStrategy(size=n_actors) if is_local()
+    pool = (ray.data.ActorPoolStrategy(size=n_actors) if local_ray
             else ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
-    ds = ray.data.from_items([{"item": json.dumps(it)} for it in items],
+    ds = ray.data.from_items([{"item": to_json(it)} for it in items],
                              override_num_blocks=min(len(items), 50 * n_actors))
     # Ray Data puts the stage's constructor in the object store; an actor that Ray restarts would
     # need it again (Ray warns about exactly that). Lost actors are not restarted: the driver plans
-    # the items they held again from what is stored (Run.sweep's rounds), which is exactly-once.
+    # the items they held again from what is stored (sweep/rounds.py), which is exactly-once.
     # (max_restarts has no named parameter in Ray 2.60's map_batches; the pinned version accepts it.)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
@@ -149,7 +130,6 @@ def run_ray(job: Job, store: Store, items: list[dict], actors: tuple[int, float,
             SweepStage, fn_constructor_kwargs={"job": job.to_dict(), "storage": store.address,
                                                "threads": int(cpus) or 1},
             batch_size=1, compute=pool, num_gpus=gpus, num_cpus=cpus, max_restarts=0)
-    results = [] if out is None else out
     for row in stage.iter_rows():
         results.append(dict(row))
         if progress:

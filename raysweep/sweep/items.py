@@ -1,29 +1,29 @@
-"""Work items: the typed pieces of a sweep and the ONE grammar of their keys.
+"""Work items: typed pieces of a sweep (dataclasses that travel as JSON) and the ONE grammar of
+their keys.
 
-A work item is one (pair, α-chunk) of a line sweep, one row-chunk of a plane, or one replicate's
-whole trajectory. Its key is deterministic and names the replicates and the α indices it holds, so
-its rows are stored once, under ``paths.point_file(..., key)``, and a rerun plans only what is
-missing. Keys:
+A work item is one (pair, α-chunk) of a line sweep (LineItem), one row-chunk of a plane (PlaneItem),
+or one replicate's whole trajectory (TrajectoryItem). Its key is deterministic and names the
+replicates and the α indices it holds, so its rows are stored once, under
+``paths.point_file(<sweep folder>, key)``, and a rerun plans only what is missing. Keys:
 
     line:        r<a>-s<step>__r<b>-s<step>__a<start>-<stop>   (r<a>-random for I6's random point,
-                 r<k>-s<step>-c<child> for an instability child)
+                 r<k>-s<step>-c<child> for an instability child; refined α add __x<level>-<digest>)
     plane / T3:  r<k>-plane__a<start>-<stop>, r<k>-path__a<start>-<stop>
     trajectory:  r<k>-trajectory
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass
 
+from raysweep.errors import SpecError
 from raysweep.spec import Job, SweepSpec
 
 RANDOM_STEP = -1  # step_a of I6's random starting point
 RANDOM_SEED_OFFSET = 1_000_000  # random points are drawn with seed + k + this offset
-
-
-class NotTrainedError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Endpoint:
     replicate: int
     step: int  # RANDOM_STEP for a random point; the spawn step for an instability child
     path: str
-    sha256: str
+    sha256: str  # "" while a prepared point (I6's random start) is not drawn yet
     child: int = -1  # instability: which child of the replicate spawned at `step`
 
     @property
@@ -39,6 +39,86 @@ class Endpoint:
         if self.child >= 0:
             return f"r{self.replicate}-s{self.step}-c{self.child}"
         return f"r{self.replicate}-{'random' if self.step == RANDOM_STEP else f's{self.step}'}"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A file the prepare step writes once and items read (plane directions, a T3 path)."""
+    path: str
+    sha256: str  # "" while not written yet
+
+
+@dataclass(frozen=True)
+class LineItem:
+    sweep: str
+    sweep_kind: str
+    sweep_hash: str
+    key: str
+    path: str
+    a: Endpoint
+    b: Endpoint
+    alphas: tuple[float, ...]
+    splits: tuple[str, ...]
+    bn: str = "interpolate"
+    bn_batches: int = 20
+    metrics: tuple[str, ...] = ()
+    align: str = "none"
+
+
+@dataclass(frozen=True)
+class TrajectoryItem:
+    sweep: str
+    sweep_kind: str
+    sweep_hash: str
+    key: str
+    path: str
+    endpoints: tuple[Endpoint, ...]
+    examples: int = 1000
+
+
+@dataclass(frozen=True)
+class PlaneItem:
+    sweep: str
+    sweep_kind: str
+    sweep_hash: str
+    key: str
+    path: str
+    replicate: int
+    alphas: tuple[float, ...]
+    betas: tuple[float, ...]
+    splits: tuple[str, ...]
+    first: bool  # the first chunk of a replicate also stores the projected path
+    ends: tuple[Endpoint, Endpoint]  # θ_0, θ_T
+    endpoints: tuple[Endpoint, ...]  # the trajectory, where the item needs it
+    ref: Ref  # the plane's directions (T4/T5) or the path's projection (T3)
+
+
+Item = LineItem | TrajectoryItem | PlaneItem
+_TYPES = {cls.__name__: cls for cls in (LineItem, TrajectoryItem, PlaneItem)}
+
+
+def to_json(item: Item) -> str:
+    return json.dumps({"type": type(item).__name__, **dataclasses.asdict(item)})
+
+
+def from_json(text: str) -> Item:
+    """The item `to_json` wrote (nested endpoints and refs rebuilt, lists as tuples)."""
+    raw = json.loads(text)
+    cls = _TYPES[raw.pop("type")]
+    out = {}
+    for f in dataclasses.fields(cls):
+        v = raw[f.name]
+        if f.name in ("a", "b"):
+            v = Endpoint(**v)
+        elif f.name in ("ends", "endpoints"):
+            v = tuple(Endpoint(**e) for e in v)
+        elif f.name == "ref":
+            v = Ref(**v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        out[f.name] = v
+    return cls(**out)
+
 
 def line_key(a: Endpoint, b: Endpoint, start: int, stop: int) -> str:
     return f"{a.tag}__{b.tag}__a{start:05d}-{stop:05d}"
@@ -52,6 +132,11 @@ def trajectory_key(k: int) -> str:
     return f"r{k}-trajectory"
 
 
+def line_base(key: str) -> str:
+    """A line item's pair part (its key without the α range): the curve it belongs to."""
+    return key.rsplit("__a", 1)[0]
+
+
 _REPLICATE_TAG = re.compile(r"(?:^|__)r(\d+)-")
 
 
@@ -61,21 +146,13 @@ def key_replicates(key_or_path: str) -> list[int]:
     return [int(k) for k in _REPLICATE_TAG.findall(name)]
 
 
-def pair_count(kind: str, replicates: int, checkpoints: int, spawn_steps: int = 0) -> int:
-    """How many (θ_a, θ_b) pairs a sweep kind has, without reading any manifest."""
-    return {"instability": replicates * spawn_steps, "init_to_final": replicates, "step_to_final": replicates * checkpoints,
-            "final_to_final": replicates * (replicates - 1) // 2, "random_to_final": replicates,
-            "projection": replicates, "function_map": replicates,
-            "random_plane": replicates, "line_and_random": replicates, "path_surface": replicates}[kind]
-
-
 ITEM_FLOP = 1e13  # automatic chunks: about this much forward work per item (~1 s on a GPU)
 
 
 def chunk_size(job: Job, sweep: SweepSpec, info) -> int:
     """α per work item: the sweep's `chunk`, or (0) enough α for ~ITEM_FLOP of work, computed from
     the model and the split sizes only, so that every machine plans the same items."""
-    from raysweep.models import forward_flops
+    from raysweep.models import forward_flops  # torch
 
     n = len(sweep.alpha.points())
     if sweep.chunk:
@@ -92,10 +169,8 @@ def chunks(alphas: list[float], size: int) -> list[list[float]]:
 MAX_ITEMS = 2_000_000  # a plan larger than this would not fit a driver's memory: refused with the number
 
 
-def _check_size(items: list, job: Job, more: int = 0) -> None:
+def check_size(items: list, job: Job, more: int = 0) -> None:
     if len(items) + more > MAX_ITEMS:
-        from raysweep.spec import SpecError
-
         raise SpecError(f"{job.name}'s sweeps make {len(items) + more:,} work items or more, over the "
                         f"{MAX_ITEMS:,} a driver plans at once: use fewer replicates, checkpoints or α points, "
                         f"or larger sweeps.NAME.chunk.")

@@ -3,13 +3,14 @@ T3 path projections — each once, seeded, beside the checkpoints. Runs in the d
 evaluation; read-only commands never call it."""
 from __future__ import annotations
 
-from raysweep.data import dataset_info
+import dataclasses
+
 from raysweep.io import paths
 from raysweep.io.checkpoints import save_tensors
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job
-from raysweep.sweep.items import RANDOM_SEED_OFFSET, RANDOM_STEP
+from raysweep.sweep.items import RANDOM_SEED_OFFSET, RANDOM_STEP, LineItem, PlaneItem
 from raysweep.sweep.planner import random_endpoint
 
 
@@ -20,40 +21,36 @@ def draw_random_point(store: Store, job: Job, k: int, scale: float, in_shape, nu
     params = {n for n, _ in model.named_parameters()}
     state = {n: (t * scale if n in params else t) for n, t in model.state_dict().items()}
     sha = save_tensors(store, path, state)
-    store.write_json(path.replace(".safetensors", ".json"), {"replicate": k, "scale": scale, "sha256": sha,
-                                                             "path": path})
+    store.write_json(paths.record(path), {"replicate": k, "scale": scale, "sha256": sha, "path": path})
     return sha
 
 
-def prepare(job: Job, store: Store, items: list[dict], info=None) -> list[dict]:
+def prepare(job: Job, store: Store, items: list, info) -> list:
     """Write what the items need that the planner only referenced: I6's random points, T4/T5 plane
     directions, T3 path projections (each once, seeded, stored beside the checkpoints). Returns the
     items with every sha256 filled in. Runs in the driver before evaluation; `status` never calls it."""
     from raysweep.evaluate.planes import ensure_directions, ensure_path_info
 
-    info = info or dataset_info(job.data, standard_if_missing=True)
     params = None
     drawn: dict = {}
     out = []
     for it in items:
-        it = dict(it)
-        if "a" in it and it["a"]["step"] == RANDOM_STEP and not it["a"]["sha256"]:
-            k, spec = it["a"]["replicate"], job.sweep(it["sweep"])
+        if isinstance(it, LineItem) and it.a.step == RANDOM_STEP and not it.a.sha256:
+            k, spec = it.a.replicate, job.sweep(it.sweep)
             key = (k, spec.random_scale)
             if key not in drawn:
                 drawn[key] = random_endpoint(store, job, k, spec.random_scale).sha256 or draw_random_point(
                     store, job, k, spec.random_scale, info.in_shape, info.num_classes)
-            it["a"] = {**it["a"], "sha256": drawn[key]}
-        ref_key = "plane" if it.get("kind") == "plane" else "path_info" if it.get("kind") == "path_surface" else None
-        if ref_key and not it[ref_key]["sha256"]:
+            it = dataclasses.replace(it, a=dataclasses.replace(it.a, sha256=drawn[key]))
+        if isinstance(it, PlaneItem) and not it.ref.sha256:
             if params is None:
                 params = [n for n, _ in build_model(job.model, tuple(info.in_shape), info.num_classes).named_parameters()]
-            key = (it["sweep"], it["replicate"])
+            key = (it.sweep, it.replicate)
             if key not in drawn:
-                spec = job.sweep(it["sweep"])
-                drawn[key] = (ensure_directions(store, job, spec, it["sweep_hash"], it["replicate"], it["ends"], params)
-                              if ref_key == "plane" else
-                              ensure_path_info(store, job, spec, it["sweep_hash"], it["replicate"], it["endpoints"], params))
-            it[ref_key] = drawn[key]
+                spec = job.sweep(it.sweep)
+                drawn[key] = (ensure_path_info(store, job, spec, it.sweep_hash, it.replicate, it.endpoints, params)
+                              if it.sweep_kind == "path_surface" else
+                              ensure_directions(store, job, spec, it.sweep_hash, it.replicate, it.ends, params))
+            it = dataclasses.replace(it, ref=drawn[key])
         out.append(it)
     return out

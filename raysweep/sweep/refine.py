@@ -12,13 +12,15 @@ that have that α).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
 import polars as pl
 
 from raysweep.io import paths
-from raysweep.spec import LINE_KINDS, sweep_hash
+from raysweep.spec import LINE_KINDS, Job
+from raysweep.sweep.items import LineItem, line_base
 
 
 def refine_key(base: str, level: int, alphas: list[float]) -> str:
@@ -48,30 +50,30 @@ def _spread(values: np.ndarray, i: int) -> float:
     return max(abs(values[i] - values[j]) for j in (i - 1, i + 1) if 0 <= j < len(values))
 
 
-def proposals(run, items: list[dict]) -> list[dict]:
-    """The next level's refinement items of every sweep with `refine` > 0, from the stored points;
-    `items` are the sweep's planned (uniform-grid) items, which name each pair's endpoints."""
-    from raysweep.analysis.aggregate import scan_points
+def refined_sweeps(job: Job) -> list:
+    return [s for s in job.sweeps if s.kind in LINE_KINDS and s.refine > 0]
 
-    sweeps = [s for s in run.job.sweeps if s.kind in LINE_KINDS and s.refine > 0]
-    if not sweeps:
-        return []
-    points = scan_points(run.store, run.job).filter(pl.col("sweep").is_in([s.name for s in sweeps])).select(
-        "sweep", "replicate_a", "step_a", "replicate_b", "step_b", "split", "alpha", "loss", "item").collect()
+
+POINT_COLUMNS = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "split", "alpha", "loss", "item"]
+
+
+def proposals(job: Job, points: pl.DataFrame, items: list) -> list[LineItem]:
+    """The next level's refinement items of every sweep with `refine` > 0, from the stored `points`
+    (POINT_COLUMNS of the line points); `items` are the planned (uniform-grid) items, which name each
+    pair's endpoints."""
     out = []
-    for sweep in sweeps:
-        h = sweep_hash(sweep)
+    for sweep in refined_sweeps(job):
         pairs = {}
         for it in items:
-            if it["sweep"] == sweep.name:
-                pairs.setdefault((it["a"]["replicate"], it["a"]["step"], it["b"]["replicate"], it["b"]["step"],
-                                  it["a"].get("child", -1), it["b"].get("child", -1)), it)
+            if it.sweep == sweep.name:
+                pairs.setdefault((it.a.replicate, it.a.step, it.b.replicate, it.b.step, it.a.child, it.b.child), it)
         split = sweep.splits[0]
         mine = points.filter(pl.col("sweep") == sweep.name, pl.col("split") == split)
         for key, it in pairs.items():
+            base = line_base(it.key)
             curve = mine.filter(pl.col("replicate_a") == key[0], pl.col("step_a") == key[1],
                                 pl.col("replicate_b") == key[2], pl.col("step_b") == key[3],
-                                pl.col("item").str.starts_with(it["key"].rsplit("__a", 1)[0]))
+                                pl.col("item").str.starts_with(base))
             if curve.is_empty():
                 continue
             curve = curve.sort("alpha").unique("alpha", keep="first", maintain_order=True)
@@ -90,8 +92,7 @@ def proposals(run, items: list[dict]) -> list[dict]:
             new = sorted({(a[j] + peak) / 2 for j in (i - 1, i + 1) if 0 <= j < len(a)} - set(a.tolist()))
             if not new:
                 continue
-            base = it["key"].rsplit("__a", 1)[0]
             k = refine_key(base, top + 1, new)
-            out.append({**it, "key": k, "alphas": new, "splits": [split],
-                        "path": paths.point_file(run.dir, sweep.kind, sweep.name, h, k)})
+            out.append(dataclasses.replace(it, key=k, alphas=tuple(new), splits=(split,),
+                                           path=paths.point_file(it.path.rsplit("/", 1)[0], k)))
     return out

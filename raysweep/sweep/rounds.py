@@ -1,9 +1,15 @@
-"""The driver's sweep: plan, prepare, execute; re-plan what a lost node or a crashed stage took with
-it (bounded rounds); report failures by kind, each with its repair."""
+"""The driver's sweep loop: execute the missing items; plan again what a lost node or a crashed stage
+took with it (bounded rounds); refine α where curves ask for it; report failures by kind, each with
+its repair. Plain values in (items, an executor, a proposer), a summary out."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
+
+from raysweep.io.store import Store
+from raysweep.spec import Job
+from raysweep.sweep.planner import missing
 
 log = logging.getLogger("raysweep")
 
@@ -19,73 +25,56 @@ class RunSummary:
     outputs: dict = field(default_factory=dict)
 
 
-def sweep_rounds(run, sweeps, progress, address, local, rounds, connect):
-    """Evaluate every missing item of `run` (a raysweep.api.Run); returns its RunSummary."""
-    from raysweep.cluster import ResourceWatch, joins_cluster
-    from raysweep.progress import SweepProgress, say
-    from raysweep.sweep import missing, run_local, run_ray
+def sweep_rounds(job: Job, store: Store, items: list, execute: Callable, rounds: int = 3,
+                 propose: Callable[[], list] | None = None) -> RunSummary:
+    """Evaluate every missing item of `items` (all the planned items, done or not).
 
-    # on a cluster the head may have no dataset: join first, and plan with what the workers see
-    actors = connect() if not local and joins_cluster(address) else None
-    from raysweep.sweep.refine import proposals
-
-    items = run.plan(sweeps)
-    todo = missing(items, run.store, run.job)
+    `execute(todo, results)` evaluates items and appends one result dict per item to `results`;
+    `propose()` returns the next level of adaptive-α items (sweep/refine.py), [] when none."""
+    todo = missing(items, store, job)
     summary = RunSummary(items_total=len(items), items_run=len(todo))
-    refining = any(s.refine for s in run.job.sweeps if not sweeps or s.name in sweeps)
-    if not todo and not refining:
-        return summary
     results: list[dict] = []
 
-    if not local and actors is None:
-        actors = connect()
-
-    def execute(todo: list[dict], planned: list[dict], bar) -> None:
-        for attempt in range(1, rounds + 1):
+    def attempt(todo: list, planned: list) -> None:
+        for n in range(1, rounds + 1):
             try:
-                if local:
-                    run_local(run.job, run.store, todo, progress=bar.update, out=results)
-                else:
-                    run_ray(run.job, run.store, todo, actors, progress=bar.update, out=results)
+                execute(todo, results)
             except Exception as exc:  # a lost node or actor can take the whole stage down
-                if attempt == rounds:
+                if n == rounds:
                     raise
                 log.warning("sweep stage failed (%s: %s); planning the missing items again",
                             type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             failed = {r["key"] for r in results if r["status"] not in ("ok", "transient")}
-            todo = [it for it in missing(planned, run.store, run.job) if it["path"] not in failed]
+            todo = [it for it in missing(planned, store, job) if it.path not in failed]
             if not todo:
                 break
 
-    watch = ResourceWatch(actors[1] if actors else 0, "the evaluator actors", say)
-    with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar, watch:
-        if todo:
-            execute(todo, items, bar)
-        most = max((s.refine for s in run.job.sweeps), default=0)
-        for _ in range(most // 2 + 1):  # adaptive α: one level per round, until every curve converged
-            if summary.failures or any(r["status"] != "ok" for r in results):
-                break
-            extra = missing(proposals(run, [it for it in items if not sweeps or it["sweep"] in sweeps]),
-                            run.store, run.job)
-            if not extra:
-                break
-            summary.items_total += len(extra)
-            summary.items_run += len(extra)
-            execute(extra, extra, bar)
+    if todo:
+        attempt(todo, items)
+    most = max((s.refine for s in job.sweeps), default=0)
+    for _ in range(most // 2 + 1 if propose else 0):  # adaptive α: one level per round, until every curve converged
+        if any(r["status"] != "ok" for r in results):
+            break
+        extra = missing(propose(), store, job)
+        if not extra:
+            break
+        summary.items_total += len(extra)
+        summary.items_run += len(extra)
+        attempt(extra, extra)
     summary.rows_written = sum(r["rows"] for r in results)
     last = {r["key"]: r for r in results}  # an item retried in a later round counts by its last try
     summary.failures = [r for r in last.values() if r["status"] != "ok"]
     return summary
 
 
-def failure_message(run, failures: list[dict]) -> str:
+def failure_message(job: Job, failures: list[dict]) -> str:
     """One paragraph per kind of failure, each with its own repair."""
-    name = run.job.name
+    name = job.name
     repair = {
         "checkpoint": f"A damaged or missing checkpoint: retrain its replicate with `raysweep train {name} "
                       f"--replicate K --force`, then rerun `raysweep run {name}`.",
-        "oom": f"Out of memory while evaluating: lower eval.batch_size (now {run.job.eval.batch_size}), e.g. "
-               f"--set eval.batch_size={max(1, run.job.eval.batch_size // 4)}, or eval.first_layer_bytes, and rerun.",
+        "oom": f"Out of memory while evaluating: lower eval.batch_size (now {job.eval.batch_size}), e.g. "
+               f"--set eval.batch_size={max(1, job.eval.batch_size // 4)}, or eval.first_layer_bytes, and rerun.",
         "transient": "The store or the network failed even after retries: check the storage and rerun; only the "
                      "missing items are evaluated.",
         "error": "An unexpected error (likely a raysweep bug): rerun with RAYSWEEP_DEBUG=1 and report it.",

@@ -1,5 +1,6 @@
-"""Training: a pure-torch loop (``train_replicate``) and the Ray Tune driver that runs one trial per
-replicate (``train_all``).
+"""Training, plain torch: replicate k from its seeded init to the end of its schedule
+(``train_replicate``), through the one epoch loop (``run_steps``) that instability children
+(spawn.py) train through too. Ray Tune runs one trial per replicate (tune.py).
 
 Replicate k is seeded with ``job.seed + k``: that seed draws the initial weights, the order of the
 training examples (one permutation per epoch) and the dropout masks. At every step of the
@@ -14,15 +15,19 @@ from typing import Callable
 
 import torch
 
+from raysweep.cluster.checks import gpu_name, provenance
+from raysweep.data.batches import train_batches
+from raysweep.data.registry import load_splits
+from raysweep.data.types import Splits
+from raysweep.errors import CheckpointError
+from raysweep.evaluate.losses import loss_fn
+from raysweep.evaluate.sums import pick_device, split_metrics, training_loss
 from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors, save_tensors
-from raysweep.data import Splits, load_splits, train_batches
-from raysweep.evaluate import pick_device, split_metrics, training_loss
-from raysweep.evaluate.losses import loss_fn
-from raysweep.models import apply_max_norm, build_model
-from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
-from raysweep.spec import Job
 from raysweep.io.store import Store
+from raysweep.models import apply_max_norm, build_model
+from raysweep.spec import Job
+from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 
 Progress = Callable[[dict], None]
 
@@ -67,16 +72,10 @@ def replicate_seed(job: Job, k: int) -> int:
     return job.seed + k
 
 
-def is_trained(store: Store, job: Job, k: int) -> bool:
-    return store.exists(paths.train_done(paths.run_dir(job.name, job.hash), k))
-
-
 def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch: int, data: Splits,
                      device) -> dict:
     run = paths.run_dir(job.name, job.hash)
     sha = save_tensors(store, paths.checkpoint(run, k, step), model.state_dict())
-    from raysweep.cluster import gpu_name, provenance
-
     entry = {"job": job.name, "hash": job.hash, "replicate": k, "step": step,
              "epoch": step / per_epoch, "sha256": sha, "path": paths.checkpoint(run, k, step),
              **provenance(device), "gpu_name": gpu_name(device)}
@@ -108,8 +107,7 @@ def save_state(store: Store, path: str, record: str, model, opt, step: int) -> N
 
 
 def _save_state(store: Store, run: str, k: int, model, opt, step: int) -> None:
-    path = paths.train_state(run, k)
-    save_state(store, path, path.replace(".safetensors", ".sha256.json"), model, opt, step)
+    save_state(store, paths.train_state(run, k), paths.train_state_record(run, k), model, opt, step)
 
 
 def _verified_state(store: Store, run: str, k: int) -> dict | None:
@@ -118,11 +116,9 @@ def _verified_state(store: Store, run: str, k: int) -> dict | None:
     change the run."""
     import logging
 
-    from raysweep.io.checkpoints import CheckpointError
-
     path = paths.train_state(run, k)
     try:
-        record = store.read_json(path.replace(".safetensors", ".sha256.json"))
+        record = store.read_json(paths.train_state_record(run, k))
         return load_tensors(store, path, record["sha256"])
     except (CheckpointError, FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         logging.getLogger("raysweep").warning(
@@ -159,6 +155,32 @@ def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, 
         apply_max_norm(model, t.max_norm)
 
 
+def setup(job: Job, data: Splits, device, seed: int | None = None):
+    """(model, optimizer): the job's model (initialised from `seed` when given) on the device, in the
+    training layout, with its SGD optimizer."""
+    t = job.train
+    model = build_model(job.model, data.in_shape, data.num_classes, seed=seed).to(device)
+    if t.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model, torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def run_steps(job: Job, data: Splits, model, opt, seed: int, step: int, total: int, device,
+              after: Callable[[int], None]) -> int:
+    """The epoch loop: updates `step` ... `total` − 1 over the epochs' seeded example orders (a start in
+    the middle of an epoch skips that epoch's first batches), calling `after(step)` after each."""
+    per_epoch = iterations_per_epoch(data.n_train, job.train.batch_size)
+    per_example = loss_fn(job.train.loss)
+    model.train()
+    while step < total:
+        epoch, skip = divmod(step, per_epoch)
+        for x, y in train_batches(data, job.train.batch_size, seed, epoch, skip, job.data.num_workers):
+            sgd_step(job, data, model, opt, x, y, step, per_epoch, device, per_example)
+            step += 1
+            after(step)
+    return step
+
+
 def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = None,
                     data: Splits | None = None) -> None:
     """Train replicate k, saving the checkpoint schedule; resumes from the Store if interrupted."""
@@ -170,11 +192,8 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     device = pick_device(job.eval.device)
     data = data or load_splits(job.data, store)
     seed = replicate_seed(job, k)
-    model = build_model(job.model, data.in_shape, data.num_classes, seed=seed).to(device)
+    model, opt = setup(job, data, device, seed)
     t = job.train
-    if t.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     per_epoch = iterations_per_epoch(data.n_train, t.batch_size)
     total = per_epoch * t.epochs
     schedule = set(checkpoint_steps(t, data.n_train))
@@ -190,17 +209,15 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
         last = _save_checkpoint(store, job, k, model, 0, per_epoch, data, device)
         _save_state(store, run, k, model, opt, 0)
     report({"replicate": k, "step": step, "total": total, **last})
-    per_example = loss_fn(t.loss)
-    model.train()
-    while step < total:
-        epoch, skip = divmod(step, per_epoch)
-        for x, y in train_batches(data, t.batch_size, seed, epoch, skip, job.data.num_workers):
-            sgd_step(job, data, model, opt, x, y, step, per_epoch, device, per_example)
-            step += 1
-            if step in schedule:
-                last = _save_checkpoint(store, job, k, model, step, per_epoch, data, device)
-                _save_state(store, run, k, model, opt, step)
-                model.train()
-            if step in schedule or step % per_epoch == 0:
-                report({"replicate": k, "step": step, "total": total, **last})
+
+    def after(step: int) -> None:
+        nonlocal last
+        if step in schedule:
+            last = _save_checkpoint(store, job, k, model, step, per_epoch, data, device)
+            _save_state(store, run, k, model, opt, step)
+            model.train()
+        if step in schedule or step % per_epoch == 0:
+            report({"replicate": k, "step": step, "total": total, **last})
+
+    run_steps(job, data, model, opt, seed, step, total, device, after)
     store.write_json(paths.train_done(run, k), {"step": total, "finished": time.time()})

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from raysweep.errors import TrainingFailed
 from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.spec import Job, parse_job
-from raysweep.train.loop import is_trained, train_replicate
+from raysweep.io.runs import is_trained
+from raysweep.train.loop import train_replicate
 
 
 def _trainable(config: dict) -> None:
@@ -61,8 +63,6 @@ def train_all(job: Job, store: Store, replicates: list, resources: dict, progres
         signal.signal(signal.SIGINT, handler)
     failed = [r for r in results if r.error]
     if failed:
-        from raysweep.api import TrainingFailed
-
         first = str(failed[0].error).strip().splitlines()
         raise TrainingFailed(f"{len(failed)} training trial(s) of {job.name} failed after retries; the last line of "
                              f"the first error: {first[-1] if first else failed[0].error}. Checkpoints written so far "
@@ -91,19 +91,3 @@ def ProgressCallback(fn):
 
 
 _ProgressCallback = None
-
-
-def train_run(run, todo: list, progress: bool, address: str | None) -> None:
-    """Train replicates `todo` of `run` (a raysweep.api.Run) on the cluster, with progress."""
-    from raysweep.cluster import ResourceWatch, capacity, init_ray, trial_resources
-    from raysweep.progress import TrainProgress, say
-
-    init_ray(address, job=run.job)
-    cap = capacity()
-    resources = trial_resources(run.job, cap)
-    run._connect(address, resources)
-    run.store.write_json(paths.job_json(run.dir), run.job.to_dict())
-    wanted = min(resources["gpu"] * len(todo), max(cap.gpus_max, resources["gpu"]))
-    with TrainProgress(run.job, todo, enabled=progress) as bar, \
-            ResourceWatch(wanted, f"{len(todo)} training trial(s)", say):
-        train_all(run.job, run.store, todo, resources, progress=bar.update)

@@ -1,21 +1,23 @@
 """Typed, frozen job specs: the dataclasses, their defaults and their validation (``problems``).
 
 A job is data (``jobs/<name>.toml``). Parsing refuses unknown keys and wrong types with a message
-that names the key and what is valid; ``validate`` refuses impossible values. The training hash
+that names the key and what is valid; ``problems`` refuses impossible values. The training hash
 covers the non-default fields that change trained weights (data, model, train, seed), so adding a
 field with a default keeps old hashes valid; each sweep has a hash of its own, so changing an α
-grid never retrains anything.
+grid never retrains anything. This package is the base layer: it imports only ``raysweep.errors``.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import re
 from dataclasses import dataclass, field
 
-LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final", "instability")
-TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
-PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3: 2-D grids per replicate
-SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS
+from raysweep.errors import SpecError  # noqa: F401  (raysweep.spec.SpecError: the spec's error)
+from raysweep.spec.hashing import NOT_WEIGHTS, job_hash
+from raysweep.spec.sweeps import SPLITS, SweepSpec
+from raysweep.spec.names import choice_problems as _choice
+from raysweep.spec.names import kwargs_options, kwargs_problems, name_problems
+
 SCHEDULES = ("frankle", "every_epoch", "list")
 INITS = ("openlth", "uniform", "default")
 # the registries' names (raysweep.models.MODELS, raysweep.data.DATASETS), so validating a job imports no torch
@@ -24,125 +26,8 @@ BUILTIN_MODELS = ("scalar_product", "factored_linear", "mlp", "lenet_300_100", "
 BUILTIN_DATASETS = ("digits", "blobs", "mnist", "fashion_mnist", "cifar10", "imagenet", "linreg")
 PIXELS = ("standardized", "unit")
 LR_DECAYS = ("step", "linear_epoch", "exponential")
-BN_MODES = ("interpolate", "reset")
-SPLITS = ("train", "test")
-MAX_ALPHAS = 100_000
-NOT_WEIGHTS = {"weights": False}  # field metadata: this field does not change trained weights (not hashed)
 MAX_REPLICATES = 10_000
-MAX_INT = 2**53  # integers beyond this are not exact in JSON, TOML readers or float arithmetic
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}"  # job names: plain identifiers, they name folders
-
-
-class SpecError(ValueError):
-    """A job file or override that cannot be used; the message names the key and the fix."""
-
-
-@dataclass(frozen=True)
-class AlphaGrid:
-    start: float = 0.0
-    stop: float = 1.0
-    num: int = 100
-    values: tuple[float, ...] = ()  # an explicit grid; when given, start/stop/num are ignored
-
-    def points(self) -> list[float]:
-        if self.values:
-            return [float(a) for a in self.values]
-        if self.num == 1:
-            return [float(self.start)]
-        step = (self.stop - self.start) / (self.num - 1)
-        # round so that 0 and 1 land exactly on grids such as [-0.5, 1.5] x 201
-        return [round(self.start + i * step, 12) for i in range(self.num)]
-
-    def problems(self, where: str) -> list[str]:
-        out = []
-        if self.values:
-            vals = list(self.values)
-            if any(not math.isfinite(v) for v in vals):
-                out.append(f"{where}.values contains NaN or infinity; give finite numbers")
-            elif any(b <= a for a, b in zip(vals, vals[1:])):
-                out.append(f"{where}.values must be strictly increasing with no duplicates, got {vals[:8]}...")
-            if len(vals) > MAX_ALPHAS:
-                out.append(f"{where}.values has {len(vals)} points; at most {MAX_ALPHAS}")
-            return out
-        if not (math.isfinite(self.start) and math.isfinite(self.stop)):
-            out.append(f"{where}.start/stop must be finite numbers")
-        elif self.stop <= self.start:
-            out.append(f"{where}: stop ({self.stop}) must be greater than start ({self.start}); "
-                       f"e.g. --set {where}.start=0 --set {where}.stop=1")
-        if not 2 <= self.num <= MAX_ALPHAS:
-            out.append(f"{where}.num must be between 2 and {MAX_ALPHAS}, got {self.num}")
-        elif not out and len(set(self.points())) != self.num:
-            out.append(f"{where}: {self.num} points between {self.start} and {self.stop} are too close "
-                       f"to tell apart; use fewer points or a wider range")
-        return out
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    name: str = ""
-    kind: str = "init_to_final"  # I1/I4/I7: init_to_final, I2: step_to_final, I5, I6
-    alpha: AlphaGrid = AlphaGrid()
-    splits: tuple[str, ...] = ("test",)
-    bn: str = "interpolate"  # or "reset": re-estimate running stats at each alpha
-    bn_batches: int = 20  # training batches used to re-estimate BN statistics in "reset" mode
-    random_scale: float = 4.0  # random_to_final: theta_r = random_scale * (a fresh init draw)
-    chunk: int = 0  # α per work item; 0 chooses it from the model's cost (~1e13 FLOP per item)
-    examples: int = 1000  # function_map: τ/κ on the first N test examples (B: 1000)
-    beta: AlphaGrid = AlphaGrid(start=-1.0, stop=1.0, num=21)  # planes: the grid's second axis
-    filter_norm: bool = False  # random_plane: filter-normalised directions (Li et al. 2018)
-    metrics: tuple[str, ...] = ()  # line sweeps: extra per-example metrics ("top5_error", "pkg.module:fn")
-    # final_to_final: "weights" permutes θ_T(j)'s hidden units to match θ_T(i) before interpolating (weight
-    # matching, Ainsworth et al. 2023; MLPs, VGG-16, CIFAR ResNets), so the barrier left is not one of unit order
-    align: str = "none"
-    # instability (Frankle et al. 2020, LMC): two children of each replicate spawned at each of these
-    # checkpoint steps, trained on to T with their own data order; the line runs between the children
-    spawn_steps: tuple[int, ...] = ()
-    # line sweeps: up to `refine` extra α per curve, bisecting around its barrier peak until a level moves
-    # the barrier by less than refine_tol (loss units); see sweep/refine.py
-    refine: int = 0
-    refine_tol: float = 1e-3
-
-    def problems(self, where: str) -> list[str]:
-        out = []
-        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
-            out.append(f"{where}.name must be a non-empty name of letters, digits, '_' or '-', got {self.name!r}")
-        out += _choice(f"{where}.kind", self.kind, SWEEP_KINDS)
-        out += _choice(f"{where}.bn", self.bn, BN_MODES)
-        for s in self.splits:
-            out += _choice(f"{where}.splits", s, SPLITS)
-        if not self.splits:
-            out.append(f"{where}.splits is empty; give at least one of {list(SPLITS)}")
-        out += self.alpha.problems(f"{where}.alpha")
-        out += _resolves(f"{where}.metrics", self.metrics, "metric")
-        if self.metrics and self.kind not in LINE_KINDS:
-            out.append(f"{where}.metrics: extra metrics are recorded by line sweeps ({list(LINE_KINDS)})")
-        if self.kind in PLANE_KINDS:
-            out += self.beta.problems(f"{where}.beta")
-        if not 0 <= self.chunk <= MAX_ALPHAS:
-            out.append(f"{where}.chunk must be in [0, {MAX_ALPHAS}] (0 = automatic), got {self.chunk}")
-        if not 1 <= self.examples <= 1 << 24:
-            out.append(f"{where}.examples must be between 1 and {1 << 24:,}, got {self.examples}")
-        if not 1 <= self.bn_batches <= 100_000:
-            out.append(f"{where}.bn_batches must be between 1 and 100,000, got {self.bn_batches}")
-        if not 0 < self.random_scale <= 1e6:
-            out.append(f"{where}.random_scale must be in (0, 1e6], got {self.random_scale}")
-        if self.kind == "instability" and not self.spawn_steps:
-            out.append(f"{where}.spawn_steps: an instability sweep needs the checkpoint steps to spawn children "
-                       f"from, e.g. spawn_steps = [0, 16, 128, 1024]")
-        if self.spawn_steps and self.kind != "instability":
-            out.append(f"{where}.spawn_steps is for instability sweeps; this sweep is {self.kind!r}")
-        if any(not 0 <= v < MAX_INT for v in self.spawn_steps) or len(set(self.spawn_steps)) != len(self.spawn_steps):
-            out.append(f"{where}.spawn_steps must be distinct steps >= 0, got {list(self.spawn_steps)}")
-        if not 0 <= self.refine <= 1000:
-            out.append(f"{where}.refine must be in [0, 1000] extra α per curve, got {self.refine}")
-        if self.refine and self.kind not in LINE_KINDS:
-            out.append(f"{where}.refine is for line sweeps ({list(LINE_KINDS)})")
-        if not self.refine_tol > 0:
-            out.append(f"{where}.refine_tol must be > 0, got {self.refine_tol}")
-        out += _choice(f"{where}.align", self.align, ("none", "weights"))
-        if self.align != "none" and self.kind != "final_to_final":
-            out.append(f"{where}.align is for final_to_final sweeps (two solutions); this sweep is {self.kind!r}")
-        return out
 
 
 @dataclass(frozen=True)
@@ -156,13 +41,9 @@ class DataSpec:
     pixels: str = "standardized"
 
     def options(self) -> dict:
-        from raysweep.plugins import options
-
-        return options(self.kwargs)
+        return kwargs_options(self.kwargs)
 
     def problems(self, where: str) -> list[str]:
-        from raysweep.plugins import kwargs_problems
-
         out = kwargs_problems(where, self.kwargs) + _choice(f"{where}.pixels", self.pixels, PIXELS)
         return out + ([] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"])
 
@@ -185,13 +66,9 @@ class ModelSpec:
     kwargs: str = "{}"  # a user builder's keyword arguments ([model.kwargs] in TOML), kept as canonical JSON
 
     def options(self) -> dict:
-        from raysweep.plugins import options
-
-        return options(self.kwargs)
+        return kwargs_options(self.kwargs)
 
     def problems(self, where: str) -> list[str]:
-        from raysweep.plugins import kwargs_problems
-
         out = _choice(f"{where}.activation", self.activation, ("relu", "sigmoid", "tanh", "maxout"))
         out += kwargs_problems(where, self.kwargs)
         if any(not 1 <= h <= 1 << 20 for h in self.hidden) or len(self.hidden) > 1000:
@@ -246,7 +123,6 @@ class TrainSpec:
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.checkpoints", self.checkpoints, SCHEDULES)
-        out += [] if self.loss == "auto" else _resolves(f"{where}.loss", (self.loss,), "loss")
         for key, most in (("epochs", 100_000), ("batch_size", 1 << 24)):
             if not 1 <= getattr(self, key) <= most:
                 out.append(f"{where}.{key} must be between 1 and {most:,}, got {getattr(self, key)}")
@@ -348,11 +224,14 @@ class Job:
     # checkpoints trained elsewhere, one list per replicate (its steps 0, 1, ... in order): files or
     # s3:// URIs of .safetensors or torch.save state dicts; set, they replace training
     external: tuple[tuple[str, ...], ...] = ()
+    # sha256 digests of what the job names outside itself ("model.source", "data.source": the user's code;
+    # "external": the checkpoint files), filled in by raysweep.validate when a job is loaded; part of the
+    # run hash, and carried with the job to every worker so each computes the same hash
+    digests: tuple[tuple[str, str], ...] = ()
 
     def problems(self) -> list[str]:
-
-        import re
-
+        """What is wrong with the job as data (ranges, names, combinations). Checks that import the
+        user's code, losses or models are raysweep.validate's, one layer up."""
         out = [] if 1 <= self.replicates <= MAX_REPLICATES else [
             f"replicates must be between 1 and {MAX_REPLICATES:,}, got {self.replicates}"]
         if not re.fullmatch(NAME_PATTERN, self.name):
@@ -360,10 +239,8 @@ class Job:
                        f"starting with a letter or digit); it names the run's folder in the store")
         if not 0 <= self.seed < 2**31:
             out.append(f"seed must be in [0, 2**31), got {self.seed}")
-        from raysweep.plugins import plugin_problems as _plugin_problems
-
-        out += _plugin_problems("data.name", self.data.name, BUILTIN_DATASETS, ("<root>",), self.data.options())
-        out += _plugin_problems("model.name", self.model.name, BUILTIN_MODELS, ((1, 8, 8), 10), self.model.options())
+        out += name_problems("data.name", self.data.name, BUILTIN_DATASETS, self.data.kwargs)
+        out += name_problems("model.name", self.model.name, BUILTIN_MODELS, self.model.kwargs)
         if self.external:
             if len(self.external) != self.replicates:
                 out.append(f"external lists checkpoints of {len(self.external)} replicate(s) but replicates = "
@@ -394,32 +271,8 @@ class Job:
 
     @property
     def hash(self) -> str:
-        """Content hash of the non-default fields that determine the trained weights."""
-        from raysweep.spec.hashing import job_hash
-
+        """Content hash of the non-default fields that determine the trained weights (spec/hashing.py)."""
         return job_hash(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _resolves(key: str, names, kind: str) -> list[str]:
-    """Per-example losses and metrics: built-in names or import paths that load (evaluate/losses.py)."""
-    if not names:
-        return []
-    from raysweep.evaluate.losses import LOSSES, METRICS, metric_name, resolve
-
-    out = []
-    for name in names:
-        try:
-            resolve(name, LOSSES if kind == "loss" else METRICS, key)
-        except SpecError as exc:
-            out.append(str(exc))
-    cols = [metric_name(n) for n in names]
-    if kind == "metric" and (len(set(cols)) != len(cols) or {"loss", "error"} & set(cols)):
-        out.append(f"{key}: metric names must be distinct and not 'loss' or 'error', got {cols}")
-    return out
-
-
-def _choice(key: str, value, choices) -> list[str]:
-    return [] if value in choices else [f"{key} = {value!r} is not valid; choose one of {list(choices)}"]

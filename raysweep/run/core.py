@@ -1,0 +1,306 @@
+"""A run: one job's replicates, sweeps and tables in one store. Its flow is here, in one place:
+
+    connect → preflight → train (replicates, then instability children) → plan → execute rounds
+    (→ refine) → compact → aggregate → report
+
+Each step calls down with plain values (the job, the store, items, callables) and gets results back;
+where the work runs (a local Ray, or a cluster) is the Session's, the tables as of now are the
+Tables'. Nothing below this package holds a Run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import polars as pl
+
+from raysweep import validate
+from raysweep.analysis import aggregate
+from raysweep.analysis.scan import scan_points
+from raysweep.errors import DamagedPoints, SpecError, SweepFailed
+from raysweep.io import paths
+from raysweep.io.runs import is_trained
+from raysweep.io.store import Store
+from raysweep.run.session import Session
+from raysweep.run.tables import Tables
+from raysweep.spec import LINE_KINDS, Job
+from raysweep.sweep.compact import compact, forget_file
+from raysweep.sweep.kinds import sweep_folder
+from raysweep.sweep.rounds import RunSummary, failure_message
+
+log = logging.getLogger("raysweep")
+
+
+class Run:
+    def __init__(self, job: Job, store: Store, shared_storage: bool = False):
+        self.job = job if job.digests else validate.complete(job)  # a Job built in Python: digests computed here
+        self.store = store
+        self.dir = paths.run_dir(self.job.name, self.job.hash)
+        self.shared_storage = shared_storage or os.environ.get("RAYSWEEP_SHARED_STORAGE", "") in ("1", "true")
+        self.tables = Tables(self.job, store)
+        self._lease = None
+        self._session: Session | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({self.job.name!r}, hash={self.job.hash!r}, at={self.store.url(self.dir)!r})"
+
+    @property
+    def replicates(self) -> list[int]:
+        return list(range(self.job.replicates))
+
+    @property
+    def lease(self):
+        """This driver's hold on the run (one driver computes at a time; see io/lease.py)."""
+        if self._lease is None:
+            from raysweep.io.lease import Lease
+            from raysweep.progress import say
+
+            self._lease = Lease(self.store, self.dir, say)
+        return self._lease
+
+    def session(self, address: str | None = None) -> Session:
+        """Where the work runs: one Session per run and address (its checks are made once)."""
+        if self._session is None or self._session.address != address:
+            self._session = Session(self.job, self.store, address, self.shared_storage)
+        return self._session
+
+    def data_info(self):
+        return self.session(self._session.address if self._session else None).data_info()
+
+    # ------------------------------------------------------------------ tables
+    def exists(self) -> bool:
+        return self.tables.exists()
+
+    def require(self) -> None:
+        self.tables.require()
+
+    @property
+    def points(self) -> pl.LazyFrame:
+        return self.tables.points()
+
+    @property
+    def curves(self) -> pl.LazyFrame:
+        return self.tables.get("curves")
+
+    @property
+    def barriers(self) -> pl.LazyFrame:
+        return self.tables.get("barriers")
+
+    @property
+    def checkpoints(self) -> pl.LazyFrame:
+        return self.tables.get("checkpoints")
+
+    @property
+    def trajectory(self) -> pl.LazyFrame:
+        return self.tables.get("trajectory")
+
+    @property
+    def function_map(self) -> pl.LazyFrame:
+        return self.tables.get("function_map")
+
+    @property
+    def surface(self) -> pl.LazyFrame:
+        return self.tables.get("surface")
+
+    def table(self, name: str, sweep: str | None = None, partial: bool = False) -> pl.DataFrame:
+        return self.tables.table(name, sweep, partial)
+
+    def query(self, sql: str, partial: bool = False) -> pl.DataFrame:
+        return self.tables.query(sql, partial)
+
+    # ------------------------------------------------------------------ the flow
+    def run(self, progress: bool = True, address: str | None = None, report: bool = True) -> RunSummary:
+        """train → sweep → aggregate → report. Raises SweepFailed after keeping what succeeded."""
+        session = self.session(address)
+        session.preflight()
+        with self.lease:
+            t0 = time.perf_counter()
+            trained = self._untrained(self.replicates)
+            if trained:
+                self._train(session, trained, progress)
+            self._train_children(session, progress)
+            t1 = time.perf_counter()
+            summary = self.sweep(progress=progress, address=address)
+            t2 = time.perf_counter()
+            summary.outputs = {"run": self.store.url(self.dir), "tables": self.store.url(paths.tables_dir(self.dir))}
+            if report:
+                summary.outputs["report"] = self.plot()[0]
+            summary.trained = trained
+            summary.seconds = {"train": t1 - t0, "sweep": t2 - t1, "aggregate+report": time.perf_counter() - t2}
+        if summary.failures:
+            raise SweepFailed(failure_message(self.job, summary.failures))
+        return summary
+
+    def train(self, replicates: list[int] | None = None, force: bool = False, progress: bool = True,
+              address: str | None = None) -> list[int]:
+        """Train the replicates not yet trained (one Tune trial each); returns those trained now."""
+        ks = self.replicates if replicates is None else replicates
+        outside = sorted({k for k in ks if not 0 <= k < self.job.replicates})
+        if outside:
+            raise SpecError(f"--replicate {outside[0]} is not a replicate of {self.job.name}, which has "
+                            f"{self.job.replicates} (0 to {self.job.replicates - 1}); to grow the run, add "
+                            f"--replicates {max(outside) + 1}.")
+        if force:
+            for k in ks:
+                self.forget_replicate(k)
+        session = self.session(address)
+        todo = self._untrained(ks)
+        if todo:
+            session.preflight()
+            with self.lease:
+                todo = self._untrained(ks)  # another driver may have trained them while we waited
+                if todo:
+                    self._train(session, todo, progress)
+        self._train_children(session, progress)
+        return todo
+
+    def _untrained(self, ks: list[int]) -> list[int]:
+        return [k for k in ks if not is_trained(self.store, self.job, k)]
+
+    def _train(self, session: Session, todo: list, progress: bool) -> None:
+        if self.job.external:  # checkpoints trained elsewhere: copied in, checked, no training
+            from raysweep.train.external import ingest_all  # torch
+
+            return ingest_all(self.job, self.store, todo, session.data_info())
+        from raysweep.cluster.policy import ResourceWatch, capacity
+        from raysweep.progress import TrainProgress, say
+        from raysweep.train.tune import train_all  # torch, Ray
+
+        resources = session.trial_resources()
+        self.store.write_json(paths.job_json(self.dir), self.job.to_dict())
+        cap = capacity()
+        wanted = min(resources["gpu"] * len(todo), max(cap.gpus_max, resources["gpu"]))
+        with TrainProgress(self.job, todo, enabled=progress) as bar, \
+                ResourceWatch(wanted, f"{len(todo)} training trial(s)", say):
+            train_all(self.job, self.store, todo, resources, progress=bar.update)
+
+    def children_todo(self) -> list[str]:
+        """Instability children ("k/step/child") of trained replicates not trained yet."""
+        from raysweep.io.manifests import read_manifests
+        from raysweep.sweep.planner import check_spawn_steps
+        from raysweep.train.spawn import child_done  # torch
+
+        sweeps = [sw for sw in self.job.sweeps if sw.kind == "instability"]
+        trained = [k for k in self.replicates if is_trained(self.store, self.job, k)] if sweeps else []
+        for k in trained:
+            for sw in sweeps:
+                check_spawn_steps(sw, k, read_manifests(self.store, self.job, k))
+        steps = sorted({s for sw in sweeps for s in sw.spawn_steps})
+        return [f"{k}/{s}/{c}" for k in trained for s in steps for c in (0, 1)
+                if not child_done(self.store, self.job, k, s, c)]
+
+    def _train_children(self, session: Session, progress: bool) -> None:
+        todo = self.children_todo() if any(s.kind == "instability" for s in self.job.sweeps) else []
+        if todo:
+            from raysweep.progress import say
+
+            say(f"instability: training {len(todo)} children spawned from stored checkpoints")
+            with self.lease:
+                self._train(session, todo, progress)
+
+    def plan(self, sweeps: list[str] | None = None) -> list:
+        from raysweep.sweep.planner import plan  # torch (model sizes)
+
+        return plan(self.job, self.store, self.replicates, self.data_info(), sweeps)
+
+    def sweep(self, sweeps: list[str] | None = None, progress: bool = True, address: str | None = None,
+              local: bool = False, rounds: int = 3) -> RunSummary:
+        """Evaluate every missing work item (Ray Data actor pool, or in-process with local=True), then
+        compact and aggregate. Items lost with a node or a crashed stage are planned again from what
+        is stored, up to `rounds` times; items that failed on their own (a corrupted checkpoint) are not
+        retried. Points files found unreadable while aggregating are deleted and evaluated again."""
+        with self.lease:
+            for attempt in (1, 2):
+                summary = self._sweep(sweeps, progress, address, local, rounds)
+                self.compact()
+                try:
+                    aggregate.aggregate(self.store, self.job)
+                    return summary
+                except DamagedPoints as exc:
+                    if attempt == 2:
+                        raise
+                    log.warning("%s Deleting them and evaluating their items again.", exc)
+                    for path in exc.paths:
+                        forget_file(self.store, path)
+            return summary
+
+    def _sweep(self, sweeps, progress: bool, address: str | None, local: bool, rounds: int) -> RunSummary:
+        from raysweep.cluster.policy import ResourceWatch
+        from raysweep.progress import SweepProgress, say
+        from raysweep.sweep.planner import missing
+        from raysweep.sweep.rounds import sweep_rounds
+
+        session = self.session(address)
+        # on a cluster the head may have no dataset: join first, and plan with what the workers see
+        actors = session.actor_plan() if not local and session.joins_cluster else None
+        items = self.plan(sweeps)
+        refining = [s for s in self.job.sweeps if s.refine and (not sweeps or s.name in sweeps)]
+        todo = missing(items, self.store, self.job)
+        if not todo and not refining:
+            return RunSummary(items_total=len(items))
+        if not local and actors is None:
+            actors = session.actor_plan()
+        with SweepProgress(len(items), len(items) - len(todo), enabled=progress) as bar, \
+                ResourceWatch(actors[1] if actors else 0, "the evaluator actors", say):
+            execute = self._executor(session, actors, local, bar.update)
+            propose = self._proposer(items, sweeps) if refining else None
+            return sweep_rounds(self.job, self.store, items, execute, rounds, propose)
+
+    def _executor(self, session: Session, actors, local: bool, on_result):
+        """execute(todo, results): prepare the items, then evaluate them here or on the actor pool."""
+        from raysweep.cluster.connect import is_local
+        from raysweep.sweep.execute import run_local, run_ray
+        from raysweep.sweep.prep import prepare
+
+        def execute(todo: list, results: list) -> None:
+            todo = prepare(self.job, self.store, todo, session.data_info())
+            if local:
+                run_local(self.job, self.store, todo, progress=on_result, out=results)
+            else:
+                run_ray(self.job, self.store, todo, actors, is_local(), progress=on_result, out=results)
+        return execute
+
+    def _proposer(self, items: list, sweeps):
+        """propose(): the next level of adaptive-α items, from the points stored now."""
+        from raysweep.sweep.refine import POINT_COLUMNS, proposals
+
+        planned = [it for it in items if not sweeps or it.sweep in sweeps]
+        return lambda: proposals(self.job, scan_points(self.store, self.job).select(POINT_COLUMNS).collect(),
+                                 planned)
+
+    def compact(self) -> int:
+        """Fold each line sweep's item files into a few large Parquet parts once it holds many
+        (sweep/compact.py: atomic, idempotent, resumable); returns how many item files were folded."""
+        folded = 0
+        with self.lease:
+            for s in self.job.sweeps:
+                if s.kind in LINE_KINDS:
+                    n = compact(self.store, sweep_folder(self.dir, s))
+                    if n:
+                        log.info("compacted %d item files of sweep %s into Parquet parts", n, s.name)
+                    folded += n
+        return folded
+
+    def aggregate(self) -> dict[str, pl.DataFrame]:
+        return aggregate.aggregate(self.store, self.job)
+
+    def plot(self, out: str | None = None, formats=()) -> list[str]:
+        """Write the HTML report (to the Store, or to `out`) and PNG/SVG copies on request."""
+        from raysweep.report.html import write_report
+
+        self.require()
+        return write_report(self.job, self.store, self.tables, out, formats)
+
+    def forget_replicate(self, k: int) -> None:
+        from raysweep.run.status import forget_replicate
+
+        forget_replicate(self.job, self.store, k)
+
+    def status(self) -> dict:
+        from raysweep.run.status import status
+
+        return status(self)
+
+    def report_state(self) -> str:
+        return self.tables.report_state()

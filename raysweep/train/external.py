@@ -1,0 +1,83 @@
+"""Checkpoints trained elsewhere: ``.safetensors`` files or ``torch.save`` state dicts (read with
+``weights_only=True``: no pickle code runs), local paths or s3:// / gs:// URIs.
+
+Each replicate's files become its steps 0, 1, ... in the store, as safetensors with a manifest that
+records the source and its sha256, so every sweep, table and report works on them as on trained
+replicates, exactly once and resumable. The run's hash covers the files' content (io/external.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import torch
+
+from raysweep.errors import SpecError
+from raysweep.io import paths
+from raysweep.io.checkpoints import save_tensors
+from raysweep.io.external import read_bytes
+from raysweep.io.store import Store
+from raysweep.models import build_model
+from raysweep.spec import Job
+
+
+def read_state(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors or torch.save (a dict of tensors, or {"state_dict": {...}})."""
+    data = read_bytes(uri) if data is None else data
+    try:
+        if uri.endswith(".safetensors"):
+            from safetensors.torch import load
+
+            state = load(data)
+        else:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a foreign format, a pickle with code, a truncated file
+        raise SpecError(f"external checkpoint {uri!r} is neither a safetensors file nor a torch.save state dict "
+                        f"loadable with weights_only=True ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} wrapper
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SpecError(f"external checkpoint {uri!r} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel/DDP prefixes
+
+
+def mismatch(uri: str, state: dict, expected: dict[str, torch.Tensor]) -> str:
+    """'' when the state fits the model; else the offending names."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    shapes = sorted(f"{n}: {tuple(state[n].shape)} vs the model's {tuple(expected[n].shape)}"
+                    for n in set(state) & set(expected) if state[n].shape != expected[n].shape)
+    parts = [f"missing {missing[:10]}" if missing else "", f"unexpected {extra[:10]}" if extra else "",
+             f"shapes differ: {shapes[:10]}" if shapes else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def ingest(job: Job, store: Store, k: int, expected: dict[str, torch.Tensor]) -> None:
+    """Copy replicate k's external files into the store as its steps 0, 1, ... (safetensors, manifests),
+    then mark it done. Every file is checked against the model's state dict first."""
+    run = paths.run_dir(job.name, job.hash)
+    if store.exists(paths.train_done(run, k)):
+        return
+    if not store.exists(paths.job_json(run)):
+        store.write_json(paths.job_json(run), job.to_dict())
+    for step, uri in enumerate(job.external[k]):
+        data = read_bytes(uri)
+        state = read_state(uri, data)
+        problem = mismatch(uri, state, expected)
+        if problem:
+            raise SpecError(f"external checkpoint {uri!r} (replicate {k}) does not fit model {job.model.name!r}: "
+                            f"{problem}. Check that the file was saved from this model (state_dict()).")
+        tensors = {n: state[n].to(expected[n].dtype) if expected[n].is_floating_point() else state[n]
+                   for n in expected}
+        sha = save_tensors(store, paths.checkpoint(run, k, step), tensors)
+        store.write_json(paths.manifest(run, k, step), {
+            "job": job.name, "hash": job.hash, "replicate": k, "step": step, "epoch": None, "sha256": sha,
+            "path": paths.checkpoint(run, k, step), "source": uri, "source_sha256": hashlib.sha256(data).hexdigest()})
+    store.write_json(paths.train_done(run, k), {"step": len(job.external[k]) - 1, "external": True})
+
+
+def ingest_all(job: Job, store: Store, replicates: list[int], info) -> None:
+    """Ingest these replicates' external checkpoints, each checked against the job's model."""
+    expected = build_model(job.model, tuple(info.in_shape), info.num_classes).state_dict()
+    for k in replicates:
+        ingest(job, store, k, expected)

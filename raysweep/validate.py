@@ -1,0 +1,80 @@
+"""Checks of a job that need more than its data: the user's code imports and fits its contract,
+losses and metrics resolve, the user's builder returns a module; and the digests of what the job
+names outside itself (user code, external checkpoints), which its run hash covers.
+
+The spec (``raysweep.spec``) checks a job as data; this layer sits above it, the models and the
+plugins, so the spec never imports user code. ``raysweep.jobs.load_job`` runs both.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from raysweep.errors import SpecError
+from raysweep.plugins import check_call, load_object, source_identity
+from raysweep.spec import BUILTIN_DATASETS, BUILTIN_MODELS, LINE_KINDS, Job, is_import_path
+
+
+def problems(job: Job) -> list[str]:
+    """What is wrong with the job's code: each import path imports and accepts its contract's
+    arguments; each loss and metric name resolves."""
+    out = []
+    for key, spec, builtin, args in (("data.name", job.data, BUILTIN_DATASETS, ("<root>",)),
+                                     ("model.name", job.model, BUILTIN_MODELS, ((1, 8, 8), 10))):
+        if spec.name not in builtin and is_import_path(spec.name):
+            try:
+                check_call(load_object(spec.name, key), spec.name, key, args, spec.options())
+            except SpecError as exc:
+                out.append(str(exc))
+    if job.train.loss != "auto":
+        out += _resolves("train.loss", (job.train.loss,), "loss")
+    for s in job.sweeps:
+        if s.kind in LINE_KINDS:
+            out += _resolves(f"sweeps.{s.name}.metrics", s.metrics, "metric")
+    return out
+
+
+def _resolves(key: str, names, kind: str) -> list[str]:
+    """Per-example losses and metrics: built-in names or import paths that load (evaluate/losses.py)."""
+    if not names:
+        return []
+    from raysweep.evaluate.losses import LOSSES, METRICS, resolve  # torch
+
+    out = []
+    for name in names:
+        try:
+            resolve(name, LOSSES if kind == "loss" else METRICS, key)
+        except SpecError as exc:
+            out.append(str(exc))
+    return out
+
+
+def complete(job: Job) -> Job:
+    """The job with the digests of the code and files it names (`Job.digests`, in its run hash)."""
+    digests = {}
+    for key in ("data", "model"):
+        name = getattr(job, key).name
+        if is_import_path(name):
+            digests[f"{key}.source"] = source_identity(name)
+    if job.external:
+        from raysweep.io.external import external_digest
+
+        digests["external"] = external_digest(job.external)
+    return dataclasses.replace(job, digests=tuple(sorted(digests.items())))
+
+
+def check(job: Job, source: str = "<job>") -> Job:
+    """Raise one SpecError naming every problem of the job's code; return the job with its digests."""
+    errors = problems(job)
+    if errors:
+        lines = "\n  - ".join(errors)
+        raise SpecError(f"{source} is not a valid job:\n  - {lines}\nFix the file or the --set override named "
+                        f"above (`raysweep show JOB` prints a valid spec).")
+    return complete(job)
+
+
+def check_builder(job: Job, in_shape: tuple, num_classes: int) -> None:
+    """A user's model builder is called once in the driver: a wrong return type stops here (exit 2)."""
+    if is_import_path(job.model.name):
+        from raysweep.models import build_model  # torch
+
+        build_model(job.model, tuple(in_shape), num_classes)
