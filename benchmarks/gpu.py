@@ -41,7 +41,8 @@ import torch  # noqa: E402
 
 from common import publish, table  # noqa: E402
 from raysweep.data import IMAGENET_MEAN, IMAGENET_STD, Splits  # noqa: E402
-from raysweep.evaluate import Evaluator, pick_device, split_sums  # noqa: E402
+from raysweep.evaluate.evaluator import Evaluator  # noqa: E402
+from raysweep.evaluate.sums import pick_device, split_sums  # noqa: E402
 from raysweep.io.checkpoints import save_tensors  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
 from raysweep.models import build_model  # noqa: E402
@@ -233,8 +234,9 @@ def part_models(args, device, cuda, peak, peak_text):
 
 def part_stage(args, device, cuda, peak, peak_text):
     """Ray Data with one actor vs the bare Evaluator in this process, on the same work items."""
-    from raysweep.cluster import init_ray, shutdown_ray
-    from raysweep.sweep import plan, run_local, run_ray
+    from raysweep.cluster.connect import init_ray, shutdown_ray
+    from raysweep.sweep.planner import plan
+    from raysweep.sweep.execute import run_local, run_ray
     from sweep import fake_training
 
     n = args.images or (50_000 if cuda else 32)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import publish, table, timed  # noqa: E402
 from raysweep.data import Splits  # noqa: E402
-from raysweep.evaluate import Evaluator  # noqa: E402
+from raysweep.evaluate.evaluator import Evaluator  # noqa: E402
 from raysweep.io.checkpoints import save_tensors  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
 from raysweep.models import build_model  # noqa: E402

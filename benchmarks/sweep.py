@@ -28,12 +28,13 @@ from raysweep.io import paths  # noqa: E402
 from raysweep.io.checkpoints import save_tensors  # noqa: E402
 from datafiles import write_mnist  # noqa: E402
 from raysweep.data import load_splits  # noqa: E402
-from raysweep.evaluate import Evaluator  # noqa: E402
+from raysweep.evaluate.evaluator import Evaluator  # noqa: E402
 from raysweep.models import build_model  # noqa: E402
 from raysweep.train.schedule import frankle  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
-from raysweep.sweep import plan, run_local, run_ray  # noqa: E402
+from raysweep.sweep.planner import plan  # noqa: E402
+from raysweep.sweep.execute import run_local, run_ray  # noqa: E402
 
 
 def fake_training(job, store, steps, in_shape=(1, 28, 28), classes=10, per_epoch=469):
@@ -78,7 +79,7 @@ def main():
 
         import ray
 
-        from raysweep.cluster import init_ray
+        from raysweep.cluster.connect import init_ray
         t = time.perf_counter()
         init_ray(num_cpus=os.cpu_count())
         t_start = time.perf_counter() - t

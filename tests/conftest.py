@@ -64,7 +64,7 @@ def make_job(**changes):
 def run_in_process(raw: dict, root):
     """A job trained and swept in this process, without Ray, and aggregated: a reference run."""
     from raysweep.api import Run
-    from raysweep.train import train_replicate
+    from raysweep.train.loop import train_replicate
 
     run = Run(parse_job(raw), Store(str(root)))
     for k in run.replicates:
@@ -111,7 +111,7 @@ def store(tmp_path):
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray (2 CPUs) shared by the tests that need it; shut down at the end."""
-    from raysweep.cluster import init_ray, shutdown_ray
+    from raysweep.cluster.connect import init_ray, shutdown_ray
 
     init_ray(num_cpus=2)
     yield

@@ -12,7 +12,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from raysweep.api import Run  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
-from raysweep.train import train_replicate  # noqa: E402
+from raysweep.train.loop import train_replicate  # noqa: E402
 
 raw = json.loads(sys.argv[1])
 storage, report_file = sys.argv[2], sys.argv[3]
@@ -25,7 +25,7 @@ cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
 workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
 cluster.wait_for_nodes()
 try:
-    from raysweep.cluster import init_ray
+    from raysweep.cluster.connect import init_ray
 
     init_ray(cluster.address)
     run = Run(job, store, shared_storage=True)  # every 'node' is this machine

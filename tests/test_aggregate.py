@@ -7,8 +7,9 @@ import pytest
 
 from raysweep.analysis import aggregate
 from raysweep.analysis.metrics import curve_metrics
-from raysweep.sweep import plan, run_local
-from raysweep.train import train_replicate
+from raysweep.sweep.planner import plan
+from raysweep.sweep.execute import run_local
+from raysweep.train.loop import train_replicate
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from raysweep.api import Run, RunNotFound
 from raysweep.cli import app
 from raysweep.spec import parse_job, sweep_hash
 from raysweep.io.store import Store
-from raysweep.train import train_replicate
+from raysweep.train.loop import train_replicate
 
 from conftest import TINY, run_in_process, write_job_toml
 

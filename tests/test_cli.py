@@ -6,8 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from raysweep.cli import app
-from raysweep.sweep import plan, run_local
-from raysweep.train import train_replicate
+from raysweep.sweep.planner import plan
+from raysweep.sweep.execute import run_local
+from raysweep.train.loop import train_replicate
 from raysweep.analysis import aggregate
 
 runner = CliRunner()

@@ -110,14 +110,14 @@ def _job(**resources):
     ("cpu", 8, 8, False, 0.0),
 ])
 def test_gpu_policy(accelerator, gpus_now, gpus_max, local, expected):
-    from raysweep.cluster import Capacity, decide_gpus
+    from raysweep.cluster.policy import Capacity, decide_gpus
 
     cap = Capacity(4.0, gpus_now, 4.0, gpus_max, local)
     assert decide_gpus(_job(accelerator=accelerator), -1.0, "gpus_per_trial", cap) == expected
 
 
 def test_gpu_requests_no_local_node_can_meet_are_errors():
-    from raysweep.cluster import Capacity, decide_gpus
+    from raysweep.cluster.policy import Capacity, decide_gpus
 
     laptop = Capacity(4.0, 0.0, 4.0, 0.0, True)
     with pytest.raises(SpecError, match="meant for GPUs.*resources.accelerator=cpu"):
@@ -181,7 +181,7 @@ def test_store_address_keeps_the_endpoint_wherever_it_came_from(monkeypatch):
 
 
 def test_storage_settings_reach_workers_through_the_runtime_env(monkeypatch):
-    from raysweep.cluster import storage_env
+    from raysweep.cluster.connect import storage_env
 
     monkeypatch.setenv("AWS_PROFILE", "research")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)

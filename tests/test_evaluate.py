@@ -6,7 +6,8 @@ from torch.optim.swa_utils import update_bn
 
 from raysweep.io.checkpoints import CheckpointError, save_tensors
 from raysweep.data import epoch_order, load_splits
-from raysweep.evaluate import BN_RESET_SEED, Evaluator
+from raysweep.evaluate.sums import BN_RESET_SEED
+from raysweep.evaluate.evaluator import Evaluator
 from raysweep.models import build_model
 
 from conftest import make_job
@@ -161,7 +162,7 @@ def test_first_layer_reuse_with_changing_splits(tiny_job, store):
 
 
 def test_first_layer_split_only_where_it_is_exact():
-    from raysweep.evaluate import first_layer_split
+    from raysweep.evaluate.sums import first_layer_split
     from raysweep.spec import ModelSpec
 
     assert first_layer_split(build_model(ModelSpec(name="cifar_resnet_20"), (3, 32, 32), 10))[0] is None

@@ -65,7 +65,7 @@ def test_real_fashion_mnist_lenet_two_epochs(tmp_path):
     from raysweep.models import build_model
 
     item = run.plan()[0]
-    sa, sb = (load_tensors(run.store, e["path"], e["sha256"]) for e in (item["a"], item["b"]))
+    sa, sb = (load_tensors(run.store, e.path, e.sha256) for e in (item.a, item.b))
     data = load_splits(run.job.data)
     model = build_model(run.job.model, data.in_shape, 10).double()
     model.load_state_dict({k: 0.5 * sa[k].double() + 0.5 * sb[k].double() for k in sa})

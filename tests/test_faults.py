@@ -16,7 +16,7 @@ from raysweep.api import Run
 from raysweep.cli import app
 from raysweep.spec import parse_job
 from raysweep.io.store import Store
-from raysweep.sweep import PROVENANCE
+from raysweep.io.schemas import PROVENANCE
 
 from conftest import write_job_toml
 
@@ -185,9 +185,9 @@ def test_damaged_checkpoint_fails_its_pairs_keeps_the_rest(ray_session, tiny_job
     assert "step_00000005.safetensors" in text and "raysweep train tiny --replicate K --force" in text
     assert ("missing" if damage == "delete" else "does not match the sha256") in text
     items = run.plan()
-    bad = [it for it in items if it["a"]["path"].endswith("replicate_1/" + victim.name)]
+    bad = [it for it in items if it.a.path.endswith("replicate_1/" + victim.name)]
     stored = run.points.collect()
-    assert stored.height == sum(len(it["alphas"]) * len(it["splits"]) for it in items if it not in bad)
+    assert stored.height == sum(len(it.alphas) * len(it.splits) for it in items if it not in bad)
     assert (storage / run.dir / "report.html").exists()  # aggregation and report of what is there
 
     # the repair the message names, then the rerun completes
@@ -195,4 +195,4 @@ def test_damaged_checkpoint_fails_its_pairs_keeps_the_rest(ray_session, tiny_job
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["run", job_file, "--storage", str(storage), "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert run.points.collect().height == sum(len(it["alphas"]) * len(it["splits"]) for it in run.plan())
+    assert run.points.collect().height == sum(len(it.alphas) * len(it.splits) for it in run.plan())

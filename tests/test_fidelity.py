@@ -11,7 +11,7 @@ from raysweep.data import load_splits
 from raysweep.jobs import load_job
 from raysweep.models import UnscaledDropout, apply_max_norm, build_model, linear_layers
 from raysweep.spec import DataSpec, ModelSpec
-from raysweep.train import learning_rate, train_replicate
+from raysweep.train.loop import learning_rate, train_replicate
 from raysweep.train.loop import momentum
 
 from conftest import make_job
@@ -184,7 +184,7 @@ def test_a_pylearn2_style_job_trains_within_its_norm_limits(tmp_path):
     train_replicate(job, 0, store)
     from raysweep.io import paths
     from raysweep.io.checkpoints import load_tensors
-    from raysweep.sweep import read_manifests
+    from raysweep.io.manifests import read_manifests
 
     manifests = read_manifests(store, job, 0)
     last = max(manifests)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from raysweep.data import Splits
-from raysweep.evaluate import Evaluator
+from raysweep.evaluate.evaluator import Evaluator
 from raysweep.evaluate.fold import fold
 from raysweep.io.checkpoints import save_tensors
 from raysweep.io.store import Store

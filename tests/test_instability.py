@@ -11,8 +11,8 @@ from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.store import Store
 from raysweep.spec import SpecError, parse_job
-from raysweep.sweep import read_manifests
-from raysweep.train import train_replicate
+from raysweep.io.manifests import read_manifests
+from raysweep.train.loop import train_replicate
 from raysweep.train.spawn import child_checkpoint, train_child
 
 from conftest import TINY

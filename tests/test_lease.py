@@ -6,7 +6,7 @@ import time
 from raysweep.io import paths
 from raysweep.api import Run
 from raysweep.io.lease import Lease
-from raysweep.train import train_replicate
+from raysweep.train.loop import train_replicate
 
 
 def test_a_second_driver_waits_for_the_first(store):

@@ -4,8 +4,9 @@ import pytest
 
 from raysweep.api import Run
 from raysweep.io.store import Store
-from raysweep.sweep import plan, run_local
-from raysweep.train import train_replicate
+from raysweep.sweep.planner import plan
+from raysweep.sweep.execute import run_local
+from raysweep.train.loop import train_replicate
 
 
 def test_ray_pipeline_matches_in_process_and_reruns_compute_nothing(ray_session, tiny_job, tmp_path):
@@ -23,7 +24,7 @@ def test_ray_pipeline_matches_in_process_and_reruns_compute_nothing(ray_session,
     ray_points = run.points.collect().sort(key)
     local_points = Run(tiny_job, local).points.collect().sort(key)
     assert ray_points.height == local_points.height == sum(
-        len(it["alphas"]) * len(it["splits"]) for it in run.plan())
+        len(it.alphas) * len(it.splits) for it in run.plan())
     assert ray_points["sha256_b"].to_list() == local_points["sha256_b"].to_list()  # bitwise same training
     for col in ("loss", "error"):
         assert ray_points[col].to_list() == pytest.approx(local_points[col].to_list(), rel=1e-6, nan_ok=True)

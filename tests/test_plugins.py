@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from raysweep.api import Run
 from raysweep.cli import app
 from raysweep.io.store import Store
-from raysweep.spec import SpecError, parse_job
+from raysweep.errors import SpecError
+from raysweep.jobs import job_from_dict as parse_job  # parsed and its code checked, as `raysweep` loads jobs
 
 from conftest import TINY
 
@@ -198,9 +199,9 @@ def test_loss_and_metrics_by_import_path(user_dir, tmp_path):
     assert points.filter(pl.col("sweep") == "i5")["brier"].null_count() == points.filter(pl.col("sweep") == "i5").height
     data = load_splits(run.job.data)
     model = build_model(run.job.model, data.in_shape, data.num_classes)
-    final = run.plan()[0]["b"]  # replicate 0's θ_T, the point at α = 1
-    assert final["sha256"] == i1["sha256_b"][0]
-    model.load_state_dict(load_tensors(run.store, final["path"], final["sha256"]))
+    final = run.plan()[0].b  # replicate 0's θ_T, the point at α = 1
+    assert final.sha256 == i1["sha256_b"][0]
+    model.load_state_dict(load_tensors(run.store, final.path, final.sha256))
     model.eval()
     with torch.no_grad():
         out = model(data.test_x)

@@ -4,12 +4,17 @@ import torch
 
 from raysweep.io import paths
 from raysweep.data import load_splits
-from raysweep.evaluate import Evaluator
+from raysweep.evaluate.evaluator import Evaluator
 from raysweep.data import dataset_info
-from raysweep.sweep import (NotTrainedError, draw_random_point, chunk_size, chunks, missing, pair_count, plan, random_endpoint,
-                            read_manifests, run_local)
+from raysweep.errors import NotTrainedError
+from raysweep.sweep.prep import draw_random_point
+from raysweep.sweep.items import chunk_size, chunks
+from raysweep.sweep.planner import missing, plan, random_endpoint
+from raysweep.sweep.kinds import KINDS
+from raysweep.io.manifests import read_manifests
+from raysweep.sweep.execute import run_local
 from raysweep.io.checkpoints import load_tensors
-from raysweep.train import train_replicate
+from raysweep.train.loop import train_replicate
 
 from test_evaluate import reference
 
@@ -29,11 +34,11 @@ def test_plan_counts_and_keys(trained):
     assert chunk_size(job, job.sweep("i1"), info) == 4  # as the job says
     assert chunk_size(job, job.sweep("i2"), info) == 5  # automatic: a tiny model takes the whole grid
     for s in job.sweeps:
-        n = sum(1 for it in items if it["sweep"] == s.name)
-        assert n == pair_count(s.kind, 2, 4) * len(chunks(s.alpha.points(), chunk_size(job, s, info)))
-    assert len({it["path"] for it in items}) == len(items)
-    i2 = [it for it in items if it["sweep"] == "i2"]
-    assert sorted({it["a"]["step"] for it in i2}) == [0, 5, 10, 20] and {it["b"]["step"] for it in i2} == {20}
+        n = sum(1 for it in items if it.sweep == s.name)
+        assert n == KINDS[s.kind].pairs(2, 4, 0) * len(chunks(s.alpha.points(), chunk_size(job, s, info)))
+    assert len({it.path for it in items}) == len(items)
+    i2 = [it for it in items if it.sweep == "i2"]
+    assert sorted({it.a.step for it in i2}) == [0, 5, 10, 20] and {it.b.step for it in i2} == {20}
 
 
 def test_untrained_job_cannot_be_planned(tiny_job, store):
@@ -52,12 +57,12 @@ def test_rows_are_exact_and_stored_once(trained):
     assert missing(items, store, job) == []
     # every row checks out against the float64 reference built from the checkpoint files
     it = items[0]
-    table = store.read_table([it["path"]]).to_pylist()
-    sa = load_tensors(store, it["a"]["path"], it["a"]["sha256"])
-    sb = load_tensors(store, it["b"]["path"], it["b"]["sha256"])
-    assert [r["alpha"] for r in table if r["split"] == "test"] == it["alphas"]
+    table = store.read_table([it.path]).to_pylist()
+    sa = load_tensors(store, it.a.path, it.a.sha256)
+    sb = load_tensors(store, it.b.path, it.b.sha256)
+    assert [r["alpha"] for r in table if r["split"] == "test"] == it.alphas
     for row in table:
-        assert row["sha256_a"] == it["a"]["sha256"] and row["job"] == "tiny" and row["hash"] == job.hash
+        assert row["sha256_a"] == it.a.sha256 and row["job"] == "tiny" and row["hash"] == job.hash
         loss, err = reference(job, data, sa, sb, row["alpha"], row["split"])
         assert row["loss"] == pytest.approx(loss, rel=1e-5) and row["error"] == pytest.approx(err)
 
@@ -86,7 +91,7 @@ def test_a_corrupted_checkpoint_fails_only_its_items(trained):
     store.write_bytes(bad, store.read_bytes(bad)[:100])
     results = run_local(job, store, items)
     failed = [r for r, it in zip(results, items) if r["status"] != "ok"]
-    uses_bad = [it for it in items if bad in (it["a"]["path"], it["b"]["path"])]
+    uses_bad = [it for it in items if bad in (it.a.path, it.b.path)]
     assert len(failed) == len(uses_bad) > 0
     assert all(bad.split("/")[-1] in r["message"] and r["status"] == "checkpoint" for r in failed)
     assert len(missing(items, store, job)) == len(uses_bad)  # all the rest is stored
@@ -95,11 +100,12 @@ def test_a_corrupted_checkpoint_fails_only_its_items(trained):
 def test_errors_by_kind_transient_retried_oom_named(trained, monkeypatch):
     from raysweep.api import Run, failure_message
     from raysweep.io.store import Store
-    from raysweep.sweep import prepare, run_item
+    from raysweep.sweep.prep import prepare
+    from raysweep.sweep.execute import run_item
 
     job, store, data = trained
     item = prepare(job, store, plan(job, store, [0, 1], sweeps=["i1"]))[0]
-    store.delete(item["path"])
+    store.delete(item.path)
     ev = Evaluator(job, store, data)
 
     class Flaky(Store):
@@ -116,17 +122,17 @@ def test_errors_by_kind_transient_retried_oom_named(trained, monkeypatch):
 
     flaky = Flaky(store.uri, fail=2)
     assert run_item(ev, job, flaky, item, retries=3, backoff=0)["status"] == "ok" and flaky.calls == 3
-    store.delete(item["path"])
+    store.delete(item.path)
     down = Flaky(store.uri, fail=99)
     r = run_item(ev, job, down, item, retries=3, backoff=0)
-    assert r["status"] == "transient" and down.calls == 3 and not store.exists(item["path"])
+    assert r["status"] == "transient" and down.calls == 3 and not store.exists(item.path)
 
     def oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
     monkeypatch.setattr(ev, "evaluate_pair", oom)
     r = run_item(ev, job, store, item, retries=3, backoff=0)
     assert r["status"] == "oom"
-    text = failure_message(Run(job, store), [r])
+    text = failure_message(job, [r])
     assert "eval.batch_size" in text and "--set eval.batch_size=" in text
 
 

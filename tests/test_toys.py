@@ -58,8 +58,10 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     from raysweep.io.checkpoints import load_tensors
     from raysweep.data import load_splits
     from raysweep.jobs import load_job
-    from raysweep.sweep import plan, prepare, run_local
-    from raysweep.train import train_replicate
+    from raysweep.sweep.planner import plan
+    from raysweep.sweep.prep import prepare
+    from raysweep.sweep.execute import run_local
+    from raysweep.train.loop import train_replicate
 
     job = load_job("linreg_depth2", ["replicates=2", "train.epochs=5"])
     for k in range(2):
@@ -72,8 +74,8 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     for it in items:
         if "kind" in it:  # the projection sweep's item: no α
             continue
-        wa, wb = (load_tensors(store, e["path"], e["sha256"]) for e in (it["a"], it["b"]))
-        rows = points.filter(pl.col("item") == it["key"], pl.col("sweep") == it["sweep"]).sort("alpha")
+        wa, wb = (load_tensors(store, e.path, e.sha256) for e in (it.a, it.b))
+        rows = points.filter(pl.col("item") == it.key, pl.col("sweep") == it.sweep).sort("alpha")
         for alpha, loss, err in rows.select("alpha", "loss", "error").iter_rows():
             w1 = (1 - alpha) * float(wa["w1"]) + alpha * float(wb["w1"])
             w2 = (1 - alpha) * float(wa["w2"]) + alpha * float(wb["w2"])

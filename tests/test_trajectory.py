@@ -6,8 +6,9 @@ import pytest
 from raysweep.analysis import aggregate
 from raysweep.data import load_splits
 from raysweep.spec import parse_job
-from raysweep.sweep import plan, run_local
-from raysweep.train import train_replicate
+from raysweep.sweep.planner import plan
+from raysweep.sweep.execute import run_local
+from raysweep.train.loop import train_replicate
 from raysweep.analysis.mds import mds_maps
 from raysweep.evaluate.trajectory import FUNCTION_SCHEMA, projection
 
@@ -50,7 +51,7 @@ def test_trajectory_sweeps_end_to_end(store):
     for k in range(3):
         train_replicate(job, k, store)
     items = plan(job, store, [0, 1, 2])
-    assert len(items) == 6 and all(len(it["endpoints"]) == 4 for it in items)
+    assert len(items) == 6 and all(len(it.endpoints) == 4 for it in items)
     results = run_local(job, store, items)
     assert all(r["status"] == "ok" for r in results), results
     traj = aggregate.trajectory(store, job)
@@ -85,18 +86,18 @@ def test_planes_against_direct_numpy(store):
     for k in range(2):
         train_replicate(job, k, store)
     data = load_splits(job.data)
-    from raysweep.sweep import prepare
+    from raysweep.sweep.prep import prepare
 
     items = prepare(job, store, plan(job, store, [0, 1]))  # the directions are drawn and stored once
     again = plan(job, store, [0, 1])
-    assert [it["plane"]["sha256"] for it in items] == [it["plane"]["sha256"] for it in again]  # stored, reused
-    assert all(it["plane"]["sha256"] for it in items)
+    assert [it.ref.sha256 for it in items] == [it.ref.sha256 for it in again]  # stored, reused
+    assert all(it.ref.sha256 for it in items)
     assert all(r["status"] == "ok" for r in run_local(job, store, items))
     surf = aggregate.surface(store, job)
     grid = surf.filter(pl.col("kind") == "grid")
     assert grid.height == 2 * 2 * 9  # 2 sweeps x 2 replicates x 3 x 3
-    it = next(i for i in items if i["sweep"] == "t5" and i["replicate"] == 1)
-    plane = load_tensors(store, it["plane"]["path"])
+    it = next(i for i in items if i.sweep == "t5" and i.replicate == 1)
+    plane = load_tensors(store, it.ref.path)
     model = build_model(job.model, data.in_shape, data.num_classes).double().eval()
     for row in grid.filter(pl.col("sweep") == "t5", pl.col("replicate") == 1).iter_rows(named=True):
         state = {n: plane[f"center.{n}"].double() + row["a"] * plane.get(f"d1.{n}", torch.zeros(1)).double()
@@ -116,7 +117,7 @@ def test_planes_against_direct_numpy(store):
     d2 = torch.cat([plane[f"d2.{n}"].double().reshape(-1) for n in names])
     assert abs(float(d1 @ d2)) < 1e-3 * float(d1.norm() * d2.norm())
     # filter-normalised random plane: biases and BN parameters get no direction
-    p4 = load_tensors(store, next(i for i in items if i["sweep"] == "t4")["plane"]["path"])
+    p4 = load_tensors(store, next(i for i in items if i.sweep == "t4").ref.path)
     assert float(p4["d1.1.bias"].abs().sum()) == 0 and float(p4["d1.2.weight"].abs().sum()) == 0
 
 
@@ -126,7 +127,7 @@ def test_path_surface_against_direct_computation(store):
 
     from raysweep.io.checkpoints import load_tensors
     from raysweep.models import build_model
-    from raysweep.sweep import read_manifests
+    from raysweep.io.manifests import read_manifests
 
     raw = {**TINY, "model": {"name": "mlp", "hidden": [16]}, "sweeps": [
         {"name": "t3", "kind": "path_surface", "alpha": {"start": 0.0, "stop": 1.0, "num": 4},
