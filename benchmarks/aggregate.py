@@ -38,9 +38,9 @@ def write_store(root: str, layout: str, rows: int, files: int) -> None:
     import pyarrow as pa
 
     from raysweep.io import paths
+    from raysweep.io.schemas import POINT_SCHEMA
     from raysweep.io.store import Store
     from raysweep.spec import parse_job, sweep_hash
-    from raysweep.io.schemas import POINT_SCHEMA
 
     job = parse_job(JOB)
     sweep = job.sweep("step_to_final")

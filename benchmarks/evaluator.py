@@ -26,12 +26,13 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import publish, table, timed  # noqa: E402
-from raysweep.io.checkpoints import save_tensors  # noqa: E402
+
 from raysweep.data import Splits  # noqa: E402
 from raysweep.evaluate.evaluator import Evaluator  # noqa: E402
+from raysweep.io.checkpoints import save_tensors  # noqa: E402
+from raysweep.io.store import Store  # noqa: E402
 from raysweep.models import build_model, count_parameters  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
-from raysweep.io.store import Store  # noqa: E402
 
 JOB = {"name": "bench", "data": {"name": "blobs"}, "model": {"name": "lenet_300_100"},
        "eval": {"batch_size": 10000}}

@@ -38,8 +38,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-
 from common import publish, table  # noqa: E402
+
 from raysweep.data import IMAGENET_MEAN, IMAGENET_STD, Splits  # noqa: E402
 from raysweep.evaluate.evaluator import Evaluator  # noqa: E402
 from raysweep.evaluate.sums import pick_device, split_sums  # noqa: E402
@@ -234,10 +234,11 @@ def part_models(args, device, cuda, peak, peak_text):
 
 def part_stage(args, device, cuda, peak, peak_text):
     """Ray Data with one actor vs the bare Evaluator in this process, on the same work items."""
-    from raysweep.cluster.connect import init_ray, shutdown_ray
-    from raysweep.sweep.planner import plan
-    from raysweep.sweep.execute import run_local, run_ray
     from sweep import fake_training
+
+    from raysweep.cluster.connect import init_ray, shutdown_ray
+    from raysweep.sweep.execute import run_local, run_ray
+    from raysweep.sweep.planner import plan
 
     n = args.images or (50_000 if cuda else 32)
     model = args.stage_model or ("resnet50" if cuda else "cifar_resnet_20")

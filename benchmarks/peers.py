@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import publish, table, timed  # noqa: E402
+
 from raysweep.data import Splits  # noqa: E402
 from raysweep.evaluate.evaluator import Evaluator  # noqa: E402
 from raysweep.io.checkpoints import save_tensors  # noqa: E402

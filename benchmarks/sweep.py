@@ -22,19 +22,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
 import torch  # noqa: E402
-
 from common import publish, table  # noqa: E402
-from raysweep.io import paths  # noqa: E402
-from raysweep.io.checkpoints import save_tensors  # noqa: E402
 from datafiles import write_mnist  # noqa: E402
+
 from raysweep.data import load_splits  # noqa: E402
 from raysweep.evaluate.evaluator import Evaluator  # noqa: E402
-from raysweep.models import build_model  # noqa: E402
-from raysweep.train.schedule import frankle  # noqa: E402
-from raysweep.spec import parse_job  # noqa: E402
+from raysweep.io import paths  # noqa: E402
+from raysweep.io.checkpoints import save_tensors  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
-from raysweep.sweep.planner import plan  # noqa: E402
+from raysweep.models import build_model  # noqa: E402
+from raysweep.spec import parse_job  # noqa: E402
 from raysweep.sweep.execute import run_local, run_ray  # noqa: E402
+from raysweep.sweep.planner import plan  # noqa: E402
+from raysweep.train.schedule import frankle  # noqa: E402
 
 
 def fake_training(job, store, steps, in_shape=(1, 28, 28), classes=10, per_epoch=469):

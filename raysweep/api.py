@@ -15,8 +15,14 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from raysweep.errors import (DamagedPoints, MissingResults, RunNotFound, SpecError, SweepFailed,  # noqa: F401
-                             TrainingFailed)
+from raysweep.errors import (  # noqa: F401
+    DamagedPoints,
+    MissingResults,
+    RunNotFound,
+    SpecError,
+    SweepFailed,
+    TrainingFailed,
+)
 from raysweep.io import paths
 from raysweep.io.runs import list_runs  # noqa: F401  (the API's listing of stored runs)
 from raysweep.io.store import Store
@@ -24,6 +30,7 @@ from raysweep.jobs import load_job
 from raysweep.run.core import Run
 from raysweep.spec import Job, parse_job
 from raysweep.sweep.rounds import RunSummary, failure_message  # noqa: F401
+from raysweep.validate import complete
 
 RUN_ID = re.compile(r"(?P<job>[A-Za-z0-9][A-Za-z0-9_-]{0,99})/(?P<hash>[0-9a-f]{10})")
 
@@ -65,7 +72,6 @@ def stored_job(store: Store, run_id: str) -> Job:
         raise SpecError(f"{store.url(spec_file)} cannot be read as a job ({exc}); open the run by its job file "
                         f"and --set overrides instead") from None
     if not job.digests:  # written before digests were stored: computed from the code and files now
-        from raysweep.validate import complete
 
         job = complete(job)
     if job.hash != want:

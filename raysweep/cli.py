@@ -12,16 +12,26 @@ from typing import List, Optional
 
 import typer
 
-from raysweep.cli_common import (AddressOpt, Format, PartialOpt, ReplicatesOpt, SetOpt, SharedOpt, StorageOpt, Table,
-                                 _err, _guard, _open, app)
+from raysweep.cli_common import (
+    AddressOpt,
+    Format,
+    PartialOpt,
+    ReplicatesOpt,
+    SetOpt,
+    SharedOpt,
+    StorageOpt,
+    Table,
+    _err,
+    _guard,
+    _open,
+    app,
+)
 from raysweep.errors import SpecError, SweepFailed
 
 
 @app.command()
 def jobs() -> None:
     """List the built-in jobs.  Example: raysweep jobs"""
-    from raysweep.jobs import builtin_jobs, read_toml
-
     for name, path in builtin_jobs().items():
         typer.echo(f"{name:24s} {read_toml(path).get('description', '')}")
 
@@ -31,9 +41,6 @@ def jobs() -> None:
 def runs(job: Optional[str] = typer.Argument(None, help="Only runs of this job name"),
          storage: Optional[str] = StorageOpt) -> None:
     """List the runs stored in a storage root.  Example: raysweep runs --storage s3://bucket/sweeps"""
-    from raysweep.api import list_runs
-    from raysweep.io.store import Store
-
     store = Store(storage)
     found = [r for r in list_runs(store) if job is None or r["job"] == job]
     if not found:
@@ -95,8 +102,6 @@ def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", 
           storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
           shared_storage: bool = SharedOpt) -> None:
     """Run the sweeps of trained replicates and aggregate.  Example: raysweep sweep digits_mlp --sweep init_to_final"""
-    from raysweep.sweep.rounds import failure_message
-
     r = _open(job, storage, set_, replicates, shared_storage)
     for name in sweep_ or []:
         r.job.sweep(name)
@@ -225,3 +230,7 @@ app.add_typer(toy, name="toy")
 
 if __name__ == "__main__":
     app()
+from raysweep.api import list_runs
+from raysweep.io.store import Store
+from raysweep.jobs import builtin_jobs, read_toml
+from raysweep.sweep.rounds import failure_message

@@ -9,9 +9,21 @@ from enum import Enum
 
 import typer
 
-from raysweep.errors import (CheckpointError, DamagedPoints, DatasetMissing, ManifestError, NotTrainedError, SpecError,
-                             StoreError, SweepFailed, TrainingFailed)
+from raysweep.api import open as open_run
+from raysweep.cluster.connect import shutdown_ray
+from raysweep.errors import (
+    CheckpointError,
+    DamagedPoints,
+    DatasetMissing,
+    ManifestError,
+    NotTrainedError,
+    SpecError,
+    StoreError,
+    SweepFailed,
+    TrainingFailed,
+)
 from raysweep.io.paths import TABLES
+from raysweep.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Loss-landscape interpolation sweeps on Ray: train replicates, interpolate, aggregate, plot.")
@@ -41,8 +53,6 @@ class Format(str, Enum):
 
 
 def _err(msg: str, code: int) -> None:
-    from raysweep.progress import console
-
     console.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -53,8 +63,6 @@ PartialOpt = typer.Option(False, "--partial", help="Show what is stored even if 
 
 def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = False):
     """The run of JOB: a built-in job name, a TOML file, or a stored run's id (job/hash, `raysweep runs`)."""
-    from raysweep.api import open as open_run
-
     return open_run(job, storage, overrides or [], replicates, shared_storage)
 
 
@@ -128,7 +136,5 @@ def _guard(fn):
                  f"— this is a raysweep bug; set RAYSWEEP_DEBUG=1 for the traceback and report it.", 1)
         finally:
             if "ray" in sys.modules:
-                from raysweep.cluster.connect import shutdown_ray
-
                 shutdown_ray()
     return wrapper

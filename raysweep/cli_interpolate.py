@@ -5,13 +5,15 @@ from typing import List, Optional
 
 import typer
 
+from raysweep.api import Run
 from raysweep.cli_common import AddressOpt, SetOpt, StorageOpt, _guard, app
 from raysweep.errors import SpecError
+from raysweep.io.store import Store
+from raysweep.jobs import job_from_dict
+from raysweep.spec import apply_overrides, parse_value
 
 
 def _pairs(items: Optional[List[str]], flag: str) -> dict:
-    from raysweep.spec import parse_value
-
     out = {}
     for item in items or []:
         if "=" not in item:
@@ -39,11 +41,6 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
     last.  Example: raysweep interpolate --model mypkg.nets:build
     --data mypkg.data:load a.pt b.pt --alpha -0.5:1.5:81"""
     import polars as pl
-
-    from raysweep.api import Run
-    from raysweep.io.store import Store
-    from raysweep.jobs import job_from_dict
-    from raysweep.spec import apply_overrides
 
     try:
         start, stop, num = alpha.split(":")

@@ -6,6 +6,7 @@ from typing import List
 
 import typer
 
+from raysweep.cli_common import _err
 
 toy = typer.Typer(help="The papers' toy controls (numpy, no training): B's stochastic models, G's random walk.",
                   no_args_is_help=True)
@@ -17,15 +18,13 @@ def toy_breuel(law: List[str] = typer.Option(["zipf", "uniform"], "--law", help=
                out: Path = typer.Option(Path("breuel_toy.html"), "--out")) -> None:
     """B Fig 7-8: random vectors whose coordinates shrink by 0.9, chosen by Zipf's law or uniformly, as
     an MDS map.  Example: raysweep toy breuel --law zipf --law uniform --out toy.html"""
+    from raysweep.analysis.toys import memory_of_start, stochastic_map, stochastic_paths
     from raysweep.report.charts import mds_chart
     from raysweep.report.html import render_html
-    from raysweep.analysis.toys import memory_of_start, stochastic_map, stochastic_paths
 
     secs = []
     for name in law:
         if name not in ("zipf", "uniform"):
-            from raysweep.cli_common import _err
-
             _err(f"--law {name!r} is not a law; use zipf or uniform", 2)
         kw = {"vectors": vectors, "dim": dim, "steps": steps}
         kept = memory_of_start(stochastic_paths(name, **kw))
@@ -45,8 +44,8 @@ def toy_random_walk(dims: List[int] = typer.Option([10, 100, 1000, 10000], "--di
     import altair as alt
     import polars as pl
 
-    from raysweep.report.html import render_html
     from raysweep.analysis.toys import random_walk
+    from raysweep.report.html import render_html
 
     df = pl.concat([random_walk(d) for d in dims])
     chart = alt.Chart(df).mark_line().encode(x=alt.X("alpha:Q", title="α(t)"), y=alt.Y("beta:Q", title="β(t)"),

@@ -2,9 +2,10 @@
 parsed and checked as data (``raysweep.spec``), then its code (``raysweep.validate``)."""
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Iterable
+
+import tomllib
 
 from raysweep import validate
 from raysweep.errors import SpecError

@@ -7,7 +7,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from raysweep.spec import ModelSpec
+from raysweep.errors import SpecError
+from raysweep.plugins import load_object
+from raysweep.spec import ModelSpec, is_import_path
 
 
 class Maxout(nn.Module):
@@ -227,9 +229,6 @@ def init_weights(model: nn.Module) -> None:
 
 def _user_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A model by import path (raysweep.plugins' contract): build(in_shape, num_classes, **kwargs)."""
-    from raysweep.plugins import load_object
-    from raysweep.errors import SpecError
-
     model = load_object(spec.name, "model.name")(tuple(in_shape), num_classes, **spec.options())
     if not isinstance(model, nn.Module):
         raise SpecError(f"model.name = {spec.name!r} returned a {type(model).__name__}, not a torch.nn.Module")
@@ -239,8 +238,6 @@ def _user_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) ->
 def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int, seed: int | None = None) -> nn.Module:
     """Build a registered model, or the user's (an import path, which initialises itself); with a
     seed, deterministically from that seed."""
-    from raysweep.spec import is_import_path
-
     if is_import_path(spec.name):
         if seed is None:
             return _user_model(spec, in_shape, num_classes)

@@ -10,8 +10,15 @@ from __future__ import annotations
 import dataclasses
 
 from raysweep.errors import SpecError
+from raysweep.io.external import external_digest
 from raysweep.plugins import check_call, load_object, source_identity
-from raysweep.spec import BUILTIN_DATASETS, BUILTIN_MODELS, LINE_KINDS, Job, is_import_path
+from raysweep.spec import (
+    BUILTIN_DATASETS,
+    BUILTIN_MODELS,
+    LINE_KINDS,
+    Job,
+    is_import_path,
+)
 
 
 def problems(job: Job) -> list[str]:
@@ -56,8 +63,6 @@ def complete(job: Job) -> Job:
         if is_import_path(name):
             digests[f"{key}.source"] = source_identity(name)
     if job.external:
-        from raysweep.io.external import external_digest
-
         digests["external"] = external_digest(job.external)
     return dataclasses.replace(job, digests=tuple(sorted(digests.items())))
 

@@ -26,8 +26,8 @@ os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from raysweep.spec import parse_job  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
+from raysweep.spec import parse_job  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -5,10 +5,10 @@ are fake (a resource count: torch sees no CUDA). Every process it starts is stop
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
-import shutil
 import sys
 import tempfile
 from pathlib import Path

@@ -13,8 +13,8 @@ import ray  # noqa: E402
 from clusters import local_cluster  # noqa: E402
 
 from raysweep.api import Run  # noqa: E402
-from raysweep.spec import parse_job  # noqa: E402
 from raysweep.io.store import Store, StoreError  # noqa: E402
+from raysweep.spec import parse_job  # noqa: E402
 
 raw, bucket, local_dir, report_file = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 cluster = local_cluster(workers=2)

@@ -10,8 +10,8 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from raysweep.api import Run  # noqa: E402
-from raysweep.spec import parse_job  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
+from raysweep.spec import parse_job  # noqa: E402
 from raysweep.train.loop import train_replicate  # noqa: E402
 
 raw = json.loads(sys.argv[1])

@@ -9,13 +9,14 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).parent))  # the tests' helpers (run from the user's folder)
 from clusters import local_cluster  # noqa: E402
 
 from raysweep.api import Run  # noqa: E402
 from raysweep.cluster.connect import init_ray  # noqa: E402
-from raysweep.jobs import load_job  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
+from raysweep.jobs import load_job  # noqa: E402
 
 job_file, storage, report_file = sys.argv[1], sys.argv[2], sys.argv[3]
 overrides = ["replicates=2", "train.epochs=2", "sweeps.init_to_final.alpha.num=5", "sweeps.final_to_final.alpha.num=5"]

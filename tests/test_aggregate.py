@@ -5,10 +5,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from raysweep.analysis import aggregate
+from raysweep.analysis import aggregate, curves
 from raysweep.analysis.metrics import curve_metrics
-from raysweep.sweep.planner import plan
 from raysweep.sweep.execute import run_local
+from raysweep.sweep.planner import plan
 from raysweep.train.loop import train_replicate
 
 
@@ -93,7 +93,7 @@ def _synthetic_points(rng):
 
 def test_per_curve_metrics_equal_a_plain_loop_over_curves():
     points = _synthetic_points(np.random.default_rng(4))
-    got = aggregate.per_curve(points)
+    got = curves.per_curve(points)
     n = 0
     for (sweep, k, step), curve in points.sort("alpha").group_by("sweep", "replicate_a", "step_a"):
         for metric in ("loss", "error", "top5_error"):
@@ -118,7 +118,7 @@ def test_per_curve_metrics_equal_a_plain_loop_over_curves():
 
 def test_curves_equal_numpy_means_and_stds():
     points = _synthetic_points(np.random.default_rng(5))
-    got = aggregate.curves(points)
+    got = curves.curves(points)
     for (sweep, step, alpha), g in points.group_by("sweep", "step_a", "alpha"):
         r = got.filter(pl.col("sweep") == sweep, pl.col("step_a") == step, pl.col("alpha") == alpha).row(0, named=True)
         loss = g.sort("replicate_a")["loss"].to_numpy()
@@ -129,7 +129,7 @@ def test_curves_equal_numpy_means_and_stds():
 def test_tables_do_not_depend_on_how_the_points_are_partitioned(swept, monkeypatch):
     job, store = swept
     whole = aggregate.line_tables(store, job)
-    monkeypatch.setattr(aggregate, "PART_ROWS", 7)  # many small parts, each a few step_a values
-    assert len(aggregate._bounds(aggregate.line_points(store, job).collect())) > 3
+    monkeypatch.setattr(curves, "PART_ROWS", 7)  # many small parts, each a few step_a values
+    assert len(curves._bounds(aggregate.line_points(store, job).collect())) > 3
     parted = aggregate.line_tables(store, job)
     assert whole[0].equals(parted[0]) and whole[1].equals(parted[1])  # bitwise

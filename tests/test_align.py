@@ -90,25 +90,24 @@ def test_other_networks_are_refused():
 
 
 def test_a_sweep_that_cannot_be_aligned_is_refused_before_any_work(tmp_path):
-    from raysweep.errors import SpecError
-    from raysweep.sweep.planner import _check_alignable
-    from raysweep.data import dataset_info
-
     from conftest import make_job
+
+    from raysweep.data import dataset_info
+    from raysweep.errors import SpecError
+    from raysweep.sweep.planner import check_alignable
 
     with pytest.raises(SpecError, match="final_to_final"):
         make_job(sweeps=[{"name": "x", "kind": "init_to_final", "align": "weights"}])
     job = make_job(model={"name": "mlp", "hidden": [8], "activation": "maxout"},
                    sweeps=[{"name": "i5", "kind": "final_to_final", "align": "weights"}])
     with pytest.raises(SpecError, match="sweeps.i5: .*maxout"):
-        _check_alignable(job, job.sweeps[0], dataset_info(job.data, standard_if_missing=True))
+        check_alignable(job, job.sweeps[0], dataset_info(job.data, standard_if_missing=True))
 
 
 def test_an_aligned_sweep_of_a_batchnorm_net_runs_with_statistics_reset(tmp_path):
     import copy
 
     import polars as pl
-
     from conftest import TINY, run_in_process
 
     raw = {**copy.deepcopy(TINY), "name": "aligned_bn",  # TINY's MLP has BatchNorm

@@ -6,17 +6,17 @@ import copy
 import polars as pl
 import pyarrow as pa
 import pytest
+from conftest import TINY, run_in_process, write_job_toml
 from typer.testing import CliRunner
 
-from raysweep.analysis import aggregate
-from raysweep.io import paths
+from raysweep.analysis import curves
 from raysweep.api import Run, RunNotFound
 from raysweep.cli import app
-from raysweep.spec import parse_job, sweep_hash
+from raysweep.io import paths
 from raysweep.io.store import Store
+from raysweep.spec import parse_job, sweep_hash
+from raysweep.sweep.kinds import sweep_folder
 from raysweep.train.loop import train_replicate
-
-from conftest import TINY, run_in_process, write_job_toml
 
 runner = CliRunner()
 # Small and quick, in-process (no Ray): 3 replicates, I1 on two splits, I5, and a T2 projection.
@@ -69,7 +69,7 @@ def test_retraining_invalidates_tables_and_report(tmp_path):
     run = _run(_job(replicates=2, sweeps=RAW["sweeps"][:1]), tmp_path / "s")
     run.plot()
     assert run.report_state() == "current"
-    extra = paths.point_file(run.dir, "init_to_final", "i1", sweep_hash(run.job.sweeps[0]), "r1-s0__r1-s20__a99999-99999")
+    extra = paths.point_file(sweep_folder(run.dir, run.job.sweeps[0]), "r1-s0__r1-s20__a99999-99999")
     run.store.write_bytes(extra, run.store.read_bytes(run.store.list(paths.points_dir(run.dir), ".parquet", True)[0]))
     assert run.report_state() == "stale"  # drawn before a result landed
     run.store.delete(extra)
@@ -109,12 +109,12 @@ def test_each_points_folder_holds_one_schema(done):
 def test_aggregation_does_not_depend_on_the_order_rows_are_read(done):
     run, _ = done
     points = run.points.collect()
-    a = aggregate.barriers(aggregate.dedupe(points))
+    a = curves.barriers(curves.dedupe(points))
     for seed in (1, 2, 3):
-        b = aggregate.barriers(aggregate.dedupe(points.sample(fraction=1.0, shuffle=True, seed=seed)))
+        b = curves.barriers(curves.dedupe(points.sample(fraction=1.0, shuffle=True, seed=seed)))
         assert a.equals(b)  # bitwise, std columns included
-        assert aggregate.curves(aggregate.dedupe(points.sample(fraction=1.0, shuffle=True, seed=seed))).equals(
-            aggregate.curves(aggregate.dedupe(points)))
+        assert curves.curves(curves.dedupe(points.sample(fraction=1.0, shuffle=True, seed=seed))).equals(
+            curves.curves(curves.dedupe(points)))
 
 
 def test_stored_text_cannot_run_script_in_the_report(tmp_path):
@@ -153,8 +153,9 @@ def test_read_only_commands_write_nothing(tmp_path):
     before = _snapshot(tmp_path / "s")
     r = runner.invoke(app, ["status", job_file, *store])
     assert r.exit_code == 0 and "sweep i6" in r.output and "0/2 work items" in r.output
-    for cmd in (["results", job_file, "--table", "checkpoints"], ["query", job_file, "select count(*) from points"],
-                ["plot", job_file, "--out", str(tmp_path / "r.html")], ["runs"]):
+    for cmd in (["results", job_file, "--table", "checkpoints"], ["query", job_file, "select count(*) from points",
+                                                                   "--partial"],
+                ["plot", job_file, "--out", str(tmp_path / "r.html"), "--partial"], ["runs"]):
         r = runner.invoke(app, [*cmd, *store])
         assert r.exit_code == 0, r.output
     assert _snapshot(tmp_path / "s") == before

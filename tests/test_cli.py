@@ -5,11 +5,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from raysweep.cli import app
-from raysweep.sweep.planner import plan
-from raysweep.sweep.execute import run_local
-from raysweep.train.loop import train_replicate
 from raysweep.analysis import aggregate
+from raysweep.cli import app
+from raysweep.sweep.execute import run_local
+from raysweep.sweep.planner import plan
+from raysweep.train.loop import train_replicate
 
 runner = CliRunner()
 TINY_TOML = """

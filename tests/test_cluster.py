@@ -9,13 +9,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from raysweep.api import Run
-from raysweep.spec import SpecError, parse_job
-from raysweep.io.store import Store
-
 from conftest import S3_PORT, TINY, run_in_process, write_job_toml
 from fake_cluster import FakeCluster
+
+from raysweep.api import Run
+from raysweep.io.store import Store
+from raysweep.spec import SpecError, parse_job
 
 HERE = Path(__file__).parent
 # Small, but every stage: two replicates, three sweep kinds, several items per sweep.
@@ -196,8 +195,8 @@ def test_storage_settings_reach_workers_through_the_runtime_env(monkeypatch):
 def test_second_actor_reads_the_split_cache_instead_of_decoding(ray_session, store, tmp_path):
     import ray
     import torch
-
     from datafiles import write_imagenet
+
     from raysweep.spec import DataSpec
 
     write_imagenet(tmp_path / "imagenet")

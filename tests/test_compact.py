@@ -3,19 +3,18 @@ import copy
 
 import polars as pl
 import pytest
+from conftest import TINY, run_in_process
 
 from raysweep.io import paths
 from raysweep.sweep import compact as cp
+from raysweep.sweep.kinds import sweep_folder
 from raysweep.sweep.planner import missing, plan
-from raysweep.spec import sweep_hash
-
-from conftest import TINY, run_in_process
 
 RAW = {**copy.deepcopy(TINY), "name": "compacted"}
 
 
 def _folders(run):
-    return [paths.sweep_dir(run.dir, s.kind, s.name, sweep_hash(s)) for s in run.job.sweeps]
+    return [sweep_folder(run.dir, s) for s in run.job.sweeps]
 
 
 def _tables(run):
@@ -64,7 +63,7 @@ def test_a_compaction_killed_at_any_step_reads_each_point_once_and_finishes(runs
     assert _tables(packed)[0].equals(_tables(plain)[0])  # no point read twice
     assert missing(plan(packed.job, packed.store, packed.replicates), packed.store, packed.job) == []
     # killed after step 1: a part without its record is never read
-    packed.store.write_table(f"{folder}/{cp.PART_PREFIX}0000000000000000.parquet", table)
+    packed.store.write_table(f"{folder}/{paths.PART_PREFIX}0000000000000000.parquet", table)
     assert _tables(packed)[0].equals(_tables(plain)[0])
     assert cp.compact(packed.store, folder) == 0  # finishes: leftovers deleted, the orphan part too
     files = packed.store.list(folder, ".parquet")
@@ -76,8 +75,8 @@ def test_compaction_waits_for_many_items_and_forgetting_a_replicate_rewrites_par
     folder = _folders(plain)[0]
     n = len(plain.store.list(folder, ".parquet"))
     assert cp.compact(plain.store, folder, cp.COMPACT_MIN_ITEMS) == 0 and len(plain.store.list(folder, ".parquet")) == n
-    from raysweep.sweep.planner import done_paths
     from raysweep.sweep.items import key_replicates
+    from raysweep.sweep.planner import done_paths
 
     before = done_paths(packed.store, packed.job)
     packed.forget_replicate(1)

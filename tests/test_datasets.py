@@ -2,12 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from datafiles import write_cifar10, write_imagenet, write_mnist
 from torchvision import transforms as T
 
-from raysweep.data import (DatasetMissing, cifar_augment, dataset_info, load_splits, train_batches)
+from raysweep.data import DatasetMissing, cifar_augment, dataset_info, load_splits, train_batches
 from raysweep.spec import DataSpec
-
-from datafiles import write_cifar10, write_imagenet, write_mnist
 
 
 def test_digits_split_is_fixed():

@@ -2,15 +2,14 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_job
 from torch.optim.swa_utils import update_bn
 
-from raysweep.io.checkpoints import CheckpointError, save_tensors
 from raysweep.data import epoch_order, load_splits
-from raysweep.evaluate.sums import BN_RESET_SEED
 from raysweep.evaluate.evaluator import Evaluator
+from raysweep.evaluate.sums import BN_RESET_SEED
+from raysweep.io.checkpoints import CheckpointError, save_tensors
 from raysweep.models import build_model
-
-from conftest import make_job
 
 
 def _endpoints(job, store, data, seeds=(1, 2), train_bn=True):

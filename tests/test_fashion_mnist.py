@@ -6,12 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import run_in_process
+from datafiles import write_fashion_mnist, write_idx
 
 from raysweep.data import DatasetMissing, load_splits, read_idx
 from raysweep.spec import DataSpec
-
-from conftest import run_in_process
-from datafiles import write_fashion_mnist, write_idx
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 

@@ -9,16 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import write_job_toml
 from typer.testing import CliRunner
 
 import raysweep
 from raysweep.api import Run
 from raysweep.cli import app
-from raysweep.spec import parse_job
-from raysweep.io.store import Store
 from raysweep.io.schemas import PROVENANCE
-
-from conftest import write_job_toml
+from raysweep.io.store import Store
+from raysweep.spec import parse_job
 
 HERE = Path(__file__).parent
 KEY = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "alpha", "split"]

@@ -4,6 +4,8 @@ the schedules checked against plain re-implementations of pylearn2's own update 
 import numpy as np
 import pytest
 import torch
+from conftest import make_job
+from datafiles import write_cifar10
 from torch import nn
 from torchvision import transforms as T
 
@@ -11,11 +13,7 @@ from raysweep.data import load_splits
 from raysweep.jobs import load_job
 from raysweep.models import UnscaledDropout, apply_max_norm, build_model, linear_layers
 from raysweep.spec import DataSpec, ModelSpec
-from raysweep.train.loop import learning_rate, train_replicate
-from raysweep.train.loop import momentum
-
-from conftest import make_job
-from datafiles import write_cifar10
+from raysweep.train.loop import learning_rate, momentum, train_replicate
 
 
 @torch.no_grad()

@@ -2,12 +2,11 @@
 import copy
 
 import polars as pl
+from conftest import TINY, run_in_process
 from typer.testing import CliRunner
 
 from raysweep.cli import app
 from raysweep.report.figures import figures, headline, write_figures
-
-from conftest import TINY, run_in_process
 
 
 def test_every_figure_of_a_run_is_written_with_its_caption(tmp_path):

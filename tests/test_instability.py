@@ -5,17 +5,16 @@ import copy
 import polars as pl
 import pytest
 import torch
+from conftest import TINY
 
 from raysweep.api import Run
 from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors
+from raysweep.io.manifests import read_manifests
 from raysweep.io.store import Store
 from raysweep.spec import SpecError, parse_job
-from raysweep.io.manifests import read_manifests
 from raysweep.train.loop import train_replicate
-from raysweep.train.spawn import child_checkpoint, train_child
-
-from conftest import TINY
+from raysweep.train.spawn import train_child
 
 RAW = {**copy.deepcopy(TINY), "name": "lmc",
        "sweeps": [{"name": "lmc", "kind": "instability", "spawn_steps": [0, 5], "alpha": {"num": 5}}]}
@@ -30,7 +29,7 @@ def _child(store, job, k, s, c):
     total = max(read_manifests(store, job, k))
     folder = paths.child_dir(run, k, s, c)
     m = store.read_json(f"{folder}/step_{total:08d}.json")
-    return load_tensors(store, child_checkpoint(run, k, s, c, total), m["sha256"])
+    return load_tensors(store, paths.child_checkpoint(run, k, s, c, total), m["sha256"])
 
 
 def test_children_are_swept_and_give_instability_per_spawn_step(tmp_path):

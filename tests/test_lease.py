@@ -3,8 +3,8 @@ finds the work done instead of repeating it."""
 import threading
 import time
 
-from raysweep.io import paths
 from raysweep.api import Run
+from raysweep.io import paths
 from raysweep.io.lease import Lease
 from raysweep.train.loop import train_replicate
 

@@ -1,12 +1,11 @@
 """The four paper jobs end to end on tiny data in the real formats, with the overrides a user would
 use for a smoke test; the same job files with no overrides are the full-scale runs."""
 import pytest
+from datafiles import write_cifar10, write_imagenet, write_mnist
 from typer.testing import CliRunner
 
 import raysweep
 from raysweep.cli import app
-
-from datafiles import write_cifar10, write_imagenet, write_mnist
 
 WRITERS = {"mnist_lenet_300_100": write_mnist, "cifar10_resnet20": write_cifar10,
            "cifar10_vgg16": write_cifar10, "imagenet_resnet50": write_imagenet}

@@ -4,8 +4,8 @@ import pytest
 
 from raysweep.api import Run
 from raysweep.io.store import Store
-from raysweep.sweep.planner import plan
 from raysweep.sweep.execute import run_local
+from raysweep.sweep.planner import plan
 from raysweep.train.loop import train_replicate
 
 

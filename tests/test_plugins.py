@@ -10,15 +10,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from conftest import TINY
 from typer.testing import CliRunner
 
 from raysweep.api import Run
 from raysweep.cli import app
-from raysweep.io.store import Store
 from raysweep.errors import SpecError
+from raysweep.io.store import Store
 from raysweep.jobs import job_from_dict as parse_job  # parsed and its code checked, as `raysweep` loads jobs
-
-from conftest import TINY
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parent / "examples"
@@ -181,8 +180,8 @@ def test_loss_and_metrics_by_import_path(user_dir, tmp_path):
     """A user's loss trains and is evaluated; extra metrics become columns with curves and barriers.
     Values checked against the model loaded from the stored checkpoint and a plain computation."""
     import torch.nn.functional as F
-
     from conftest import run_in_process
+
     from raysweep.data import load_splits
     from raysweep.io.checkpoints import load_tensors
     from raysweep.models import build_model

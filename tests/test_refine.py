@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 
 
-
 def _peak(a, v):
     """The barrier peak by hand: the α where L rises furthest above the chord between the ends."""
     return a[int(np.argmax(v - ((1 - a) * v[0] + a * v[-1])))]

@@ -1,13 +1,12 @@
 """The whole pipeline against a real S3-protocol server on 127.0.0.1, through the production paths."""
 import re
 
+from conftest import write_job_toml
 from typer.testing import CliRunner
 
 from raysweep.api import Run
 from raysweep.cli import app
 from raysweep.io.store import Store
-
-from conftest import write_job_toml
 
 
 def test_run_results_query_plot_on_s3(ray_session, s3_bucket, tiny_job, tmp_path):

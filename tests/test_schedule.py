@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from raysweep.train.schedule import checkpoint_steps, every_epoch, frankle, iterations_per_epoch
 from raysweep.spec import TrainSpec
+from raysweep.train.schedule import checkpoint_steps, every_epoch, frankle, iterations_per_epoch
 
 
 @pytest.mark.parametrize("n, b, epochs, total, count", [

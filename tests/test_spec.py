@@ -1,11 +1,10 @@
 import re
 
 import pytest
+from conftest import TINY, make_job
 
 from raysweep.jobs import builtin_jobs, load_job
 from raysweep.spec import SpecError, apply_overrides, parse_job, sweep_hash
-
-from conftest import TINY, make_job
 
 
 def test_every_job_file_validates():
@@ -130,6 +129,6 @@ def test_hashes_are_pinned():
 def test_the_spec_knows_the_registries_names_without_importing_them():
     from raysweep.data import DATASETS
     from raysweep.models import MODELS
-    from raysweep.spec.model import BUILTIN_DATASETS, BUILTIN_MODELS
+    from raysweep.spec.job import BUILTIN_DATASETS, BUILTIN_MODELS
 
     assert set(BUILTIN_MODELS) == set(MODELS) and set(BUILTIN_DATASETS) == set(DATASETS)

@@ -1,9 +1,8 @@
 """Store over pyarrow.fs, local and S3 (a real S3-protocol server on 127.0.0.1), and its failures."""
 import pytest
+from conftest import free_port, start_moto
 
 from raysweep.io.store import Store, StoreError
-
-from conftest import free_port, start_moto
 
 
 def test_local_roundtrip_and_atomic_writes(tmp_path):
@@ -89,11 +88,10 @@ def test_an_endpoint_that_never_answers_fails_within_a_minute(tmp_path):
 
 
 def test_read_only_commands_on_a_missing_bucket_or_dead_endpoint_say_so(s3_server, tmp_path):
+    from conftest import free_port, write_job_toml
     from typer.testing import CliRunner
 
     from raysweep.cli import app
-
-    from conftest import free_port, write_job_toml
 
     job_file = write_job_toml(tmp_path / "tiny.toml")
     for cmd in (["results", job_file], ["status", job_file], ["query", job_file, "select 1"]):

@@ -1,22 +1,20 @@
 """Planning, exactly-once storage and per-item failures, run in-process (no Ray)."""
 import pytest
 import torch
+from test_evaluate import reference
 
-from raysweep.io import paths
-from raysweep.data import load_splits
-from raysweep.evaluate.evaluator import Evaluator
-from raysweep.data import dataset_info
+from raysweep.data import dataset_info, load_splits
 from raysweep.errors import NotTrainedError
-from raysweep.sweep.prep import draw_random_point
-from raysweep.sweep.items import chunk_size, chunks
-from raysweep.sweep.planner import missing, plan, random_endpoint
-from raysweep.sweep.kinds import KINDS
+from raysweep.evaluate.evaluator import Evaluator
+from raysweep.io import paths
+from raysweep.io.checkpoints import load_tensors
 from raysweep.io.manifests import read_manifests
 from raysweep.sweep.execute import run_local
-from raysweep.io.checkpoints import load_tensors
+from raysweep.sweep.items import chunk_size, chunks
+from raysweep.sweep.kinds import KINDS
+from raysweep.sweep.planner import missing, plan, random_endpoint
+from raysweep.sweep.prep import draw_random_point
 from raysweep.train.loop import train_replicate
-
-from test_evaluate import reference
 
 
 @pytest.fixture
@@ -60,7 +58,7 @@ def test_rows_are_exact_and_stored_once(trained):
     table = store.read_table([it.path]).to_pylist()
     sa = load_tensors(store, it.a.path, it.a.sha256)
     sb = load_tensors(store, it.b.path, it.b.sha256)
-    assert [r["alpha"] for r in table if r["split"] == "test"] == it.alphas
+    assert [r["alpha"] for r in table if r["split"] == "test"] == list(it.alphas)
     for row in table:
         assert row["sha256_a"] == it.a.sha256 and row["job"] == "tiny" and row["hash"] == job.hash
         loss, err = reference(job, data, sa, sb, row["alpha"], row["split"])
@@ -98,10 +96,10 @@ def test_a_corrupted_checkpoint_fails_only_its_items(trained):
 
 
 def test_errors_by_kind_transient_retried_oom_named(trained, monkeypatch):
-    from raysweep.api import Run, failure_message
+    from raysweep.api import failure_message
     from raysweep.io.store import Store
-    from raysweep.sweep.prep import prepare
     from raysweep.sweep.execute import run_item
+    from raysweep.sweep.prep import prepare
 
     job, store, data = trained
     item = prepare(job, store, plan(job, store, [0, 1], sweeps=["i1"]))[0]

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from raysweep.cli import app
 from raysweep.analysis.toys import memory_of_start, random_walk, stochastic_map, stochastic_paths
+from raysweep.cli import app
 
 
 def test_stochastic_model_multiplies_picked_coordinates_by_point_nine():
@@ -55,12 +55,12 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     import polars as pl
 
     from raysweep.analysis import aggregate
-    from raysweep.io.checkpoints import load_tensors
     from raysweep.data import load_splits
+    from raysweep.io.checkpoints import load_tensors
     from raysweep.jobs import load_job
+    from raysweep.sweep.execute import run_local
     from raysweep.sweep.planner import plan
     from raysweep.sweep.prep import prepare
-    from raysweep.sweep.execute import run_local
     from raysweep.train.loop import train_replicate
 
     job = load_job("linreg_depth2", ["replicates=2", "train.epochs=5"])

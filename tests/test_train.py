@@ -3,15 +3,14 @@ import hashlib
 
 import pytest
 import torch
+from conftest import make_job
 
+from raysweep.data import load_splits
 from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors
-from raysweep.data import load_splits
-from raysweep.train.schedule import checkpoint_steps
 from raysweep.io.manifests import read_manifests
 from raysweep.train.loop import learning_rate, train_replicate
-
-from conftest import make_job
+from raysweep.train.schedule import checkpoint_steps
 
 
 class Killed(Exception):

@@ -2,17 +2,16 @@
 import numpy as np
 import polars as pl
 import pytest
+from conftest import TINY
 
 from raysweep.analysis import aggregate
-from raysweep.data import load_splits
-from raysweep.spec import parse_job
-from raysweep.sweep.planner import plan
-from raysweep.sweep.execute import run_local
-from raysweep.train.loop import train_replicate
 from raysweep.analysis.mds import mds_maps
+from raysweep.data import load_splits
 from raysweep.evaluate.trajectory import FUNCTION_SCHEMA, projection
-
-from conftest import TINY
+from raysweep.spec import parse_job
+from raysweep.sweep.execute import run_local
+from raysweep.sweep.planner import plan
+from raysweep.train.loop import train_replicate
 
 
 def test_projection_against_least_squares():
@@ -126,8 +125,8 @@ def test_path_surface_against_direct_computation(store):
     import torch
 
     from raysweep.io.checkpoints import load_tensors
-    from raysweep.models import build_model
     from raysweep.io.manifests import read_manifests
+    from raysweep.models import build_model
 
     raw = {**TINY, "model": {"name": "mlp", "hidden": [16]}, "sweeps": [
         {"name": "t3", "kind": "path_surface", "alpha": {"start": 0.0, "stop": 1.0, "num": 4},
@@ -172,7 +171,6 @@ def test_t5_on_a_batchnorm_net_reaches_theta_T_at_a_1(tmp_path):
     """T5's a axis runs θ_0 → θ_T with the BN running statistics: at (a, b) = (1, 0) the grid point is
     θ_T itself, so its loss equals θ_T's (I1 at α = 1), and (0, 0) equals θ_0's."""
     import polars as pl
-
     from conftest import TINY, run_in_process
 
     raw = {**TINY, "name": "t5bn", "sweeps": [

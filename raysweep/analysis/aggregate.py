@@ -7,13 +7,27 @@ import logging
 import numpy as np
 import polars as pl
 
-from raysweep.analysis.curves import (CURVE_KEY, PAIR_KEY, POINT_KEY, barriers_of, by_parts, curves_sorted, dedupe,
-                                      per_curve_sorted, sorted_points)
+from raysweep.analysis.curves import (
+    CURVE_KEY,
+    PAIR_KEY,
+    POINT_KEY,
+    barriers_of,
+    by_parts,
+    curves_sorted,
+    dedupe,
+    per_curve_sorted,
+    sorted_points,
+)
 from raysweep.analysis.mds import mds_maps
 from raysweep.analysis.scan import inputs, point_paths, read_or_name, scan, scan_points
 from raysweep.io import paths
 from raysweep.io.manifests import read_manifests
-from raysweep.io.schemas import FUNCTION_SCHEMA, POINT_SCHEMA, SURFACE_SCHEMA, TRAJECTORY_SCHEMA
+from raysweep.io.schemas import (
+    FUNCTION_SCHEMA,
+    POINT_SCHEMA,
+    SURFACE_SCHEMA,
+    TRAJECTORY_SCHEMA,
+)
 from raysweep.io.store import Store
 from raysweep.spec import PLANE_KINDS, Job
 

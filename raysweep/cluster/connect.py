@@ -6,6 +6,8 @@ import logging
 import os
 import warnings
 
+from raysweep.plugins import py_modules
+
 _CONNECTED = False  # this process called ray.init (so it disconnects at the end)
 _LOCAL = False  # ... and that Ray is a local one it started (no autoscaler: requests are final)
 
@@ -42,8 +44,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, job=None) 
     kwargs = {} if address or not num_cpus else {"num_cpus": num_cpus}
     runtime_env = {"env_vars": storage_env()}
     if job is not None:
-        from raysweep.plugins import py_modules
-
         runtime_env["py_modules"] = py_modules([job.model.name, job.data.name])
     runtime_env = {k: v for k, v in runtime_env.items() if v}
     # "local" starts a Ray of our own, never one that another program left running on this machine

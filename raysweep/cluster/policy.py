@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raysweep.cluster.connect import is_local
+from raysweep.progress import log_interval
 from raysweep.spec import Job, SpecError
 
 log = logging.getLogger("raysweep")
@@ -165,8 +166,6 @@ class ResourceWatch:
     default): Ray's own resource notices are too noisy to pass through, so raysweep speaks instead."""
 
     def __init__(self, gpus: float, what: str, say=None, every: float | None = None, poll: float = 5.0):
-        from raysweep.progress import log_interval
-
         every = log_interval() if every is None else every
         self.gpus, self.what, self.every, self.poll = gpus, what, every, min(poll, max(every, 1.0))
         self.say = say or (lambda msg: log.warning("%s", msg))

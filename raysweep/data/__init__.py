@@ -2,10 +2,26 @@
 store's split cache (cache) and training batches (batches)."""
 from raysweep.data.batches import cifar_augment, epoch_order, train_batches
 from raysweep.data.cache import SplitCache
-from raysweep.data.images import (IMAGENET_MEAN, IMAGENET_STD, cifar10, data_root, fashion_mnist, imagenet,
-                                  imagenet_info, mnist, read_idx)
+from raysweep.data.images import (
+                                  IMAGENET_MEAN,
+                                  IMAGENET_STD,
+                                  cifar10,
+                                  data_root,
+                                  fashion_mnist,
+                                  imagenet,
+                                  imagenet_info,
+                                  mnist,
+                                  read_idx,
+)
 from raysweep.data.offline import blobs, digits, linreg
-from raysweep.data.registry import CACHED_SPLITS, DATASETS, INFOS, STANDARD, dataset_info, load_splits
+from raysweep.data.registry import (
+                                  CACHED_SPLITS,
+                                  DATASETS,
+                                  INFOS,
+                                  STANDARD,
+                                  dataset_info,
+                                  load_splits,
+)
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
 
 __all__ = ["CACHED_SPLITS", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "INFOS", "STANDARD", "DatasetInfo",

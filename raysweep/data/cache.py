@@ -5,6 +5,8 @@ from typing import Callable
 
 import torch
 
+from raysweep.io import paths
+
 
 class SplitCache:
     """Decoded evaluation splits kept in the Store (``cache/<dataset>-<fingerprint>/<split>``) as
@@ -21,12 +23,11 @@ class SplitCache:
         import hashlib
         import json
 
-        from raysweep.io import paths
         from raysweep.io.checkpoints import CheckpointError, load_tensors, save_tensors
 
         key = hashlib.sha256(json.dumps(sorted(identity)).encode()).hexdigest()[:16]
         path = paths.split_cache(dataset, key, split)
-        meta = path.replace(".safetensors", ".json")
+        meta = paths.split_cache_record(dataset, key, split)
         if self.store.exists(meta):
             try:
                 t = load_tensors(self.store, path, self.store.read_json(meta)["sha256"])

@@ -12,11 +12,19 @@ import functools
 from typing import Callable
 
 from raysweep.data.cache import SplitCache
-from raysweep.data.images import cifar10, fashion_mnist, imagenet, imagenet_info, mnist
+from raysweep.data.images import (
+    cifar10,
+    data_root,
+    fashion_mnist,
+    imagenet,
+    imagenet_info,
+    mnist,
+)
 from raysweep.data.offline import blobs, digits, linreg
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
-from raysweep.spec import DataSpec
-
+from raysweep.errors import SpecError
+from raysweep.plugins import load_object
+from raysweep.spec import DataSpec, is_import_path
 
 DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "blobs": blobs, "mnist": mnist, "fashion_mnist": fashion_mnist,
                                                      "cifar10": cifar10, "imagenet": imagenet, "linreg": linreg}
@@ -28,10 +36,6 @@ INFOS: dict[str, Callable[[DataSpec], DatasetInfo]] = {"imagenet": imagenet_info
 
 def _user_splits(spec: DataSpec) -> Splits:
     """A dataset by import path (raysweep.plugins' contract): load(root, **kwargs) -> Splits."""
-    from raysweep.data.images import data_root
-    from raysweep.plugins import load_object
-    from raysweep.errors import SpecError
-
     splits = load_object(spec.name, "data.name")(str(data_root(spec)), **spec.options())
     if not isinstance(splits, Splits):
         raise SpecError(f"data.name = {spec.name!r} returned a {type(splits).__name__}, not raysweep.data.Splits")
@@ -46,8 +50,6 @@ CACHED_SPLITS = {"imagenet"}
 def load_splits(spec: DataSpec, store=None) -> Splits:
     """The dataset's splits (cached: one process decodes a dataset once; with a Store, datasets in
     CACHED_SPLITS also read and fill the store's split cache, so a cluster decodes them once)."""
-    from raysweep.spec import is_import_path
-
     if is_import_path(spec.name):
         return _user_splits(spec)
     if spec.name not in DATASETS:

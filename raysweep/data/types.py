@@ -7,7 +7,6 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-
 from raysweep.errors import DatasetMissing  # noqa: F401  (the data package's error)
 
 

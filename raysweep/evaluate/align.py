@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from raysweep.models import CifarResNet, CifarVGG, Maxout
+
 WEIGHTED = (nn.Linear, nn.Conv2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -30,8 +32,6 @@ class AlignmentError(ValueError):
 
 def chain(model: nn.Module) -> list[tuple[str, list[str]]]:
     """[(weighted layer's name, names of the BatchNorms on its outputs)] in forward order."""
-    from raysweep.models import CifarVGG, Maxout
-
     if not isinstance(model, (nn.Sequential, CifarVGG)) or any(isinstance(m, Maxout) for m in model.modules()):
         raise AlignmentError(
             f"align = 'weights' matches hidden units layer by layer, which needs a chain of layers (an MLP or the "
@@ -57,8 +57,6 @@ def permutation_spec(model: nn.Module) -> dict[str, tuple[str | None, ...]]:
     not permuted). Chains: one group per hidden layer. CIFAR ResNets: one group per residual stream (the
     stem, every block's second conv and the downsampling shortcuts of a stage write the same channels,
     so they share it) and one per block's inner channels (conv1 → conv2)."""
-    from raysweep.models import CifarResNet
-
     state = model.state_dict()
     spec: dict[str, tuple[str | None, ...]] = {}
 

@@ -7,6 +7,7 @@ the device and are read back once per α.
 """
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 
 import torch
@@ -15,12 +16,17 @@ from torch import nn
 from raysweep.data.batches import train_batches
 from raysweep.data.registry import load_splits
 from raysweep.data.types import Splits
-from raysweep.evaluate.sums import (BN_RESET_SEED, BN_TYPES, bn_reestimation, first_layer_split, pick_device,  # noqa: F401
-                                    split_sums)
+from raysweep.evaluate.align import align
+from raysweep.evaluate.fold import fold, reproduces
+from raysweep.evaluate.losses import loss_fn, metric_fns, metric_name
+from raysweep.evaluate.sums import BN_RESET_SEED, BN_TYPES, bn_reestimation, first_layer_split, pick_device, split_sums
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job
+
+log = logging.getLogger("raysweep")
+
 
 class Evaluator:
     """Evaluates interpolation points of one job's checkpoints. Create once per process/actor."""
@@ -40,7 +46,6 @@ class Evaluator:
             self.model = self.model.to(memory_format=torch.channels_last)
         precision = job.eval.precision if job.eval.precision != "auto" else ("bf16" if job.train.amp else "fp32")
         self.bf16 = precision == "bf16" and cuda  # the CPU always evaluates in exact fp32
-        from raysweep.evaluate.losses import loss_fn
 
         self.loss = loss_fn(job.train.loss)
         self.metrics, self.metric_names, self._metric_spec = [], [], []  # set per item: set_metrics
@@ -50,8 +55,6 @@ class Evaluator:
                     m.inplace = True
         self.folded, self._fold_checked = None, False
         if job.eval.fold_bn and self.conv:
-            from raysweep.evaluate.fold import fold
-
             self.folded = fold(self.model)
         # examples per forward of the whole model; CPU convolutions are cache-bound (ResNet-20 runs 2x faster in
         # batches of 64 than of 1,000), so on CPUs conv nets take at most eval.cpu_batch_size
@@ -138,7 +141,6 @@ class Evaluator:
         """b with its hidden units permuted to match a (evaluate/align.py); kept for the last pair."""
         if self._aligned is not None and self._aligned[0] == pair_key:
             return self._aligned[1]
-        from raysweep.evaluate.align import align
 
         out = align(self.model, dict(zip(self.names, a)), dict(zip(self.names, b)))
         tb = [out[n].contiguous() for n in self.names]
@@ -201,16 +203,9 @@ class Evaluator:
         self.folded.refold()
         if not self._fold_checked:
             self._fold_checked = True
-            x = self.prepare(self.split(split)[0][:8]).float()  # in fp32 even for bf16: a check of the graph
-            with torch.autocast(self.device.type, enabled=False):
-                ref, got = self.model(x), self.folded(x)
-            tol = 1e-4 * max(1.0, ref.abs().max().item())
-            if ref.shape != got.shape or not torch.allclose(got, ref, rtol=1e-4, atol=tol):
-                import logging
-
-                logging.getLogger("raysweep").warning(
-                    "eval.fold_bn: the folded %s does not reproduce the model's outputs; evaluating it unfolded "
-                    "(set eval.fold_bn = false to skip the check)", type(self.model).__name__)
+            if not reproduces(self.folded, self.model, self.prepare(self.split(split)[0][:8]), self.device.type):
+                log.warning("eval.fold_bn: the folded %s does not reproduce the model's outputs; evaluating it "
+                            "unfolded (set eval.fold_bn = false to skip the check)", type(self.model).__name__)
                 self.folded = None
                 self.forward = self._compiled(self.model)
 
@@ -222,8 +217,6 @@ class Evaluator:
 
     def set_metrics(self, names: tuple[str, ...] | list[str]) -> None:
         """Record these extra per-example metrics (evaluate/losses.py) from now on; cached by name."""
-        from raysweep.evaluate.losses import metric_fns, metric_name
-
         if list(names) != self._metric_spec:
             self.metrics, self.metric_names = metric_fns(tuple(names)), [metric_name(n) for n in names]
             self._metric_spec = list(names)

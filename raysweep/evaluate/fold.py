@@ -79,3 +79,12 @@ def fold(model: nn.Module) -> Folded | None:
                     type(model).__name__)
         return None
     return folded
+
+
+def reproduces(folded: nn.Module, model: nn.Module, x: torch.Tensor, device_type: str) -> bool:
+    """Whether the folded graph computes the model's outputs on `x`, in fp32 even for bf16 evaluation (a
+    check of the traced graph, not of bf16 rounding)."""
+    with torch.autocast(device_type, enabled=False):
+        ref, got = model(x.float()), folded(x.float())
+    tol = 1e-4 * max(1.0, ref.abs().max().item())
+    return ref.shape == got.shape and bool(torch.allclose(got, ref, rtol=1e-4, atol=tol))

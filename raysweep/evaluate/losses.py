@@ -15,6 +15,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from raysweep.errors import SpecError
+from raysweep.plugins import load_object
+from raysweep.spec import is_import_path
+
 PerExample = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -37,10 +41,6 @@ METRICS: dict[str, PerExample] = {"top5_error": top5_error}
 
 
 def resolve(name: str, registry: dict, what: str) -> PerExample:
-    from raysweep.plugins import load_object
-    from raysweep.spec import is_import_path
-    from raysweep.errors import SpecError
-
     if name in registry:
         return registry[name]
     if is_import_path(name):

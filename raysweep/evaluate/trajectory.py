@@ -13,6 +13,7 @@ from raysweep.io.schemas import FUNCTION_SCHEMA, TRAJECTORY_SCHEMA
 from raysweep.spec import Job
 from raysweep.sweep.items import Endpoint, TrajectoryItem
 
+
 def flat_parameters(tensors: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:
     """The parameters (not BN running statistics) as one float64 vector, in a fixed order."""
     return np.concatenate([tensors[n].double().reshape(-1).numpy() for n in names])

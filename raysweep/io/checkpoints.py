@@ -11,8 +11,6 @@ from raysweep.errors import CheckpointError
 from raysweep.io.store import Store
 
 
-
-
 def save_tensors(store: Store, path: str, tensors: dict[str, torch.Tensor]) -> str:
     """Write tensors atomically; returns the file's sha256."""
     data = st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import re
 
-from raysweep.io import paths
 from raysweep.errors import ManifestError
+from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.spec import Job
 
-
-
-
-_MANIFEST_NAME = re.compile(r"step_(\d{8})\.json")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -22,8 +18,8 @@ def read_manifests(store: Store, job: Job, k: int) -> dict[int, dict]:
     derived from (job, replicate, step), never taken from the file."""
     run = paths.run_dir(job.name, job.hash)
     out = {}
-    for p in store.list(paths.replicate_dir(run, k), ".json"):
-        match = _MANIFEST_NAME.fullmatch(p.rsplit("/", 1)[-1])
+    for p in store.list(paths.replicate_dir(run, k), paths.JSON):
+        match = paths.MANIFEST_NAME.fullmatch(p.rsplit("/", 1)[-1])
         if not match:
             continue
         step = int(match.group(1))

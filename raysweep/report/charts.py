@@ -1,10 +1,8 @@
 """Altair charts and the self-contained HTML report. No computation: charts read the tables."""
 from __future__ import annotations
 
-
 import altair as alt
 import polars as pl
-
 
 WIDTH, HEIGHT = 320, 220
 

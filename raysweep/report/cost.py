@@ -12,7 +12,6 @@ from raysweep.sweep.items import chunk_size, chunks
 from raysweep.sweep.kinds import KINDS
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 
-
 # Measured evaluation throughputs (examples/s of a full-split forward pass) that cost estimates use.
 MEASURED = {
     "resnet50": ("A100, standard PyTorch eval loop (NVIDIA's PyTorch ResNet-50 example, AMP)", 5_700.0),

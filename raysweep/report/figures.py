@@ -9,9 +9,18 @@ import altair as alt
 import polars as pl
 
 from raysweep.analysis.scan import inputs
+from raysweep.report.charts import (
+    band_chart,
+    barrier_chart,
+    experiment,
+    instability_chart,
+    learning_chart,
+    mds_chart,
+    per_step_chart,
+    projection_chart,
+    surface_chart,
+)
 from raysweep.spec import Job
-from raysweep.report.charts import (band_chart, barrier_chart, experiment, instability_chart, learning_chart,
-                                    mds_chart, per_step_chart, projection_chart, surface_chart)
 
 FORMATS = ("png", "svg", "pdf")
 

@@ -18,16 +18,25 @@ import polars as pl
 from raysweep import validate
 from raysweep.analysis import aggregate
 from raysweep.analysis.scan import scan_points
+from raysweep.cluster.connect import is_local
+from raysweep.cluster.policy import ResourceWatch, capacity
 from raysweep.errors import DamagedPoints, SpecError, SweepFailed
 from raysweep.io import paths
+from raysweep.io.lease import Lease
+from raysweep.io.manifests import read_manifests
 from raysweep.io.runs import is_trained
 from raysweep.io.store import Store
+from raysweep.progress import SweepProgress, TrainProgress, say
 from raysweep.run.session import Session
+from raysweep.run.status import forget_replicate, status
 from raysweep.run.tables import Tables
 from raysweep.spec import LINE_KINDS, Job
 from raysweep.sweep.compact import compact, forget_file
+from raysweep.sweep.execute import run_local, run_ray
 from raysweep.sweep.kinds import sweep_folder
-from raysweep.sweep.rounds import RunSummary, failure_message
+from raysweep.sweep.planner import check_spawn_steps, missing, plan
+from raysweep.sweep.refine import POINT_COLUMNS, proposals
+from raysweep.sweep.rounds import RunSummary, failure_message, sweep_rounds
 
 log = logging.getLogger("raysweep")
 
@@ -53,9 +62,6 @@ class Run:
     def lease(self):
         """This driver's hold on the run (one driver computes at a time; see io/lease.py)."""
         if self._lease is None:
-            from raysweep.io.lease import Lease
-            from raysweep.progress import say
-
             self._lease = Lease(self.store, self.dir, say)
         return self._lease
 
@@ -163,8 +169,6 @@ class Run:
             from raysweep.train.external import ingest_all  # torch
 
             return ingest_all(self.job, self.store, todo, session.data_info())
-        from raysweep.cluster.policy import ResourceWatch, capacity
-        from raysweep.progress import TrainProgress, say
         from raysweep.train.tune import train_all  # torch, Ray
 
         resources = session.trial_resources()
@@ -177,8 +181,6 @@ class Run:
 
     def children_todo(self) -> list[str]:
         """Instability children ("k/step/child") of trained replicates not trained yet."""
-        from raysweep.io.manifests import read_manifests
-        from raysweep.sweep.planner import check_spawn_steps
         from raysweep.train.spawn import child_done  # torch
 
         sweeps = [sw for sw in self.job.sweeps if sw.kind == "instability"]
@@ -193,15 +195,11 @@ class Run:
     def _train_children(self, session: Session, progress: bool) -> None:
         todo = self.children_todo() if any(s.kind == "instability" for s in self.job.sweeps) else []
         if todo:
-            from raysweep.progress import say
-
             say(f"instability: training {len(todo)} children spawned from stored checkpoints")
             with self.lease:
                 self._train(session, todo, progress)
 
     def plan(self, sweeps: list[str] | None = None) -> list:
-        from raysweep.sweep.planner import plan  # torch (model sizes)
-
         return plan(self.job, self.store, self.replicates, self.data_info(), sweeps)
 
     def sweep(self, sweeps: list[str] | None = None, progress: bool = True, address: str | None = None,
@@ -226,11 +224,6 @@ class Run:
             return summary
 
     def _sweep(self, sweeps, progress: bool, address: str | None, local: bool, rounds: int) -> RunSummary:
-        from raysweep.cluster.policy import ResourceWatch
-        from raysweep.progress import SweepProgress, say
-        from raysweep.sweep.planner import missing
-        from raysweep.sweep.rounds import sweep_rounds
-
         session = self.session(address)
         # on a cluster the head may have no dataset: join first, and plan with what the workers see
         actors = session.actor_plan() if not local and session.joins_cluster else None
@@ -249,8 +242,6 @@ class Run:
 
     def _executor(self, session: Session, actors, local: bool, on_result):
         """execute(todo, results): prepare the items, then evaluate them here or on the actor pool."""
-        from raysweep.cluster.connect import is_local
-        from raysweep.sweep.execute import run_local, run_ray
         from raysweep.sweep.prep import prepare
 
         def execute(todo: list, results: list) -> None:
@@ -263,8 +254,6 @@ class Run:
 
     def _proposer(self, items: list, sweeps):
         """propose(): the next level of adaptive-α items, from the points stored now."""
-        from raysweep.sweep.refine import POINT_COLUMNS, proposals
-
         planned = [it for it in items if not sweeps or it.sweep in sweeps]
         return lambda: proposals(self.job, scan_points(self.store, self.job).select(POINT_COLUMNS).collect(),
                                  planned)
@@ -293,13 +282,9 @@ class Run:
         return write_report(self.job, self.store, self.tables, out, formats)
 
     def forget_replicate(self, k: int) -> None:
-        from raysweep.run.status import forget_replicate
-
         forget_replicate(self.job, self.store, k)
 
     def status(self) -> dict:
-        from raysweep.run.status import status
-
         return status(self)
 
     def report_state(self) -> str:

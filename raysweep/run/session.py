@@ -3,9 +3,14 @@ owns what it learns there — that the store reaches every node, the dataset's s
 sees it — and checks each once per run, before any work is started."""
 from __future__ import annotations
 
+from raysweep.cluster.checks import check_data_on_worker, check_storage_reaches_nodes
+from raysweep.cluster.connect import init_ray, is_local, joins_cluster
+from raysweep.cluster.policy import ResourceWatch, actor_plan, capacity, trial_resources
 from raysweep.errors import SpecError
 from raysweep.io.store import Store
+from raysweep.progress import say
 from raysweep.spec import Job
+from raysweep.validate import check_builder
 
 
 class Session:
@@ -19,8 +24,6 @@ class Session:
 
     @property
     def joins_cluster(self) -> bool:
-        from raysweep.cluster.connect import joins_cluster
-
         return joins_cluster(self.address)
 
     def data_info(self):
@@ -39,13 +42,9 @@ class Session:
         if self.joins_cluster:  # a local folder on a multi-node cluster: refused before anything is written
             self.start()
             if not self._storage_reached:
-                from raysweep.cluster.checks import check_storage_reaches_nodes
-
                 check_storage_reaches_nodes(self.store, self.shared_storage)
                 self._storage_reached = True
         else:
-            from raysweep.validate import check_builder
-
             info = self.data_info()
             check_builder(self.job, info.in_shape, info.num_classes)  # the user's builder returns a module
             if self.job.eval.device == "cuda":
@@ -58,21 +57,14 @@ class Session:
 
     def start(self) -> None:
         """Start a local Ray or join the cluster (once per process)."""
-        from raysweep.cluster.connect import init_ray
-
         init_ray(self.address, job=self.job)
 
     def connect(self, resources: dict) -> None:
         """Start or join Ray; on a joined cluster, check the storage and the dataset where the work
         will run (a task with these resources), once per run."""
-        from raysweep.cluster.connect import is_local
-
         self.start()
         if is_local() or self._checked_on_cluster:
             return
-        from raysweep.cluster.checks import check_data_on_worker, check_storage_reaches_nodes
-        from raysweep.cluster.policy import ResourceWatch
-        from raysweep.progress import say
 
         if not self._storage_reached:
             check_storage_reaches_nodes(self.store, self.shared_storage)
@@ -83,8 +75,6 @@ class Session:
 
     def trial_resources(self) -> dict:
         """What one training trial holds, connected first (the policy counts what the cluster can grow to)."""
-        from raysweep.cluster.policy import capacity, trial_resources
-
         self.start()
         resources = trial_resources(self.job, capacity())
         self.connect(resources)
@@ -92,8 +82,6 @@ class Session:
 
     def actor_plan(self) -> tuple[int, float, float]:
         """(most evaluator actors, GPUs each, CPUs each), connected first."""
-        from raysweep.cluster.policy import actor_plan, capacity
-
         self.start()
         plan = actor_plan(self.job, capacity())
         self.connect({"cpu": plan[2], "gpu": plan[1]})

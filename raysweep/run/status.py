@@ -9,12 +9,11 @@ from raysweep.io.store import Store
 from raysweep.spec import SWEEP_KINDS, Job
 from raysweep.sweep.compact import drop_replicate
 from raysweep.sweep.items import key_replicates
+from raysweep.sweep.planner import done_paths
 
 
 def status(run) -> dict:
     """Trained replicates, checkpoints, sweep items done/total per sweep, unreadable points files."""
-    from raysweep.sweep.planner import done_paths
-
     store, job = run.store, run.job
     store.check(write=False)  # a missing bucket or a dead endpoint: one message, not "not trained"
     out = {"run": store.url(run.dir), "replicates": {}, "damaged": []}

@@ -9,7 +9,13 @@ import logging
 import polars as pl
 
 from raysweep.analysis import aggregate
-from raysweep.analysis.scan import TABLES, inputs, kinds_of_table, scan_points, sweep_files
+from raysweep.analysis.scan import (
+    TABLES,
+    inputs,
+    kinds_of_table,
+    scan_points,
+    sweep_files,
+)
 from raysweep.errors import DamagedPoints, MissingResults, RunNotFound, SpecError
 from raysweep.io import paths
 from raysweep.io.runs import not_found_message

@@ -3,13 +3,30 @@
 content hashes (hashing). Checks that need user code, models or losses are ``raysweep.validate``'s."""
 from raysweep.errors import SpecError
 from raysweep.spec.hashing import NOT_WEIGHTS, job_hash, sweep_hash
-from raysweep.spec.job import (BUILTIN_DATASETS, BUILTIN_MODELS, DataSpec, EvalSpec, Job, ModelSpec, ResourcesSpec,
-                               TrainSpec)
+from raysweep.spec.job import (
+                               BUILTIN_DATASETS,
+                               BUILTIN_MODELS,
+                               DataSpec,
+                               EvalSpec,
+                               Job,
+                               ModelSpec,
+                               ResourcesSpec,
+                               TrainSpec,
+)
 from raysweep.spec.names import is_import_path, metric_name
 from raysweep.spec.overrides import apply_overrides, parse_value
 from raysweep.spec.parse import parse_job
-from raysweep.spec.sweeps import (BN_MODES, LINE_KINDS, MAX_ALPHAS, PLANE_KINDS, SPLITS, SWEEP_KINDS, TRAJECTORY_KINDS,
-                                  AlphaGrid, SweepSpec)
+from raysweep.spec.sweeps import (
+                               BN_MODES,
+                               LINE_KINDS,
+                               MAX_ALPHAS,
+                               PLANE_KINDS,
+                               SPLITS,
+                               SWEEP_KINDS,
+                               TRAJECTORY_KINDS,
+                               AlphaGrid,
+                               SweepSpec,
+)
 
 __all__ = ["BN_MODES", "BUILTIN_DATASETS", "BUILTIN_MODELS", "LINE_KINDS", "MAX_ALPHAS", "NOT_WEIGHTS", "PLANE_KINDS",
            "SPLITS", "SWEEP_KINDS", "TRAJECTORY_KINDS", "AlphaGrid", "DataSpec", "EvalSpec", "Job", "ModelSpec",

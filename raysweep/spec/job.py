@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from raysweep.errors import SpecError  # noqa: F401  (raysweep.spec.SpecError: the spec's error)
 from raysweep.spec.hashing import NOT_WEIGHTS, job_hash
-from raysweep.spec.sweeps import SPLITS, SweepSpec
 from raysweep.spec.names import choice_problems as _choice
 from raysweep.spec.names import kwargs_options, kwargs_problems, name_problems
+from raysweep.spec.sweeps import SPLITS, SweepSpec
 
 SCHEDULES = ("frankle", "every_epoch", "list")
 INITS = ("openlth", "uniform", "default")

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import typing
+
+import tomllib
 
 from raysweep.errors import SpecError
 from raysweep.spec.job import Job

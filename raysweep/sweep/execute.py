@@ -7,6 +7,7 @@ import warnings
 
 import pyarrow as pa
 
+from raysweep.cluster.checks import provenance
 from raysweep.errors import CheckpointError, ManifestError
 from raysweep.io.schemas import PROVENANCE
 from raysweep.io.store import Store
@@ -17,8 +18,6 @@ from raysweep.sweep.kinds import KINDS
 
 def with_provenance(table: pa.Table, device) -> pa.Table:
     """Every points row says where it was computed: Ray node id, torch device, Ray's GPU ids."""
-    from raysweep.cluster.checks import provenance
-
     where = provenance(device)
     for name in PROVENANCE:
         table = table.append_column(name, pa.array([where[name]] * table.num_rows, pa.string()))

@@ -15,7 +15,13 @@ from typing import Callable
 
 from raysweep.errors import SpecError
 from raysweep.io import paths
-from raysweep.spec import LINE_KINDS, PLANE_KINDS, SWEEP_KINDS, TRAJECTORY_KINDS, sweep_hash
+from raysweep.spec import (
+    LINE_KINDS,
+    PLANE_KINDS,
+    SWEEP_KINDS,
+    TRAJECTORY_KINDS,
+    sweep_hash,
+)
 
 
 @dataclass(frozen=True)

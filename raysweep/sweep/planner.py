@@ -11,8 +11,21 @@ from raysweep.io.manifests import read_manifests
 from raysweep.io.store import Store
 from raysweep.spec import Job, SweepSpec, sweep_hash
 from raysweep.sweep.compact import done_items
-from raysweep.sweep.items import (ITEM_FLOP, RANDOM_STEP, Endpoint, LineItem, PlaneItem, Ref, TrajectoryItem,
-                                  check_size, chunk_size, chunks, grid_key, line_key, trajectory_key)
+from raysweep.sweep.items import (
+    ITEM_FLOP,
+    RANDOM_STEP,
+    Endpoint,
+    LineItem,
+    PlaneItem,
+    Ref,
+    TrajectoryItem,
+    check_size,
+    chunk_size,
+    chunks,
+    grid_key,
+    line_key,
+    trajectory_key,
+)
 from raysweep.sweep.kinds import KINDS, sweep_folder
 
 
@@ -92,7 +105,7 @@ def line_items(ctx: Context, sweep: SweepSpec, before: list) -> list[LineItem]:
     """One item per (pair, α-chunk); the key names the α indices it holds, so a different chunking
     never skips an α."""
     if sweep.align != "none":
-        _check_alignable(ctx, sweep)
+        check_alignable(ctx.job, sweep, ctx.info)
     size = chunk_size(ctx.job, sweep, ctx.info)
     grid = sweep.alpha.points()
     sweep_pairs = pairs(ctx, sweep)
@@ -164,7 +177,7 @@ def spawned(ctx: Context, sweep) -> dict:
     return out
 
 
-def _check_alignable(ctx: Context, sweep) -> None:
+def check_alignable(job: Job, sweep, info) -> None:
     """A sweep that aligns units needs a chain model (evaluate/align.py); say so before any work."""
     import torch
 
@@ -172,7 +185,7 @@ def _check_alignable(ctx: Context, sweep) -> None:
     from raysweep.models import build_model
 
     with torch.device("meta"):
-        model = build_model(ctx.job.model, tuple(ctx.info.in_shape), ctx.info.num_classes)
+        model = build_model(job.model, tuple(info.in_shape), info.num_classes)
     try:
         permutation_spec(model)
     except AlignmentError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from raysweep.data.registry import dataset_info
+from raysweep.evaluate.planes import ensure_directions, ensure_path_info
 from raysweep.io import paths
 from raysweep.io.checkpoints import save_tensors
 from raysweep.io.store import Store
@@ -25,12 +27,12 @@ def draw_random_point(store: Store, job: Job, k: int, scale: float, in_shape, nu
     return sha
 
 
-def prepare(job: Job, store: Store, items: list, info) -> list:
+def prepare(job: Job, store: Store, items: list, info=None) -> list:
     """Write what the items need that the planner only referenced: I6's random points, T4/T5 plane
     directions, T3 path projections (each once, seeded, stored beside the checkpoints). Returns the
     items with every sha256 filled in. Runs in the driver before evaluation; `status` never calls it."""
-    from raysweep.evaluate.planes import ensure_directions, ensure_path_info
-
+    if info is None:  # the dataset's shape as read here (the driver passes what the workers see)
+        info = dataset_info(job.data, standard_if_missing=True)
     params = None
     drawn: dict = {}
     out = []

@@ -25,7 +25,7 @@ def read_state(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
     """A state dict from safetensors or torch.save (a dict of tensors, or {"state_dict": {...}})."""
     data = read_bytes(uri) if data is None else data
     try:
-        if uri.endswith(".safetensors"):
+        if uri.endswith(paths.SAFETENSORS):
             from safetensors.torch import load
 
             state = load(data)

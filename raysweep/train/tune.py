@@ -6,10 +6,11 @@ import torch
 
 from raysweep.errors import TrainingFailed
 from raysweep.io import paths
+from raysweep.io.runs import is_trained
 from raysweep.io.store import Store
 from raysweep.spec import Job, parse_job
-from raysweep.io.runs import is_trained
 from raysweep.train.loop import train_replicate
+from raysweep.train.spawn import child_done, train_child
 
 
 def _trainable(config: dict) -> None:
@@ -22,7 +23,6 @@ def _trainable(config: dict) -> None:
     def report(info: dict) -> None:
         tune.report({k: v for k, v in info.items() if isinstance(v, (int, float))})
     if isinstance(task, str):  # "k/step/child": an instability child (train/spawn.py)
-        from raysweep.train.spawn import train_child
 
         k, step, child = (int(v) for v in task.split("/"))
         train_child(job, k, step, child, Store(config["storage"]), progress=report)
@@ -34,8 +34,6 @@ def train_all(job: Job, store: Store, replicates: list, resources: dict, progres
     """One Tune trial per replicate (an int) or instability child ("k/step/child") still to train;
     Tune's own state goes under the run folder."""
     from ray import tune
-
-    from raysweep.train.spawn import child_done
 
     todo = [k for k in replicates if (not child_done(store, job, *(int(v) for v in k.split("/")))
                                       if isinstance(k, str) else not is_trained(store, job, k))]

@@ -1,0 +1,164 @@
+"""The house rules, checked: no import circle (counting imports inside functions), the spec as the
+base layer, imports inside functions only where they keep torch, Ray or another heavy library out
+of a light module, modules of at most ~300 lines, every storage key spelled in io/paths.py, and
+the sweep kinds' registry in step with the job language."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "raysweep"
+HEAVY = {"torch", "torchvision", "ray", "altair", "vl_convert", "sklearn", "scipy", "boto3", "safetensors"}
+MAX_LINES = 300
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PACKAGE.rglob("*.py"):
+        parts = list(p.relative_to(PACKAGE.parent).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(name: str) -> str:
+    while name and name not in MODULES:
+        name = name.rsplit(".", 1)[0] if "." in name else ""
+    return name
+
+
+def _imports(path: Path):
+    """(target, top_level) of every import at run time (not under `if TYPE_CHECKING:`)."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for b in node.body for n in ast.walk(b)}
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
+                     for a in node.names]
+        else:
+            continue
+        for name in names:
+            yield name, id(node) in top
+
+
+GRAPH = {m: {(_resolve(t) if t.startswith("raysweep") else t.split(".")[0], top) for t, top in _imports(p)}
+         for m, p in MODULES.items()}
+
+
+def _heavy(module: str, seen=None) -> set[str]:
+    """The heavy libraries importing `module` loads (through its top-level imports)."""
+    seen = set() if seen is None else seen
+    if module in seen:
+        return set()
+    seen.add(module)
+    out = set()
+    for target, top in GRAPH[module]:
+        if not top:
+            continue
+        if target in MODULES:
+            out |= _heavy(target, seen)
+        elif target in HEAVY:
+            out.add(target)
+    return out
+
+
+def test_no_import_circle_counting_imports_inside_functions():
+    edges = {m: {t for t, _ in GRAPH[m] if t in MODULES and t != m} for m in MODULES}
+    index, low, stack, on, circles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                circles.append(sorted(comp))
+
+    for v in sorted(MODULES):
+        if v not in index:
+            visit(v)
+    assert circles == []
+
+
+def test_the_spec_imports_nothing_above_it():
+    for m in MODULES:
+        if m.startswith("raysweep.spec"):
+            above = {t for t, _ in GRAPH[m] if t.startswith("raysweep") and not t.startswith("raysweep.spec")
+                     and t != "raysweep.errors"}
+            assert not above, f"{m} imports {above}"
+    assert {t for t, _ in GRAPH["raysweep.errors"] if t.startswith("raysweep")} == set()
+
+
+def test_imports_inside_functions_only_keep_heavy_libraries_out():
+    """A raysweep import inside a function must defer a heavy library its module does not load already."""
+    wrong = []
+    for m in MODULES:
+        mine = _heavy(m)
+        for target, top in GRAPH[m]:
+            if not top and target in MODULES and target != m and not (_heavy(target) - mine):
+                wrong.append(f"{m} -> {target}")
+    assert wrong == []
+
+
+def test_reading_results_loads_neither_torch_nor_ray():
+    code = ("import sys, raysweep.api, raysweep.analysis.aggregate, raysweep.run.tables, raysweep.cli_common; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'torchvision'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_modules_stay_short(module):
+    lines = len(MODULES[module].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{MODULES[module]} has {lines} lines"
+
+
+def test_every_storage_key_is_spelled_in_io_paths():
+    """No module but io/paths.py writes a key literal ending in .json, .safetensors or .parquet."""
+    found = []
+    for p in PACKAGE.rglob("*.py"):
+        if p == PACKAGE / "io" / "paths.py":
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and " " not in node.value
+                    and node.value.endswith((".json", ".safetensors", ".parquet"))):
+                found.append(f"{p.relative_to(PACKAGE)}:{node.lineno} {node.value!r}")
+    assert found == []
+
+
+def test_the_kinds_registry_has_one_record_per_kind_of_the_job_language():
+    from raysweep.io.schemas import FOLDER_SCHEMAS
+    from raysweep.spec import LINE_KINDS, PLANE_KINDS, SWEEP_KINDS, TRAJECTORY_KINDS
+    from raysweep.sweep.kinds import KINDS, kind
+
+    assert list(KINDS) == list(SWEEP_KINDS)
+    for name, family in [(k, "line") for k in LINE_KINDS] + [(k, "trajectory") for k in TRAJECTORY_KINDS] + [
+            (k, "plane") for k in PLANE_KINDS]:
+        record = kind(name)
+        assert record.family == family and record.folder in FOLDER_SCHEMAS
+        assert callable(record.build()) and callable(record.evaluate())
+    with pytest.raises(Exception, match="init_to_final"):
+        kind("nope")
