@@ -41,6 +41,7 @@ def write_store(root: str, layout: str, rows: int, files: int) -> None:
     from raysweep.io.schemas import POINT_SCHEMA
     from raysweep.io.store import Store
     from raysweep.spec import parse_job, sweep_hash
+    from raysweep.sweep.kinds import sweep_folder
 
     job = parse_job(JOB)
     sweep = job.sweep("step_to_final")
@@ -69,7 +70,7 @@ def write_store(root: str, layout: str, rows: int, files: int) -> None:
                 "distance": 100.0 + step, "norm_a": np.full(n, 200.0), "bn": ["interpolate"] * n,
                 "sha256_a": ["a" * 64] * n, "sha256_b": ["b" * 64] * n, "node_id": ["n" * 56] * n,
                 "device": ["cuda"] * n, "gpu_ids": ["0"] * n}
-        store.write_table(paths.point_file(run, sweep.kind, sweep.name, h, key), pa.table(cols, schema=POINT_SCHEMA))
+        store.write_table(paths.point_file(sweep_folder(run, sweep), key), pa.table(cols, schema=POINT_SCHEMA))
 
 
 def child(root: str) -> None:

@@ -46,6 +46,7 @@ from raysweep.evaluate.sums import pick_device, split_sums  # noqa: E402
 from raysweep.io.checkpoints import save_tensors  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
 from raysweep.models import build_model  # noqa: E402
+from raysweep.jobs import job_from_dict  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
 
 # dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets
@@ -245,7 +246,7 @@ def part_stage(args, device, cuda, peak, peak_text):
     size = 224 if model == "resnet50" else 32
     classes = 1000 if model == "resnet50" else 10
     items_n = args.items or (8 if cuda else 3)
-    job = parse_job({"name": "gpu_stage", "replicates": 1,
+    job = job_from_dict({"name": "gpu_stage", "replicates": 1,
                      "data": {"name": "synthetic:images", "kwargs": {"n": n, "size": size, "classes": classes}},
                      "model": {"name": model},
                      "eval": {"batch_size": args.batch or (512 if cuda else 16), "precision": "bf16" if cuda else "fp32"},

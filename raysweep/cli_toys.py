@@ -30,7 +30,8 @@ def toy_breuel(law: List[str] = typer.Option(["zipf", "uniform"], "--law", help=
         kept = memory_of_start(stochastic_paths(name, **kw))
         text = (f"{vectors} random {dim}-d vectors, {steps:,} steps; the spread between vectors at the end is "
                 f"{kept:.0%} of the spread at the start (B: Zipf keeps a memory of the start, uniform does not).")
-        secs.append((f"{name} stochastic model", text, [mds_chart(stochastic_map(name, **kw), "tau")]))
+        chart = mds_chart(stochastic_map(name, **kw), "tau", f"MDS of the {vectors} vectors ({name}), colour: step")
+        secs.append((f"{name} stochastic model", text, [chart]))
         typer.echo(f"{name}: spread kept {kept:.2f}")
     out.write_text(render_html("raysweep — Breuel's stochastic models", "B Fig 7-8", secs))
     typer.echo(str(out))

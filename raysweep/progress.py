@@ -36,6 +36,11 @@ def say(msg: str) -> None:
     console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
 
+def warn(msg: str) -> None:
+    """A warning the user must see (on stderr, whatever logging is set to)."""
+    console.print(f"[bold yellow]warning:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
@@ -89,25 +94,34 @@ class TrainProgress(_Bars):
 
 
 class SweepProgress(_Bars):
-    """Work items (pair × α-chunk) done out of the whole plan; failures counted; rate and ETA."""
+    """Work items (pair × α-chunk) done out of the whole plan; failures counted; rate and ETA.
+
+    The clock of the rate starts at the first result, not at the start: the actors' start-up (seconds
+    to a minute: Ray Data, the dataset on the device) is no part of the per-item rate, and counted
+    in it made the first ETAs read minutes for sweeps that take seconds."""
 
     def __init__(self, total: int, done: int, enabled: bool = True, plain: bool | None = None):
         super().__init__(enabled, plain)
         self.failed = 0
         self.total, self.done, self.start_done = total, done, done
         self.last_line = -1e9
-        self.task = self.bar.add_task("sweep items", total=total, completed=done, info="")
+        self.first: float | None = None  # when the first result came
+        self.task = self.bar.add_task("sweep items", total=total, completed=done, info="", start=False)
         if self.plain:
             say(f"sweep: {done}/{total} work items already stored; {total - done} to evaluate")
 
     def update(self, result: dict) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+            self.bar.start_task(self.task)
         self.failed += result.get("status") != "ok"
         self.done += 1
         self.bar.update(self.task, advance=1, info=f"{self.failed} failed" if self.failed else "")
-        now = time.monotonic()
         if self.plain and (now - self.last_line >= self.interval or self.done >= self.total):
             self.last_line = now
-            rate = (self.done - self.start_done) / max(now - self.t0, 1e-9)
+            since = self.done - self.start_done - 1  # items finished after the first one, over the time since it
+            rate = since / (now - self.first) if since > 0 and now > self.first else 0.0
             eta = _eta((self.total - self.done) / rate) if rate > 0 else "?"
             failed = f", {self.failed} failed" if self.failed else ""
             say(f"sweep: {self.done}/{self.total} work items ({self.done / max(self.total, 1):.0%}), "

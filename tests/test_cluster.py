@@ -143,24 +143,24 @@ def test_autoscaler_capacity_is_read_from_its_config(tmp_path):
 
 def test_a_joined_cluster_checks_the_storage_once_per_run(monkeypatch, tmp_path):
     """preflight checks that the store reaches every node; the connection before each stage does not
-    check it again (it lists the cluster's nodes and may scan /proc for the autoscaler)."""
+    check it again (it lists the cluster's nodes and may scan /proc for the autoscaler), nor the data."""
     from contextlib import nullcontext
 
-    import raysweep.cluster as cluster
-    from raysweep.cluster.checks import connect
+    import raysweep.run.session as session
 
-    checked = []
-    monkeypatch.setattr(cluster, "check_storage_reaches_nodes", lambda store, shared: checked.append(store.uri))
-    monkeypatch.setattr(cluster, "init_ray", lambda *args, **kwargs: None)  # stands in for joining a cluster
-    monkeypatch.setattr(cluster, "joins_cluster", lambda address: True)
-    monkeypatch.setattr(cluster, "is_local", lambda: False)
-    monkeypatch.setattr(cluster, "ResourceWatch", lambda *args: nullcontext())
-    monkeypatch.setattr(cluster, "check_data_on_worker", lambda job, resources: "info")
+    checked, probed = [], []
+    monkeypatch.setattr(session, "check_storage_reaches_nodes", lambda store, shared: checked.append(store.uri))
+    monkeypatch.setattr(session, "init_ray", lambda *args, **kwargs: None)  # stands in for joining a cluster
+    monkeypatch.setattr(session, "joins_cluster", lambda address: True)
+    monkeypatch.setattr(session, "is_local", lambda: False)
+    monkeypatch.setattr(session, "ResourceWatch", lambda *args: nullcontext())
+    monkeypatch.setattr(session, "check_data_on_worker", lambda job, resources: probed.append(1) or "info")
     run = Run(parse_job(TINY), Store(str(tmp_path)), shared_storage=True)
-    run.preflight("ray://head:10001")
-    connect(run, "ray://head:10001", {})
-    connect(run, "ray://head:10001", {})
-    assert checked == [run.store.uri] and run._data_info == "info"
+    s = run.session("ray://head:10001")
+    s.preflight()
+    s.connect({})
+    s.connect({})
+    assert checked == [run.store.uri] and probed == [1] and s.data_info() == "info"
 
 
 # ------------------------------------------------------------------------ storage address

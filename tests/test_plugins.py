@@ -1,6 +1,7 @@
 """Your own model, data and checkpoints: import-path plug-ins validated in the driver and shipped to
 every Ray worker, their source in the run hash, and checkpoints trained elsewhere swept with
 `raysweep interpolate`."""
+import re
 import json
 import shutil
 import subprocess
@@ -137,6 +138,26 @@ def test_interpolate_checkpoints_saved_with_plain_torch_save(user_dir, tmp_path)
     assert curve["loss_mean"][-1] == pytest.approx(_loss_of(b), rel=1e-5)
     ck = run.checkpoints.collect()
     assert ck["source"].to_list() == ["a.pt", "b.pt"] and ck["step"].to_list() == [0, 1]
+    # the run is opened by the id `raysweep runs` lists (and the interpolate command printed)
+    run_id = f"interpolate/{run.job.hash}"
+    assert run_id in r.output
+    listed = runner.invoke(app, ["runs", "--storage", store])
+    assert listed.exit_code == 0 and run.job.hash in listed.output
+    got = runner.invoke(app, ["results", run_id, "--storage", store, "--table", "barriers", "--format", "csv"])
+    assert got.exit_code == 0, got.output
+    assert pl.read_csv(got.stdout.encode())["barrier_linear_mean"].to_list() == \
+        run.barriers.sort("split", "metric").collect()["barrier_linear_mean"].to_list()
+    got = runner.invoke(app, ["query", run_id, "select count(*) as n from curves", "--storage", store, "--format",
+                              "csv"])
+    assert got.exit_code == 0 and got.stdout.strip().splitlines()[-1] == "5"  # 5 α on one split
+    html = tmp_path / "line.html"
+    got = runner.invoke(app, ["plot", run_id, "--storage", store, "--out", str(html)])
+    assert got.exit_code == 0, got.output
+    page = re.sub(r"<script.*?</script>", "", html.read_text(), flags=re.S)  # the text, not the Vega bundle
+    assert "θ_a → θ_b, α in [0, 1]: line" in page and "I7" not in page and "replicates" not in page
+    assert "± 0.0000" not in page and "barrier of loss (max above the endpoints&#x27; line)" in page
+    got = runner.invoke(app, ["results", run_id, "--set", "train.lr=0.5", "--storage", store])
+    assert got.exit_code == 2 and "stored run's id" in got.output
 
 
 def test_external_checkpoints_that_do_not_fit_are_named(user_dir, tmp_path):

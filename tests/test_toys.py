@@ -60,6 +60,7 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     from raysweep.jobs import load_job
     from raysweep.sweep.execute import run_local
     from raysweep.sweep.planner import plan
+    from raysweep.sweep.items import LineItem
     from raysweep.sweep.prep import prepare
     from raysweep.train.loop import train_replicate
 
@@ -72,7 +73,7 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     points = aggregate.scan_points(store, job).collect()
     checked = 0
     for it in items:
-        if "kind" in it:  # the projection sweep's item: no α
+        if not isinstance(it, LineItem):  # the projection sweep's item: no α
             continue
         wa, wb = (load_tensors(store, e.path, e.sha256) for e in (it.a, it.b))
         rows = points.filter(pl.col("item") == it.key, pl.col("sweep") == it.sweep).sort("alpha")

@@ -7,7 +7,9 @@ from conftest import TINY
 from raysweep.analysis import aggregate
 from raysweep.analysis.mds import mds_maps
 from raysweep.data import load_splits
-from raysweep.evaluate.trajectory import FUNCTION_SCHEMA, projection
+from raysweep.analysis.scan import point_paths, scan
+from raysweep.evaluate.trajectory import projection
+from raysweep.io.schemas import FUNCTION_SCHEMA
 from raysweep.spec import parse_job
 from raysweep.sweep.execute import run_local
 from raysweep.sweep.planner import plan
@@ -62,7 +64,7 @@ def test_trajectory_sweeps_end_to_end(store):
     fmap = aggregate.function_map(store, job)
     assert fmap.height == 3 * 4 and set(fmap.columns) >= {"tau_x", "tau_y", "kappa_x", "kappa_y", "epoch"}
     assert fmap.filter(pl.col("step") == 20)["epoch"].to_list() == [2.0] * 3  # 10 iterations per epoch
-    stored = aggregate._scan(store, aggregate.point_paths(store, job, ("function_map",)), FUNCTION_SCHEMA).collect()
+    stored = scan(store, point_paths(store, job, ("function_map",)), FUNCTION_SCHEMA).collect()
     tau = np.stack(stored["tau"].to_numpy()).reshape(len(stored), 50, 10)
     assert np.allclose(tau.sum(2), 1, atol=1e-5)
     assert np.array_equal(np.stack(stored["kappa"].to_numpy()), tau.argmax(2))

@@ -40,14 +40,16 @@ def stochastic_paths(law: str = "zipf", vectors: int = 5, dim: int = 1000, steps
     return np.stack(snaps, axis=1)
 
 
-def stochastic_map(law: str = "zipf", **kwargs) -> pl.DataFrame:
-    """The MDS map of every vector at every snapshot, embedded jointly (like T6's τ map)."""
-    paths = stochastic_paths(law, **kwargs)
+def stochastic_map(law: str = "zipf", steps: int = 20_000, records: int = 20, **kwargs) -> pl.DataFrame:
+    """The MDS map of every vector at every snapshot, embedded jointly (like T6's τ map); `step` is
+    the model's step of each snapshot (0, steps/records, ..., steps)."""
+    paths = stochastic_paths(law, steps=steps, records=records, **kwargs)
     n, t, d = paths.shape
     flat = paths.reshape(n * t, d)
     xy = mds(euclidean(flat))
+    per = max(1, steps // records)
     return pl.DataFrame({"law": [law] * (n * t), "replicate": np.repeat(np.arange(n), t),
-                         "step": np.tile(np.arange(t), n), "tau_x": xy[:, 0], "tau_y": xy[:, 1]})
+                         "step": np.tile(np.arange(t) * per, n), "tau_x": xy[:, 0], "tau_y": xy[:, 1]})
 
 
 def memory_of_start(paths: np.ndarray) -> float:

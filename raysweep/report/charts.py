@@ -1,10 +1,28 @@
 """Altair charts and the self-contained HTML report. No computation: charts read the tables."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import altair as alt
 import polars as pl
 
 WIDTH, HEIGHT = 320, 220
+# Images (PNG/SVG/PDF) are drawn with DejaVu Sans, shipped with raysweep (report/fonts, its LICENSE there):
+# it has θ, the subscripts ₀ ₜ and ‖, which the renderer's default fonts lack (they fell back to a serif)
+FONT = "DejaVu Sans"
+FONT_DIR = Path(__file__).parent / "fonts"
+_registered = False
+
+
+def image_spec(chart) -> dict:
+    """The Vega-Lite spec of `chart` for vl-convert, drawn in FONT (registered once per process)."""
+    global _registered
+    import vl_convert as vlc
+
+    if not _registered:
+        vlc.register_font_directory(str(FONT_DIR))
+        _registered = True
+    return chart.configure(font=FONT).to_dict()
 
 
 def experiment(kind: str, alphas: list[float], align: str = "none") -> tuple[str, str, str]:
@@ -105,7 +123,12 @@ def learning_chart(checkpoints: pl.DataFrame, metric: str) -> alt.Chart:
             .with_columns(pl.col("split").str.replace(f"_{metric}", "")))
     return alt.Chart(df).mark_line(point=True).encode(
         x=step_axis(int(checkpoints["step"].max())), y=f"{metric}:Q",
-        color=alt.Color("replicate:N"), strokeDash=alt.StrokeDash("split:N"),
+        color=alt.Color("replicate:N", legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=3)),
+        # the legend draws each split's dash (a line with points would show two identical dots)
+        # (with point=True the legend's symbols would be transparent: their opacity and colour are set)
+        strokeDash=alt.StrokeDash("split:N", sort=["train", "test"], legend=alt.Legend(
+            symbolType="stroke", symbolStrokeWidth=2, symbolStrokeColor="black", symbolFillColor="black",
+            symbolOpacity=1)),
         tooltip=["replicate", "step", "split", metric],
     ).properties(title=f"T1 — learning curves ({metric})", width=WIDTH, height=HEIGHT)
 
@@ -117,7 +140,7 @@ def projection_chart(traj: pl.DataFrame) -> alt.Chart:
     ).properties(title="T2 — β vs α per replicate", width=WIDTH, height=HEIGHT)
 
 
-def mds_chart(fmap: pl.DataFrame, which: str) -> alt.Chart:
+def mds_chart(fmap: pl.DataFrame, which: str, title: str | None = None) -> alt.Chart:
     """MDS map coloured by epoch (B: red to blue), a grey line per replicate in step order."""
     colour = "epoch" if "epoch" in fmap.columns else "step"
     df = fmap.select(*dict.fromkeys(["replicate", "step", colour]), x=f"{which}_x", y=f"{which}_y")
@@ -126,7 +149,7 @@ def mds_chart(fmap: pl.DataFrame, which: str) -> alt.Chart:
     dots = base.mark_circle(size=30).encode(color=alt.Color(f"{colour}:Q", scale=alt.Scale(scheme="redblue")),
                                             tooltip=list(dict.fromkeys(["replicate", "step", colour])))
     name = "τ (softmax outputs)" if which == "tau" else "κ (predictions, Hamming)"
-    return (lines + dots).properties(title=f"T6 — MDS of {name}", width=WIDTH, height=HEIGHT)
+    return (lines + dots).properties(title=title or f"T6 — MDS of {name}", width=WIDTH, height=HEIGHT)
 
 
 def surface_chart(part: pl.DataFrame, metric: str) -> alt.Chart:

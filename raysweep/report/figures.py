@@ -13,6 +13,7 @@ from raysweep.report.charts import (
     band_chart,
     barrier_chart,
     experiment,
+    image_spec,
     instability_chart,
     learning_chart,
     mds_chart,
@@ -33,18 +34,38 @@ class Figure:
     charts: list
 
     def chart(self) -> alt.HConcatChart:
-        return alt.hconcat(*self.charts).resolve_scale(color="independent").properties(title=self.heading)
+        return alt.hconcat(*self.charts).resolve_scale(color="independent", strokeDash="independent").properties(title=self.heading)
 
 
 def _grid(alphas) -> str:
     return f"{len(alphas)} α in [{min(alphas):g}, {max(alphas):g}]"
 
 
-def load_tables(tables, made_of: dict) -> dict[str, pl.DataFrame]:
+def load_tables(tables, made_of: dict | None = None) -> dict[str, pl.DataFrame]:
     """The tables the figures and headline numbers read, each read (or rebuilt) once from `tables`
     (a run's raysweep.run.tables.Tables), checked against one record of the run's inputs."""
+    made_of = made_of or inputs(tables.store, tables.job)
     return {name: tables.get(name, made_of).collect()
             for name in ("curves", "barriers", "checkpoints", "trajectory", "function_map", "surface")}
+
+
+def line_of(job: Job, sweep, alphas) -> tuple[str, str, str]:
+    """(tag, what the line is, figure name prefix): the papers' experiment, or for checkpoints trained
+    elsewhere (`raysweep interpolate`) the line from the first file to the last."""
+    if job.external and sweep.kind == "init_to_final":
+        return "line", f"θ_a → θ_b, α in [{min(alphas):g}, {max(alphas):g}]", "line"
+    return experiment(sweep.kind, alphas, sweep.align)
+
+
+def _over(job: Job, sweep) -> str:
+    """Whose mean a curve is: replicates, pairs of replicates, or one line (then there is no spread)."""
+    n = job.replicates
+    if sweep.kind == "final_to_final":
+        pairs = n * (n - 1) // 2
+        return f"the {pairs} pairs of {n} replicates" if pairs > 1 else f"the one pair of {n} replicates (no spread)"
+    if n == 1:
+        return "one line (no spread)" if job.external else "one replicate (no spread)"
+    return f"{n} replicates"
 
 
 def figures(job: Job, t: dict) -> list[Figure]:
@@ -57,9 +78,9 @@ def figures(job: Job, t: dict) -> list[Figure]:
         if c.is_empty():
             continue
         alphas = sorted(set(c["alpha"]))
-        tag, line, paper = experiment(sweep.kind, alphas, sweep.align)
+        tag, line, paper = line_of(job, sweep, alphas)
         heading = f"{tag} — {line}: {sweep.name}"
-        over = f"{n} replicates" if sweep.kind != "final_to_final" else f"the {n * (n - 1) // 2} pairs of {n} replicates"
+        over = _over(job, sweep)
         if sweep.kind == "step_to_final":
             split = sweep.splits[0]
             b = barriers.filter(pl.col("sweep") == sweep.name, pl.col("split") == split)
@@ -91,8 +112,9 @@ def figures(job: Job, t: dict) -> list[Figure]:
                                for m in ("loss", "error")]))
             continue
         aligned = " θ_T(j)'s hidden units were matched to θ_T(i)'s first (weight matching)." if sweep.align != "none" else ""
+        spread = "" if "no spread" in over else ", mean ± 1 std (clipped at 0)"
         out.append(Figure(f"{paper}-{sweep.name}", heading,
-                          f"Loss and error along {line.split(',')[0]}, mean ± 1 std (clipped at 0) over {over}, "
+                          f"Loss and error along {line.split(',')[0]}{spread} over {over}, "
                           f"{_grid(alphas)}, splits {'/'.join(sweep.splits)}; the right panel has a log y axis."
                           + aligned,
                           [band_chart(c, m, m) for m in ("loss", "error")]
@@ -133,6 +155,14 @@ def figures(job: Job, t: dict) -> list[Figure]:
     return out
 
 
+def _mean_std(row: dict, col: str) -> str:
+    """A table's mean ± std; the mean alone where there is no spread (one replicate or pair)."""
+    mean, std = row.get(f"{col}_mean"), row.get(f"{col}_std")
+    if mean is None:  # a grid without both ends (an I4 window): no barrier to the endpoints' line
+        return "—"
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and row.get("n", 2) > 1 else "")
+
+
 def _pm(values: pl.Series, fmt: str = ".3f") -> str:
     values = values.drop_nulls()
     if values.is_empty():
@@ -155,7 +185,7 @@ def headline(job: Job, t: dict) -> list[tuple[str, str]]:
         if part.is_empty():
             continue
         alphas = sweep.alpha.points()
-        tag = experiment(sweep.kind, alphas, sweep.align)[0] + (" aligned" if sweep.align != "none" else "")
+        tag = line_of(job, sweep, alphas)[0] + (" aligned" if sweep.align != "none" else "")
         for metric in ("loss", "error"):
             m = part.filter(pl.col("metric") == metric, pl.col("split") == sweep.splits[0])
             if m.is_empty():
@@ -173,11 +203,13 @@ def headline(job: Job, t: dict) -> list[tuple[str, str]]:
             elif sweep.kind == "final_to_final":
                 r = m.row(0, named=True)
                 rows.append((f"{tag} {sweep.name}: barrier of {metric} (max − mean of ends)",
-                             f"{r['barrier_mean_mean']:.4f} ± {r['barrier_mean_std'] or 0:.4f}"))
+                             _mean_std(r, "barrier_mean")))
             else:
                 r = m.row(0, named=True)
+                rows.append((f"{tag} {sweep.name}: barrier of {metric} (max above the endpoints' line)",
+                             _mean_std(r, "barrier_linear")))
                 rows.append((f"{tag} {sweep.name}: largest rise of {metric} along the line",
-                             f"{r['max_increase_mean']:.4f} ± {r['max_increase_std'] or 0:.4f}"))
+                             _mean_std(r, "max_increase")))
     traj = t["trajectory"]
     if traj.height:
         ratio = traj.group_by("replicate").agg(pl.col("max_beta_over_max_norm").first())["max_beta_over_max_norm"]
@@ -196,8 +228,8 @@ def write_figures(job: Job, tables, out: str, formats=("png", "svg")) -> list[st
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with alt.data_transformers.disable_max_rows():
-        for fig in figures(job, load_tables(tables, inputs(tables.store, job))):
-            spec = fig.chart().to_dict()
+        for fig in figures(job, load_tables(tables)):
+            spec = image_spec(fig.chart())
             for fmt in formats:
                 data = {"png": lambda: vlc.vegalite_to_png(spec, scale=2), "svg": lambda: vlc.vegalite_to_svg(spec).encode(),
                         "pdf": lambda: vlc.vegalite_to_pdf(spec)}[fmt]()

@@ -11,6 +11,7 @@ import altair as alt
 from raysweep.analysis.scan import inputs
 from raysweep.io import paths
 from raysweep.io.store import Store
+from raysweep.report.charts import image_spec
 from raysweep.report.figures import figures, headline, load_tables
 from raysweep.spec import Job, sweep_hash
 
@@ -79,11 +80,11 @@ def write_report(job: Job, store: Store, tables, out: str | None = None, formats
         for fmt in formats:
             if fmt not in ("png", "svg"):
                 raise ValueError(f"unknown image format {fmt!r}; use png or svg")
-            rows = [alt.hconcat(*charts).resolve_scale(color="independent").properties(title=heading)
+            rows = [alt.hconcat(*charts).resolve_scale(color="independent", strokeDash="independent").properties(title=heading)
                     for heading, _, charts in secs]
             import vl_convert as vlc
 
-            spec = alt.vconcat(*rows).resolve_scale(color="independent").to_dict()
+            spec = image_spec(alt.vconcat(*rows).resolve_scale(color="independent", strokeDash="independent"))
             extra[fmt] = vlc.vegalite_to_png(spec, scale=1.5) if fmt == "png" else vlc.vegalite_to_svg(spec).encode()
     written = []
     if out:

@@ -20,6 +20,7 @@ from raysweep.errors import DamagedPoints, MissingResults, RunNotFound, SpecErro
 from raysweep.io import paths
 from raysweep.io.runs import not_found_message
 from raysweep.io.store import Store
+from raysweep.progress import warn
 from raysweep.spec import Job, sweep_hash
 
 log = logging.getLogger("raysweep")
@@ -63,7 +64,7 @@ class Tables:
                 f"overrides, or pass the overrides the sweep was run with")
         if not partial:
             raise MissingResults(text + "; add --partial to show what is stored without it.")
-        log.warning("%s; showing the rest (--partial).", text)
+        warn(f"{text}; showing the rest (--partial).")
 
     def points(self) -> pl.LazyFrame:
         self.require()
@@ -92,7 +93,7 @@ class Tables:
         try:
             return build()
         except DamagedPoints as exc:
-            log.warning("%s", exc)
+            warn(str(exc))
             self.skip = self.skip | frozenset(exc.paths)
             return build()
 

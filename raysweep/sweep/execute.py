@@ -8,6 +8,8 @@ import warnings
 import pyarrow as pa
 
 from raysweep.cluster.checks import provenance
+from raysweep.cluster.connect import is_local
+from raysweep.cluster.policy import actor_plan
 from raysweep.errors import CheckpointError, ManifestError
 from raysweep.io.schemas import PROVENANCE
 from raysweep.io.store import Store
@@ -101,19 +103,20 @@ class SweepStage:
         return {k: [r[k] for r in results] for k in ("key", "status", "message", "rows")}
 
 
-def run_ray(job: Job, store: Store, items: list, actors: tuple[int, float, float], local_ray: bool,
-            progress=None, out: list | None = None) -> list[dict]:
-    """Fan prepared items out over an actor pool; stream results back (appended to `out` as they
-    come, so a stage that dies half-way keeps what it reported).
+def run_ray(job: Job, store: Store, items: list, actors: tuple[int, float, float] | None = None,
+            local_ray: bool | None = None, progress=None, out: list | None = None) -> list[dict]:
+    """Fan prepared items (sweep/prep.py) out over an actor pool on the Ray this process joined; stream
+    results back (appended to `out` as they come, so a stage that dies half-way keeps what it reported).
 
-    `actors` is (most actors, GPUs each, CPUs each) from cluster.policy.actor_plan. On a cluster the
-    pool starts with one actor and grows to that many as the autoscaler adds nodes."""
+    `actors` is (most actors, GPUs each, CPUs each), by default cluster.policy.actor_plan's. On a
+    cluster (`local_ray` False) the pool starts with one actor and grows as the autoscaler adds nodes."""
     import ray.data
 
     results = [] if out is None else out
     if not items:
         return results
-    n_actors, gpus, cpus = actors
+    n_actors, gpus, cpus = actors or actor_plan(job)
+    local_ray = is_local() if local_ray is None else local_ray
     n_actors = min(n_actors, len(items))
     pool = (ray.data.ActorPoolStrategy(size=n_actors) if local_ray
             else ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
