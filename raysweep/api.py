@@ -28,7 +28,7 @@ from raysweep.io.runs import list_runs  # noqa: F401  (the API's listing of stor
 from raysweep.io.store import Store
 from raysweep.jobs import load_job
 from raysweep.run.core import Run
-from raysweep.spec import Job, parse_job
+from raysweep.spec import Job, parse_stored
 from raysweep.sweep.rounds import RunSummary, failure_message  # noqa: F401
 from raysweep.validate import complete
 
@@ -67,7 +67,7 @@ def stored_job(store: Store, run_id: str) -> Job:
         raise RunNotFound(f"no run {run_id} is stored in {store.url('')} (or it has no job.json yet); stored runs: "
                           f"{', '.join(runs[:20]) or 'none'} (`raysweep runs --storage {store.url('')}`).")
     try:
-        job = parse_job(store.read_json(spec_file), f"{store.url(spec_file)}")
+        job = parse_stored(store.read_json(spec_file), f"{store.url(spec_file)}")
     except ValueError as exc:
         raise SpecError(f"{store.url(spec_file)} cannot be read as a job ({exc}); open the run by its job file "
                         f"and --set overrides instead") from None

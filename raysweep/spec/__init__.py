@@ -15,7 +15,7 @@ from raysweep.spec.job import (
 )
 from raysweep.spec.names import is_import_path, metric_name
 from raysweep.spec.overrides import apply_overrides, parse_value
-from raysweep.spec.parse import parse_job
+from raysweep.spec.parse import parse_job, parse_stored
 from raysweep.spec.sweeps import (
                                BN_MODES,
                                LINE_KINDS,
@@ -31,4 +31,4 @@ from raysweep.spec.sweeps import (
 __all__ = ["BN_MODES", "BUILTIN_DATASETS", "BUILTIN_MODELS", "LINE_KINDS", "MAX_ALPHAS", "NOT_WEIGHTS", "PLANE_KINDS",
            "SPLITS", "SWEEP_KINDS", "TRAJECTORY_KINDS", "AlphaGrid", "DataSpec", "EvalSpec", "Job", "ModelSpec",
            "ResourcesSpec", "SpecError", "SweepSpec", "TrainSpec", "apply_overrides", "is_import_path", "job_hash",
-           "metric_name", "parse_job", "parse_value", "sweep_hash"]
+           "metric_name", "parse_job", "parse_stored", "parse_value", "sweep_hash"]

@@ -23,6 +23,17 @@ def parse_job(raw: dict, source: str = "<job>") -> Job:
     return job
 
 
+def parse_stored(raw: dict, source: str = "<stored job>") -> Job:
+    """A Job from what `Job.to_dict()` wrote and JSON read back (a run's job.json): JSON's lists are
+    the dict's tuples again, so an empty α `values` reads as the default it was, not as a user's
+    empty list."""
+    def tuples(v):
+        if isinstance(v, dict):
+            return {k: tuples(x) for k, x in v.items()}
+        return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+    return parse_job(tuples(raw), source)
+
+
 def _build(cls, raw, where: str, errors: list[str]):
     if not isinstance(raw, dict):
         errors.append(f"{where or 'job'} must be a table, got {type(raw).__name__}")
