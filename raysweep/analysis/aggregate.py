@@ -75,11 +75,14 @@ def function_map(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
 
 
 def line_points(store: Store, job: Job, item: bool = False, exclude=frozenset()) -> pl.LazyFrame:
-    """The line sweeps' rows, only the columns the tables read (a query: nothing is loaded yet)."""
+    """The line sweeps' rows, only the columns the tables read (a query: nothing is loaded yet). Sweep
+    and split names are read as categoricals (4 bytes a row instead of a 16-byte string view each: 5M
+    rows take ~0.3 GB; whatever a file says, it is a category)."""
     lf = scan_points(store, job, exclude)
     names = lf.collect_schema().names()
     extra = [c for c in names if c not in POINT_SCHEMA.names]
-    return lf.select(*POINT_KEY, *(["item"] if item else []), "distance", "norm_a", "loss", "error", *extra)
+    return lf.select(*[pl.col(k).cast(pl.Categorical) if k in ("sweep", "split") else pl.col(k) for k in POINT_KEY],
+                     *(["item"] if item else []), "distance", "norm_a", "loss", "error", *extra)
 
 
 def _streamed(lf: pl.LazyFrame) -> pl.DataFrame:

@@ -51,13 +51,15 @@ def _bounds(points: pl.DataFrame) -> list[tuple[int, int]]:
 
 
 def _partitions(points: pl.DataFrame):
-    """The parts of `_bounds`, each sorted by POINT_KEY, made one at a time."""
+    """The parts of `_bounds`, each sorted by POINT_KEY, made one at a time. Filtered through the lazy
+    engine: an eager DataFrame.filter of a frame read from many files copies the whole frame into one
+    chunk first (Polars 2: +0.5 GB at 5M rows), the lazy one reads only the part's rows."""
     bounds = _bounds(points)
     if len(bounds) <= 1:
-        yield points.sort(POINT_KEY)
+        yield points.lazy().sort(POINT_KEY).collect()
         return
     for a, b in bounds:
-        yield points.filter(pl.col("step_a").is_between(a, b)).sort(POINT_KEY)
+        yield points.lazy().filter(pl.col("step_a").is_between(a, b)).sort(POINT_KEY).collect()
 
 
 def by_parts(points: pl.DataFrame) -> tuple[list, list] | None:
