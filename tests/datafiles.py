@@ -75,3 +75,30 @@ def write_fashion_mnist(root: Path, n_train: int = 60, n_test: int = 20, seed: i
         write_idx(raw / f"{prefix}-labels-idx1-ubyte{suffix}", y, gz)
         out[prefix] = (x, y)
     return out
+
+
+def write_image_folder(root: Path, classes=("cat", "dog", "eel"), train_per_class: int = 7, val_per_class: int = 3,
+                       seed: int = 0) -> Path:
+    """An ImageFolder tree of real encoded images as ImageNet has them: JPEGs of varied sizes, one of
+    them grayscale and one CMYK, and a PNG; class-coloured so a net can learn them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = {c: rng.integers(40, 216, size=3) for c in classes}
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for ci, c in enumerate(classes):
+            d = Path(root) / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = int(rng.integers(24, 80)), int(rng.integers(24, 80))
+                pixels = np.clip(colours[c] + rng.normal(0, 25, size=(h, w, 3)), 0, 255).astype(np.uint8)
+                img = Image.fromarray(pixels)
+                if split == "train" and ci == 0 and i == 0:
+                    img.convert("L").save(d / f"{c}_{i}.JPEG", quality=90)  # grayscale
+                elif split == "train" and ci == 1 and i == 0:
+                    img.convert("CMYK").save(d / f"{c}_{i}.JPEG", quality=90)  # CMYK, as a few ImageNet files
+                elif split == "train" and ci == 2 and i == 0:
+                    img.save(d / f"{c}_{i}.png")
+                else:
+                    img.save(d / f"{c}_{i}.JPEG", quality=90)
+    return Path(root)

@@ -6,7 +6,7 @@ from conftest import TINY, run_in_process
 from typer.testing import CliRunner
 
 from raysweep.cli import app
-from raysweep.report.figures import load_tables, figures, headline, write_figures
+from raysweep.report.figures import figures, headline, load_tables, write_figures
 
 
 def test_every_figure_of_a_run_is_written_with_its_caption(tmp_path):

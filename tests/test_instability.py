@@ -52,7 +52,7 @@ def test_children_are_swept_and_give_instability_per_spawn_step(tmp_path):
     points = run.points.collect()
     assert set(points["step_a"]) == {0, 5} and (points["step_a"] == points["step_b"]).all()
     assert points.height == 2 * 2 * 5  # replicates x spawn steps x α
-    from raysweep.report.figures import load_tables, figures
+    from raysweep.report.figures import figures, load_tables
 
     assert [f.name for f in figures(run.job, load_tables(run.tables))][:2] == ["LMC-instability-lmc", "LMC-curves-lmc"]
 

@@ -7,13 +7,12 @@ import sys
 
 import polars as pl
 import pytest
+from conftest import TINY, run_in_process, write_job_toml
 from typer.testing import CliRunner
 
 from raysweep.cli import app
 from raysweep.errors import WriteMismatch
 from raysweep.io.store import Store
-
-from conftest import TINY, run_in_process, write_job_toml
 
 runner = CliRunner()
 RAW = {**copy.deepcopy(TINY), "name": "misleading", "sweeps": TINY["sweeps"][:2]}

@@ -1,8 +1,8 @@
 """Your own model, data and checkpoints: import-path plug-ins validated in the driver and shipped to
 every Ray worker, their source in the run hash, and checkpoints trained elsewhere swept with
 `raysweep interpolate`."""
-import re
 import json
+import re
 import shutil
 import subprocess
 import sys

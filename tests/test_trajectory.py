@@ -6,8 +6,8 @@ from conftest import TINY
 
 from raysweep.analysis import aggregate
 from raysweep.analysis.mds import mds_maps
-from raysweep.data import load_splits
 from raysweep.analysis.scan import point_paths, scan
+from raysweep.data import load_splits
 from raysweep.evaluate.trajectory import projection
 from raysweep.io.schemas import FUNCTION_SCHEMA
 from raysweep.spec import parse_job

@@ -17,6 +17,8 @@
     <job>/<hash>/report.html                           (+ report.json: what it shows)
     <job>/<hash>/lease.json                            the driver working on the run now (heartbeat)
     cache/<dataset>-<fingerprint>/<split>.safetensors  a decoded evaluation split (+ .json with its sha256)
+    datasets/<name>-<fingerprint>/manifest.json        a packed dataset (`raysweep data pack`): classes, counts,
+    datasets/<name>-<fingerprint>/<split>/part-<k>.parquet   shards of encoded images (+ part-<k>.json: sha256)
 
 No other module spells a file name: the suffixes are named here too (a test checks that).
 """
@@ -172,6 +174,25 @@ def report_inputs(run: str) -> str:
 
 def report(run: str, ext: str = "html") -> str:
     return f"{run}/report.{ext}"
+
+
+def dataset_dir(name: str, fingerprint: str) -> str:
+    """A packed dataset (raysweep data pack): Parquet shards of encoded images, by content fingerprint."""
+    return f"datasets/{name}-{fingerprint}"
+
+
+def dataset_manifest(folder: str = "") -> str:
+    """The manifest of a packed dataset (`folder` relative to the store, or "" inside the dataset's own)."""
+    return f"{folder}/manifest.json" if folder else "manifest.json"
+
+
+def dataset_shard(split: str, k: int) -> str:
+    """A shard, relative to its dataset's folder (a dataset can be opened wherever it lies)."""
+    return f"{split}/part-{k:05d}.parquet"
+
+
+def dataset_shard_record(shard: str) -> str:
+    return shard.removesuffix(PARQUET) + JSON
 
 
 def split_cache(dataset: str, fingerprint: str, split: str) -> str:

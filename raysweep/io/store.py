@@ -142,6 +142,13 @@ class Store:
     def __reduce__(self):  # ship to Ray workers by address; each process opens its own filesystem
         return (Store, (self.address,))
 
+    def sub(self, path: str) -> "Store":
+        """The store rooted at `path` inside this one, with the same endpoint, scheme and region."""
+        if self.is_local:
+            return Store(self.full(path))
+        query = f"?{urlencode(sorted(self._options.items()))}" if self._options else ""
+        return Store(f"{self.url(path)}{query}")
+
     def full(self, path: str) -> str:
         return f"{self.base}/{path}" if path else self.base
 

@@ -190,7 +190,7 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class ResourcesSpec:
-    accelerator: str = "auto"  # gpu: GPUs required (waits for the autoscaler) | auto | cpu (see cluster.py)
+    accelerator: str = "auto"  # gpu: GPUs required (waits for the autoscaler) | auto | cpu (cluster/policy.py)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = -1.0  # -1: 1 when the job runs on GPUs (accelerator), else 0
     eval_actors: int = 0  # 0: one per GPU, or one per CPU when there are no GPUs

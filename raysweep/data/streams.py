@@ -1,0 +1,165 @@
+"""Training input from a packed dataset (data/packed.py) through Ray Data: the shards' row groups
+are read, decoded and augmented by Ray tasks on any CPU of the cluster — CPU-only nodes included, so
+decoding is not bound to the GPU node's cores — and streamed to each training rank in order.
+
+The order of an epoch is a pure function of (replicate seed, epoch): the row groups of every shard
+are permuted, then the rows inside each group; rank r of W takes positions [r·m, (r+1)·m) of that
+sequence with m = ⌊n/W⌋, so every epoch visits each example exactly once across the ranks (the
+n − W·m < W left over are a different few each epoch). Each example's crop and flip are drawn from
+(seed, epoch, its index): which task decodes it does not matter, and Ray Data keeps the order
+(`preserve_order`), so a streamed run is bitwise reproducible for a given number of ranks, and a
+resumed one skips exactly the rows it had consumed (no decode is wasted).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from raysweep.cluster.connect import init_ray
+from raysweep.io.store import Store
+
+SCALE, RATIO = (0.1, 1.0), (0.8, 1.25)  # RandomResizedCrop as OpenLTH trains ImageNet
+
+
+@dataclass(frozen=True)
+class Piece:
+    shard: str  # relative to the dataset's folder
+    group: int  # row group of the shard
+    rows: tuple[int, ...]  # rows of the group, in the order they are emitted
+
+
+def _generator(*keys: int) -> torch.Generator:
+    seed = 0
+    for k in keys:
+        seed = (seed * 1_000_003 + int(k)) % (2**61 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+def epoch_pieces(shards: list[dict], seed: int, epoch: int, rank: int = 0, world: int = 1,
+                 skip_rows: int = 0) -> list[Piece]:
+    """Rank `rank`'s pieces of epoch `epoch`, less its first `skip_rows` rows (a resumed epoch)."""
+    groups = [(s["path"], g, n) for s in shards for g, n in enumerate(s["groups"])]
+    order = torch.randperm(len(groups), generator=_generator(seed, epoch)).tolist()
+    m = sum(n for _, _, n in groups) // world
+    lo, hi = rank * m + skip_rows, (rank + 1) * m
+    out, pos = [], 0
+    for gi in order:
+        path, g, size = groups[gi]
+        if pos + size > lo and pos < hi:
+            perm = torch.randperm(size, generator=_generator(seed, epoch, gi, 7)).tolist()
+            out.append(Piece(path, g, tuple(perm[max(lo - pos, 0):min(hi - pos, size)])))
+        pos += size
+        if pos >= hi:
+            break
+    return out
+
+
+def rows_per_rank(shards: list[dict], world: int) -> int:
+    return sum(s["count"] for s in shards) // world
+
+
+def decode(data: bytes) -> torch.Tensor:
+    """An encoded image as a (3, H, W) uint8 tensor: libjpeg-turbo / libpng through torchvision (grayscale
+    and CMYK JPEGs converted to RGB), PIL for whatever it cannot read."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        from PIL import Image
+
+        img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        return torch.from_numpy(img.copy()).permute(2, 0, 1).contiguous()
+
+
+def crop_params(height: int, width: int, g: torch.Generator) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params with scale SCALE, ratio RATIO, drawn from `g`."""
+    import math
+
+    area = height * width
+    log_ratio = (math.log(RATIO[0]), math.log(RATIO[1]))
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(SCALE[0], SCALE[1], generator=g).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g).item())
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=g).item())
+            left = int(torch.randint(0, width - w + 1, (1,), generator=g).item())
+            return top, left, h, w
+    in_ratio = width / height  # fallback: the central crop of the allowed ratio
+    w, h = (width, int(round(width / RATIO[0]))) if in_ratio < RATIO[0] else (
+        (int(round(height * RATIO[1])), height) if in_ratio > RATIO[1] else (width, height))
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def train_view(data: bytes, index: int, seed: int, epoch: int, size: int) -> torch.Tensor:
+    """RandomResizedCrop(size, scale (0.1, 1), ratio (0.8, 1.25)) + horizontal flip, from (seed, epoch, index)."""
+    from torchvision.transforms.v2 import functional as F
+
+    img = decode(data)
+    g = _generator(seed, epoch, index, 11)
+    top, left, h, w = crop_params(img.shape[1], img.shape[2], g)
+    out = F.resized_crop(img, top, left, h, w, [size, size], antialias=True)
+    return out.flip(-1) if torch.rand(1, generator=g).item() < 0.5 else out
+
+
+def eval_view(data: bytes, size: int) -> torch.Tensor:
+    """Resize the short side to size·256/224, then the central size × size crop (ImageNet's evaluation)."""
+    from torchvision.transforms.v2 import functional as F
+
+    img = F.resize(decode(data), [size * 256 // 224], antialias=True)
+    return F.center_crop(img, [size, size])
+
+
+def read_group(store: Store, shard: str, group: int):
+    import pyarrow.parquet as pq
+
+    with store.fs.open_input_file(store.full(shard)) as f:
+        return pq.ParquetFile(f).read_row_group(group, columns=["index", "label", "image"])
+
+
+def decode_pieces(batch: dict, dataset: str, seed: int, epoch: int, size: int, trace: bool = False) -> dict:
+    """A Ray Data stage (tasks): the rows of each piece, decoded and augmented, in the piece's order."""
+    store = Store(dataset)
+    xs, ys, ids = [], [], []
+    for shard, group, rows in zip(batch["shard"], batch["group"], batch["rows"]):
+        t = read_group(store, str(shard), int(group))
+        index, label, image = (t.column(c).to_pylist() for c in ("index", "label", "image"))
+        for r in rows:
+            xs.append(train_view(image[r], index[r], seed, epoch, size).numpy())
+            ys.append(label[r])
+            ids.append(index[r])
+    out = {"image": np.stack(xs) if xs else np.zeros((0, 3, size, size), np.uint8),
+           "label": np.asarray(ys, dtype=np.int64), "index": np.asarray(ids, dtype=np.int64)}
+    if trace:  # which node decoded each row (tests, provenance)
+        import ray
+
+        out["node"] = np.asarray([ray.get_runtime_context().get_node_id()] * len(ids))
+    return out
+
+
+def stream(dataset: str, shards: list[dict], size: int, batch_size: int, seed: int, epoch: int, skip: int = 0,
+           workers: int = 0, rank: int = 0, world: int = 1, trace: bool = False):
+    """Rank `rank`'s batches of one epoch: (uint8 images, int64 labels[, indices, nodes]), `batch_size`
+    rows each (the last partial), after `skip` batches. Decoding runs in Ray tasks (on the Ray this
+    process is connected to; a local one is started if none is), `workers` at a time at most (0: as
+    many as the cluster's CPUs allow)."""
+    import ray
+
+    init_ray()
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # the epoch's order is the pieces' order
+    pieces = epoch_pieces(shards, seed, epoch, rank, world, skip * batch_size)
+    if not pieces:
+        return
+    ds = ray.data.from_items([{"shard": p.shard, "group": p.group, "rows": list(p.rows)} for p in pieces],
+                             override_num_blocks=len(pieces))
+    kwargs = {"concurrency": workers} if workers else {}
+    ds = ds.map_batches(decode_pieces, batch_size=1, num_cpus=1, zero_copy_batch=True, **kwargs,
+                        fn_kwargs={"dataset": dataset, "seed": seed, "epoch": epoch, "size": size, "trace": trace})
+    for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=4, drop_last=False):
+        out = (torch.from_numpy(b["image"].copy()), torch.from_numpy(b["label"].copy()))  # Ray hands read-only views
+        yield (*out, torch.from_numpy(b["index"].copy()), list(b["node"])) if trace else out
