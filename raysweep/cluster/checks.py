@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from raysweep.cluster.policy import autoscaler_capacity
 from raysweep.errors import DatasetMissing, StoreError
+from raysweep.io.store import Store
 from raysweep.spec import DataSpec, Job
 
 
@@ -24,7 +25,7 @@ def check_storage_reaches_nodes(store, shared: bool) -> None:
         f"(or $RAYSWEEP_SHARED_STORAGE=1).")
 
 
-def _probe_data(data: dict):
+def _probe_data(data: dict, storage: str):
     """Runs on a worker: the dataset's shape and sizes, or why it is not there."""
     import ray
 
@@ -32,12 +33,12 @@ def _probe_data(data: dict):
 
     node = ray.get_runtime_context().get_node_id()
     try:
-        return "ok", dataset_info(DataSpec(**data)), node
+        return "ok", dataset_info(DataSpec(**data), store=Store(storage)), node
     except DatasetMissing as exc:
         return "missing", str(exc), node
 
 
-def check_data_on_worker(job: Job, resources: dict):
+def check_data_on_worker(job: Job, resources: dict, store):
     """Look for the dataset on a node that will run the work (a Ray task with the trial's resources),
     not on the head, which often has none. Returns its DatasetInfo; raises DatasetMissing."""
     import dataclasses
@@ -46,7 +47,7 @@ def check_data_on_worker(job: Job, resources: dict):
 
     task = ray.remote(_probe_data).options(num_cpus=min(resources.get("cpu", 1), 1),
                                            num_gpus=resources.get("gpu", 0))
-    status, value, node = ray.get(task.remote(dataclasses.asdict(job.data)))
+    status, value, node = ray.get(task.remote(dataclasses.asdict(job.data), store.address))
     if status != "ok":
         raise DatasetMissing(f"on Ray node {node} (where trials and evaluators run): {value}")
     return value

@@ -28,16 +28,23 @@ def cifar_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return out
 
 
-def train_batches(splits: Splits, batch_size: int, seed: int, epoch: int, skip: int = 0, workers: int = 0
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of one epoch (the last one partial), starting after `skip` batches; stored dtype."""
+def train_batches(splits: Splits, batch_size: int, seed: int, epoch: int, skip: int = 0, workers: int = 0,
+                  rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of one epoch (the last one partial), starting after `skip` batches; stored dtype. With
+    `world` ranks, rank `rank`'s part of each `batch_size` batch: of an in-memory dataset, its slice of
+    the very batch one process would take; of a stream, batch_size/world rows of its own range."""
     if splits.stream is not None:
-        yield from splits.stream(batch_size, seed, epoch, skip, workers)
+        yield from splits.stream(batch_size // world, seed, epoch, skip, workers, rank=rank, world=world)
         return
     order = epoch_order(splits.n_train, seed, epoch)
     for b, start in enumerate(range(skip * batch_size, len(order), batch_size), start=skip):
         idx = order[start:start + batch_size]
+        if world > 1:
+            idx = torch.tensor_split(idx, world)[rank]
         x = splits.train_x[idx]
         if splits.augment == "cifar":
-            x = cifar_augment(x, torch.Generator().manual_seed(1_000_003 * seed + 7_919 * epoch + b))
+            g = torch.Generator().manual_seed(1_000_003 * seed + 7_919 * epoch + b)
+            x = cifar_augment(splits.train_x[order[start:start + batch_size]], g)[
+                torch.tensor_split(torch.arange(len(order[start:start + batch_size])), world)[rank]] if world > 1 \
+                else cifar_augment(x, g)
         yield x, splits.train_y[idx]

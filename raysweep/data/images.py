@@ -165,8 +165,9 @@ def imagenet(spec: DataSpec, cache: "SplitCache | None" = None) -> Splits:
     test_x, test_y = cache.get("imagenet", "val", identity, decode) if cache else decode()
     origin = cache.last_source if cache else "decoded"
 
-    def stream(batch_size, seed, epoch, skip, workers):
-        order = epoch_order(len(train_set), seed, epoch)[skip * batch_size:].tolist()
+    def stream(batch_size, seed, epoch, skip, workers, rank=0, world=1):
+        m = len(train_set) // world  # rank r: positions [r·m, (r+1)·m) of the epoch's order
+        order = epoch_order(len(train_set), seed, epoch)[rank * m:(rank + 1) * m][skip * batch_size:].tolist()
         g = torch.Generator().manual_seed(1_000_003 * seed + epoch)
         yield from torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=order, generator=g,
                                                num_workers=workers or spec.num_workers, pin_memory=torch.cuda.is_available(),

@@ -21,6 +21,7 @@ from raysweep.data.images import (
     mnist,
 )
 from raysweep.data.offline import blobs, digits, linreg
+from raysweep.data.streams import packed_info, packed_splits
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
 from raysweep.errors import SpecError
 from raysweep.plugins import load_object
@@ -50,6 +51,8 @@ CACHED_SPLITS = {"imagenet"}
 def load_splits(spec: DataSpec, store=None) -> Splits:
     """The dataset's splits (cached: one process decodes a dataset once; with a Store, datasets in
     CACHED_SPLITS also read and fill the store's split cache, so a cluster decodes them once)."""
+    if spec.source == "store":  # packed by `raysweep data pack`, streamed by Ray Data
+        return packed_splits(spec, store, SplitCache(store) if store is not None else None)
     if is_import_path(spec.name):
         return _user_splits(spec)
     if spec.name not in DATASETS:
@@ -77,15 +80,18 @@ STANDARD = {
 }
 
 
-def dataset_info(spec: DataSpec, standard_if_missing: bool = False) -> DatasetInfo:
+def dataset_info(spec: DataSpec, standard_if_missing: bool = False, store=None) -> DatasetInfo:
     """Shape, classes and split sizes, read cheaply from the data (raises DatasetMissing, or gives
-    the standard values with standard_if_missing)."""
+    the standard values with standard_if_missing). A packed dataset is described by its manifest in
+    `store`."""
     try:
+        if spec.source == "store":
+            return packed_info(spec, store)
         if spec.name in INFOS:
             return INFOS[spec.name](spec)
         d = load_splits(spec)
         return DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y)})
     except DatasetMissing:
-        if standard_if_missing:
+        if standard_if_missing and spec.name in STANDARD:
             return STANDARD[spec.name]
         raise

@@ -12,13 +12,19 @@ resumed one skips exactly the rows it had consumed (no decode is wasted).
 """
 from __future__ import annotations
 
+import functools
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from raysweep.cluster.connect import init_ray
+from raysweep.data.images import IMAGENET_MEAN, IMAGENET_STD
+from raysweep.data.packed import find
+from raysweep.data.types import DatasetInfo, Splits
+from raysweep.errors import DatasetMissing
 from raysweep.io.store import Store
 
 SCALE, RATIO = (0.1, 1.0), (0.8, 1.25)  # RandomResizedCrop as OpenLTH trains ImageNet
@@ -163,3 +169,42 @@ def stream(dataset: str, shards: list[dict], size: int, batch_size: int, seed: i
     for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=4, drop_last=False):
         out = (torch.from_numpy(b["image"].copy()), torch.from_numpy(b["label"].copy()))  # Ray hands read-only views
         yield (*out, torch.from_numpy(b["index"].copy()), list(b["node"])) if trace else out
+
+
+def packed_splits(spec, store: Store, cache=None):
+    """A packed dataset (data.source = "store") as Splits: the training split streamed (`stream`), the
+    validation split decoded once (eval_view) and kept in the store's split cache."""
+    if store is None:
+        raise DatasetMissing(f"data.source = \"store\": the packed dataset {spec.name!r} is read from a store, and "
+                             f"none was given")
+    target, man = find(store, spec.root or spec.name)
+    size = spec.image_size
+    val = man["splits"]["val"]
+
+    def decode_val():
+        views, labels = [], []
+        for shard in val["shards"]:
+            for g in range(len(shard["groups"])):
+                t = read_group(target, shard["path"], g)
+                images = t.column("image").to_pylist()
+                with ThreadPoolExecutor() as pool:  # libjpeg-turbo releases the GIL
+                    views += list(pool.map(lambda b: eval_view(b, size), images))
+                labels += t.column("label").to_pylist()
+        return (torch.stack(views) if views else torch.zeros((0, 3, size, size), dtype=torch.uint8),
+                torch.tensor(labels, dtype=torch.int64))
+
+    identity = [("packed", man["fingerprint"]), ("eval_view", size)]
+    test_x, test_y = cache.get(f"packed-{man['name']}", "val", identity, decode_val) if cache else decode_val()
+    train = man["splits"]["train"]
+    return Splits(None, torch.full((train["count"],), -1, dtype=torch.int64),  # labels come with the stream
+                  test_x, test_y, len(man["classes"]), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  stream=functools.partial(stream, target.address, train["shards"], size), image_shape=(3, size, size),
+                  origin=cache.last_source if cache else "decoded")
+
+
+def packed_info(spec, store: Store | None):
+    if store is None:
+        raise DatasetMissing(f"data.source = \"store\": {spec.name!r} is read from the store, and none was given")
+    _, man = find(store, spec.root or spec.name)
+    return DatasetInfo((3, spec.image_size, spec.image_size), len(man["classes"]),
+                       {"train": man["splits"]["train"]["count"], "test": man["splits"]["val"]["count"]})

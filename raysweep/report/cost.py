@@ -18,8 +18,8 @@ MEASURED = {
 }
 
 
-def counts(job) -> dict:
-    info = dataset_info(job.data, standard_if_missing=True)
+def counts(job, store=None) -> dict:
+    info = dataset_info(job.data, standard_if_missing=True, store=store)
     n_train = info.sizes["train"]
     steps = checkpoint_steps(job.train, n_train)
     per_epoch = iterations_per_epoch(n_train, job.train.batch_size)
@@ -63,7 +63,7 @@ def _flop(x: float) -> str:
 
 
 def describe(job: Job, store: Store) -> str:
-    c = counts(job)
+    c = counts(job, store)
     spec = json.dumps(job.to_dict(), indent=2)
     steps = c["checkpoint_steps"]
     shown = steps if len(steps) <= 16 else steps[:12] + ["..."] + steps[-3:]

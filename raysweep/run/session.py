@@ -32,7 +32,7 @@ class Session:
         if self._info is None:
             from raysweep.data.registry import dataset_info  # torch
 
-            self._info = dataset_info(self.job.data)
+            self._info = dataset_info(self.job.data, store=self.store)
         return self._info
 
     def preflight(self) -> None:
@@ -70,7 +70,7 @@ class Session:
             check_storage_reaches_nodes(self.store, self.shared_storage)
             self._storage_reached = True
         with ResourceWatch(resources.get("gpu", 0), "the dataset check on a worker", say):
-            self._info = check_data_on_worker(self.job, resources)
+            self._info = check_data_on_worker(self.job, resources, self.store)
         self._checked_on_cluster = True
 
     def trial_resources(self) -> dict:

@@ -34,6 +34,8 @@ def job_hash(job: Job) -> str:
             payload[f"{key}.source"] = _digest_of(job, digests, f"{key}.source")
     if not (is_import_path(job.model.name) and is_import_path(job.data.name)):
         payload["recipe"] = RECIPE  # a built-in model or dataset made these weights
+    if job.resources.workers > 1:  # data-parallel: per-rank BatchNorm statistics, another sum order
+        payload["world"] = job.resources.workers
     if job.external:
         payload = {"external": _digest_of(job, digests, "external"), "model": payload.get("model.name", "mlp"),
                    **{k: v for k, v in payload.items() if k.startswith(("model.", "data."))}}

@@ -39,12 +39,18 @@ class DataSpec:
     # built-in image datasets: standardized ((x/255 − mean)/std, the dataset's own statistics) | unit (x/255 in
     # [0, 1], as pylearn2 feeds MNIST to G's networks)
     pixels: str = "standardized"
+    # files: the dataset's own files (data.root) | store: packed into the run's store by `raysweep data pack`
+    # (data.name is the packed name; data.root may name a packed folder or URI instead), streamed by Ray Data
+    source: str = "files"
+    image_size: int = 224  # packed datasets: the side of the training crop and of the evaluation centre crop
 
     def options(self) -> dict:
         return kwargs_options(self.kwargs)
 
     def problems(self, where: str) -> list[str]:
         out = kwargs_problems(where, self.kwargs) + _choice(f"{where}.pixels", self.pixels, PIXELS)
+        out += _choice(f"{where}.source", self.source, ("files", "store"))
+        out += [] if 8 <= self.image_size <= 4096 else [f"{where}.image_size must be in [8, 4096]"]
         return out + ([] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"])
 
 
@@ -120,6 +126,10 @@ class TrainSpec:
     loss: str = "auto"  # auto | cross_entropy | squared_error | pkg.module:fn (per-example; see evaluate/losses.py)
     amp: bool = False  # bf16 autocast on CUDA
     channels_last: bool = False
+    # examples per forward/backward when the batch does not fit at once: gradients are accumulated, so each
+    # update is the same batch_size update (to float rounding; BatchNorm sees micro-batches). 0: the largest
+    # that fits, found once at the start (halving on out-of-memory) and recorded in the manifest
+    micro_batch: int = field(default=0, metadata=NOT_WEIGHTS)
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.checkpoints", self.checkpoints, SCHEDULES)
@@ -195,9 +205,24 @@ class ResourcesSpec:
     gpus_per_trial: float = -1.0  # -1: 1 when the job runs on GPUs (accelerator), else 0
     eval_actors: int = 0  # 0: one per GPU, or one per CPU when there are no GPUs
     gpus_per_actor: float = -1.0  # -1: 1 when the job runs on GPUs (accelerator), else 0
+    # data-parallel replicates: a replicate trains on this many Ray Train workers (DDP; NCCL on GPUs, gloo on
+    # CPUs), each with cpus_per_trial CPUs; 0: one per GPU of gpus_per_trial when that is more than 1, else 1
+    workers_per_trial: int = 0
+
+    @property
+    def workers(self) -> int:
+        """Ranks per replicate."""
+        if self.workers_per_trial:
+            return self.workers_per_trial
+        return int(self.gpus_per_trial) if self.gpus_per_trial > 1 else 1
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.accelerator", self.accelerator, ("auto", "gpu", "cpu"))
+        if not 0 <= self.workers_per_trial <= 4096:
+            out.append(f"{where}.workers_per_trial must be in [0, 4096] (0: one per GPU of gpus_per_trial)")
+        elif self.gpus_per_trial > 1 and self.workers_per_trial and self.gpus_per_trial % self.workers_per_trial:
+            out.append(f"{where}.gpus_per_trial = {self.gpus_per_trial:g} does not split evenly over "
+                       f"workers_per_trial = {self.workers_per_trial}")
         out += [] if self.cpus_per_trial > 0 else [f"{where}.cpus_per_trial must be > 0"]
         for key in ("gpus_per_trial", "gpus_per_actor"):
             value = getattr(self, key)
@@ -239,7 +264,12 @@ class Job:
                        f"starting with a letter or digit); it names the run's folder in the store")
         if not 0 <= self.seed < 2**31:
             out.append(f"seed must be in [0, 2**31), got {self.seed}")
-        out += name_problems("data.name", self.data.name, BUILTIN_DATASETS, self.data.kwargs)
+        if self.data.source == "store":  # a packed dataset's name (`raysweep data pack --name`)
+            out += [] if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", self.data.name) else [
+                f"data.name = {self.data.name!r}: with data.source = \"store\" it names a packed dataset "
+                f"(`raysweep data pack SOURCE --name NAME`): letters, digits, '_', '-', '.'"]
+        else:
+            out += name_problems("data.name", self.data.name, BUILTIN_DATASETS, self.data.kwargs)
         out += name_problems("model.name", self.model.name, BUILTIN_MODELS, self.model.kwargs)
         if self.external:
             if len(self.external) != self.replicates:
@@ -253,6 +283,12 @@ class Job:
         if self.train.max_norm and (self.model.name != "mlp" or len(self.train.max_norm) != layers):
             out.append(f"train.max_norm is for the mlp model, one limit per linear layer ({layers} here: the hidden "
                        f"layers, then the output), got {list(self.train.max_norm)}")
+        world = self.resources.workers
+        if world > 1 and self.train.batch_size % world:
+            out.append(f"train.batch_size = {self.train.batch_size} does not split evenly over {world} workers "
+                       f"(resources.workers_per_trial / gpus_per_trial): each rank takes batch_size / workers")
+        if world > 1 and self.external:
+            out.append("resources.workers_per_trial: external checkpoints are not trained")
         names = [s.name for s in self.sweeps]
         for s in self.sweeps:
             out += s.problems(f"sweeps.{s.name or '?'}")

@@ -69,7 +69,7 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
     if info is None:
         from raysweep.data.registry import dataset_info  # torch
 
-        info = dataset_info(job.data, standard_if_missing=True)
+        info = dataset_info(job.data, standard_if_missing=True, store=store)
     run = paths.run_dir(job.name, job.hash)
     untrained = [k for k in replicates if not store.exists(paths.train_done(run, k))]
     if untrained:

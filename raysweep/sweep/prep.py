@@ -32,7 +32,7 @@ def prepare(job: Job, store: Store, items: list, info=None) -> list:
     directions, T3 path projections (each once, seeded, stored beside the checkpoints). Returns the
     items with every sha256 filled in. Runs in the driver before evaluation; `status` never calls it."""
     if info is None:  # the dataset's shape as read here (the driver passes what the workers see)
-        info = dataset_info(job.data, standard_if_missing=True)
+        info = dataset_info(job.data, standard_if_missing=True, store=store)
     params = None
     drawn: dict = {}
     out = []

@@ -27,6 +27,7 @@ from raysweep.io.checkpoints import load_tensors, save_tensors
 from raysweep.io.store import Store
 from raysweep.models import apply_max_norm, build_model
 from raysweep.spec import Job
+from raysweep.train.parallel import SINGLE, Meter, Rank, backward, fitting_micro_batch, unwrap
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 
 Progress = Callable[[dict], None]
@@ -73,12 +74,12 @@ def replicate_seed(job: Job, k: int) -> int:
 
 
 def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch: int, data: Splits,
-                     device) -> dict:
+                     device, extra: dict | None = None) -> dict:
     run = paths.run_dir(job.name, job.hash)
     sha = save_tensors(store, paths.checkpoint(run, k, step), model.state_dict())
     entry = {"job": job.name, "hash": job.hash, "replicate": k, "step": step,
              "epoch": step / per_epoch, "sha256": sha, "path": paths.checkpoint(run, k, step),
-             **provenance(device), "gpu_name": gpu_name(device)}
+             **provenance(device), "gpu_name": gpu_name(device), **(extra or {})}
     for split in job.train.log_splits:
         x, y = data.split(split)
         entry[f"{split}_loss"], entry[f"{split}_error"] = split_metrics(
@@ -92,22 +93,33 @@ def _prepare(job: Job, data: Splits, x: torch.Tensor, device) -> torch.Tensor:
     return data.prepare(x.to(device, non_blocking=True), channels_last=job.train.channels_last and device.type == "cuda")
 
 
-def save_state(store: Store, path: str, record: str, model, opt, step: int) -> None:
-    """The resume state at `path` (weights, momentum buffers, RNG, step) and its sha256 at `record`."""
-    tensors = {f"model.{n}": t for n, t in model.state_dict().items()}
+def rng_state() -> dict[str, torch.Tensor]:
+    out = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def save_state(store: Store, path: str, record: str, model, opt, step: int, rngs: list | None = None) -> None:
+    """The resume state at `path` (weights, momentum buffers, RNG, step) and its sha256 at `record`.
+    `rngs`: every rank's RNG state (rank r's as rng.<r>.cpu), else this process's."""
+    tensors = {f"model.{n}": t for n, t in unwrap(model).state_dict().items()}
     for i, p in enumerate(opt.param_groups[0]["params"]):
         buf = opt.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             tensors[f"momentum.{i}"] = buf
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    for r, states in enumerate(rngs or [rng_state()]):
+        tensors.update({(f"rng.{kind}" if r == 0 else f"rng.{r}.{kind}"): t for kind, t in states.items()})
     tensors["step"] = torch.tensor([step], dtype=torch.int64)
     store.write_json(record, {"sha256": save_tensors(store, path, tensors), "step": step})
 
 
-def _save_state(store: Store, run: str, k: int, model, opt, step: int) -> None:
-    save_state(store, paths.train_state(run, k), paths.train_state_record(run, k), model, opt, step)
+def _save_state(store: Store, run: str, k: int, model, opt, step: int, rank: Rank = SINGLE) -> None:
+    """Rank 0 writes the resume state with every rank's RNG (a collective: all ranks call it)."""
+    rngs = rank.gather(rng_state())
+    if rank.lead:
+        save_state(store, paths.train_state(run, k), paths.train_state_record(run, k), model, opt, step, rngs)
+    rank.barrier()
 
 
 def _verified_state(store: Store, run: str, k: int) -> dict | None:
@@ -127,32 +139,39 @@ def _verified_state(store: Store, run: str, k: int) -> dict | None:
         return None
 
 
-def restore_state(model, opt, t: dict) -> int:
-    """Weights, momentum buffers and RNG from a resume state (`save_state`); returns its step."""
-    model.load_state_dict({n[6:]: v for n, v in t.items() if n.startswith("model.")})
+def restore_state(model, opt, t: dict, rank: int = 0) -> int:
+    """Weights, momentum buffers and (this rank's) RNG from a resume state (`save_state`); returns its step."""
+    unwrap(model).load_state_dict({n[6:]: v for n, v in t.items() if n.startswith("model.")})
     for i, p in enumerate(opt.param_groups[0]["params"]):
         if f"momentum.{i}" in t:
             opt.state[p]["momentum_buffer"] = t[f"momentum.{i}"].to(p.device)
-    torch.set_rng_state(t["rng.cpu"])
-    if "rng.cuda" in t and torch.cuda.is_available():
-        torch.cuda.set_rng_state(t["rng.cuda"])
+    prefix = "rng." if rank == 0 else f"rng.{rank}."
+    torch.set_rng_state(t[f"{prefix}cpu"] if f"{prefix}cpu" in t else t["rng.cpu"])
+    if f"{prefix}cuda" in t and torch.cuda.is_available():
+        torch.cuda.set_rng_state(t[f"{prefix}cuda"])
     return int(t["step"][0])
 
 
-def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, device, per_example) -> None:
-    """Update `it` (0-based) of a training run: the schedule's lr and momentum, one SGD step on (x, y),
-    then the max-norm constraint."""
+def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, device, per_example,
+             rank: Rank = SINGLE, micro: int = 0) -> None:
+    """Update `it` (0-based) of a training run: the schedule's lr and momentum, one SGD step on (x, y)
+    (this rank's part of the update's batch, `micro` examples per forward at most), then the max-norm
+    constraint."""
     t = job.train
     for group in opt.param_groups:
         group["lr"], group["momentum"] = learning_rate(job, it, per_epoch), momentum(job, it, per_epoch)
     x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp and device.type == "cuda"):
-        loss = training_loss(model(x), y, per_example)
+    autocast = t.amp and device.type == "cuda"
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if rank.world == 1 and not 0 < micro < len(y):  # one batch, one process: the mean loss, as always
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = training_loss(model(x), y, per_example)
+        loss.backward()
+    else:  # ranks and micro-batches: scaled sums, so the update is the whole batch's mean gradient
+        backward(model, x, y, per_example, rank.world / rank.total(len(y), device), micro, autocast)
     opt.step()
     if t.max_norm:
-        apply_max_norm(model, t.max_norm)
+        apply_max_norm(unwrap(model), t.max_norm)
 
 
 def setup(job: Job, data: Splits, device, seed: int | None = None):
@@ -166,28 +185,34 @@ def setup(job: Job, data: Splits, device, seed: int | None = None):
 
 
 def run_steps(job: Job, data: Splits, model, opt, seed: int, step: int, total: int, device,
-              after: Callable[[int], None]) -> int:
+              after: Callable[[int], None], rank: Rank = SINGLE, micro: int = 0, meter: Meter | None = None) -> int:
     """The epoch loop: updates `step` ... `total` − 1 over the epochs' seeded example orders (a start in
-    the middle of an epoch skips that epoch's first batches), calling `after(step)` after each."""
+    the middle of an epoch skips that epoch's first batches), calling `after(step)` after each. With
+    ranks, each takes its part of every update's batch."""
     per_epoch = iterations_per_epoch(data.n_train, job.train.batch_size)
     per_example = loss_fn(job.train.loss)
+    meter = meter or Meter()
     model.train()
     while step < total:
         epoch, skip = divmod(step, per_epoch)
-        for x, y in train_batches(data, job.train.batch_size, seed, epoch, skip, job.data.num_workers):
-            sgd_step(job, data, model, opt, x, y, step, per_epoch, device, per_example)
+        batches = train_batches(data, job.train.batch_size, seed, epoch, skip, job.data.num_workers, rank.rank,
+                                rank.world)
+        for x, y in meter.timed(batches, rank.world):
+            sgd_step(job, data, model, opt, x, y, step, per_epoch, device, per_example, rank, micro)
             step += 1
             after(step)
     return step
 
 
 def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = None,
-                    data: Splits | None = None) -> None:
-    """Train replicate k, saving the checkpoint schedule; resumes from the Store if interrupted."""
+                    data: Splits | None = None, rank: Rank = SINGLE) -> None:
+    """Train replicate k, saving the checkpoint schedule; resumes from the Store if interrupted. With
+    ranks (train/ddp.py), every rank runs this; rank 0 writes checkpoints, manifests and resume state,
+    every rank restores from them."""
     run = paths.run_dir(job.name, job.hash)
     if store.exists(paths.train_done(run, k)):
         return
-    if not store.exists(paths.job_json(run)):  # the run's spec beside its checkpoints (`raysweep runs`)
+    if rank.lead and not store.exists(paths.job_json(run)):  # the run's spec beside its checkpoints
         store.write_json(paths.job_json(run), job.to_dict())
     device = pick_device(job.eval.device)
     data = data or load_splits(job.data, store)
@@ -197,27 +222,50 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     per_epoch = iterations_per_epoch(data.n_train, t.batch_size)
     total = per_epoch * t.epochs
     schedule = set(checkpoint_steps(t, data.n_train))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed + 7_919 * rank.rank)  # dropout masks of their own on each rank
     state = _verified_state(store, run, k) if store.exists(paths.train_state(run, k)) else None
-    if state is None and store.exists(paths.train_state(run, k)):  # unverifiable: start this replicate over
+    if rank.lead and state is None and store.exists(paths.train_state(run, k)):  # unverifiable: start over
         for p in store.list(paths.replicate_dir(run, k)):
             store.delete(p)
-    step = restore_state(model, opt, state) if state is not None else 0
+    rank.barrier()
+    step = restore_state(model, opt, state, rank.rank) if state is not None else 0
+    model = rank.wrap(model, device)
+    micro = t.micro_batch or _fitting(job, data, model, device, seed, rank)
     report = progress or (lambda info: None)
-    last = {}
+    meter, last, stats = Meter(), {}, {"micro_batch": micro, "workers": rank.world}
+
+    def checkpoint(step: int) -> None:
+        nonlocal last
+        if rank.lead:
+            last = _save_checkpoint(store, job, k, unwrap(model), step, per_epoch, data, device, extra=stats)
+        _save_state(store, run, k, model, opt, step, rank)
+        model.train()
+
     if step == 0:
-        last = _save_checkpoint(store, job, k, model, 0, per_epoch, data, device)
-        _save_state(store, run, k, model, opt, 0)
-    report({"replicate": k, "step": step, "total": total, **last})
+        checkpoint(0)
+    report({"replicate": k, "step": step, "total": total, **stats, **last})
 
     def after(step: int) -> None:
-        nonlocal last
-        if step in schedule:
-            last = _save_checkpoint(store, job, k, model, step, per_epoch, data, device)
-            _save_state(store, run, k, model, opt, step)
-            model.train()
         if step in schedule or step % per_epoch == 0:
-            report({"replicate": k, "step": step, "total": total, **last})
+            stats.update(meter.take())
+        if step in schedule:
+            checkpoint(step)
+        elif step % per_epoch == 0 and step < total:  # a resume point at every epoch's end
+            _save_state(store, run, k, model, opt, step, rank)
+        if step in schedule or step % per_epoch == 0:
+            report({"replicate": k, "step": step, "total": total, **stats, **last})
 
-    run_steps(job, data, model, opt, seed, step, total, device, after)
-    store.write_json(paths.train_done(run, k), {"step": total, "finished": time.time()})
+    run_steps(job, data, model, opt, seed, step, total, device, after, rank, micro, meter)
+    if rank.lead:
+        store.write_json(paths.train_done(run, k), {"step": total, "finished": time.time()})
+    rank.barrier()
+
+
+def _fitting(job: Job, data: Splits, model, device, seed: int, rank: Rank) -> int:
+    """train.micro_batch = 0: the largest micro-batch of this rank's batch that fits (the CPU: all of it)."""
+    if device.type != "cuda":
+        return job.train.batch_size // rank.world
+    x, y = next(iter(train_batches(data, job.train.batch_size, seed, 0, 0, 0, rank.rank, rank.world)))
+    size = fitting_micro_batch(model, _prepare(job, data, x, device), y.to(device), loss_fn(job.train.loss),
+                               job.train.amp)
+    return min(rank.gather(size))  # every rank accumulates alike

@@ -9,6 +9,7 @@ from raysweep.io import paths
 from raysweep.io.runs import is_trained
 from raysweep.io.store import Store
 from raysweep.spec import Job, parse_job
+from raysweep.train.ddp import train_ddp
 from raysweep.train.loop import train_replicate
 from raysweep.train.spawn import child_done, train_child
 
@@ -27,6 +28,9 @@ def _trainable(config: dict) -> None:
         k, step, child = (int(v) for v in task.split("/"))
         train_child(job, k, step, child, Store(config["storage"]), progress=report)
         return
+    if job.resources.workers > 1:  # a data-parallel replicate: its own Ray Train worker group
+        train_ddp(job, task, Store(config["storage"]), config["resources"])
+        return
     train_replicate(job, task, Store(config["storage"]), progress=report)
 
 
@@ -40,11 +44,13 @@ def train_all(job: Job, store: Store, replicates: list, resources: dict, progres
     if not todo:
         return
     run = paths.run_dir(job.name, job.hash)
-    trainable = tune.with_resources(_trainable, resources)
+    ddp = job.resources.workers > 1 and all(isinstance(k, int) for k in todo)
+    # a data-parallel replicate's trial only drives its TorchTrainer: the workers hold CPUs and GPUs
+    trainable = tune.with_resources(_trainable, {"cpu": 0.0, "memory": 1.0} if ddp else resources)
     tuner = tune.Tuner(
         trainable,
         param_space={"job": job.to_dict(), "storage": store.address, "threads": resources.get("cpu", 1),
-                     "replicate": tune.grid_search(todo)},
+                     "resources": resources, "replicate": tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=len(todo), reuse_actors=False),
         run_config=tune.RunConfig(
             name="tune" if all(isinstance(k, int) for k in todo) else "tune-spawn", storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,

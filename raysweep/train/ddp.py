@@ -1,0 +1,58 @@
+"""Data-parallel replicates on Ray Train: a replicate's Tune trial builds and fits a TorchTrainer of
+N workers (Ray 2.60's Train V2: the trial holds no device of its own, its workers do), NCCL on GPUs,
+gloo on CPUs. Every worker runs the replicate's plain-torch loop (`train/loop.train_replicate`) as
+one rank; rank 0 writes checkpoints, manifests and resume state to the store, all ranks restore from
+it — so a lost worker (its process or its node) restarts the worker group from the last resume state
+(Train's FailureConfig), losing at most the steps since then (the last epoch's end at the most).
+"""
+from __future__ import annotations
+
+from raysweep.io import paths
+from raysweep.io.store import Store
+from raysweep.spec import Job, parse_job
+
+MAX_FAILURES = 3  # worker-group restarts per replicate before the trial fails
+
+
+def _worker(config: dict) -> None:
+    """One rank (a Ray Train worker)."""
+    import ray.train
+    import torch
+
+    from raysweep.train.loop import train_replicate
+    from raysweep.train.parallel import Rank
+
+    ctx = ray.train.get_context()
+    rank = Rank(ctx.get_world_rank(), ctx.get_world_size())
+    torch.set_num_threads(max(1, int(config["threads"])))
+    job = parse_job(config["job"], "job from driver")
+
+    def report(info: dict) -> None:  # every rank reports at the same steps (Train V2's report is a barrier)
+        ray.train.report({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    train_replicate(job, config["replicate"], Store(config["storage"]), progress=report, rank=rank)
+
+
+def train_ddp(job: Job, k: int, store: Store, resources: dict, tune_session: bool = True) -> None:
+    """Train replicate k on job.resources.workers Ray Train workers, each holding `resources` divided
+    as the job says (CPUs per worker: resources.cpus_per_trial; GPUs: the trial's over the workers)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.v2.api.config import LoggingConfig
+    from ray.train.torch import TorchTrainer
+
+    world = job.resources.workers
+    gpus = resources.get("gpu", 0) / world if resources.get("gpu", 0) else 0.0
+    per_worker = {"CPU": resources.get("cpu", 1.0), **({"GPU": gpus} if gpus else {})}
+    callbacks = []
+    if tune_session:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"job": job.to_dict(), "replicate": k, "storage": store.address,
+                           "threads": resources.get("cpu", 1)},
+        scaling_config=ScalingConfig(num_workers=world, use_gpu=bool(gpus), resources_per_worker=per_worker),
+        run_config=RunConfig(name=f"ddp-replicate_{k}", storage_path=store.full(paths.run_dir(job.name, job.hash)),
+                             storage_filesystem=store.fs, failure_config=FailureConfig(max_failures=MAX_FAILURES),
+                             callbacks=callbacks, logging_config=LoggingConfig(log_level="WARNING")))
+    trainer.fit()
