@@ -223,9 +223,11 @@ def figures(job: str, out: str = typer.Option("figures", "--out", help="Folder f
 
 
 import raysweep.cli_interpolate  # noqa: E402,F401  (registers `raysweep interpolate`)
+from raysweep.cli_data import data_app  # noqa: E402  (the `raysweep data ...` commands)
 from raysweep.cli_toys import toy  # noqa: E402  (the `raysweep toy ...` commands)
 
 app.add_typer(toy, name="toy")
+app.add_typer(data_app, name="data")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,22 @@ class _Bars:
         self.bar.stop()
 
 
+class CountProgress(_Bars):
+    """One bar (or periodic plain lines) of `what` done out of a total: `update(done, total)`."""
+
+    def __init__(self, what: str, enabled: bool = True, plain: bool | None = None):
+        super().__init__(enabled, plain)
+        self.what, self.last_line = what, -1e9
+        self.task = self.bar.add_task(what, total=None, info="")
+
+    def update(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+        now = time.monotonic()
+        if self.plain and (now - self.last_line >= self.interval or done == total):
+            self.last_line = now
+            say(f"{self.what}: {done}/{total} ({done / max(total, 1):.0%})")
+
+
 class TrainProgress(_Bars):
     """One bar (or line) per replicate, in training steps; updated from Tune results."""
 

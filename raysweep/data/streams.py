@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -158,6 +159,8 @@ def stream(dataset: str, shards: list[dict], size: int, batch_size: int, seed: i
     init_ray()
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the epoch's order is the pieces' order
+    ctx.enable_progress_bars = ctx.print_on_execution_start = False  # raysweep's progress lines say it
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     pieces = epoch_pieces(shards, seed, epoch, rank, world, skip * batch_size)
     if not pieces:
         return

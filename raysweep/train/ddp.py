@@ -35,9 +35,10 @@ def _worker(config: dict) -> None:
 def train_ddp(job: Job, k: int, store: Store, resources: dict, tune_session: bool = True) -> None:
     """Train replicate k on job.resources.workers Ray Train workers, each holding `resources` divided
     as the job says (CPUs per worker: resources.cpus_per_trial; GPUs: the trial's over the workers)."""
+    import torch
     from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2.api.config import LoggingConfig
-    from ray.train.torch import TorchTrainer
 
     world = job.resources.workers
     gpus = resources.get("gpu", 0) / world if resources.get("gpu", 0) else 0.0
@@ -47,8 +48,10 @@ def train_ddp(job: Job, k: int, store: Store, resources: dict, tune_session: boo
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
+    # NCCL between real GPUs; gloo between CPUs (and the fake GPUs of a test cluster, which CUDA cannot see)
+    backend = "nccl" if gpus and torch.cuda.is_available() else "gloo"
     trainer = TorchTrainer(
-        _worker,
+        _worker, torch_config=TorchConfig(backend=backend),
         train_loop_config={"job": job.to_dict(), "replicate": k, "storage": store.address,
                            "threads": resources.get("cpu", 1)},
         scaling_config=ScalingConfig(num_workers=world, use_gpu=bool(gpus), resources_per_worker=per_worker),

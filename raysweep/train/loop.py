@@ -81,6 +81,8 @@ def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch
              "epoch": step / per_epoch, "sha256": sha, "path": paths.checkpoint(run, k, step),
              **provenance(device), "gpu_name": gpu_name(device), **(extra or {})}
     for split in job.train.log_splits:
+        if split == "train" and data.train_x is None:  # a streamed training split is not evaluated whole
+            continue
         x, y = data.split(split)
         entry[f"{split}_loss"], entry[f"{split}_error"] = split_metrics(
             model, x.to(device), y.to(device), job.eval.batch_size, lambda b: _prepare(job, data, b, device),
