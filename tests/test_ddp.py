@@ -2,21 +2,17 @@
 batches give the whole batch's update; the rank split of an epoch covers it exactly once."""
 import copy
 
-import pytest
 import torch
+from conftest import TINY
 
 from raysweep.data.batches import train_batches
 from raysweep.data.registry import load_splits
 from raysweep.evaluate.losses import loss_fn
-from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.manifests import read_manifests
 from raysweep.io.store import Store
 from raysweep.spec import parse_job
 from raysweep.train.loop import setup, sgd_step, train_replicate
-from raysweep.train.parallel import Meter
-
-from conftest import TINY
 
 RAW = {**copy.deepcopy(TINY), "name": "ddp", "replicates": 1, "sweeps": [],
        "model": {"name": "mlp", "hidden": [16]},  # no BatchNorm: ranks see the same statistics
@@ -48,20 +44,49 @@ def test_ranks_split_every_batch_of_an_epoch_exactly_once():
         assert torch.equal(torch.cat([p[i] for p in parts]), batch)
 
 
-def test_two_gloo_ranks_on_ray_train_equal_one_process(tmp_path, ray_session):
-    from raysweep.run.core import Run
+def test_a_lost_training_worker_restarts_its_replicate_from_the_last_resume_state(tmp_path):
+    """2 gloo ranks on Ray Train, one of them SIGKILLed mid-run: Ray Train restarts the worker group, which
+    resumes from the state rank 0 left at the last epoch's end; the replicate ends with the weights one
+    process computes for the same global batches (≤ 1e-6 relative in every weight)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
 
-    single = parse_job(RAW)
-    train_replicate(single, 0, Store(str(tmp_path / "one")))
-    ddp = Run(parse_job({**RAW, "resources": {"workers_per_trial": 2}}), Store(str(tmp_path / "two")))
-    assert ddp.job.hash != single.hash  # the world size is part of the run
-    assert ddp.train(progress=False) == [0]
-    ones, twos = (read_manifests(s, j, 0) for s, j in ((Store(str(tmp_path / "one")), single), (ddp.store, ddp.job)))
-    assert sorted(ones) == sorted(twos) == [0, 50, 200]
-    assert twos[200]["workers"] == 2 and twos[200]["micro_batch"] == 25 and twos[200]["images_per_s"] > 0
-    a = load_tensors(Store(str(tmp_path / "one")), ones[200]["path"], ones[200]["sha256"])
-    b = load_tensors(ddp.store, twos[200]["path"], twos[200]["sha256"])
-    for name in a:
+    import psutil
+    from conftest import write_job_toml
+
+    raw = {**RAW, "name": "ddpkill", "resources": {"workers_per_trial": 2},
+           "train": {**RAW["train"], "epochs": 12, "batch_size": 20, "checkpoints": "every_epoch"}}
+    job_file = write_job_toml(tmp_path / "k.toml", raw)
+    store = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "train", job_file, "--storage", str(store)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    job = parse_job({**raw, "resources": {"workers_per_trial": 2}})
+    done_epochs = lambda: len(list((store / job.name / job.hash / "replicate_0").glob("step_*.json")))  # noqa: E731
+    killed = None
+    try:
+        deadline = time.time() + 300
+        while done_epochs() < 4 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+        assert workers and done_epochs() < 13, "no training worker to kill, or training already over"
+        killed = done_epochs()
+        os.kill(workers[-1].pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    assert 4 <= killed < 13 and done_epochs() == 13  # steps 0, 50, ..., 600
+    reference = parse_job({**raw, "resources": {}})
+    train_replicate(reference, 0, Store(str(tmp_path / "one")))
+    ones, twos = read_manifests(Store(str(tmp_path / "one")), reference, 0), read_manifests(Store(str(store)), job, 0)
+    a = load_tensors(Store(str(tmp_path / "one")), ones[600]["path"], ones[600]["sha256"])
+    b = load_tensors(Store(str(store)), twos[600]["path"], twos[600]["sha256"])
+    assert twos[600]["workers"] == 2 and twos[600]["micro_batch"] == 10 and twos[600]["images_per_s"] > 0
+    assert job.hash != reference.hash  # the world size is part of the run
+    for name in a:  # 600 updates of 2 gloo ranks, one restart, against one process
         rel = ((a[name] - b[name]).abs().max() / a[name].abs().max()).item()
         assert rel <= 1e-6, (name, rel)
-    assert ddp.store.exists(paths.train_done(ddp.dir, 0))

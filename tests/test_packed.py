@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datafiles import write_image_folder
 from typer.testing import CliRunner
 
 from raysweep.cli import app
 from raysweep.data import packed, streams
 from raysweep.io.store import Store
-
-from datafiles import write_image_folder
 
 HERE = Path(__file__).parent
 runner = CliRunner()
