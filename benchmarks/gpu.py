@@ -45,8 +45,8 @@ from raysweep.evaluate.evaluator import Evaluator  # noqa: E402
 from raysweep.evaluate.sums import pick_device, split_sums  # noqa: E402
 from raysweep.io.checkpoints import save_tensors  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
-from raysweep.models import build_model  # noqa: E402
 from raysweep.jobs import job_from_dict  # noqa: E402
+from raysweep.models import build_model  # noqa: E402
 from raysweep.spec import parse_job  # noqa: E402
 
 # dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets

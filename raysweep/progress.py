@@ -93,20 +93,26 @@ class TrainProgress(_Bars):
         super().__init__(enabled, plain)
         self.tasks = {k: self.bar.add_task(f"train replicate {k}", total=None, info="") for k in replicates}
         self.last_line = {k: -1e9 for k in replicates}
+        self.first: dict = {}  # replicate -> (time, step) of its first result: the rate behind the ETA
 
     def update(self, result: dict) -> None:
         k = result.get("replicate")
         if k not in self.tasks:
             return
-        info = f"test err {result['test_error']:.3f}" if "test_error" in result else ""
+        info = ", ".join(part for part in (
+            f"test err {result['test_error']:.3f}" if "test_error" in result else "",
+            f"{result['images_per_s']:,.0f} img/s" if "images_per_s" in result else "",
+            f"data wait {result['data_wait']:.0%}" if "data_wait" in result else "") if part)
         step, total = result.get("step", 0), result.get("total")
         self.bar.update(self.tasks[k], completed=step, total=total, info=info)
         now = time.monotonic()
+        t0, s0 = self.first.setdefault(k, (now, step))
         if self.plain and (now - self.last_line[k] >= self.interval or step == total):
             self.last_line[k] = now
             loss = f", test loss {result['test_loss']:.4f}" if "test_loss" in result else ""
             pct = f" ({step / total:.0%})" if total else ""
-            say(f"train replicate {k}: step {step}/{total}{pct}{', ' + info if info else ''}{loss}")
+            eta = f", eta {_eta((total - step) * (now - t0) / (step - s0))}" if total and step > s0 and now > t0 else ""
+            say(f"train replicate {k}: step {step}/{total}{pct}{', ' + info if info else ''}{loss}{eta}")
 
 
 class SweepProgress(_Bars):

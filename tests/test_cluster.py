@@ -44,6 +44,17 @@ def test_fake_autoscaler_runs_the_readme_cluster_command(s3_bucket, tmp_path):
                                 "--address", "auto"], timeout=900)
         log = r.stdout + r.stderr
         assert r.returncode == 0 and "succeeded" in log, log[-4000:]
+        # a data-parallel replicate: 2 Ray Train workers, each holding one (fake) GPU on its own node
+        ddp_raw = {**CLUSTER_JOB, "name": "tiny_ddp", "replicates": 1, "sweeps": CLUSTER_JOB["sweeps"][:1],
+                   "resources": {"gpus_per_trial": 2}}
+        ddp_file = write_job_toml(tmp_path / "tiny_ddp.toml", ddp_raw)
+        d = cluster.job_submit(["raysweep", "run", ddp_file, "--storage", uri, "--address", "auto", "--no-report"],
+                               timeout=900)
+        assert d.returncode == 0 and "succeeded" in d.stdout + d.stderr, (d.stdout + d.stderr)[-4000:]
+    ddp = Run(parse_job(ddp_raw), Store(uri)).checkpoints.collect()
+    assert ddp.height == 4 and set(ddp["workers"]) == {2} and set(ddp["gpu_ids"]) == {"0"}
+    nodes = {n for row in ddp["rank_nodes"] for n in row.split(",")}
+    assert len(nodes) == 2 and all(n.startswith("f" * 51) and not n.endswith("00000") for n in nodes)
     # logs a person can follow in `ray job logs`: plain lines, not a bar printed once at the end
     assert "train replicate 0: step 20/20" in log and "train replicate 1: step 20/20" in log
     assert "sweep: 0/" in log and "work items (100%)" in log

@@ -12,10 +12,13 @@ from raysweep.sweep.items import chunk_size, chunks
 from raysweep.sweep.kinds import KINDS
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 
-# Measured evaluation throughputs (examples/s of a full-split forward pass) that cost estimates use.
+# Published throughputs the cost estimates use (no GPU number of raysweep's own is measured yet):
+# evaluation, examples/s of a full-split forward pass on one GPU
 MEASURED = {
     "resnet50": ("A100, standard PyTorch eval loop (NVIDIA's PyTorch ResNet-50 example, AMP)", 5_700.0),
 }
+# training, images/s per GPU: NVIDIA DeepLearningExamples ResNet-50 v1.5 (PyTorch), 16,621 img/s on 8 x A100 80GB, AMP
+TRAINING = {"resnet50": ("A100, NVIDIA's ResNet-50 v1.5 training, AMP, 8 GPUs: 16,621 img/s", 16_621 / 8)}
 
 
 def counts(job, store=None) -> dict:
@@ -92,4 +95,13 @@ def describe(job: Job, store: Store) -> str:
     if job.model.name in MEASURED:
         where, rate = MEASURED[job.model.name]
         lines.append(f"  at {rate:,.0f} examples/s ({where}): {c['examples_forwarded'] / rate / 3600:,.1f} GPU-hours")
+    if job.model.name in TRAINING:
+        where, rate = TRAINING[job.model.name]
+        images = c["iterations"] * job.train.batch_size
+        gpu_hours = images / rate / 3600
+        world = job.resources.workers
+        lines.append(f"  training: {images:,} images per replicate; at {rate:,.0f} images/s per GPU ({where}): "
+                     f"{gpu_hours:,.1f} GPU-hours per replicate, {gpu_hours * job.replicates:,.1f} for all; "
+                     f"{gpu_hours / world:,.1f} h wall per replicate on {world} GPU(s) (resources.gpus_per_trial; "
+                     f"linear scaling assumed, input fed fast enough)")
     return "\n".join(lines)

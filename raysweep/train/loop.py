@@ -170,7 +170,10 @@ def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, 
             loss = training_loss(model(x), y, per_example)
         loss.backward()
     else:  # ranks and micro-batches: scaled sums, so the update is the whole batch's mean gradient
-        backward(model, x, y, per_example, rank.world / rank.total(len(y), device), micro, autocast)
+        # the update's examples over all ranks, known without asking them: a stream gives every rank as
+        # many; an in-memory epoch's batches are batch_size but the last
+        n = rank.world * len(y) if data.stream is not None else min(t.batch_size, data.n_train - (it % per_epoch) * t.batch_size)
+        backward(model, x, y, per_example, rank.world / n, micro, autocast)
     opt.step()
     if t.max_norm:
         apply_max_norm(unwrap(model), t.max_norm)
@@ -235,6 +238,8 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     micro = t.micro_batch or _fitting(job, data, model, device, seed, rank)
     report = progress or (lambda info: None)
     meter, last, stats = Meter(), {}, {"micro_batch": micro, "workers": rank.world}
+    if rank.world > 1:  # where every rank runs (the manifest's node_id is rank 0's)
+        stats["rank_nodes"] = ",".join(rank.gather(provenance(device)["node_id"]))
 
     def checkpoint(step: int) -> None:
         nonlocal last

@@ -41,14 +41,6 @@ class Rank:
         ids = [device.index or 0] if device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    def total(self, n: int, device) -> int:
-        """Σ over the ranks of n (the examples of this update)."""
-        if self.world == 1:
-            return n
-        t = torch.tensor([n], dtype=torch.int64, device=device if device.type == "cuda" else "cpu")
-        torch.distributed.all_reduce(t)
-        return int(t.item())
-
     def gather(self, obj) -> list:
         """Every rank's `obj`, in rank order (a collective: every rank calls it)."""
         if self.world == 1:
