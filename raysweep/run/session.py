@@ -77,7 +77,8 @@ class Session:
         """What one training trial holds, connected first (the policy counts what the cluster can grow to)."""
         self.start()
         resources = trial_resources(self.job, capacity())
-        self.connect(resources)
+        world = self.job.resources.workers  # a data-parallel replicate's ranks each hold their share
+        self.connect({"cpu": resources["cpu"], "gpu": resources["gpu"] / world})
         return resources
 
     def actor_plan(self) -> tuple[int, float, float]:
