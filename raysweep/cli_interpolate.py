@@ -6,10 +6,12 @@ from typing import List, Optional
 import typer
 
 from raysweep.api import Run
-from raysweep.cli_common import AddressOpt, SetOpt, StorageOpt, _guard, app
+from raysweep.cli_common import AddressOpt, SetOpt, StorageOpt, _guard, _open, app
 from raysweep.errors import SpecError
+from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.jobs import job_from_dict
+from raysweep.run.export import export as export_
 from raysweep.spec import apply_overrides, parse_value
 
 
@@ -63,3 +65,26 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
         typer.echo(f"  {name:8s} {where}")
     typer.echo(f"  run id   {run.job.name}/{run.job.hash} (`raysweep results {run.job.name}/{run.job.hash}`, "
                f"`raysweep query`, `raysweep plot` open it)")
+
+
+@app.command()
+@_guard
+def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line sweep of the job"),
+           alpha: float = typer.Option(..., "--alpha", help="The point: θ(α) = (1−α)·θ_a + α·θ_b"),
+           out: str = typer.Option(..., "--out", help="The .safetensors file to write"),
+           replicate: Optional[int] = typer.Option(None, "--replicate", help="θ_a's replicate (default: the first)"),
+           pair: Optional[str] = typer.Option(None, "--pair", help="final_to_final: I,J"),
+           step: Optional[int] = typer.Option(None, "--step", help="step_to_final: θ_a's step t"),
+           set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt) -> None:
+    """Write θ(α) of a sweep's line (a merged model) for load_state_dict.
+    Example: raysweep export digits_mlp --sweep final_to_final --pair 0,1 --alpha 0.5 --out merged.safetensors"""
+    if not out.endswith(paths.SAFETENSORS):
+        raise SpecError(f"--out {out!r}: export writes safetensors; give a file name ending in .safetensors")
+    try:
+        ij = tuple(int(v) for v in pair.split(",")) if pair else None
+    except ValueError:
+        raise SpecError(f"--pair {pair!r} is not I,J (two replicate numbers)") from None
+    run = _open(job, storage, set_)
+    run.require()
+    meta = export_(run, sweep, alpha, out, replicate, ij, step)
+    typer.echo(f"wrote θ({alpha:g}) of {sweep}: {meta['a']} → {meta['b']}\n  {out}")

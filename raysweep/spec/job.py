@@ -102,6 +102,10 @@ class TrainSpec:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 0.1
+    # sgd (momentum, weight decay in the gradient) | adam | adamw (decoupled weight decay); Adam's moments
+    # are kept in the resume state like SGD's momentum buffers
+    optimizer: str = "sgd"
+    betas: tuple[float, ...] = (0.9, 0.999)  # adam / adamw
     momentum: float = 0.0
     weight_decay: float = 0.0  # applied to all parameters, as OpenLTH does
     milestones: tuple[int, ...] = ()  # epochs at which lr is multiplied by gamma
@@ -134,6 +138,11 @@ class TrainSpec:
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.checkpoints", self.checkpoints, SCHEDULES)
+        out += _choice(f"{where}.optimizer", self.optimizer, ("sgd", "adam", "adamw"))
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            out.append(f"{where}.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.optimizer != "sgd" and (self.momentum or self.momentum_saturate):
+            out.append(f"{where}.momentum is SGD's; {where}.optimizer = {self.optimizer!r} uses {where}.betas")
         for key, most in (("epochs", 100_000), ("batch_size", 1 << 24)):
             if not 1 <= getattr(self, key) <= most:
                 out.append(f"{where}.{key} must be between 1 and {most:,}, got {getattr(self, key)}")

@@ -107,9 +107,9 @@ def save_state(store: Store, path: str, record: str, model, opt, step: int, rngs
     `rngs`: every rank's RNG state (rank r's as rng.<r>.cpu), else this process's."""
     tensors = {f"model.{n}": t for n, t in unwrap(model).state_dict().items()}
     for i, p in enumerate(opt.param_groups[0]["params"]):
-        buf = opt.state.get(p, {}).get("momentum_buffer")
-        if buf is not None:
-            tensors[f"momentum.{i}"] = buf
+        for key, value in opt.state.get(p, {}).items():  # SGD's momentum buffer; Adam's moments and step
+            if isinstance(value, torch.Tensor):
+                tensors[f"momentum.{i}" if key == "momentum_buffer" else f"opt.{i}.{key}"] = value
     for r, states in enumerate(rngs or [rng_state()]):
         tensors.update({(f"rng.{kind}" if r == 0 else f"rng.{r}.{kind}"): t for kind, t in states.items()})
     tensors["step"] = torch.tensor([step], dtype=torch.int64)
@@ -147,6 +147,9 @@ def restore_state(model, opt, t: dict, rank: int = 0) -> int:
     for i, p in enumerate(opt.param_groups[0]["params"]):
         if f"momentum.{i}" in t:
             opt.state[p]["momentum_buffer"] = t[f"momentum.{i}"].to(p.device)
+        for key in [n.split(".", 2)[2] for n in t if n.startswith(f"opt.{i}.")]:
+            value = t[f"opt.{i}.{key}"]
+            opt.state[p][key] = value if key == "step" else value.to(p.device)  # Adam keeps its step on the CPU
     prefix = "rng." if rank == 0 else f"rng.{rank}."
     torch.set_rng_state(t[f"{prefix}cpu"] if f"{prefix}cpu" in t else t["rng.cpu"])
     if f"{prefix}cuda" in t and torch.cuda.is_available():
@@ -161,7 +164,9 @@ def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, 
     constraint."""
     t = job.train
     for group in opt.param_groups:
-        group["lr"], group["momentum"] = learning_rate(job, it, per_epoch), momentum(job, it, per_epoch)
+        group["lr"] = learning_rate(job, it, per_epoch)
+        if "momentum" in group:  # SGD; Adam's β1 is its own
+            group["momentum"] = momentum(job, it, per_epoch)
     x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
     autocast = t.amp and device.type == "cuda"
     opt.zero_grad(set_to_none=True)
@@ -181,12 +186,15 @@ def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, 
 
 def setup(job: Job, data: Splits, device, seed: int | None = None):
     """(model, optimizer): the job's model (initialised from `seed` when given) on the device, in the
-    training layout, with its SGD optimizer."""
+    training layout, with its optimizer (train.optimizer: SGD with momentum, Adam or AdamW)."""
     t = job.train
     model = build_model(job.model, data.in_shape, data.num_classes, seed=seed).to(device)
     if t.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    return model, torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return model, torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+    return model, cls(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
 
 
 def run_steps(job: Job, data: Splits, model, opt, seed: int, step: int, total: int, device,

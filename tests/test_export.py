@@ -1,0 +1,46 @@
+"""`raysweep export`: θ(α) of a sweep's line as a state dict the model's builder loads."""
+import copy
+
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from raysweep.cli import app
+from raysweep.data.registry import load_splits
+from raysweep.io.checkpoints import load_tensors
+from raysweep.io.manifests import read_manifests
+from raysweep.models import build_model
+
+from conftest import TINY, run_in_process, write_job_toml
+
+RAW = {**copy.deepcopy(TINY), "name": "export", "sweeps": [s for s in TINY["sweeps"] if s["name"] in ("i1", "i5")]}
+
+
+def test_an_exported_point_loads_and_gives_the_curve_s_loss(tmp_path):
+    run = run_in_process(RAW, tmp_path / "s")
+    job_file = write_job_toml(tmp_path / "e.toml", RAW)
+    out = tmp_path / "merged.safetensors"
+    r = CliRunner().invoke(app, ["export", job_file, "--sweep", "i5", "--pair", "0,1", "--alpha", "0.5", "--out",
+                                 str(out), "--storage", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    state = load_file(str(out))
+    finals = []
+    for k in (0, 1):
+        m = read_manifests(run.store, run.job, k)
+        finals.append(load_tensors(run.store, m[max(m)]["path"], m[max(m)]["sha256"]))
+    for name, t in state.items():  # the midpoint of the two finals, weights and BN statistics alike
+        want = 0.5 * finals[0][name].double() + 0.5 * finals[1][name].double() if t.is_floating_point() else finals[1][name]
+        assert torch.allclose(t.double(), want.double(), rtol=0, atol=1e-6), name
+    data = load_splits(run.job.data)
+    model = build_model(run.job.model, data.in_shape, data.num_classes)
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(data.prepare(data.test_x)), data.test_y).item()
+    row = run.points.filter(pl.col("sweep") == "i5", pl.col("alpha") == 0.5, pl.col("split") == "test").collect()
+    assert loss == pytest.approx(row["loss"][0], rel=1e-5)
+    r = CliRunner().invoke(app, ["export", job_file, "--sweep", "i5", "--pair", "1,0", "--alpha", "0.5", "--out",
+                                 str(out), "--storage", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "no pair with these endpoints" in " ".join(r.output.split())
