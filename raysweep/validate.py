@@ -8,9 +8,10 @@ plugins, so the spec never imports user code. ``raysweep.jobs.load_job`` runs bo
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 
 from raysweep.errors import SpecError
-from raysweep.io.external import external_digest
+from raysweep.io.external import external_digest, file_sha
 from raysweep.plugins import check_call, load_object, source_identity
 from raysweep.spec import (
     BUILTIN_DATASETS,
@@ -64,6 +65,8 @@ def complete(job: Job) -> Job:
             digests[f"{key}.source"] = source_identity(name)
     if job.external:
         digests["external"] = external_digest(job.external)
+    if job.train.init_from:
+        digests["init_from"] = file_sha(job.train.init_from)
     return dataclasses.replace(job, digests=tuple(sorted(digests.items())))
 
 
@@ -78,8 +81,27 @@ def check(job: Job, source: str = "<job>") -> Job:
 
 
 def check_builder(job: Job, in_shape: tuple, num_classes: int) -> None:
-    """A user's model builder is called once in the driver: a wrong return type stops here (exit 2)."""
-    if is_import_path(job.model.name):
-        from raysweep.models import build_model  # torch
+    """A user's model builder is called once in the driver: a wrong return type stops here (exit 2); so do
+    `train.freeze` globs that name no parameter and an `init_from` checkpoint that does not fit the model."""
+    if not (is_import_path(job.model.name) or job.train.freeze or job.train.init_from):
+        return
+    from raysweep.models import build_model  # torch
+    from raysweep.train.external import pretrained
 
-        build_model(job.model, tuple(in_shape), num_classes)
+    model = build_model(job.model, tuple(in_shape), num_classes)
+    frozen(job, model)
+    if job.train.init_from:
+        pretrained(job, model.state_dict())
+
+
+def frozen(job: Job, model) -> set[str]:
+    """The parameters `train.freeze` names; a glob that matches none is an error naming the parameters."""
+    names = [n for n, _ in model.named_parameters()]
+    out = set()
+    for glob in job.train.freeze:
+        hit = fnmatch.filter(names, glob)
+        if not hit:
+            raise SpecError(f"train.freeze: {glob!r} matches no parameter of the model; its parameters are "
+                            f"{names[:20]}{' ...' if len(names) > 20 else ''}")
+        out |= set(hit)
+    return out

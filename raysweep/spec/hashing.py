@@ -34,6 +34,8 @@ def job_hash(job: Job) -> str:
             payload[f"{key}.source"] = _digest_of(job, digests, f"{key}.source")
     if not (is_import_path(job.model.name) and is_import_path(job.data.name)):
         payload["recipe"] = RECIPE  # a built-in model or dataset made these weights
+    if job.train.init_from:  # fine-tuning: the pretrained weights' content, not only their path
+        payload["train.init_from.sha256"] = _digest_of(job, digests, "init_from")
     if job.resources.workers > 1:  # data-parallel: per-rank BatchNorm statistics, another sum order
         payload["world"] = job.resources.workers
     if job.external:

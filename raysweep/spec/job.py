@@ -102,6 +102,10 @@ class TrainSpec:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 0.1
+    # fine-tuning: every replicate starts from this checkpoint (a file or s3:// URI; safetensors or torch.save,
+    # read without pickle), so step 0 is the pretrained weights; its content's sha256 is in the run hash
+    init_from: str = ""
+    freeze: tuple[str, ...] = ()  # globs over state-dict names of parameters kept at their initial values
     # sgd (momentum, weight decay in the gradient) | adam | adamw (decoupled weight decay); Adam's moments
     # are kept in the resume state like SGD's momentum buffers
     optimizer: str = "sgd"

@@ -41,6 +41,17 @@ def read_state(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel/DDP prefixes
 
 
+def pretrained(job: Job, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`train.init_from` read (no pickle) and checked against the model's state dict, in its dtypes."""
+    uri = job.train.init_from
+    state = read_state(uri)
+    problem = mismatch(uri, state, expected)
+    if problem:
+        raise SpecError(f"train.init_from = {uri!r} does not fit model {job.model.name!r}: {problem}. Check that the "
+                        f"file was saved from this model (state_dict()).")
+    return {n: state[n].to(expected[n].dtype) if expected[n].is_floating_point() else state[n] for n in expected}
+
+
 def mismatch(uri: str, state: dict, expected: dict[str, torch.Tensor]) -> str:
     """'' when the state fits the model; else the offending names."""
     missing = sorted(set(expected) - set(state))

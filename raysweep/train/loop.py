@@ -27,8 +27,10 @@ from raysweep.io.checkpoints import load_tensors, save_tensors
 from raysweep.io.store import Store
 from raysweep.models import apply_max_norm, build_model
 from raysweep.spec import Job
+from raysweep.train.external import pretrained
 from raysweep.train.parallel import SINGLE, Meter, Rank, backward, fitting_micro_batch, unwrap
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
+from raysweep.validate import frozen
 
 Progress = Callable[[dict], None]
 
@@ -188,13 +190,20 @@ def setup(job: Job, data: Splits, device, seed: int | None = None):
     """(model, optimizer): the job's model (initialised from `seed` when given) on the device, in the
     training layout, with its optimizer (train.optimizer: SGD with momentum, Adam or AdamW)."""
     t = job.train
-    model = build_model(job.model, data.in_shape, data.num_classes, seed=seed).to(device)
+    model = build_model(job.model, data.in_shape, data.num_classes, seed=seed)
+    if t.init_from and seed is not None:  # fine-tuning: the pretrained weights replace the init
+        model.load_state_dict(pretrained(job, model.state_dict()))
+    model = model.to(device)
     if t.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    fixed = frozen(job, model)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in fixed)
+    params = [p for n, p in model.named_parameters() if n not in fixed]  # frozen ones: no update, no decay
     if t.optimizer == "sgd":
-        return model, torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return model, torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-    return model, cls(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    return model, cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
 
 
 def run_steps(job: Job, data: Splits, model, opt, seed: int, step: int, total: int, device,
