@@ -27,6 +27,7 @@ from raysweep.cli_common import (
     app,
 )
 from raysweep.errors import SpecError, SweepFailed
+from raysweep.report.surfaces import grids, write_hdf5, write_vtk
 
 
 @app.command()
@@ -137,6 +138,8 @@ def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[L
 def _emit(df, fmt: Format, out: Optional[Path]) -> None:
     import polars as pl
 
+    if fmt in (Format.hdf5, Format.vtk):
+        raise SpecError(f"--format {fmt.value} is for `raysweep results --table surface`")
     if fmt == Format.parquet and out is None:
         raise SpecError("--format parquet writes a binary file; add --out FILE.parquet")
     if out is not None:
@@ -167,7 +170,24 @@ def results(job: str, table: Table = typer.Option(Table.curves, "--table", help=
     """Print or export a results table of a job (with its --set overrides) or of a stored run by id.
     Example: raysweep results digits_mlp --table barriers --format csv;  raysweep results interpolate/3f2a9c01bd"""
     r = _open(job, storage, set_, replicates)
+    if format in (Format.hdf5, Format.vtk):
+        return _surface_file(r, table.value, sweep, format, out, partial)
     _emit(r.table(table.value, sweep, partial), format, out)
+
+
+def _surface_file(r, table: str, sweep: Optional[str], fmt: Format, out: Optional[Path], partial: bool) -> None:
+    if table != "surface" or out is None:
+        raise SpecError(f"--format {fmt.value} writes a plane (T3/T4/T5) for other tools: use it with --table surface "
+                        f"and --out FILE.{'h5' if fmt == Format.hdf5 else 'vtk'}")
+    name, k, data = grids(r.table("surface", sweep, partial), sweep)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    attrs = {"job": r.job.name, "hash": r.job.hash, "sweep": name, "replicate": k}
+    if fmt == Format.hdf5:
+        write_hdf5(out, data, attrs)
+    else:
+        write_vtk(out, data, f"raysweep {r.job.name}/{r.job.hash} sweep {name} replicate {k}")
+    typer.echo(f"wrote sweep {name}, replicate {k}: a {len(data['xcoordinates'])} x {len(data['ycoordinates'])} grid "
+               f"({', '.join(n for n in data if n.endswith(('_loss', '_acc')))}) to {out}", err=True)
 
 
 @app.command()

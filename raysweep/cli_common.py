@@ -50,6 +50,8 @@ class Format(str, Enum):
     csv = "csv"
     json = "json"
     parquet = "parquet"
+    hdf5 = "hdf5"  # --table surface: tomgoldstein/loss-landscape's layout
+    vtk = "vtk"  # --table surface: a legacy VTK structured grid for ParaView
 
 
 def _err(msg: str, code: int) -> None:
