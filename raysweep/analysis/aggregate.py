@@ -19,12 +19,13 @@ from raysweep.analysis.curves import (
     sorted_points,
 )
 from raysweep.analysis.mds import mds_maps
-from raysweep.analysis.scan import inputs, point_paths, read_or_name, scan, scan_points
+from raysweep.analysis.scan import inputs, point_paths, read_or_name, scan, scan_points, sharpness_files
 from raysweep.io import paths
 from raysweep.io.manifests import read_manifests
 from raysweep.io.schemas import (
     FUNCTION_SCHEMA,
     POINT_SCHEMA,
+    SHARPNESS_SCHEMA,
     SURFACE_SCHEMA,
     TRAJECTORY_SCHEMA,
 )
@@ -123,6 +124,13 @@ def checkpoints(store: Store, job: Job) -> pl.DataFrame:
         "replicate", "step")
 
 
+def sharpness(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
+    """λ_max, tr(H) and the loss at the chosen points of each pair of the line sweeps that ask for them."""
+    files = sharpness_files(store, job, exclude)
+    df = read_or_name(store, job, files, lambda: scan(store, files, SHARPNESS_SCHEMA).collect())
+    return df.sort("sweep", "replicate_a", "step_a", "replicate_b", "step_b", "alpha")
+
+
 def build(name: str, store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
     """One table, computed now from what is stored (less the `exclude`d files)."""
     if name in ("curves", "barriers"):
@@ -133,7 +141,8 @@ def build(name: str, store: Store, job: Job, exclude=frozenset()) -> pl.DataFram
         return read_or_name(store, job, files, lambda: scan_points(store, job, exclude).collect())
     if name == "checkpoints":
         return checkpoints(store, job)
-    return {"trajectory": trajectory, "function_map": function_map, "surface": surface}[name](store, job, exclude)
+    return {"trajectory": trajectory, "function_map": function_map, "surface": surface,
+            "sharpness": sharpness}[name](store, job, exclude)
 
 
 def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
@@ -142,7 +151,7 @@ def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
     curves_, barriers_ = line_tables(store, job)
     tables = {"curves": curves_, "barriers": barriers_, "checkpoints": checkpoints(store, job),
               "trajectory": trajectory(store, job), "function_map": function_map(store, job),
-              "surface": surface(store, job)}
+              "surface": surface(store, job), "sharpness": sharpness(store, job)}
     run = paths.run_dir(job.name, job.hash)
     store.delete(paths.tables_inputs(run))  # no record while the tables are half-written
     for name, df in tables.items():

@@ -17,7 +17,7 @@ from raysweep.io.store import Store
 from raysweep.spec import LINE_KINDS, Job, sweep_hash
 from raysweep.sweep.compact import data_files
 from raysweep.sweep.items import key_replicates
-from raysweep.sweep.kinds import of_table, sweep_folder
+from raysweep.sweep.kinds import of_table, sharpness_folder, sweep_folder
 
 TABLES = paths.TABLES
 READ_ERRORS = (pl.exceptions.PolarsError, pa.ArrowException, OSError)  # what an unreadable Parquet file raises
@@ -45,6 +45,13 @@ def point_paths(store: Store, job: Job, kinds=LINE_KINDS, exclude=frozenset()) -
     return [p for s in job.sweeps if s.kind in kinds for p in sweep_files(store, job, s) if p not in exclude]
 
 
+def sharpness_files(store: Store, job: Job, exclude=frozenset()) -> list[str]:
+    """Stored sharpness items of the job's line sweeps that ask for them, of the job's replicates."""
+    run = paths.run_dir(job.name, job.hash)
+    return [p for s in job.sweeps if s.sharpness.on for p in data_files(store, sharpness_folder(run, s))
+            if within_replicates(p, job.replicates) and p not in exclude]
+
+
 def inputs(store: Store, job: Job) -> dict:
     """What the tables of a run are made of: its replicates, its sweeps' settings and every stored file
     they read (name, size, modification time). Tables and reports record it; a table whose record
@@ -55,6 +62,8 @@ def inputs(store: Store, job: Job) -> dict:
         folder = sweep_folder(run, s)
         files += [f for f in store.list_info(folder, paths.PARQUET) if within_replicates(f[0], job.replicates)]
         files += store.list_info(folder, paths.JSON)
+        if s.sharpness.on:
+            files += store.list_info(sharpness_folder(run, s), paths.PARQUET)
     for k in range(job.replicates):
         files += store.list_info(paths.replicate_dir(run, k), paths.JSON)
     sweeps = [{"name": s.name, "kind": s.kind, "hash": sweep_hash(s)} for s in job.sweeps]

@@ -34,6 +34,15 @@ SURFACE_SCHEMA = pa.schema([
     ("split", pa.string()), ("loss", pa.float64()), ("error", pa.float64()),
 ])
 
+# sharpness at points of a line (line sweeps' `sharpness`): λ_max, tr(H) and the loss on the examples used
+SHARPNESS_SCHEMA = pa.schema([
+    ("job", pa.string()), ("hash", pa.string()), ("sweep", pa.string()), ("item", pa.string()),
+    ("replicate_a", pa.int32()), ("replicate_b", pa.int32()), ("step_a", pa.int64()), ("step_b", pa.int64()),
+    ("alpha", pa.float64()), ("at_peak", pa.bool_()), ("split", pa.string()), ("examples", pa.int64()),
+    ("loss", pa.float64()), ("lambda_max", pa.float64()), ("trace", pa.float64()),
+    ("sha256_a", pa.string()), ("sha256_b", pa.string()),
+] + [(name, pa.string()) for name in PROVENANCE])
+
 # each points folder's schema (the kinds' registry names the folder: raysweep.sweep.kinds)
 FOLDER_SCHEMAS = {"line": POINT_SCHEMA, "trajectory": TRAJECTORY_SCHEMA, "function_map": FUNCTION_SCHEMA,
-                  "surface": SURFACE_SCHEMA}
+                  "surface": SURFACE_SCHEMA, "sharpness": SHARPNESS_SCHEMA}

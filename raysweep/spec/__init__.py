@@ -2,7 +2,7 @@
 (job), sweeps and their kind names (sweeps), TOML parsing (parse), ``--set`` overrides (overrides) and
 content hashes (hashing). Checks that need user code, models or losses are ``raysweep.validate``'s."""
 from raysweep.errors import SpecError
-from raysweep.spec.hashing import NOT_WEIGHTS, job_hash, sweep_hash
+from raysweep.spec.hashing import NOT_WEIGHTS, job_hash, sharpness_hash, sweep_hash
 from raysweep.spec.job import (
                                BUILTIN_DATASETS,
                                BUILTIN_MODELS,
@@ -31,4 +31,4 @@ from raysweep.spec.sweeps import (
 __all__ = ["BN_MODES", "BUILTIN_DATASETS", "BUILTIN_MODELS", "LINE_KINDS", "MAX_ALPHAS", "NOT_WEIGHTS", "PLANE_KINDS",
            "SPLITS", "SWEEP_KINDS", "TRAJECTORY_KINDS", "AlphaGrid", "DataSpec", "EvalSpec", "Job", "ModelSpec",
            "ResourcesSpec", "SpecError", "SweepSpec", "TrainSpec", "apply_overrides", "is_import_path", "job_hash",
-           "metric_name", "parse_job", "parse_stored", "parse_value", "sweep_hash"]
+           "metric_name", "sharpness_hash", "parse_job", "parse_stored", "parse_value", "sweep_hash"]

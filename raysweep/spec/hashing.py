@@ -54,11 +54,17 @@ def _digest_of(job: Job, digests: dict, key: str) -> str:
 
 def sweep_hash(sweep: SweepSpec) -> str:
     """Hash of everything that changes a sweep's numbers (not its name, not its chunking)."""
-    payload = _non_default(sweep)
+    payload = {k: v for k, v in _non_default(sweep).items() if not k.startswith("sharpness.")}  # items of their own
     for key in ("name", "chunk"):
         payload.pop(key, None)
     payload["kind"] = sweep.kind
     return _digest(payload)
+
+
+def sharpness_hash(sweep: SweepSpec) -> str:
+    """The sweep's line (its hash) and the sharpness settings: the sharpness items' folder."""
+    return _digest({"line": sweep_hash(sweep), **{k: v for k, v in _non_default(sweep).items()
+                                                   if k.startswith("sharpness.")}})
 
 
 def _digest(payload: dict) -> str:

@@ -60,6 +60,32 @@ class AlphaGrid:
 
 
 @dataclass(frozen=True)
+class SharpnessSpec:
+    """Sharpness along a line sweep's pairs (PyHessian): λ_max and tr(H) of the loss at these α (and, with
+    at_peak, at each curve's barrier peak once the line is stored), on the first `examples` of the sweep's
+    first split. Items of their own (points/sharpness/): adding it never recomputes the line."""
+    alphas: tuple[float, ...] = ()
+    at_peak: bool = False
+    iterations: int = 20  # power-iteration steps at most (it stops earlier at a relative change of 1e-4)
+    probes: int = 10  # Hutchinson's Rademacher probes for the trace
+    examples: int = 1000  # 0: the whole split
+
+    @property
+    def on(self) -> bool:
+        return bool(self.alphas) or self.at_peak
+
+    def problems(self, where: str) -> list[str]:
+        out = []
+        if any(not math.isfinite(a) for a in self.alphas) or len(set(self.alphas)) != len(self.alphas):
+            out.append(f"{where}.alphas must be distinct finite numbers, got {list(self.alphas)}")
+        if not 1 <= self.iterations <= 10_000 or not 1 <= self.probes <= 100_000:
+            out.append(f"{where}.iterations must be in [1, 10000] and {where}.probes in [1, 100000]")
+        if not 0 <= self.examples <= 1 << 24:
+            out.append(f"{where}.examples must be in [0, 2**24] (0: the whole split)")
+        return out
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str = ""
     kind: str = "init_to_final"  # I1/I4/I7: init_to_final, I2: step_to_final, I5, I6
@@ -83,6 +109,7 @@ class SweepSpec:
     # the barrier by less than refine_tol (loss units); see sweep/refine.py
     refine: int = 0
     refine_tol: float = 1e-3
+    sharpness: SharpnessSpec = SharpnessSpec()  # λ_max and tr(H) at chosen points of the line (line sweeps)
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -122,6 +149,9 @@ class SweepSpec:
         if not self.refine_tol > 0:
             out.append(f"{where}.refine_tol must be > 0, got {self.refine_tol}")
         out += _choice(f"{where}.align", self.align, ("none", "weights"))
+        out += self.sharpness.problems(f"{where}.sharpness")
+        if self.sharpness.on and self.kind not in LINE_KINDS:
+            out.append(f"{where}.sharpness is for line sweeps ({list(LINE_KINDS)})")
         if self.align != "none" and self.kind != "final_to_final":
             out.append(f"{where}.align is for final_to_final sweeps (two solutions); this sweep is {self.kind!r}")
         return out

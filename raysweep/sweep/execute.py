@@ -15,7 +15,7 @@ from raysweep.io.schemas import PROVENANCE
 from raysweep.io.store import Store
 from raysweep.spec import Job, parse_job
 from raysweep.sweep.items import from_json, to_json
-from raysweep.sweep.kinds import KINDS
+from raysweep.sweep.kinds import evaluator_of
 
 
 def with_provenance(table: pa.Table, device) -> pa.Table:
@@ -48,7 +48,7 @@ def run_item(evaluator, job: Job, store: Store, item, retries: int = RETRIES, ba
     """Evaluate and store one item with its kind's evaluator; failures are returned (with their kind),
     not raised, so the sweep goes on. Transient store errors (a write read back with another size
     among them) are retried here with backoff before the item is given up."""
-    evaluate = KINDS[item.sweep_kind].evaluate()
+    evaluate = evaluator_of(item)
     for attempt in range(1, retries + 1):
         try:
             table = with_provenance(evaluate(evaluator, job, item), evaluator.device)

@@ -93,8 +93,28 @@ class PlaneItem:
     ref: Ref  # the plane's directions (T4/T5) or the path's projection (T3)
 
 
-Item = LineItem | TrajectoryItem | PlaneItem
-_TYPES = {cls.__name__: cls for cls in (LineItem, TrajectoryItem, PlaneItem)}
+@dataclass(frozen=True)
+class SharpnessItem:
+    """λ_max and tr(H) at some α of one pair of a line sweep (its `sharpness` table); sweep_hash is the
+    sharpness folder's (spec.sharpness_hash)."""
+    sweep: str
+    sweep_kind: str
+    sweep_hash: str
+    key: str
+    path: str
+    a: Endpoint
+    b: Endpoint
+    alphas: tuple[float, ...]
+    at_peak: tuple[bool, ...]  # per α: the curve's barrier peak (found from its stored points)
+    split: str
+    iterations: int = 20
+    probes: int = 10
+    examples: int = 1000
+    align: str = "none"
+
+
+Item = LineItem | TrajectoryItem | PlaneItem | SharpnessItem
+_TYPES = {cls.__name__: cls for cls in (LineItem, TrajectoryItem, PlaneItem, SharpnessItem)}
 
 
 def to_json(item: Item) -> str:
@@ -122,6 +142,13 @@ def from_json(text: str) -> Item:
 
 def line_key(a: Endpoint, b: Endpoint, start: int, stop: int) -> str:
     return f"{a.tag}__{b.tag}__a{start:05d}-{stop:05d}"
+
+
+def sharpness_key(a: Endpoint, b: Endpoint, alphas) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(",".join(f"{x:.17g}" for x in alphas).encode()).hexdigest()[:10]
+    return f"{a.tag}__{b.tag}__h-{digest}"
 
 
 def grid_key(k: int, tag: str, start: int, stop: int) -> str:

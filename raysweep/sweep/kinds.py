@@ -20,6 +20,7 @@ from raysweep.spec import (
     PLANE_KINDS,
     SWEEP_KINDS,
     TRAJECTORY_KINDS,
+    sharpness_hash,
     sweep_hash,
 )
 
@@ -70,6 +71,18 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 )}
 FAMILIES = {"line": LINE_KINDS, "trajectory": TRAJECTORY_KINDS, "plane": PLANE_KINDS}
 assert tuple(KINDS) == SWEEP_KINDS and all(k.name in FAMILIES[k.family] for k in KINDS.values())
+
+
+SHARPNESS = "raysweep.evaluate.sharpness:sharpness_item"  # a line sweep's sharpness items, in points/sharpness/
+
+
+def evaluator_of(item):
+    """The function that evaluates a work item: its sweep kind's, or the sharpness items' own."""
+    return _load(SHARPNESS) if type(item).__name__ == "SharpnessItem" else KINDS[item.sweep_kind].evaluate()
+
+
+def sharpness_folder(run_dir: str, sweep) -> str:
+    return paths.sweep_dir(run_dir, "sharpness", sweep.name, sharpness_hash(sweep))
 
 
 def kind(name: str) -> Kind:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import math
 
+import polars as pl
+
+from raysweep.analysis.scan import scan, sweep_files
 from raysweep.errors import NotTrainedError, SpecError
 from raysweep.io import paths
 from raysweep.io.manifests import read_manifests
+from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.io.store import Store
-from raysweep.spec import Job, SweepSpec, sweep_hash
+from raysweep.spec import Job, SweepSpec, sharpness_hash, sweep_hash
 from raysweep.sweep.compact import done_items
 from raysweep.sweep.items import (
     ITEM_FLOP,
@@ -18,15 +22,18 @@ from raysweep.sweep.items import (
     LineItem,
     PlaneItem,
     Ref,
+    SharpnessItem,
     TrajectoryItem,
     check_size,
     chunk_size,
     chunks,
     grid_key,
     line_key,
+    sharpness_key,
     trajectory_key,
 )
-from raysweep.sweep.kinds import KINDS, sweep_folder
+from raysweep.sweep.kinds import KINDS, sharpness_folder, sweep_folder
+from raysweep.sweep.refine import barrier_peak
 
 
 def stored_ref(store: Store, path: str) -> Ref:
@@ -111,10 +118,46 @@ def line_items(ctx: Context, sweep: SweepSpec, before: list) -> list[LineItem]:
     sweep_pairs = pairs(ctx, sweep)
     check_size(before, ctx.job, len(sweep_pairs) * math.ceil(len(grid) / size))
     h, folder = sweep_hash(sweep), sweep_folder(ctx.run, sweep)
-    return [LineItem(sweep.name, sweep.kind, h, key, paths.point_file(folder, key), a, b, tuple(alphas),
-                     tuple(sweep.splits), sweep.bn, sweep.bn_batches, tuple(sweep.metrics), sweep.align)
-            for a, b in sweep_pairs for c, alphas in enumerate(chunks(grid, size))
-            for key in [line_key(a, b, c * size, c * size + len(alphas))]]
+    items = [LineItem(sweep.name, sweep.kind, h, key, paths.point_file(folder, key), a, b, tuple(alphas),
+                      tuple(sweep.splits), sweep.bn, sweep.bn_batches, tuple(sweep.metrics), sweep.align)
+             for a, b in sweep_pairs for c, alphas in enumerate(chunks(grid, size))
+             for key in [line_key(a, b, c * size, c * size + len(alphas))]]
+    return items + (sharpness_items(ctx, sweep, sweep_pairs) if sweep.sharpness.on else [])
+
+
+def sharpness_items(ctx: Context, sweep: SweepSpec, sweep_pairs: list) -> list[SharpnessItem]:
+    """One item per pair: the sharpness settings' α, and with at_peak the curve's barrier peak once the
+    pair's line is stored on the whole grid (until then the item waits: `raysweep run` plans again)."""
+    spec, split = sweep.sharpness, sweep.splits[0]
+    peaks = _stored_peaks(ctx, sweep, split) if spec.at_peak else {}
+    folder = sharpness_folder(ctx.run, sweep)
+    out = []
+    for a, b in sweep_pairs:
+        alphas, flags = list(spec.alphas), [False] * len(spec.alphas)
+        peak = peaks.get((a.replicate, a.step, b.replicate, b.step))
+        if spec.at_peak and peak is not None:  # the peak marked, added if it is not among the α already
+            flags = [f or x == peak for x, f in zip(alphas, flags)]
+            if peak not in alphas:
+                alphas, flags = alphas + [peak], flags + [True]
+        if alphas:
+            key = sharpness_key(a, b, alphas)
+            out.append(SharpnessItem(sweep.name, sweep.kind, sharpness_hash(sweep), key, paths.point_file(folder, key),
+                                     a, b, tuple(alphas), tuple(flags), split, spec.iterations, spec.probes,
+                                     spec.examples, sweep.align))
+    return out
+
+
+def _stored_peaks(ctx: Context, sweep: SweepSpec, split: str) -> dict:
+    """(replicate_a, step_a, replicate_b, step_b) -> the barrier peak α of each curve stored on the whole grid."""
+    grid = len(sweep.alpha.points())
+    df = scan(ctx.store, sweep_files(ctx.store, ctx.job, sweep), POINT_SCHEMA).filter(pl.col("split") == split).select(
+        "replicate_a", "step_a", "replicate_b", "step_b", "alpha", "loss").collect()
+    out = {}
+    for key, part in df.group_by(["replicate_a", "step_a", "replicate_b", "step_b"]):
+        part = part.unique("alpha").sort("alpha")
+        if part.height >= grid:
+            out[tuple(int(k) for k in key)] = barrier_peak(part["alpha"].to_numpy(), part["loss"].to_numpy())
+    return out
 
 
 def trajectory_items(ctx: Context, sweep: SweepSpec, before: list) -> list[TrajectoryItem]:

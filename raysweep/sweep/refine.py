@@ -33,7 +33,7 @@ def _level(item: str) -> int:
     return int(tail[1:3]) if tail.startswith("x") else -1
 
 
-def _peak(alphas: np.ndarray, values: np.ndarray) -> float | None:
+def barrier_peak(alphas: np.ndarray, values: np.ndarray) -> float | None:
     """The barrier peak of one curve (None without α = 0 and 1 or with a NaN in [0, 1])."""
     inside = (alphas >= -1e-9) & (alphas <= 1 + 1e-9)
     a, v = alphas[inside], values[inside]
@@ -83,7 +83,7 @@ def proposals(job: Job, points: pl.DataFrame, items: list) -> list[LineItem]:
             if extra + 2 > sweep.refine:
                 continue
             a, v = curve["alpha"].to_numpy(), curve["loss"].to_numpy()
-            peak = _peak(a, v)
+            peak = barrier_peak(a, v)
             if peak is None:
                 continue
             i = int(np.flatnonzero(a == peak)[0])

@@ -1,0 +1,97 @@
+"""Sharpness at a point of a line (PyHessian's two numbers): the top eigenvalue of the loss's Hessian
+over the parameters, by power iteration on Hessian-vector products, and its trace, by Hutchinson's
+estimator with Rademacher probes. The loss is the mean over a whole split (in batches: each product
+sums the batches' double-backward, weighted by their share), in float32 with float64 accumulation of
+the Rayleigh quotients. Plain torch."""
+from __future__ import annotations
+
+import pyarrow as pa
+import torch
+from torch import nn
+
+from raysweep.evaluate.losses import cross_entropy, squared_error
+from raysweep.io.schemas import PROVENANCE, SHARPNESS_SCHEMA
+
+
+def _params(model: nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def hvp(model: nn.Module, batches: list, loss_fn, vec: list[torch.Tensor]) -> list[torch.Tensor]:
+    """H·v of the mean loss over `batches` [(x, y)], H the Hessian over the model's parameters."""
+    params = _params(model)
+    n = sum(len(y) for _, y in batches)
+    out = [torch.zeros_like(p) for p in params]
+    for x, y in batches:
+        loss = loss_fn(model(x), y).sum() / n
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        dot = sum((g * v).sum() for g, v in zip(grads, vec))
+        for acc, h in zip(out, torch.autograd.grad(dot, params)):
+            acc += h
+    return out
+
+
+def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b)))
+
+
+def top_eigenvalue(model: nn.Module, batches: list, loss_fn, iterations: int = 20, tol: float = 1e-4,
+                   seed: int = 0) -> float:
+    """λ_max by power iteration from a seeded Gaussian start, stopping when it moves by < tol (relative)."""
+    g = torch.Generator().manual_seed(seed)
+    v = [torch.randn(p.shape, generator=g).to(p) for p in _params(model)]
+    norm = _dot(v, v) ** 0.5
+    v = [x / norm for x in v]
+    eig = 0.0
+    for i in range(iterations):
+        hv = hvp(model, batches, loss_fn, v)
+        new = _dot(hv, v)  # the Rayleigh quotient of the unit vector v
+        norm = _dot(hv, hv) ** 0.5
+        if norm == 0:
+            return 0.0
+        v = [x / norm for x in hv]
+        if i and abs(new - eig) <= tol * max(abs(eig), 1e-12):
+            return new
+        eig = new
+    return eig
+
+
+def rademacher(params: list[torch.Tensor], count: int, seed: int = 0):
+    """The seeded ±1 probes of hessian_trace, one list of tensors (shaped like `params`) at a time."""
+    g = torch.Generator().manual_seed(seed + 1)
+    for _ in range(count):
+        yield [(torch.randint(0, 2, p.shape, generator=g) * 2 - 1).to(p) for p in params]
+
+
+def hessian_trace(model: nn.Module, batches: list, loss_fn, probes: int = 20, seed: int = 0) -> float:
+    """tr(H) ≈ mean over Rademacher probes z of zᵀHz (Hutchinson)."""
+    zs = rademacher(_params(model), probes, seed)
+    return sum(_dot(hvp(model, batches, loss_fn, z), z) for z in zs) / probes
+
+
+def sharpness_item(evaluator, job, item) -> pa.Table:
+    """λ_max, tr(H) and the loss at each α of a SharpnessItem, on the first `examples` of its split: θ(α)
+    set in the evaluator's model (BatchNorm in eval mode, with the interpolated statistics)."""
+    a, b = item.a, item.b
+    ta, tb = evaluator.endpoint(a.path, a.sha256), evaluator.endpoint(b.path, b.sha256)
+    if item.align == "weights":
+        tb = evaluator.aligned(ta, tb, f"{a.sha256}>{b.sha256}|aligned")
+    x, y = evaluator.split(item.split)
+    n = len(y) if not item.examples else min(item.examples, len(y))
+    size = evaluator.batch_size
+    batches = [(evaluator.prepare(x[i:min(i + size, n)]).float(), y[i:min(i + size, n)]) for i in range(0, n, size)]
+    per_example = evaluator.loss or (cross_entropy if not y.is_floating_point() else squared_error)
+    model = evaluator.model.eval()
+    rows = []
+    for alpha, peak in zip(item.alphas, item.at_peak):
+        evaluator.set_alpha(ta, tb, alpha)
+        with torch.enable_grad():
+            lam = top_eigenvalue(model, batches, per_example, item.iterations)
+            trace = hessian_trace(model, batches, per_example, item.probes)
+        with torch.no_grad():
+            loss = sum(float(per_example(model(xb), yb).double().sum()) for xb, yb in batches) / n
+        rows.append({"job": job.name, "hash": job.hash, "sweep": item.sweep, "item": item.key,
+                     "replicate_a": a.replicate, "replicate_b": b.replicate, "step_a": a.step, "step_b": b.step,
+                     "alpha": float(alpha), "at_peak": bool(peak), "split": item.split, "examples": n, "loss": loss,
+                     "lambda_max": lam, "trace": trace, "sha256_a": a.sha256, "sha256_b": b.sha256})
+    return pa.Table.from_pylist(rows, schema=pa.schema([f for f in SHARPNESS_SCHEMA if f.name not in PROVENANCE]))
