@@ -24,13 +24,15 @@ from raysweep.io import paths
 from raysweep.io.manifests import read_manifests
 from raysweep.io.schemas import (
     FUNCTION_SCHEMA,
+    MERGE_SCHEMA,
     POINT_SCHEMA,
+    PROVENANCE,
     SHARPNESS_SCHEMA,
     SURFACE_SCHEMA,
     TRAJECTORY_SCHEMA,
 )
 from raysweep.io.store import Store
-from raysweep.spec import PLANE_KINDS, Job
+from raysweep.spec import MERGE_KINDS, PLANE_KINDS, Job
 
 log = logging.getLogger("raysweep")
 
@@ -131,6 +133,13 @@ def sharpness(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
     return df.sort("sweep", "replicate_a", "step_a", "replicate_b", "step_b", "alpha")
 
 
+def merges(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
+    """Every merged model of the merge sweeps (soups, task arithmetic) and split: loss and error."""
+    files = point_paths(store, job, MERGE_KINDS, exclude)
+    df = read_or_name(store, job, files, lambda: scan(store, files, MERGE_SCHEMA).collect())
+    return df.drop([c for c in PROVENANCE if c in df.columns]).sort("sweep", "merge", "lam", "members", "split")
+
+
 def build(name: str, store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
     """One table, computed now from what is stored (less the `exclude`d files)."""
     if name in ("curves", "barriers"):
@@ -142,7 +151,7 @@ def build(name: str, store: Store, job: Job, exclude=frozenset()) -> pl.DataFram
     if name == "checkpoints":
         return checkpoints(store, job)
     return {"trajectory": trajectory, "function_map": function_map, "surface": surface,
-            "sharpness": sharpness}[name](store, job, exclude)
+            "sharpness": sharpness, "merges": merges}[name](store, job, exclude)
 
 
 def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
@@ -151,7 +160,8 @@ def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
     curves_, barriers_ = line_tables(store, job)
     tables = {"curves": curves_, "barriers": barriers_, "checkpoints": checkpoints(store, job),
               "trajectory": trajectory(store, job), "function_map": function_map(store, job),
-              "surface": surface(store, job), "sharpness": sharpness(store, job)}
+              "surface": surface(store, job), "sharpness": sharpness(store, job),
+              "merges": merges(store, job)}
     run = paths.run_dir(job.name, job.hash)
     store.delete(paths.tables_inputs(run))  # no record while the tables are half-written
     for name, df in tables.items():

@@ -120,7 +120,7 @@ def record(path: str) -> str:
 
 
 # Every table a run has: the one list of their names (CLI, API, SQL, the tables/ folder).
-TABLES = ("points", "curves", "barriers", "checkpoints", "trajectory", "function_map", "surface", "sharpness")
+TABLES = ("points", "curves", "barriers", "checkpoints", "trajectory", "function_map", "surface", "sharpness", "merges")
 
 def points_dir(run: str) -> str:
     return f"{run}/points"

@@ -43,6 +43,13 @@ SHARPNESS_SCHEMA = pa.schema([
     ("sha256_a", pa.string()), ("sha256_b", pa.string()),
 ] + [(name, pa.string()) for name in PROVENANCE])
 
+# merges (soups, task arithmetic): one row per merged model and split
+MERGE_SCHEMA = pa.schema([
+    ("job", pa.string()), ("hash", pa.string()), ("sweep", pa.string()), ("item", pa.string()),
+    ("merge", pa.string()), ("lam", pa.float64()), ("members", pa.string()), ("split", pa.string()),
+    ("loss", pa.float64()), ("error", pa.float64()), ("n_examples", pa.int64()),
+] + [(name, pa.string()) for name in PROVENANCE])
+
 # each points folder's schema (the kinds' registry names the folder: raysweep.sweep.kinds)
 FOLDER_SCHEMAS = {"line": POINT_SCHEMA, "trajectory": TRAJECTORY_SCHEMA, "function_map": FUNCTION_SCHEMA,
-                  "surface": SURFACE_SCHEMA, "sharpness": SHARPNESS_SCHEMA}
+                  "surface": SURFACE_SCHEMA, "sharpness": SHARPNESS_SCHEMA, "merge": MERGE_SCHEMA}

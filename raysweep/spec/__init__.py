@@ -20,6 +20,7 @@ from raysweep.spec.sweeps import (
                                BN_MODES,
                                LINE_KINDS,
                                MAX_ALPHAS,
+                               MERGE_KINDS,
                                PLANE_KINDS,
                                SPLITS,
                                SWEEP_KINDS,
@@ -28,7 +29,7 @@ from raysweep.spec.sweeps import (
                                SweepSpec,
 )
 
-__all__ = ["BN_MODES", "BUILTIN_DATASETS", "BUILTIN_MODELS", "LINE_KINDS", "MAX_ALPHAS", "NOT_WEIGHTS", "PLANE_KINDS",
+__all__ = ["MERGE_KINDS", "BN_MODES", "BUILTIN_DATASETS", "BUILTIN_MODELS", "LINE_KINDS", "MAX_ALPHAS", "NOT_WEIGHTS", "PLANE_KINDS",
            "SPLITS", "SWEEP_KINDS", "TRAJECTORY_KINDS", "AlphaGrid", "DataSpec", "EvalSpec", "Job", "ModelSpec",
            "ResourcesSpec", "SpecError", "SweepSpec", "TrainSpec", "apply_overrides", "is_import_path", "job_hash",
            "metric_name", "sharpness_hash", "parse_job", "parse_stored", "parse_value", "sweep_hash"]

@@ -12,7 +12,10 @@ from raysweep.spec.names import metric_name_problems
 LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final", "instability")
 TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
 PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3: 2-D grids per replicate
-SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS
+# model merging over the replicates' finals: uniform and greedy soups (Wortsman et al. 2022); task arithmetic
+# θ_pre + λ·Σ_k (θ_k − θ_pre) over the sweep's α grid as λ (Ilharco et al. 2023)
+MERGE_KINDS = ("soup", "task_arithmetic")
+SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS + MERGE_KINDS
 BN_MODES = ("interpolate", "reset")
 SPLITS = ("train", "test")
 MAX_ALPHAS = 100_000

@@ -113,8 +113,22 @@ class SharpnessItem:
     align: str = "none"
 
 
-Item = LineItem | TrajectoryItem | PlaneItem | SharpnessItem
-_TYPES = {cls.__name__: cls for cls in (LineItem, TrajectoryItem, PlaneItem, SharpnessItem)}
+@dataclass(frozen=True)
+class MergeItem:
+    """A merge of the replicates' finals (`members`): a soup, or task arithmetic from `base` over `lambdas`."""
+    sweep: str
+    sweep_kind: str
+    sweep_hash: str
+    key: str
+    path: str
+    members: tuple[Endpoint, ...]
+    base: tuple[Endpoint, ...]  # task arithmetic: θ_pre (one endpoint); soups: none
+    lambdas: tuple[float, ...]
+    splits: tuple[str, ...]  # the first selects the greedy soup's members
+
+
+Item = LineItem | TrajectoryItem | PlaneItem | SharpnessItem | MergeItem
+_TYPES = {cls.__name__: cls for cls in (LineItem, TrajectoryItem, PlaneItem, SharpnessItem, MergeItem)}
 
 
 def to_json(item: Item) -> str:
@@ -130,7 +144,7 @@ def from_json(text: str) -> Item:
         v = raw[f.name]
         if f.name in ("a", "b"):
             v = Endpoint(**v)
-        elif f.name in ("ends", "endpoints"):
+        elif f.name in ("ends", "endpoints", "members", "base"):
             v = tuple(Endpoint(**e) for e in v)
         elif f.name == "ref":
             v = Ref(**v)

@@ -17,6 +17,7 @@ from raysweep.errors import SpecError
 from raysweep.io import paths
 from raysweep.spec import (
     LINE_KINDS,
+    MERGE_KINDS,
     PLANE_KINDS,
     SWEEP_KINDS,
     TRAJECTORY_KINDS,
@@ -68,8 +69,12 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          tag="T5"),
     Kind("path_surface", **_PLANE, evaluator="raysweep.evaluate.planes:path_surface_item", pairs=lambda r, c, s: r,
          tag="T3"),
+    Kind("soup", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
+         evaluator="raysweep.evaluate.merges:soup_item", pairs=lambda r, c, s: 1, tag="soup"),
+    Kind("task_arithmetic", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
+         evaluator="raysweep.evaluate.merges:task_arithmetic_item", pairs=lambda r, c, s: 1, tag="TA"),
 )}
-FAMILIES = {"line": LINE_KINDS, "trajectory": TRAJECTORY_KINDS, "plane": PLANE_KINDS}
+FAMILIES = {"line": LINE_KINDS, "trajectory": TRAJECTORY_KINDS, "plane": PLANE_KINDS, "merge": MERGE_KINDS}
 assert tuple(KINDS) == SWEEP_KINDS and all(k.name in FAMILIES[k.family] for k in KINDS.values())
 
 

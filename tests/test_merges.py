@@ -1,0 +1,72 @@
+"""Merges as sweeps: uniform and greedy soups of fine-tuned replicates and task arithmetic over λ, against
+plain evaluations of the merged weights."""
+import copy
+
+import polars as pl
+import pytest
+import torch
+
+from raysweep.data.registry import load_splits
+from raysweep.io.checkpoints import load_tensors
+from raysweep.io.manifests import read_manifests
+from raysweep.io.store import Store
+from raysweep.models import build_model
+from raysweep.spec import parse_job
+from raysweep.train.loop import train_replicate
+
+from conftest import TINY, run_in_process
+
+BASE = {**copy.deepcopy(TINY), "name": "premerge", "replicates": 1, "sweeps": [],
+        "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1, "batch_size": 100, "lr": 0.1,
+                                                             "checkpoints": "every_epoch"}}
+
+
+def _plain(job, state, split):
+    data = load_splits(job.data)
+    model = build_model(job.model, data.in_shape, data.num_classes)
+    model.load_state_dict(state)
+    model.eval()
+    x, y = data.split(split)
+    with torch.no_grad():
+        out = model(data.prepare(x))
+    return torch.nn.functional.cross_entropy(out, y).item(), (out.argmax(1) != y).double().mean().item()
+
+
+def test_soups_and_task_arithmetic_equal_plain_evaluations_of_the_merged_weights(tmp_path):
+    pre = parse_job(BASE)
+    train_replicate(pre, 0, Store(str(tmp_path / "pre")))
+    m = read_manifests(Store(str(tmp_path / "pre")), pre, 0)
+    pretrained = load_tensors(Store(str(tmp_path / "pre")), m[max(m)]["path"])
+    torch.save(pretrained, tmp_path / "pre.pt")
+    raw = {**BASE, "name": "merge", "replicates": 3,
+           "train": {**BASE["train"], "epochs": 2, "init_from": str(tmp_path / "pre.pt")},
+           "sweeps": [{"name": "soup", "kind": "soup", "splits": ["train", "test"]},
+                      {"name": "ta", "kind": "task_arithmetic", "alpha": {"start": 0.0, "stop": 1.0, "num": 3}}]}
+    run = run_in_process(raw, tmp_path / "s")
+    finals = []
+    for k in range(3):
+        mk = read_manifests(run.store, run.job, k)
+        finals.append(load_tensors(run.store, mk[max(mk)]["path"]))
+    merges = run.table("merges")
+
+    def row(merge, split, lam=None):
+        r = merges.filter(pl.col("merge") == merge, pl.col("split") == split)
+        return (r.filter(pl.col("lam") == lam) if lam is not None else r).row(0, named=True)
+
+    mean = lambda states: {n: sum(s[n] for s in states) / len(states) for n in states[0]}  # noqa: E731
+    loss, err = _plain(run.job, mean(finals), "test")
+    assert row("uniform", "test")["loss"] == pytest.approx(loss, rel=1e-5) and row("uniform", "test")["error"] == err
+    # greedy, by hand: finals by train error, each kept if the soup's train error does not rise
+    errs = [_plain(run.job, f, "train")[1] for f in finals]
+    order = sorted(range(3), key=lambda i: errs[i])
+    chosen, best = [order[0]], errs[order[0]]
+    for i in order[1:]:
+        trial = _plain(run.job, mean([finals[j] for j in chosen + [i]]), "train")[1]
+        if trial <= best:
+            chosen, best = chosen + [i], trial
+    assert row("greedy", "test")["members"] == ",".join(str(k) for k in sorted(chosen))
+    # task arithmetic: λ = 0 is the pretrained model, λ = 0.5 adds half of every task vector
+    assert row("task_arithmetic", "test", 0.0)["loss"] == pytest.approx(_plain(run.job, pretrained, "test")[0], rel=1e-5)
+    half = {n: pretrained[n] + 0.5 * sum(f[n] - pretrained[n] for f in finals) for n in pretrained}
+    assert row("task_arithmetic", "test", 0.5)["loss"] == pytest.approx(_plain(run.job, half, "test")[0], rel=1e-5)
+    assert set(merges.filter(pl.col("merge") == "single")["members"]) == {"0", "1", "2"}
