@@ -18,6 +18,13 @@ def evaluate_item(evaluator, job: Job, item: LineItem) -> pa.Table:
     if item.align == "weights":  # θ_b with its hidden units matched to θ_a's
         pair += "|aligned"
         tb = evaluator.aligned(ta, tb, pair)
+    if item.params:  # a subset: the other tensors equal at both ends, so they stay at `hold`'s values
+        keep = set(item.params)
+        if item.hold == "b":
+            ta = [x if n in keep else y for n, x, y in zip(evaluator.names, ta, tb)]
+        else:
+            tb = [y if n in keep else x for n, x, y in zip(evaluator.names, ta, tb)]
+        pair += f"|params:{','.join(item.params)}:{item.hold}"
     distance, norm_a = evaluator.norms(ta, tb, pair_key=pair)
     rows = evaluator.evaluate_pair(ta, tb, list(item.alphas), tuple(item.splits), item.bn, item.bn_batches,
                                    pair_key=pair)

@@ -2,9 +2,11 @@
 what each kind does is the registry in ``raysweep.sweep.kinds``)."""
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass
 
+from raysweep.errors import SpecError
 from raysweep.spec.names import choice_problems as _choice
 from raysweep.spec.names import metric_name_problems
 
@@ -89,6 +91,25 @@ class SharpnessSpec:
 
 
 @dataclass(frozen=True)
+class ParamsSpec:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @property
+    def on(self) -> bool:
+        return bool(self.include or self.exclude)
+
+    def selected(self, names: list[str], where: str = "params") -> set[str]:
+        """The names the globs select; a glob that matches nothing raises, naming the tensors."""
+        for glob in self.include + self.exclude:
+            if not fnmatch.filter(names, glob):
+                raise SpecError(f"{where}: {glob!r} matches no tensor of the model's state dict; its names are "
+                                f"{names[:24]}{' ...' if len(names) > 24 else ''}")
+        chosen = {n for g in self.include for n in fnmatch.filter(names, g)} if self.include else set(names)
+        return chosen - {n for g in self.exclude for n in fnmatch.filter(names, g)}
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str = ""
     kind: str = "init_to_final"  # I1/I4/I7: init_to_final, I2: step_to_final, I5, I6
@@ -113,6 +134,10 @@ class SweepSpec:
     refine: int = 0
     refine_tol: float = 1e-3
     sharpness: SharpnessSpec = SharpnessSpec()  # λ_max and tr(H) at chosen points of the line (line sweeps)
+    # line sweeps: interpolate only the state-dict tensors these globs name (include: all when empty; exclude
+    # wins), the rest held at θ_b's values (hold = "b") or θ_a's ("a") — e.g. the backbone, not the head
+    params: ParamsSpec = ParamsSpec()
+    hold: str = "b"
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -153,6 +178,9 @@ class SweepSpec:
             out.append(f"{where}.refine_tol must be > 0, got {self.refine_tol}")
         out += _choice(f"{where}.align", self.align, ("none", "weights"))
         out += self.sharpness.problems(f"{where}.sharpness")
+        out += _choice(f"{where}.hold", self.hold, ("a", "b"))
+        if self.params.on and self.kind not in LINE_KINDS:
+            out.append(f"{where}.params is for line sweeps ({list(LINE_KINDS)})")
         if self.sharpness.on and self.kind not in LINE_KINDS:
             out.append(f"{where}.sharpness is for line sweeps ({list(LINE_KINDS)})")
         if self.align != "none" and self.kind != "final_to_final":

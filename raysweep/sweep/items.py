@@ -63,6 +63,8 @@ class LineItem:
     bn_batches: int = 20
     metrics: tuple[str, ...] = ()
     align: str = "none"
+    params: tuple[str, ...] = ()  # the tensors interpolated (empty: all); the others held at `hold`'s values
+    hold: str = "b"
 
 
 @dataclass(frozen=True)

@@ -118,11 +118,23 @@ def line_items(ctx: Context, sweep: SweepSpec, before: list) -> list[LineItem]:
     sweep_pairs = pairs(ctx, sweep)
     check_size(before, ctx.job, len(sweep_pairs) * math.ceil(len(grid) / size))
     h, folder = sweep_hash(sweep), sweep_folder(ctx.run, sweep)
+    subset = tuple(sorted(sweep.params.selected(_state_names(ctx), f"sweeps.{sweep.name}.params"))) \
+        if sweep.params.on else ()
     items = [LineItem(sweep.name, sweep.kind, h, key, paths.point_file(folder, key), a, b, tuple(alphas),
-                      tuple(sweep.splits), sweep.bn, sweep.bn_batches, tuple(sweep.metrics), sweep.align)
+                      tuple(sweep.splits), sweep.bn, sweep.bn_batches, tuple(sweep.metrics), sweep.align, subset,
+                      sweep.hold)
              for a, b in sweep_pairs for c, alphas in enumerate(chunks(grid, size))
              for key in [line_key(a, b, c * size, c * size + len(alphas))]]
     return items + (sharpness_items(ctx, sweep, sweep_pairs) if sweep.sharpness.on else [])
+
+
+def _state_names(ctx: Context) -> list[str]:
+    import torch
+
+    from raysweep.models import build_model
+
+    with torch.device("meta"):
+        return list(build_model(ctx.job.model, tuple(ctx.info.in_shape), ctx.info.num_classes).state_dict())
 
 
 def sharpness_items(ctx: Context, sweep: SweepSpec, sweep_pairs: list) -> list[SharpnessItem]:
