@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from pathlib import Path
 
 from raysweep.errors import SpecError
 from raysweep.io.external import external_digest, file_sha
@@ -66,6 +67,9 @@ def complete(job: Job) -> Job:
     if job.external:
         digests["external"] = external_digest(job.external)
     if job.train.init_from:
+        if "://" not in job.train.init_from:  # workers open it from their own folders: an absolute path
+            path = str(Path(job.train.init_from).expanduser().resolve())
+            job = dataclasses.replace(job, train=dataclasses.replace(job.train, init_from=path))
         digests["init_from"] = file_sha(job.train.init_from)
     return dataclasses.replace(job, digests=tuple(sorted(digests.items())))
 

@@ -22,6 +22,20 @@ def digits(spec: DataSpec) -> Splits:
     return _splits(xtr, ytr, xte, yte, 10)
 
 
+def digits_shifted(spec: DataSpec) -> Splits:
+    """digits under a distribution shift, for fine-tuning studies: every image moved 2 pixels right (the
+    left columns zero) with Gaussian noise (σ 0.15, seeded) — train and test — and the clean test split
+    kept as the extra split "test_clean" (the pretraining distribution). The same split as `digits`."""
+    d = digits(spec)
+    rng = np.random.default_rng(99)
+
+    def shift(x):
+        out = torch.zeros_like(x)
+        out[..., 2:] = x[..., :-2]
+        return (out + torch.from_numpy(rng.normal(0, 0.15, size=tuple(x.shape)).astype(np.float32))).clamp(0, 1)
+    return Splits(shift(d.train_x), d.train_y, shift(d.test_x), d.test_y, 10, extra={"test_clean": (d.test_x, d.test_y)})
+
+
 def blobs(spec: DataSpec) -> Splits:
     """Seeded synthetic data: 10 Gaussian clusters in 32 dimensions, 1,000 train / 500 test."""
     rng = np.random.default_rng(1234)

@@ -20,14 +20,14 @@ from raysweep.data.images import (
     imagenet_info,
     mnist,
 )
-from raysweep.data.offline import blobs, digits, linreg
+from raysweep.data.offline import blobs, digits, digits_shifted, linreg
 from raysweep.data.streams import packed_info, packed_splits
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
 from raysweep.errors import SpecError
 from raysweep.plugins import load_object
 from raysweep.spec import DataSpec, is_import_path
 
-DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "blobs": blobs, "mnist": mnist, "fashion_mnist": fashion_mnist,
+DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "digits_shifted": digits_shifted, "blobs": blobs, "mnist": mnist, "fashion_mnist": fashion_mnist,
                                                      "cifar10": cifar10, "imagenet": imagenet, "linreg": linreg}
 
 
@@ -71,6 +71,7 @@ def load_splits(spec: DataSpec, store=None) -> Splits:
 # What each dataset is when it is not on this machine (for plans and cost estimates).
 STANDARD = {
     "digits": DatasetInfo((1, 8, 8), 10, {"train": 1257, "test": 540}),
+    "digits_shifted": DatasetInfo((1, 8, 8), 10, {"train": 1257, "test": 540, "test_clean": 540}),
     "blobs": DatasetInfo((32,), 10, {"train": 1000, "test": 500}),
     "linreg": DatasetInfo((1,), 1, {"train": 1000, "test": 500}),
     "mnist": DatasetInfo((1, 28, 28), 10, {"train": 60_000, "test": 10_000}),
@@ -90,7 +91,8 @@ def dataset_info(spec: DataSpec, standard_if_missing: bool = False, store=None) 
         if spec.name in INFOS:
             return INFOS[spec.name](spec)
         d = load_splits(spec)
-        return DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y)})
+        return DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y),
+                                                        **{k: len(v[1]) for k, v in d.extra.items()}})
     except DatasetMissing:
         if standard_if_missing and spec.name in STANDARD:
             return STANDARD[spec.name]

@@ -22,7 +22,9 @@ class Splits:
     augment: str = ""  # "" | "cifar" (random crop 32, padding 4, horizontal flip)
     stream: Callable[..., Iterator] | None = None  # (batch_size, seed, epoch, skip, workers) -> batches
     image_shape: tuple[int, ...] | None = None
-    origin: str = ""  # for split-cached datasets: "cache" (read from the store) or "decoded" (then cached)
+    origin: str = ""
+    # more evaluation splits, by name (e.g. {"test_shifted": (x, y)}: a distribution shift), swept like "test"
+    extra: dict = field(default_factory=dict)  # for split-cached datasets: "cache" (read from the store) or "decoded" (then cached)
     _constants: dict = field(default_factory=dict, repr=False, compare=False)  # (device, dims, uint8) -> (scale, shift)
 
     @property
@@ -41,7 +43,9 @@ class Splits:
                 raise ValueError("this dataset's training split is streamed from disk and is not evaluated whole; "
                                  "use splits = ['test'] for its sweeps")
             return self.train_x, self.train_y
-        raise KeyError(f"unknown split {name!r}; splits are 'train' and 'test'")
+        if name in self.extra:
+            return self.extra[name]
+        raise KeyError(f"unknown split {name!r}; this dataset's splits are {['train', 'test', *self.extra]}")
 
     def prepare(self, x: torch.Tensor, dtype: torch.dtype | None = None,
                 channels_last: bool = False) -> torch.Tensor:

@@ -140,6 +140,18 @@ def projection_chart(traj: pl.DataFrame) -> alt.Chart:
     ).properties(title="T2 — β vs α per replicate", width=WIDTH, height=HEIGHT)
 
 
+def wise_chart(curves: pl.DataFrame, x_split: str, y_split: str) -> alt.Chart:
+    """Accuracy on one split against another, one point per α (coloured), joined in α order."""
+    acc = lambda s: curves.filter(pl.col("split") == s).select("alpha", (1 - pl.col("error_mean")).alias(s))  # noqa: E731
+    df = acc(x_split).join(acc(y_split), on="alpha").sort("alpha")
+    base = alt.Chart(df).encode(x=alt.X(f"{x_split}:Q", title=f"{x_split} accuracy", scale=alt.Scale(zero=False)),
+                                y=alt.Y(f"{y_split}:Q", title=f"{y_split} accuracy", scale=alt.Scale(zero=False)))
+    return (base.mark_line(color="gray").encode(order="alpha:Q")
+            + base.mark_circle(size=50).encode(color=alt.Color("alpha:Q", scale=alt.Scale(scheme="viridis")),
+                                               tooltip=["alpha", x_split, y_split])
+            ).properties(title=f"{y_split} vs {x_split} accuracy along α", width=WIDTH, height=HEIGHT)
+
+
 def mds_chart(fmap: pl.DataFrame, which: str, title: str | None = None) -> alt.Chart:
     """MDS map coloured by epoch (B: red to blue), a grey line per replicate in step order."""
     colour = "epoch" if "epoch" in fmap.columns else "step"

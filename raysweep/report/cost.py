@@ -43,7 +43,7 @@ def counts(job, store=None) -> dict:
             continue
         pairs = KINDS[s.kind].pairs(job.replicates, len(steps), len(s.spawn_steps))
         alphas = s.alpha.points()
-        examples = sum(info.sizes[sp] for sp in s.splits)
+        examples = sum(info.sizes.get(sp, info.sizes["test"]) for sp in s.splits)
         sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": pairs,
                        "alphas": len(alphas), "alpha_range": [alphas[0], alphas[-1]], "splits": list(s.splits),
                        "work_items": pairs * len(chunks(alphas, chunk_size(job, s, info))),

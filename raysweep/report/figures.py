@@ -20,6 +20,7 @@ from raysweep.report.charts import (
     per_step_chart,
     projection_chart,
     surface_chart,
+    wise_chart,
 )
 from raysweep.spec import Job
 
@@ -119,6 +120,15 @@ def figures(job: Job, t: dict) -> list[Figure]:
                           + aligned,
                           [band_chart(c, m, m) for m in ("loss", "error")]
                           + [band_chart(c, "loss", "loss (log y)", log_y=True)]))
+    for sweep in job.sweeps:  # WiSE-FT (Wortsman et al. 2022): accuracy on two distributions along the line
+        shown = [s for s in sweep.splits if s != "train"]
+        c = curves.filter(pl.col("sweep") == sweep.name)
+        if sweep.kind == "init_to_final" and len(shown) >= 2 and not c.is_empty():
+            out.append(Figure(f"WiSE-FT-{sweep.name}", f"WiSE-FT — {shown[0]} vs {shown[1]} along α: {sweep.name}",
+                              f"Accuracy (1 − error, mean over {_over(job, sweep)}) on {shown[0]} against {shown[1]} "
+                              f"at every α of the line θ₀ → θ_T (α = 0: the initial — pretrained — model; α = 1: "
+                              f"the trained one), as Wortsman et al. (2022) plot robust fine-tuning.",
+                              [wise_chart(c, shown[0], shown[1])]))
     traj = t["trajectory"]
     if traj.height:
         ratio = traj.group_by("replicate").agg(pl.col("max_beta_over_max_norm").first())["max_beta_over_max_norm"]

@@ -24,7 +24,7 @@ INITS = ("openlth", "uniform", "default")
 # the registries' names (raysweep.models.MODELS, raysweep.data.DATASETS), so validating a job imports no torch
 BUILTIN_MODELS = ("scalar_product", "factored_linear", "mlp", "lenet_300_100", "cifar_resnet_20", "cifar_vgg_16",
                   "resnet50")
-BUILTIN_DATASETS = ("digits", "blobs", "mnist", "fashion_mnist", "cifar10", "imagenet", "linreg")
+BUILTIN_DATASETS = ("digits", "digits_shifted", "blobs", "mnist", "fashion_mnist", "cifar10", "imagenet", "linreg")
 PIXELS = ("standardized", "unit")
 LR_DECAYS = ("step", "linear_epoch", "exponential")
 MAX_REPLICATES = 10_000
@@ -104,7 +104,7 @@ class TrainSpec:
     lr: float = 0.1
     # fine-tuning: every replicate starts from this checkpoint (a file or s3:// URI; safetensors or torch.save,
     # read without pickle), so step 0 is the pretrained weights; its content's sha256 is in the run hash
-    init_from: str = ""
+    init_from: str = field(default="", metadata=NOT_WEIGHTS)  # hashed by content (its sha256), not by path
     freeze: tuple[str, ...] = ()  # globs over state-dict names of parameters kept at their initial values
     # sgd (momentum, weight decay in the gradient) | adam | adamw (decoupled weight decay); Adam's moments
     # are kept in the resume state like SGD's momentum buffers

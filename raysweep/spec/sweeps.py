@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from dataclasses import dataclass
 
 from raysweep.errors import SpecError
@@ -146,7 +147,8 @@ class SweepSpec:
         out += _choice(f"{where}.kind", self.kind, SWEEP_KINDS)
         out += _choice(f"{where}.bn", self.bn, BN_MODES)
         for s in self.splits:
-            out += _choice(f"{where}.splits", s, SPLITS)
+            if s not in SPLITS and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", s):
+                out.append(f"{where}.splits: {s!r} is neither train, test nor a plain name of a split the dataset adds")
         if not self.splits:
             out.append(f"{where}.splits is empty; give at least one of {list(SPLITS)}")
         out += self.alpha.problems(f"{where}.alpha")

@@ -86,6 +86,10 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
     items: list = []
     for sweep in job.sweeps:
         if not sweeps or sweep.name in sweeps:
+            unknown = [s for s in sweep.splits if s not in info.sizes]
+            if unknown:
+                raise SpecError(f"sweeps.{sweep.name}.splits {unknown}: the dataset {job.data.name!r} has the splits "
+                                f"{list(info.sizes)}")
             items += KINDS[sweep.kind].build()(ctx, sweep, items)
             check_size(items, job)
     return items
@@ -147,7 +151,9 @@ def sharpness_items(ctx: Context, sweep: SweepSpec, sweep_pairs: list) -> list[S
     for a, b in sweep_pairs:
         alphas, flags = list(spec.alphas), [False] * len(spec.alphas)
         peak = peaks.get((a.replicate, a.step, b.replicate, b.step))
-        if spec.at_peak and peak is not None:  # the peak marked, added if it is not among the α already
+        if spec.at_peak and peak is None:  # the line is not stored yet: one item, once the peak is known
+            continue
+        if spec.at_peak:  # the peak marked, added if it is not among the α already
             flags = [f or x == peak for x, f in zip(alphas, flags)]
             if peak not in alphas:
                 alphas, flags = alphas + [peak], flags + [True]
