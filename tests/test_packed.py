@@ -59,6 +59,18 @@ def test_pack_is_resumable_and_a_damaged_shard_is_named_with_its_repair(source, 
     assert r.exit_code == 2 and "train/<class>/<image>" in " ".join(r.output.split())
 
 
+def test_packing_outside_the_cli_starts_a_ray_of_its_own(source, tmp_path, ray_session):
+    """Never Ray's implicit start: raysweep would take that Ray for a joined cluster (no autoscaler
+    config) and later ask it for a trial's full CPUs, which a 2-CPU machine never has — a hang."""
+    import ray
+
+    from raysweep.cluster import connect
+
+    connect.shutdown_ray(force=True)
+    packed.pack(str(source), "toy", Store(str(tmp_path / "s")), shard_images=8)
+    assert ray.is_initialized() and connect.is_local() and not connect.joins_cluster(None)
+
+
 def test_each_example_once_per_epoch_across_ranks_in_a_seeded_order(source, tmp_path, ray_session):
     store = Store(str(tmp_path / "s"))
     folder, man = packed.pack(str(source), "toy", store, shard_images=8)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raysweep.cluster.connect import init_ray
 from raysweep.errors import DatasetMissing, SpecError
 from raysweep.io import paths
 from raysweep.io.store import Store
@@ -140,7 +141,8 @@ def check_name(name: str) -> None:
 def pack(source: str, name: str, store: Store, shard_images: int = SHARD_IMAGES, verify: bool = False,
          progress=None) -> tuple[str, dict]:
     """Pack SOURCE into the store as Ray tasks (one per shard still missing) on the Ray this process
-    joined; returns (the dataset's folder, its manifest). `progress(done, total)` after each shard."""
+    joined (a local one is started if none is); returns (the dataset's folder, its manifest).
+    `progress(done, total)` after each shard."""
     import ray
 
     check_name(name)
@@ -154,6 +156,8 @@ def pack(source: str, name: str, store: Store, shard_images: int = SHARD_IMAGES,
         if record is not None:
             records[(split, k)] = record
     todo = [s for s in shards if (s[0], s[1]) not in records]
+    if todo:
+        init_ray()  # never Ray's implicit start: raysweep would take that Ray for a cluster it joined
     task = ray.remote(num_cpus=1, max_retries=3)(pack_shard)
     pending = {task.remote(Store(source).address, target.address, split, k, entries): (split, k)
                for split, k, entries in todo}
