@@ -73,9 +73,18 @@ class FakeCluster:
         return self
 
     def job_submit(self, entrypoint: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-        """`ray job submit` to the head's job server; waits for the job, returns its output."""
+        """`ray job submit` to the head's job server; waits for the job, returns its output. A head whose
+        job agent has not registered yet (a busy machine) refuses the submission with "No available
+        agent", and Ray says to try again: so do we, for up to a minute."""
+        import time
+
         cmd = [str(self.bin / "ray"), "job", "submit", "--address", self.dashboard, "--", *entrypoint]
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        deadline = time.monotonic() + 60
+        while True:
+            r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+            if r.returncode == 0 or "No available agent" not in r.stderr or time.monotonic() > deadline:
+                return r
+            time.sleep(2)
 
     def pids(self) -> list[int]:
         """Processes of this cluster: their command lines name its temp dir or its GCS port."""

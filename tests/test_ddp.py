@@ -44,6 +44,15 @@ def test_ranks_split_every_batch_of_an_epoch_exactly_once():
         assert torch.equal(torch.cat([p[i] for p in parts]), batch)
 
 
+def _cmdline(p) -> str:
+    import psutil
+
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:  # ended meanwhile
+        return ""
+
+
 def test_a_lost_training_worker_restarts_its_replicate_from_the_last_resume_state(tmp_path):
     """2 gloo ranks on Ray Train, one of them SIGKILLed mid-run: Ray Train restarts the worker group, which
     resumes from the state rank 0 left at the last epoch's end; the replicate ends with the weights one
@@ -70,7 +79,8 @@ def test_a_lost_training_worker_restarts_its_replicate_from_the_last_resume_stat
         deadline = time.time() + 300
         while done_epochs() < 4 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)
-        workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)  # this run's Ray, no other
+                   if "RayTrainWorker" in _cmdline(p)]
         assert workers and done_epochs() < 13, "no training worker to kill, or training already over"
         killed = done_epochs()
         os.kill(workers[-1].pid, signal.SIGKILL)
