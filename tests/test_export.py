@@ -44,3 +44,43 @@ def test_an_exported_point_loads_and_gives_the_curve_s_loss(tmp_path):
     r = CliRunner().invoke(app, ["export", job_file, "--sweep", "i5", "--pair", "1,0", "--alpha", "0.5", "--out",
                                  str(out), "--storage", str(tmp_path / "s")])
     assert r.exit_code == 2 and "no pair with these endpoints" in " ".join(r.output.split())
+
+
+def _test_loss(job, state) -> float:
+    data = load_splits(job.data)
+    model = build_model(job.model, data.in_shape, data.num_classes)
+    model.load_state_dict(state)
+    model.eval()
+    with torch.no_grad():
+        return torch.nn.functional.cross_entropy(model(data.prepare(data.test_x)), data.test_y).item()
+
+
+def test_an_exported_point_is_the_one_the_sweep_evaluated_subset_and_bn_reset_included(tmp_path):
+    """A line over some tensors exports the others at θ_b's values; a bn = reset line exports the BN
+    statistics re-estimated as the sweep did — both give the curve's own loss."""
+    subset = {"name": "head", "kind": "final_to_final", "alpha": {"num": 3}, "params": {"exclude": ["4.*"]}}
+    raw = {**copy.deepcopy(TINY), "name": "export2",
+           "sweeps": [s for s in TINY["sweeps"] if s["name"] == "i6"] + [subset]}
+    run = run_in_process(raw, tmp_path / "s")
+    job_file = write_job_toml(tmp_path / "e.toml", raw)
+    finals = []
+    for k in (0, 1):
+        m = read_manifests(run.store, run.job, k)
+        finals.append(load_tensors(run.store, m[max(m)]["path"], m[max(m)]["sha256"]))
+    for sweep, extra in (("head", ["--pair", "0,1"]), ("i6", ["--replicate", "0"])):
+        out = tmp_path / f"{sweep}.safetensors"
+        r = CliRunner().invoke(app, ["export", job_file, "--sweep", sweep, *extra, "--alpha", "0.5", "--out", str(out),
+                                     "--storage", str(tmp_path / "s")])
+        assert r.exit_code == 0, r.output
+        state = load_file(str(out))
+        row = run.points.filter(pl.col("sweep") == sweep, pl.col("alpha") == 0.5, pl.col("split") == "test",
+                                pl.col("replicate_a") == 0).collect()
+        assert row.height == 1 and _test_loss(run.job, state) == pytest.approx(row["loss"][0], rel=1e-5)
+        if sweep == "head":  # the excluded tensors are θ_b's, the rest the midpoint
+            moved = [n for n in state if not n.startswith("4.") and state[n].is_floating_point()]
+            assert moved and all(torch.equal(state[n], finals[1][n]) for n in state if n.startswith("4."))
+            assert all(torch.allclose(state[n].double(), 0.5 * finals[0][n].double() + 0.5 * finals[1][n].double(),
+                                      rtol=0, atol=1e-6) for n in moved)
+        else:  # the running statistics are not the interpolated ones: they were re-estimated
+            stats = [n for n in state if n.endswith("running_mean")]
+            assert stats and not torch.allclose(state[stats[0]], finals[0][stats[0]])

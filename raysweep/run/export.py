@@ -46,11 +46,36 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
         with torch.device("meta"):
             model = build_model(run.job.model, tuple(info.in_shape), info.num_classes)
         b = align(model, a, b)
+    if it.params:  # a subset moved: the other tensors stay at `hold`'s values, as the sweep evaluated them
+        keep = set(it.params)
+        if it.hold == "b":
+            a = {n: t if n in keep else b[n] for n, t in a.items()}
+        else:
+            b = {n: t if n in keep else a[n] for n, t in b.items()}
     state = {n: ((1 - alpha) * a[n].double() + alpha * b[n].double()).to(a[n].dtype) if a[n].is_floating_point()
              else b[n] for n in a}
+    if sweep.bn == "reset":  # the sweep re-estimated BN statistics at each α: so does the exported point
+        state = reestimated_bn(run, state, sweep.bn_batches)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    meta = {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, "alpha": repr(alpha),
+    meta = {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, "alpha": repr(alpha), "bn": sweep.bn,
             "a": f"replicate {it.a.replicate} step {it.a.step} sha256 {it.a.sha256}",
             "b": f"replicate {it.b.replicate} step {it.b.step} sha256 {it.b.sha256}"}
     save_file({n: t.contiguous() for n, t in state.items()}, out, metadata=meta)
     return meta
+
+
+def reestimated_bn(run, state: dict, bn_batches: int) -> dict:
+    """`state` with its BatchNorm running statistics re-estimated on the training batches the sweep's
+    evaluator uses (the same fixed order); a model without BatchNorm comes back as it was."""
+    import torch
+
+    from raysweep.evaluate.evaluator import Evaluator
+
+    evaluator = Evaluator(run.job, run.store)
+    if not evaluator.has_bn:
+        return state
+    evaluator.set_weights([state[n].to(evaluator.device) for n in evaluator.names])
+    evaluator.reestimate_bn(bn_batches)
+    with torch.no_grad():
+        return {n: t.detach().to("cpu", memory_format=torch.contiguous_format)
+                for n, t in evaluator.model.state_dict().items()}
