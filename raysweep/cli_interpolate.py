@@ -12,7 +12,8 @@ from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.jobs import job_from_dict
 from raysweep.run.export import export as export_
-from raysweep.spec import apply_overrides, parse_value
+from raysweep.run.export import export_merge
+from raysweep.spec import MERGE_KINDS, apply_overrides, parse_value
 
 
 def _pairs(items: Optional[List[str]], flag: str) -> dict:
@@ -69,14 +70,16 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
 
 @app.command()
 @_guard
-def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line sweep of the job"),
-           alpha: float = typer.Option(..., "--alpha", help="The point: θ(α) = (1−α)·θ_a + α·θ_b"),
+def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line or merge sweep of the job"),
            out: str = typer.Option(..., "--out", help="The .safetensors file to write"),
+           alpha: Optional[float] = typer.Option(None, "--alpha", help="A line's point: θ(α) = (1−α)·θ_a + α·θ_b"),
            replicate: Optional[int] = typer.Option(None, "--replicate", help="θ_a's replicate (default: the first)"),
            pair: Optional[str] = typer.Option(None, "--pair", help="final_to_final: I,J"),
            step: Optional[int] = typer.Option(None, "--step", help="step_to_final: θ_a's step t"),
+           merge: Optional[str] = typer.Option(None, "--merge", help="A soup sweep's merge: uniform or greedy"),
+           lam: Optional[float] = typer.Option(None, "--lam", help="A task_arithmetic sweep's λ"),
            set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt) -> None:
-    """Write θ(α) of a sweep's line (a merged model) for load_state_dict.
+    """Write θ(α) of a sweep's line, or a soup / task-arithmetic merge, for load_state_dict.
     Example: raysweep export digits_mlp --sweep final_to_final --pair 0,1 --alpha 0.5 --out merged.safetensors"""
     if not out.endswith(paths.SAFETENSORS):
         raise SpecError(f"--out {out!r}: export writes safetensors; give a file name ending in .safetensors")
@@ -86,5 +89,10 @@ def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line swee
         raise SpecError(f"--pair {pair!r} is not I,J (two replicate numbers)") from None
     run = _open(job, storage, set_)
     run.require()
+    if merge is not None or lam is not None or run.job.sweep(sweep).kind in MERGE_KINDS:
+        meta = export_merge(run, sweep, out, merge, lam)
+        how = f"λ = {lam:g}" if lam is not None else f"the {merge} soup"
+        typer.echo(f"wrote {how} of {sweep} (replicates {meta['members']})\n  {out}")
+        return
     meta = export_(run, sweep, alpha, out, replicate, ij, step)
     typer.echo(f"wrote θ({alpha:g}) of {sweep}: {meta['a']} → {meta['b']}\n  {out}")

@@ -5,7 +5,10 @@ import copy
 import polars as pl
 import pytest
 import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from raysweep.cli import app
 from raysweep.data.registry import load_splits
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.manifests import read_manifests
@@ -14,7 +17,7 @@ from raysweep.models import build_model
 from raysweep.spec import parse_job
 from raysweep.train.loop import train_replicate
 
-from conftest import TINY, run_in_process
+from conftest import TINY, run_in_process, write_job_toml
 
 BASE = {**copy.deepcopy(TINY), "name": "premerge", "replicates": 1, "sweeps": [],
         "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1, "batch_size": 100, "lr": 0.1,
@@ -70,3 +73,20 @@ def test_soups_and_task_arithmetic_equal_plain_evaluations_of_the_merged_weights
     half = {n: pretrained[n] + 0.5 * sum(f[n] - pretrained[n] for f in finals) for n in pretrained}
     assert row("task_arithmetic", "test", 0.5)["loss"] == pytest.approx(_plain(run.job, half, "test")[0], rel=1e-5)
     assert set(merges.filter(pl.col("merge") == "single")["members"]) == {"0", "1", "2"}
+
+    # each merge exported for load_state_dict gives the table's loss (CLI: raysweep export ... --merge/--lam)
+    job_file = write_job_toml(tmp_path / "merge.toml", raw)
+    for args, want in ((["--sweep", "soup", "--merge", "uniform"], row("uniform", "test")),
+                       (["--sweep", "soup", "--merge", "greedy"], row("greedy", "test")),
+                       (["--sweep", "ta", "--lam", "0.5"], row("task_arithmetic", "test", 0.5))):
+        out = tmp_path / "merged.safetensors"
+        r = CliRunner().invoke(app, ["export", job_file, *args, "--out", str(out), "--storage", str(tmp_path / "s")])
+        assert r.exit_code == 0, r.output
+        assert _plain(run.job, load_file(str(out)), "test")[0] == pytest.approx(want["loss"], rel=1e-5), args
+        assert load_file(str(out)).keys() == finals[0].keys() and not (tmp_path / "merged.safetensors.partial").exists()
+    for args, says in ((["--sweep", "soup", "--lam", "0.5"], "--merge uniform|greedy"),
+                       (["--sweep", "ta", "--merge", "uniform"], "--lam L"),
+                       (["--sweep", "soup", "--alpha", "0.5"], "--merge uniform|greedy")):
+        r = CliRunner().invoke(app, ["export", job_file, *args, "--out", str(tmp_path / "x.safetensors"),
+                                     "--storage", str(tmp_path / "s")])
+        assert r.exit_code == 2 and says in " ".join(r.output.split()), r.output

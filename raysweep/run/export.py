@@ -1,12 +1,14 @@
 """`raysweep export`: a point of a sweep's line, θ(α) = (1−α)·θ_a + α·θ_b, as a safetensors state dict
 that the model's builder loads with `load_state_dict` — the merged model of a WiSE-FT-style sweep, or
-any α a curve shows."""
+any α a curve shows — or a merge of a soup or task-arithmetic sweep (`export_merge`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from raysweep.errors import SpecError
-from raysweep.spec import LINE_KINDS
+from raysweep.spec import LINE_KINDS, MERGE_KINDS
+
+SOUPS = ("uniform", "greedy")
 
 
 def pick(items: list, sweep, replicate: int | None, pair: tuple[int, int] | None, step: int | None):
@@ -28,7 +30,6 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
            pair: tuple[int, int] | None = None, step: int | None = None) -> dict:
     """Write θ(α) of one pair of a line sweep to `out` (.safetensors); returns what was written."""
     import torch
-    from safetensors.torch import save_file
 
     from raysweep.evaluate.align import align
     from raysweep.io.checkpoints import load_tensors
@@ -36,7 +37,10 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
 
     sweep = run.job.sweep(sweep_name)
     if sweep.kind not in LINE_KINDS:
-        raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep; export takes a line sweep ({list(LINE_KINDS)})")
+        raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep; export takes a line sweep ({list(LINE_KINDS)}) "
+                        f"with --alpha, or a merge sweep ({list(MERGE_KINDS)}) with --merge or --lam")
+    if alpha is None:
+        raise SpecError(f"sweep {sweep_name!r} is a line: name its point with --alpha A (θ(α) = (1−α)·θ_a + α·θ_b)")
     if not (-1e6 < alpha < 1e6):
         raise SpecError(f"--alpha {alpha} is not a finite number of reasonable size")
     it = pick(run.plan([sweep_name]), sweep, replicate, pair, step)
@@ -56,11 +60,62 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
              else b[n] for n in a}
     if sweep.bn == "reset":  # the sweep re-estimated BN statistics at each α: so does the exported point
         state = reestimated_bn(run, state, sweep.bn_batches)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
     meta = {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, "alpha": repr(alpha), "bn": sweep.bn,
             "a": f"replicate {it.a.replicate} step {it.a.step} sha256 {it.a.sha256}",
             "b": f"replicate {it.b.replicate} step {it.b.step} sha256 {it.b.sha256}"}
-    save_file({n: t.contiguous() for n, t in state.items()}, out, metadata=meta)
+    return _write(state, out, meta)
+
+
+def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: float | None = None) -> dict:
+    """Write a merged model of a merge sweep: the uniform or greedy soup (the greedy soup's members as
+    the sweep chose them, read from the merges table) or task arithmetic θ_pre + λ·Σ_k (θ_k − θ_pre)."""
+    import polars as pl
+    import torch
+
+    from raysweep.io.checkpoints import load_tensors
+
+    sweep = run.job.sweep(sweep_name)
+    if sweep.kind not in MERGE_KINDS:
+        raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep: --merge and --lam name a merge of a soup or "
+                        f"task_arithmetic sweep; a line's point is named with --alpha")
+    item = next(it for it in run.plan([sweep_name]) if it.sweep == sweep_name)
+    finals = {e.replicate: e for e in item.members}
+    if sweep.kind == "soup":
+        if merge not in SOUPS or lam is not None:
+            raise SpecError(f"sweep {sweep_name!r} is a soup: name the merge with --merge uniform|greedy (not --lam)")
+        members = sorted(finals)
+        if merge == "greedy":  # the members the sweep's greedy pass kept
+            rows = run.table("merges").filter(pl.col("sweep") == sweep_name, pl.col("merge") == "greedy")
+            if rows.is_empty():
+                raise SpecError(f"sweep {sweep_name!r} has not chosen its greedy soup yet: run `raysweep sweep "
+                                f"{run.job.name} --sweep {sweep_name}` first (the uniform soup needs no sweep)")
+            members = [int(k) for k in rows["members"][0].split(",")]
+        states = [load_tensors(run.store, finals[k].path, finals[k].sha256 or None) for k in members]
+        state = {n: torch.stack([s[n].double() for s in states]).mean(0).to(t.dtype) if t.is_floating_point() else t
+                 for n, t in states[0].items()}
+        what = {"merge": merge, "members": ",".join(map(str, members))}
+    else:
+        if lam is None or merge is not None or not (-1e6 < lam < 1e6):
+            raise SpecError(f"sweep {sweep_name!r} is task arithmetic: name the merge with --lam L, a finite number "
+                            f"(θ_pre + L·Σ_k (θ_k − θ_pre); the sweep evaluated L in {list(item.lambdas)})")
+        base = load_tensors(run.store, item.base[0].path, item.base[0].sha256 or None)
+        states = [load_tensors(run.store, e.path, e.sha256 or None) for e in item.members]
+        state = {n: (b.double() + lam * sum(s[n].double() - b.double() for s in states)).to(b.dtype)
+                 if b.is_floating_point() else b for n, b in base.items()}
+        what = {"merge": "task_arithmetic", "lam": repr(lam), "members": ",".join(str(e.replicate) for e in item.members),
+                "base": f"{item.base[0].path} sha256 {item.base[0].sha256}"}
+    return _write(state, out, {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, **what})
+
+
+def _write(state: dict, out: str, meta: dict) -> dict:
+    from safetensors.torch import save_file
+
+    import os
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    partial = f"{out}.partial"  # never a half-written file under the name asked for
+    save_file({n: t.contiguous() for n, t in state.items()}, partial, metadata=meta)
+    os.replace(partial, out)
     return meta
 
 
