@@ -8,6 +8,15 @@ from raysweep.spec import Job
 from raysweep.sweep.items import LineItem
 
 
+def hold_outside(names: list[str], ta: list, tb: list, params, hold: str) -> tuple[list, list]:
+    """A line over the tensors `params` only: the others made equal at both ends, at `hold`'s ("a" or
+    "b") values, so that they stay there along the line."""
+    keep = set(params)
+    if hold == "b":
+        return [x if n in keep else y for n, x, y in zip(names, ta, tb)], tb
+    return ta, [y if n in keep else x for n, x, y in zip(names, ta, tb)]
+
+
 def evaluate_item(evaluator, job: Job, item: LineItem) -> pa.Table:
     """Evaluate one work item with a plain-torch Evaluator; returns its rows as an Arrow table."""
     a, b = item.a, item.b
@@ -18,12 +27,8 @@ def evaluate_item(evaluator, job: Job, item: LineItem) -> pa.Table:
     if item.align == "weights":  # θ_b with its hidden units matched to θ_a's
         pair += "|aligned"
         tb = evaluator.aligned(ta, tb, pair)
-    if item.params:  # a subset: the other tensors equal at both ends, so they stay at `hold`'s values
-        keep = set(item.params)
-        if item.hold == "b":
-            ta = [x if n in keep else y for n, x, y in zip(evaluator.names, ta, tb)]
-        else:
-            tb = [y if n in keep else x for n, x, y in zip(evaluator.names, ta, tb)]
+    if item.params:
+        ta, tb = hold_outside(evaluator.names, ta, tb, item.params, item.hold)
         pair += f"|params:{','.join(item.params)}:{item.hold}"
     distance, norm_a = evaluator.norms(ta, tb, pair_key=pair)
     rows = evaluator.evaluate_pair(ta, tb, list(item.alphas), tuple(item.splits), item.bn, item.bn_batches,

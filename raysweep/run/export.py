@@ -3,9 +3,11 @@ that the model's builder loads with `load_state_dict` — the merged model of a 
 any α a curve shows — or a merge of a soup or task-arithmetic sweep (`export_merge`)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from raysweep.errors import SpecError
+from raysweep.evaluate.line import hold_outside
 from raysweep.spec import LINE_KINDS, MERGE_KINDS
 
 SOUPS = ("uniform", "greedy")
@@ -51,11 +53,9 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
             model = build_model(run.job.model, tuple(info.in_shape), info.num_classes)
         b = align(model, a, b)
     if it.params:  # a subset moved: the other tensors stay at `hold`'s values, as the sweep evaluated them
-        keep = set(it.params)
-        if it.hold == "b":
-            a = {n: t if n in keep else b[n] for n, t in a.items()}
-        else:
-            b = {n: t if n in keep else a[n] for n, t in b.items()}
+        names = list(a)
+        ta, tb = hold_outside(names, [a[n] for n in names], [b[n] for n in names], it.params, it.hold)
+        a, b = dict(zip(names, ta)), dict(zip(names, tb))
     state = {n: ((1 - alpha) * a[n].double() + alpha * b[n].double()).to(a[n].dtype) if a[n].is_floating_point()
              else b[n] for n in a}
     if sweep.bn == "reset":  # the sweep re-estimated BN statistics at each α: so does the exported point
@@ -70,8 +70,8 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
     """Write a merged model of a merge sweep: the uniform or greedy soup (the greedy soup's members as
     the sweep chose them, read from the merges table) or task arithmetic θ_pre + λ·Σ_k (θ_k − θ_pre)."""
     import polars as pl
-    import torch
 
+    from raysweep.evaluate.merges import add_task_vectors, mean_state, task_vectors
     from raysweep.io.checkpoints import load_tensors
 
     sweep = run.job.sweep(sweep_name)
@@ -91,8 +91,8 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
                                 f"{run.job.name} --sweep {sweep_name}` first (the uniform soup needs no sweep)")
             members = [int(k) for k in rows["members"][0].split(",")]
         states = [load_tensors(run.store, finals[k].path, finals[k].sha256 or None) for k in members]
-        state = {n: torch.stack([s[n].double() for s in states]).mean(0).to(t.dtype) if t.is_floating_point() else t
-                 for n, t in states[0].items()}
+        names = list(states[0])
+        state = dict(zip(names, mean_state([[s[n] for n in names] for s in states])))
         what = {"merge": merge, "members": ",".join(map(str, members))}
     else:
         if lam is None or merge is not None or not (-1e6 < lam < 1e6):
@@ -100,8 +100,10 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
                             f"(θ_pre + L·Σ_k (θ_k − θ_pre); the sweep evaluated L in {list(item.lambdas)})")
         base = load_tensors(run.store, item.base[0].path, item.base[0].sha256 or None)
         states = [load_tensors(run.store, e.path, e.sha256 or None) for e in item.members]
-        state = {n: (b.double() + lam * sum(s[n].double() - b.double() for s in states)).to(b.dtype)
-                 if b.is_floating_point() else b for n, b in base.items()}
+        names = list(base)
+        theta_pre = [base[n] for n in names]
+        tau = task_vectors(theta_pre, [[s[n] for n in names] for s in states])
+        state = dict(zip(names, add_task_vectors(theta_pre, tau, lam)))
         what = {"merge": "task_arithmetic", "lam": repr(lam), "members": ",".join(str(e.replicate) for e in item.members),
                 "base": f"{item.base[0].path} sha256 {item.base[0].sha256}"}
     return _write(state, out, {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, **what})
@@ -109,8 +111,6 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
 
 def _write(state: dict, out: str, meta: dict) -> dict:
     from safetensors.torch import save_file
-
-    import os
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     partial = f"{out}.partial"  # never a half-written file under the name asked for
