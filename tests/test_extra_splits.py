@@ -10,7 +10,7 @@ from raysweep.errors import SpecError
 from raysweep.io.checkpoints import load_tensors
 from raysweep.models import build_model
 from raysweep.report.figures import figures, load_tables
-from raysweep.spec import DataSpec
+from raysweep.spec import DataSpec, parse_job
 from raysweep.sweep.planner import plan
 
 from conftest import run_in_process
@@ -36,7 +36,5 @@ def test_an_extra_split_is_swept_like_test(tmp_path):
     assert set(run.curves.collect()["split"]) == {"test", "test_clean"}
     names = [f.name for f in figures(run.job, load_tables(run.tables))]
     assert "WiSE-FT-wise" in names
-    from raysweep.spec import parse_job
-
     with pytest.raises(SpecError, match="has the splits \\['train', 'test', 'test_clean'\\]"):
         plan(parse_job({**RAW, "sweeps": [{**RAW["sweeps"][0], "splits": ["test_dark"]}]}), run.store, [0, 1])
