@@ -31,10 +31,20 @@ def test_pack_is_resumable_and_a_damaged_shard_is_named_with_its_repair(source, 
     assert man["splits"]["train"]["count"] == 21 and man["splits"]["val"]["count"] == 9
     assert [s["count"] for s in man["splits"]["train"]["shards"]] == [8, 8, 5] and man["classes"] == ["cat", "dog", "eel"]
     target = store.sub(folder)
-    shard = target.read_table([man["splits"]["train"]["shards"][0]["path"]]).to_pylist()
-    want = sorted(p.relative_to(source / "train").as_posix() for p in (source / "train").rglob("*.*"))[:8]
-    assert [r["path"] for r in shard] == want and [r["label"] for r in shard] == [0] * 7 + [1]
-    assert shard[0]["image"] == (source / "train" / want[0]).read_bytes()  # the encoded bytes, as they were
+    rows = target.read_table([s["path"] for s in man["splits"]["train"]["shards"]]).to_pylist()
+    listing = sorted(p.relative_to(source / "train").as_posix() for p in (source / "train").rglob("*.*"))
+    # written in one seeded permutation (numpy's, seeded by (seed, split) as the manifest records): index is
+    # the listing position, so every image is there once, under its own label and bytes
+    assert man["shuffle_seed"] == 0
+    perm = np.random.default_rng([0, *b"train"]).permutation(len(listing)).tolist()
+    assert [r["index"] for r in rows] == perm and [r["path"] for r in rows] == [listing[i] for i in perm]
+    assert [r["label"] for r in rows] == [["cat", "dog", "eel"].index(listing[i].split("/")[0]) for i in perm]
+    assert all(r["image"] == (source / "train" / r["path"]).read_bytes() for r in rows)  # the bytes, as they were
+    # --keep-order: the listing's order, and the fingerprint packs made before the shuffle had
+    kept, man_kept = packed.pack(str(source), "toy_sorted", store, shard_images=8, seed=None)
+    assert kept.endswith(folder.rsplit("-", 1)[1]) is False and man_kept["shuffle_seed"] is None
+    assert [r["path"] for r in store.sub(kept).read_table([man_kept["splits"]["train"]["shards"][0]["path"]]).to_pylist()] \
+        == listing[:8]
 
     # resumable: a shard lost before its record was written is packed again, the others are kept
     lost = man["splits"]["train"]["shards"][1]["path"]

@@ -7,7 +7,11 @@ its own disk:
     <storage>/datasets/<name>-<fingerprint>/<split>/part-<k>.parquet   index, label, path, image
                                                                (+ part-<k>.json: the shard's record)
 
-Each shard holds SHARD_IMAGES images in row groups of ROW_GROUP (the unit a training stream reads).
+Each split is written in one seeded global permutation of its images (`--seed`, recorded in the
+manifest and part of the fingerprint), so every shard and every row group is a uniform mix of the
+classes — an ImageFolder lists its images class by class, and a class-sorted row group makes a
+training batch of one or two classes. Each shard holds SHARD_IMAGES images in row groups of
+ROW_GROUP (the unit a training stream reads).
 Shards are packed by Ray tasks (every CPU of the cluster, or of a laptop's local Ray); a shard is
 done once its record is written (after the shard itself), so an interrupted pack resumes with the
 shards it lacks; the manifest is written last. The fingerprint covers the source listing (names and
@@ -43,9 +47,12 @@ class Listing:
     classes: tuple[str, ...]
     files: dict  # split -> [(path relative to the source, label, size)], sorted by path
 
-    def fingerprint(self, shard_images: int) -> str:
-        payload = json.dumps({"format": FORMAT, "classes": self.classes, "shard": shard_images, "group": ROW_GROUP,
-                              "files": {s: [(p, n) for p, _, n in f] for s, f in sorted(self.files.items())}})
+    def fingerprint(self, shard_images: int, row_group: int = ROW_GROUP, seed: int | None = 0) -> str:
+        """The listing and the layout; `seed` None: the listing's order (as packs made before the
+        pack-time shuffle, whose fingerprints it keeps)."""
+        layout = {"format": FORMAT, "classes": self.classes, "shard": shard_images, "group": row_group}
+        layout.update({} if seed is None else {"shuffle": seed})
+        payload = json.dumps({**layout, "files": {s: [(p, n) for p, _, n in f] for s, f in sorted(self.files.items())}})
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -77,7 +84,7 @@ def list_source(source: str) -> Listing:
     return Listing(store.uri, classes, files)
 
 
-def pack_shard(source: str, target: str, split: str, k: int, entries: list) -> dict:
+def pack_shard(source: str, target: str, split: str, k: int, entries: list, row_group: int = ROW_GROUP) -> dict:
     """Read one shard's images from the source and store them as Parquet (a Ray task). `entries` are
     (index, path, label). Returns the shard's record, written after the shard: the commit point."""
     src, dst = Store(source), Store(target)
@@ -85,22 +92,33 @@ def pack_shard(source: str, target: str, split: str, k: int, entries: list) -> d
     table = pa.table({"index": [i for i, _, _ in entries], "label": [lab for _, _, lab in entries],
                       "path": [p.split("/", 1)[1] for _, p, _ in entries], "image": images}, schema=SCHEMA)
     buf = io.BytesIO()
-    pq.write_table(table, buf, row_group_size=ROW_GROUP)
+    pq.write_table(table, buf, row_group_size=row_group)
     data = buf.getvalue()
     shard = paths.dataset_shard(split, k)
     dst.write_bytes(shard, data)
-    groups = [min(ROW_GROUP, len(entries) - g) for g in range(0, len(entries), ROW_GROUP)]
+    groups = [min(row_group, len(entries) - g) for g in range(0, len(entries), row_group)]
     record = {"path": shard, "count": len(entries), "bytes": len(data), "groups": groups,
               "sha256": hashlib.sha256(data).hexdigest(), "first": entries[0][0]}
     dst.write_json(paths.dataset_shard_record(shard), record)
     return record
 
 
-def plan_shards(listing: Listing, shard_images: int) -> list[tuple[str, int, list]]:
-    """(split, k, entries) of every shard; entries are (index, path, label) in listing order."""
+def pack_order(n: int, seed: int | None, split: str) -> list[int]:
+    """The order a split's n images are written in: a permutation seeded by (seed, split), or the
+    listing's own order for `seed` None."""
+    if seed is None:
+        return list(range(n))
+    import numpy as np
+
+    return np.random.default_rng([seed, *split.encode()]).permutation(n).tolist()
+
+
+def plan_shards(listing: Listing, shard_images: int, seed: int | None = 0) -> list[tuple[str, int, list]]:
+    """(split, k, entries) of every shard; entries are (index, path, label), index the position in the
+    listing (an example's identity: its augmentation is drawn from it), in `pack_order`."""
     out = []
     for split, files in sorted(listing.files.items()):
-        rows = [(i, p, lab) for i, (p, lab, _) in enumerate(files)]
+        rows = [(i, files[i][0], files[i][1]) for i in pack_order(len(files), seed, split)]
         out += [(split, k, rows[s:s + shard_images]) for k, s in enumerate(range(0, len(rows), shard_images))]
     return out
 
@@ -120,13 +138,15 @@ def done_record(store: Store, split: str, k: int, verify: bool = False) -> dict 
     return record
 
 
-def manifest(name: str, listing: Listing, shard_images: int, records: dict) -> dict:
+def manifest(name: str, listing: Listing, shard_images: int, records: dict, row_group: int = ROW_GROUP,
+             seed: int | None = 0) -> dict:
     splits = {}
     for split, files in sorted(listing.files.items()):
         mine = [records[key] for key in sorted(records) if key[0] == split]
         splits[split] = {"count": len(files), "shards": mine}
-    return {"format": FORMAT, "name": name, "fingerprint": listing.fingerprint(shard_images), "source": listing.source,
-            "classes": list(listing.classes), "shard_images": shard_images, "row_group": ROW_GROUP, "splits": splits,
+    return {"format": FORMAT, "name": name, "fingerprint": listing.fingerprint(shard_images, row_group, seed),
+            "source": listing.source, "classes": list(listing.classes), "shard_images": shard_images,
+            "row_group": row_group, "shuffle_seed": seed, "splits": splits,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -139,17 +159,18 @@ def check_name(name: str) -> None:
 
 
 def pack(source: str, name: str, store: Store, shard_images: int = SHARD_IMAGES, verify: bool = False,
-         progress=None) -> tuple[str, dict]:
+         progress=None, row_group: int = ROW_GROUP, seed: int | None = 0) -> tuple[str, dict]:
     """Pack SOURCE into the store as Ray tasks (one per shard still missing) on the Ray this process
-    joined (a local one is started if none is); returns (the dataset's folder, its manifest).
+    joined (a local one is started if none is); returns (the dataset's folder, its manifest). Each
+    split is written in `pack_order` (`seed` None: the listing's order, class by class).
     `progress(done, total)` after each shard."""
     import ray
 
     check_name(name)
     listing = list_source(source)
-    folder = paths.dataset_dir(name, listing.fingerprint(shard_images))
+    folder = paths.dataset_dir(name, listing.fingerprint(shard_images, row_group, seed))
     target = store.sub(folder)
-    shards = plan_shards(listing, shard_images)
+    shards = plan_shards(listing, shard_images, seed)
     records = {}
     for split, k, _ in shards:
         record = done_record(target, split, k, verify)
@@ -159,7 +180,7 @@ def pack(source: str, name: str, store: Store, shard_images: int = SHARD_IMAGES,
     if todo:
         init_ray()  # never Ray's implicit start: raysweep would take that Ray for a cluster it joined
     task = ray.remote(num_cpus=1, max_retries=3)(pack_shard)
-    pending = {task.remote(Store(source).address, target.address, split, k, entries): (split, k)
+    pending = {task.remote(Store(source).address, target.address, split, k, entries, row_group): (split, k)
                for split, k, entries in todo}
     if progress:
         progress(len(records), len(shards))
@@ -169,7 +190,7 @@ def pack(source: str, name: str, store: Store, shard_images: int = SHARD_IMAGES,
         records[key] = ray.get(ready[0])
         if progress:
             progress(len(records), len(shards))
-    out = manifest(name, listing, shard_images, records)
+    out = manifest(name, listing, shard_images, records, row_group, seed)
     target.write_json(paths.dataset_manifest(), out)
     return folder, out
 

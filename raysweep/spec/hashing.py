@@ -20,6 +20,7 @@ NOT_WEIGHTS = {"weights": False}  # field metadata: this field does not change t
 
 # 2: built-in models keep PyTorch's default biases (OpenLTH), CIFAR-10 uses ImageNet's mean/std
 RECIPE = 2
+STREAM = 2  # the order a packed dataset streams in (data/streams.py), for runs with data.source = "store"
 
 
 def job_hash(job: Job) -> str:
@@ -36,6 +37,8 @@ def job_hash(job: Job) -> str:
         payload["recipe"] = RECIPE  # a built-in model or dataset made these weights
     if job.train.init_from:  # fine-tuning: the pretrained weights' content, not only their path
         payload["train.init_from.sha256"] = _digest_of(job, digests, "init_from")
+    if job.data.source == "store":  # 2: the epoch's order is a window shuffle over row groups (was: groups, then rows)
+        payload["stream"] = STREAM
     if job.resources.workers > 1:  # data-parallel: per-rank BatchNorm statistics, another sum order
         payload["world"] = job.resources.workers
     if job.external:

@@ -44,6 +44,9 @@ class DataSpec:
     # (data.name is the packed name; data.root may name a packed folder or URI instead), streamed by Ray Data
     source: str = "files"
     image_size: int = 224  # packed datasets: the side of the training crop and of the evaluation centre crop
+    # packed datasets: row groups whose rows an epoch shuffles together (0: as many as fit in about 1 GiB of
+    # encoded images per read task, at least 8); a batch mixes rows of up to this many groups
+    shuffle_window: int = 0
 
     def options(self) -> dict:
         return kwargs_options(self.kwargs)
@@ -52,6 +55,8 @@ class DataSpec:
         out = kwargs_problems(where, self.kwargs) + _choice(f"{where}.pixels", self.pixels, PIXELS)
         out += _choice(f"{where}.source", self.source, ("files", "store"))
         out += [] if 8 <= self.image_size <= 4096 else [f"{where}.image_size must be in [8, 4096]"]
+        out += [] if 0 <= self.shuffle_window <= 1 << 20 else [
+            f"{where}.shuffle_window must be in [0, 2**20] row groups (0: sized to about 1 GiB)"]
         return out + ([] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"])
 
 
