@@ -102,3 +102,22 @@ def write_image_folder(root: Path, classes=("cat", "dog", "eel"), train_per_clas
                 else:
                     img.save(d / f"{c}_{i}.JPEG", quality=90)
     return Path(root)
+
+
+def write_digits_folder(root: Path, size: int = 16, test_share: float = 0.2, seed: int = 0) -> Path:
+    """scikit-learn's digits (1,797 real 8×8 scans, 10 classes) as an ImageFolder of size × size RGB
+    JPEGs, <root>/train/<digit>/<i>.jpg and <root>/val/<digit>/<i>.jpg, split by a seeded permutation.
+    Listed, it is class-sorted — as every ImageFolder is."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(seed).permutation(len(digits.target))
+    n_test = int(len(order) * test_share)
+    for pos, i in enumerate(order):
+        split = "val" if pos < n_test else "train"
+        d = Path(root) / split / str(int(digits.target[i]))
+        d.mkdir(parents=True, exist_ok=True)
+        gray = Image.fromarray((digits.images[i] * (255 / 16)).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+        gray.convert("RGB").save(d / f"{i:04d}.jpg", quality=95)
+    return Path(root)

@@ -42,7 +42,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, job=None) 
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs = {} if address or not num_cpus else {"num_cpus": num_cpus}
-    runtime_env = {"env_vars": storage_env()}
+    # a Ray of our own: no Train V2 preemption watcher (no spot nodes to watch; its actor's restart setup
+    # logs a core-worker error into the user's console at every data-parallel start)
+    runtime_env = {"env_vars": {**storage_env(), **({} if address else {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"})}}
     if job is not None:
         runtime_env["py_modules"] = py_modules([job.model.name, job.data.name])
     runtime_env = {k: v for k, v in runtime_env.items() if v}

@@ -140,11 +140,53 @@ def decide_gpus(job: Job, wanted: float, key: str, cap: Capacity) -> float:
 
 
 def trial_resources(job: Job, cap: Capacity | None = None) -> dict:
+    """What one trial's rank holds; a streamed dataset's ranks leave decoding its CPU (`decoding_room`)."""
     cap = cap or capacity()
     r = job.resources
     gpu = decide_gpus(job, r.gpus_per_trial, "gpus_per_trial", cap)
     cpu = min(r.cpus_per_trial, max(cap.cpus_max, 1)) if cap.local else r.cpus_per_trial
+    if job.data.source == "store":
+        cpu = decoding_room(job, cpu, cap)
     return {"cpu": cpu, "gpu": gpu}
+
+
+DECODE_CPUS = 1.0  # one Ray Data decode task of a streamed dataset (data/streams.py)
+MIN_RANK_CPUS = 0.25  # below this a rank is not worth shrinking to
+
+
+def decoding_room(job: Job, cpu: float, cap: Capacity) -> float:
+    """A streamed dataset (data.source = "store") is decoded by Ray tasks of DECODE_CPUS each, which
+    must find a CPU the training ranks do not hold, or no batch ever comes. On a local Ray the ranks
+    shrink to leave it (a laptop's 2 CPUs: two ranks of 0.5); on a cluster that cannot have it, even
+    grown by its autoscaler, the run stops before training with the numbers and the fix."""
+    world = job.resources.workers
+    if cap.cpus_max - cpu * world >= DECODE_CPUS:
+        return cpu
+    fits = (cap.cpus_max - DECODE_CPUS) / world
+    if cap.local and fits >= MIN_RANK_CPUS:
+        log.info("a streamed dataset is decoded by Ray tasks of %g CPU: each of the %d rank(s) takes %g CPUs "
+                 "(resources.cpus_per_trial = %g) so that this machine's %g CPUs leave decoding one", DECODE_CPUS,
+                 world, fits, job.resources.cpus_per_trial, cap.cpus_max)
+        return fits
+    where = "this machine's Ray" if cap.local else "the cluster (with what its autoscaler can add)"
+    fix = (f"set resources.cpus_per_trial = {max(fits, 0.1):.2g} or less" if fits > 0 else
+           "run on a machine or cluster with more CPUs")
+    raise SpecError(
+        f"job {job.name!r} streams a packed dataset (data.source = \"store\"), decoded by Ray tasks of "
+        f"{DECODE_CPUS:g} CPU each, but its training ranks would hold {cpu * world:g} of the {cap.cpus_max:g} CPUs "
+        f"{where} has ({world} rank(s) × resources.cpus_per_trial = {cpu:g}), leaving decoding "
+        f"{max(cap.cpus_max - cpu * world, 0):g}: no batch would ever come. Leave it a CPU: {fix}, "
+        f"{'or add a CPU node type to the cluster config (cluster.yaml)' if not cap.local else 'or fewer ranks'}.")
+
+
+def concurrent_trials(job: Job, resources: dict, todo: int, cap: Capacity | None = None) -> int:
+    """Trials to run at once: all of them, except that a streamed dataset's trials together leave
+    decoding DECODE_CPUS of what the cluster can have."""
+    if job.data.source != "store":
+        return todo
+    cap = cap or capacity()
+    per_trial = max(resources["cpu"] * job.resources.workers, 1e-9)
+    return max(1, min(todo, int((cap.cpus_max - DECODE_CPUS) / per_trial + 1e-9)))
 
 
 def actor_plan(job: Job, cap: Capacity | None = None) -> tuple[int, float, float]:

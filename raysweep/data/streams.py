@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from raysweep.cluster.connect import init_ray
+from raysweep.cluster.policy import DECODE_CPUS  # a decode task: what training must leave free
 from raysweep.data.images import IMAGENET_MEAN, IMAGENET_STD
 from raysweep.data.packed import find
 from raysweep.data.types import DatasetInfo, Splits
@@ -44,7 +45,6 @@ MIN_WINDOW = 8  # row groups, whatever their size
 READERS = 2  # read tasks at a time (a window being handed on while the next one is read)
 CHUNK = 64  # rows per decode task
 READ_CPUS = 0.25  # a read task mostly waits on the store
-DECODE_CPUS = 1.0  # a decode task: what training must leave free (cluster/policy.py checks it)
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def stream(dataset: str, shards: list[dict], size: int, batch_size: int, seed: i
         return
     ds = ray.data.from_items([{"groups": [list(g) for g in p.groups], "rows": [list(r) for r in p.rows]}
                               for p in pieces], override_num_blocks=len(pieces))
-    ds = ds.map_batches(read_pieces, batch_size=1, num_cpus=READ_CPUS, concurrency=READERS, zero_copy_batch=True,
+    ds = ds.map_batches(read_pieces, batch_size=1, num_cpus=READ_CPUS, concurrency=min(READERS, len(pieces)), zero_copy_batch=True,
                         fn_kwargs={"dataset": dataset})
     ds = ds.repartition(target_num_rows_per_block=CHUNK)  # a read task's output, cut into decode tasks' blocks
     kwargs = {"concurrency": workers} if workers else {}

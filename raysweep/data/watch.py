@@ -3,12 +3,10 @@
 say it again every STALL seconds until batches flow."""
 from __future__ import annotations
 
-import logging
 import os
+import sys
 import threading
 import time
-
-log = logging.getLogger("raysweep")
 
 
 def stall_seconds() -> float:
@@ -22,7 +20,7 @@ def diagnosis(waited: float, what: str) -> str:
     """One paragraph: how long `what` has waited, the cluster's CPUs, and the likely fix."""
     import ray
 
-    from raysweep.data.streams import DECODE_CPUS
+    from raysweep.cluster.policy import DECODE_CPUS
 
     try:
         total, free = ray.cluster_resources(), ray.available_resources()
@@ -45,7 +43,8 @@ class Watched:
     def __init__(self, batches, what: str, stall: float | None = None, say=None):
         self.batches, self.what = batches, what
         self.stall = stall_seconds() if stall is None else stall
-        self.say = say or (lambda msg: log.warning("%s", msg))
+        self.say = say or (lambda msg: print(f"raysweep: {msg}", file=sys.stderr, flush=True))  # a worker's logging
+        # may be Ray Train's, not the console's: stderr reaches the driver's console
         self._last = time.monotonic()
         self._stop = threading.Event()
 

@@ -19,7 +19,7 @@ from raysweep import validate
 from raysweep.analysis import aggregate
 from raysweep.analysis.scan import scan_points
 from raysweep.cluster.connect import is_local
-from raysweep.cluster.policy import ResourceWatch, capacity
+from raysweep.cluster.policy import ResourceWatch, capacity, concurrent_trials
 from raysweep.errors import DamagedPoints, SpecError, SweepFailed
 from raysweep.io import paths
 from raysweep.io.lease import Lease
@@ -177,7 +177,8 @@ class Run:
         wanted = min(resources["gpu"] * len(todo), max(cap.gpus_max, resources["gpu"]))
         with TrainProgress(self.job, todo, enabled=progress) as bar, \
                 ResourceWatch(wanted, f"{len(todo)} training trial(s)", say):
-            train_all(self.job, self.store, todo, resources, progress=bar.update)
+            train_all(self.job, self.store, todo, resources, progress=bar.update,
+                      concurrent=concurrent_trials(self.job, resources, len(todo), cap))
 
     def children_todo(self) -> list[str]:
         """Instability children ("k/step/child") of trained replicates not trained yet."""

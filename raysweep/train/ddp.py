@@ -22,6 +22,12 @@ def _worker(config: dict) -> None:
     from raysweep.train.loop import train_replicate
     from raysweep.train.parallel import Rank
 
+    import logging
+
+    from ray.train.v2._internal.execution import context as train_context
+
+    # Train V2 logs every report at INFO under a logger named by its file (the root logger's level): not ours
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank = Rank(ctx.get_world_rank(), ctx.get_world_size())
     torch.set_num_threads(max(1, int(config["threads"])))
@@ -32,9 +38,24 @@ def _worker(config: dict) -> None:
     train_replicate(job, config["replicate"], Store(config["storage"]), progress=report, rank=rank)
 
 
-def train_ddp(job: Job, k: int, store: Store, resources: dict, tune_session: bool = True) -> None:
+def _quiet_trainer():
+    """TorchTrainer without Train V2's placement-group cleaner, which asks the State API (the dashboard)
+    every second whether the controller lives: raysweep's own local Ray runs without a dashboard, so it
+    could never answer, and the cleaner only logged that, once a second, into the user's console. The
+    worker group's placement group is still removed with the controller that owns it."""
+    from ray.train.torch import TorchTrainer
+
+    class Quiet(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks()
+                    if type(c).__name__ != "PlacementGroupCleanerCallback"]
+    return Quiet
+
+
+def train_ddp(job: Job, k: int, store: Store, resources: dict, tune_session: bool = True, own_ray: bool = False) -> None:
     """Train replicate k on job.resources.workers Ray Train workers, each holding `resources` divided
-    as the job says (CPUs per worker: resources.cpus_per_trial; GPUs: the trial's over the workers)."""
+    as the job says (CPUs per worker: resources.cpus_per_trial; GPUs: the trial's over the workers).
+    `own_ray`: on the local Ray raysweep started (no dashboard, no State API)."""
     import torch
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -50,7 +71,7 @@ def train_ddp(job: Job, k: int, store: Store, resources: dict, tune_session: boo
         callbacks.append(TuneReportCallback())
     # NCCL between real GPUs; gloo between CPUs (and the fake GPUs of a test cluster, which CUDA cannot see)
     backend = "nccl" if gpus and torch.cuda.is_available() else "gloo"
-    trainer = TorchTrainer(
+    trainer = (_quiet_trainer() if own_ray else TorchTrainer)(
         _worker, torch_config=TorchConfig(backend=backend),
         train_loop_config={"job": job.to_dict(), "replicate": k, "storage": store.address,
                            "threads": resources.get("cpu", 1)},

@@ -267,7 +267,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
 
     if step == 0:
         checkpoint(0)
-    report({"replicate": k, "step": step, "total": total, **stats, **last})
+    report({**stats, **last, "replicate": k, "step": step, "total": total})  # the step now, not last's
 
     def after(step: int) -> None:
         if step in schedule or step % per_epoch == 0:
@@ -277,7 +277,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
         elif step % per_epoch == 0 and step < total:  # a resume point at every epoch's end
             _save_state(store, run, k, model, opt, step, rank)
         if step in schedule or step % per_epoch == 0:
-            report({"replicate": k, "step": step, "total": total, **stats, **last})
+            report({**stats, **last, "replicate": k, "step": step, "total": total})
 
     run_steps(job, data, model, opt, seed, step, total, device, after, rank, micro, meter)
     if rank.lead:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from raysweep.cluster.connect import is_local
 from raysweep.errors import TrainingFailed
 from raysweep.io import paths
 from raysweep.io.runs import is_trained
@@ -29,14 +30,14 @@ def _trainable(config: dict) -> None:
         train_child(job, k, step, child, Store(config["storage"]), progress=report)
         return
     if job.resources.workers > 1:  # a data-parallel replicate: its own Ray Train worker group
-        train_ddp(job, task, Store(config["storage"]), config["resources"])
+        train_ddp(job, task, Store(config["storage"]), config["resources"], own_ray=config.get("own_ray", False))
         return
     train_replicate(job, task, Store(config["storage"]), progress=report)
 
 
-def train_all(job: Job, store: Store, replicates: list, resources: dict, progress=None) -> None:
-    """One Tune trial per replicate (an int) or instability child ("k/step/child") still to train;
-    Tune's own state goes under the run folder."""
+def train_all(job: Job, store: Store, replicates: list, resources: dict, progress=None, concurrent: int = 0) -> None:
+    """One Tune trial per replicate (an int) or instability child ("k/step/child") still to train,
+    `concurrent` at a time at most (0: all); Tune's own state goes under the run folder."""
     from ray import tune
 
     todo = [k for k in replicates if (not child_done(store, job, *(int(v) for v in k.split("/")))
@@ -50,8 +51,8 @@ def train_all(job: Job, store: Store, replicates: list, resources: dict, progres
     tuner = tune.Tuner(
         trainable,
         param_space={"job": job.to_dict(), "storage": store.address, "threads": resources.get("cpu", 1),
-                     "resources": resources, "replicate": tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=len(todo), reuse_actors=False),
+                     "resources": resources, "own_ray": is_local(), "replicate": tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=min(concurrent or len(todo), len(todo)), reuse_actors=False),
         run_config=tune.RunConfig(
             name="tune" if all(isinstance(k, int) for k in todo) else "tune-spawn", storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
