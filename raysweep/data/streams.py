@@ -34,6 +34,7 @@ from raysweep.cluster.policy import DECODE_CPUS  # a decode task: what training 
 from raysweep.data.images import IMAGENET_MEAN, IMAGENET_STD
 from raysweep.data.packed import find
 from raysweep.data.types import DatasetInfo, Splits
+from raysweep.data.watch import Watched
 from raysweep.errors import DatasetMissing
 from raysweep.io.store import Store
 
@@ -195,8 +196,6 @@ def stream(dataset: str, shards: list[dict], size: int, batch_size: int, seed: i
     time at most (0: as many as the cluster's CPUs allow); `window`: row groups shuffled together
     (0: `window_groups`'s choice)."""
     import ray
-
-    from raysweep.data.watch import Watched
 
     init_ray()
     ctx = ray.data.DataContext.get_current()

@@ -8,6 +8,8 @@ import sys
 import threading
 import time
 
+from raysweep.cluster.policy import DECODE_CPUS
+
 
 def stall_seconds() -> float:
     try:
@@ -19,8 +21,6 @@ def stall_seconds() -> float:
 def diagnosis(waited: float, what: str) -> str:
     """One paragraph: how long `what` has waited, the cluster's CPUs, and the likely fix."""
     import ray
-
-    from raysweep.cluster.policy import DECODE_CPUS
 
     try:
         total, free = ray.cluster_resources(), ray.available_resources()
