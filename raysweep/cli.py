@@ -26,11 +26,16 @@ from raysweep.cli_common import (
     _open,
     app,
 )
+from raysweep.api import list_runs
 from raysweep.errors import SpecError, SweepFailed
-from raysweep.report.surfaces import grids, write_hdf5, write_vtk
+from raysweep.io.store import Store
+from raysweep.jobs import builtin_jobs, read_toml
+from raysweep.report.surfaces import grids, line_grids, write_hdf5, write_vtk
+from raysweep.sweep.rounds import failure_message
 
 
 @app.command()
+@_guard
 def jobs() -> None:
     """List the built-in jobs.  Example: raysweep jobs"""
     for name, path in builtin_jobs().items():
@@ -176,14 +181,28 @@ def results(job: str, table: Table = typer.Option(Table.curves, "--table", help=
 
 
 def _surface_file(r, table: str, sweep: Optional[str], fmt: Format, out: Optional[Path], partial: bool) -> None:
-    if table != "surface" or out is None:
-        raise SpecError(f"--format {fmt.value} writes a plane (T3/T4/T5) for other tools: use it with --table surface "
-                        f"and --out FILE.{'h5' if fmt == Format.hdf5 else 'vtk'}")
-    name, k, data = grids(r.table("surface", sweep, partial), sweep)
+    """A plane (--table surface) as loss-landscape HDF5 or a VTK StructuredGrid; a line (--table curves or
+    points) as loss-landscape's 1-D HDF5."""
+    line = fmt == Format.hdf5 and table in ("curves", "points")
+    if (table != "surface" and not line) or out is None:
+        raise SpecError(f"--format {fmt.value} writes a file for other tools: a plane (T3/T4/T5) with --table surface"
+                        f"{', or a line with --table curves' if fmt == Format.hdf5 else ''}, and --out "
+                        f"FILE.{'h5' if fmt == Format.hdf5 else 'vts'}")
+    if fmt == Format.vtk and out.suffix != ".vts":
+        raise SpecError(f"--out {out}: --format vtk writes an XML StructuredGrid, which VTK readers and ParaView "
+                        f"open by its extension: name it FILE.vts")
     out.parent.mkdir(parents=True, exist_ok=True)
-    attrs = {"job": r.job.name, "hash": r.job.hash, "sweep": name, "replicate": k}
+    attrs = {"job": r.job.name, "hash": r.job.hash}
+    if line:
+        name, ends, data = line_grids(r.table("points", sweep, partial), sweep)
+        write_hdf5(out, data, {**attrs, "sweep": name, **ends})
+        typer.echo(f"wrote the line of sweep {name} from replicate {ends['replicate_a']} step {ends['step_a']} to "
+                   f"replicate {ends['replicate_b']} step {ends['step_b']}: {len(data['xcoordinates'])} α "
+                   f"({', '.join(n for n in data if n.endswith(('_loss', '_acc')))}) to {out}", err=True)
+        return
+    name, k, data = grids(r.table("surface", sweep, partial), sweep)
     if fmt == Format.hdf5:
-        write_hdf5(out, data, attrs)
+        write_hdf5(out, data, {**attrs, "sweep": name, "replicate": k})
     else:
         write_vtk(out, data, f"raysweep {r.job.name}/{r.job.hash} sweep {name} replicate {k}")
     typer.echo(f"wrote sweep {name}, replicate {k}: a {len(data['xcoordinates'])} x {len(data['ycoordinates'])} grid "
@@ -250,9 +269,5 @@ app.add_typer(toy, name="toy")
 app.add_typer(data_app, name="data")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m raysweep.cli: every import above has run
     app()
-from raysweep.api import list_runs
-from raysweep.io.store import Store
-from raysweep.jobs import builtin_jobs, read_toml
-from raysweep.sweep.rounds import failure_message

@@ -50,8 +50,8 @@ class Format(str, Enum):
     csv = "csv"
     json = "json"
     parquet = "parquet"
-    hdf5 = "hdf5"  # --table surface: tomgoldstein/loss-landscape's layout
-    vtk = "vtk"  # --table surface: a legacy VTK structured grid for ParaView
+    hdf5 = "hdf5"  # --table surface (a plane) or curves (a line): tomgoldstein/loss-landscape's layout
+    vtk = "vtk"  # --table surface: an XML VTK StructuredGrid (.vts) for ParaView
 
 
 def _err(msg: str, code: int) -> None:

@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from raysweep.api import Run
-from raysweep.cli_common import AddressOpt, SetOpt, StorageOpt, _guard, _open, app
+from raysweep.cli_common import AddressOpt, ReplicatesOpt, SetOpt, StorageOpt, _guard, _open, app
 from raysweep.errors import SpecError
 from raysweep.io import paths
 from raysweep.io.store import Store
@@ -78,7 +78,8 @@ def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line or m
            step: Optional[int] = typer.Option(None, "--step", help="step_to_final: θ_a's step t"),
            merge: Optional[str] = typer.Option(None, "--merge", help="A soup sweep's merge: uniform or greedy"),
            lam: Optional[float] = typer.Option(None, "--lam", help="A task_arithmetic sweep's λ"),
-           set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt) -> None:
+           set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt,
+           replicates: Optional[int] = ReplicatesOpt) -> None:
     """Write θ(α) of a sweep's line, or a soup / task-arithmetic merge, for load_state_dict.
     Example: raysweep export digits_mlp --sweep final_to_final --pair 0,1 --alpha 0.5 --out merged.safetensors"""
     if not out.endswith(paths.SAFETENSORS):
@@ -87,7 +88,7 @@ def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line or m
         ij = tuple(int(v) for v in pair.split(",")) if pair else None
     except ValueError:
         raise SpecError(f"--pair {pair!r} is not I,J (two replicate numbers)") from None
-    run = _open(job, storage, set_)
+    run = _open(job, storage, set_, replicates)
     run.require()
     if merge is not None or lam is not None or run.job.sweep(sweep).kind in MERGE_KINDS:
         meta = export_merge(run, sweep, out, merge, lam)

@@ -173,6 +173,13 @@ def resnet50(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn
     return tv_resnet50(weights=None, num_classes=num_classes)
 
 
+def resnet18(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 (11,689,512 parameters with 1000 classes)."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    return tv_resnet18(weights=None, num_classes=num_classes)
+
+
 class ScalarProduct(nn.Module):
     """G §4: y = w1·w2·x, two scalar weights (a depth-2 linear regression), small random init."""
 
@@ -211,7 +218,7 @@ def _variance_preserving(model: nn.Module) -> None:
 MODELS: dict[str, Callable[[ModelSpec, tuple[int, ...], int], nn.Module]] = {
     "scalar_product": scalar_product, "factored_linear": factored_linear,
     "mlp": mlp, "lenet_300_100": lenet_300_100, "cifar_resnet_20": cifar_resnet_20,
-    "cifar_vgg_16": cifar_vgg_16, "resnet50": resnet50,
+    "cifar_vgg_16": cifar_vgg_16, "resnet50": resnet50, "resnet18": resnet18,
 }
 
 

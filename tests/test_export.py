@@ -44,6 +44,12 @@ def test_an_exported_point_loads_and_gives_the_curve_s_loss(tmp_path):
     r = CliRunner().invoke(app, ["export", job_file, "--sweep", "i5", "--pair", "1,0", "--alpha", "0.5", "--out",
                                  str(out), "--storage", str(tmp_path / "s")])
     assert r.exit_code == 2 and "no pair with these endpoints" in " ".join(r.output.split())
+    # --replicates, as every other command takes it: the same run when it names the job's own count
+    again = tmp_path / "again.safetensors"
+    r = CliRunner().invoke(app, ["export", job_file, "--sweep", "i5", "--pair", "0,1", "--alpha", "0.5", "--out",
+                                 str(again), "--storage", str(tmp_path / "s"), "--replicates", str(run.job.replicates)])
+    assert r.exit_code == 0, r.output
+    assert all(torch.equal(t, load_file(str(again))[name]) for name, t in state.items())
 
 
 def _test_loss(job, state) -> float:

@@ -83,6 +83,12 @@ def test_a_closed_pipe_ends_quietly(reference):
     assert out.returncode == 0 and out.stderr == "" and len(out.stdout.splitlines()) == 2
 
 
+def test_listing_the_jobs_into_a_closed_pipe_ends_quietly():
+    cmd = f"{sys.executable} -m raysweep.cli jobs | head -1; exit ${{PIPESTATUS[0]}}"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == "" and len(out.stdout.splitlines()) == 1
+
+
 def test_a_storage_path_that_cannot_be_used_is_input_to_fix(tmp_path):
     job_file = write_job_toml(tmp_path / "m.toml", RAW)
     afile = tmp_path / "afile"

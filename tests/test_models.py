@@ -10,6 +10,7 @@ from raysweep.spec import ModelSpec
     ("cifar_resnet_20", (3, 32, 32), 10, 272_474),
     ("cifar_vgg_16", (3, 32, 32), 10, 14_728_266),
     ("resnet50", (3, 224, 224), 1000, 25_557_032),
+    ("resnet18", (3, 224, 224), 1000, 11_689_512),
 ])
 def test_paper_models_have_the_published_sizes(name, shape, classes, params):
     with torch.device("meta"):

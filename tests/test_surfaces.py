@@ -1,46 +1,109 @@
-"""The surface table in the files other tools read: loss-landscape's HDF5 layout and a VTK grid for ParaView."""
+"""Planes and lines in the files other tools read, read back as those tools read them: loss-landscape's
+HDF5 (plot_2D.py contours meshgrid(x, y) against the array; plot_1D.py plots x against `<split>_loss`)
+and VTK's own XML StructuredGrid reader (the `vtk` package), missing points blanked."""
 import copy
 
 import h5py
-import meshio
 import numpy as np
 from typer.testing import CliRunner
 
 from raysweep.cli import app
+from raysweep.report.surfaces import GHOST_HIDDEN_POINT, write_vtk
 
 from conftest import TINY, run_in_process, write_job_toml
 
 RAW = {**copy.deepcopy(TINY), "name": "surf", "sweeps": [
     {"name": "t5", "kind": "line_and_random", "alpha": {"start": 0.0, "stop": 1.0, "num": 3},
-     "beta": {"start": -1.0, "stop": 1.0, "num": 4}, "splits": ["train", "test"]}]}
+     "beta": {"start": -1.0, "stop": 1.0, "num": 4}, "splits": ["train", "test"]},
+    {"name": "i1", "kind": "init_to_final", "alpha": {"num": 5}, "splits": ["train", "test"]}]}
 
 
-def test_a_plane_is_written_for_loss_landscape_and_paraview(tmp_path):
+def _read_vts(path):
+    """(points, {name: point array}) through VTK's own XML reader."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOXML import vtkXMLStructuredGridReader
+
+    reader = vtkXMLStructuredGridReader()
+    reader.SetFileName(str(path))
+    reader.Update()
+    grid = reader.GetOutput()
+    data = grid.GetPointData()
+    arrays = {data.GetArrayName(i): vtk_to_numpy(data.GetArray(i)) for i in range(data.GetNumberOfArrays())}
+    return vtk_to_numpy(grid.GetPoints().GetData()), arrays, grid
+
+
+def _dims(grid) -> list:
+    dims = [0, 0, 0]
+    grid.GetDimensions(dims)
+    return dims
+
+
+def test_a_plane_is_written_as_loss_landscape_and_vtk_read_it(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     run = run_in_process(RAW, tmp_path / "s")
     job_file = write_job_toml(tmp_path / "s.toml", RAW)
     grid = run.table("surface").to_pandas()
     grid = grid[(grid["kind"] == "grid") & (grid["replicate"] == 0)]
     xs, ys = sorted(set(grid["a"])), sorted(set(grid["b"]))
+    assert (len(xs), len(ys)) == (3, 4)  # not square: a transposed layout cannot pass
     store = ["--storage", str(tmp_path / "s")]
     r = CliRunner().invoke(app, ["results", job_file, "--table", "surface", "--format", "hdf5", "--out",
                                  str(tmp_path / "t5.h5"), *store])
     assert r.exit_code == 0, r.output
-    with h5py.File(tmp_path / "t5.h5") as f:
-        assert list(f["xcoordinates"][:]) == xs and list(f["ycoordinates"][:]) == ys
-        for _, row in grid.iterrows():  # every cell, looked up by hand
+    with h5py.File(tmp_path / "t5.h5") as f:  # as plot_2D.py reads it
+        x, y = np.array(f["xcoordinates"][:]), np.array(f["ycoordinates"][:])
+        X, Y = np.meshgrid(x, y)
+        Z = np.array(f["test_loss"][:])
+        plt.contour(X, Y, Z)  # the call that crashed on a non-square plane
+        plt.close("all")
+        assert list(x) == xs and list(y) == ys and Z.shape == (4, 3)
+        for _, row in grid.iterrows():  # every cell, looked up by hand: row = y, column = x
             i, j = xs.index(row["a"]), ys.index(row["b"])
-            assert f[f"{row['split']}_loss"][i, j] == row["loss"]
-            assert np.isclose(f[f"{row['split']}_acc"][i, j], 100 * (1 - row["error"]))
-        assert f.attrs["sweep"] == "t5" and f["train_loss"].shape == (3, 4)
+            assert f[f"{row['split']}_loss"][j, i] == row["loss"]
+            assert np.isclose(f[f"{row['split']}_acc"][j, i], 100 * (1 - row["error"]))
+            assert X[j, i] == row["a"] and Y[j, i] == row["b"]
+        assert f.attrs["sweep"] == "t5" and "train_loss" in f  # the train split was evaluated: plot_2D's default
     r = CliRunner().invoke(app, ["results", job_file, "--table", "surface", "--format", "vtk", "--out",
-                                 str(tmp_path / "t5.vtk"), *store])
+                                 str(tmp_path / "t5.vts"), *store])
     assert r.exit_code == 0, r.output
-    mesh = meshio.read(tmp_path / "t5.vtk")
-    assert mesh.points.shape == (12, 3)
+    points, arrays, vtk_grid = _read_vts(tmp_path / "t5.vts")
+    assert _dims(vtk_grid) == [3, 4, 1] and points.shape == (12, 3)
     for _, row in grid[grid["split"] == "test"].iterrows():
         n = ys.index(row["b"]) * len(xs) + xs.index(row["a"])  # x fastest
-        assert tuple(mesh.points[n][:2]) == (row["a"], row["b"])
-        assert np.isclose(mesh.point_data["test_loss"][n], row["loss"], rtol=1e-15)
-    r = CliRunner().invoke(app, ["results", job_file, "--table", "curves", "--format", "hdf5", "--out",
-                                 str(tmp_path / "x.h5"), *store])
-    assert r.exit_code == 2 and "--table surface" in r.output
+        assert tuple(points[n][:2]) == (row["a"], row["b"])
+        assert arrays["test_loss"][n] == row["loss"]
+    assert not arrays["vtkGhostType"].any()  # every point evaluated: none blanked
+    r = CliRunner().invoke(app, ["results", job_file, "--table", "surface", "--format", "vtk", "--out",
+                                 str(tmp_path / "t5.vtk"), *store])
+    assert r.exit_code == 2 and "FILE.vts" in " ".join(r.output.split())
+
+    # a line: loss-landscape's 1-D file, as plot_1D.py reads it (x against train_loss / test_loss)
+    r = CliRunner().invoke(app, ["results", job_file, "--table", "curves", "--sweep", "i1", "--format", "hdf5",
+                                 "--out", str(tmp_path / "i1.h5"), *store])
+    assert r.exit_code == 0, r.output
+    points_table = run.points.collect().to_pandas()
+    line = points_table[(points_table["sweep"] == "i1") & (points_table["replicate_a"] == 0)]
+    with h5py.File(tmp_path / "i1.h5") as f:
+        x = f["xcoordinates"][:]
+        assert list(x) == sorted(set(line["alpha"])) and x.ndim == 1
+        for split in ("train", "test"):
+            want = line[line["split"] == split].sort_values("alpha")
+            assert np.array_equal(f[f"{split}_loss"][:], want["loss"].to_numpy())
+            assert np.allclose(f[f"{split}_acc"][:], 100 * (1 - want["error"].to_numpy()))
+        plt.plot(x, f["train_loss"][:])
+        plt.close("all")
+
+
+def test_points_never_evaluated_are_blanked_for_vtk_readers(tmp_path):
+    loss = np.array([[1.0, np.nan, 3.0], [4.0, 5.0, 6.0]])  # rows = y
+    write_vtk(tmp_path / "p.vts", {"xcoordinates": np.array([0.0, 0.5, 1.0]), "ycoordinates": np.array([-1.0, 1.0]),
+                                   "test_loss": loss}, "a plane with a hole")
+    points, arrays, grid = _read_vts(tmp_path / "p.vts")
+    assert _dims(grid) == [3, 2, 1]
+    assert list(arrays["vtkGhostType"]) == [0, GHOST_HIDDEN_POINT, 0, 0, 0, 0]
+    assert np.isnan(arrays["test_loss"][1]) and list(arrays["test_loss"][[0, 2, 3, 4, 5]]) == [1, 3, 4, 5, 6]
+    assert grid.GetPointGhostArray() is not None and not grid.IsPointVisible(1) and grid.IsPointVisible(0)

@@ -1,6 +1,14 @@
-"""The surface table (T3/T4/T5 planes) in the files other tools read: HDF5 in tomgoldstein/loss-landscape's
-layout (`xcoordinates`, `ycoordinates`, `<split>_loss`, `<split>_acc` in percent, arrays indexed [x, y]) and
-a legacy VTK structured grid for ParaView (the same fields as point data on a z = 0 plane)."""
+"""Planes (the surface table: T3/T4/T5) and lines in the files other tools read.
+
+- HDF5 in tomgoldstein/loss-landscape's layout: `xcoordinates` (and `ycoordinates` for a plane),
+  `<split>_loss` and `<split>_acc` (accuracy in percent). A plane's arrays have one row per y and one
+  column per x — shape (len(y), len(x)) — as its readers take them (`plot_2D.py` contours
+  `meshgrid(x, y)` against the array; `h52vtp.py` likewise); a line's arrays are 1-D over x.
+  Missing points are NaN.
+- VTK for ParaView and any VTK reader: an XML StructuredGrid (`.vts`, binary-encoded, so NaN is a
+  value like any other) with the fields as point data on a z = 0 plane and the points never evaluated
+  blanked (`vtkGhostType` = HIDDENPOINT), so they are left out of contours and colour maps.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,10 +36,10 @@ def grids(surface: pl.DataFrame, sweep: str | None) -> tuple[str, int, dict]:
     for split in grid["split"].unique(maintain_order=True).to_list():
         part = grid.filter(pl.col("split") == split)
         for col, name, scale in (("loss", "loss", 1.0), ("error", "acc", None)):
-            arr = np.full((len(xs), len(ys)), np.nan)
+            arr = np.full((len(ys), len(xs)), np.nan)  # rows = y: loss-landscape's readers index [y, x]
             ia, ib = np.searchsorted(xs, part["a"].to_numpy()), np.searchsorted(ys, part["b"].to_numpy())
             values = part[col].to_numpy()
-            arr[ia, ib] = values if scale else 100.0 * (1.0 - values)  # loss-landscape keeps accuracy in percent
+            arr[ib, ia] = values if scale else 100.0 * (1.0 - values)  # loss-landscape keeps accuracy in percent
             out[f"{split}_{name}"] = arr
     return sweep, k, out
 
@@ -45,15 +53,60 @@ def write_hdf5(path: Path, data: dict, attrs: dict) -> None:
         f.attrs.update(attrs)
 
 
+def line_grids(points: pl.DataFrame, sweep: str | None) -> tuple[str, dict, dict]:
+    """(sweep, the line's endpoints, {name: array}) of one line of a line sweep for loss-landscape's
+    `plot_1D.py`: the sweep asked for (or the only one), its first line (lowest replicates and steps)."""
+    names = points["sweep"].unique(maintain_order=True).to_list() if "sweep" in points.columns else []
+    if sweep is None and len(names) != 1:
+        raise SpecError(f"the points table holds {len(names)} line sweeps ({names}); name one with --sweep")
+    sweep = sweep or names[0]
+    part = points.filter(pl.col("sweep") == sweep)
+    if part.is_empty():
+        raise SpecError(f"no points stored for sweep {sweep!r}; line sweeps stored: {names}")
+    keys = ["replicate_a", "replicate_b", "step_a", "step_b"]
+    first = part.select(keys).unique().sort(keys).row(0, named=True)
+    part = part.filter(*[pl.col(k) == v for k, v in first.items()])
+    xs = np.unique(part["alpha"].to_numpy())
+    out = {"xcoordinates": xs}
+    for split in sorted(part["split"].unique().to_list()):
+        rows = part.filter(pl.col("split") == split)
+        at = np.searchsorted(xs, rows["alpha"].to_numpy())
+        loss, acc = np.full(len(xs), np.nan), np.full(len(xs), np.nan)
+        loss[at], acc[at] = rows["loss"].to_numpy(), 100.0 * (1.0 - rows["error"].to_numpy())
+        out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
+    return sweep, first, out
+
+
+GHOST_HIDDEN_POINT = 2  # vtkDataSetAttributes::HIDDENPOINT: a blanked point
+
+
 def write_vtk(path: Path, data: dict, title: str) -> None:
-    """Legacy ASCII VTK STRUCTURED_GRID: x fastest, then y; every 2-D field as point data."""
+    """An XML StructuredGrid (.vts): x fastest, then y, on z = 0; every 2-D field as point data, the
+    points with no value blanked through vtkGhostType. Data arrays are binary (base64), little-endian."""
+    import base64
+    from xml.sax.saxutils import quoteattr
+
     xs, ys = data["xcoordinates"], data["ycoordinates"]
-    lines = ["# vtk DataFile Version 3.0", title[:255].replace("\n", " "), "ASCII", "DATASET STRUCTURED_GRID",
-             f"DIMENSIONS {len(xs)} {len(ys)} 1", f"POINTS {len(xs) * len(ys)} double"]
-    lines += [f"{float(x)!r} {float(y)!r} 0.0" for y in ys for x in xs]
-    lines.append(f"POINT_DATA {len(xs) * len(ys)}")
-    for name, arr in data.items():
-        if arr.ndim == 2:
-            lines += [f"SCALARS {name} double 1", "LOOKUP_TABLE default"]
-            lines += [repr(float(arr[i, j])) for j in range(len(ys)) for i in range(len(xs))]
-    path.write_text("\n".join(lines) + "\n")
+    nx, ny = len(xs), len(ys)
+    gx, gy = np.meshgrid(xs, ys)  # [y, x]: ravelled, x runs fastest as VTK's structured order wants
+    points = np.stack([gx.ravel(), gy.ravel(), np.zeros(nx * ny)], axis=1)
+    fields = {name: arr for name, arr in data.items() if arr.ndim == 2}
+    missing = np.any([np.isnan(a) for a in fields.values()], axis=0).ravel() if fields else np.zeros(nx * ny, bool)
+
+    def array(name: str, values: np.ndarray, vtk_type: str, components: int = 1) -> str:
+        raw = np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<")).tobytes()
+        blob = base64.b64encode(np.uint32(len(raw)).astype("<u4").tobytes() + raw).decode()
+        return (f'<DataArray type="{vtk_type}" Name={quoteattr(name)} NumberOfComponents="{components}" '
+                f'format="binary">{blob}</DataArray>')
+
+    cells = [array(name, arr.ravel().astype(np.float64), "Float64") for name, arr in fields.items()]
+    cells.append(array("vtkGhostType", np.where(missing, GHOST_HIDDEN_POINT, 0).astype(np.uint8), "UInt8"))
+    extent = f"0 {nx - 1} 0 {ny - 1} 0 0"
+    text = "\n".join([
+        '<?xml version="1.0"?>', f"<!-- {title.replace('--', '- -')} -->",
+        '<VTKFile type="StructuredGrid" version="1.0" byte_order="LittleEndian" header_type="UInt32">',
+        f'<StructuredGrid WholeExtent="{extent}">', f'<Piece Extent="{extent}">',
+        f'<PointData Scalars={quoteattr(next(iter(fields), "vtkGhostType"))}>', *cells, "</PointData>",
+        "<Points>", array("Points", points.astype(np.float64), "Float64", 3), "</Points>",
+        "</Piece>", "</StructuredGrid>", "</VTKFile>", ""])
+    path.write_text(text)
