@@ -6,11 +6,14 @@ P_ℓ maximising ⟨W_a^ℓ, P_ℓ W_b^ℓ P_{ℓ−1}^T⟩ + ⟨W_a^{ℓ+1}, P_
 BatchNorm vectors) is a linear assignment, solved until no permutation changes. A permutation of
 hidden units leaves the function unchanged, so θ_b keeps its loss; only the line between them moves.
 
-Supported: chains — MLPs (Linear with optional BatchNorm1d) and the CIFAR VGG-16 (Conv2d+BatchNorm2d,
-then Linear), one permutation per hidden layer — and the CIFAR ResNets (ResNet-20), one permutation per
-residual stream (shared by every layer that adds into it, as skip connections require) and one per
-block's inner channels (`permutation_spec`). Other models (torchvision's ResNet-50, maxout MLPs) are
-refused. BatchNorm running statistics are permuted with their units; with `bn = "reset"` they are
+Supported: any network built from standard layers whose graph torch.fx can trace — MLPs, VGGs, the
+CIFAR ResNets and torchvision's ResNets (basic and bottleneck blocks) among them: the permutation
+groups are read from the graph (`graph_spec.derive_spec`: one group per layer's outputs, one shared
+by every layer that adds into the same residual stream, as skip connections require). A graph that
+does something else to the channel axis (attention, concatenation, reshapes such as maxout's) is
+refused with the node that stops it. The hand-written specs of the chains and the CIFAR ResNets are
+kept (`handwritten_spec`) as the reference the derived groups are tested against.
+BatchNorm running statistics are permuted with their units; with `bn = "reset"` they are
 re-estimated at every α on the aligned line, the statistics reset of Jordan et al. 2023 (REPAIR) for
 BN nets (their per-unit correction for nets without BatchNorm is not built).
 """
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from raysweep.evaluate.graph_spec import GraphError, derive_spec
 from raysweep.models import CifarResNet, CifarVGG, Maxout
 
 WEIGHTED = (nn.Linear, nn.Conv2d)
@@ -52,9 +56,22 @@ def chain(model: nn.Module) -> list[tuple[str, list[str]]]:
     return out
 
 
-def permutation_spec(model: nn.Module) -> dict[str, tuple[str | None, ...]]:
+def permutation_spec(model: nn.Module) -> dict[str, tuple]:
     """For every tensor that hidden-unit permutations touch: the permutation group of each axis (None:
-    not permuted). Chains: one group per hidden layer. CIFAR ResNets: one group per residual stream (the
+    not permuted; (group, k): an axis of k inputs per unit, after a flatten), read from the model's graph."""
+    try:
+        spec = derive_spec(model)
+    except GraphError as exc:
+        raise AlignmentError(f"align = 'weights' cannot permute the units of {type(model).__name__}: {exc}. Drop "
+                             f"`align` from the sweep.") from None
+    if not any(g is not None for axes in spec.values() for g in axes):
+        raise AlignmentError("align = 'weights' needs at least one hidden layer")
+    return spec
+
+
+def handwritten_spec(model: nn.Module) -> dict[str, tuple[str | None, ...]]:
+    """The groups written out by hand for the chains and the CIFAR ResNets (the reference for
+    `permutation_spec`). Chains: one group per hidden layer. CIFAR ResNets: one group per residual stream (the
     stem, every block's second conv and the downsampling shortcuts of a stage write the same channels,
     so they share it) and one per block's inner channels (conv1 → conv2)."""
     state = model.state_dict()
@@ -97,14 +114,20 @@ def permutation_spec(model: nn.Module) -> dict[str, tuple[str | None, ...]]:
     return spec
 
 
+def _group(entry) -> tuple[str | None, int]:
+    """(group, k) of a spec entry: k inputs per unit (a flatten's positions), 1 for most axes."""
+    return entry if isinstance(entry, tuple) else (entry, 1)
+
+
 def _groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int]]]]:
     """group -> (size, [(tensor, axis)]); sizes must agree wherever a group appears."""
     out: dict[str, tuple[int, list]] = {}
     for name, axes in spec.items():
-        for ax, g in enumerate(axes):
+        for ax, entry in enumerate(axes):
+            g, k = _group(entry)
             if g is None:
                 continue
-            size = state[name].shape[ax]
+            size = state[name].shape[ax] // k
             if g in out and out[g][0] != size:
                 raise AlignmentError(f"{name}: axis {ax} has {size} units where group {g} has {out[g][0]}")
             out.setdefault(g, (size, []))[1].append((name, ax))
@@ -112,9 +135,11 @@ def _groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int
 
 
 def _apply(spec: dict, name: str, t: torch.Tensor, perms: dict, skip: int | None = None) -> torch.Tensor:
-    for ax, g in enumerate(spec[name]):
+    for ax, entry in enumerate(spec[name]):
+        g, k = _group(entry)
         if g is not None and ax != skip:
-            t = t.index_select(ax, perms[g].to(t.device))
+            index = (perms[g][:, None] * k + torch.arange(k)).reshape(-1)  # a unit's k inputs move together
+            t = t.index_select(ax, index.to(t.device))
     return t
 
 
