@@ -23,7 +23,7 @@ SCHEDULES = ("frankle", "every_epoch", "list")
 INITS = ("openlth", "uniform", "default")
 # the registries' names (raysweep.models.MODELS, raysweep.data.DATASETS), so validating a job imports no torch
 BUILTIN_MODELS = ("scalar_product", "factored_linear", "mlp", "lenet_300_100", "cifar_resnet_20", "cifar_vgg_16",
-                  "resnet50")
+                  "resnet18", "resnet50")
 BUILTIN_DATASETS = ("digits", "digits_shifted", "blobs", "mnist", "fashion_mnist", "cifar10", "imagenet", "linreg")
 PIXELS = ("standardized", "unit")
 LR_DECAYS = ("step", "linear_epoch", "exponential")
