@@ -44,7 +44,8 @@ SCALE, RATIO = (0.1, 1.0), (0.8, 1.25)  # RandomResizedCrop as OpenLTH trains Im
 WINDOW_BYTES = 1 << 30  # a read task's window of encoded row groups: about 1 GiB
 MIN_WINDOW = 8  # row groups, whatever their size
 READERS = 2  # read tasks at a time (a window being handed on while the next one is read)
-CHUNK = 64  # rows per decode task
+CHUNK = 128  # rows per decode task
+BLOCK_BYTES = 16 << 20  # most bytes of a block between the stages (encoded rows: ~128 ImageNet JPEGs)
 READ_CPUS = 0.25  # a read task mostly waits on the store
 
 
@@ -198,15 +199,16 @@ def stream(dataset: str, shards: list[dict], size: int, batch_size: int, seed: i
     import ray
 
     init_ray()
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # the epoch's order is the pieces' order
-    ctx.enable_progress_bars = ctx.print_on_execution_start = False  # raysweep's progress lines say it
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     pieces = epoch_pieces(shards, seed, epoch, rank, world, skip * batch_size, window)
     if not pieces:
         return
     ds = ray.data.from_items([{"groups": [list(g) for g in p.groups], "rows": [list(r) for r in p.rows]}
                               for p in pieces], override_num_blocks=len(pieces))
+    ctx = ds.context  # this stream's own settings (the process's DataContext is left as it was)
+    ctx.execution_options.preserve_order = True  # the epoch's order is the pieces' order
+    ctx.enable_progress_bars = ctx.print_on_execution_start = False  # raysweep's progress lines say it
+    ctx.target_max_block_size = BLOCK_BYTES  # a read task hands rows on as it reads them, not a window at once
     ds = ds.map_batches(read_pieces, batch_size=1, num_cpus=READ_CPUS, concurrency=min(READERS, len(pieces)), zero_copy_batch=True,
                         fn_kwargs={"dataset": dataset})
     ds = ds.repartition(target_num_rows_per_block=CHUNK)  # a read task's output, cut into decode tasks' blocks
