@@ -17,6 +17,7 @@ from raysweep.data.batches import train_batches
 from raysweep.data.registry import load_splits
 from raysweep.data.types import Splits
 from raysweep.evaluate.align import align
+from raysweep.evaluate.repair import repair_point
 from raysweep.evaluate.fold import fold, reproduces
 from raysweep.evaluate.losses import loss_fn, metric_fns, metric_name
 from raysweep.evaluate.sums import BN_RESET_SEED, BN_TYPES, bn_reestimation, first_layer_split, pick_device, split_sums
@@ -275,7 +276,7 @@ class Evaluator:
         its outputs are computed once per pair and mixed per α (MLPs: most of the FLOPs).
         """
         rows = []
-        pre = self.first_layer_outputs(a, b, splits, pair_key)
+        pre = self.first_layer_outputs(a, b, splits, pair_key) if bn != "repair" else None  # REPAIR moves layer 1
         bs = self.job.eval.batch_size
         for alpha in alphas:
             if pre is not None and not (bn == "reset" and self.has_bn):
@@ -284,6 +285,8 @@ class Evaluator:
                 self.set_alpha(a, b, alpha)
             if bn == "reset" and self.has_bn:
                 self.reestimate_bn(bn_batches)
+            elif bn == "repair":  # REPAIR's per-unit correction (evaluate/repair.py)
+                repair_point(self, a, b, alpha, bn_batches, pair_key)
             self.model.eval()
             if pre is not None:
                 values = torch.stack([split_sums(self.tail, self._mixed(s, *pre[s], alpha), self.split(s)[1], bs,

@@ -60,6 +60,8 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
              else b[n] for n in a}
     if sweep.bn == "reset":  # the sweep re-estimated BN statistics at each α: so does the exported point
         state = reestimated_bn(run, state, sweep.bn_batches)
+    elif sweep.bn == "repair":  # the sweep corrected every hidden unit (REPAIR): so does the exported point
+        state = repaired(run, a, b, alpha, sweep.bn_batches)
     meta = {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, "alpha": repr(alpha), "bn": sweep.bn,
             "a": f"replicate {it.a.replicate} step {it.a.step} sha256 {it.a.sha256}",
             "b": f"replicate {it.b.replicate} step {it.b.step} sha256 {it.b.sha256}"}
@@ -131,6 +133,22 @@ def reestimated_bn(run, state: dict, bn_batches: int) -> dict:
         return state
     evaluator.set_weights([state[n].to(evaluator.device) for n in evaluator.names])
     evaluator.reestimate_bn(bn_batches)
+    with torch.no_grad():
+        return {n: t.detach().to("cpu", memory_format=torch.contiguous_format)
+                for n, t in evaluator.model.state_dict().items()}
+
+
+def repaired(run, a: dict, b: dict, alpha: float, bn_batches: int) -> dict:
+    """θ(α) of (a, b) with REPAIR's per-unit correction, as the sweep's evaluator computes it."""
+    import torch
+
+    from raysweep.evaluate.evaluator import Evaluator
+    from raysweep.evaluate.repair import repair_point
+
+    evaluator = Evaluator(run.job, run.store)
+    ta, tb = ([t[n].to(evaluator.device) for n in evaluator.names] for t in (a, b))
+    evaluator.set_alpha(ta, tb, alpha)
+    repair_point(evaluator, ta, tb, alpha, bn_batches, None)
     with torch.no_grad():
         return {n: t.detach().to("cpu", memory_format=torch.contiguous_format)
                 for n, t in evaluator.model.state_dict().items()}

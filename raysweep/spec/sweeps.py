@@ -19,7 +19,7 @@ PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3:
 # θ_pre + λ·Σ_k (θ_k − θ_pre) over the sweep's α grid as λ (Ilharco et al. 2023)
 MERGE_KINDS = ("soup", "task_arithmetic")
 SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS + MERGE_KINDS
-BN_MODES = ("interpolate", "reset")
+BN_MODES = ("interpolate", "reset", "repair")  # repair: REPAIR's per-unit correction (evaluate/repair.py)
 SPLITS = ("train", "test")
 MAX_ALPHAS = 100_000
 MAX_INT = 2**53  # integers beyond this are not exact in JSON, TOML readers or float arithmetic
@@ -116,8 +116,10 @@ class SweepSpec:
     kind: str = "init_to_final"  # I1/I4/I7: init_to_final, I2: step_to_final, I5, I6
     alpha: AlphaGrid = AlphaGrid()
     splits: tuple[str, ...] = ("test",)
-    bn: str = "interpolate"  # or "reset": re-estimate running stats at each alpha
-    bn_batches: int = 20  # training batches used to re-estimate BN statistics in "reset" mode
+    # "interpolate" | "reset": re-estimate BN running stats at each alpha | "repair": REPAIR's per-unit
+    # mean/std correction of every hidden layer at each alpha (nets without BatchNorm too)
+    bn: str = "interpolate"
+    bn_batches: int = 20  # training batches used to re-estimate BN statistics ("reset") or unit statistics ("repair")
     random_scale: float = 4.0  # random_to_final: theta_r = random_scale * (a fresh init draw)
     chunk: int = 0  # α per work item; 0 chooses it from the model's cost (~1e13 FLOP per item)
     examples: int = 1000  # function_map: τ/κ on the first N test examples (B: 1000)
@@ -155,6 +157,9 @@ class SweepSpec:
         out += metric_name_problems(f"{where}.metrics", self.metrics)
         if self.metrics and self.kind not in LINE_KINDS:
             out.append(f"{where}.metrics: extra metrics are recorded by line sweeps ({list(LINE_KINDS)})")
+        if self.bn == "repair" and self.kind not in LINE_KINDS:
+            out.append(f"{where}.bn = \"repair\" corrects the units along a line: give it to a line sweep "
+                       f"({list(LINE_KINDS)}), or use bn = \"reset\"")
         if self.kind in PLANE_KINDS:
             out += self.beta.problems(f"{where}.beta")
         if not 0 <= self.chunk <= MAX_ALPHAS:
