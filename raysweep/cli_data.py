@@ -80,4 +80,5 @@ def check(name: str = typer.Argument(..., help="A packed dataset's name, or its 
             f"than a shuffled split's): it was packed in the source's class-by-class order. Training still mixes "
             f"batches through the stream's window shuffle (data.shuffle_window), but a batch then holds at most "
             f"as many classes as the window has row groups. Repack it shuffled: `raysweep data pack "
-            f"{man['source']} --name {name} --storage {store.uri}` (a new folder; the old one is kept).", err=True)
+            f"{man['source']} --name {name} --storage {store.uri}` (a new folder, which jobs then read: the newest pack of a "
+            f"name; the old one is kept).", err=True)
