@@ -19,29 +19,43 @@ import polars as pl
 from raysweep.errors import SpecError
 
 
+def _one_sweep(frame: pl.DataFrame, sweep: str | None, table: str, family: str, missing: str):
+    """(sweep, its rows): the sweep asked for, or the table's only one."""
+    names = frame["sweep"].unique(maintain_order=True).to_list() if "sweep" in frame.columns else []
+    if sweep is None and len(names) != 1:
+        raise SpecError(f"the {table} table holds {len(names)} {family} sweeps ({names}); name one with --sweep")
+    sweep = sweep or names[0]
+    rows = frame.filter(pl.col("sweep") == sweep)
+    if rows.is_empty():
+        raise SpecError(f"no {missing} for sweep {sweep!r}; {family} sweeps stored: {names}")
+    return sweep, rows
+
+
+def _fields(part: pl.DataFrame, splits: list[str], shape: tuple, index) -> dict:
+    """`<split>_loss` and `<split>_acc` (accuracy in percent, as loss-landscape keeps it) of every split:
+    arrays of `shape`, NaN where no point is stored, `index(rows)` placing each row."""
+    out = {}
+    for split in splits:
+        rows = part.filter(pl.col("split") == split)
+        at = index(rows)
+        for col, name in (("loss", "loss"), ("error", "acc")):
+            arr = np.full(shape, np.nan)
+            values = rows[col].to_numpy()
+            arr[at] = values if col == "loss" else 100.0 * (1.0 - values)
+            out[f"{split}_{name}"] = arr
+    return out
+
+
 def grids(surface: pl.DataFrame, sweep: str | None) -> tuple[str, int, dict]:
     """(sweep, replicate, {name: array}) of one plane: the sweep asked for (or the only one), its lowest replicate."""
-    grid = surface.filter(pl.col("kind") == "grid")
-    names = grid["sweep"].unique(maintain_order=True).to_list()
-    if sweep is None and len(names) != 1:
-        raise SpecError(f"the surface table holds {len(names)} plane sweeps ({names}); name one with --sweep")
-    sweep = sweep or names[0]
-    grid = grid.filter(pl.col("sweep") == sweep)
-    if grid.is_empty():
-        raise SpecError(f"no surface rows for sweep {sweep!r}; plane sweeps stored: {names}")
+    sweep, grid = _one_sweep(surface.filter(pl.col("kind") == "grid"), sweep, "surface", "plane", "surface rows")
     k = int(grid["replicate"].min())
     grid = grid.filter(pl.col("replicate") == k)
     xs, ys = np.unique(grid["a"].to_numpy()), np.unique(grid["b"].to_numpy())
-    out = {"xcoordinates": xs, "ycoordinates": ys}
-    for split in grid["split"].unique(maintain_order=True).to_list():
-        part = grid.filter(pl.col("split") == split)
-        for col, name, scale in (("loss", "loss", 1.0), ("error", "acc", None)):
-            arr = np.full((len(ys), len(xs)), np.nan)  # rows = y: loss-landscape's readers index [y, x]
-            ia, ib = np.searchsorted(xs, part["a"].to_numpy()), np.searchsorted(ys, part["b"].to_numpy())
-            values = part[col].to_numpy()
-            arr[ib, ia] = values if scale else 100.0 * (1.0 - values)  # loss-landscape keeps accuracy in percent
-            out[f"{split}_{name}"] = arr
-    return sweep, k, out
+    # rows = y: loss-landscape's readers index [y, x]
+    fields = _fields(grid, grid["split"].unique(maintain_order=True).to_list(), (len(ys), len(xs)),
+                     lambda rows: (np.searchsorted(ys, rows["b"].to_numpy()), np.searchsorted(xs, rows["a"].to_numpy())))
+    return sweep, k, {"xcoordinates": xs, "ycoordinates": ys, **fields}
 
 
 def write_hdf5(path: Path, data: dict, attrs: dict) -> None:
@@ -56,25 +70,14 @@ def write_hdf5(path: Path, data: dict, attrs: dict) -> None:
 def line_grids(points: pl.DataFrame, sweep: str | None) -> tuple[str, dict, dict]:
     """(sweep, the line's endpoints, {name: array}) of one line of a line sweep for loss-landscape's
     `plot_1D.py`: the sweep asked for (or the only one), its first line (lowest replicates and steps)."""
-    names = points["sweep"].unique(maintain_order=True).to_list() if "sweep" in points.columns else []
-    if sweep is None and len(names) != 1:
-        raise SpecError(f"the points table holds {len(names)} line sweeps ({names}); name one with --sweep")
-    sweep = sweep or names[0]
-    part = points.filter(pl.col("sweep") == sweep)
-    if part.is_empty():
-        raise SpecError(f"no points stored for sweep {sweep!r}; line sweeps stored: {names}")
+    sweep, part = _one_sweep(points, sweep, "points", "line", "points stored")
     keys = ["replicate_a", "replicate_b", "step_a", "step_b"]
     first = part.select(keys).unique().sort(keys).row(0, named=True)
     part = part.filter(*[pl.col(k) == v for k, v in first.items()])
     xs = np.unique(part["alpha"].to_numpy())
-    out = {"xcoordinates": xs}
-    for split in sorted(part["split"].unique().to_list()):
-        rows = part.filter(pl.col("split") == split)
-        at = np.searchsorted(xs, rows["alpha"].to_numpy())
-        loss, acc = np.full(len(xs), np.nan), np.full(len(xs), np.nan)
-        loss[at], acc[at] = rows["loss"].to_numpy(), 100.0 * (1.0 - rows["error"].to_numpy())
-        out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
-    return sweep, first, out
+    fields = _fields(part, sorted(part["split"].unique().to_list()), (len(xs),),
+                     lambda rows: np.searchsorted(xs, rows["alpha"].to_numpy()))
+    return sweep, first, {"xcoordinates": xs, **fields}
 
 
 GHOST_HIDDEN_POINT = 2  # vtkDataSetAttributes::HIDDENPOINT: a blanked point
