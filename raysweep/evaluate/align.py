@@ -15,7 +15,7 @@ refused with the node that stops it. The hand-written specs of the chains and th
 kept (`handwritten_spec`) as the reference the derived groups are tested against.
 BatchNorm running statistics are permuted with their units; with `bn = "reset"` they are
 re-estimated at every α on the aligned line, the statistics reset of Jordan et al. 2023 (REPAIR) for
-BN nets (their per-unit correction for nets without BatchNorm is not built).
+BN nets; their per-unit correction for nets without BatchNorm is `bn = "repair"` (evaluate/repair.py).
 """
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ from raysweep.data.batches import train_batches
 from raysweep.data.registry import load_splits
 from raysweep.data.types import Splits
 from raysweep.evaluate.align import align
-from raysweep.evaluate.repair import repair_point
 from raysweep.evaluate.fold import fold, reproduces
 from raysweep.evaluate.losses import loss_fn, metric_fns, metric_name
+from raysweep.evaluate.repair import repair_point
 from raysweep.evaluate.sums import BN_RESET_SEED, BN_TYPES, bn_reestimation, first_layer_split, pick_device, split_sums
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.store import Store
@@ -47,7 +47,6 @@ class Evaluator:
             self.model = self.model.to(memory_format=torch.channels_last)
         precision = job.eval.precision if job.eval.precision != "auto" else ("bf16" if job.train.amp else "fp32")
         self.bf16 = precision == "bf16" and cuda  # the CPU always evaluates in exact fp32
-
         self.loss = loss_fn(job.train.loss)
         self.metrics, self.metric_names, self._metric_spec = [], [], []  # set per item: set_metrics
         if isinstance(self.model, nn.Sequential):  # each child's output feeds only the next one, and the
@@ -170,13 +169,17 @@ class Evaluator:
         return self.data.prepare(x, dtype=torch.bfloat16 if self.bf16 else None, channels_last=self.channels_last)
 
     @torch.no_grad()
-    def reestimate_bn(self, num_batches: int) -> None:
-        """Re-estimate BN statistics on the first training batches of a fixed order (kept on the device)."""
+    def fixed_batches(self, num_batches: int) -> list[torch.Tensor]:
+        """The first training batches of a fixed order, kept on the device (BN re-estimation, REPAIR)."""
         if self._bn_batches is None or len(self._bn_batches) < num_batches:
             batches = train_batches(self.data, self.job.train.batch_size, BN_RESET_SEED, 0)
             self._bn_batches = [x.to(self.device) for (x, _), _ in zip(batches, range(num_batches))]
+        return self._bn_batches[:num_batches]
+
+    def reestimate_bn(self, num_batches: int) -> None:
+        """Re-estimate BN statistics on `fixed_batches`."""
         with bn_reestimation(self.model):
-            for x in self._bn_batches[:num_batches]:
+            for x in self.fixed_batches(num_batches):
                 self.model(self.prepare(x))
 
     @torch.no_grad()
@@ -275,9 +278,8 @@ class Evaluator:
         The first layer is linear in its weights, so f(x; (1−α)W_a + αW_b) = (1−α)f(x; W_a) + αf(x; W_b):
         its outputs are computed once per pair and mixed per α (MLPs: most of the FLOPs).
         """
-        rows = []
+        rows, bs = [], self.job.eval.batch_size
         pre = self.first_layer_outputs(a, b, splits, pair_key) if bn != "repair" else None  # REPAIR moves layer 1
-        bs = self.job.eval.batch_size
         for alpha in alphas:
             if pre is not None and not (bn == "reset" and self.has_bn):
                 self._set_tail(a, b, alpha)  # the first layer's weights are not used: mixed outputs are

@@ -71,7 +71,9 @@ def derive_spec(model: nn.Module) -> dict[str, tuple]:
     from torch import fx
 
     class Tracer(fx.Tracer):  # remembers the module being traced, to name the one a failure is in
-        stack: list = []
+        def __init__(self):
+            super().__init__()
+            self.stack: list[str] = []
 
         def call_module(self, m, forward, args, kwargs):
             self.stack.append(f"{self.path_of_module(m) or '(the model)'} ({type(m).__name__})")
@@ -148,12 +150,13 @@ def derive_spec(model: nn.Module) -> dict[str, tuple]:
                 raise GraphError(f"{_module_label(gm, node)}: a flatten from dimension {start} mixes the batch "
                                  f"or channel axis")
             of[node] = of.get(node.args[0])
-        elif node.target in ("mean", torch.mean) or node.target in ("size", "dim") or node.target is getattr:
+        elif node.target in ("mean", torch.mean):
             dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            if node.target in ("mean", torch.mean) and (dims is None or 1 in (dims if isinstance(dims, (tuple, list))
-                                                                              else (dims,))):
+            if dims is None or 1 in (dims if isinstance(dims, (tuple, list)) else (dims,)):
                 raise GraphError(f"{_module_label(gm, node)}: a mean over the channel axis")
-            of[node] = of.get(node.args[0]) if node.target in ("mean", torch.mean) else None
+            of[node] = of.get(node.args[0])  # a mean over positions keeps the channels
+        elif node.target in ("size", "dim") or node.target is getattr:
+            of[node] = None  # a shape, not a tensor
         elif node.op in ("call_function", "call_method") and not ins:
             of[node] = None  # arithmetic on shapes and constants
         else:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raysweep.data.batches import train_batches
-from raysweep.evaluate.sums import BN_RESET_SEED
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 EPS = 1e-5
@@ -70,19 +68,10 @@ def repair(model: nn.Module, batches: list[torch.Tensor], prepare, stats_a: list
             layer.bias.copy_(((layer.bias - mean) * scale + t_mean).to(layer.bias.dtype))
 
 
-def repair_batches(evaluator, num_batches: int) -> list[torch.Tensor]:
-    """The fixed training batches `bn = "reset"` re-estimates BN statistics on (kept on the device)."""
-    cached = getattr(evaluator, "_repair_batches", None)
-    if cached is None or len(cached) < num_batches:
-        batches = train_batches(evaluator.data, evaluator.job.train.batch_size, BN_RESET_SEED, 0)
-        cached = evaluator._repair_batches = [x.to(evaluator.device) for (x, _), _ in zip(batches, range(num_batches))]
-    return cached[:num_batches]
-
-
 def repair_point(evaluator, a: list, b: list, alpha: float, num_batches: int, pair_key: str | None) -> None:
     """The evaluator's model at θ(α) (set by the caller), corrected by REPAIR; the endpoints' unit
     statistics are measured once per pair."""
-    batches = repair_batches(evaluator, num_batches)
+    batches = evaluator.fixed_batches(num_batches)  # the batches bn = "reset" re-estimates on
     key = (pair_key, num_batches)
     cached = getattr(evaluator, "_repair_stats", None)
     if pair_key is None or cached is None or cached[0] != key:

@@ -16,15 +16,14 @@ MAX_FAILURES = 3  # worker-group restarts per replicate before the trial fails
 
 def _worker(config: dict) -> None:
     """One rank (a Ray Train worker)."""
+    import logging
+
     import ray.train
     import torch
+    from ray.train.v2._internal.execution import context as train_context
 
     from raysweep.train.loop import train_replicate
     from raysweep.train.parallel import Rank
-
-    import logging
-
-    from ray.train.v2._internal.execution import context as train_context
 
     # Train V2 logs every report at INFO under a logger named by its file (the root logger's level): not ours
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
