@@ -86,17 +86,22 @@ class CountProgress(_Bars):
             say(f"{self.what}: {done}/{total} ({done / max(total, 1):.0%})")
 
 
+def _label(task) -> str:
+    """A training trial's name: a replicate (k), an instability child (k/step/child) or a bend (curve/...)."""
+    return f"train replicate {task}" if isinstance(task, int) else f"train {task}"
+
+
 class TrainProgress(_Bars):
     """One bar (or line) per replicate, in training steps; updated from Tune results."""
 
     def __init__(self, job: Job, replicates: list[int], enabled: bool = True, plain: bool | None = None):
         super().__init__(enabled, plain)
-        self.tasks = {k: self.bar.add_task(f"train replicate {k}", total=None, info="") for k in replicates}
+        self.tasks = {k: self.bar.add_task(_label(k), total=None, info="") for k in replicates}
         self.last_line = {k: -1e9 for k in replicates}
         self.first: dict = {}  # replicate -> (time, step) of its first result: the rate behind the ETA
 
     def update(self, result: dict) -> None:
-        k = result.get("replicate")
+        k = result.get("replicate", (result.get("config") or {}).get("replicate"))  # a bend's task: Tune's config
         if k not in self.tasks:
             return
         info = ", ".join(part for part in (
@@ -112,7 +117,7 @@ class TrainProgress(_Bars):
             loss = f", test loss {result['test_loss']:.4f}" if "test_loss" in result else ""
             pct = f" ({step / total:.0%})" if total else ""
             eta = f", eta {_eta((total - step) * (now - t0) / (step - s0))}" if total and step > s0 and now > t0 else ""
-            say(f"train replicate {k}: step {step}/{total}{pct}{', ' + info if info else ''}{loss}{eta}")
+            say(f"{_label(k)}: step {step}/{total}{pct}{', ' + info if info else ''}{loss}{eta}")
 
 
 class SweepProgress(_Bars):

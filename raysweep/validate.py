@@ -17,7 +17,7 @@ from raysweep.plugins import check_call, load_object, source_identity
 from raysweep.spec import (
     BUILTIN_DATASETS,
     BUILTIN_MODELS,
-    LINE_KINDS,
+    POINT_KINDS,
     Job,
     is_import_path,
 )
@@ -37,7 +37,7 @@ def problems(job: Job) -> list[str]:
     if job.train.loss != "auto":
         out += _resolves("train.loss", (job.train.loss,), "loss")
     for s in job.sweeps:
-        if s.kind in LINE_KINDS:
+        if s.kind in POINT_KINDS:
             out += _resolves(f"sweeps.{s.name}.metrics", s.metrics, "metric")
     return out
 

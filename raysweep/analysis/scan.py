@@ -14,7 +14,7 @@ from raysweep.errors import DamagedPoints
 from raysweep.io import paths
 from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.io.store import Store
-from raysweep.spec import LINE_KINDS, Job, sweep_hash
+from raysweep.spec import POINT_KINDS, Job, sweep_hash
 from raysweep.sweep.compact import data_files
 from raysweep.sweep.items import key_replicates
 from raysweep.sweep.kinds import of_table, sharpness_folder, sweep_folder
@@ -40,8 +40,9 @@ def sweep_files(store: Store, job: Job, sweep) -> list[str]:
             if within_replicates(p, job.replicates)]
 
 
-def point_paths(store: Store, job: Job, kinds=LINE_KINDS, exclude=frozenset()) -> list[str]:
-    """Stored files of the job's sweeps of these kinds, less `exclude` (files known to be unreadable)."""
+def point_paths(store: Store, job: Job, kinds=POINT_KINDS, exclude=frozenset()) -> list[str]:
+    """Stored files of the job's sweeps of these kinds (by default the lines' and curves': the points
+    table's), less `exclude` (files known to be unreadable)."""
     return [p for s in job.sweeps if s.kind in kinds for p in sweep_files(store, job, s) if p not in exclude]
 
 

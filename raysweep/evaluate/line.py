@@ -33,10 +33,16 @@ def evaluate_item(evaluator, job: Job, item: LineItem) -> pa.Table:
     distance, norm_a = evaluator.norms(ta, tb, pair_key=pair)
     rows = evaluator.evaluate_pair(ta, tb, list(item.alphas), tuple(item.splits), item.bn, item.bn_batches,
                                    pair_key=pair)
+    return point_table(evaluator, job, item, rows, distance, norm_a, item.bn)
+
+
+def point_table(evaluator, job: Job, item, rows: list[dict], distance: float, norm_a: float, bn: str) -> pa.Table:
+    """A line's (or curve's) rows with the item's columns, as the points folder's schema stores them."""
+    a, b = item.a, item.b
     common = {"job": job.name, "hash": job.hash, "sweep": item.sweep, "sweep_hash": item.sweep_hash,
               "item": item.key, "replicate_a": a.replicate, "replicate_b": b.replicate,
               "step_a": a.step, "step_b": b.step, "distance": distance, "norm_a": norm_a,
-              "bn": item.bn, "sha256_a": a.sha256, "sha256_b": b.sha256}
+              "bn": bn, "sha256_a": a.sha256, "sha256_b": b.sha256}
     full = [{**common, **r} for r in rows]
     # extra metrics (the sweep's `metrics`) after the fixed columns; one schema per sweep folder
     schema = pa.schema(list(LINE_SCHEMA) + [(n, pa.float64()) for n in evaluator.metric_names])

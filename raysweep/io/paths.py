@@ -100,6 +100,24 @@ def child_done(run: str, k: int, step: int, child: int) -> str:
     return f"{child_dir(run, k, step, child)}/done.json"
 
 
+def bend_dir(run: str, sweep_name: str, bend_hash: str, i: int, j: int) -> str:
+    """Mode-connecting curves: the trained bend of a curve sweep between replicates i < j."""
+    return f"{run}/curves/{sweep_name}-{bend_hash}/r{i}__r{j}"
+
+
+def bend(run: str, sweep_name: str, bend_hash: str, i: int, j: int) -> str:
+    """The bend as a state dict of the model (its record, `record(path)`, holds sha256 and how it trained)."""
+    return f"{bend_dir(run, sweep_name, bend_hash, i, j)}/bend.safetensors"
+
+
+def bend_state(run: str, sweep_name: str, bend_hash: str, i: int, j: int) -> str:
+    return f"{bend_dir(run, sweep_name, bend_hash, i, j)}/state.safetensors"
+
+
+def bend_done(run: str, sweep_name: str, bend_hash: str, i: int, j: int) -> str:
+    return f"{bend_dir(run, sweep_name, bend_hash, i, j)}/done.json"
+
+
 def is_done_marker(path: str) -> bool:
     return path.endswith("/done.json")
 

@@ -25,9 +25,12 @@ def image_spec(chart) -> dict:
     return chart.configure(font=FONT).to_dict()
 
 
-def experiment(kind: str, alphas: list[float], align: str = "none") -> tuple[str, str, str]:
-    """(tag, what the line is, the paper figure it reproduces) of a line sweep, from its kind and grid."""
+def experiment(kind: str, alphas: list[float], align: str = "none", shape: str = "bezier") -> tuple[str, str, str]:
+    """(tag, what the line is, the paper figure it reproduces) of a line (or curve) sweep, from its kind and grid."""
     lo, hi = min(alphas), max(alphas)
+    if kind == "curve":  # Garipov et al. 2018, Fig 2 and Table 1
+        units = ", units aligned" if align != "none" else ""
+        return "MC", f"θ_T(i) → θ_T(j) along a trained {SHAPES[shape]}{units}", "MC"
     if kind == "init_to_final":
         if lo < -1e-9 or hi > 1 + 1e-9:
             return "I7", "θ₀ → θ_T, extrapolated", "G-fig7"
@@ -42,6 +45,22 @@ def experiment(kind: str, alphas: list[float], align: str = "none") -> tuple[str
         return ("I5", "θ_T(i) → θ_T(j), units aligned", "G-fig5") if align != "none" else (
             "I5", "θ_T(i) → θ_T(j)", "G-fig5")
     return "I6", "θ_r → θ_T", "G-fig5"
+
+
+SHAPES = {"bezier": "Bézier curve", "polychain": "polygonal chain"}
+
+
+def paths_chart(df: pl.DataFrame, metric: str, title: str) -> alt.Chart:
+    """Several paths between the same pairs of solutions (column `path`: lines, aligned lines, curves),
+    each its mean over the pairs with a ±1 std band clipped at 0, against α (t on a curve)."""
+    df = df.select("path", "alpha", "n", mean=f"{metric}_mean",
+                   lo=(pl.col(f"{metric}_mean") - pl.col(f"{metric}_std").fill_null(0)).clip(lower_bound=0),
+                   hi=pl.col(f"{metric}_mean") + pl.col(f"{metric}_std").fill_null(0))
+    base = alt.Chart(df).encode(x=alt.X("alpha:Q", title="α along a line, t along a curve"),
+                                color=alt.Color("path:N", title="path"))
+    band = base.mark_area(opacity=0.15).encode(y=alt.Y("lo:Q", scale=alt.Scale(zero=False), title=metric), y2="hi:Q")
+    return (band + base.mark_line().encode(y="mean:Q", tooltip=["path", "alpha", "mean", "lo", "hi", "n"])
+            ).properties(title=title, width=WIDTH, height=HEIGHT)
 
 
 def _split_colour(df: pl.DataFrame):

@@ -11,12 +11,14 @@ import polars as pl
 from raysweep.analysis.scan import inputs
 from raysweep.report.charts import (
     band_chart,
+    SHAPES,
     barrier_chart,
     experiment,
     image_spec,
     instability_chart,
     learning_chart,
     mds_chart,
+    paths_chart,
     per_step_chart,
     projection_chart,
     surface_chart,
@@ -55,13 +57,13 @@ def line_of(job: Job, sweep, alphas) -> tuple[str, str, str]:
     elsewhere (`raysweep interpolate`) the line from the first file to the last."""
     if job.external and sweep.kind == "init_to_final":
         return "line", f"θ_a → θ_b, α in [{min(alphas):g}, {max(alphas):g}]", "line"
-    return experiment(sweep.kind, alphas, sweep.align)
+    return experiment(sweep.kind, alphas, sweep.align, sweep.curve.shape)
 
 
 def _over(job: Job, sweep) -> str:
     """Whose mean a curve is: replicates, pairs of replicates, or one line (then there is no spread)."""
     n = job.replicates
-    if sweep.kind == "final_to_final":
+    if sweep.kind in ("final_to_final", "curve"):
         pairs = n * (n - 1) // 2
         return f"the {pairs} pairs of {n} replicates" if pairs > 1 else f"the one pair of {n} replicates (no spread)"
     if n == 1:
@@ -120,6 +122,7 @@ def figures(job: Job, t: dict) -> list[Figure]:
                           + aligned,
                           [band_chart(c, m, m) for m in ("loss", "error")]
                           + [band_chart(c, "loss", "loss (log y)", log_y=True)]))
+    out += _connecting(job, curves)
     for sweep in job.sweeps:  # WiSE-FT (Wortsman et al. 2022): accuracy on two distributions along the line
         shown = [s for s in sweep.splits if s != "train"]
         c = curves.filter(pl.col("sweep") == sweep.name)
@@ -163,6 +166,31 @@ def figures(job: Job, t: dict) -> list[Figure]:
                           "Train (solid) and test (dashed) loss and error at every checkpoint, one colour per "
                           "replicate, steps on a log₂ axis.", [learning_chart(ck, m) for m in ("loss", "error")]))
     return out
+
+
+def _connecting(job: Job, curves: pl.DataFrame) -> list[Figure]:
+    """Garipov et al. (2018) Fig 2: the paths between the same solutions side by side — the straight line,
+    the line after aligning units, and the trained curves — when the job has a curve sweep."""
+    kinds = {s.name: s for s in job.sweeps if s.kind in ("final_to_final", "curve")}
+    if not any(s.kind == "curve" for s in kinds.values()):
+        return []
+    first = next(s for s in kinds.values() if s.kind == "curve")
+    split = first.splits[0]
+    parts = []
+    for name, s in kinds.items():
+        label = (f"{SHAPES[s.curve.shape]}{' (aligned)' if s.align != 'none' else ''}" if s.kind == "curve"
+                 else "aligned line" if s.align != "none" else "line") + f": {name}"
+        parts.append(curves.filter(pl.col("sweep") == name, pl.col("split") == split, pl.col("alpha").is_between(0, 1))
+                     .with_columns(path=pl.lit(label)))
+    df = pl.concat(parts) if parts else curves.clear()
+    if df.is_empty() or df.filter(pl.col("sweep").is_in([n for n, s in kinds.items() if s.kind == "curve"])).is_empty():
+        return []
+    return [Figure("MC-paths", "MC — line, aligned line and trained curves between solutions",
+                   f"Mean {split} loss and error (± 1 std, clipped at 0) over {_over(job, first)}"
+                   f" along each path between two final solutions: the straight line θ(α), the line after matching "
+                   f"θ_T(j)'s hidden units to θ_T(i)'s, and the curves φ(t) whose bend was trained to minimise the "
+                   f"expected loss along them, BatchNorm statistics recomputed at every t (Garipov et al. 2018, Fig 2).",
+                   [paths_chart(df, m, m) for m in ("loss", "error")])]
 
 
 def _mean_std(row: dict, col: str) -> str:
@@ -210,7 +238,7 @@ def headline(job: Job, t: dict) -> list[tuple[str, str]]:
                 first, last = m.row(0, named=True), m.row(m.height - 1, named=True)
                 rows.append((f"{tag} {sweep.name}: instability of {metric} at k = {first['step']} → k = {last['step']}",
                              f"{first['barrier_mean_mean']:.4f} → {last['barrier_mean_mean']:.4f}"))
-            elif sweep.kind == "final_to_final":
+            elif sweep.kind in ("final_to_final", "curve"):
                 r = m.row(0, named=True)
                 rows.append((f"{tag} {sweep.name}: barrier of {metric} (max − mean of ends)",
                              _mean_std(r, "barrier_mean")))

@@ -1,6 +1,6 @@
 """A run: one job's replicates, sweeps and tables in one store. Its flow is here, in one place:
 
-    connect → preflight → train (replicates, then instability children) → plan → execute rounds
+    connect → preflight → train (replicates, then instability children and curves' bends) → plan → execute rounds
     (→ refine) → compact → aggregate → report
 
 Each step calls down with plain values (the job, the store, items, callables) and gets results back;
@@ -23,18 +23,18 @@ from raysweep.cluster.policy import ResourceWatch, capacity, concurrent_trials
 from raysweep.errors import DamagedPoints, SpecError, SweepFailed
 from raysweep.io import paths
 from raysweep.io.lease import Lease
-from raysweep.io.manifests import read_manifests
 from raysweep.io.runs import is_trained
 from raysweep.io.store import Store
 from raysweep.progress import SweepProgress, TrainProgress, say
 from raysweep.run.session import Session
 from raysweep.run.status import forget_replicate, status
 from raysweep.run.tables import Tables
-from raysweep.spec import LINE_KINDS, Job
+from raysweep.spec import POINT_KINDS, Job
+from raysweep.sweep.bends import bends_todo
 from raysweep.sweep.compact import compact, forget_file
 from raysweep.sweep.execute import run_local, run_ray
 from raysweep.sweep.kinds import sweep_folder
-from raysweep.sweep.planner import check_spawn_steps, missing, plan
+from raysweep.sweep.planner import children_todo, missing, plan
 from raysweep.sweep.refine import POINT_COLUMNS, proposals
 from raysweep.sweep.rounds import RunSummary, failure_message, sweep_rounds
 
@@ -182,23 +182,20 @@ class Run:
 
     def children_todo(self) -> list[str]:
         """Instability children ("k/step/child") of trained replicates not trained yet."""
-        from raysweep.train.spawn import child_done  # torch
-
-        sweeps = [sw for sw in self.job.sweeps if sw.kind == "instability"]
-        trained = [k for k in self.replicates if is_trained(self.store, self.job, k)] if sweeps else []
-        for k in trained:
-            for sw in sweeps:
-                check_spawn_steps(sw, k, read_manifests(self.store, self.job, k))
-        steps = sorted({s for sw in sweeps for s in sw.spawn_steps})
-        return [f"{k}/{s}/{c}" for k in trained for s in steps for c in (0, 1)
-                if not child_done(self.store, self.job, k, s, c)]
+        return children_todo(self.job, self.store, [k for k in self.replicates if is_trained(self.store, self.job, k)])
 
     def _train_children(self, session: Session, progress: bool) -> None:
-        todo = self.children_todo() if any(s.kind == "instability" for s in self.job.sweeps) else []
+        """Instability children, then the curve sweeps' bends between trained replicates."""
+        todo = self.children_todo()
         if todo:
             say(f"instability: training {len(todo)} children spawned from stored checkpoints")
             with self.lease:
                 self._train(session, todo, progress)
+        bends = bends_todo(self.job, self.store, [k for k in self.replicates if is_trained(self.store, self.job, k)])
+        if bends:
+            say(f"curves: training {len(bends)} bend(s) between trained replicates (Garipov et al. 2018)")
+            with self.lease:
+                self._train(session, bends, progress)
 
     def plan(self, sweeps: list[str] | None = None) -> list:
         return plan(self.job, self.store, self.replicates, self.data_info(), sweeps)
@@ -267,7 +264,7 @@ class Run:
         folded = 0
         with self.lease:
             for s in self.job.sweeps:
-                if s.kind in LINE_KINDS:
+                if s.kind in POINT_KINDS:
                     n = compact(self.store, sweep_folder(self.dir, s))
                     if n:
                         log.info("compacted %d item files of sweep %s into Parquet parts", n, s.name)

@@ -1,6 +1,7 @@
-"""`raysweep export`: a point of a sweep's line, θ(α) = (1−α)·θ_a + α·θ_b, as a safetensors state dict
-that the model's builder loads with `load_state_dict` — the merged model of a WiSE-FT-style sweep, or
-any α a curve shows — or a merge of a soup or task-arithmetic sweep (`export_merge`)."""
+"""`raysweep export`: a point of a sweep's line, θ(α) = (1−α)·θ_a + α·θ_b, or of a mode-connecting
+curve, φ(t), as a safetensors state dict that the model's builder loads with `load_state_dict` — the
+merged model of a WiSE-FT-style sweep, or any α a curve shows — or a merge of a soup or
+task-arithmetic sweep (`export_merge`)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from raysweep.errors import SpecError
 from raysweep.evaluate.line import hold_outside
-from raysweep.spec import LINE_KINDS, MERGE_KINDS
+from raysweep.spec import MERGE_KINDS, POINT_KINDS
 
 SOUPS = ("uniform", "greedy")
 
@@ -30,7 +31,8 @@ def pick(items: list, sweep, replicate: int | None, pair: tuple[int, int] | None
 
 def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None = None,
            pair: tuple[int, int] | None = None, step: int | None = None) -> dict:
-    """Write θ(α) of one pair of a line sweep to `out` (.safetensors); returns what was written."""
+    """Write θ(α) of one pair of a line sweep, or φ(t = α) of a curve sweep's pair, to `out`
+    (.safetensors); returns what was written."""
     import torch
 
     from raysweep.evaluate.align import align
@@ -38,13 +40,15 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
     from raysweep.models import build_model
 
     sweep = run.job.sweep(sweep_name)
-    if sweep.kind not in LINE_KINDS:
-        raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep; export takes a line sweep ({list(LINE_KINDS)}) "
-                        f"with --alpha, or a merge sweep ({list(MERGE_KINDS)}) with --merge or --lam")
+    if sweep.kind not in POINT_KINDS:
+        raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep; export takes a line or curve sweep "
+                        f"({list(POINT_KINDS)}) with --alpha, or a merge sweep ({list(MERGE_KINDS)}) with --merge or --lam")
     if alpha is None:
         raise SpecError(f"sweep {sweep_name!r} is a line: name its point with --alpha A (θ(α) = (1−α)·θ_a + α·θ_b)")
     if not (-1e6 < alpha < 1e6):
         raise SpecError(f"--alpha {alpha} is not a finite number of reasonable size")
+    if sweep.kind == "curve" and not 0 <= alpha <= 1:
+        raise SpecError(f"sweep {sweep_name!r} is a curve: --alpha is its t, in [0, 1] (θ_a at 0, θ_b at 1), got {alpha}")
     it = pick(run.plan([sweep_name]), sweep, replicate, pair, step)
     a, b = (load_tensors(run.store, e.path, e.sha256 or None) for e in (it.a, it.b))
     if sweep.align == "weights":  # the line the sweep evaluated: θ_b's units matched to θ_a's
@@ -52,17 +56,26 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
         with torch.device("meta"):
             model = build_model(run.job.model, tuple(info.in_shape), info.num_classes)
         b = align(model, a, b)
-    if it.params:  # a subset moved: the other tensors stay at `hold`'s values, as the sweep evaluated them
-        names = list(a)
-        ta, tb = hold_outside(names, [a[n] for n in names], [b[n] for n in names], it.params, it.hold)
-        a, b = dict(zip(names, ta)), dict(zip(names, tb))
-    state = {n: ((1 - alpha) * a[n].double() + alpha * b[n].double()).to(a[n].dtype) if a[n].is_floating_point()
-             else b[n] for n in a}
-    if sweep.bn == "reset":  # the sweep re-estimated BN statistics at each α: so does the exported point
-        state = reestimated_bn(run, state, sweep.bn_batches)
-    elif sweep.bn == "repair":  # the sweep corrected every hidden unit (REPAIR): so does the exported point
-        state = repaired(run, a, b, alpha, sweep.bn_batches)
-    meta = {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, "alpha": repr(alpha), "bn": sweep.bn,
+    if sweep.kind == "curve":  # φ(t) through the trained bend, BN statistics recomputed there as the sweep did
+        from raysweep.evaluate.bend import curve_point
+
+        bend = load_tensors(run.store, it.bend.path, it.bend.sha256 or None)
+        state = reestimated_bn(run, curve_point(sweep.curve.shape, alpha, a, bend, b), sweep.bn_batches)
+    else:
+        if it.params:  # a subset moved: the other tensors stay at `hold`'s values, as the sweep evaluated them
+            names = list(a)
+            ta, tb = hold_outside(names, [a[n] for n in names], [b[n] for n in names], it.params, it.hold)
+            a, b = dict(zip(names, ta)), dict(zip(names, tb))
+        state = {n: ((1 - alpha) * a[n].double() + alpha * b[n].double()).to(a[n].dtype) if a[n].is_floating_point()
+                 else b[n] for n in a}
+        if sweep.bn == "reset":  # the sweep re-estimated BN statistics at each α: so does the exported point
+            state = reestimated_bn(run, state, sweep.bn_batches)
+        elif sweep.bn == "repair":  # the sweep corrected every hidden unit (REPAIR): so does the exported point
+            state = repaired(run, a, b, alpha, sweep.bn_batches)
+    meta = {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, "alpha": repr(alpha),
+            "bn": "reset" if sweep.kind == "curve" else sweep.bn,
+            **({"curve": sweep.curve.shape, "bend": f"{it.bend.path} sha256 {it.bend.sha256}"}
+               if sweep.kind == "curve" else {}),
             "a": f"replicate {it.a.replicate} step {it.a.step} sha256 {it.a.sha256}",
             "b": f"replicate {it.b.replicate} step {it.b.step} sha256 {it.b.sha256}"}
     return _write(state, out, meta)

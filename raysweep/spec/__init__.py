@@ -2,7 +2,7 @@
 (job), sweeps and their kind names (sweeps), TOML parsing (parse), ``--set`` overrides (overrides) and
 content hashes (hashing). Checks that need user code, models or losses are ``raysweep.validate``'s."""
 from raysweep.errors import SpecError
-from raysweep.spec.hashing import NOT_WEIGHTS, job_hash, sharpness_hash, sweep_hash
+from raysweep.spec.hashing import NOT_WEIGHTS, bend_hash, job_hash, sharpness_hash, sweep_hash
 from raysweep.spec.job import (
                                BUILTIN_DATASETS,
                                BUILTIN_MODELS,
@@ -18,18 +18,22 @@ from raysweep.spec.overrides import apply_overrides, parse_value
 from raysweep.spec.parse import parse_job, parse_stored
 from raysweep.spec.sweeps import (
                                BN_MODES,
+                               CURVE_KINDS,
+                               CURVE_SHAPES,
                                LINE_KINDS,
                                MAX_ALPHAS,
                                MERGE_KINDS,
                                PLANE_KINDS,
+                               POINT_KINDS,
                                SPLITS,
                                SWEEP_KINDS,
                                TRAJECTORY_KINDS,
                                AlphaGrid,
+                               CurveSpec,
                                SweepSpec,
 )
 
-__all__ = ["MERGE_KINDS", "BN_MODES", "BUILTIN_DATASETS", "BUILTIN_MODELS", "LINE_KINDS", "MAX_ALPHAS", "NOT_WEIGHTS", "PLANE_KINDS",
+__all__ = ["MERGE_KINDS", "BN_MODES", "CURVE_KINDS", "CURVE_SHAPES", "CurveSpec", "POINT_KINDS", "bend_hash", "BUILTIN_DATASETS", "BUILTIN_MODELS", "LINE_KINDS", "MAX_ALPHAS", "NOT_WEIGHTS", "PLANE_KINDS",
            "SPLITS", "SWEEP_KINDS", "TRAJECTORY_KINDS", "AlphaGrid", "DataSpec", "EvalSpec", "Job", "ModelSpec",
            "ResourcesSpec", "SpecError", "SweepSpec", "TrainSpec", "apply_overrides", "is_import_path", "job_hash",
            "metric_name", "sharpness_hash", "parse_job", "parse_stored", "parse_value", "sweep_hash"]

@@ -70,6 +70,13 @@ def sharpness_hash(sweep: SweepSpec) -> str:
                                                    if k.startswith("sharpness.")}})
 
 
+def bend_hash(sweep: SweepSpec) -> str:
+    """What changes a curve sweep's trained bends: the curve's shape and training, and the alignment of
+    θ_b (not the t grid, the splits or BN: re-evaluating a curve never retrains it)."""
+    return _digest({"shape": sweep.curve.shape, "align": sweep.align,
+                    **{k: v for k, v in _non_default(sweep).items() if k.startswith("curve.")}})
+
+
 def _digest(payload: dict) -> str:
     return hashlib.md5(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 

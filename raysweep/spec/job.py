@@ -253,8 +253,9 @@ class Job:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             out.append(f"sweep names must be unique; repeated: {dup}")
-        if any(s.kind == "final_to_final" for s in self.sweeps) and self.replicates < 2:
-            out.append("a final_to_final sweep needs replicates >= 2")
+        for kind in ("final_to_final", "curve"):
+            if any(s.kind == kind for s in self.sweeps) and self.replicates < 2:
+                out.append(f"a {kind} sweep needs replicates >= 2 (it connects two replicates' final weights)")
         return out
 
     def sweep(self, name: str) -> SweepSpec:

@@ -18,7 +18,11 @@ PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3:
 # model merging over the replicates' finals: uniform and greedy soups (Wortsman et al. 2022); task arithmetic
 # θ_pre + λ·Σ_k (θ_k − θ_pre) over the sweep's α grid as λ (Ilharco et al. 2023)
 MERGE_KINDS = ("soup", "task_arithmetic")
-SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS + MERGE_KINDS
+# mode-connecting curves (Garipov et al. 2018): a trained bend between two finals, evaluated along t ∈ [0, 1]
+CURVE_KINDS = ("curve",)
+POINT_KINDS = LINE_KINDS + CURVE_KINDS  # their points are rows of the curves and barriers tables
+SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS + MERGE_KINDS + CURVE_KINDS
+CURVE_SHAPES = ("bezier", "polychain")
 BN_MODES = ("interpolate", "reset", "repair")  # repair: REPAIR's per-unit correction (evaluate/repair.py)
 SPLITS = ("train", "test")
 MAX_ALPHAS = 100_000
@@ -92,6 +96,24 @@ class SharpnessSpec:
 
 
 @dataclass(frozen=True)
+class CurveSpec:
+    """A curve sweep's bend (Garipov et al. 2018): φ(t) between θ_a and θ_b through a trained point θ,
+    quadratic Bézier (1−t)²θ_a + 2t(1−t)θ + t²θ_b, or the polygonal chain θ_a → θ → θ_b. The bend
+    starts at the midpoint and minimises E_t~U(0,1)[loss(φ(t))] + wd/2·‖φ(t)‖² (train/bend.py)."""
+    shape: str = "bezier"
+    epochs: int = 0  # 0: the job's train.epochs
+    lr: float = 0.0  # 0: the job's train.lr (held for half the epochs, down to 1% at 90%, as Garipov et al.)
+
+    def problems(self, where: str) -> list[str]:
+        out = _choice(f"{where}.shape", self.shape, CURVE_SHAPES)
+        if not 0 <= self.epochs <= 100_000:
+            out.append(f"{where}.epochs must be in [0, 100000] (0: the job's train.epochs), got {self.epochs}")
+        if not (math.isfinite(self.lr) and 0 <= self.lr <= 100):
+            out.append(f"{where}.lr must be in [0, 100] (0: the job's train.lr), got {self.lr}")
+        return out
+
+
+@dataclass(frozen=True)
 class ParamsSpec:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -141,6 +163,7 @@ class SweepSpec:
     # wins), the rest held at θ_b's values (hold = "b") or θ_a's ("a") — e.g. the backbone, not the head
     params: ParamsSpec = ParamsSpec()
     hold: str = "b"
+    curve: CurveSpec = CurveSpec()  # curve sweeps: the bend's shape and training (BN recomputed at every t)
 
     def problems(self, where: str) -> list[str]:
         out = []
@@ -155,8 +178,8 @@ class SweepSpec:
             out.append(f"{where}.splits is empty; give at least one of {list(SPLITS)}")
         out += self.alpha.problems(f"{where}.alpha")
         out += metric_name_problems(f"{where}.metrics", self.metrics)
-        if self.metrics and self.kind not in LINE_KINDS:
-            out.append(f"{where}.metrics: extra metrics are recorded by line sweeps ({list(LINE_KINDS)})")
+        if self.metrics and self.kind not in POINT_KINDS:
+            out.append(f"{where}.metrics: extra metrics are recorded by line and curve sweeps ({list(POINT_KINDS)})")
         if self.bn == "repair" and self.kind not in LINE_KINDS:
             out.append(f"{where}.bn = \"repair\" corrects the units along a line: give it to a line sweep "
                        f"({list(LINE_KINDS)}), or use bn = \"reset\"")
@@ -190,6 +213,17 @@ class SweepSpec:
             out.append(f"{where}.params is for line sweeps ({list(LINE_KINDS)})")
         if self.sharpness.on and self.kind not in LINE_KINDS:
             out.append(f"{where}.sharpness is for line sweeps ({list(LINE_KINDS)})")
-        if self.align != "none" and self.kind != "final_to_final":
-            out.append(f"{where}.align is for final_to_final sweeps (two solutions); this sweep is {self.kind!r}")
+        if self.align != "none" and self.kind not in ("final_to_final", "curve"):
+            out.append(f"{where}.align is for final_to_final and curve sweeps (two solutions); this sweep is "
+                       f"{self.kind!r}")
+        out += self.curve.problems(f"{where}.curve")
+        if self.curve != CurveSpec() and self.kind not in CURVE_KINDS:
+            out.append(f"{where}.curve is for curve sweeps (kind = \"curve\"); this sweep is {self.kind!r}")
+        if self.kind in CURVE_KINDS and not self.alpha.problems("") and not all(
+                0 <= t <= 1 for t in self.alpha.points()):
+            out.append(f"{where}.alpha: a curve is evaluated at t in [0, 1]; e.g. alpha = {{start = 0, stop = 1, "
+                       f"num = 61}}")
+        if self.kind in CURVE_KINDS and self.bn == "repair":
+            out.append(f"{where}.bn: a curve's BatchNorm statistics are recomputed at every t (bn = \"reset\"); "
+                       f"REPAIR is for line sweeps")
         return out

@@ -1,8 +1,8 @@
 """Work items: typed pieces of a sweep (dataclasses that travel as JSON) and the ONE grammar of
 their keys.
 
-A work item is one (pair, α-chunk) of a line sweep (LineItem), one row-chunk of a plane (PlaneItem),
-or one replicate's whole trajectory (TrajectoryItem). Its key is deterministic and names the
+A work item is one (pair, α-chunk) of a line sweep (LineItem) or of a curve (CurveItem, t-chunk), one
+row-chunk of a plane (PlaneItem), or one replicate's whole trajectory (TrajectoryItem). Its key is deterministic and names the
 replicates and the α indices it holds, so its rows are stored once, under
 ``paths.point_file(<sweep folder>, key)``, and a rerun plans only what is missing. Keys:
 
@@ -129,8 +129,28 @@ class MergeItem:
     splits: tuple[str, ...]  # the first selects the greedy soup's members
 
 
-Item = LineItem | TrajectoryItem | PlaneItem | SharpnessItem | MergeItem
-_TYPES = {cls.__name__: cls for cls in (LineItem, TrajectoryItem, PlaneItem, SharpnessItem, MergeItem)}
+@dataclass(frozen=True)
+class CurveItem:
+    """t-chunk of a mode-connecting curve between two finals through its trained `bend` (a stored state
+    dict); rows as a line's, with t in the alpha column."""
+    sweep: str
+    sweep_kind: str
+    sweep_hash: str
+    key: str
+    path: str
+    a: Endpoint
+    b: Endpoint
+    bend: Ref
+    shape: str  # "bezier" | "polychain"
+    alphas: tuple[float, ...]  # the curve's t
+    splits: tuple[str, ...]
+    bn_batches: int = 20
+    metrics: tuple[str, ...] = ()
+    align: str = "none"
+
+
+Item = LineItem | TrajectoryItem | PlaneItem | SharpnessItem | MergeItem | CurveItem
+_TYPES = {cls.__name__: cls for cls in (LineItem, TrajectoryItem, PlaneItem, SharpnessItem, MergeItem, CurveItem)}
 
 
 def to_json(item: Item) -> str:
@@ -148,7 +168,7 @@ def from_json(text: str) -> Item:
             v = Endpoint(**v)
         elif f.name in ("ends", "endpoints", "members", "base"):
             v = tuple(Endpoint(**e) for e in v)
-        elif f.name == "ref":
+        elif f.name in ("ref", "bend"):
             v = Ref(**v)
         elif isinstance(v, list):
             v = tuple(v)

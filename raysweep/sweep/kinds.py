@@ -16,6 +16,7 @@ from typing import Callable
 from raysweep.errors import SpecError
 from raysweep.io import paths
 from raysweep.spec import (
+    CURVE_KINDS,
     LINE_KINDS,
     MERGE_KINDS,
     PLANE_KINDS,
@@ -29,7 +30,8 @@ from raysweep.spec import (
 @dataclass(frozen=True)
 class Kind:
     name: str
-    family: str  # "line" (pairs × α), "trajectory" (one item per replicate), "plane" (a 2-D grid per replicate)
+    family: str  # "line" (pairs × α), "trajectory" (one item per replicate), "plane" (a 2-D grid per replicate),
+    # "merge" (merged finals), "curve" (pairs × t along a trained bend)
     folder: str  # points/<folder>/: every file there has one schema (raysweep.io.schemas.FOLDER_SCHEMAS)
     table: str  # the table its points feed
     builder: str  # "module:function" that plans its work items (sweep/planner.py)
@@ -73,8 +75,12 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          evaluator="raysweep.evaluate.merges:soup_item", pairs=lambda r, c, s: 1, tag="soup"),
     Kind("task_arithmetic", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
          evaluator="raysweep.evaluate.merges:task_arithmetic_item", pairs=lambda r, c, s: 1, tag="TA"),
+    # a line's schema and folder: its rows join the line sweeps' in the curves and barriers tables
+    Kind("curve", family="curve", folder="line", table="curves", builder="raysweep.sweep.bends:curve_items",
+         evaluator="raysweep.evaluate.bend:curve_item", pairs=lambda r, c, s: r * (r - 1) // 2, tag="MC"),
 )}
-FAMILIES = {"line": LINE_KINDS, "trajectory": TRAJECTORY_KINDS, "plane": PLANE_KINDS, "merge": MERGE_KINDS}
+FAMILIES = {"line": LINE_KINDS, "trajectory": TRAJECTORY_KINDS, "plane": PLANE_KINDS, "merge": MERGE_KINDS,
+            "curve": CURVE_KINDS}
 assert tuple(KINDS) == SWEEP_KINDS and all(k.name in FAMILIES[k.family] for k in KINDS.values())
 
 

@@ -218,6 +218,18 @@ def check_spawn_steps(sweep, k: int, steps) -> None:
                         f"step; spawn from the stored ones: {sorted(steps)[:-1]} (or add them to train.steps)")
 
 
+def children_todo(job: Job, store: Store, trained: list[int]) -> list[str]:
+    """The instability children ("k/step/child") of the `trained` replicates not trained yet."""
+    sweeps = [sw for sw in job.sweeps if sw.kind == "instability"]
+    run = paths.run_dir(job.name, job.hash)
+    for k in trained if sweeps else []:
+        for sw in sweeps:
+            check_spawn_steps(sw, k, read_manifests(store, job, k))
+    steps = sorted({s for sw in sweeps for s in sw.spawn_steps})
+    return [f"{k}/{s}/{c}" for k in trained for s in steps for c in (0, 1)
+            if not store.exists(paths.child_done(run, k, s, c))]
+
+
 def spawned(ctx: Context, sweep) -> dict:
     """(replicate, spawn step, child) -> the trained child's final Endpoint; NotTrainedError naming
     what is missing (`raysweep run` trains them)."""

@@ -12,6 +12,8 @@ from raysweep.io.store import Store
 from raysweep.spec import Job, parse_job
 from raysweep.train.ddp import train_ddp
 from raysweep.train.loop import train_replicate
+from raysweep.sweep.bends import PREFIX, bend_done, parse_task
+from raysweep.train.bend import train_bend
 from raysweep.train.spawn import child_done, train_child
 
 
@@ -24,8 +26,10 @@ def _trainable(config: dict) -> None:
 
     def report(info: dict) -> None:
         tune.report({k: v for k, v in info.items() if isinstance(v, (int, float))})
+    if isinstance(task, str) and task.startswith(PREFIX):  # "curve/<sweep>/<i>/<j>": a curve's bend (train/bend.py)
+        train_bend(job, *parse_task(task), Store(config["storage"]), progress=report)
+        return
     if isinstance(task, str):  # "k/step/child": an instability child (train/spawn.py)
-
         k, step, child = (int(v) for v in task.split("/"))
         train_child(job, k, step, child, Store(config["storage"]), progress=report)
         return
@@ -36,12 +40,12 @@ def _trainable(config: dict) -> None:
 
 
 def train_all(job: Job, store: Store, replicates: list, resources: dict, progress=None, concurrent: int = 0) -> None:
-    """One Tune trial per replicate (an int) or instability child ("k/step/child") still to train,
-    `concurrent` at a time at most (0: all); Tune's own state goes under the run folder."""
+    """One Tune trial per replicate (an int), instability child ("k/step/child") or curve bend
+    ("curve/<sweep>/<i>/<j>") still to train, `concurrent` at a time at most (0: all); Tune's own
+    state goes under the run folder."""
     from ray import tune
 
-    todo = [k for k in replicates if (not child_done(store, job, *(int(v) for v in k.split("/")))
-                                      if isinstance(k, str) else not is_trained(store, job, k))]
+    todo = [k for k in replicates if not _done(store, job, k)]
     if not todo:
         return
     run = paths.run_dir(job.name, job.hash)
@@ -54,7 +58,7 @@ def train_all(job: Job, store: Store, replicates: list, resources: dict, progres
                      "resources": resources, "own_ray": is_local(), "replicate": tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=min(concurrent or len(todo), len(todo)), reuse_actors=False),
         run_config=tune.RunConfig(
-            name="tune" if all(isinstance(k, int) for k in todo) else "tune-spawn", storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
+            name=_tune_name(todo), storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
             callbacks=[ProgressCallback(progress)] if progress else [],
         ),
@@ -72,6 +76,22 @@ def train_all(job: Job, store: Store, replicates: list, resources: dict, progres
         raise TrainingFailed(f"{len(failed)} training trial(s) of {job.name} failed after retries; the last line of "
                              f"the first error: {first[-1] if first else failed[0].error}. Checkpoints written so far "
                              f"are kept: fix the cause and rerun to resume.")
+
+
+def _done(store: Store, job: Job, task) -> bool:
+    if isinstance(task, int):
+        return is_trained(store, job, task)
+    if task.startswith(PREFIX):
+        name, i, j = parse_task(task)
+        return bend_done(store, job, job.sweep(name), i, j)
+    return child_done(store, job, *(int(v) for v in task.split("/")))
+
+
+def _tune_name(todo: list) -> str:
+    """Tune's folder: one per kind of trial, so a run's replicates, children and bends keep their own state."""
+    if all(isinstance(k, int) for k in todo):
+        return "tune"
+    return "tune-curve" if all(isinstance(k, str) and k.startswith(PREFIX) for k in todo) else "tune-spawn"
 
 
 def ProgressCallback(fn):

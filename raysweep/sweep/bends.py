@@ -1,0 +1,66 @@
+"""Curve sweeps' plans: which bends a job still has to train (one Tune trial each, train/bend.py) and,
+once they are trained, the work items that evaluate the curves along t — one per (pair, t-chunk),
+keyed like a line's, run by the same fan-out as the lines."""
+from __future__ import annotations
+
+import math
+
+from raysweep.errors import NotTrainedError
+from raysweep.io import paths
+from raysweep.io.store import Store
+from raysweep.spec import CURVE_KINDS, Job, SweepSpec, bend_hash, sweep_hash
+from raysweep.sweep.items import CurveItem, check_size, chunk_size, chunks, line_key
+from raysweep.sweep.kinds import sweep_folder
+from raysweep.sweep.planner import Context, check_alignable, stored_ref
+
+PREFIX = "curve/"  # a bend's Tune task: curve/<sweep>/<i>/<j> (train/bend.py reads it back)
+
+
+def curve_pairs(replicates) -> list[tuple[int, int]]:
+    ks = sorted(replicates)
+    return [(i, j) for i in ks for j in ks if i < j]
+
+
+def bend_task(sweep_name: str, i: int, j: int) -> str:
+    return f"{PREFIX}{sweep_name}/{i}/{j}"
+
+
+def parse_task(task: str) -> tuple[str, int, int]:
+    sweep_name, i, j = task[len(PREFIX):].rsplit("/", 2)
+    return sweep_name, int(i), int(j)
+
+
+def bend_done(store: Store, job: Job, sweep: SweepSpec, i: int, j: int) -> bool:
+    return store.exists(paths.bend_done(paths.run_dir(job.name, job.hash), sweep.name, bend_hash(sweep), i, j))
+
+
+def bends_todo(job: Job, store: Store, trained: list[int]) -> list[str]:
+    """The bends ("curve/<sweep>/<i>/<j>") of the curve sweeps between trained replicates not trained yet."""
+    return [bend_task(s.name, i, j) for s in job.sweeps if s.kind in CURVE_KINDS
+            for i, j in curve_pairs(trained) if not bend_done(store, job, s, i, j)]
+
+
+def curve_items(ctx: Context, sweep: SweepSpec, before: list) -> list[CurveItem]:
+    """One item per (pair of finals, t-chunk); NotTrainedError while a bend is not trained."""
+    if sweep.align != "none":
+        check_alignable(ctx.job, sweep, ctx.info)
+    ts = sweep.alpha.points()
+    pairs = curve_pairs(ctx.finals)
+    missing = [(i, j) for i, j in pairs if not bend_done(ctx.store, ctx.job, sweep, i, j)]
+    if missing:
+        raise NotTrainedError(f"{len(missing)} bend(s) of curve sweep {sweep.name} are not trained yet (e.g. between "
+                              f"replicates {missing[0][0]} and {missing[0][1]}); `raysweep run` (or `raysweep train`) "
+                              f"trains them")
+    size = chunk_size(ctx.job, sweep, ctx.info)
+    check_size(before, ctx.job, len(pairs) * math.ceil(len(ts) / size))
+    h, folder, bh = sweep_hash(sweep), sweep_folder(ctx.run, sweep), bend_hash(sweep)
+    out = []
+    for i, j in pairs:
+        a, b = ctx.finals[i], ctx.finals[j]
+        ref = stored_ref(ctx.store, paths.bend(ctx.run, sweep.name, bh, i, j))
+        for c, part in enumerate(chunks(ts, size)):
+            key = line_key(a, b, c * size, c * size + len(part))
+            out.append(CurveItem(sweep.name, sweep.kind, h, key, paths.point_file(folder, key), a, b, ref,
+                                 sweep.curve.shape, tuple(part), tuple(sweep.splits), sweep.bn_batches,
+                                 tuple(sweep.metrics), sweep.align))
+    return out

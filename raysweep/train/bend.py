@@ -1,0 +1,140 @@
+"""Training a mode-connecting curve's bend (Garipov, Izmailov, Podoprikhin, Vetrov & Wilson 2018), one
+Ray Tune trial per (curve sweep, pair of replicates): the ends θ_a = θ_T(i) and θ_b = θ_T(j) (θ_b's
+units matched to θ_a's with align = "weights") stay fixed; the bend θ starts at their midpoint (the
+Bézier curve is then the straight line) and follows
+
+    min_θ  E_{t ~ U(0, 1)} [ loss(φ_θ(t)) + wd/2 · ‖φ_θ(t)‖² ]
+
+one t drawn per batch, as Garipov et al. train it: the job's optimizer (SGD with its momentum, or
+Adam/AdamW) without decoupled weight decay (the L2 term is on the point of the curve, wd = the job's
+train.weight_decay), the learning rate held for the first half of the epochs, falling linearly to 1 %
+at 90 % and held there (their schedule), the job's batches in the replicates' seeded order. The
+bend is one copy of the model: its parameters are θ, and `torch.func.functional_call` runs the model
+at φ(t). Parameters train.freeze names stay at the midpoint; train.max_norm is not applied.
+
+A killed bend resumes from its last epoch's end (bend, optimizer state, RNG), bitwise on CPU. The
+trained bend is kept as the model's state dict with a record (sha256, settings, the last epoch's
+mean loss): `<run>/curves/<sweep>-<bend hash>/r<i>__r<j>/bend.safetensors`.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.func import functional_call
+
+from raysweep.data.batches import train_batches
+from raysweep.data.registry import load_splits
+from raysweep.evaluate.align import align
+from raysweep.evaluate.bend import coefficients
+from raysweep.evaluate.losses import loss_fn
+from raysweep.evaluate.sums import pick_device, training_loss
+from raysweep.io import paths
+from raysweep.io.checkpoints import load_tensors, save_tensors
+from raysweep.io.manifests import read_manifests
+from raysweep.io.store import Store
+from raysweep.models import build_model
+from raysweep.spec import Job, bend_hash
+from raysweep.sweep.bends import bend_done
+from raysweep.train.loop import _prepare, restore_state, save_state
+from raysweep.train.schedule import iterations_per_epoch
+from raysweep.validate import frozen
+
+def garipov_lr(lr: float, epoch: int, epochs: int) -> float:
+    """The lr of a (0-based) epoch: lr for the first half, linearly to 1 % at 90 %, 1 % after."""
+    x = epoch / epochs
+    return lr * (1.0 if x <= 0.5 else 1.0 - (x - 0.5) / 0.4 * 0.99 if x <= 0.9 else 0.01)
+
+
+def bend_seed(job: Job, i: int, j: int) -> int:
+    """The curve's own seed (its t draws and dropout masks), distinct from the replicates'."""
+    return ((job.seed + i) * 1_000_003 + j + 7_777_777) % (2**31 - 1)
+
+
+def curve_ends(store: Store, job: Job, i: int, j: int, aligned: bool, model) -> tuple[dict, dict]:
+    """(θ_a, θ_b): the final weights of replicates i and j, θ_b's units matched to θ_a's when `aligned`."""
+    ends = []
+    for k in (i, j):
+        m = read_manifests(store, job, k)
+        last = m[max(m)]
+        ends.append(load_tensors(store, last["path"], last["sha256"]))
+    a, b = ends
+    return (a, align(model, a, b)) if aligned else (a, b)
+
+
+def _optimizer(job: Job, params: list, lr: float):
+    t = job.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=t.momentum)
+    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=lr, betas=tuple(t.betas), weight_decay=0.0)
+
+
+def train_bend(job: Job, sweep_name: str, i: int, j: int, store: Store, progress=None) -> None:
+    """Train the bend of curve sweep `sweep_name` between replicates i and j (resuming if interrupted)."""
+    sweep = job.sweep(sweep_name)
+    run, h = paths.run_dir(job.name, job.hash), bend_hash(sweep)
+    if bend_done(store, job, sweep, i, j):
+        return
+    device = pick_device(job.eval.device)
+    data = load_splits(job.data, store)
+    model = build_model(job.model, data.in_shape, data.num_classes)
+    a, b = curve_ends(store, job, i, j, sweep.align == "weights", model)
+    model.load_state_dict({n: ((a[n].double() + b[n].double()) / 2).to(a[n].dtype) if a[n].is_floating_point()
+                           else a[n] for n in a})
+    model = model.to(device)
+    if job.train.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    a = {n: v.to(device) for n, v in a.items()}
+    b = {n: v.to(device) for n, v in b.items()}
+    fixed = frozen(job, model)
+    names = [n for n, _ in model.named_parameters()]
+    bend = dict(model.named_parameters())
+    for n, p in bend.items():
+        p.requires_grad_(n not in fixed)
+    t_ = job.train
+    epochs, lr = sweep.curve.epochs or t_.epochs, sweep.curve.lr or t_.lr
+    opt = _optimizer(job, [bend[n] for n in names if n not in fixed], lr)
+    per_epoch = iterations_per_epoch(data.n_train, t_.batch_size)
+    total, seed = per_epoch * epochs, bend_seed(job, i, j)
+    state, record = paths.bend_state(run, sweep.name, h, i, j), paths.record(paths.bend_state(run, sweep.name, h, i, j))
+    step = 0
+    if store.exists(state) and store.exists(record):
+        step = restore_state(model, opt, load_tensors(store, state, store.read_json(record)["sha256"]))
+    else:
+        torch.manual_seed(seed)
+    per_example, wd = loss_fn(t_.loss), t_.weight_decay
+    autocast = t_.amp and device.type == "cuda"
+    model.train()
+    losses: list[torch.Tensor] = []
+    while step < total:
+        epoch, skip = divmod(step, per_epoch)
+        for group in opt.param_groups:
+            group["lr"] = garipov_lr(lr, epoch, epochs)
+        losses = []
+        for x, y in train_batches(data, t_.batch_size, seed, epoch, skip, job.data.num_workers):
+            ca, cm, cb = coefficients(sweep.curve.shape, float(torch.rand(())))
+            point = {n: ca * a[n] + cm * bend[n] + cb * b[n] for n in names}
+            x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = training_loss(functional_call(model, point, (x,)), y, per_example)
+            if wd:
+                loss = loss + wd / 2 * sum(point[n].float().square().sum() for n in names if n not in fixed)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+            step += 1
+        if step < total:
+            save_state(store, state, record, model, opt, step)
+        if progress:
+            progress({"step": step, "total": total, "loss": float(torch.stack(losses).mean()) if losses else 0.0})
+    path = paths.bend(run, sweep.name, h, i, j)
+    sha = save_tensors(store, path, model.state_dict())
+    store.write_json(paths.record(path), {
+        "job": job.name, "hash": job.hash, "sweep": sweep.name, "replicate_a": i, "replicate_b": j, "sha256": sha,
+        "shape": sweep.curve.shape, "align": sweep.align, "epochs": epochs, "lr": lr, "weight_decay": wd,
+        "seed": seed, "last_epoch_loss": float(torch.stack(losses).mean()) if losses else None})
+    store.write_json(paths.bend_done(run, sweep.name, h, i, j), {"step": total, "finished": time.time()})
+    for p in (state, record):
+        store.delete(p)
