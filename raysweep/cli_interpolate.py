@@ -70,17 +70,18 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
 
 @app.command()
 @_guard
-def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line or merge sweep of the job"),
+def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line, curve or merge sweep of the job"),
            out: str = typer.Option(..., "--out", help="The .safetensors file to write"),
-           alpha: Optional[float] = typer.Option(None, "--alpha", help="A line's point: θ(α) = (1−α)·θ_a + α·θ_b"),
+           alpha: Optional[float] = typer.Option(None, "--alpha",
+                                                 help="A line's point θ(α) = (1−α)·θ_a + α·θ_b, or a curve's t in [0, 1]"),
            replicate: Optional[int] = typer.Option(None, "--replicate", help="θ_a's replicate (default: the first)"),
-           pair: Optional[str] = typer.Option(None, "--pair", help="final_to_final: I,J"),
+           pair: Optional[str] = typer.Option(None, "--pair", help="final_to_final and curve: I,J"),
            step: Optional[int] = typer.Option(None, "--step", help="step_to_final: θ_a's step t"),
            merge: Optional[str] = typer.Option(None, "--merge", help="A soup sweep's merge: uniform or greedy"),
            lam: Optional[float] = typer.Option(None, "--lam", help="A task_arithmetic sweep's λ"),
            set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt,
            replicates: Optional[int] = ReplicatesOpt) -> None:
-    """Write θ(α) of a sweep's line, or a soup / task-arithmetic merge, for load_state_dict.
+    """Write θ(α) of a sweep's line, φ(t) of a curve, or a soup / task-arithmetic merge, for load_state_dict.
     Example: raysweep export digits_mlp --sweep final_to_final --pair 0,1 --alpha 0.5 --out merged.safetensors"""
     if not out.endswith(paths.SAFETENSORS):
         raise SpecError(f"--out {out!r}: export writes safetensors; give a file name ending in .safetensors")
@@ -96,4 +97,5 @@ def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line or m
         typer.echo(f"wrote {how} of {sweep} (replicates {meta['members']})\n  {out}")
         return
     meta = export_(run, sweep, alpha, out, replicate, ij, step)
-    typer.echo(f"wrote θ({alpha:g}) of {sweep}: {meta['a']} → {meta['b']}\n  {out}")
+    point = f"φ(t = {alpha:g}) of the {meta['curve']} curve" if "curve" in meta else f"θ({alpha:g}) of"
+    typer.echo(f"wrote {point} {sweep}: {meta['a']} → {meta['b']}\n  {out}")
