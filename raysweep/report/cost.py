@@ -51,7 +51,10 @@ def counts(job, store=None) -> dict:
                        "examples_forwarded": pairs * len(alphas) * examples})
     flops = forward_flops(job.model, info.in_shape, info.num_classes)
     spawn = {v for s in job.sweeps if s.kind == "instability" for v in s.spawn_steps}
-    return {"trainings": job.replicates, "children": job.replicates * len(spawn) * 2, "iterations_per_epoch": per_epoch, "forward_flops": flops,
+    bends = {s.name: (KINDS[s.kind].pairs(job.replicates, 0, 0), per_epoch * (s.curve.epochs or job.train.epochs))
+             for s in job.sweeps if s.kind == "curve"}
+    return {"trainings": job.replicates, "children": job.replicates * len(spawn) * 2, "bends": bends,
+            "iterations_per_epoch": per_epoch, "forward_flops": flops,
             "iterations": per_epoch * job.train.epochs, "checkpoints_per_replicate": len(steps),
             "checkpoint_steps": steps, "sweeps": sweeps,
             "evaluations": sum(s["evaluations"] for s in sweeps),
@@ -75,7 +78,9 @@ def describe(job: Job, store: Store) -> str:
              f"  trainings:   {c['trainings']} replicates x {c['iterations']} iterations "
              f"({job.train.epochs} epochs x {c['iterations_per_epoch']} iterations/epoch)"
              + (f", plus {c['children']} instability children trained from their spawn steps to the end"
-                if c["children"] else ""),
+                if c["children"] else "")
+             + "".join(f", plus {n} bend(s) of curve sweep {name} x {its} iterations"
+                       for name, (n, its) in c["bends"].items()),
              f"  checkpoints: {c['checkpoints_per_replicate']} per replicate "
              f"({c['trainings'] * c['checkpoints_per_replicate']} in all): {shown}"]
     for s in c["sweeps"]:
