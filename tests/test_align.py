@@ -1,6 +1,6 @@
 """Weight matching (Git Re-Basin) aligns a permuted copy of a network back to it exactly; the permutation
 groups read from the model's graph are the hand-written ones where those exist, and torchvision's ResNets
-(basic and bottleneck blocks) are aligned as well, keeping their function."""
+(basic and bottleneck blocks) and a ViT (heads permuted as units) are aligned as well, keeping their function."""
 import pytest
 import torch
 from torch import nn
@@ -169,3 +169,85 @@ def test_an_aligned_sweep_of_a_batchnorm_net_runs_with_statistics_reset(tmp_path
     # θ_a's end is the same network; θ_b's end is a permutation of the same function (BN statistics re-estimated)
     assert aligned["loss_mean"][0] == pytest.approx(plain["loss_mean"][0], rel=0.05)
     assert aligned["loss_mean"][-1] == pytest.approx(plain["loss_mean"][-1], rel=0.05)
+
+
+def _tiny_vit(seed: int):
+    """torchvision's VisionTransformer, small; every parameter drawn (its head starts at zero, which would
+    hide any change of function)."""
+    from torchvision.models import VisionTransformer
+
+    torch.manual_seed(seed)
+    m = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
+                          num_classes=10).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.5) if p.dim() != 1 else p.uniform_(-0.5, 0.5)
+        for mod in m.modules():
+            if isinstance(mod, nn.LayerNorm):
+                mod.weight.uniform_(0.5, 1.5)
+    return m
+
+
+def test_a_vit_permuted_with_heads_as_units_keeps_its_function_and_aligns_back_exactly():
+    model = _tiny_vit(0)
+    spec = permutation_spec(model)  # the input's shape comes from the ViT's image_size
+    attn = "encoder.layers.encoder_layer_0.self_attention"
+    heads = spec[f"{attn}.in_proj_weight"][0]
+    stream = spec["conv_proj.weight"][0]
+    # the q, k and v rows of 4 heads × 8 dimensions move as units; the out-projection's columns with them
+    assert heads[1:] == (8, 3) and spec[f"{attn}.out_proj.weight"] == (stream, (heads[0], 8))
+    # one residual stream: the patch embedding, class token, position embedding, every LayerNorm and the
+    # attention and MLP outputs; the classifier's outputs are not permuted
+    assert spec["class_token"] == spec["encoder.pos_embedding"] == (None, None, stream)
+    assert spec["encoder.ln.weight"] == (stream,) and spec["heads.head.weight"] == (None, stream)
+    groups = _groups(spec, model.state_dict())
+    assert {n for n, _ in groups.values()} == {32, 4, 64} and len(groups) == 1 + 2 * 2
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    perms = _random_perms(model, 3)
+    shuffled = permute(model, state, perms)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        model.load_state_dict(shuffled)
+        after = model(x)
+        assert (after - before).abs().max() <= 1e-5 * before.abs().max()
+        wrong = dict(shuffled, **{f"{attn}.in_proj_weight": state[f"{attn}.in_proj_weight"]})
+        model.load_state_dict(wrong)  # the heads' q/k/v rows left behind: another function
+        assert (model(x) - before).abs().max() > 1e-2 * before.abs().max()
+    back = align(model, state, shuffled)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_attention_and_shapes_alignment_cannot_follow_are_named():
+    class Cross(nn.Module):  # attention whose keys have their own width: separate projections
+        def __init__(self):
+            super().__init__()
+            self.q, self.kv = nn.Linear(4, 8), nn.Linear(4, 6)
+            self.attn = nn.MultiheadAttention(8, 2, kdim=6, vdim=6, batch_first=True)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.attn(self.q(x), self.kv(x), self.kv(x))[0].mean(1))
+    with pytest.raises(AlignmentError, match=r"attn .*separate q/k/v projections"):
+        permutation_spec(Cross(), (5, 4))
+
+    class Tokens(nn.Module):  # tokens from a reshape: followed only with the input's shape
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(x.reshape(x.shape[0], -1, 4))).mean(1))
+    with pytest.raises(AlignmentError, match="input's shape"):
+        permutation_spec(Tokens())
+    assert permutation_spec(Tokens(), (3, 4))["fc1.weight"][0] is not None
+
+    class Split(nn.Module):  # a reshape that splits a layer's units into pieces (maxout-like)
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc2(self.fc1(x).reshape(x.shape[0], 4, 2).amax(-1))
+    with pytest.raises(AlignmentError, match="splitting or mixing the unit axis"):
+        permutation_spec(Split(), (4,))

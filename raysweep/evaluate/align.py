@@ -7,11 +7,11 @@ BatchNorm vectors) is a linear assignment, solved until no permutation changes. 
 hidden units leaves the function unchanged, so θ_b keeps its loss; only the line between them moves.
 
 Supported: any network built from standard layers whose graph torch.fx can trace — MLPs, VGGs, the
-CIFAR ResNets and torchvision's ResNets (basic and bottleneck blocks) among them: the permutation
-groups are read from the graph (`graph_spec.derive_spec`: one group per layer's outputs, one shared
-by every layer that adds into the same residual stream, as skip connections require). A graph that
-does something else to the channel axis (attention, concatenation, reshapes such as maxout's) is
-refused with the node that stops it. The hand-written specs of the chains and the CIFAR ResNets are
+CIFAR ResNets, torchvision's ResNets (basic and bottleneck blocks) and Vision Transformers among them:
+the permutation groups are read from the graph (`graph_spec.derive_spec`: one group per layer's
+outputs, one shared by every layer that adds into the same residual stream, as skip connections
+require, attention heads permuted as units). A graph that does something else to the unit axis (a
+concatenation of channels, reshapes such as maxout's) is refused with the node that stops it. The hand-written specs of the chains and the CIFAR ResNets are
 kept (`handwritten_spec`) as the reference the derived groups are tested against.
 BatchNorm running statistics are permuted with their units; with `bn = "reset"` they are
 re-estimated at every α on the aligned line, the statistics reset of Jordan et al. 2023 (REPAIR) for
@@ -56,11 +56,13 @@ def chain(model: nn.Module) -> list[tuple[str, list[str]]]:
     return out
 
 
-def permutation_spec(model: nn.Module) -> dict[str, tuple]:
+def permutation_spec(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> dict[str, tuple]:
     """For every tensor that hidden-unit permutations touch: the permutation group of each axis (None:
-    not permuted; (group, k): an axis of k inputs per unit, after a flatten), read from the model's graph."""
+    not permuted; (group, k): an axis of k inputs per unit, after a flatten; (group, k, s): s segments of
+    them, the q, k, v rows of attention heads), read from the model's graph (`in_shape`: the input's
+    shape without the batch, which transformers need)."""
     try:
-        spec = derive_spec(model)
+        spec = derive_spec(model, in_shape)
     except GraphError as exc:
         raise AlignmentError(f"align = 'weights' cannot permute the units of {type(model).__name__}: {exc}. Drop "
                              f"`align` from the sweep.") from None
@@ -114,9 +116,12 @@ def handwritten_spec(model: nn.Module) -> dict[str, tuple[str | None, ...]]:
     return spec
 
 
-def _group(entry) -> tuple[str | None, int]:
-    """(group, k) of a spec entry: k inputs per unit (a flatten's positions), 1 for most axes."""
-    return entry if isinstance(entry, tuple) else (entry, 1)
+def _group(entry) -> tuple[str | None, int, int]:
+    """(group, k, s) of a spec entry: s segments of units × k entries (a flatten's positions, a head's
+    dimensions; q, k and v), 1 and 1 for most axes."""
+    if isinstance(entry, tuple):
+        return (*entry, 1) if len(entry) == 2 else entry
+    return entry, 1, 1
 
 
 def _groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int]]]]:
@@ -124,10 +129,10 @@ def _groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int
     out: dict[str, tuple[int, list]] = {}
     for name, axes in spec.items():
         for ax, entry in enumerate(axes):
-            g, k = _group(entry)
+            g, k, s = _group(entry)
             if g is None:
                 continue
-            size = state[name].shape[ax] // k
+            size = state[name].shape[ax] // (k * s)
             if g in out and out[g][0] != size:
                 raise AlignmentError(f"{name}: axis {ax} has {size} units where group {g} has {out[g][0]}")
             out.setdefault(g, (size, []))[1].append((name, ax))
@@ -136,18 +141,26 @@ def _groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int
 
 def _apply(spec: dict, name: str, t: torch.Tensor, perms: dict, skip: int | None = None) -> torch.Tensor:
     for ax, entry in enumerate(spec[name]):
-        g, k = _group(entry)
+        g, k, s = _group(entry)
         if g is not None and ax != skip:
+            n = len(perms[g])
             index = (perms[g][:, None] * k + torch.arange(k)).reshape(-1)  # a unit's k inputs move together
+            index = torch.cat([index + j * n * k for j in range(s)])  # in each segment alike
             t = t.index_select(ax, index.to(t.device))
     return t
 
 
-def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, seed: int = 0) -> dict:
+def _by_unit(t: torch.Tensor, ax: int, n: int, s: int) -> torch.Tensor:
+    """t's axis `ax` (s segments of n units) as n rows of everything each unit holds."""
+    return t.movedim(ax, 0).reshape(s, n, -1).transpose(0, 1).reshape(n, -1)
+
+
+def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, seed: int = 0,
+                    in_shape: tuple[int, ...] | None = None) -> dict:
     """The permutations (group -> index tensor) that align state dict b to a (Git Re-Basin, Alg. 1)."""
     from scipy.optimize import linear_sum_assignment
 
-    spec = permutation_spec(model)
+    spec = permutation_spec(model, in_shape)
     fa = {k: a[k].detach().double().cpu() for k in spec}
     fb = {k: b[k].detach().double().cpu() for k in spec}
     groups = _groups(spec, fa)
@@ -160,8 +173,9 @@ def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, see
             n, refs = groups[g]
             cost = torch.zeros(n, n, dtype=torch.float64)
             for name, ax in refs:
-                wa = fa[name].movedim(ax, 0).reshape(n, -1)
-                wb = _apply(spec, name, fb[name], perms, skip=ax).movedim(ax, 0).reshape(n, -1)
+                s = _group(spec[name][ax])[2]
+                wa = _by_unit(fa[name], ax, n, s)
+                wb = _by_unit(_apply(spec, name, fb[name], perms, skip=ax), ax, n, s)
                 cost += wa @ wb.T
             _, col = linear_sum_assignment(cost.numpy(), maximize=True)
             new = torch.as_tensor(col)
@@ -172,12 +186,13 @@ def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, see
     return perms
 
 
-def permute(model: nn.Module, state: dict, perms: dict) -> dict:
+def permute(model: nn.Module, state: dict, perms: dict, in_shape: tuple[int, ...] | None = None) -> dict:
     """State dict with every group's units reordered by its permutation (a function-preserving map)."""
-    spec = permutation_spec(model)
+    spec = permutation_spec(model, in_shape)
     return {k: _apply(spec, k, v, perms) if k in spec else v for k, v in state.items()}
 
 
-def align(model: nn.Module, a: dict, b: dict) -> dict:
-    """b with its hidden units permuted to match a (weight matching)."""
-    return permute(model, b, weight_matching(model, a, b))
+def align(model: nn.Module, a: dict, b: dict, in_shape: tuple[int, ...] | None = None) -> dict:
+    """b with its hidden units permuted to match a (weight matching); `in_shape`, the input's shape
+    without the batch, lets the graph be followed through reshapes (transformers need it)."""
+    return permute(model, b, weight_matching(model, a, b, in_shape=in_shape), in_shape)

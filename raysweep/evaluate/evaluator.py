@@ -142,7 +142,7 @@ class Evaluator:
         if self._aligned is not None and self._aligned[0] == pair_key:
             return self._aligned[1]
 
-        out = align(self.model, dict(zip(self.names, a)), dict(zip(self.names, b)))
+        out = align(self.model, dict(zip(self.names, a)), dict(zip(self.names, b)), tuple(self.data.in_shape))
         tb = [out[n].contiguous() for n in self.names]
         self._aligned = (pair_key, tb)
         return tb

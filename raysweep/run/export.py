@@ -55,7 +55,7 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
         info = run.data_info()
         with torch.device("meta"):
             model = build_model(run.job.model, tuple(info.in_shape), info.num_classes)
-        b = align(model, a, b)
+        b = align(model, a, b, tuple(info.in_shape))
     if sweep.kind == "curve":  # φ(t) through the trained bend, BN statistics recomputed there as the sweep did
         from raysweep.evaluate.bend import curve_point
 

@@ -260,7 +260,7 @@ def check_alignable(job: Job, sweep, info) -> None:
     with torch.device("meta"):
         model = build_model(job.model, tuple(info.in_shape), info.num_classes)
     try:
-        permutation_spec(model)
+        permutation_spec(model, tuple(info.in_shape))
     except AlignmentError as exc:
         raise SpecError(f"sweeps.{sweep.name}: {exc}") from None
 

@@ -51,7 +51,7 @@ def bend_seed(job: Job, i: int, j: int) -> int:
     return ((job.seed + i) * 1_000_003 + j + 7_777_777) % (2**31 - 1)
 
 
-def curve_ends(store: Store, job: Job, i: int, j: int, aligned: bool, model) -> tuple[dict, dict]:
+def curve_ends(store: Store, job: Job, i: int, j: int, aligned: bool, model, in_shape) -> tuple[dict, dict]:
     """(θ_a, θ_b): the final weights of replicates i and j, θ_b's units matched to θ_a's when `aligned`."""
     ends = []
     for k in (i, j):
@@ -59,7 +59,7 @@ def curve_ends(store: Store, job: Job, i: int, j: int, aligned: bool, model) -> 
         last = m[max(m)]
         ends.append(load_tensors(store, last["path"], last["sha256"]))
     a, b = ends
-    return (a, align(model, a, b)) if aligned else (a, b)
+    return (a, align(model, a, b, tuple(in_shape))) if aligned else (a, b)
 
 
 def _optimizer(job: Job, params: list, lr: float):
@@ -79,7 +79,7 @@ def train_bend(job: Job, sweep_name: str, i: int, j: int, store: Store, progress
     device = pick_device(job.eval.device)
     data = load_splits(job.data, store)
     model = build_model(job.model, data.in_shape, data.num_classes)
-    a, b = curve_ends(store, job, i, j, sweep.align == "weights", model)
+    a, b = curve_ends(store, job, i, j, sweep.align == "weights", model, data.in_shape)
     model.load_state_dict({n: ((a[n].double() + b[n].double()) / 2).to(a[n].dtype) if a[n].is_floating_point()
                            else a[n] for n in a})
     model = model.to(device)
