@@ -242,3 +242,24 @@ def test_raysweep_run_trains_bends_as_tune_trials_and_curves_beat_the_line(tmp_p
     bad = subprocess.run(base + ["export", "digits_curves", "--sweep", "bezier", "--alpha", "1.5", "--out",
                                  str(tmp_path / "x.safetensors"), *sets], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "in [0, 1]" in bad.stderr and not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_bend_belongs_to_its_ends_retraining_a_replicate_drops_it(tmp_path):
+    from raysweep.errors import CheckpointError
+    from raysweep.io import paths
+
+    job = _job()
+    run = Run(job, Store(str(tmp_path)))
+    for k in run.replicates:
+        train_replicate(job, k, run.store)
+    train_bend(job, "bez", 0, 1, run.store)
+    it = next(it for it in run.plan(["bez"]) if it.sweep == "bez")
+    record = run.store.read_json(paths.record(it.bend.path))
+    assert (record["sha256_a"], record["sha256_b"]) == (it.a.sha256, it.b.sha256)
+    run.store.write_json(paths.record(it.bend.path), {**record, "sha256_b": "0" * 64})  # trained towards others
+    with pytest.raises(CheckpointError, match=r"bend .* not trained between the final weights stored now"):
+        run.plan(["bez"])
+    run.forget_replicate(1)  # `raysweep train --replicate 1 --force`: its bends go with it
+    assert not run.store.exists(it.bend.path)
+    train_replicate(job, 1, run.store)
+    assert bends_todo(job, run.store, [0, 1]) == ["curve/bez/0/1", "curve/poly/0/1"]

@@ -100,9 +100,19 @@ def child_done(run: str, k: int, step: int, child: int) -> str:
     return f"{child_dir(run, k, step, child)}/done.json"
 
 
+def curves_dir(run: str) -> str:
+    return f"{run}/curves"
+
+
 def bend_dir(run: str, sweep_name: str, bend_hash: str, i: int, j: int) -> str:
     """Mode-connecting curves: the trained bend of a curve sweep between replicates i < j."""
-    return f"{run}/curves/{sweep_name}-{bend_hash}/r{i}__r{j}"
+    return f"{curves_dir(run)}/{sweep_name}-{bend_hash}/r{i}__r{j}"
+
+
+def bend_pair(path: str) -> tuple[int, ...]:
+    """The replicates (i, j) whose bend a file under curves_dir belongs to; () for other files."""
+    found = re.search(r"/r(\d+)__r(\d+)/", path)
+    return (int(found.group(1)), int(found.group(2))) if found else ()
 
 
 def bend(run: str, sweep_name: str, bend_hash: str, i: int, j: int) -> str:

@@ -35,9 +35,13 @@ def status(run) -> dict:
 
 
 def forget_replicate(job: Job, store: Store, k: int) -> None:
-    """Delete replicate k's checkpoints and every stored point that used them."""
+    """Delete replicate k's checkpoints, the curves' bends trained towards them and every stored point
+    that used them."""
     run = paths.run_dir(job.name, job.hash)
     store.delete(paths.replicate_dir(run, k))
+    for p in store.list(paths.curves_dir(run), recursive=True):
+        if k in paths.bend_pair(p):
+            store.delete(p)
     files = store.list(paths.points_dir(run), paths.PARQUET, recursive=True)
     for p in files:
         if not paths.is_part(p) and k in key_replicates(p):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from raysweep.errors import NotTrainedError
+from raysweep.errors import CheckpointError, NotTrainedError
 from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.spec import CURVE_KINDS, Job, SweepSpec, bend_hash, sweep_hash
@@ -40,6 +40,19 @@ def bends_todo(job: Job, store: Store, trained: list[int]) -> list[str]:
             for i, j in curve_pairs(trained) if not bend_done(store, job, s, i, j)]
 
 
+def _check_ends(store: Store, sweep: SweepSpec, path: str, sha_a: str, sha_b: str) -> None:
+    """A bend is a curve between the ends it was trained between: refuse one whose ends changed since."""
+    try:
+        record = store.read_json(paths.record(path))
+        ends = (record["sha256_a"], record["sha256_b"])
+    except (ValueError, KeyError, TypeError, FileNotFoundError):
+        ends = None
+    if ends != (sha_a, sha_b):
+        raise CheckpointError(f"the bend {store.url(path)} of curve sweep {sweep.name} was not trained between the "
+                              f"final weights stored now (its record names other ends, or none): delete its folder "
+                              f"{store.url(path.rsplit('/', 1)[0])} and run `raysweep run` to train it again")
+
+
 def curve_items(ctx: Context, sweep: SweepSpec, before: list) -> list[CurveItem]:
     """One item per (pair of finals, t-chunk); NotTrainedError while a bend is not trained."""
     if sweep.align != "none":
@@ -58,6 +71,7 @@ def curve_items(ctx: Context, sweep: SweepSpec, before: list) -> list[CurveItem]
     for i, j in pairs:
         a, b = ctx.finals[i], ctx.finals[j]
         ref = stored_ref(ctx.store, paths.bend(ctx.run, sweep.name, bh, i, j))
+        _check_ends(ctx.store, sweep, ref.path, a.sha256, b.sha256)
         for c, part in enumerate(chunks(ts, size)):
             key = line_key(a, b, c * size, c * size + len(part))
             out.append(CurveItem(sweep.name, sweep.kind, h, key, paths.point_file(folder, key), a, b, ref,

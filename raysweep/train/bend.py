@@ -51,15 +51,17 @@ def bend_seed(job: Job, i: int, j: int) -> int:
     return ((job.seed + i) * 1_000_003 + j + 7_777_777) % (2**31 - 1)
 
 
-def curve_ends(store: Store, job: Job, i: int, j: int, aligned: bool, model, in_shape) -> tuple[dict, dict]:
-    """(θ_a, θ_b): the final weights of replicates i and j, θ_b's units matched to θ_a's when `aligned`."""
-    ends = []
+def curve_ends(store: Store, job: Job, i: int, j: int, aligned: bool, model, in_shape) -> tuple[dict, dict, list]:
+    """(θ_a, θ_b, their sha256): the final weights of replicates i and j, θ_b's units matched to θ_a's
+    when `aligned` (the sha256 are the stored files')."""
+    ends, shas = [], []
     for k in (i, j):
         m = read_manifests(store, job, k)
         last = m[max(m)]
         ends.append(load_tensors(store, last["path"], last["sha256"]))
+        shas.append(last["sha256"])
     a, b = ends
-    return (a, align(model, a, b, tuple(in_shape))) if aligned else (a, b)
+    return (a, align(model, a, b, tuple(in_shape)) if aligned else b, shas)
 
 
 def _optimizer(job: Job, params: list, lr: float):
@@ -79,7 +81,7 @@ def train_bend(job: Job, sweep_name: str, i: int, j: int, store: Store, progress
     device = pick_device(job.eval.device)
     data = load_splits(job.data, store)
     model = build_model(job.model, data.in_shape, data.num_classes)
-    a, b = curve_ends(store, job, i, j, sweep.align == "weights", model, data.in_shape)
+    a, b, shas = curve_ends(store, job, i, j, sweep.align == "weights", model, data.in_shape)
     model.load_state_dict({n: ((a[n].double() + b[n].double()) / 2).to(a[n].dtype) if a[n].is_floating_point()
                            else a[n] for n in a})
     model = model.to(device)
@@ -133,6 +135,7 @@ def train_bend(job: Job, sweep_name: str, i: int, j: int, store: Store, progress
     sha = save_tensors(store, path, model.state_dict())
     store.write_json(paths.record(path), {
         "job": job.name, "hash": job.hash, "sweep": sweep.name, "replicate_a": i, "replicate_b": j, "sha256": sha,
+        "sha256_a": shas[0], "sha256_b": shas[1],  # the ends it was trained between (checked before a sweep)
         "shape": sweep.curve.shape, "align": sweep.align, "epochs": epochs, "lr": lr, "weight_decay": wd,
         "seed": seed, "last_epoch_loss": float(torch.stack(losses).mean()) if losses else None})
     store.write_json(paths.bend_done(run, sweep.name, h, i, j), {"step": total, "finished": time.time()})
