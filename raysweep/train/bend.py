@@ -130,7 +130,7 @@ def train_bend(job: Job, sweep_name: str, i: int, j: int, store: Store, progress
         if step < total:
             save_state(store, state, record, model, opt, step)
         if progress:
-            progress({"step": step, "total": total, "loss": float(torch.stack(losses).mean()) if losses else 0.0})
+            progress({"step": step, "total": total, "curve_loss": float(torch.stack(losses).mean()) if losses else 0.0})
     path = paths.bend(run, sweep.name, h, i, j)
     sha = save_tensors(store, path, model.state_dict())
     store.write_json(paths.record(path), {
