@@ -18,6 +18,8 @@ derived groups equal the hand-written specs of `align.py` where those exist.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -67,9 +69,11 @@ def _shapes(gm, model: nn.Module, in_shape) -> dict:
     try:
         with torch.no_grad():
             ShapeProp(gm).propagate(x)
-    except Exception as exc:
-        raise GraphError(f"the model does not run on an input of shape {tuple(in_shape)} ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+    except Exception as exc:  # the graph is still followed where it needs no shapes
+        logging.getLogger("raysweep").warning(
+            "alignment: %s does not run on an input of shape %s (%s: %s); its unit axes are followed without shapes",
+            type(model).__name__, tuple(in_shape), type(exc).__name__, str(exc).splitlines()[0][:120] if str(exc) else "")
+        return {}
     finally:
         model.train(was)
     return {n: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes
