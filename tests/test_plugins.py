@@ -237,5 +237,5 @@ def test_loss_and_metrics_by_import_path(user_dir, tmp_path):
     assert set(run.barriers.filter(pl.col("sweep") == "i5").collect()["metric"]) == {"loss", "error"}
     with pytest.raises(SpecError, match="neither a built-in"):
         parse_job({**raw, "train": {**raw["train"], "loss": "hinge"}})
-    with pytest.raises(SpecError, match="recorded by line sweeps"):
+    with pytest.raises(SpecError, match="recorded by line and curve sweeps"):
         parse_job({**raw, "sweeps": [{"name": "t2", "kind": "projection", "metrics": ["top5_error"]}]})
