@@ -95,7 +95,8 @@ def train(job: str, replicate: Optional[List[int]] = typer.Option(None, "--repli
           replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
           storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
           shared_storage: bool = SharedOpt) -> None:
-    """Train the replicates only.  Example: raysweep train digits_mlp --replicate 1 --force"""
+    """Train the replicates (then any instability children and curves' bends), no sweeps.
+    Example: raysweep train digits_mlp --replicate 1 --force"""
     r = _open(job, storage, set_, replicates, shared_storage)
     done = r.train(replicates=replicate, force=force, address=address)
     typer.echo(f"trained replicates {done}" if done else "all requested replicates are already trained")
