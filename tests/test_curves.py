@@ -28,6 +28,7 @@ from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import SpecError, parse_job
 from raysweep.sweep.bends import bends_todo, parse_task
+from raysweep.sweep.planner import missing
 from raysweep.train.bend import bend_seed, train_bend
 from raysweep.train.loop import train_replicate
 
@@ -168,6 +169,8 @@ def test_curve_points_are_phi_t_evaluated_with_bn_recomputed(tmp_path):
     for task in bends_todo(job, run.store, run.replicates):
         train_bend(job, *parse_task(task), run.store)
     assert not run.sweep(progress=False, local=True).failures
+    # a rerun finds everything done: no bend to train, no item to evaluate
+    assert bends_todo(job, run.store, run.replicates) == [] and missing(run.plan(), run.store, job) == []
     points = run.points.collect()
     data = load_splits(job.data, run.store)
     a, b = _finals(run.store, job)
