@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from raysweep.evaluate.graph_axes import GraphError
-from raysweep.evaluate.graph_walk import FIXED, Units, Groups, Walk
+from raysweep.evaluate.graph_walk import FIXED, Groups, Units, Walk
 
 __all__ = ["GraphError", "derive_spec"]
 

@@ -10,8 +10,8 @@ import polars as pl
 
 from raysweep.analysis.scan import inputs
 from raysweep.report.charts import (
-    band_chart,
     SHAPES,
+    band_chart,
     barrier_chart,
     experiment,
     image_spec,

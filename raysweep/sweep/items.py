@@ -2,8 +2,8 @@
 their keys.
 
 A work item is one (pair, α-chunk) of a line sweep (LineItem) or of a curve (CurveItem, t-chunk), one
-row-chunk of a plane (PlaneItem), or one replicate's whole trajectory (TrajectoryItem). Its key is deterministic and names the
-replicates and the α indices it holds, so its rows are stored once, under
+row-chunk of a plane (PlaneItem), or one replicate's whole trajectory (TrajectoryItem). Its key is
+deterministic and names the replicates and the α indices it holds, so its rows are stored once, under
 ``paths.point_file(<sweep folder>, key)``, and a rerun plans only what is missing. Keys:
 
     line:        r<a>-s<step>__r<b>-s<step>__a<start>-<stop>   (r<a>-random for I6's random point,

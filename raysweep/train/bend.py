@@ -40,6 +40,7 @@ from raysweep.train.loop import _prepare, restore_state, save_state
 from raysweep.train.schedule import iterations_per_epoch
 from raysweep.validate import frozen
 
+
 def garipov_lr(lr: float, epoch: int, epochs: int) -> float:
     """The lr of a (0-based) epoch: lr for the first half, linearly to 1 % at 90 %, 1 % after."""
     x = epoch / epochs
