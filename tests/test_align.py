@@ -5,15 +5,23 @@ import pytest
 import torch
 from torch import nn
 
-from raysweep.evaluate.align import AlignmentError, _groups, align, handwritten_spec, permutation_spec, permute
+from raysweep.evaluate.align import (
+    AlignmentError,
+    _groups,
+    align,
+    handwritten_spec,
+    permutation_spec,
+    permute,
+    random_permutations,
+)
+from raysweep.evaluate.graph_walk import Segments
 from raysweep.models import build_model
 from raysweep.spec import ModelSpec
 
 
 def _random_perms(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    groups = _groups(permutation_spec(model), model.state_dict())
-    return {name: torch.randperm(n, generator=g) for name, (n, _) in sorted(groups.items())}
+    """Random permutations of every group that keep the function (heads as units, dims inside heads)."""
+    return random_permutations(permutation_spec(model), model.state_dict(), torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("spec, shape", [
@@ -188,20 +196,21 @@ def _tiny_vit(seed: int):
     return m
 
 
-def test_a_vit_permuted_with_heads_as_units_keeps_its_function_and_aligns_back_exactly():
+def test_a_vit_permuted_by_heads_and_within_heads_keeps_its_function_and_aligns_back_exactly():
     model = _tiny_vit(0)
     spec = permutation_spec(model)  # the input's shape comes from the ViT's image_size
     attn = "encoder.layers.encoder_layer_0.self_attention"
-    heads = spec[f"{attn}.in_proj_weight"][0]
+    qk, _, v = spec[f"{attn}.in_proj_weight"][0].groups
     stream = spec["conv_proj.weight"][0]
-    # the q, k and v rows of 4 heads × 8 dimensions move as units; the out-projection's columns with them
-    assert heads[1:] == (8, 3) and spec[f"{attn}.out_proj.weight"] == (stream, (heads[0], 8))
+    # q and k rows share a group (q·k sums over their dimensions), v rows theirs, read by the out-projection
+    assert spec[f"{attn}.in_proj_weight"] == (Segments((qk, qk, v)), stream) and qk != v
+    assert qk.endswith("qk/heads=4") and spec[f"{attn}.out_proj.weight"] == (stream, v)
     # one residual stream: the patch embedding, class token, position embedding, every LayerNorm and the
     # attention and MLP outputs; the classifier's outputs are not permuted
     assert spec["class_token"] == spec["encoder.pos_embedding"] == (None, None, stream)
     assert spec["encoder.ln.weight"] == (stream,) and spec["heads.head.weight"] == (None, stream)
     groups = _groups(spec, model.state_dict())
-    assert {n for n, _ in groups.values()} == {32, 4, 64} and len(groups) == 1 + 2 * 2
+    assert {n for n, _ in groups.values()} == {32, 64} and len(groups) == 1 + 2 * 3
     state = {k: v.clone() for k, v in model.state_dict().items()}
     perms = _random_perms(model, 3)
     shuffled = permute(model, state, perms)
@@ -213,6 +222,9 @@ def test_a_vit_permuted_with_heads_as_units_keeps_its_function_and_aligns_back_e
         assert (after - before).abs().max() <= 1e-5 * before.abs().max()
         wrong = dict(shuffled, **{f"{attn}.in_proj_weight": state[f"{attn}.in_proj_weight"]})
         model.load_state_dict(wrong)  # the heads' q/k/v rows left behind: another function
+        assert (model(x) - before).abs().max() > 1e-2 * before.abs().max()
+        across = permute(model, state, {**_random_perms(model, 3), qk: torch.randperm(32)})
+        model.load_state_dict(across)  # q/k rows moved across heads: another function
         assert (model(x) - before).abs().max() > 1e-2 * before.abs().max()
     back = align(model, state, shuffled)
     assert all(torch.equal(back[k], state[k]) for k in state)
@@ -251,3 +263,29 @@ def test_attention_and_shapes_alignment_cannot_follow_are_named():
             return self.fc2(self.fc1(x).reshape(x.shape[0], 4, 2).amax(-1))
     with pytest.raises(AlignmentError, match="splitting or mixing the unit axis"):
         permutation_spec(Split(), (4,))
+
+
+def test_the_heads_assignment_is_the_exact_optimum_of_heads_and_dimensions_within_them():
+    """Brute force over every permutation that moves 3 heads as units and 2 dimensions inside each (q/k and
+    v alike in their heads, independently inside): the nested assignment reaches the best total."""
+    import itertools
+
+    import numpy as np
+
+    from raysweep.evaluate.align import _heads
+
+    rng = np.random.default_rng(0)
+    heads, d = 3, 2
+    cq, cv = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    best = -np.inf
+    inner = list(itertools.permutations(range(d)))
+    for order in itertools.permutations(range(heads)):
+        for sq in itertools.product(inner, repeat=heads):
+            q = [order[h] * d + sq[h][i] for h in range(heads) for i in range(d)]
+            vq = max(sum(cv[h * d + i, order[h] * d + sv[h][i]] for h in range(heads) for i in range(d))
+                     for sv in itertools.product(inner, repeat=heads))
+            best = max(best, sum(cq[i, q[i]] for i in range(6)) + vq)
+    pq, pv = _heads(cq, cv, heads)
+    got = sum(cq[i, int(pq[i])] + cv[i, int(pv[i])] for i in range(6))
+    assert got == pytest.approx(best, abs=1e-12)
+    assert [int(p) // d for p in pq[::d]] == [int(p) // d for p in pv[::d]]  # q/k and v move their heads alike

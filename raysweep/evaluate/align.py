@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from raysweep.evaluate.graph_spec import GraphError, derive_spec
+from raysweep.evaluate.graph_walk import HEADS, Segments
 from raysweep.models import CifarResNet, CifarVGG, Maxout
 
 WEIGHTED = (nn.Linear, nn.Conv2d)
@@ -58,9 +59,9 @@ def chain(model: nn.Module) -> list[tuple[str, list[str]]]:
 
 def permutation_spec(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> dict[str, tuple]:
     """For every tensor that hidden-unit permutations touch: the permutation group of each axis (None:
-    not permuted; (group, k): an axis of k inputs per unit, after a flatten; (group, k, s): s segments of
-    them, the q, k, v rows of attention heads), read from the model's graph (`in_shape`: the input's
-    shape without the batch, which transformers need)."""
+    not permuted; (group, k): an axis of k inputs per unit, after a flatten; Segments: equal parts of the
+    axis with a group each, attention's q, k and v rows), read from the model's graph (`in_shape`: the
+    input's shape without the batch, which transformers need)."""
     try:
         spec = derive_spec(model, in_shape)
     except GraphError as exc:
@@ -116,48 +117,77 @@ def handwritten_spec(model: nn.Module) -> dict[str, tuple[str | None, ...]]:
     return spec
 
 
-def _group(entry) -> tuple[str | None, int, int]:
-    """(group, k, s) of a spec entry: s segments of units × k entries (a flatten's positions, a head's
-    dimensions; q, k and v), 1 and 1 for most axes."""
-    if isinstance(entry, tuple):
-        return (*entry, 1) if len(entry) == 2 else entry
-    return entry, 1, 1
+def _group(entry) -> tuple[str | None, int]:
+    """(group, k) of a plain spec entry: k inputs per unit (a flatten's positions), 1 for most axes."""
+    return entry if isinstance(entry, tuple) else (entry, 1)
 
 
-def _groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int]]]]:
-    """group -> (size, [(tensor, axis)]); sizes must agree wherever a group appears."""
+def _groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int, int | None]]]]:
+    """group -> (size, [(tensor, axis, segment or None)]); sizes must agree wherever a group appears."""
     out: dict[str, tuple[int, list]] = {}
     for name, axes in spec.items():
         for ax, entry in enumerate(axes):
-            g, k, s = _group(entry)
-            if g is None:
-                continue
-            size = state[name].shape[ax] // (k * s)
-            if g in out and out[g][0] != size:
-                raise AlignmentError(f"{name}: axis {ax} has {size} units where group {g} has {out[g][0]}")
-            out.setdefault(g, (size, []))[1].append((name, ax))
+            parts = [(g, 1, j) for j, g in enumerate(entry.groups)] if isinstance(entry, Segments) else [
+                (*_group(entry), None)]
+            for g, k, seg in parts:
+                if g is None:
+                    continue
+                size = state[name].shape[ax] // (len(parts) if seg is not None else k)
+                if g in out and out[g][0] != size:
+                    raise AlignmentError(f"{name}: axis {ax} has {size} units where group {g} has {out[g][0]}")
+                out.setdefault(g, (size, []))[1].append((name, ax, seg))
     return out
 
 
 def _apply(spec: dict, name: str, t: torch.Tensor, perms: dict, skip: int | None = None) -> torch.Tensor:
     for ax, entry in enumerate(spec[name]):
-        g, k, s = _group(entry)
-        if g is not None and ax != skip:
-            n = len(perms[g])
+        if ax == skip or entry is None:
+            continue
+        if isinstance(entry, Segments):  # each part by its own group
+            n = t.shape[ax] // len(entry.groups)
+            index = torch.cat([perms[g] + j * n for j, g in enumerate(entry.groups)])
+        else:
+            g, k = _group(entry)
             index = (perms[g][:, None] * k + torch.arange(k)).reshape(-1)  # a unit's k inputs move together
-            index = torch.cat([index + j * n * k for j in range(s)])  # in each segment alike
-            t = t.index_select(ax, index.to(t.device))
+        t = t.index_select(ax, index.to(t.device))
     return t
 
 
-def _by_unit(t: torch.Tensor, ax: int, n: int, s: int) -> torch.Tensor:
-    """t's axis `ax` (s segments of n units) as n rows of everything each unit holds."""
-    return t.movedim(ax, 0).reshape(s, n, -1).transpose(0, 1).reshape(n, -1)
+def _rows(t: torch.Tensor, ax: int, n: int, parts: int, seg: int | None) -> torch.Tensor:
+    """The n units of axis `ax` (of segment `seg` of `parts`), one row of everything each holds."""
+    t = t.movedim(ax, 0)
+    return t.reshape(n, -1) if seg is None else t.reshape(parts, n, -1)[seg]
+
+
+def heads_of(group: str) -> int:
+    """The number of heads of an attention group (graph_walk.HEADS), 0 for other groups."""
+    return int(group.rsplit(HEADS, 1)[1]) if HEADS in group else 0
+
+
+def _heads(cost_qk: np.ndarray, cost_v: np.ndarray, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best permutations of an attention's q/k and v rows that move heads as units and permute each
+    head's dimensions inside it: for every pair of heads the best inner assignments (two small linear
+    assignments), then the heads' assignment on their totals — the exact optimum of both groups at once."""
+    from scipy.optimize import linear_sum_assignment
+
+    d = len(cost_qk) // heads
+    total, inner = np.zeros((heads, heads)), {}
+    for h in range(heads):
+        for h2 in range(heads):
+            for key, c in (("qk", cost_qk), ("v", cost_v)):
+                block = c[h * d:(h + 1) * d, h2 * d:(h2 + 1) * d]
+                rows, cols = linear_sum_assignment(block, maximize=True)
+                total[h, h2] += block[rows, cols].sum()
+                inner[key, h, h2] = cols
+    _, match = linear_sum_assignment(total, maximize=True)
+    return tuple(torch.as_tensor(np.concatenate([match[h] * d + inner[key, h, match[h]] for h in range(heads)]))
+                 for key in ("qk", "v"))
 
 
 def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, seed: int = 0,
                     in_shape: tuple[int, ...] | None = None) -> dict:
-    """The permutations (group -> index tensor) that align state dict b to a (Git Re-Basin, Alg. 1)."""
+    """The permutations (group -> index tensor) that align state dict b to a (Git Re-Basin, Alg. 1); an
+    attention's q/k and v groups are solved together (`_heads`)."""
     from scipy.optimize import linear_sum_assignment
 
     spec = permutation_spec(model, in_shape)
@@ -165,25 +195,49 @@ def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, see
     fb = {k: b[k].detach().double().cpu() for k in spec}
     groups = _groups(spec, fa)
     perms = {g: torch.arange(n) for g, (n, _) in groups.items()}
+
+    def cost(g: str) -> np.ndarray:
+        n, refs = groups[g]
+        c = torch.zeros(n, n, dtype=torch.float64)
+        for name, ax, seg in refs:
+            parts = len(spec[name][ax].groups) if seg is not None else 1
+            wb = _apply(spec, name, fb[name], perms, skip=ax)
+            c += _rows(fa[name], ax, n, parts, seg) @ _rows(wb, ax, n, parts, seg).T
+        return c.numpy()
+
     rng = np.random.default_rng(seed)
-    names = sorted(groups)
+    names = sorted(g for g in groups if f".v{HEADS}" not in g)  # an attention's v group goes with its q/k group
     for _ in range(max_iter):
         changed = False
         for g in (names[i] for i in rng.permutation(len(names))):
-            n, refs = groups[g]
-            cost = torch.zeros(n, n, dtype=torch.float64)
-            for name, ax in refs:
-                s = _group(spec[name][ax])[2]
-                wa = _by_unit(fa[name], ax, n, s)
-                wb = _by_unit(_apply(spec, name, fb[name], perms, skip=ax), ax, n, s)
-                cost += wa @ wb.T
-            _, col = linear_sum_assignment(cost.numpy(), maximize=True)
-            new = torch.as_tensor(col)
-            if not torch.equal(new, perms[g]):
-                perms[g], changed = new, True
+            if heads_of(g):
+                v = g.replace(f".qk{HEADS}", f".v{HEADS}")
+                new = dict(zip((g, v), _heads(cost(g), cost(v), heads_of(g))))
+            else:
+                new = {g: torch.as_tensor(linear_sum_assignment(cost(g), maximize=True)[1])}
+            for key, p in new.items():
+                if not torch.equal(p, perms[key]):
+                    perms[key], changed = p, True
         if not changed:
             break
     return perms
+
+
+def random_permutations(spec: dict, state: dict, generator: torch.Generator) -> dict:
+    """Random permutations of every group that keep the network's function (attention: heads as units,
+    dimensions within each head; the q/k and v groups move their heads alike) — for tests of symmetry."""
+    out = {}
+    for g, (n, _) in sorted(_groups(spec, state).items()):
+        if f".v{HEADS}" in g:
+            continue
+        if not heads_of(g):
+            out[g] = torch.randperm(n, generator=generator)
+            continue
+        h, d = heads_of(g), n // heads_of(g)
+        order = torch.randperm(h, generator=generator)
+        for key in (g, g.replace(f".qk{HEADS}", f".v{HEADS}")):
+            out[key] = torch.cat([order[i] * d + torch.randperm(d, generator=generator) for i in range(h)])
+    return out
 
 
 def permute(model: nn.Module, state: dict, perms: dict, in_shape: tuple[int, ...] | None = None) -> dict:

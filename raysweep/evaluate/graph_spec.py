@@ -5,9 +5,10 @@ Conv layer starts a new group on its outputs (its weight's axis 0), reading its 
 BatchNorm and LayerNorm, activations, dropout, pooling and spatial means pass their input's group on;
 an addition (a residual connection) makes its two inputs' groups one, as a skip connection needs the
 same permutation on both sides; a flatten of C channels × k positions hands the group on expanded k
-times (a unit's k inputs move together). Multi-head attention permutes its heads as units: a head's
-q, k and v rows of the input projection and the out-projection's columns reading it move together,
-and query, key and value read one stream. Given the input's shape, the unit axis is followed through
+times (a unit's k inputs move together). Multi-head attention permutes its heads as units (a head's
+q, k and v rows of the input projection and the out-projection's columns reading it move together)
+and the dimensions inside each head (q and k rows together; v rows with the out-projection's
+columns); query, key and value read one stream. Given the input's shape, the unit axis is followed through
 reshapes, permutes, indexing (a ViT's class token) and concatenation along other axes, and parameters
 used directly in forward (class token, position embedding) join the stream they are added to. The
 network's input and output are fixed (the union-find's FIXED), so every group joined to them is not
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from raysweep.evaluate.graph_axes import GraphError
-from raysweep.evaluate.graph_walk import FIXED, Groups, Units, Walk
+from raysweep.evaluate.graph_walk import FIXED, Groups, Segments, Walk
 
 __all__ = ["GraphError", "derive_spec"]
 
@@ -82,8 +83,8 @@ def _shapes(gm, model: nn.Module, in_shape) -> dict:
 
 def derive_spec(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> dict[str, tuple]:
     """{state-dict tensor: per-axis group} for `model`; an axis entry is None (not permuted), a group
-    name, (group, k) for an axis of C·k inputs that a flatten made of a C-unit group, or (group, k, s)
-    for s segments of k entries per unit (attention heads). With the input's shape (`in_shape`, without
+    name, (group, k) for an axis of C·k inputs that a flatten made of a C-unit group, or Segments (equal
+    parts of the axis, each with its group: attention's q, k and v rows). With the input's shape (`in_shape`, without
     the batch) the unit axis is followed through reshapes, permutes, indexing and concatenation, and
     parameters used directly in forward (a ViT's class token and position embedding) join their stream."""
     gm = _trace(model)
@@ -95,12 +96,13 @@ def derive_spec(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> di
 
 def _resolve(spec: dict, groups: Groups, state: dict) -> dict:
     """Group names by their union-find root (FIXED → None); an axis of a group of C units with C·k entries
-    (a Linear reading a flattened group) gets (group, k); explicit Units give (group, k) or (group, k, s)."""
+    (a Linear reading a flattened group) gets (group, k); segments keep their groups' roots."""
     sizes = {}
     for name, axes in spec.items():
         for ax, g in enumerate(axes):
-            if isinstance(g, Units):
-                sizes.setdefault(groups.find(g.group), state[name].shape[ax] // (g.k * g.s))
+            if isinstance(g, Segments):
+                for part in g.groups:
+                    sizes.setdefault(groups.find(part), state[name].shape[ax] // len(g.groups))
     for name, axes in spec.items():
         g = axes[0]
         if isinstance(g, str):
@@ -109,17 +111,15 @@ def _resolve(spec: dict, groups: Groups, state: dict) -> dict:
     for name, axes in spec.items():
         resolved = []
         for ax, g in enumerate(axes):
-            root = groups.find(g.group if isinstance(g, Units) else g) if g is not None else FIXED
+            if isinstance(g, Segments):
+                resolved.append(Segments(tuple(groups.find(part) for part in g.groups)))
+                continue
+            root = groups.find(g) if g is not None else FIXED
             if root == FIXED:
                 resolved.append(None)
                 continue
             n = state[name].shape[ax]
-            if isinstance(g, Units):
-                if n != sizes[root] * g.k * g.s:
-                    raise GraphError(f"{name}: axis {ax} has {n} entries, not {g.s} × {sizes[root]} units × {g.k}")
-                resolved.append((root, g.k, g.s) if g.s > 1 else (root, g.k))
-                continue
-            k = n // sizes[root] if root in sizes and sizes[root] else 1
+            k = n // sizes[root] if sizes.get(root) else 1
             if root in sizes and n != sizes[root] * k:
                 raise GraphError(f"{name}: axis {ax} has {n} inputs, not a multiple of its group's {sizes[root]} units")
             resolved.append(root if k == 1 else (root, k))

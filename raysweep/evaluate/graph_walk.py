@@ -61,11 +61,12 @@ def _module_label(gm, node) -> str:
 
 
 @dataclass(frozen=True)
-class Units:
-    """An axis of s segments of n units × k entries each (attention: q, k, v rows of H heads × head_dim)."""
-    group: str
-    k: int
-    s: int = 1
+class Segments:
+    """An axis of equal segments, each permuted by its own group: attention's q, k and v rows."""
+    groups: tuple[str, ...]
+
+
+HEADS = "/heads="  # an attention group's name ends with it and the number of heads: <module>.qk/heads=H, .v/heads=H
 
 
 LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -212,8 +213,8 @@ class Walk:
                              f"Conv, BatchNorm, LayerNorm, attention, activations, pooling, residual additions)")
 
     def attend(self, node, m) -> None:
-        """Multi-head attention: its heads are permuted as units (the q, k and v rows of a head and the
-        out-projection's columns reading it move together); query, key and value read one stream."""
+        """Multi-head attention: two groups of H·head_dim rows, q/k (q·k sums over them) and v (with the
+        out-projection's columns), whose heads move alike (align.py solves them together); one input stream."""
         qkv = [node.args[i] if len(node.args) > i else node.kwargs.get(k)
                for i, k in enumerate(("query", "key", "value"))]
         if not m._qkv_same_embed_dim or m.bias_k is not None or m.in_proj_weight is None:
@@ -221,10 +222,11 @@ class Walk:
         self.join(node, qkv, "attends over")
         for a in qkv:
             self.check(node, a, -1, "reads its inputs")
-        heads, out = self.groups.new(f"{node.target}.heads"), self.groups.new(f"{node.target}.out")
-        self.param(node.target, ["in_proj_weight"], (Units(heads, m.head_dim, 3), self.of[node]))
-        self.param(node.target, ["in_proj_bias"], (Units(heads, m.head_dim, 3),))
-        self.param(f"{node.target}.out_proj", ["weight"], (out, Units(heads, m.head_dim)))
+        qk, v, out = (self.groups.new(f"{node.target}.{k}") for k in (f"qk{HEADS}{m.num_heads}",
+                                                                       f"v{HEADS}{m.num_heads}", "out"))
+        self.param(node.target, ["in_proj_weight"], (Segments((qk, qk, v)), self.of[node]))
+        self.param(node.target, ["in_proj_bias"], (Segments((qk, qk, v)),))
+        self.param(f"{node.target}.out_proj", ["weight"], (out, v))
         self.param(f"{node.target}.out_proj", ["bias"], (out,))
         self.of[node], self.attention[node] = None, out
 
