@@ -14,7 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 import torch
 
-from raysweep.evaluate.line import point_table
+from raysweep.evaluate.line import pair_ends, point_table
 from raysweep.spec import Job
 from raysweep.sweep.items import CurveItem
 
@@ -50,13 +50,7 @@ def set_curve_point(evaluator, shape: str, t: float, a: list, bend: list, b: lis
 
 def curve_item(evaluator, job: Job, item: CurveItem) -> pa.Table:
     """Loss and error at each t of one curve's chunk; `distance` is ‖θ_b − θ_a‖ as on the line."""
-    evaluator.set_metrics(item.metrics)
-    ta = evaluator.endpoint(item.a.path, item.a.sha256)
-    tb = evaluator.endpoint(item.b.path, item.b.sha256)
-    pair = f"{item.a.sha256}>{item.b.sha256}"
-    if item.align == "weights":  # the bend was trained towards θ_b with its units matched to θ_a's
-        pair += "|aligned"
-        tb = evaluator.aligned(ta, tb, pair)
+    ta, tb, pair = pair_ends(evaluator, item)  # aligned as the bend was trained, when the sweep aligns
     bend = evaluator.endpoint(item.bend.path, item.bend.sha256)
     distance, norm_a = evaluator.norms(ta, tb, pair_key=pair)
     rows = []

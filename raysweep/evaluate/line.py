@@ -17,8 +17,9 @@ def hold_outside(names: list[str], ta: list, tb: list, params, hold: str) -> tup
     return ta, [y if n in keep else x for n, x, y in zip(names, ta, tb)]
 
 
-def evaluate_item(evaluator, job: Job, item: LineItem) -> pa.Table:
-    """Evaluate one work item with a plain-torch Evaluator; returns its rows as an Arrow table."""
+def pair_ends(evaluator, item) -> tuple[list, list, str]:
+    """(θ_a, θ_b, the pair's cache key) of a line or curve item on the evaluator's device, θ_b's hidden
+    units matched to θ_a's when the item aligns; the item's extra metrics set."""
     a, b = item.a, item.b
     evaluator.set_metrics(item.metrics)
     ta = evaluator.endpoint(a.path, a.sha256)
@@ -27,6 +28,12 @@ def evaluate_item(evaluator, job: Job, item: LineItem) -> pa.Table:
     if item.align == "weights":  # θ_b with its hidden units matched to θ_a's
         pair += "|aligned"
         tb = evaluator.aligned(ta, tb, pair)
+    return ta, tb, pair
+
+
+def evaluate_item(evaluator, job: Job, item: LineItem) -> pa.Table:
+    """Evaluate one work item with a plain-torch Evaluator; returns its rows as an Arrow table."""
+    ta, tb, pair = pair_ends(evaluator, item)
     if item.params:
         ta, tb = hold_outside(evaluator.names, ta, tb, item.params, item.hold)
         pair += f"|params:{','.join(item.params)}:{item.hold}"

@@ -182,7 +182,10 @@ class Run:
 
     def children_todo(self) -> list[str]:
         """Instability children ("k/step/child") of trained replicates not trained yet."""
-        return children_todo(self.job, self.store, [k for k in self.replicates if is_trained(self.store, self.job, k)])
+        return children_todo(self.job, self.store, self._trained())
+
+    def _trained(self) -> list[int]:
+        return [k for k in self.replicates if is_trained(self.store, self.job, k)]
 
     def _train_children(self, session: Session, progress: bool) -> None:
         """Instability children, then the curve sweeps' bends between trained replicates."""
@@ -191,7 +194,7 @@ class Run:
             say(f"instability: training {len(todo)} children spawned from stored checkpoints")
             with self.lease:
                 self._train(session, todo, progress)
-        bends = bends_todo(self.job, self.store, [k for k in self.replicates if is_trained(self.store, self.job, k)])
+        bends = bends_todo(self.job, self.store, self._trained())
         if bends:
             say(f"curves: training {len(bends)} bend(s) between trained replicates (Garipov et al. 2018)")
             with self.lease:

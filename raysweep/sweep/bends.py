@@ -9,11 +9,11 @@ from raysweep.errors import CheckpointError, NotTrainedError
 from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.spec import CURVE_KINDS, Job, SweepSpec, bend_hash, sweep_hash
-from raysweep.sweep.items import CurveItem, check_size, chunk_size, chunks, line_key
+from raysweep.sweep.items import CurveItem, Ref, check_size, chunk_size, chunks, line_key
 from raysweep.sweep.kinds import sweep_folder
-from raysweep.sweep.planner import Context, check_alignable, stored_ref
+from raysweep.sweep.planner import Context, check_alignable
 
-PREFIX = "curve/"  # a bend's Tune task: curve/<sweep>/<i>/<j> (train/bend.py reads it back)
+PREFIX = "curve/"  # a bend's Tune task: curve/<sweep>/<i>/<j> (train/tune.py reads it back with parse_task)
 
 
 def curve_pairs(replicates) -> list[tuple[int, int]]:
@@ -40,17 +40,19 @@ def bends_todo(job: Job, store: Store, trained: list[int]) -> list[str]:
             for i, j in curve_pairs(trained) if not bend_done(store, job, s, i, j)]
 
 
-def _check_ends(store: Store, sweep: SweepSpec, path: str, sha_a: str, sha_b: str) -> None:
-    """A bend is a curve between the ends it was trained between: refuse one whose ends changed since."""
+def _bend_ref(store: Store, sweep: SweepSpec, path: str, sha_a: str, sha_b: str) -> Ref:
+    """The bend and its sha256, from its record; refused when the record names other ends than the finals
+    stored now (a bend is a curve between the ends it was trained between), or none."""
     try:
         record = store.read_json(paths.record(path))
-        ends = (record["sha256_a"], record["sha256_b"])
+        ends, sha = (record["sha256_a"], record["sha256_b"]), record["sha256"]
     except (ValueError, KeyError, TypeError, FileNotFoundError):
-        ends = None
+        ends, sha = None, ""
     if ends != (sha_a, sha_b):
         raise CheckpointError(f"the bend {store.url(path)} of curve sweep {sweep.name} was not trained between the "
                               f"final weights stored now (its record names other ends, or none): delete its folder "
                               f"{store.url(path.rsplit('/', 1)[0])} and run `raysweep run` to train it again")
+    return Ref(path, sha)
 
 
 def curve_items(ctx: Context, sweep: SweepSpec, before: list) -> list[CurveItem]:
@@ -70,8 +72,7 @@ def curve_items(ctx: Context, sweep: SweepSpec, before: list) -> list[CurveItem]
     out = []
     for i, j in pairs:
         a, b = ctx.finals[i], ctx.finals[j]
-        ref = stored_ref(ctx.store, paths.bend(ctx.run, sweep.name, bh, i, j))
-        _check_ends(ctx.store, sweep, ref.path, a.sha256, b.sha256)
+        ref = _bend_ref(ctx.store, sweep, paths.bend(ctx.run, sweep.name, bh, i, j), a.sha256, b.sha256)
         for c, part in enumerate(chunks(ts, size)):
             key = line_key(a, b, c * size, c * size + len(part))
             out.append(CurveItem(sweep.name, sweep.kind, h, key, paths.point_file(folder, key), a, b, ref,

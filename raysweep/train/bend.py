@@ -36,7 +36,7 @@ from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job, bend_hash
 from raysweep.sweep.bends import bend_done
-from raysweep.train.loop import _prepare, restore_state, save_state
+from raysweep.train.loop import _prepare, make_optimizer, restore_state, save_state
 from raysweep.train.schedule import iterations_per_epoch
 from raysweep.validate import frozen
 
@@ -65,14 +65,6 @@ def curve_ends(store: Store, job: Job, i: int, j: int, aligned: bool, model, in_
     return (a, align(model, a, b, tuple(in_shape)) if aligned else b, shas)
 
 
-def _optimizer(job: Job, params: list, lr: float):
-    t = job.train
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=t.momentum)
-    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=lr, betas=tuple(t.betas), weight_decay=0.0)
-
-
 def train_bend(job: Job, sweep_name: str, i: int, j: int, store: Store, progress=None) -> None:
     """Train the bend of curve sweep `sweep_name` between replicates i and j (resuming if interrupted)."""
     sweep = job.sweep(sweep_name)
@@ -97,10 +89,11 @@ def train_bend(job: Job, sweep_name: str, i: int, j: int, store: Store, progress
         p.requires_grad_(n not in fixed)
     t_ = job.train
     epochs, lr = sweep.curve.epochs or t_.epochs, sweep.curve.lr or t_.lr
-    opt = _optimizer(job, [bend[n] for n in names if n not in fixed], lr)
+    opt = make_optimizer(job, [bend[n] for n in names if n not in fixed], lr, 0.0)  # L2 on φ(t) instead
     per_epoch = iterations_per_epoch(data.n_train, t_.batch_size)
     total, seed = per_epoch * epochs, bend_seed(job, i, j)
-    state, record = paths.bend_state(run, sweep.name, h, i, j), paths.record(paths.bend_state(run, sweep.name, h, i, j))
+    state = paths.bend_state(run, sweep.name, h, i, j)
+    record = paths.record(state)
     step = 0
     if store.exists(state) and store.exists(record):
         step = restore_state(model, opt, load_tensors(store, state, store.read_json(record)["sha256"]))
@@ -109,7 +102,7 @@ def train_bend(job: Job, sweep_name: str, i: int, j: int, store: Store, progress
     per_example, wd = loss_fn(t_.loss), t_.weight_decay
     autocast = t_.amp and device.type == "cuda"
     model.train()
-    losses: list[torch.Tensor] = []
+    mean_loss = None  # the last epoch's
     while step < total:
         epoch, skip = divmod(step, per_epoch)
         for group in opt.param_groups:
@@ -128,17 +121,18 @@ def train_bend(job: Job, sweep_name: str, i: int, j: int, store: Store, progress
             opt.step()
             losses.append(loss.detach())
             step += 1
+        mean_loss = float(torch.stack(losses).mean()) if losses else None
         if step < total:
             save_state(store, state, record, model, opt, step)
         if progress:
-            progress({"step": step, "total": total, "curve_loss": float(torch.stack(losses).mean()) if losses else 0.0})
+            progress({"step": step, "total": total, **({"curve_loss": mean_loss} if mean_loss is not None else {})})
     path = paths.bend(run, sweep.name, h, i, j)
     sha = save_tensors(store, path, model.state_dict())
     store.write_json(paths.record(path), {
         "job": job.name, "hash": job.hash, "sweep": sweep.name, "replicate_a": i, "replicate_b": j, "sha256": sha,
         "sha256_a": shas[0], "sha256_b": shas[1],  # the ends it was trained between (checked before a sweep)
         "shape": sweep.curve.shape, "align": sweep.align, "epochs": epochs, "lr": lr, "weight_decay": wd,
-        "seed": seed, "last_epoch_loss": float(torch.stack(losses).mean()) if losses else None})
+        "seed": seed, "last_epoch_loss": mean_loss})
     store.write_json(paths.bend_done(run, sweep.name, h, i, j), {"step": total, "finished": time.time()})
     for p in (state, record):
         store.delete(p)

@@ -187,8 +187,7 @@ def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, 
 
 
 def setup(job: Job, data: Splits, device, seed: int | None = None):
-    """(model, optimizer): the job's model (initialised from `seed` when given) on the device, in the
-    training layout, with its optimizer (train.optimizer: SGD with momentum, Adam or AdamW)."""
+    """(model, optimizer): the job's model (from `seed` when given) on the device, and its `make_optimizer`."""
     t = job.train
     model = build_model(job.model, data.in_shape, data.num_classes, seed=seed)
     if t.init_from and seed is not None:  # fine-tuning: the pretrained weights replace the init
@@ -200,10 +199,16 @@ def setup(job: Job, data: Splits, device, seed: int | None = None):
     for name, p in model.named_parameters():
         p.requires_grad_(name not in fixed)
     params = [p for n, p in model.named_parameters() if n not in fixed]  # frozen ones: no update, no decay
+    return model, make_optimizer(job, params, t.lr, t.weight_decay)
+
+
+def make_optimizer(job: Job, params: list, lr: float, weight_decay: float):
+    """train.optimizer over `params`: SGD with the job's momentum, or Adam/AdamW with its betas."""
+    t = job.train
     if t.optimizer == "sgd":
-        return model, torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=weight_decay)
     cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-    return model, cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    return cls(params, lr=lr, betas=tuple(t.betas), weight_decay=weight_decay)
 
 
 def run_steps(job: Job, data: Splits, model, opt, seed: int, step: int, total: int, device,
