@@ -263,6 +263,7 @@ def figures(job: str, out: str = typer.Option("figures", "--out", help="Folder f
 
 
 import raysweep.cli_interpolate  # noqa: E402,F401  (registers `raysweep interpolate`)
+import raysweep.cli_slurm  # noqa: E402,F401  (registers `raysweep slurm`)
 from raysweep.cli_data import data_app  # noqa: E402  (the `raysweep data ...` commands)
 from raysweep.cli_toys import toy  # noqa: E402  (the `raysweep toy ...` commands)
 

@@ -103,6 +103,30 @@ def _quiet_stdout() -> None:
         pass
 
 
+_STOPPED_BY: list[int] = []  # the signal that stopped this command (Ray may re-raise a plain KeyboardInterrupt)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGUSR1 (Slurm's notice before the time limit, or a preemption): the run stops as on Ctrl-C, keeping
+    everything finished."""
+
+
+def _stop_on_signals() -> None:
+    """SIGUSR1 ends the command as Ctrl-C does (once: a second one during the stop is ignored)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        _STOPPED_BY.append(signum)
+        raise Stopped(signum)
+
+    signal.signal(signal.SIGUSR1, stop)
+
+
 def _guard(fn):
     """Every error ends in one paragraph and an exit code, never a traceback: 2 for input a user can
     fix (job, overrides, storage, data), 1 for work that failed, 130 for Ctrl-C. An unexpected error
@@ -113,6 +137,7 @@ def _guard(fn):
     def wrapper(*args, **kwargs):
         import pyarrow as pa
 
+        _stop_on_signals()
         try:
             out = fn(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows here, not at exit
@@ -124,8 +149,12 @@ def _guard(fn):
         except (NotTrainedError, SweepFailed, TrainingFailed, ManifestError, CheckpointError, DamagedPoints) as exc:
             _err(str(exc), 1)
         except KeyboardInterrupt:
-            _err("interrupted. Everything finished before the interrupt is stored (checkpoints, work items); "
-                 "run the same command again to resume from there.", 130)
+            import signal
+
+            signum = _STOPPED_BY[0] if _STOPPED_BY else signal.SIGINT
+            what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+            _err(f"{what}. Everything finished before the interrupt is stored (checkpoints, work items); "
+                 "run the same command again to resume from there.", 128 + signum)
         except BrokenPipeError:
             _quiet_stdout()
             raise typer.Exit(0)

@@ -16,6 +16,8 @@
     <job>/<hash>/tables/<table>.parquet                curves, barriers, ... (+ tables/inputs.json: what made them)
     <job>/<hash>/report.html                           (+ report.json: what it shows)
     <job>/<hash>/lease.json                            the driver working on the run now (heartbeat)
+    <job>/<hash>/slurm/raysweep-<stamp>.sbatch         a `raysweep slurm` script (+ slurm-<job id>.out logs there
+                                                       when the storage is a folder)
     cache/<dataset>-<fingerprint>/<split>.safetensors  a decoded evaluation split (+ .json with its sha256)
     datasets/<name>-<fingerprint>/manifest.json        a packed dataset (`raysweep data pack`): classes, counts,
     datasets/<name>-<fingerprint>/<split>/part-<k>.parquet   shards of encoded images (+ part-<k>.json: sha256)
@@ -202,6 +204,14 @@ def report_inputs(run: str) -> str:
 
 def report(run: str, ext: str = "html") -> str:
     return f"{run}/report.{ext}"
+
+
+def slurm_dir(run: str) -> str:
+    return f"{run}/slurm"
+
+
+def slurm_script(run: str, stamp: str) -> str:
+    return f"{slurm_dir(run)}/raysweep-{stamp}.sbatch"
 
 
 def dataset_dir(name: str, fingerprint: str) -> str:

@@ -60,16 +60,17 @@ def train_all(job: Job, store: Store, replicates: list, resources: dict, progres
         run_config=tune.RunConfig(
             name=_tune_name(todo), storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
-            callbacks=[ProgressCallback(progress)] if progress else [],
+            callbacks=[DriverCallback(progress)],
         ),
     )
     import signal
 
-    handler = signal.getsignal(signal.SIGINT)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
     try:
         results = tuner.fit()
-    finally:  # whatever Tune installed, Ctrl-C means KeyboardInterrupt again afterwards
-        signal.signal(signal.SIGINT, handler)
+    finally:  # whatever Tune installed, Ctrl-C (and USR1) stop raysweep again afterwards
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     failed = [r for r in results if r.error]
     if failed:
         first = str(failed[0].error).strip().splitlines()
@@ -94,25 +95,36 @@ def _tune_name(todo: list) -> str:
     return "tune-curve" if all(isinstance(k, str) and k.startswith(PREFIX) for k in todo) else "tune-spawn"
 
 
-def ProgressCallback(fn):
-    """A Tune callback that hands each trial result to `fn` (runs in the driver)."""
+def DriverCallback(fn):
+    """A Tune callback in the driver: hands each trial result to `fn` (if any), and gives SIGUSR1 back to
+    the driver. Tune always takes USR1 to end its run quietly, after which the driver would go on to the
+    sweep; raysweep's USR1 (Slurm's notice before the time limit) stops the whole command as Ctrl-C does."""
+    import signal
+
     from ray import tune
 
-    global _ProgressCallback
-    if _ProgressCallback is None:
-        class _Progress(tune.Callback):
-            def __init__(self, fn):
-                self.fn = fn
+    global _DriverCallback
+    if _DriverCallback is None:
+        class _Driver(tune.Callback):
+            def __init__(self, fn, usr1):
+                self.fn, self.usr1 = fn, usr1
 
-            def __getstate__(self):  # Tune pickles its callbacks into its state; progress bars stay here
-                return {"fn": None}
+            def __getstate__(self):  # Tune pickles its callbacks into its state; these stay in the driver
+                return {"fn": None, "usr1": None}
+
+            def setup(self, **info):  # called after Tune installed its own handlers
+                if self.usr1 is not None:
+                    try:
+                        signal.signal(signal.SIGUSR1, self.usr1)
+                    except ValueError:  # not the main thread: Tune installed nothing either
+                        pass
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 if self.fn:
                     self.fn(result)
 
-        _ProgressCallback = _Progress
-    return _ProgressCallback(fn)
+        _DriverCallback = _Driver
+    return _DriverCallback(fn, signal.getsignal(signal.SIGUSR1))
 
 
-_ProgressCallback = None
+_DriverCallback = None
