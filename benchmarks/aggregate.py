@@ -41,7 +41,7 @@ def write_store(root: str, layout: str, rows: int, files: int) -> None:
     from raysweep.io.schemas import POINT_SCHEMA
     from raysweep.io.store import Store
     from raysweep.spec import parse_job, sweep_hash
-    from raysweep.sweep.kinds import sweep_folder
+    from raysweep.work.kinds import sweep_folder
 
     job = parse_job(JOB)
     sweep = job.sweep("step_to_final")

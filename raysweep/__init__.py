@@ -1,4 +1,11 @@
-"""raysweep: distributed loss-landscape interpolation sweeps (Goodfellow 2015, Frankle 2020, Breuel 2015)."""
+"""raysweep: distributed loss-landscape interpolation sweeps (Goodfellow 2015, Frankle 2020, Breuel 2015).
+
+Packages, lowest first: errors (what can go wrong), spec (the typed job), io (the store and every path),
+work (items, kinds, training tasks), models and plugins (networks, user code), data, evaluate and train
+(plain torch), analysis and report (tables, figures), cluster (Ray at the edges, Slurm), sweep
+(planning and executing items), run (a run's flow). Above them: api (the Python API), validate (checks
+needing user code), jobs (the built-in job files), progress (bars and log lines), and the `raysweep`
+command: cli, cli_common, cli_data, cli_interpolate, cli_slurm, cli_toys, __main__ (`python -m raysweep`)."""
 from raysweep.api import Run, open  # noqa: F401  (raysweep.open is the notebook entry point)
 
 __version__ = "0.1.0"

@@ -86,22 +86,20 @@ class CountProgress(_Bars):
             say(f"{self.what}: {done}/{total} ({done / max(total, 1):.0%})")
 
 
-def _label(task) -> str:
-    """A training trial's name: a replicate (k), an instability child (k/step/child) or a bend (curve/...)."""
-    return f"train replicate {task}" if isinstance(task, int) else f"train {task}"
-
-
 class TrainProgress(_Bars):
-    """One bar (or line) per replicate, in training steps; updated from Tune results."""
+    """One bar (or line) per training task (work/tasks.py), in training steps; updated from Tune results."""
 
-    def __init__(self, job: Job, replicates: list[int], enabled: bool = True, plain: bool | None = None):
+    def __init__(self, job: Job, tasks: list, enabled: bool = True, plain: bool | None = None):
         super().__init__(enabled, plain)
-        self.tasks = {k: self.bar.add_task(_label(k), total=None, info="") for k in replicates}
-        self.last_line = {k: -1e9 for k in replicates}
-        self.first: dict = {}  # replicate -> (time, step) of its first result: the rate behind the ETA
+        self.labels = {t.key: f"train {t.label}" for t in tasks}
+        self.tasks = {t.key: self.bar.add_task(self.labels[t.key], total=None, info="") for t in tasks}
+        self.last_line = {t.key: -1e9 for t in tasks}
+        self.first: dict = {}  # task key -> (time, step) of its first result: the rate behind the ETA
 
     def update(self, result: dict) -> None:
-        k = result.get("replicate", (result.get("config") or {}).get("replicate"))  # a bend's task: Tune's config
+        k = (result.get("config") or {}).get("task")  # the trial's task key (Tune's config)
+        if k not in self.tasks and "replicate" in result:
+            k = f"replicate/{result['replicate']}"
         if k not in self.tasks:
             return
         info = ", ".join(part for part in (
@@ -118,7 +116,7 @@ class TrainProgress(_Bars):
             loss = f", test loss {result['test_loss']:.4f}" if "test_loss" in result else ""
             pct = f" ({step / total:.0%})" if total else ""
             eta = f", eta {_eta((total - step) * (now - t0) / (step - s0))}" if total and step > s0 and now > t0 else ""
-            say(f"{_label(k)}: step {step}/{total}{pct}{', ' + info if info else ''}{loss}{eta}")
+            say(f"{self.labels[k]}: step {step}/{total}{pct}{', ' + info if info else ''}{loss}{eta}")
 
 
 class SweepProgress(_Bars):

@@ -15,7 +15,7 @@ from raysweep.cli import app
 from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.spec import parse_job, sweep_hash
-from raysweep.sweep.kinds import sweep_folder
+from raysweep.work.kinds import sweep_folder
 from raysweep.train.loop import train_replicate
 
 runner = CliRunner()

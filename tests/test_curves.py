@@ -27,7 +27,8 @@ from raysweep.io.manifests import read_manifests
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import SpecError, parse_job
-from raysweep.sweep.bends import bends_todo, parse_task
+from raysweep.sweep.bends import bends_todo
+from raysweep.work.tasks import Bend, task_of
 from raysweep.sweep.planner import missing
 from raysweep.train.bend import bend_seed, train_bend
 from raysweep.train.loop import train_replicate
@@ -132,7 +133,7 @@ def test_the_bend_trains_as_a_plain_reference_loop_and_resumes_to_the_same_bend(
             raise Stop()
     with pytest.raises(Stop):
         train_bend(job, "bez", 0, 1, other.store, progress=stop)
-    assert bends_todo(job, other.store, [0, 1]) == ["curve/bez/0/1", "curve/poly/0/1"]
+    assert bends_todo(job, other.store, [0, 1]) == [Bend("bez", 0, 1), Bend("poly", 0, 1)]
     train_bend(job, "bez", 0, 1, other.store)
     resumed = _bend(other, "bez")
     assert all(torch.equal(resumed[n], ours[n]) for n in ours)
@@ -167,7 +168,8 @@ def test_curve_points_are_phi_t_evaluated_with_bn_recomputed(tmp_path):
     with pytest.raises(NotTrainedError, match="bend.*not trained.*raysweep run"):
         run.plan(["bez"])
     for task in bends_todo(job, run.store, run.replicates):
-        train_bend(job, *parse_task(task), run.store)
+        assert task_of(task.key) == task  # the key a trial gets names the same task
+        train_bend(job, task.sweep, task.i, task.j, run.store)
     assert not run.sweep(progress=False, local=True).failures
     # a rerun finds everything done: no bend to train, no item to evaluate
     assert bends_todo(job, run.store, run.replicates) == [] and missing(run.plan(), run.store, job) == []
@@ -265,4 +267,4 @@ def test_a_bend_belongs_to_its_ends_retraining_a_replicate_drops_it(tmp_path):
     run.forget_replicate(1)  # `raysweep train --replicate 1 --force`: its bends go with it
     assert not run.store.exists(it.bend.path)
     train_replicate(job, 1, run.store)
-    assert bends_todo(job, run.store, [0, 1]) == ["curve/bez/0/1", "curve/poly/0/1"]
+    assert bends_todo(job, run.store, [0, 1]) == [Bend("bez", 0, 1), Bend("poly", 0, 1)]

@@ -15,6 +15,7 @@ from raysweep.io.store import Store
 from raysweep.spec import SpecError, parse_job
 from raysweep.train.loop import train_replicate
 from raysweep.train.spawn import train_child
+from raysweep.work.tasks import Child, task_of
 
 RAW = {**copy.deepcopy(TINY), "name": "lmc",
        "sweeps": [{"name": "lmc", "kind": "instability", "spawn_steps": [0, 5], "alpha": {"num": 5}}]}
@@ -37,9 +38,10 @@ def test_children_are_swept_and_give_instability_per_spawn_step(tmp_path):
     run = Run(job, Store(str(tmp_path)))
     for k in run.replicates:
         train_replicate(job, k, run.store)
-    assert run.children_todo() == [f"{k}/{s}/{c}" for k in (0, 1) for s in (0, 5) for c in (0, 1)]
+    assert run.children_todo() == [Child(k, s, c) for k in (0, 1) for s in (0, 5) for c in (0, 1)]
     for task in run.children_todo():
-        train_child(job, *(int(v) for v in task.split("/")), run.store)
+        assert task_of(task.key) == task
+        train_child(job, task.k, task.step, task.child, run.store)
     assert run.children_todo() == []
     a, b = _child(run.store, job, 0, 5, 0), _child(run.store, job, 0, 5, 1)
     last = read_manifests(run.store, job, 0)[20]  # T = 2 epochs x 10 iterations

@@ -112,6 +112,34 @@ def test_the_spec_imports_nothing_above_it():
     assert {t for t, _ in GRAPH["raysweep.errors"] if t.startswith("raysweep")} == set()
 
 
+ORCHESTRATION = ("raysweep.sweep", "raysweep.run", "raysweep.api", "raysweep.cli")
+
+
+def _imports_of(package: str) -> dict[str, set[str]]:
+    """module -> the raysweep modules it imports (at the top or inside functions), for a package's modules."""
+    return {m: {t for t, _ in GRAPH[m] if t.startswith("raysweep") and t != m} for m in MODULES
+            if m == package or m.startswith(package + ".")}
+
+
+@pytest.mark.parametrize("package", ["raysweep.evaluate", "raysweep.analysis", "raysweep.train", "raysweep.data",
+                                     "raysweep.io", "raysweep.work", "raysweep.report", "raysweep.cluster"])
+def test_the_engine_never_imports_the_orchestration(package):
+    """Planning and executing items (sweep/), the run's flow (run/), the API and the CLI sit above; what
+    evaluates, trains, reads or draws is called by them with plain values and never calls back up."""
+    wrong = [f"{m} -> {t}" for m, targets in _imports_of(package).items() for t in targets
+             if t.startswith(ORCHESTRATION)]
+    assert wrong == []
+
+
+def test_the_work_vocabulary_stands_on_the_spec_and_io_only():
+    """Work items, sweep kinds, stored refs and training tasks: the words every layer shares (the models only
+    for a forward pass's FLOPs, which set how many α an item takes, and so its key)."""
+    allowed = ("raysweep.work", "raysweep.spec", "raysweep.io", "raysweep.errors", "raysweep.models")
+    wrong = [f"{m} -> {t}" for m, targets in _imports_of("raysweep.work").items() for t in targets
+             if not t.startswith(allowed)]
+    assert wrong == []
+
+
 def test_imports_inside_functions_only_keep_heavy_libraries_out():
     """A raysweep import inside a function must defer a heavy library its module does not load already."""
     wrong = []
@@ -152,7 +180,7 @@ def test_every_storage_key_is_spelled_in_io_paths():
 def test_the_kinds_registry_has_one_record_per_kind_of_the_job_language():
     from raysweep.io.schemas import FOLDER_SCHEMAS
     from raysweep.spec import LINE_KINDS, PLANE_KINDS, SWEEP_KINDS, TRAJECTORY_KINDS
-    from raysweep.sweep.kinds import KINDS, kind
+    from raysweep.work.kinds import KINDS, kind
 
     assert list(KINDS) == list(SWEEP_KINDS)
     for name, family in [(k, "line") for k in LINE_KINDS] + [(k, "trajectory") for k in TRAJECTORY_KINDS] + [
@@ -162,3 +190,17 @@ def test_the_kinds_registry_has_one_record_per_kind_of_the_job_language():
         assert callable(record.build()) and callable(record.evaluate())
     with pytest.raises(Exception, match="init_to_final"):
         kind("nope")
+
+
+def test_every_package_docstring_names_its_modules():
+    """A newcomer opens a package's __init__ and finds every room in it."""
+    import re
+
+    missing = []
+    for init in PACKAGE.rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        rooms = [p.stem for p in init.parent.glob("*.py") if p.stem != "__init__"]
+        rooms += [p.name for p in init.parent.iterdir() if (p / "__init__.py").exists()]
+        missing += [f"{init.parent.name}: {m}" for m in rooms if not re.search(rf"\b{m}\b", doc)]
+    assert missing == []
+    assert all((p / "__init__.py").exists() for p in PACKAGE.iterdir() if p.is_dir() and list(p.glob("*.py")))

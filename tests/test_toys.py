@@ -59,7 +59,7 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     from raysweep.io.checkpoints import load_tensors
     from raysweep.jobs import load_job
     from raysweep.sweep.execute import run_local
-    from raysweep.sweep.items import LineItem
+    from raysweep.work.items import LineItem
     from raysweep.sweep.planner import plan
     from raysweep.sweep.prep import prepare
     from raysweep.train.loop import train_replicate

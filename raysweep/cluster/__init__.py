@@ -1,5 +1,6 @@
 """Ray at the edges: start or join (connect), how much a job takes and the GPU policy (policy), checks
-where the work runs and provenance (checks)."""
+where the work runs and provenance (checks); Ray inside a Slurm allocation: the request and what a node
+reads back (slurm), the sbatch script (slurm_script) and its steps on each node (slurm_node)."""
 from raysweep.cluster.checks import (
                                      check_data_on_worker,
                                      check_storage_reaches_nodes,

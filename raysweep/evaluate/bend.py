@@ -16,7 +16,7 @@ import torch
 
 from raysweep.evaluate.line import pair_ends, point_table
 from raysweep.spec import Job
-from raysweep.sweep.items import CurveItem
+from raysweep.work.items import CurveItem
 
 
 def coefficients(shape: str, t: float) -> tuple[float, float, float]:

@@ -5,7 +5,7 @@ import pyarrow as pa
 
 from raysweep.io.schemas import LINE_SCHEMA
 from raysweep.spec import Job
-from raysweep.sweep.items import LineItem
+from raysweep.work.items import LineItem
 
 
 def hold_outside(names: list[str], ta: list, tb: list, params, hold: str) -> tuple[list, list]:

@@ -7,7 +7,7 @@ import torch
 
 from raysweep.io.schemas import MERGE_SCHEMA, PROVENANCE
 from raysweep.spec import Job
-from raysweep.sweep.items import MergeItem
+from raysweep.work.items import MergeItem
 
 SCHEMA = pa.schema([f for f in MERGE_SCHEMA if f.name not in PROVENANCE])
 

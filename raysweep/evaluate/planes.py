@@ -25,8 +25,8 @@ from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors, save_tensors
 from raysweep.io.schemas import SURFACE_SCHEMA
 from raysweep.spec import Job, SweepSpec
-from raysweep.sweep.items import Endpoint, PlaneItem, Ref
-from raysweep.sweep.planner import stored_ref
+from raysweep.work.items import Endpoint, PlaneItem, Ref
+from raysweep.work.stored import stored_ref
 
 
 def direction_seed(job: Job, k: int, sweep_h: str) -> int:

@@ -11,7 +11,7 @@ import torch
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.schemas import FUNCTION_SCHEMA, TRAJECTORY_SCHEMA
 from raysweep.spec import Job
-from raysweep.sweep.items import Endpoint, TrajectoryItem
+from raysweep.work.items import Endpoint, TrajectoryItem
 
 
 def flat_parameters(tensors: dict[str, torch.Tensor], names: list[str]) -> np.ndarray:

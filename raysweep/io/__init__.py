@@ -1,2 +1,3 @@
-"""All I/O: the Store (pyarrow.fs: local, s3://, gs://), every path in it, checkpoints (safetensors +
-sha256), manifests, the split cache's records and the run lease."""
+"""All I/O: the Store (store: pyarrow.fs, a folder, s3://, gs://), every path in it (paths), checkpoints
+(checkpoints: safetensors + sha256), manifests (manifests), the points files' schemas (schemas), the
+runs stored (runs), external checkpoints named by a job (external) and the run lease (lease)."""

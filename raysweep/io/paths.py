@@ -157,7 +157,7 @@ def points_dir(run: str) -> str:
 
 
 def sweep_dir(run: str, folder: str, sweep_name: str, sweep_hash: str) -> str:
-    """A sweep's points: `folder` is its kind's points folder (raysweep.sweep.kinds)."""
+    """A sweep's points: `folder` is its kind's points folder (raysweep.work.kinds)."""
     return f"{points_dir(run)}/{folder}/{sweep_name}-{sweep_hash}"
 
 

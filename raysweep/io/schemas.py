@@ -50,6 +50,6 @@ MERGE_SCHEMA = pa.schema([
     ("loss", pa.float64()), ("error", pa.float64()), ("n_examples", pa.int64()),
 ] + [(name, pa.string()) for name in PROVENANCE])
 
-# each points folder's schema (the kinds' registry names the folder: raysweep.sweep.kinds)
+# each points folder's schema (the kinds' registry names the folder: raysweep.work.kinds)
 FOLDER_SCHEMAS = {"line": POINT_SCHEMA, "trajectory": TRAJECTORY_SCHEMA, "function_map": FUNCTION_SCHEMA,
                   "surface": SURFACE_SCHEMA, "sharpness": SHARPNESS_SCHEMA, "merge": MERGE_SCHEMA}

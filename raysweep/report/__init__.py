@@ -1,1 +1,3 @@
-"""What a person reads: Altair charts, the HTML report, and `raysweep show`'s cost estimate."""
+"""What a person reads: Altair charts (charts), one file per paper figure (figures), the HTML report
+(html), plane files other tools read (surfaces: loss-landscape's HDF5, VTK) and `raysweep show`'s
+cost estimate (cost)."""

@@ -8,8 +8,8 @@ from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.models import forward_flops
 from raysweep.spec import PLANE_KINDS, TRAJECTORY_KINDS, Job, sweep_hash
-from raysweep.sweep.items import chunk_size, chunks
-from raysweep.sweep.kinds import KINDS
+from raysweep.work.items import chunk_size, chunks
+from raysweep.work.kinds import KINDS
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 
 # Published throughputs the cost estimates use (no GPU number of raysweep's own is measured yet):

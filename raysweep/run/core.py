@@ -33,10 +33,11 @@ from raysweep.spec import POINT_KINDS, Job
 from raysweep.sweep.bends import bends_todo
 from raysweep.sweep.compact import compact, forget_file
 from raysweep.sweep.execute import run_local, run_ray
-from raysweep.sweep.kinds import sweep_folder
+from raysweep.work.kinds import sweep_folder
 from raysweep.sweep.planner import children_todo, missing, plan
 from raysweep.sweep.refine import POINT_COLUMNS, proposals
 from raysweep.sweep.rounds import RunSummary, failure_message, sweep_rounds
+from raysweep.work.tasks import Child, Replicate, Task
 
 log = logging.getLogger("raysweep")
 
@@ -124,7 +125,7 @@ class Run:
             t0 = time.perf_counter()
             trained = self._untrained(self.replicates)
             if trained:
-                self._train(session, trained, progress)
+                self._train(session, [Replicate(k) for k in trained], progress)
             self._train_children(session, progress)
             t1 = time.perf_counter()
             summary = self.sweep(progress=progress, address=address)
@@ -157,18 +158,18 @@ class Run:
             with self.lease:
                 todo = self._untrained(ks)  # another driver may have trained them while we waited
                 if todo:
-                    self._train(session, todo, progress)
+                    self._train(session, [Replicate(k) for k in todo], progress)
         self._train_children(session, progress)
         return todo
 
     def _untrained(self, ks: list[int]) -> list[int]:
         return [k for k in ks if not is_trained(self.store, self.job, k)]
 
-    def _train(self, session: Session, todo: list, progress: bool) -> None:
+    def _train(self, session: Session, todo: list[Task], progress: bool) -> None:  # tasks of one kind
         if self.job.external:  # checkpoints trained elsewhere: copied in, checked, no training
             from raysweep.train.external import ingest_all  # torch
 
-            return ingest_all(self.job, self.store, todo, session.data_info())
+            return ingest_all(self.job, self.store, [t.k for t in todo], session.data_info())
         from raysweep.train.tune import train_all  # torch, Ray
 
         resources = session.trial_resources()
@@ -180,8 +181,7 @@ class Run:
             train_all(self.job, self.store, todo, resources, progress=bar.update,
                       concurrent=concurrent_trials(self.job, resources, len(todo), cap))
 
-    def children_todo(self) -> list[str]:
-        """Instability children ("k/step/child") of trained replicates not trained yet."""
+    def children_todo(self) -> list[Child]:  # instability children of trained replicates, not trained yet
         return children_todo(self.job, self.store, self._trained())
 
     def _trained(self) -> list[int]:

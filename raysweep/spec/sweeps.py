@@ -1,5 +1,5 @@
 """Sweeps in a job: the α grid, the sweep table and the names of the sweep kinds (the job language;
-what each kind does is the registry in ``raysweep.sweep.kinds``)."""
+what each kind does is the registry in ``raysweep.work.kinds``)."""
 from __future__ import annotations
 
 import fnmatch
@@ -11,7 +11,7 @@ from raysweep.errors import SpecError
 from raysweep.spec.names import choice_problems as _choice
 from raysweep.spec.names import metric_name_problems
 
-# kind names by family; every name has one record in raysweep.sweep.kinds (tested)
+# kind names by family; every name has one record in raysweep.work.kinds (tested)
 LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final", "instability")
 TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
 PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3: 2-D grids per replicate

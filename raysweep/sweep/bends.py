@@ -9,11 +9,10 @@ from raysweep.errors import CheckpointError, NotTrainedError
 from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.spec import CURVE_KINDS, Job, SweepSpec, bend_hash, sweep_hash
-from raysweep.sweep.items import CurveItem, Ref, check_size, chunk_size, chunks, line_key
-from raysweep.sweep.kinds import sweep_folder
+from raysweep.work.items import CurveItem, Ref, check_size, chunk_size, chunks, line_key
+from raysweep.work.kinds import sweep_folder
 from raysweep.sweep.planner import Context, check_alignable
-
-PREFIX = "curve/"  # a bend's Tune task: curve/<sweep>/<i>/<j> (train/tune.py reads it back with parse_task)
+from raysweep.work.tasks import Bend
 
 
 def curve_pairs(replicates) -> list[tuple[int, int]]:
@@ -21,23 +20,10 @@ def curve_pairs(replicates) -> list[tuple[int, int]]:
     return [(i, j) for i in ks for j in ks if i < j]
 
 
-def bend_task(sweep_name: str, i: int, j: int) -> str:
-    return f"{PREFIX}{sweep_name}/{i}/{j}"
-
-
-def parse_task(task: str) -> tuple[str, int, int]:
-    sweep_name, i, j = task[len(PREFIX):].rsplit("/", 2)
-    return sweep_name, int(i), int(j)
-
-
-def bend_done(store: Store, job: Job, sweep: SweepSpec, i: int, j: int) -> bool:
-    return store.exists(paths.bend_done(paths.run_dir(job.name, job.hash), sweep.name, bend_hash(sweep), i, j))
-
-
-def bends_todo(job: Job, store: Store, trained: list[int]) -> list[str]:
-    """The bends ("curve/<sweep>/<i>/<j>") of the curve sweeps between trained replicates not trained yet."""
-    return [bend_task(s.name, i, j) for s in job.sweeps if s.kind in CURVE_KINDS
-            for i, j in curve_pairs(trained) if not bend_done(store, job, s, i, j)]
+def bends_todo(job: Job, store: Store, trained: list[int]) -> list[Bend]:
+    """The bends of the curve sweeps between trained replicates not trained yet."""
+    return [task for s in job.sweeps if s.kind in CURVE_KINDS for i, j in curve_pairs(trained)
+            if not (task := Bend(s.name, i, j)).done(store, job)]
 
 
 def _bend_ref(store: Store, sweep: SweepSpec, path: str, sha_a: str, sha_b: str) -> Ref:
@@ -61,7 +47,7 @@ def curve_items(ctx: Context, sweep: SweepSpec, before: list) -> list[CurveItem]
         check_alignable(ctx.job, sweep, ctx.info)
     ts = sweep.alpha.points()
     pairs = curve_pairs(ctx.finals)
-    missing = [(i, j) for i, j in pairs if not bend_done(ctx.store, ctx.job, sweep, i, j)]
+    missing = [(i, j) for i, j in pairs if not Bend(sweep.name, i, j).done(ctx.store, ctx.job)]
     if missing:
         raise NotTrainedError(f"{len(missing)} bend(s) of curve sweep {sweep.name} are not trained yet (e.g. between "
                               f"replicates {missing[0][0]} and {missing[0][1]}); `raysweep run` (or `raysweep train`) "

@@ -8,8 +8,8 @@ at most PART_ITEMS items each, in three steps that make it atomic, idempotent an
 2. write its record `_part-<digest>.json` — the commit point: from here on the items are the part's;
 3. delete the item files the record lists.
 
-Readers (`data_files`, `done_items`) take a part only with its record, and an item file only if no
-record lists it, so a compaction killed anywhere leaves every point read exactly once; running it
+Readers (work/stored.py: `data_files`, `done_items`) take a part only with its record, and an item
+file only if no record lists it, so a compaction killed anywhere leaves every point read exactly once; running it
 again finishes step 3, or rewrites a part that had no record yet under the same name.
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 from raysweep.io import paths
 from raysweep.io.paths import is_part, item_key
 from raysweep.io.store import Store
-from raysweep.sweep.items import key_replicates
+from raysweep.work.items import key_replicates
+from raysweep.work.stored import records
 
 COMPACT_MIN_ITEMS = 1000  # folders with fewer item files are left as they are ($RAYSWEEP_COMPACT_MIN)
 PART_ITEMS = 100_000  # items per part
@@ -31,33 +32,6 @@ PART_ITEMS = 100_000  # items per part
 
 def _min_items() -> int:
     return int(os.environ.get("RAYSWEEP_COMPACT_MIN", COMPACT_MIN_ITEMS))
-
-
-def records(store: Store, folder: str) -> dict[str, list[str]]:
-    """part path -> the item keys its record lists (committed parts only)."""
-    out = {}
-    for rec in store.list(folder, paths.JSON):
-        if is_part(rec):
-            out[rec.removesuffix(paths.JSON) + paths.PARQUET] = store.read_json(rec)["items"]
-    return out
-
-
-def data_files(store: Store, folder: str, files: list[str] | None = None) -> list[str]:
-    """The Parquet files that hold the folder's points, each point once: committed parts, and item
-    files no record lists. `files` is the folder's .parquet listing when the caller has it."""
-    files = store.list(folder, paths.PARQUET) if files is None else files
-    committed = records(store, folder)
-    taken = {k for keys in committed.values() for k in keys}
-    return [f for f in files if (f in committed) or (not is_part(f) and item_key(f) not in taken)]
-
-
-def done_items(store: Store, folder: str, files: list[str] | None = None) -> set[str]:
-    """Item paths whose points are stored, as files or inside committed parts."""
-    files = store.list(folder, paths.PARQUET) if files is None else files
-    done = {f for f in files if not is_part(f)}
-    for keys in records(store, folder).values():
-        done |= {paths.point_file(folder, k) for k in keys}
-    return done
 
 
 def compact(store: Store, folder: str, min_items: int | None = None) -> int:

@@ -14,8 +14,8 @@ from raysweep.errors import CheckpointError, ManifestError
 from raysweep.io.schemas import PROVENANCE
 from raysweep.io.store import Store
 from raysweep.spec import Job, parse_job
-from raysweep.sweep.items import from_json, to_json
-from raysweep.sweep.kinds import evaluator_of
+from raysweep.work.items import from_json, to_json
+from raysweep.work.kinds import evaluator_of
 
 
 def with_provenance(table: pa.Table, device) -> pa.Table:

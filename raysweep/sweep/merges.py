@@ -5,8 +5,8 @@ from __future__ import annotations
 from raysweep.errors import SpecError
 from raysweep.io import paths
 from raysweep.spec import SweepSpec, sweep_hash
-from raysweep.sweep.items import MergeItem
-from raysweep.sweep.kinds import sweep_folder
+from raysweep.work.items import MergeItem
+from raysweep.work.kinds import sweep_folder
 
 
 def merge_items(ctx, sweep: SweepSpec, before: list) -> list[MergeItem]:

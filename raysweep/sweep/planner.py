@@ -1,6 +1,6 @@
 """The planner: every work item of a job's sweeps, from what is stored. Pure: it reads manifests
 and prepared files' records, and writes nothing (``prep.prepare`` writes what items reference).
-Each kind's items come from the builder its record names (``sweep/kinds.py``)."""
+Each kind's items come from the builder its record names (``work/kinds.py``)."""
 from __future__ import annotations
 
 import math
@@ -14,8 +14,9 @@ from raysweep.io.manifests import read_manifests
 from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.io.store import Store
 from raysweep.spec import Job, SweepSpec, sharpness_hash, sweep_hash
-from raysweep.sweep.compact import done_items
-from raysweep.sweep.items import (
+from raysweep.work.stored import done_items, stored_ref
+from raysweep.work.tasks import Child
+from raysweep.work.items import (
     ITEM_FLOP,
     RANDOM_STEP,
     Endpoint,
@@ -32,19 +33,8 @@ from raysweep.sweep.items import (
     sharpness_key,
     trajectory_key,
 )
-from raysweep.sweep.kinds import KINDS, sharpness_folder, sweep_folder
+from raysweep.work.kinds import KINDS, sharpness_folder, sweep_folder
 from raysweep.sweep.refine import barrier_peak
-
-
-def stored_ref(store: Store, path: str) -> Ref:
-    """A prepared file and its sha256 from its record ("" while it is not written, or its record is
-    damaged: then it is prepared again). Reads only."""
-    meta = paths.record(path)
-    try:
-        sha = store.read_json(meta)["sha256"] if store.exists(meta) else ""
-    except (ValueError, KeyError, TypeError):
-        sha = ""
-    return Ref(path, sha if isinstance(sha, str) else "")
 
 
 def random_endpoint(store: Store, job: Job, k: int, scale: float) -> Endpoint:
@@ -218,16 +208,14 @@ def check_spawn_steps(sweep, k: int, steps) -> None:
                         f"step; spawn from the stored ones: {sorted(steps)[:-1]} (or add them to train.steps)")
 
 
-def children_todo(job: Job, store: Store, trained: list[int]) -> list[str]:
-    """The instability children ("k/step/child") of the `trained` replicates not trained yet."""
+def children_todo(job: Job, store: Store, trained: list[int]) -> list[Child]:
+    """The instability children of the `trained` replicates not trained yet."""
     sweeps = [sw for sw in job.sweeps if sw.kind == "instability"]
-    run = paths.run_dir(job.name, job.hash)
     for k in trained if sweeps else []:
         for sw in sweeps:
             check_spawn_steps(sw, k, read_manifests(store, job, k))
     steps = sorted({s for sw in sweeps for s in sw.spawn_steps})
-    return [f"{k}/{s}/{c}" for k in trained for s in steps for c in (0, 1)
-            if not store.exists(paths.child_done(run, k, s, c))]
+    return [task for k in trained for s in steps for c in (0, 1) if not (task := Child(k, s, c)).done(store, job)]
 
 
 def spawned(ctx: Context, sweep) -> dict:

@@ -12,7 +12,7 @@ from raysweep.io.checkpoints import save_tensors
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job
-from raysweep.sweep.items import RANDOM_SEED_OFFSET, RANDOM_STEP, LineItem, PlaneItem
+from raysweep.work.items import RANDOM_SEED_OFFSET, RANDOM_STEP, LineItem, PlaneItem
 from raysweep.sweep.planner import random_endpoint
 
 

@@ -20,7 +20,7 @@ import polars as pl
 
 from raysweep.io import paths
 from raysweep.spec import LINE_KINDS, Job
-from raysweep.sweep.items import LineItem, line_base
+from raysweep.work.items import LineItem, line_base
 
 
 def refine_key(base: str, level: int, alphas: list[float]) -> str:

@@ -5,8 +5,8 @@
 Replicate k is seeded with ``job.seed + k``: that seed draws the initial weights, the order of the
 training examples (one permutation per epoch) and the dropout masks. At every step of the
 checkpoint schedule the weights go to the Store as safetensors with a JSON manifest, followed by
-the optimizer and RNG state, so a killed training resumes from its last checkpoint and ends with
-bitwise the same weights on CPU.
+the optimizer and RNG state (state.py), so a killed training resumes from its last checkpoint and ends
+with bitwise the same weights on CPU.
 """
 from __future__ import annotations
 
@@ -19,17 +19,17 @@ from raysweep.cluster.checks import gpu_name, provenance
 from raysweep.data.batches import train_batches
 from raysweep.data.registry import load_splits
 from raysweep.data.types import Splits
-from raysweep.errors import CheckpointError
 from raysweep.evaluate.losses import loss_fn
 from raysweep.evaluate.sums import pick_device, split_metrics, training_loss
 from raysweep.io import paths
-from raysweep.io.checkpoints import load_tensors, save_tensors
+from raysweep.io.checkpoints import save_tensors
 from raysweep.io.store import Store
 from raysweep.models import apply_max_norm, build_model
 from raysweep.spec import Job
 from raysweep.train.external import pretrained
 from raysweep.train.parallel import SINGLE, Meter, Rank, backward, fitting_micro_batch, unwrap
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
+from raysweep.train.state import restore_state, save_replicate_state, verified_state
 from raysweep.validate import frozen
 
 Progress = Callable[[dict], None]
@@ -87,76 +87,16 @@ def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch
             continue
         x, y = data.split(split)
         entry[f"{split}_loss"], entry[f"{split}_error"] = split_metrics(
-            model, x.to(device), y.to(device), job.eval.batch_size, lambda b: _prepare(job, data, b, device),
+            model, x.to(device), y.to(device), job.eval.batch_size, lambda b: prepare(job, data, b, device),
             loss_fn(job.train.loss))
     store.write_json(paths.manifest(run, k, step), entry)
     return entry
 
 
-def _prepare(job: Job, data: Splits, x: torch.Tensor, device) -> torch.Tensor:
+def prepare(job: Job, data: Splits, x: torch.Tensor, device) -> torch.Tensor:
+    """A batch of inputs as the model takes it: on the device, prepared (uint8 decoded and normalised), in
+    channels_last on CUDA when the job says so. Replicates, children and bends train on these alike."""
     return data.prepare(x.to(device, non_blocking=True), channels_last=job.train.channels_last and device.type == "cuda")
-
-
-def rng_state() -> dict[str, torch.Tensor]:
-    out = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state()
-    return out
-
-
-def save_state(store: Store, path: str, record: str, model, opt, step: int, rngs: list | None = None) -> None:
-    """The resume state at `path` (weights, momentum buffers, RNG, step) and its sha256 at `record`.
-    `rngs`: every rank's RNG state (rank r's as rng.<r>.cpu), else this process's."""
-    tensors = {f"model.{n}": t for n, t in unwrap(model).state_dict().items()}
-    for i, p in enumerate(opt.param_groups[0]["params"]):
-        for key, value in opt.state.get(p, {}).items():  # SGD's momentum buffer; Adam's moments and step
-            if isinstance(value, torch.Tensor):
-                tensors[f"momentum.{i}" if key == "momentum_buffer" else f"opt.{i}.{key}"] = value
-    for r, states in enumerate(rngs or [rng_state()]):
-        tensors.update({(f"rng.{kind}" if r == 0 else f"rng.{r}.{kind}"): t for kind, t in states.items()})
-    tensors["step"] = torch.tensor([step], dtype=torch.int64)
-    store.write_json(record, {"sha256": save_tensors(store, path, tensors), "step": step})
-
-
-def _save_state(store: Store, run: str, k: int, model, opt, step: int, rank: Rank = SINGLE) -> None:
-    """Rank 0 writes the resume state with every rank's RNG (a collective: all ranks call it)."""
-    rngs = rank.gather(rng_state())
-    if rank.lead:
-        save_state(store, paths.train_state(run, k), paths.train_state_record(run, k), model, opt, step, rngs)
-    rank.barrier()
-
-
-def _verified_state(store: Store, run: str, k: int) -> dict | None:
-    """The resume state of replicate k if it matches its recorded sha256; None (with a warning) if
-    it does not, or has no record: resuming from unverified weights and momentum would silently
-    change the run."""
-    import logging
-
-    path = paths.train_state(run, k)
-    try:
-        record = store.read_json(paths.train_state_record(run, k))
-        return load_tensors(store, path, record["sha256"])
-    except (CheckpointError, FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        logging.getLogger("raysweep").warning(
-            "replicate %d: its resume state %s cannot be verified (%s); training it again from step 0 (the "
-            "same seed gives the same run)", k, store.url(path), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        return None
-
-
-def restore_state(model, opt, t: dict, rank: int = 0) -> int:
-    """Weights, momentum buffers and (this rank's) RNG from a resume state (`save_state`); returns its step."""
-    unwrap(model).load_state_dict({n[6:]: v for n, v in t.items() if n.startswith("model.")})
-    for i, p in enumerate(opt.param_groups[0]["params"]):
-        if f"momentum.{i}" in t:
-            opt.state[p]["momentum_buffer"] = t[f"momentum.{i}"].to(p.device)
-        for key in [n.split(".", 2)[2] for n in t if n.startswith(f"opt.{i}.")]:
-            value = t[f"opt.{i}.{key}"]
-            opt.state[p][key] = value if key == "step" else value.to(p.device)  # Adam keeps its step on the CPU
-    prefix = "rng." if rank == 0 else f"rng.{rank}."
-    torch.set_rng_state(t[f"{prefix}cpu"] if f"{prefix}cpu" in t else t["rng.cpu"])
-    if f"{prefix}cuda" in t and torch.cuda.is_available():
-        torch.cuda.set_rng_state(t[f"{prefix}cuda"])
-    return int(t["step"][0])
 
 
 def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, device, per_example,
@@ -169,7 +109,7 @@ def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, 
         group["lr"] = learning_rate(job, it, per_epoch)
         if "momentum" in group:  # SGD; Adam's β1 is its own
             group["momentum"] = momentum(job, it, per_epoch)
-    x, y = _prepare(job, data, x, device), y.to(device, non_blocking=True)
+    x, y = prepare(job, data, x, device), y.to(device, non_blocking=True)
     autocast = t.amp and device.type == "cuda"
     opt.zero_grad(set_to_none=True)
     if rank.world == 1 and not 0 < micro < len(y):  # one batch, one process: the mean loss, as always
@@ -250,7 +190,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
     total = per_epoch * t.epochs
     schedule = set(checkpoint_steps(t, data.n_train))
     torch.manual_seed(seed + 7_919 * rank.rank)  # dropout masks of their own on each rank
-    state = _verified_state(store, run, k) if store.exists(paths.train_state(run, k)) else None
+    state = verified_state(store, run, k) if store.exists(paths.train_state(run, k)) else None
     if rank.lead and state is None and store.exists(paths.train_state(run, k)):  # unverifiable: start over
         for p in store.list(paths.replicate_dir(run, k)):
             store.delete(p)
@@ -267,7 +207,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
         nonlocal last
         if rank.lead:
             last = _save_checkpoint(store, job, k, unwrap(model), step, per_epoch, data, device, extra=stats)
-        _save_state(store, run, k, model, opt, step, rank)
+        save_replicate_state(store, run, k, model, opt, step, rank)
         model.train()
 
     if step == 0:
@@ -280,7 +220,7 @@ def train_replicate(job: Job, k: int, store: Store, progress: Progress | None = 
         if step in schedule:
             checkpoint(step)
         elif step % per_epoch == 0 and step < total:  # a resume point at every epoch's end
-            _save_state(store, run, k, model, opt, step, rank)
+            save_replicate_state(store, run, k, model, opt, step, rank)
         if step in schedule or step % per_epoch == 0:
             report({**stats, **last, "replicate": k, "step": step, "total": total})
 
@@ -295,6 +235,6 @@ def _fitting(job: Job, data: Splits, model, device, seed: int, rank: Rank) -> in
     if device.type != "cuda":
         return job.train.batch_size // rank.world
     x, y = next(iter(train_batches(data, job.train.batch_size, seed, 0, 0, 0, rank.rank, rank.world)))
-    size = fitting_micro_batch(model, _prepare(job, data, x, device), y.to(device), loss_fn(job.train.loss),
+    size = fitting_micro_batch(model, prepare(job, data, x, device), y.to(device), loss_fn(job.train.loss),
                                job.train.amp)
     return min(rank.gather(size))  # every rank accumulates alike

@@ -23,8 +23,10 @@ from raysweep.io.checkpoints import load_tensors, save_tensors
 from raysweep.io.manifests import read_manifests
 from raysweep.io.store import Store
 from raysweep.spec import Job
-from raysweep.train.loop import _prepare, restore_state, run_steps, save_state, setup
+from raysweep.train.loop import prepare, run_steps, setup
+from raysweep.train.state import restore_state, save_state
 from raysweep.train.schedule import iterations_per_epoch
+from raysweep.work.tasks import Child
 
 
 def child_seed(job: Job, k: int, step: int, child: int) -> int:
@@ -32,14 +34,10 @@ def child_seed(job: Job, k: int, step: int, child: int) -> int:
     return (((job.seed + k) * 1_000_003 + step) * 4 + child + 1) % (2**31 - 1)
 
 
-def child_done(store: Store, job: Job, k: int, step: int, child: int) -> bool:
-    return store.exists(paths.child_done(paths.run_dir(job.name, job.hash), k, step, child))
-
-
 def train_child(job: Job, k: int, step: int, child: int, store: Store, progress=None) -> None:
     """Train child `child` of replicate k from the parent's step `step` to the end of training."""
     run = paths.run_dir(job.name, job.hash)
-    if child_done(store, job, k, step, child):
+    if Child(k, step, child).done(store, job):
         return
     parent = read_manifests(store, job, k)
     if step not in parent:
@@ -72,7 +70,7 @@ def train_child(job: Job, k: int, step: int, child: int, store: Store, progress=
     sha = save_tensors(store, paths.child_checkpoint(run, k, step, child, total), model.state_dict())
     x, y = data.split("test")
     test_loss, test_error = split_metrics(model, x.to(device), y.to(device), job.eval.batch_size,
-                                          lambda b: _prepare(job, data, b, device), loss_fn(t.loss))
+                                          lambda b: prepare(job, data, b, device), loss_fn(t.loss))
     store.write_json(paths.child_manifest(run, k, step, child, total),
                      {"job": job.name, "hash": job.hash, "replicate": k, "spawn_step": step, "child": child,
                       "step": total, "sha256": sha, "seed": seed, "test_loss": test_loss, "test_error": test_error})

@@ -1,5 +1,6 @@
-"""The Ray Tune driver: one trial per replicate still to train, Tune's state in the run folder, and
-a callback that hands trial results to the driver's progress."""
+"""The Ray Tune driver: one trial per training task still to do (work/tasks.py: a replicate, an instability
+child or a curve's bend), Tune's state in the run folder, and a callback that hands trial results to the
+driver's progress."""
 from __future__ import annotations
 
 import torch
@@ -7,14 +8,27 @@ import torch
 from raysweep.cluster.connect import is_local
 from raysweep.errors import TrainingFailed
 from raysweep.io import paths
-from raysweep.io.runs import is_trained
 from raysweep.io.store import Store
 from raysweep.spec import Job, parse_job
+from raysweep.train.bend import train_bend
 from raysweep.train.ddp import train_ddp
 from raysweep.train.loop import train_replicate
-from raysweep.sweep.bends import PREFIX, bend_done, parse_task
-from raysweep.train.bend import train_bend
-from raysweep.train.spawn import child_done, train_child
+from raysweep.train.spawn import train_child
+from raysweep.work.tasks import Bend, Child, Replicate, Task, task_of
+
+
+def _replicate(job: Job, task: Replicate, store: Store, config: dict, report) -> None:
+    if job.resources.workers > 1:  # a data-parallel replicate: its own Ray Train worker group
+        train_ddp(job, task.k, store, config["resources"], own_ray=config.get("own_ray", False))
+    else:
+        train_replicate(job, task.k, store, progress=report)
+
+
+RUNS = {  # how each kind of task trains, in its trial
+    Replicate: _replicate,
+    Child: lambda job, t, store, config, report: train_child(job, t.k, t.step, t.child, store, progress=report),
+    Bend: lambda job, t, store, config, report: train_bend(job, t.sweep, t.i, t.j, store, progress=report),
+}
 
 
 def _trainable(config: dict) -> None:
@@ -22,43 +36,35 @@ def _trainable(config: dict) -> None:
 
     job = parse_job(config["job"], "job from driver")
     torch.set_num_threads(max(1, int(config["threads"])))
-    task = config["replicate"]
+    task = task_of(config["task"])
 
     def report(info: dict) -> None:
         tune.report({k: v for k, v in info.items() if isinstance(v, (int, float))})
-    if isinstance(task, str) and task.startswith(PREFIX):  # "curve/<sweep>/<i>/<j>": a curve's bend (train/bend.py)
-        train_bend(job, *parse_task(task), Store(config["storage"]), progress=report)
-        return
-    if isinstance(task, str):  # "k/step/child": an instability child (train/spawn.py)
-        k, step, child = (int(v) for v in task.split("/"))
-        train_child(job, k, step, child, Store(config["storage"]), progress=report)
-        return
-    if job.resources.workers > 1:  # a data-parallel replicate: its own Ray Train worker group
-        train_ddp(job, task, Store(config["storage"]), config["resources"], own_ray=config.get("own_ray", False))
-        return
-    train_replicate(job, task, Store(config["storage"]), progress=report)
+    RUNS[type(task)](job, task, Store(config["storage"]), config, report)
 
 
-def train_all(job: Job, store: Store, replicates: list, resources: dict, progress=None, concurrent: int = 0) -> None:
-    """One Tune trial per replicate (an int), instability child ("k/step/child") or curve bend
-    ("curve/<sweep>/<i>/<j>") still to train, `concurrent` at a time at most (0: all); Tune's own
-    state goes under the run folder."""
+def train_all(job: Job, store: Store, tasks: list[Task], resources: dict, progress=None, concurrent: int = 0) -> None:
+    """One Tune trial per task (all of one kind) still to train, `concurrent` at a time at most (0: all);
+    Tune's own state goes under the run folder, in the kind's folder."""
     from ray import tune
 
-    todo = [k for k in replicates if not _done(store, job, k)]
+    todo = [t for t in tasks if not t.done(store, job)]
     if not todo:
         return
+    kinds = {type(t) for t in todo}
+    if len(kinds) > 1:
+        raise ValueError(f"one kind of training task at a time, not {sorted(k.__name__ for k in kinds)}")
     run = paths.run_dir(job.name, job.hash)
-    ddp = job.resources.workers > 1 and all(isinstance(k, int) for k in todo)
+    ddp = job.resources.workers > 1 and isinstance(todo[0], Replicate)
     # a data-parallel replicate's trial only drives its TorchTrainer: the workers hold CPUs and GPUs
     trainable = tune.with_resources(_trainable, {"cpu": 0.0, "memory": 1.0} if ddp else resources)
     tuner = tune.Tuner(
         trainable,
         param_space={"job": job.to_dict(), "storage": store.address, "threads": resources.get("cpu", 1),
-                     "resources": resources, "own_ray": is_local(), "replicate": tune.grid_search(todo)},
+                     "resources": resources, "own_ray": is_local(), "task": tune.grid_search([t.key for t in todo])},
         tune_config=tune.TuneConfig(max_concurrent_trials=min(concurrent or len(todo), len(todo)), reuse_actors=False),
         run_config=tune.RunConfig(
-            name=_tune_name(todo), storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
+            name=todo[0].tune_folder, storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
             callbacks=[DriverCallback(progress)],
         ),
@@ -77,22 +83,6 @@ def train_all(job: Job, store: Store, replicates: list, resources: dict, progres
         raise TrainingFailed(f"{len(failed)} training trial(s) of {job.name} failed after retries; the last line of "
                              f"the first error: {first[-1] if first else failed[0].error}. Checkpoints written so far "
                              f"are kept: fix the cause and rerun to resume.")
-
-
-def _done(store: Store, job: Job, task) -> bool:
-    if isinstance(task, int):
-        return is_trained(store, job, task)
-    if task.startswith(PREFIX):
-        name, i, j = parse_task(task)
-        return bend_done(store, job, job.sweep(name), i, j)
-    return child_done(store, job, *(int(v) for v in task.split("/")))
-
-
-def _tune_name(todo: list) -> str:
-    """Tune's folder: one per kind of trial, so a run's replicates, children and bends keep their own state."""
-    if all(isinstance(k, int) for k in todo):
-        return "tune"
-    return "tune-curve" if all(isinstance(k, str) and k.startswith(PREFIX) for k in todo) else "tune-spawn"
 
 
 def DriverCallback(fn):
