@@ -3,18 +3,18 @@ groups read from the model's graph are the hand-written ones where those exist, 
 (basic and bottleneck blocks) and a ViT (heads permuted as units) are aligned as well, keeping their function."""
 import pytest
 import torch
+from reference_groups import handwritten_spec
 from torch import nn
 
 from raysweep.evaluate.align import (
     AlignmentError,
     _groups,
     align,
-    handwritten_spec,
     permutation_spec,
     permute,
     random_permutations,
 )
-from raysweep.evaluate.graph_walk import Segments
+from raysweep.evaluate.graph_axes import Segments
 from raysweep.models import build_model
 from raysweep.spec import ModelSpec
 
@@ -203,8 +203,8 @@ def test_a_vit_permuted_by_heads_and_within_heads_keeps_its_function_and_aligns_
     qk, _, v = spec[f"{attn}.in_proj_weight"][0].groups
     stream = spec["conv_proj.weight"][0]
     # q and k rows share a group (q·k sums over their dimensions), v rows theirs, read by the out-projection
-    assert spec[f"{attn}.in_proj_weight"] == (Segments((qk, qk, v)), stream) and qk != v
-    assert qk.endswith("qk/heads=4") and spec[f"{attn}.out_proj.weight"] == (stream, v)
+    assert spec[f"{attn}.in_proj_weight"] == (Segments((qk, qk, v), heads=4), stream) and qk != v
+    assert spec[f"{attn}.in_proj_weight"][0].heads == 4 and spec[f"{attn}.out_proj.weight"] == (stream, v)
     # one residual stream: the patch embedding, class token, position embedding, every LayerNorm and the
     # attention and MLP outputs; the classifier's outputs are not permuted
     assert spec["class_token"] == spec["encoder.pos_embedding"] == (None, None, stream)

@@ -11,8 +11,9 @@ CIFAR ResNets, torchvision's ResNets (basic and bottleneck blocks) and Vision Tr
 the permutation groups are read from the graph (`graph_spec.derive_spec`: one group per layer's
 outputs, one shared by every layer that adds into the same residual stream, as skip connections
 require, attention heads permuted as units). A graph that does something else to the unit axis (a
-concatenation of channels, reshapes such as maxout's) is refused with the node that stops it. The hand-written specs of the chains and the CIFAR ResNets are
-kept (`handwritten_spec`) as the reference the derived groups are tested against.
+concatenation of channels, reshapes such as maxout's) is refused with the node that stops it. (The
+hand-written groups of the chains and the CIFAR ResNets that the derived ones are tested against live in
+tests/test_align.py.)
 BatchNorm running statistics are permuted with their units; with `bn = "reset"` they are
 re-estimated at every α on the aligned line, the statistics reset of Jordan et al. 2023 (REPAIR) for
 BN nets; their per-unit correction for nets without BatchNorm is `bn = "repair"` (evaluate/repair.py).
@@ -24,37 +25,10 @@ import torch
 from torch import nn
 
 from raysweep.evaluate.graph_spec import GraphError, derive_spec
-from raysweep.evaluate.graph_walk import HEADS, Segments
-from raysweep.models import CifarResNet, CifarVGG, Maxout
-
-WEIGHTED = (nn.Linear, nn.Conv2d)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-
+from raysweep.evaluate.graph_axes import Segments
 
 class AlignmentError(ValueError):
     """A model whose hidden units cannot be matched layer by layer."""
-
-
-def chain(model: nn.Module) -> list[tuple[str, list[str]]]:
-    """[(weighted layer's name, names of the BatchNorms on its outputs)] in forward order."""
-    if not isinstance(model, (nn.Sequential, CifarVGG)) or any(isinstance(m, Maxout) for m in model.modules()):
-        raise AlignmentError(
-            f"align = 'weights' matches hidden units layer by layer, which needs a chain of layers (an MLP or the "
-            f"CIFAR VGG-16) or a CIFAR ResNet; {type(model).__name__} is none of them (maxout networks and other "
-            f"residual networks are not supported). Drop `align` from the sweep.")
-    out: list[tuple[str, list[str]]] = []
-    for name, m in model.named_modules():
-        if isinstance(m, WEIGHTED):
-            out.append((name, []))
-        elif isinstance(m, NORMS):
-            if not out:
-                raise AlignmentError(f"{name}: a BatchNorm before any weighted layer cannot be aligned")
-            out[-1][1].append(name)
-        elif not list(m.children()) and any(True for _ in m.parameters(recurse=False)):
-            raise AlignmentError(f"{name} ({type(m).__name__}) has weights align = 'weights' does not know how to permute")
-    if len(out) < 2:
-        raise AlignmentError("align = 'weights' needs at least one hidden layer")
-    return out
 
 
 def permutation_spec(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> dict[str, tuple]:
@@ -69,51 +43,6 @@ def permutation_spec(model: nn.Module, in_shape: tuple[int, ...] | None = None) 
                              f"`align` from the sweep.") from None
     if not any(g is not None for axes in spec.values() for g in axes):
         raise AlignmentError("align = 'weights' needs at least one hidden layer")
-    return spec
-
-
-def handwritten_spec(model: nn.Module) -> dict[str, tuple[str | None, ...]]:
-    """The groups written out by hand for the chains and the CIFAR ResNets (the reference for
-    `permutation_spec`). Chains: one group per hidden layer. CIFAR ResNets: one group per residual stream (the
-    stem, every block's second conv and the downsampling shortcuts of a stage write the same channels,
-    so they share it) and one per block's inner channels (conv1 → conv2)."""
-    state = model.state_dict()
-    spec: dict[str, tuple[str | None, ...]] = {}
-
-    def unit(prefix: str, out_g: str | None, in_g: str | None) -> None:
-        w = state[f"{prefix}.weight"]
-        spec[f"{prefix}.weight"] = (out_g, in_g) + (None,) * (w.dim() - 2)
-        if f"{prefix}.bias" in state:
-            spec[f"{prefix}.bias"] = (out_g,)
-
-    def norm(prefix: str, g: str) -> None:
-        for k in ("weight", "bias", "running_mean", "running_var"):
-            if f"{prefix}.{k}" in state:
-                spec[f"{prefix}.{k}"] = (g,)
-
-    if isinstance(model, CifarResNet):
-        stream = "stream0"
-        unit("conv", stream, None)
-        norm("bn", stream)
-        for j, block in enumerate(model.blocks):
-            inner, out = f"block{j}", stream
-            if len(block.shortcut):  # a downsampling block starts a new stream
-                out = f"stream{j + 1}"
-                unit(f"blocks.{j}.shortcut.0", out, stream)
-                norm(f"blocks.{j}.shortcut.1", out)
-            unit(f"blocks.{j}.conv1", inner, stream)
-            norm(f"blocks.{j}.bn1", inner)
-            unit(f"blocks.{j}.conv2", out, inner)
-            norm(f"blocks.{j}.bn2", out)
-            stream = out
-        unit("fc", None, stream)
-        return spec
-    layers = chain(model)
-    for i, (name, norms) in enumerate(layers):
-        out_g = f"h{i}" if i + 1 < len(layers) else None
-        unit(name, out_g, f"h{i - 1}" if i else None)
-        for n in norms:
-            norm(n, out_g)
     return spec
 
 
@@ -159,9 +88,11 @@ def _rows(t: torch.Tensor, ax: int, n: int, parts: int, seg: int | None) -> torc
     return t.reshape(n, -1) if seg is None else t.reshape(parts, n, -1)[seg]
 
 
-def heads_of(group: str) -> int:
-    """The number of heads of an attention group (graph_walk.HEADS), 0 for other groups."""
-    return int(group.rsplit(HEADS, 1)[1]) if HEADS in group else 0
+def attention_heads(spec: dict) -> dict[str, tuple[str, int]]:
+    """An attention's q/k group -> (its v group, the number of heads): the two groups whose heads move alike,
+    read from the spec's typed Segments records."""
+    return {seg.groups[0]: (seg.groups[-1], seg.heads) for axes in spec.values() for seg in axes
+            if isinstance(seg, Segments) and seg.heads}
 
 
 def _heads(cost_qk: np.ndarray, cost_v: np.ndarray, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,13 +137,15 @@ def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, see
         return c.numpy()
 
     rng = np.random.default_rng(seed)
-    names = sorted(g for g in groups if f".v{HEADS}" not in g)  # an attention's v group goes with its q/k group
+    attention = attention_heads(spec)
+    v_groups = {v for v, _ in attention.values()}
+    names = sorted(g for g in groups if g not in v_groups)  # an attention's v group goes with its q/k group
     for _ in range(max_iter):
         changed = False
         for g in (names[i] for i in rng.permutation(len(names))):
-            if heads_of(g):
-                v = g.replace(f".qk{HEADS}", f".v{HEADS}")
-                new = dict(zip((g, v), _heads(cost(g), cost(v), heads_of(g))))
+            if g in attention:
+                v, heads = attention[g]
+                new = dict(zip((g, v), _heads(cost(g), cost(v), heads)))
             else:
                 new = {g: torch.as_tensor(linear_sum_assignment(cost(g), maximize=True)[1])}
             for key, p in new.items():
@@ -227,15 +160,18 @@ def random_permutations(spec: dict, state: dict, generator: torch.Generator) -> 
     """Random permutations of every group that keep the network's function (attention: heads as units,
     dimensions within each head; the q/k and v groups move their heads alike) — for tests of symmetry."""
     out = {}
+    attention = attention_heads(spec)
+    v_groups = {v for v, _ in attention.values()}
     for g, (n, _) in sorted(_groups(spec, state).items()):
-        if f".v{HEADS}" in g:
+        if g in v_groups:
             continue
-        if not heads_of(g):
+        if g not in attention:
             out[g] = torch.randperm(n, generator=generator)
             continue
-        h, d = heads_of(g), n // heads_of(g)
+        v, h = attention[g]
+        d = n // h
         order = torch.randperm(h, generator=generator)
-        for key in (g, g.replace(f".qk{HEADS}", f".v{HEADS}")):
+        for key in (g, v):
             out[key] = torch.cat([order[i] * d + torch.randperm(d, generator=generator) for i in range(h)])
     return out
 

@@ -1,10 +1,14 @@
 """Where a tensor's unit (channel, feature) axis goes through shape operations — indexing, reshapes,
 permutes, reductions — given the shapes torch.fx's ShapeProp recorded. Each function returns the axis
 in the result, or raises GraphError when the operation splits, mixes or selects units (then no
-permutation of units commutes with it)."""
+permutation of units commutes with it). And the groups themselves: a union-find over their names, and
+the typed record of an axis cut into segments (attention's q, k and v rows)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+FIXED = "fixed"  # the group of the input's and the outputs' axes: never permuted
 
 
 class GraphError(ValueError):
@@ -67,3 +71,36 @@ def after_reduce(dims, keepdim: bool, ndim: int, axis: int) -> int:
     if axis in dims:
         raise GraphError("reduces over the unit axis")
     return axis if keepdim else axis - sum(1 for d in dims if d < axis)
+
+
+class Groups:
+    """Union-find over group names; FIXED is a group like the others."""
+
+    def __init__(self):
+        self.parent = {FIXED: FIXED}
+
+    def new(self, name: str) -> str:
+        self.parent.setdefault(name, name)
+        return name
+
+    def find(self, g: str) -> str:
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def union(self, a: str, b: str) -> str:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:  # FIXED wins: a group joined to the input or output is not permuted
+            keep, drop = (ra, rb) if ra == FIXED or (rb != FIXED and ra < rb) else (rb, ra)
+            self.parent[drop] = keep
+            return keep
+        return ra
+
+
+@dataclass(frozen=True)
+class Segments:
+    """An axis of equal segments, each permuted by its own group: attention's q, k and v rows. `heads`: the
+    attention's number of heads, whose q/k rows (groups[0]) and v rows (groups[-1]) move alike as units."""
+    groups: tuple[str, ...]
+    heads: int = 0

@@ -24,8 +24,8 @@ import logging
 import torch
 from torch import nn
 
-from raysweep.evaluate.graph_axes import GraphError
-from raysweep.evaluate.graph_walk import FIXED, Groups, Segments, Walk
+from raysweep.evaluate.graph_axes import FIXED, GraphError, Groups, Segments
+from raysweep.evaluate.graph_walk import Walk
 
 __all__ = ["GraphError", "derive_spec"]
 
@@ -112,7 +112,7 @@ def _resolve(spec: dict, groups: Groups, state: dict) -> dict:
         resolved = []
         for ax, g in enumerate(axes):
             if isinstance(g, Segments):
-                resolved.append(Segments(tuple(groups.find(part) for part in g.groups)))
+                resolved.append(Segments(tuple(groups.find(part) for part in g.groups), g.heads))
                 continue
             root = groups.find(g) if g is not None else FIXED
             if root == FIXED:

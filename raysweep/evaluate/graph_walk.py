@@ -3,13 +3,15 @@ method per kind of node), with the union-find of groups it builds."""
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from raysweep.evaluate.graph_axes import (
+    FIXED,
     GraphError,
+    Groups,
+    Segments,
     after_index,
     after_permute,
     after_reduce,
@@ -17,7 +19,6 @@ from raysweep.evaluate.graph_axes import (
     after_transpose,
 )
 
-FIXED = "fixed"
 PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Hardswish,
                 nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -29,57 +30,24 @@ MERGE = {operator.add, operator.iadd, torch.add, operator.sub, torch.sub}
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
 
 
-class Groups:
-    """Union-find over group names; FIXED is a group like the others."""
-
-    def __init__(self):
-        self.parent = {FIXED: FIXED}
-
-    def new(self, name: str) -> str:
-        self.parent.setdefault(name, name)
-        return name
-
-    def find(self, g: str) -> str:
-        while self.parent[g] != g:
-            self.parent[g] = self.parent[self.parent[g]]
-            g = self.parent[g]
-        return g
-
-    def union(self, a: str, b: str) -> str:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:  # FIXED wins: a group joined to the input or output is not permuted
-            keep, drop = (ra, rb) if ra == FIXED or (rb != FIXED and ra < rb) else (rb, ra)
-            self.parent[drop] = keep
-            return keep
-        return ra
-
-
 def _module_label(gm, node) -> str:
     if node.op == "call_module":
         return f"{node.target} ({type(gm.get_submodule(node.target)).__name__})"
     return f"{node.name} ({getattr(node.target, '__name__', node.target)})"
 
 
-@dataclass(frozen=True)
-class Segments:
-    """An axis of equal segments, each permuted by its own group: attention's q, k and v rows."""
-    groups: tuple[str, ...]
-
-
-HEADS = "/heads="  # an attention group's name ends with it and the number of heads: <module>.qk/heads=H, .v/heads=H
-
-
 LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class Walk:
-    """One pass over the graph: each node's unit group (`of`), its unit axis where shapes are known
-    (`ax`), parameters not yet met by a stream (`floating`: node -> (name, ndim)), attention outputs."""
+    """One pass over the graph: each node's unit group (`group_of`; None: not a tensor alignment follows),
+    the axis its units lie on where shapes are known (`unit_axis`), parameters used in forward not yet met
+    by a stream (`floating`: node -> (name, ndim)) and attention modules' outputs (`attention`)."""
 
     def __init__(self, gm, state: dict, shapes: dict):
         self.gm, self.state, self.shapes = gm, state, shapes
         self.groups, self.spec = Groups(), {}
-        self.of, self.ax, self.floating, self.attention = {}, {}, {}, {}
+        self.group_of, self.unit_axis, self.floating, self.attention = {}, {}, {}, {}
 
     def param(self, prefix: str, names, axes) -> None:
         for n in names:
@@ -90,117 +58,135 @@ class Walk:
     def label(self, node) -> str:
         return _module_label(self.gm, node)
 
-    def nd(self, node) -> int | None:
+    def ndim(self, node) -> int | None:
         return len(self.shapes[node]) if node in self.shapes else None
 
     def need_axis(self, node, src, what: str) -> int:
         """The unit axis of `src` (known only with the input's shape)."""
-        if src not in self.ax:
+        if src not in self.unit_axis:
             raise GraphError(f"{self.label(node)} {what}; alignment follows it only with the input's shape")
-        return self.ax[src]
+        return self.unit_axis[src]
 
     def check(self, node, src, want: int, what: str) -> None:
-        if self.of.get(src) not in (None, FIXED) and src in self.ax and self.ax[src] != want % self.nd(src):
-            raise GraphError(f"{self.label(node)} {what} on axis {want % self.nd(src)}, but the units are on axis "
-                             f"{self.ax[src]}")
+        if self.group_of.get(src) not in (None, FIXED) and src in self.unit_axis and self.unit_axis[src] != want % self.ndim(src):
+            raise GraphError(f"{self.label(node)} {what} on axis {want % self.ndim(src)}, but the units are on axis "
+                             f"{self.unit_axis[src]}")
 
     def carry(self, node, src, axis: int | None = None) -> None:
         """node's units are src's (on `axis`, or on src's axis counted from the end)."""
-        self.of[node] = self.of.get(src)
+        self.group_of[node] = self.group_of.get(src)
         if src in self.floating:
             self.floating[node] = self.floating[src]
         if axis is not None:
-            self.ax[node] = axis
-        elif src in self.ax and node in self.shapes:
-            self.ax[node] = self.nd(node) - (self.nd(src) - self.ax[src])
+            self.unit_axis[node] = axis
+        elif src in self.unit_axis and node in self.shapes:
+            self.unit_axis[node] = self.ndim(node) - (self.ndim(src) - self.unit_axis[src])
 
     def join(self, node, tensors: list, what: str) -> None:
         """An addition or concatenation: one group for all of `tensors`; parameters among them take the
         stream's axis (counted from the end, as broadcasting aligns it)."""
-        if any(self.of.get(a) is None for a in tensors):
+        if any(self.group_of.get(a) is None for a in tensors):
             raise GraphError(f"{self.label(node)} {what} a tensor alignment does not follow")
-        known = [a for a in tensors if a in self.ax]
+        known = [a for a in tensors if a in self.unit_axis]
         if node in self.shapes and known:
-            self.ax[node] = self.nd(node) - (self.nd(known[0]) - self.ax[known[0]])
+            self.unit_axis[node] = self.ndim(node) - (self.ndim(known[0]) - self.unit_axis[known[0]])
         for a in tensors:
             if a in self.floating:
-                if node not in self.ax:
+                if node not in self.unit_axis:
                     raise GraphError(f"{self.label(node)} {what} a parameter used directly in forward; alignment "
                                      f"follows it only with the input's shape")
                 name, ndim = self.floating[a]
-                axis = ndim - (self.nd(node) - self.ax[node])
+                axis = ndim - (self.ndim(node) - self.unit_axis[node])
                 if axis < 0:
                     raise GraphError(f"{name} is broadcast along the unit axis")
-                self.param("", [name], (None,) * axis + (self.of[a],))
-        g = self.of[tensors[0]]
+                self.param("", [name], (None,) * axis + (self.group_of[a],))
+        g = self.group_of[tensors[0]]
         for a in tensors[1:]:
-            g = self.groups.union(g, self.of[a])
-        self.of[node] = g
+            g = self.groups.union(g, self.group_of[a])
+        self.group_of[node] = g
 
     def visit(self, node) -> None:
+        """Give `node` its unit group: by the node's op for the graph's inputs, outputs, parameters and
+        layers, else by the function or method it calls (`call`)."""
         from torch import fx
 
         found: list = []
         fx.node.map_arg((node.args, node.kwargs), found.append)  # every node it reads, nested lists included
-        ins = [a for a in found if self.of.get(a) is not None]
-        target, src = node.target, node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
-        if node.op == "placeholder":
-            self.of[node] = FIXED
-        elif node.op == "output":
-            for a in ins:
-                self.groups.union(self.of[a], FIXED)
+        reads = [a for a in found if self.group_of.get(a) is not None]  # ... those that are followed tensors
+        src = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+        if node.op == "placeholder":  # the input: its layout is fixed
+            self.group_of[node] = FIXED
+        elif node.op == "output":  # the outputs: whatever reaches them is not permuted
+            for a in reads:
+                self.groups.union(self.group_of[a], FIXED)
         elif node.op == "get_attr":
-            if target not in self.state or not self.shapes:
-                raise GraphError(f"{target}: a tensor used directly in forward (not through a layer); alignment "
-                                 f"follows it only when it is a parameter and the input's shape is known")
-            self.of[node] = self.groups.new(target)
-            self.floating[node] = (target, self.state[target].dim())
+            self.parameter(node)
         elif node.op == "call_module":
-            self.module(node, self.gm.get_submodule(target), src)
-        elif node.op == "call_function" and target in MERGE:
-            self.join(node, [a for a in node.args if isinstance(a, fx.Node)], "adds")
+            self.module(node, self.gm.get_submodule(node.target), src)
+        else:
+            self.call(node, src, reads)
+
+    def parameter(self, node) -> None:
+        """A parameter used directly in forward (a class token, a position embedding): a group of its own until
+        it meets a stream (`join`), which gives it that stream's group."""
+        if node.target not in self.state or not self.shapes:
+            raise GraphError(f"{node.target}: a tensor used directly in forward (not through a layer); alignment "
+                             f"follows it only when it is a parameter and the input's shape is known")
+        self.group_of[node] = self.groups.new(node.target)
+        self.floating[node] = (node.target, self.state[node.target].dim())
+
+    def call(self, node, src, reads: list) -> None:
+        """A function or method call. The order of the tests matters: streams are joined (additions,
+        concatenation) and an attention's output taken before anything else; element-wise functions keep
+        their input's units; shape queries are no tensors; then whatever is computed from the input alone
+        keeps the input's fixed layout — tested before the shape operations, which would otherwise refuse
+        the input's own reshapes (a ViT's patches); then flatten, reductions and reshapes of a followed
+        tensor; arithmetic on shapes and constants; anything else is refused, naming the node."""
+        target, op = node.target, node.op
+        if op == "call_function" and target in MERGE:
+            self.join(node, [a for a in node.args if isinstance(a, type(node))], "adds")
         elif target is torch.cat:
             self.cat(node)
-        elif target is operator.getitem and src is not None and (src in self.attention or self.of.get(src)):
+        elif target is operator.getitem and src is not None and (src in self.attention or self.group_of.get(src)):
             self.getitem(node, src)
-        elif node.op in ("call_function", "call_method") and (target in PASS_FUNCTIONS or target in PASS_METHODS):
+        elif target in PASS_FUNCTIONS or target in PASS_METHODS:
             self.carry(node, src)
         elif target in ("size", "dim") or target is getattr:
-            self.of[node] = None  # a shape, not a tensor
-        elif src is not None and self.of.get(src) == FIXED and ins:
-            self.of[node] = FIXED  # the input's own layout: nothing there is permuted
+            self.group_of[node] = None  # a shape, not a tensor
+        elif src is not None and self.group_of.get(src) == FIXED and reads:
+            self.group_of[node] = FIXED  # the input's own layout: nothing there is permuted
         elif target in (torch.flatten, "flatten"):
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             self.flatten(node, src, start)
         elif target in ("mean", torch.mean, "sum", torch.sum):
             self.reduce(node, src)
         elif target in ("reshape", "view", torch.reshape, "permute", torch.permute, "transpose", torch.transpose,
-                        "expand") and self.of.get(src) is not None:
+                        "expand") and self.group_of.get(src) is not None:
             self.shape_op(node, src)
-        elif node.op in ("call_function", "call_method") and not ins:
-            self.of[node] = None  # arithmetic on shapes and constants
+        elif not reads:
+            self.group_of[node] = None  # arithmetic on shapes and constants
         else:
             raise GraphError(f"{self.label(node)} changes the channel axis in a way alignment cannot "
                              f"follow (a concatenation, reshape or product of two activations)")
 
     def module(self, node, m, src) -> None:
-        sg = self.of.get(src)
+        src_group = self.group_of.get(src)
         if isinstance(m, LINEAR) and getattr(m, "groups", 1) == 1:
             linear = isinstance(m, nn.Linear)
             self.check(node, src, -1 if linear else 1, "reads its inputs")
             out = self.groups.new(node.target)
-            self.param(node.target, ["weight"], (out, sg if sg is not None else FIXED))
+            self.param(node.target, ["weight"], (out, src_group if src_group is not None else FIXED))
             self.param(node.target, ["bias"], (out,))
-            self.of[node] = out
+            self.group_of[node] = out
             if node in self.shapes:
-                self.ax[node] = self.nd(node) - 1 if linear else 1
+                self.unit_axis[node] = self.ndim(node) - 1 if linear else 1
         elif isinstance(m, NORMS):
-            if sg is None:
+            if src_group is None:
                 raise GraphError(f"{self.label(node)} normalizes a tensor alignment does not follow")
             if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) != 1:
                 raise GraphError(f"{self.label(node)} normalizes over {len(m.normalized_shape)} axes")
             self.check(node, src, -1 if isinstance(m, nn.LayerNorm) else 1, "normalizes")
-            self.param(node.target, ["weight", "bias", "running_mean", "running_var"], (sg,))
+            self.param(node.target, ["weight", "bias", "running_mean", "running_var"], (src_group,))
             self.carry(node, src)
         elif isinstance(m, nn.MultiheadAttention):
             self.attend(node, m)
@@ -222,24 +208,24 @@ class Walk:
         self.join(node, qkv, "attends over")
         for a in qkv:
             self.check(node, a, -1, "reads its inputs")
-        qk, v, out = (self.groups.new(f"{node.target}.{k}") for k in (f"qk{HEADS}{m.num_heads}",
-                                                                       f"v{HEADS}{m.num_heads}", "out"))
-        self.param(node.target, ["in_proj_weight"], (Segments((qk, qk, v)), self.of[node]))
-        self.param(node.target, ["in_proj_bias"], (Segments((qk, qk, v)),))
+        qk, v, out = (self.groups.new(f"{node.target}.{k}") for k in ("qk", "v", "out"))
+        rows = Segments((qk, qk, v), heads=m.num_heads)
+        self.param(node.target, ["in_proj_weight"], (rows, self.group_of[node]))
+        self.param(node.target, ["in_proj_bias"], (rows,))
         self.param(f"{node.target}.out_proj", ["weight"], (out, v))
         self.param(f"{node.target}.out_proj", ["bias"], (out,))
-        self.of[node], self.attention[node] = None, out
+        self.group_of[node], self.attention[node] = None, out
 
     def getitem(self, node, src) -> None:
         index = node.args[1]
         if src in self.attention:  # (output, attention weights): the weights are not followed
-            self.of[node] = self.attention[src] if index == 0 else None
+            self.group_of[node] = self.attention[src] if index == 0 else None
             if index == 0 and node in self.shapes:
-                self.ax[node] = self.nd(node) - 1
+                self.unit_axis[node] = self.ndim(node) - 1
             return
         axis = self.need_axis(node, src, "indexes a tensor")
         try:
-            self.carry(node, src, after_index(index, self.nd(src), axis))
+            self.carry(node, src, after_index(index, self.ndim(src), axis))
         except GraphError as exc:
             raise GraphError(f"{self.label(node)} {exc}") from None
 
@@ -247,18 +233,18 @@ class Walk:
         tensors = node.args[0] if node.args else node.kwargs["tensors"]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         self.join(node, list(tensors), "concatenates")
-        if node not in self.ax:
+        if node not in self.unit_axis:
             raise GraphError(f"{self.label(node)} is a concatenation; alignment follows one only with the input's "
                              f"shape, along an axis other than the units'")
-        if dim % self.nd(node) == self.ax[node]:
+        if dim % self.ndim(node) == self.unit_axis[node]:
             raise GraphError(f"{self.label(node)} is a concatenation of units (along their axis)")
 
     def flatten(self, node, src, start: int) -> None:
-        if src in self.ax:
-            if start % self.nd(src) != self.ax[src]:
+        if src in self.unit_axis:
+            if start % self.ndim(src) != self.unit_axis[src]:
                 raise GraphError(f"{self.label(node)}: a flatten from dimension {start} mixes the unit axis "
-                                 f"{self.ax[src]} with others")
-            self.carry(node, src, self.ax[src])  # C channels × k positions: each unit's k inputs together
+                                 f"{self.unit_axis[src]} with others")
+            self.carry(node, src, self.unit_axis[src])  # C channels × k positions: each unit's k inputs together
         elif start != 1:
             raise GraphError(f"{self.label(node)}: a flatten from dimension {start} mixes the batch or channel axis")
         else:
@@ -267,26 +253,26 @@ class Walk:
     def reduce(self, node, src) -> None:
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-        if dims is None or (src not in self.ax and 1 in (dims if isinstance(dims, (tuple, list)) else (dims,))):
+        if dims is None or (src not in self.unit_axis and 1 in (dims if isinstance(dims, (tuple, list)) else (dims,))):
             raise GraphError(f"{self.label(node)}: a mean over axis 1, the channel axis of an image (other layouts "
                              f"are followed only with the input's shape)")
-        if src not in self.ax:
+        if src not in self.unit_axis:
             self.carry(node, src)  # a mean over positions keeps the channels
             return
         try:
-            self.carry(node, src, after_reduce(dims, keep, self.nd(src), self.ax[src]))
+            self.carry(node, src, after_reduce(dims, keep, self.ndim(src), self.unit_axis[src]))
         except GraphError as exc:
             raise GraphError(f"{self.label(node)} {exc}") from None
 
     def shape_op(self, node, src) -> None:
-        target, axis = node.target, self.ax.get(src)
+        target, axis = node.target, self.unit_axis.get(src)
         if target == "expand":
             self.carry(node, src)
             return
         if axis is None:
             raise GraphError(f"{self.label(node)} changes the channel axis in a way alignment cannot follow "
                              f"(a reshape or permute, followed only with the input's shape)")
-        nd, rest = self.nd(src), [a for a in node.args[1:]]
+        nd, rest = self.ndim(src), [a for a in node.args[1:]]
         try:
             if target in ("reshape", "view", torch.reshape):
                 new = after_reshape(self.shapes[src], self.shapes[node], axis)
