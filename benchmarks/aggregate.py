@@ -92,8 +92,17 @@ def child(root: str) -> None:
     else:
         c, b = aggregate.build("curves", store, job), aggregate.build("barriers", store, job)
     seconds = time.perf_counter() - t
-    print(json.dumps({"seconds": seconds, "curves": c.height, "barriers": b.height,
-                      "loss_mean_sum": float(c["loss_mean"].sum()), "barrier_sum": float(b["barrier_mean_mean"].sum())}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "curves": c.height,
+                "barriers": b.height,
+                "loss_mean_sum": float(c["loss_mean"].sum()),
+                "barrier_sum": float(b["barrier_mean_mean"].sum()),
+            }
+        )
+    )
 
 
 def measure(root: str, code: str) -> dict:
@@ -124,8 +133,11 @@ def main() -> None:
         return child(args.child)
     from common import publish, table
 
-    cases = ([(args.layout, args.rows, args.files or (args.rows if args.layout == "items" else max(1, args.rows // 25_000)))]
-             if args.layout else [("items", 37_500, 37_500), ("rows", 1_250_000, 50), ("rows", 5_000_000, 200)])
+    cases = (
+        [(args.layout, args.rows, args.files or (args.rows if args.layout == "items" else max(1, args.rows // 25_000)))]
+        if args.layout
+        else [("items", 37_500, 37_500), ("rows", 1_250_000, 50), ("rows", 5_000_000, 200)]
+    )
     out, results = [], []
     for layout, rows, files in cases:
         with tempfile.TemporaryDirectory() as root:
@@ -133,7 +145,9 @@ def main() -> None:
             now = measure(root, args.code)
             then = measure(root, args.before) if args.before else None
         results.append((now, then))
-        same_sums = then is None or all(abs(then[k] - now[k]) <= 1e-9 * abs(then[k]) for k in ("loss_mean_sum", "barrier_sum"))
+        same_sums = then is None or all(
+            abs(then[k] - now[k]) <= 1e-9 * abs(then[k]) for k in ("loss_mean_sum", "barrier_sum")
+        )
         if then and ((then["curves"], then["barriers"]) != (now["curves"], now["barriers"]) or not same_sums):
             raise SystemExit(f"the two checkouts built different tables: {then} vs {now}")
         row = [f"{rows:,} rows in {files:,} files", now["curves"], now["barriers"]]
@@ -154,12 +168,18 @@ def main() -> None:
         verdict = (f"\n\nTarget: 5M rows and 37,500 one-row files each under 1 GB peak with the pinned Polars "
                    f"(constraints.txt), no slower than before, identical tables — {'met' if ok else 'NOT met'} "
                    f"({measured}).")
-    publish("aggregate", "### 6. Aggregation — curves and barriers tables from stored points\n\n"
-            "Time and peak memory (child process ru_maxrss) of building the curves and barriers tables of an "
-            "I2 sweep (125 checkpoints, 100 α per pair) stored in the store's layout. `python benchmarks/aggregate.py"
-            + (" --before OLD_CHECKOUT" if args.before else "") + "` (before: the checkout named by --before; here "
-            "commit 4b9d97f, whose per-part eager filters copied the whole frame under Polars 2)\n\n" + table(header, out) + verdict,
-            print_only=args.no_write)
+    publish(
+        "aggregate",
+        "### 6. Aggregation — curves and barriers tables from stored points\n\n"
+        "Time and peak memory (child process ru_maxrss) of building the curves and barriers tables of an "
+        "I2 sweep (125 checkpoints, 100 α per pair) stored in the store's layout. `python benchmarks/aggregate.py"
+        + (" --before OLD_CHECKOUT" if args.before else "")
+        + "` (before: the checkout named by --before; here "
+        "commit 4b9d97f, whose per-part eager filters copied the whole frame under Polars 2)\n\n"
+        + table(header, out)
+        + verdict,
+        print_only=args.no_write,
+    )
 
 
 if __name__ == "__main__":

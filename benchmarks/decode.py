@@ -135,10 +135,16 @@ def main() -> None:
         kb = write_jpegs(root, args.images)
         base = baseline(root, cores)
         ours, single, wait, window = raysweep_stream(root, cores)
-    rows = [["ImageFolder + DataLoader(shuffle) + PIL (the baseline)", f"{base:,.0f}", f"{base / cores:,.0f}", "1.00x"],
-            [f"raysweep stream: packed shards, window shuffle ({window} row groups), Ray Data read + decode tasks", f"{ours:,.0f}", f"{ours / cores:,.0f}",
-             f"{ours / base:.2f}x"],
-            ["raysweep decode + augment alone, one core (no Ray)", f"{single:,.0f}", f"{single:,.0f}", ""]]
+    rows = [
+        ["ImageFolder + DataLoader(shuffle) + PIL (the baseline)", f"{base:,.0f}", f"{base / cores:,.0f}", "1.00x"],
+        [
+            f"raysweep stream: packed shards, window shuffle ({window} row groups), Ray Data read + decode tasks",
+            f"{ours:,.0f}",
+            f"{ours / cores:,.0f}",
+            f"{ours / base:.2f}x",
+        ],
+        ["raysweep decode + augment alone, one core (no Ray)", f"{single:,.0f}", f"{single:,.0f}", ""],
+    ]
     per_core = ours / cores
     met = ours / base >= 1.5
     text = (f"### 9. Training input — decode + augment per CPU core\n\n`python benchmarks/decode.py` — {args.images:,} "

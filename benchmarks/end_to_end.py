@@ -48,8 +48,14 @@ def main():
         first = run(cmd)
         second = run(cmd)
     phases = next((line for line in first[2].splitlines() if line.startswith("done:")), "")
-    rows = [["first run (train 3 replicates, 7,803 evaluations + 39 T2 projection rows = 7,842 rows, report)", f"{first[0]:.1f}", f"{first[1]:.2f}"],
-            ["second run (nothing to compute)", f"{second[0]:.1f}", f"{second[1]:.2f}"]]
+    rows = [
+        [
+            "first run (train 3 replicates, 7,803 evaluations + 39 T2 projection rows = 7,842 rows, report)",
+            f"{first[0]:.1f}",
+            f"{first[1]:.2f}",
+        ],
+        ["second run (nothing to compute)", f"{second[0]:.1f}", f"{second[1]:.2f}"],
+    ]
     text = ("### 3. End to end — `raysweep run digits_mlp`\n\n`python benchmarks/end_to_end.py`\n\n"
             + table(["run", "wall seconds", "peak memory of the process tree (GiB)"], rows)
             + f"\n\nPhases of the first run: `{phases}`. Target: ≤ 60 s on 2 cores — "

@@ -93,8 +93,12 @@ def pair_evaluator(job, data: Splits, pair_key: str | None = None):
     and one warm-up point evaluated (cuDNN autotuning, the fold check, the pair's norms)."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(tmp)
-        ends = [save_tensors(store, f"{i}.safetensors",
-                             build_model(job.model, data.in_shape, data.num_classes, seed=i).state_dict()) for i in (1, 2)]
+        ends = [
+            save_tensors(
+                store, f"{i}.safetensors", build_model(job.model, data.in_shape, data.num_classes, seed=i).state_dict()
+            )
+            for i in (1, 2)
+        ]
         ev = Evaluator(job, store, data)
         a, b = ev.endpoint("1.safetensors", ends[0]), ev.endpoint("2.safetensors", ends[1])
         ev.evaluate_pair(a, b, [0.5], ("test",), pair_key=pair_key)
@@ -246,11 +250,16 @@ def part_stage(args, device, cuda, peak, peak_text):
     size = 224 if model == "resnet50" else 32
     classes = 1000 if model == "resnet50" else 10
     items_n = args.items or (8 if cuda else 3)
-    job = job_from_dict({"name": "gpu_stage", "replicates": 1,
-                     "data": {"name": "synthetic:images", "kwargs": {"n": n, "size": size, "classes": classes}},
-                     "model": {"name": model},
-                     "eval": {"batch_size": args.batch or (512 if cuda else 16), "precision": "bf16" if cuda else "fp32"},
-                     "sweeps": [{"name": "i1", "kind": "init_to_final", "alpha": {"num": items_n}, "chunk": 1}]})
+    job = job_from_dict(
+        {
+            "name": "gpu_stage",
+            "replicates": 1,
+            "data": {"name": "synthetic:images", "kwargs": {"n": n, "size": size, "classes": classes}},
+            "model": {"name": model},
+            "eval": {"batch_size": args.batch or (512 if cuda else 16), "precision": "bf16" if cuda else "fp32"},
+            "sweeps": [{"name": "i1", "kind": "init_to_final", "alpha": {"num": items_n}, "chunk": 1}],
+        }
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         stores = {k: Store(f"{tmp}/{k}") for k in ("bare", "ray")}
@@ -328,12 +337,14 @@ def part_train(args, device, cuda, peak, peak_text):
                      f"{info.sizes['train']:,}", f"{images / rate / 3600:,.1f}"])
         print(rows[-1], flush=True)
     where = torch.cuda.get_device_name(0) if cuda else "CPU"
-    text = (f"### 4d. GPU — training throughput of the paper jobs ({where})\n\n`python benchmarks/gpu.py --parts train`\n\n"
-            + table(["job", "model", "batch", "precision", "train images/s", "a run", "GPU-hours (one GPU)"], rows)
-            + "\n\nSGD steps of the job's own update (raysweep.train.loop.sgd_step: schedule, autocast, step) on a "
-              "resident batch: the data pipeline (ImageNet's JPEG decoding in DataLoader workers) is left out, so "
-              "for ImageNet these are an upper bound on what the GPU can take. Checkpoint writes and test-split "
-              "evaluations during training are not included.")
+    text = (
+        f"### 4d. GPU — training throughput of the paper jobs ({where})\n\n`python benchmarks/gpu.py --parts train`\n\n"
+        + table(["job", "model", "batch", "precision", "train images/s", "a run", "GPU-hours (one GPU)"], rows)
+        + "\n\nSGD steps of the job's own update (raysweep.train.loop.sgd_step: schedule, autocast, step) on a "
+        "resident batch: the data pipeline (ImageNet's JPEG decoding in DataLoader workers) is left out, so "
+        "for ImageNet these are an upper bound on what the GPU can take. Checkpoint writes and test-split "
+        "evaluations during training are not included."
+    )
     publish("gpu_train", text, args.no_write)
 
 

@@ -75,7 +75,9 @@ def main():
         t = time.perf_counter()
         run_local(job, stores["local"], items, Evaluator(job, stores["local"], data))
         t_local = time.perf_counter() - t
-        rows.append(["one plain process, same Evaluator (1 thread)", f"{t_local:.1f}", f"{evals / t_local:,.0f}", "—", "—", "—"])
+        rows.append(
+            ["one plain process, same Evaluator (1 thread)", f"{t_local:.1f}", f"{evals / t_local:,.0f}", "—", "—", "—"]
+        )
 
         import ray
 
@@ -94,8 +96,16 @@ def main():
             first = stamps[0] - t  # actor start-up: process, imports, model, split
             steady = (stamps[-1] - stamps[0]) / (len(stamps) - 1) * len(stamps)  # time for all items, start-up excluded
             fits[actors] = (first, (dt - first) / evals, dt * actors / t_local - 1, steady * actors / t_local - 1)
-            rows.append([f"Ray Data, {actors} actor(s)", f"{dt:.1f}", f"{evals / dt:,.0f}", f"{dt * actors / t_local - 1:+.0%}",
-                         f"{first:.1f}", f"{steady * actors / t_local - 1:+.0%}"])
+            rows.append(
+                [
+                    f"Ray Data, {actors} actor(s)",
+                    f"{dt:.1f}",
+                    f"{evals / dt:,.0f}",
+                    f"{dt * actors / t_local - 1:+.0%}",
+                    f"{first:.1f}",
+                    f"{steady * actors / t_local - 1:+.0%}",
+                ]
+            )
         ray.shutdown()
     text = (f"### 2. Sweep — I2 of LeNet-300-100: 3 replicates x {len(steps)} checkpoints x {args.alphas} α "
             f"on 1,000 examples ({len(items)} work items, {evals:,} evaluations)\n\n`python benchmarks/sweep.py`\n\n"

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from smallconv.data import load
 from smallconv.nets import build
 

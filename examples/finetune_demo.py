@@ -34,5 +34,9 @@ print("between fine-tunes:", barriers.filter(pl.col("sweep") == "between_finetun
       .select("metric", "barrier_mean_mean", "barrier_mean_std", "monotone_fraction"))
 print(run.table("sharpness").select("replicate_a", "replicate_b", "alpha", "at_peak", "lambda_max", "trace"))
 merges = run.table("merges")
-print(merges.filter(pl.col("merge") != "task_arithmetic", pl.col("split") != "train").select("merge", "members", "split", "error"))
+print(
+    merges.filter(pl.col("merge") != "task_arithmetic", pl.col("split") != "train").select(
+        "merge", "members", "split", "error"
+    )
+)
 print(merges.filter(pl.col("merge") == "task_arithmetic").pivot(on="split", index="lam", values="error"))

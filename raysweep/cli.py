@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 
+from raysweep.api import list_runs
 from raysweep.cli_common import (
     AddressOpt,
     Format,
@@ -26,7 +27,6 @@ from raysweep.cli_common import (
     _open,
     app,
 )
-from raysweep.api import list_runs
 from raysweep.errors import SpecError, SweepFailed
 from raysweep.io.store import Store
 from raysweep.jobs import builtin_jobs, read_toml
@@ -137,8 +137,13 @@ def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[L
         shown = ", ".join(st["damaged"][:5]) + (f" and {len(st['damaged']) - 5} more" if len(st["damaged"]) > 5 else "")
         typer.echo(f"  damaged: {len(st['damaged'])} points file(s) cannot be read ({shown}); they count as not done: "
                    f"`raysweep run {job}` (or `raysweep sweep`) with the same settings evaluates them again")
-    typer.echo({"current": "  report: written, current", "none": "  report: not yet",
-                "stale": f"  report: stale (made before the latest results; `raysweep plot {job}` redraws it)"}[st["report"]])
+    typer.echo(
+        {
+            "current": "  report: written, current",
+            "none": "  report: not yet",
+            "stale": f"  report: stale (made before the latest results; `raysweep plot {job}` redraws it)",
+        }[st["report"]]
+    )
 
 
 def _emit(df, fmt: Format, out: Optional[Path]) -> None:
@@ -235,7 +240,8 @@ def plot(job: str, out: Optional[str] = typer.Option(None, "--out", help="Local 
          svg: bool = typer.Option(False, "--svg", help="Also write an SVG of all charts"),
          replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
          storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
-    """Write the HTML report (a job, or a stored run by id).  Example: raysweep plot digits_mlp --out report.html --png"""
+    """Write the HTML report (a job, or a stored run by id).
+    Example: raysweep plot digits_mlp --out report.html --png"""
     r = _open(job, storage, set_, replicates)
     r.tables.check_complete(partial=partial)
     for path in r.plot(out, [f for f, on in (("png", png), ("svg", svg)) if on]):
@@ -248,7 +254,8 @@ def figures(job: str, out: str = typer.Option("figures", "--out", help="Folder f
             format_: str = typer.Option("png,svg", "--format", help="Comma-separated: png, svg, pdf"),
             replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
             storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
-    """One file per paper figure (with a caption .txt).  Example: raysweep figures digits_mlp --out figs --format png,pdf"""
+    """One file per paper figure (with a caption .txt).
+    Example: raysweep figures digits_mlp --out figs --format png,pdf"""
     from raysweep.report.figures import FORMATS, write_figures
 
     formats = [f.strip().lower() for f in format_.split(",") if f.strip()]

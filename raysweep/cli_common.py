@@ -33,7 +33,9 @@ SetOpt = typer.Option(None, "--set", "-s", help="Override a job field: dotted.ke
 StorageOpt = typer.Option(None, "--storage", help="Storage root: a folder or s3://bucket/prefix "
                                                   "[default: $RAYSWEEP_STORAGE or ./raysweep-results]")
 ReplicatesOpt = typer.Option(None, "--replicates", "-r", help="Number of replicates (overrides the job's)")
-AddressOpt = typer.Option(None, "--address", help="Ray cluster to join, e.g. 'auto' [default: $RAY_ADDRESS or a local Ray]")
+AddressOpt = typer.Option(
+    None, "--address", help="Ray cluster to join, e.g. 'auto' [default: $RAY_ADDRESS or a local Ray]"
+)
 SharedOpt = typer.Option(False, "--shared-storage", help="The local --storage folder is mounted on every node of "
                                                          "the cluster (NFS, FSx, EFS) [or $RAYSWEEP_SHARED_STORAGE=1]")
 

@@ -20,18 +20,24 @@ data_app = typer.Typer(help="Datasets in the object store: pack an ImageFolder t
 
 @data_app.command("pack")
 @_guard
-def pack(source: str = typer.Argument(..., help="An ImageFolder tree: SOURCE/train/<class>/*, SOURCE/val/<class>/* "
-                                                "(a folder, or s3:// / gs://)"),
-         name: str = typer.Option(..., "--name", help="The dataset's name in jobs (data.name, data.source = \"store\")"),
-         storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
-         shard_images: int = typer.Option(1024, "--shard-images", help="Images per Parquet shard"),
-         row_group: int = typer.Option(128, "--row-group", help="Images per Parquet row group (what a stream reads "
-                                                                  "as a unit)"),
-         seed: int = typer.Option(0, "--seed", help="Seed of the global permutation each split is written in"),
-         keep_order: bool = typer.Option(False, "--keep-order", help="Write the images in the source's order "
-                                                                     "(class by class) instead: not for training"),
-         verify: bool = typer.Option(False, "--verify", help="Re-hash shards already packed (repairs damaged ones)"),
-         progress: bool = typer.Option(True, help="Show progress")) -> None:
+def pack(
+    source: str = typer.Argument(
+        ..., help="An ImageFolder tree: SOURCE/train/<class>/*, SOURCE/val/<class>/* (a folder, or s3:// / gs://)"
+    ),
+    name: str = typer.Option(..., "--name", help='The dataset\'s name in jobs (data.name, data.source = "store")'),
+    storage: Optional[str] = StorageOpt,
+    address: Optional[str] = AddressOpt,
+    shard_images: int = typer.Option(1024, "--shard-images", help="Images per Parquet shard"),
+    row_group: int = typer.Option(
+        128, "--row-group", help="Images per Parquet row group (what a stream reads as a unit)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the global permutation each split is written in"),
+    keep_order: bool = typer.Option(
+        False, "--keep-order", help="Write the images in the source's order (class by class) instead: not for training"
+    ),
+    verify: bool = typer.Option(False, "--verify", help="Re-hash shards already packed (repairs damaged ones)"),
+    progress: bool = typer.Option(True, help="Show progress"),
+) -> None:
     """Pack SOURCE into <storage>/datasets/<name>-<fingerprint>/ as Parquet shards, each split written in one
     seeded random order (every row group a mix of the classes), with Ray tasks on every CPU of the cluster
     (or a local Ray); resumable.  Example: raysweep data pack /data/imagenet --name imagenet
@@ -80,5 +86,7 @@ def check(name: str = typer.Argument(..., help="A packed dataset's name, or its 
             f"than a shuffled split's): it was packed in the source's class-by-class order. Training still mixes "
             f"batches through the stream's window shuffle (data.shuffle_window), but a batch then holds at most "
             f"as many classes as the window has row groups. Repack it shuffled: `raysweep data pack "
-            f"{man['source']} --name {name} --storage {store.uri}` (a new folder, which jobs then read: the newest pack of a "
-            f"name; the old one is kept).", err=True)
+            f"{man['source']} --name {name} --storage {store.uri}` (a new folder, which jobs then read: the newest "
+            f"pack of a name; the old one is kept).",
+            err=True,
+        )

@@ -28,18 +28,23 @@ def _pairs(items: Optional[List[str]], flag: str) -> dict:
 
 @app.command()
 @_guard
-def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more checkpoint files or s3:// URIs "
-                                                               "(.safetensors or torch.save state dicts): θ_a, θ_b, ..."),
-                model: str = typer.Option(..., "--model", help="Built-in model name or your builder, pkg.module:build"),
-                data: str = typer.Option(..., "--data", help="Built-in dataset name or your loader, pkg.module:load"),
-                model_arg: Optional[List[str]] = typer.Option(None, "--model-arg", help="Builder keyword: name=value"),
-                data_arg: Optional[List[str]] = typer.Option(None, "--data-arg", help="Loader keyword: name=value"),
-                alpha: str = typer.Option("0:1:51", "--alpha", help="START:STOP:NUM of the α grid"),
-                split: Optional[List[str]] = typer.Option(None, "--split", help="test (default) and/or train"),
-                bn: str = typer.Option("interpolate", "--bn", help="interpolate or reset (BN statistics)"),
-                set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt,
-                address: Optional[str] = AddressOpt, report: bool = typer.Option(True, help="Write report.html"),
-                progress: bool = typer.Option(True, help="Show progress")) -> None:
+def interpolate(
+    checkpoints: List[str] = typer.Argument(
+        ..., help="Two or more checkpoint files or s3:// URIs (.safetensors or torch.save state dicts): θ_a, θ_b, ..."
+    ),
+    model: str = typer.Option(..., "--model", help="Built-in model name or your builder, pkg.module:build"),
+    data: str = typer.Option(..., "--data", help="Built-in dataset name or your loader, pkg.module:load"),
+    model_arg: Optional[List[str]] = typer.Option(None, "--model-arg", help="Builder keyword: name=value"),
+    data_arg: Optional[List[str]] = typer.Option(None, "--data-arg", help="Loader keyword: name=value"),
+    alpha: str = typer.Option("0:1:51", "--alpha", help="START:STOP:NUM of the α grid"),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="test (default) and/or train"),
+    bn: str = typer.Option("interpolate", "--bn", help="interpolate or reset (BN statistics)"),
+    set_: Optional[List[str]] = SetOpt,
+    storage: Optional[str] = StorageOpt,
+    address: Optional[str] = AddressOpt,
+    report: bool = typer.Option(True, help="Write report.html"),
+    progress: bool = typer.Option(True, help="Show progress"),
+) -> None:
     """Sweep the line between checkpoints trained elsewhere, no training: θ(α) from the first file to the
     last.  Example: raysweep interpolate --model mypkg.nets:build
     --data mypkg.data:load a.pt b.pt --alpha -0.5:1.5:81"""
@@ -70,17 +75,22 @@ def interpolate(checkpoints: List[str] = typer.Argument(..., help="Two or more c
 
 @app.command()
 @_guard
-def export(job: str, sweep: str = typer.Option(..., "--sweep", help="A line, curve or merge sweep of the job"),
-           out: str = typer.Option(..., "--out", help="The .safetensors file to write"),
-           alpha: Optional[float] = typer.Option(None, "--alpha",
-                                                 help="A line's point θ(α) = (1−α)·θ_a + α·θ_b, or a curve's t in [0, 1]"),
-           replicate: Optional[int] = typer.Option(None, "--replicate", help="θ_a's replicate (default: the first)"),
-           pair: Optional[str] = typer.Option(None, "--pair", help="final_to_final and curve: I,J"),
-           step: Optional[int] = typer.Option(None, "--step", help="step_to_final: θ_a's step t"),
-           merge: Optional[str] = typer.Option(None, "--merge", help="A soup sweep's merge: uniform or greedy"),
-           lam: Optional[float] = typer.Option(None, "--lam", help="A task_arithmetic sweep's λ"),
-           set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt,
-           replicates: Optional[int] = ReplicatesOpt) -> None:
+def export(
+    job: str,
+    sweep: str = typer.Option(..., "--sweep", help="A line, curve or merge sweep of the job"),
+    out: str = typer.Option(..., "--out", help="The .safetensors file to write"),
+    alpha: Optional[float] = typer.Option(
+        None, "--alpha", help="A line's point θ(α) = (1−α)·θ_a + α·θ_b, or a curve's t in [0, 1]"
+    ),
+    replicate: Optional[int] = typer.Option(None, "--replicate", help="θ_a's replicate (default: the first)"),
+    pair: Optional[str] = typer.Option(None, "--pair", help="final_to_final and curve: I,J"),
+    step: Optional[int] = typer.Option(None, "--step", help="step_to_final: θ_a's step t"),
+    merge: Optional[str] = typer.Option(None, "--merge", help="A soup sweep's merge: uniform or greedy"),
+    lam: Optional[float] = typer.Option(None, "--lam", help="A task_arithmetic sweep's λ"),
+    set_: Optional[List[str]] = SetOpt,
+    storage: Optional[str] = StorageOpt,
+    replicates: Optional[int] = ReplicatesOpt,
+) -> None:
     """Write θ(α) of a sweep's line, φ(t) of a curve, or a soup / task-arithmetic merge, for load_state_dict.
     Example: raysweep export digits_mlp --sweep final_to_final --pair 0,1 --alpha 0.5 --out merged.safetensors"""
     if not out.endswith(paths.SAFETENSORS):

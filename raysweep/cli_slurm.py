@@ -51,13 +51,28 @@ def slurm(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[Li
                                                                       "[default: this one]"),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the script; write and submit nothing")) -> None:
     """Run a job as a Slurm batch job: Ray on the allocation's nodes, the run on the first.
-    Example: raysweep slurm imagenet_resnet50 --nodes 4 --gpus-per-node 8 --time 2-00:00:00 --storage /shared/runs --shared-storage"""
+    Example: raysweep slurm imagenet_resnet50 --nodes 4 --gpus-per-node 8 --time 2-00:00:00 --storage /shared/runs
+    --shared-storage"""
     r = _open(job, storage, set_, replicates, shared_storage)
-    request = SlurmRequest(nodes=nodes, gpus_per_node=gpus_per_node, gres=gres, cpus_per_node=cpus_per_node, mem=mem,
-                           time=time, partition=partition, account=account, qos=qos, sbatch_args=tuple(sbatch_arg or ()),
-                           max_requeues=max_requeues, signal_lead=signal_lead, shared_nodes=shared_nodes,
-                           setup=tuple(setup or ()), ip_interface=ip_interface, ready_timeout=ready_timeout,
-                           job_name=f"raysweep-{r.job.name}")
+    request = SlurmRequest(
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        gres=gres,
+        cpus_per_node=cpus_per_node,
+        mem=mem,
+        time=time,
+        partition=partition,
+        account=account,
+        qos=qos,
+        sbatch_args=tuple(sbatch_arg or ()),
+        max_requeues=max_requeues,
+        signal_lead=signal_lead,
+        shared_nodes=shared_nodes,
+        setup=tuple(setup or ()),
+        ip_interface=ip_interface,
+        ready_timeout=ready_timeout,
+        job_name=f"raysweep-{r.job.name}",
+    )
     request.check()
     _check_storage(r, nodes)
     if r.job.resources.accelerator == "gpu" and not gpus_per_node:

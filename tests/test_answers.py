@@ -15,8 +15,8 @@ from raysweep.cli import app
 from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.spec import parse_job, sweep_hash
-from raysweep.work.kinds import sweep_folder
 from raysweep.train.loop import train_replicate
+from raysweep.work.kinds import sweep_folder
 
 runner = CliRunner()
 # Small and quick, in-process (no Ray): 3 replicates, I1 on two splits, I5, and a T2 projection.

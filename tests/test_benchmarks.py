@@ -21,7 +21,19 @@ def test_evaluator_benchmark_runs_and_agrees():
 
 
 def test_gpu_benchmark_runs_on_cpu():
-    out = run("gpu.py", "--images", "4", "--batch", "2", "--alphas", "2", "--steps", "1", "--parts", "modes,models,train,profile")
+    out = run(
+        "gpu.py",
+        "--images",
+        "4",
+        "--batch",
+        "2",
+        "--alphas",
+        "2",
+        "--steps",
+        "1",
+        "--parts",
+        "modes,models,train,profile",
+    )
     assert "| fp32 | 2 |" in out and "Evaluator (the sweep stage's code)" in out
     assert "| cifar_vgg_16 |" in out and "LeNet-300-100's full F sweep" in out
     assert "| imagenet_resnet50 |" in out and "| mnist_lenet_300_100 |" in out

@@ -149,7 +149,10 @@ def test_autoscaler_capacity_is_read_from_its_config(tmp_path):
 
     shipped = yaml.safe_load((HERE.parent / "cluster.yaml").read_text())
     workers = shipped["available_node_types"]["gpu_worker"]
-    assert _config_capacity(shipped)["GPU"] == min(workers["max_workers"], shipped["max_workers"]) * workers["resources"]["GPU"]
+    assert (
+        _config_capacity(shipped)["GPU"]
+        == min(workers["max_workers"], shipped["max_workers"]) * workers["resources"]["GPU"]
+    )
 
 
 def test_a_joined_cluster_checks_the_storage_once_per_run(monkeypatch, tmp_path):

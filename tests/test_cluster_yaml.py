@@ -19,7 +19,11 @@ def test_cluster_yaml_passes_rays_schema():
     assert "torch==2.14.1 torchvision==0.29.1" in setup
     # raysweep from the checkout `ray up` ships to every node, not from a placeholder URL
     assert config["file_mounts"] == {"/home/ubuntu/raysweep": "."}
-    assert "-e /home/ubuntu/raysweep" in setup and "-c /home/ubuntu/raysweep/constraints.txt" in setup and "YOUR-ORG" not in CLUSTER.read_text()
+    assert (
+        "-e /home/ubuntu/raysweep" in setup
+        and "-c /home/ubuntu/raysweep/constraints.txt" in setup
+        and "YOUR-ORG" not in CLUSTER.read_text()
+    )
     assert "boto3" in "\n".join(config["head_setup_commands"])  # the AWS autoscaler needs it on the head
     head_start = "\n".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start and "--autoscaling-config" in head_start

@@ -7,8 +7,8 @@ from conftest import TINY, run_in_process
 
 from raysweep.io import paths
 from raysweep.sweep import compact as cp
-from raysweep.work.kinds import sweep_folder
 from raysweep.sweep.planner import missing, plan
+from raysweep.work.kinds import sweep_folder
 
 RAW = {**copy.deepcopy(TINY), "name": "compacted"}
 
@@ -75,8 +75,8 @@ def test_compaction_waits_for_many_items_and_forgetting_a_replicate_rewrites_par
     folder = _folders(plain)[0]
     n = len(plain.store.list(folder, ".parquet"))
     assert cp.compact(plain.store, folder, cp.COMPACT_MIN_ITEMS) == 0 and len(plain.store.list(folder, ".parquet")) == n
-    from raysweep.work.items import key_replicates
     from raysweep.sweep.planner import done_paths
+    from raysweep.work.items import key_replicates
 
     before = done_paths(packed.store, packed.job)
     packed.forget_replicate(1)

@@ -28,10 +28,10 @@ from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import SpecError, parse_job
 from raysweep.sweep.bends import bends_todo
-from raysweep.work.tasks import Bend, task_of
 from raysweep.sweep.planner import missing
 from raysweep.train.bend import bend_seed, train_bend
 from raysweep.train.loop import train_replicate
+from raysweep.work.tasks import Bend, task_of
 
 CURVES = [{"name": "line", "kind": "final_to_final", "alpha": {"num": 6}},
           {"name": "bez", "kind": "curve", "alpha": {"num": 6}, "bn_batches": 3, "splits": ["train", "test"]},

@@ -4,6 +4,7 @@ import copy
 import polars as pl
 import pytest
 import torch
+from conftest import TINY, run_in_process, write_job_toml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -12,8 +13,6 @@ from raysweep.data.registry import load_splits
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.manifests import read_manifests
 from raysweep.models import build_model
-
-from conftest import TINY, run_in_process, write_job_toml
 
 RAW = {**copy.deepcopy(TINY), "name": "export", "sweeps": [s for s in TINY["sweeps"] if s["name"] in ("i1", "i5")]}
 
@@ -31,7 +30,11 @@ def test_an_exported_point_loads_and_gives_the_curve_s_loss(tmp_path):
         m = read_manifests(run.store, run.job, k)
         finals.append(load_tensors(run.store, m[max(m)]["path"], m[max(m)]["sha256"]))
     for name, t in state.items():  # the midpoint of the two finals, weights and BN statistics alike
-        want = 0.5 * finals[0][name].double() + 0.5 * finals[1][name].double() if t.is_floating_point() else finals[1][name]
+        want = (
+            0.5 * finals[0][name].double() + 0.5 * finals[1][name].double()
+            if t.is_floating_point()
+            else finals[1][name]
+        )
         assert torch.allclose(t.double(), want.double(), rtol=0, atol=1e-6), name
     data = load_splits(run.job.data)
     model = build_model(run.job.model, data.in_shape, data.num_classes)

@@ -3,6 +3,7 @@ line over two of them gets the WiSE-FT figure."""
 import polars as pl
 import pytest
 import torch
+from conftest import run_in_process
 
 from raysweep.data.offline import digits
 from raysweep.data.registry import load_splits
@@ -12,8 +13,6 @@ from raysweep.models import build_model
 from raysweep.report.figures import figures, load_tables
 from raysweep.spec import DataSpec, parse_job
 from raysweep.sweep.planner import plan
-
-from conftest import run_in_process
 
 RAW = {"name": "shifted", "replicates": 2, "data": {"name": "digits_shifted"}, "model": {"name": "mlp", "hidden": [16]},
        "train": {"epochs": 2, "batch_size": 64, "checkpoints": "list", "steps": [0]},

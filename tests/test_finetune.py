@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from conftest import TINY
 
 from raysweep.errors import SpecError
 from raysweep.io.checkpoints import load_tensors
@@ -12,8 +13,6 @@ from raysweep.io.store import Store
 from raysweep.jobs import job_from_dict
 from raysweep.spec import parse_job
 from raysweep.train.loop import train_replicate
-
-from conftest import TINY
 
 BASE = {**copy.deepcopy(TINY), "name": "pre", "replicates": 1, "sweeps": [], "model": {"name": "mlp", "hidden": [16]},
         "train": {"epochs": 2, "batch_size": 100, "lr": 0.1, "checkpoints": "every_epoch"}}
@@ -53,4 +52,6 @@ def test_fine_tunes_start_from_the_pretrained_weights_and_keep_the_frozen_ones(t
         check_builder(job_from_dict({**raw, "train": {**raw["train"], "freeze": ["encoder.*"]}}), (32,), 10)
     torch.save({"1.weight": torch.zeros(3, 3)}, tmp_path / "bad.pt")
     with pytest.raises(SpecError, match="does not fit model 'mlp'"):
-        check_builder(job_from_dict({**raw, "train": {**raw["train"], "init_from": str(tmp_path / "bad.pt")}}), (32,), 10)
+        check_builder(
+            job_from_dict({**raw, "train": {**raw["train"], "init_from": str(tmp_path / "bad.pt")}}), (32,), 10
+        )

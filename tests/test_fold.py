@@ -71,7 +71,12 @@ def _pair(tmp_path, name="cifar_resnet_20", n=64):
     store = Store(str(tmp_path))
     a = _trained_like(build_model(ModelSpec(name=name), (3, 32, 32), 10, seed=1), 2).state_dict()
     b = _trained_like(build_model(ModelSpec(name=name), (3, 32, 32), 10, seed=3), 4).state_dict()
-    return Splits(xs, ys, xs, ys, 10), store, save_tensors(store, "a.safetensors", a), save_tensors(store, "b.safetensors", b)
+    return (
+        Splits(xs, ys, xs, ys, 10),
+        store,
+        save_tensors(store, "a.safetensors", a),
+        save_tensors(store, "b.safetensors", b),
+    )
 
 
 def _evaluator(store, splits, **eval_fields):
@@ -121,8 +126,17 @@ def test_cpu_evaluates_conv_nets_in_nhwc_and_cache_sized_batches(tmp_path):
     for got, want in zip(rows, ref):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5) and got["error"] == want["error"]
     mlp = parse_job({"name": "m", "data": {"name": "blobs"}, "model": {"name": "lenet_300_100"}})
-    assert not Evaluator(mlp, store, Splits(torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long),
-                                            torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long), 10)).channels_last
+    assert not Evaluator(
+        mlp,
+        store,
+        Splits(
+            torch.rand(8, 1, 28, 28),
+            torch.zeros(8, dtype=torch.long),
+            torch.rand(8, 1, 28, 28),
+            torch.zeros(8, dtype=torch.long),
+            10,
+        ),
+    ).channels_last
 
 
 def test_bf16_casts_each_weight_once_per_point_not_per_batch(tmp_path):

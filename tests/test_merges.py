@@ -5,6 +5,7 @@ import copy
 import polars as pl
 import pytest
 import torch
+from conftest import TINY, run_in_process, write_job_toml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -16,8 +17,6 @@ from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import parse_job
 from raysweep.train.loop import train_replicate
-
-from conftest import TINY, run_in_process, write_job_toml
 
 BASE = {**copy.deepcopy(TINY), "name": "premerge", "replicates": 1, "sweeps": [],
         "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1, "batch_size": 100, "lr": 0.1,
@@ -69,7 +68,9 @@ def test_soups_and_task_arithmetic_equal_plain_evaluations_of_the_merged_weights
             chosen, best = chosen + [i], trial
     assert row("greedy", "test")["members"] == ",".join(str(k) for k in sorted(chosen))
     # task arithmetic: λ = 0 is the pretrained model, λ = 0.5 adds half of every task vector
-    assert row("task_arithmetic", "test", 0.0)["loss"] == pytest.approx(_plain(run.job, pretrained, "test")[0], rel=1e-5)
+    assert row("task_arithmetic", "test", 0.0)["loss"] == pytest.approx(
+        _plain(run.job, pretrained, "test")[0], rel=1e-5
+    )
     half = {n: pretrained[n] + 0.5 * sum(f[n] - pretrained[n] for f in finals) for n in pretrained}
     assert row("task_arithmetic", "test", 0.5)["loss"] == pytest.approx(_plain(run.job, half, "test")[0], rel=1e-5)
     assert set(merges.filter(pl.col("merge") == "single")["members"]) == {"0", "1", "2"}

@@ -61,8 +61,12 @@ def test_a_sweep_never_run_with_these_settings_is_named_not_left_out(reference, 
     job_file = write_job_toml(tmp_path / "m.toml", RAW)
     store = ["--storage", str(root / "reference")]
     unrun = ["--set", "sweeps.i1.alpha.num=50"]
-    for cmd in (["results", job_file], ["results", job_file, "--table", "barriers"],
-                ["query", job_file, "select count(*) from curves"], ["plot", job_file, "--out", str(tmp_path / "r.html")]):
+    for cmd in (
+        ["results", job_file],
+        ["results", job_file, "--table", "barriers"],
+        ["query", job_file, "select count(*) from curves"],
+        ["plot", job_file, "--out", str(tmp_path / "r.html")],
+    ):
         r = runner.invoke(app, [*cmd, *unrun, *store])
         text = " ".join(r.output.split())
         assert r.exit_code == 2 and "no points are stored for sweep(s) i1" in text and "--partial" in text, cmd

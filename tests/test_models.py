@@ -37,7 +37,9 @@ def test_openlth_init():
     assert 0 <= m.bn.weight.min() and m.bn.weight.max() < 1 and torch.all(m.bn.bias == 0)
     again = build_model(ModelSpec(name="cifar_resnet_20"), (3, 32, 32), 10, seed=0)
     assert torch.equal(m.fc.weight, again.fc.weight)  # seeded
-    assert not torch.equal(m.fc.weight, build_model(ModelSpec(name="cifar_resnet_20"), (3, 32, 32), 10, seed=1).fc.weight)
+    assert not torch.equal(
+        m.fc.weight, build_model(ModelSpec(name="cifar_resnet_20"), (3, 32, 32), 10, seed=1).fc.weight
+    )
 
 
 def test_unknown_model_names_the_registered_ones():

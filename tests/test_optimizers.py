@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+from conftest import TINY
 
 from raysweep.data.batches import epoch_order
 from raysweep.data.registry import load_splits
@@ -12,8 +13,6 @@ from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import SpecError, parse_job
 from raysweep.train.loop import train_replicate
-
-from conftest import TINY
 
 RAW = {**copy.deepcopy(TINY), "name": "adam", "replicates": 1, "sweeps": [], "model": {"name": "mlp", "hidden": [16]},
        "train": {"epochs": 3, "batch_size": 100, "lr": 0.01, "optimizer": "adam", "betas": [0.8, 0.99],

@@ -29,7 +29,11 @@ def test_pack_is_resumable_and_a_damaged_shard_is_named_with_its_repair(source, 
     store = Store(str(tmp_path / "s"))
     folder, man = packed.pack(str(source), "toy", store, shard_images=8)
     assert man["splits"]["train"]["count"] == 21 and man["splits"]["val"]["count"] == 9
-    assert [s["count"] for s in man["splits"]["train"]["shards"]] == [8, 8, 5] and man["classes"] == ["cat", "dog", "eel"]
+    assert [s["count"] for s in man["splits"]["train"]["shards"]] == [8, 8, 5] and man["classes"] == [
+        "cat",
+        "dog",
+        "eel",
+    ]
     target = store.sub(folder)
     rows = target.read_table([s["path"] for s in man["splits"]["train"]["shards"]]).to_pylist()
     listing = sorted(p.relative_to(source / "train").as_posix() for p in (source / "train").rglob("*.*"))
@@ -43,8 +47,9 @@ def test_pack_is_resumable_and_a_damaged_shard_is_named_with_its_repair(source, 
     # --keep-order: the listing's order, and the fingerprint packs made before the shuffle had
     kept, man_kept = packed.pack(str(source), "toy_sorted", store, shard_images=8, seed=None)
     assert kept.endswith(folder.rsplit("-", 1)[1]) is False and man_kept["shuffle_seed"] is None
-    assert [r["path"] for r in store.sub(kept).read_table([man_kept["splits"]["train"]["shards"][0]["path"]]).to_pylist()] \
-        == listing[:8]
+    assert [
+        r["path"] for r in store.sub(kept).read_table([man_kept["splits"]["train"]["shards"][0]["path"]]).to_pylist()
+    ] == listing[:8]
 
     # resumable: a shard lost before its record was written is packed again, the others are kept
     lost = man["splits"]["train"]["shards"][1]["path"]

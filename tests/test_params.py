@@ -4,6 +4,7 @@ import copy
 import polars as pl
 import pytest
 import torch
+from conftest import TINY, run_in_process
 
 from raysweep.data.registry import load_splits
 from raysweep.errors import SpecError
@@ -11,8 +12,6 @@ from raysweep.io.checkpoints import load_tensors
 from raysweep.models import build_model
 from raysweep.spec import parse_job
 from raysweep.sweep.planner import plan
-
-from conftest import TINY, run_in_process
 
 LINE = {"name": "backbone", "kind": "init_to_final", "alpha": {"num": 3}, "params": {"exclude": ["3.*"]}}
 

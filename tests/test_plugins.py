@@ -76,8 +76,10 @@ def test_plugin_problems_are_named(user_dir):
     with pytest.raises(SpecError, match="model.kwargs is for your own code"):
         parse_job({**TINY, "model": {"kwargs": {"width": 3}}})
     job_file = user_dir / "bad.toml"
-    job_file.write_text('name = "bad"\n[data]\nname = "smallconv.data:load"\n[model]\nname = "smallconv.broken:notmodule"\n'
-                        '[[sweeps]]\nname = "i1"\n')
+    job_file.write_text(
+        'name = "bad"\n[data]\nname = "smallconv.data:load"\n[model]\nname = "smallconv.broken:notmodule"\n'
+        '[[sweeps]]\nname = "i1"\n'
+    )
     r = runner.invoke(app, ["run", str(job_file), "--storage", str(user_dir / "st"), "--no-progress"])
     assert r.exit_code == 2 and "returned a str, not a torch.nn.Module" in r.output
     assert not (user_dir / "st").exists()

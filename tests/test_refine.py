@@ -4,13 +4,12 @@ import copy
 
 import numpy as np
 import polars as pl
+from conftest import TINY, run_in_process
 
 
 def _peak(a, v):
     """The barrier peak by hand: the α where L rises furthest above the chord between the ends."""
     return a[int(np.argmax(v - ((1 - a) * v[0] + a * v[-1])))]
-
-from conftest import TINY, run_in_process
 
 RAW = {**copy.deepcopy(TINY), "name": "refined",
        "sweeps": [{"name": "i5", "kind": "final_to_final", "alpha": {"num": 5}, "refine": 6, "refine_tol": 1e-9}]}

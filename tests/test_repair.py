@@ -7,6 +7,7 @@ import copy
 import polars as pl
 import pytest
 import torch
+from conftest import TINY, run_in_process, write_job_toml
 from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
@@ -17,8 +18,6 @@ from raysweep.evaluate.align import align
 from raysweep.evaluate.repair import hidden_layers, repair
 from raysweep.models import build_model
 from raysweep.spec import DataSpec, ModelSpec
-
-from conftest import TINY, run_in_process, write_job_toml
 
 SPEC = ModelSpec(hidden=(64, 32), activation="relu")
 

@@ -28,7 +28,10 @@ def test_run_results_query_plot_on_s3(ray_session, s3_bucket, tiny_job, tmp_path
             "tables/checkpoints.parquet", "replicate_0/done.json", "replicate_0/state.safetensors"} <= set(rel)
     points = [r for r in rel if r.startswith("points/")]
     assert len(points) == summary.items_total
-    assert all(re.fullmatch(r"points/line/i[1256]-[0-9a-f]{10}/r\d-(s\d+|random)__r\d-s\d+__a\d{5}-\d{5}\.parquet", p) for p in points)
+    assert all(
+        re.fullmatch(r"points/line/i[1256]-[0-9a-f]{10}/r\d-(s\d+|random)__r\d-s\d+__a\d{5}-\d{5}\.parquet", p)
+        for p in points
+    )
     assert any(r.startswith("tune/") for r in rel)  # Tune's own state lives in the bucket too
 
     # results and query read straight from the bucket

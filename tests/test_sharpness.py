@@ -52,14 +52,13 @@ def test_a_line_sweep_records_sharpness_at_its_points_and_its_peak(tmp_path):
     import copy
 
     import polars as pl
+    from conftest import TINY, run_in_process
 
     from raysweep.data.registry import load_splits
     from raysweep.io.checkpoints import load_tensors
     from raysweep.models import build_model
     from raysweep.spec import parse_job, sweep_hash
     from raysweep.sweep.refine import barrier_peak
-
-    from conftest import TINY, run_in_process
 
     line = {"name": "i5", "kind": "final_to_final", "alpha": {"num": 5}}
     raw = {**copy.deepcopy(TINY), "name": "sharp", "model": {"name": "mlp", "hidden": [8]}, "sweeps": [line]}
@@ -74,7 +73,9 @@ def test_a_line_sweep_records_sharpness_at_its_points_and_its_peak(tmp_path):
     sharp = run.table("sharpness")
     curve = before.filter(pl.col("split") == "test").sort("alpha")
     peak = barrier_peak(curve["alpha"].to_numpy(), curve["loss"].to_numpy())
-    assert sharp["alpha"].to_list() == sorted({0.5, peak}) and sharp.filter(pl.col("at_peak"))["alpha"].to_list() == [peak]
+    assert sharp["alpha"].to_list() == sorted({0.5, peak}) and sharp.filter(pl.col("at_peak"))["alpha"].to_list() == [
+        peak
+    ]
     data = load_splits(run.job.data)
     model = build_model(run.job.model, data.in_shape, data.num_classes)
     a, b = (load_tensors(run.store, run.plan()[0].a.path), load_tensors(run.store, run.plan()[0].b.path))

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from slurm_cluster import OneNodeSlurm, available
 
 from raysweep.api import open as open_run
 from raysweep.cluster.slurm import expand_nodelist
-from slurm_cluster import OneNodeSlurm, available
 
 RUN = ["digits_mlp", "--replicates", "2", "--set", "train.epochs=10", "--no-report"]
 

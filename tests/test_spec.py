@@ -16,27 +16,33 @@ def test_every_job_file_validates():
         assert job.sweeps
 
 
-@pytest.mark.parametrize("raw_change, fragment", [
-    ({"bogus": 1}, "unknown key 'bogus'"),
-    ({"train": {"lr": "fast"}}, "train.lr must be float"),
-    ({"train": {"epochs": 0}}, "train.epochs must be between 1 and 100,000"),
-    ({"train": {"lr": float("inf")}}, "train.lr must be a finite number"),
-    ({"train": {"momentum": float("nan")}}, "train.momentum must be a finite number"),
-    ({"train": {"momentum": 1.5}}, "train.momentum must be < 1"),
-    ({"replicates": 1_000_000_000}, "replicates must be between 1 and 10,000"),
-    ({"seed": 2**70}, "seed = 1180591620717411303424 is out of range"),
-    ({"seed": 2**40}, "seed must be in "),
-    ({"name": "../../escape"}, "is not a plain name"),
-    ({"name": "/abs"}, "is not a plain name"),
-    ({"name": ""}, "is not a plain name"),
-    ({"model": {"hidden": [10**9]}}, "model.hidden: at most 1,000 widths"),
-    ({"sweeps": [{"name": "x", "kind": "random_to_final", "random_scale": float("inf")}]}, "random_scale must be a finite number"),
-    ({"model": {"activation": "gelu"}}, "model.activation = 'gelu' is not valid"),
-    ({"train": {"checkpoints": "sometimes"}}, "train.checkpoints"),
-    ({"replicates": True}, "replicates must be int"),
-    ({"eval": {"compile_mode": "fast"}}, "eval.compile_mode = 'fast' is not valid"),
-    ({"eval": {"cpu_batch_size": -1}}, "eval.cpu_batch_size must be in [0, 2**24]"),
-])
+@pytest.mark.parametrize(
+    "raw_change, fragment",
+    [
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"train": {"lr": "fast"}}, "train.lr must be float"),
+        ({"train": {"epochs": 0}}, "train.epochs must be between 1 and 100,000"),
+        ({"train": {"lr": float("inf")}}, "train.lr must be a finite number"),
+        ({"train": {"momentum": float("nan")}}, "train.momentum must be a finite number"),
+        ({"train": {"momentum": 1.5}}, "train.momentum must be < 1"),
+        ({"replicates": 1_000_000_000}, "replicates must be between 1 and 10,000"),
+        ({"seed": 2**70}, "seed = 1180591620717411303424 is out of range"),
+        ({"seed": 2**40}, "seed must be in "),
+        ({"name": "../../escape"}, "is not a plain name"),
+        ({"name": "/abs"}, "is not a plain name"),
+        ({"name": ""}, "is not a plain name"),
+        ({"model": {"hidden": [10**9]}}, "model.hidden: at most 1,000 widths"),
+        (
+            {"sweeps": [{"name": "x", "kind": "random_to_final", "random_scale": float("inf")}]},
+            "random_scale must be a finite number",
+        ),
+        ({"model": {"activation": "gelu"}}, "model.activation = 'gelu' is not valid"),
+        ({"train": {"checkpoints": "sometimes"}}, "train.checkpoints"),
+        ({"replicates": True}, "replicates must be int"),
+        ({"eval": {"compile_mode": "fast"}}, "eval.compile_mode = 'fast' is not valid"),
+        ({"eval": {"cpu_batch_size": -1}}, "eval.cpu_batch_size must be in [0, 2**24]"),
+    ],
+)
 def test_bad_fields_are_named(raw_change, fragment):
     raw = {**TINY, **raw_change}
     with pytest.raises(SpecError, match=re.escape(fragment)):
@@ -58,7 +64,9 @@ def test_bad_alpha_grids(alpha, fragment):
 
 
 def test_overrides_reach_nested_fields_and_sweeps_by_name():
-    raw = apply_overrides(TINY, ["train.lr=0.05", "sweeps.i1.alpha.num=7", "model.hidden=[8, 8]", "description=hi there"])
+    raw = apply_overrides(
+        TINY, ["train.lr=0.05", "sweeps.i1.alpha.num=7", "model.hidden=[8, 8]", "description=hi there"]
+    )
     job = parse_job(raw)
     assert job.train.lr == 0.05 and job.sweep("i1").alpha.num == 7 and job.model.hidden == (8, 8)
     assert job.description == "hi there"
@@ -116,11 +124,21 @@ def test_hashes_are_pinned():
     under RECIPE 2: built-in models keep PyTorch's default biases, CIFAR-10 uses ImageNet's mean/std)."""
     job = load_job("digits_mlp")
     assert job.hash == "0efa818fdc"
-    defaults = ["model.init=openlth", "model.input_dropout_rescale=true", "train.lr_decay=step", "data.pixels=standardized"]
+    defaults = [
+        "model.init=openlth",
+        "model.input_dropout_rescale=true",
+        "train.lr_decay=step",
+        "data.pixels=standardized",
+    ]
     assert load_job("digits_mlp", defaults).hash == job.hash
-    assert sweep_hash(job.sweep("init_to_final")) == sweep_hash(parse_job(
-        {"name": "x", "sweeps": [{"name": "y", "kind": "init_to_final", "alpha": {"num": 100}, "splits": ["train", "test"]}]}
-    ).sweep("y"))
+    assert sweep_hash(job.sweep("init_to_final")) == sweep_hash(
+        parse_job(
+            {
+                "name": "x",
+                "sweeps": [{"name": "y", "kind": "init_to_final", "alpha": {"num": 100}, "splits": ["train", "test"]}],
+            }
+        ).sweep("y")
+    )
     from raysweep.spec import SweepSpec
 
     assert sweep_hash(SweepSpec(name="a", kind="projection")) == sweep_hash(SweepSpec(name="b", kind="projection"))

@@ -5,7 +5,6 @@ silence. Expectations come from closed forms (hypergeometric distinct counts) an
 import statistics
 import time
 
-import numpy as np
 import pytest
 import torch
 from datafiles import write_digits_folder, write_image_folder
@@ -48,8 +47,10 @@ def test_a_window_shuffles_rows_across_its_groups_uniformly_and_resumes_exactly(
     assert again == seen[0]
     resumed = [(p.groups[k], r) for p in streams.epoch_pieces(shards, 5, 0, skip_rows=100, window=8) for k, r in p.rows]
     assert resumed == seen[0][100:]
-    ranks = [[(p.groups[k], r) for p in streams.epoch_pieces(shards, 5, 0, rank=i, world=3, window=8) for k, r in p.rows]
-             for i in range(3)]
+    ranks = [
+        [(p.groups[k], r) for p in streams.epoch_pieces(shards, 5, 0, rank=i, world=3, window=8) for k, r in p.rows]
+        for i in range(3)
+    ]
     assert sum(ranks, []) == seen[0][:3 * (640 // 3)]  # ranks split the one sequence: each row once
     assert streams.window_groups(shards) == 40  # 1 kB groups: all of them fit in the window's bytes
     big = [{**s, "bytes": 4 * (256 << 20)} for s in shards]  # 256 MiB groups: MIN_WINDOW of them
@@ -128,7 +129,9 @@ def _plain_loop(root, state: dict, seed: int, size: int = 16) -> float:
     train = torchvision.datasets.ImageFolder(str(root / "train"), transform=train_tf)
     val = torchvision.datasets.ImageFolder(str(root / "val"), transform=val_tf)
     torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(
+        train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
     model = build_model(parse_job(_job(1), "test").model, (3, size, size), 10)
     model.load_state_dict(state)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -151,9 +154,9 @@ def test_streamed_training_learns_like_a_shuffled_dataloader(tmp_path, ray_sessi
     """scikit-learn digits as a class-sorted ImageFolder of 16×16 JPEGs (1,438 / 359), packed class by
     class: one rank and two ranks (Ray Train) each end within 0.03 test error of a plain shuffled
     DataLoader loop from the same step-0 weights (the mean of 3 orders; their spread is ≈ 0.01)."""
-    import raysweep
     from safetensors.torch import load_file
 
+    import raysweep
     from raysweep.io import paths
     from raysweep.io.manifests import read_manifests
 

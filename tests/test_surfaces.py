@@ -5,12 +5,11 @@ import copy
 
 import h5py
 import numpy as np
+from conftest import TINY, run_in_process, write_job_toml
 from typer.testing import CliRunner
 
 from raysweep.cli import app
 from raysweep.report.surfaces import GHOST_HIDDEN_POINT, write_vtk
-
-from conftest import TINY, run_in_process, write_job_toml
 
 RAW = {**copy.deepcopy(TINY), "name": "surf", "sweeps": [
     {"name": "t5", "kind": "line_and_random", "alpha": {"start": 0.0, "stop": 1.0, "num": 3},

@@ -10,11 +10,11 @@ from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.manifests import read_manifests
 from raysweep.sweep.execute import run_local
-from raysweep.work.items import chunk_size, chunks
-from raysweep.work.kinds import KINDS
 from raysweep.sweep.planner import missing, plan, random_endpoint
 from raysweep.sweep.prep import draw_random_point
 from raysweep.train.loop import train_replicate
+from raysweep.work.items import chunk_size, chunks
+from raysweep.work.kinds import KINDS
 
 
 @pytest.fixture

@@ -44,7 +44,9 @@ def test_random_walk_projection():
 def test_toy_commands_write_reports(tmp_path):
     r = CliRunner().invoke(app, ["toy", "breuel", "--steps", "2000", "--out", str(tmp_path / "b.html")])
     assert r.exit_code == 0 and "zipf: spread kept" in r.output and "vegaEmbed" in (tmp_path / "b.html").read_text()
-    r = CliRunner().invoke(app, ["toy", "random-walk", "--dims", "10", "--dims", "100", "--out", str(tmp_path / "w.html")])
+    r = CliRunner().invoke(
+        app, ["toy", "random-walk", "--dims", "10", "--dims", "100", "--out", str(tmp_path / "w.html")]
+    )
     assert r.exit_code == 0 and (tmp_path / "w.html").exists()
     r = CliRunner().invoke(app, ["toy", "breuel", "--law", "pareto", "--out", str(tmp_path / "x.html")])
     assert r.exit_code == 2
@@ -59,10 +61,10 @@ def test_deep_linear_regression_curves_match_the_closed_form(store):
     from raysweep.io.checkpoints import load_tensors
     from raysweep.jobs import load_job
     from raysweep.sweep.execute import run_local
-    from raysweep.work.items import LineItem
     from raysweep.sweep.planner import plan
     from raysweep.sweep.prep import prepare
     from raysweep.train.loop import train_replicate
+    from raysweep.work.items import LineItem
 
     job = load_job("linreg_depth2", ["replicates=2", "train.epochs=5"])
     for k in range(2):

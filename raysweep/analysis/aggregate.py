@@ -45,9 +45,10 @@ def _read(store: Store, job: Job, kinds, schema, exclude) -> pl.DataFrame:
 def trajectory(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
     """T2: α(t), β(t), ‖θ_t‖ per replicate and step, with the residual's share of the norm."""
     df = _read(store, job, ("projection",), TRAJECTORY_SCHEMA, exclude)
-    return (df.with_columns(residual_fraction=pl.col("beta") / pl.col("norm"),
-                            max_beta_over_max_norm=(pl.col("beta").max() / pl.col("norm").max()).over("sweep", "replicate"))
-            .sort("sweep", "replicate", "step"))
+    return df.with_columns(
+        residual_fraction=pl.col("beta") / pl.col("norm"),
+        max_beta_over_max_norm=(pl.col("beta").max() / pl.col("norm").max()).over("sweep", "replicate"),
+    ).sort("sweep", "replicate", "step")
 
 
 def surface(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:

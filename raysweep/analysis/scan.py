@@ -15,9 +15,9 @@ from raysweep.io import paths
 from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.io.store import Store
 from raysweep.spec import POINT_KINDS, Job, sweep_hash
-from raysweep.work.stored import data_files
 from raysweep.work.items import key_replicates
 from raysweep.work.kinds import of_table, sharpness_folder, sweep_folder
+from raysweep.work.stored import data_files
 
 TABLES = paths.TABLES
 READ_ERRORS = (pl.exceptions.PolarsError, pa.ArrowException, OSError)  # what an unreadable Parquet file raises

@@ -51,7 +51,9 @@ def _autoscaling_config_path(gcs_address: str) -> str | None:
     return str(bootstrap) if bootstrap.exists() else None
 
 
-_MONITOR_CONFIGS: dict[str, str] = {}  # gcs address -> its monitor's config (found ones only: a monitor may start later)
+_MONITOR_CONFIGS: dict[
+    str, str
+] = {}  # gcs address -> its monitor's config (found ones only: a monitor may start later)
 
 
 def _monitor_config(gcs_address: str) -> str | None:

@@ -188,8 +188,10 @@ def refusal(stderr: str, request: SlurmRequest) -> str:
     elif "time limit" in low:
         fix = f"ask for less time with --time, within the partition's limit ({SLURM_HINT})"
     else:
-        fix = f"ask for what the partition's nodes have: lower --nodes, --gpus-per-node, --cpus-per-node or --mem, or " \
-              f"pick another --partition ({SLURM_HINT})"
+        fix = (
+            f"ask for what the partition's nodes have: lower --nodes, --gpus-per-node, --cpus-per-node or --mem, or "
+            f"pick another --partition ({SLURM_HINT})"
+        )
     return f"Slurm refused the job ({asked}): {said}. Fix: {fix}; nothing was submitted or written."
 
 

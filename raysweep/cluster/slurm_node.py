@@ -186,8 +186,10 @@ def ready(args) -> int:
                 os.kill(int(pid), 0)
             except ProcessLookupError:
                 log = Path(args.logs) / f"ray-{job_id}-{name}.log" if args.logs else None
-                raise NodeError(f"Ray on {name} ended before it joined (its srun step exited){f': see {log}' if log else ''}"
-                                f"{f' — {_tail(log)}' if log and _tail(log) else ''}. Fix what it says and submit again.")
+                raise NodeError(
+                    f"Ray on {name} ended before it joined (its srun step exited){f': see {log}' if log else ''}"
+                    f"{f' — {_tail(log)}' if log and _tail(log) else ''}. Fix what it says and submit again."
+                )
 
     while True:  # the head's port first: ray.init would wait on its own, without watching the steps
         check_steps()

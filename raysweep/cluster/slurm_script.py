@@ -27,7 +27,7 @@ node() {{ "$PY" -m raysweep.cluster.slurm_node "$@"; }}
 echo "raysweep: job $SLURM_JOB_ID start ${{SLURM_RESTART_COUNT:-0}} on $SLURM_JOB_NODELIST at $(date -u +%FT%TZ)"
 
 # 1. The nodes, the head's address (this shell runs on the first node) and this job's ports.
-NODES=($(node hosts)) && [ "${{#NODES[@]}}" -gt 0 ] || exit 1   # $SLURM_JOB_NODELIST expanded (`scontrol show hostnames`)
+NODES=($(node hosts)) && [ "${{#NODES[@]}}" -gt 0 ] || exit 1   # $SLURM_JOB_NODELIST expanded, as scontrol does
 HEAD=${{NODES[0]}}
 HEAD_IP=$(node ip --interface "$IP_INTERFACE") || exit 1   # an IP, not the name: names may resolve to loopback
 PORT=$(node port) || exit 1   # every Ray port comes from a block derived from $SLURM_JOB_ID: jobs sharing a node differ

@@ -26,6 +26,30 @@ from raysweep.data.registry import (
 )
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
 
-__all__ = ["CACHED_SPLITS", "DATASETS", "IMAGENET_MEAN", "IMAGENET_STD", "INFOS", "STANDARD", "DatasetInfo",
-           "DatasetMissing", "SplitCache", "Splits", "blobs", "cifar10", "cifar_augment", "data_root", "dataset_info",
-           "digits", "epoch_order", "fashion_mnist", "read_idx", "imagenet", "imagenet_info", "linreg", "load_splits", "mnist", "train_batches"]
+__all__ = [
+    "CACHED_SPLITS",
+    "DATASETS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INFOS",
+    "STANDARD",
+    "DatasetInfo",
+    "DatasetMissing",
+    "SplitCache",
+    "Splits",
+    "blobs",
+    "cifar10",
+    "cifar_augment",
+    "data_root",
+    "dataset_info",
+    "digits",
+    "epoch_order",
+    "fashion_mnist",
+    "read_idx",
+    "imagenet",
+    "imagenet_info",
+    "linreg",
+    "load_splits",
+    "mnist",
+    "train_batches",
+]

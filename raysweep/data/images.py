@@ -161,7 +161,9 @@ def imagenet(spec: DataSpec, cache: "SplitCache | None" = None) -> Splits:
         xs, ys = zip(*loader) if len(val_set) else ((), ())
         return torch.cat(xs), torch.cat(ys)
 
-    identity = [("resize256-crop224", 1)] + [(os.path.relpath(p, val_dir), os.path.getsize(p)) for p, _ in val_set.samples]
+    identity = [("resize256-crop224", 1)] + [
+        (os.path.relpath(p, val_dir), os.path.getsize(p)) for p, _ in val_set.samples
+    ]
     test_x, test_y = cache.get("imagenet", "val", identity, decode) if cache else decode()
     origin = cache.last_source if cache else "decoded"
 
@@ -169,9 +171,15 @@ def imagenet(spec: DataSpec, cache: "SplitCache | None" = None) -> Splits:
         m = len(train_set) // world  # rank r: positions [r·m, (r+1)·m) of the epoch's order
         order = epoch_order(len(train_set), seed, epoch)[rank * m:(rank + 1) * m][skip * batch_size:].tolist()
         g = torch.Generator().manual_seed(1_000_003 * seed + epoch)
-        yield from torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=order, generator=g,
-                                               num_workers=workers or spec.num_workers, pin_memory=torch.cuda.is_available(),
-                                               persistent_workers=False)
+        yield from torch.utils.data.DataLoader(
+            train_set,
+            batch_size=batch_size,
+            sampler=order,
+            generator=g,
+            num_workers=workers or spec.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+        )
 
     return Splits(None, torch.tensor(train_set.targets), test_x, test_y, len(train_set.classes),
                   mean=IMAGENET_MEAN, std=IMAGENET_STD, stream=stream, image_shape=(3, 224, 224), origin=origin)

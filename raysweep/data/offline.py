@@ -33,7 +33,10 @@ def digits_shifted(spec: DataSpec) -> Splits:
         out = torch.zeros_like(x)
         out[..., 2:] = x[..., :-2]
         return (out + torch.from_numpy(rng.normal(0, 0.15, size=tuple(x.shape)).astype(np.float32))).clamp(0, 1)
-    return Splits(shift(d.train_x), d.train_y, shift(d.test_x), d.test_y, 10, extra={"test_clean": (d.test_x, d.test_y)})
+
+    return Splits(
+        shift(d.train_x), d.train_y, shift(d.test_x), d.test_y, 10, extra={"test_clean": (d.test_x, d.test_y)}
+    )
 
 
 def blobs(spec: DataSpec) -> Splits:

@@ -27,8 +27,16 @@ from raysweep.errors import SpecError
 from raysweep.plugins import load_object
 from raysweep.spec import DataSpec, is_import_path
 
-DATASETS: dict[str, Callable[[DataSpec], Splits]] = {"digits": digits, "digits_shifted": digits_shifted, "blobs": blobs, "mnist": mnist, "fashion_mnist": fashion_mnist,
-                                                     "cifar10": cifar10, "imagenet": imagenet, "linreg": linreg}
+DATASETS: dict[str, Callable[[DataSpec], Splits]] = {
+    "digits": digits,
+    "digits_shifted": digits_shifted,
+    "blobs": blobs,
+    "mnist": mnist,
+    "fashion_mnist": fashion_mnist,
+    "cifar10": cifar10,
+    "imagenet": imagenet,
+    "linreg": linreg,
+}
 
 
 # Datasets too big to load just to describe them say what they are here.

@@ -209,8 +209,14 @@ def stream(dataset: str, shards: list[dict], size: int, batch_size: int, seed: i
     ctx.execution_options.preserve_order = True  # the epoch's order is the pieces' order
     ctx.enable_progress_bars = ctx.print_on_execution_start = False  # raysweep's progress lines say it
     ctx.target_max_block_size = BLOCK_BYTES  # a read task hands rows on as it reads them, not a window at once
-    ds = ds.map_batches(read_pieces, batch_size=1, num_cpus=READ_CPUS, concurrency=min(READERS, len(pieces)), zero_copy_batch=True,
-                        fn_kwargs={"dataset": dataset})
+    ds = ds.map_batches(
+        read_pieces,
+        batch_size=1,
+        num_cpus=READ_CPUS,
+        concurrency=min(READERS, len(pieces)),
+        zero_copy_batch=True,
+        fn_kwargs={"dataset": dataset},
+    )
     ds = ds.repartition(target_num_rows_per_block=CHUNK)  # a read task's output, cut into decode tasks' blocks
     kwargs = {"concurrency": workers} if workers else {}
     ds = ds.map_batches(decode_rows, batch_size=None, num_cpus=DECODE_CPUS, zero_copy_batch=True, **kwargs,

@@ -24,7 +24,9 @@ class Splits:
     image_shape: tuple[int, ...] | None = None
     origin: str = ""
     # more evaluation splits, by name (e.g. {"test_shifted": (x, y)}: a distribution shift), swept like "test"
-    extra: dict = field(default_factory=dict)  # for split-cached datasets: "cache" (read from the store) or "decoded" (then cached)
+    extra: dict = field(
+        default_factory=dict
+    )  # for split-cached datasets: "cache" (read from the store) or "decoded" (then cached)
     _constants: dict = field(default_factory=dict, repr=False, compare=False)  # (device, dims, uint8) -> (scale, shift)
 
     @property
@@ -56,8 +58,12 @@ class Splits:
         if self.mean is None and x.dtype != torch.uint8:
             return self._layout(x if dtype is None else x.to(dtype), channels_last)
         scale, shift = self._scale_shift(x)
-        out = torch.empty(x.shape, dtype=dtype or torch.float32, device=x.device,
-                          memory_format=torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format)
+        out = torch.empty(
+            x.shape,
+            dtype=dtype or torch.float32,
+            device=x.device,
+            memory_format=torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format,
+        )
         return torch.addcmul(shift, x, scale, out=out)
 
     def _scale_shift(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +73,10 @@ class Splits:
             mean = torch.tensor(self.mean or (0.0,), dtype=torch.float64)
             std = torch.tensor(self.std or (1.0,), dtype=torch.float64)
             scale = 1 / (std * 255) if x.dtype == torch.uint8 else 1 / std
-            self._constants[key] = (scale.float().view(shape).to(x.device), (-mean / std).float().view(shape).to(x.device))
+            self._constants[key] = (
+                scale.float().view(shape).to(x.device),
+                (-mean / std).float().view(shape).to(x.device),
+            )
         return self._constants[key]
 
     @staticmethod

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from raysweep.evaluate.graph_spec import GraphError, derive_spec
 from raysweep.evaluate.graph_axes import Segments
+from raysweep.evaluate.graph_spec import GraphError, derive_spec
+
 
 class AlignmentError(ValueError):
     """A model whose hidden units cannot be matched layer by layer."""

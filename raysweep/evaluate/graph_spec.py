@@ -73,7 +73,11 @@ def _shapes(gm, model: nn.Module, in_shape) -> dict:
     except Exception as exc:  # the graph is still followed where it needs no shapes
         logging.getLogger("raysweep").warning(
             "alignment: %s does not run on an input of shape %s (%s: %s); its unit axes are followed without shapes",
-            type(model).__name__, tuple(in_shape), type(exc).__name__, str(exc).splitlines()[0][:120] if str(exc) else "")
+            type(model).__name__,
+            tuple(in_shape),
+            type(exc).__name__,
+            str(exc).splitlines()[0][:120] if str(exc) else "",
+        )
         return {}
     finally:
         model.train(was)

@@ -68,7 +68,11 @@ class Walk:
         return self.unit_axis[src]
 
     def check(self, node, src, want: int, what: str) -> None:
-        if self.group_of.get(src) not in (None, FIXED) and src in self.unit_axis and self.unit_axis[src] != want % self.ndim(src):
+        if (
+            self.group_of.get(src) not in (None, FIXED)
+            and src in self.unit_axis
+            and self.unit_axis[src] != want % self.ndim(src)
+        ):
             raise GraphError(f"{self.label(node)} {what} on axis {want % self.ndim(src)}, but the units are on axis "
                              f"{self.unit_axis[src]}")
 
@@ -277,7 +281,9 @@ class Walk:
             if target in ("reshape", "view", torch.reshape):
                 new = after_reshape(self.shapes[src], self.shapes[node], axis)
             elif target in ("permute", torch.permute):
-                new = after_permute(rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest, nd, axis)
+                new = after_permute(
+                    rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest, nd, axis
+                )
             else:
                 new = after_transpose(rest[0], rest[1], nd, axis)
         except GraphError as exc:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 EPS = 1e-5
 

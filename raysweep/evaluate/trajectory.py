@@ -1,5 +1,5 @@
-"""Trajectory analyses over stored checkpoints (Goodfellow et al. 2015 App. B; Breuel 2015): T2 projection & residual and
-T6 τ/κ function maps. Work items run through the same planner, Ray Data stage and Store as the
+"""Trajectory analyses over stored checkpoints (Goodfellow et al. 2015 App. B; Breuel 2015): T2 projection &
+residual and T6 τ/κ function maps. Work items run through the same planner, Ray Data stage and Store as the
 line sweeps; each item covers one replicate's whole trajectory.
 """
 from __future__ import annotations

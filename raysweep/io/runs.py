@@ -42,10 +42,18 @@ def not_found_message(job: Job, store: Store) -> str:
     shown = "\n".join(f"  {r['job']:24s} {r['hash']}  replicates {r['replicates']:7s} modified {r['modified']}  "
                       f"sweeps {', '.join(r['sweeps']) or '-'}" for r in (same or runs)[:20])
     where = store.url("")
-    return (f"no run of {job.name} with these settings is stored in {where} (it would be {store.url(paths.run_dir(job.name, job.hash))}; "
-            f"the hash {job.hash} covers the data, model, train and seed fields as the job file and --set "
-            f"overrides give them). "
-            + (f"Runs of {job.name} stored there:\n{shown}\n" if same else
-               f"Runs stored there:\n{shown}\n" if runs else "Nothing is stored there yet. ")
-            + f"Pass the --set overrides the run was made with (`raysweep show {job.name} --set ...` prints "
-              f"the hash), or the --storage it was written to; `raysweep runs --storage {where}` lists the runs.")
+    return (
+        f"no run of {job.name} with these settings is stored in {where} (it would be "
+        f"{store.url(paths.run_dir(job.name, job.hash))}; "
+        f"the hash {job.hash} covers the data, model, train and seed fields as the job file and --set "
+        f"overrides give them). "
+        + (
+            f"Runs of {job.name} stored there:\n{shown}\n"
+            if same
+            else f"Runs stored there:\n{shown}\n"
+            if runs
+            else "Nothing is stored there yet. "
+        )
+        + f"Pass the --set overrides the run was made with (`raysweep show {job.name} --set ...` prints "
+        f"the hash), or the --storage it was written to; `raysweep runs --storage {where}` lists the runs."
+    )

@@ -153,10 +153,18 @@ def learning_chart(checkpoints: pl.DataFrame, metric: str) -> alt.Chart:
 
 
 def projection_chart(traj: pl.DataFrame) -> alt.Chart:
-    return alt.Chart(traj.select("replicate", "step", "alpha", "beta", "residual_fraction")).mark_line(point=True).encode(
-        x=alt.X("alpha:Q", title="α(t): along θ_0 → θ_T"), y=alt.Y("beta:Q", title="β(t): residual norm"),
-        color="replicate:N", order="step:Q", tooltip=["replicate", "step", "alpha", "beta", "residual_fraction"],
-    ).properties(title="T2 — β vs α per replicate", width=WIDTH, height=HEIGHT)
+    return (
+        alt.Chart(traj.select("replicate", "step", "alpha", "beta", "residual_fraction"))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("alpha:Q", title="α(t): along θ_0 → θ_T"),
+            y=alt.Y("beta:Q", title="β(t): residual norm"),
+            color="replicate:N",
+            order="step:Q",
+            tooltip=["replicate", "step", "alpha", "beta", "residual_fraction"],
+        )
+        .properties(title="T2 — β vs α per replicate", width=WIDTH, height=HEIGHT)
+    )
 
 
 def wise_chart(curves: pl.DataFrame, x_split: str, y_split: str) -> alt.Chart:

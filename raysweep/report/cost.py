@@ -8,9 +8,9 @@ from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.models import forward_flops
 from raysweep.spec import PLANE_KINDS, TRAJECTORY_KINDS, Job, sweep_hash
+from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 from raysweep.work.items import chunk_size, chunks
 from raysweep.work.kinds import KINDS
-from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 
 # Published throughputs the cost estimates use (no GPU number of raysweep's own is measured yet):
 # evaluation, examples/s of a full-split forward pass on one GPU
@@ -73,21 +73,35 @@ def describe(job: Job, store: Store) -> str:
     spec = json.dumps(job.to_dict(), indent=2)
     steps = c["checkpoint_steps"]
     shown = steps if len(steps) <= 16 else steps[:12] + ["..."] + steps[-3:]
-    lines = [f"job {job.name}  hash {job.hash}  storage {store.url(paths.run_dir(job.name, job.hash))}", "", "resolved spec:", spec, "",
-             "plan:",
-             f"  trainings:   {c['trainings']} replicates x {c['iterations']} iterations "
-             f"({job.train.epochs} epochs x {c['iterations_per_epoch']} iterations/epoch)"
-             + (f", plus {c['children']} instability children trained from their spawn steps to the end"
-                if c["children"] else "")
-             + "".join(f", plus {n} bend(s) of curve sweep {name} x {its} iterations"
-                       for name, (n, its) in c["bends"].items()),
-             f"  checkpoints: {c['checkpoints_per_replicate']} per replicate "
-             f"({c['trainings'] * c['checkpoints_per_replicate']} in all): {shown}"]
+    lines = [
+        f"job {job.name}  hash {job.hash}  storage {store.url(paths.run_dir(job.name, job.hash))}",
+        "",
+        "resolved spec:",
+        spec,
+        "",
+        "plan:",
+        f"  trainings:   {c['trainings']} replicates x {c['iterations']} iterations "
+        f"({job.train.epochs} epochs x {c['iterations_per_epoch']} iterations/epoch)"
+        + (
+            f", plus {c['children']} instability children trained from their spawn steps to the end"
+            if c["children"]
+            else ""
+        )
+        + "".join(
+            f", plus {n} bend(s) of curve sweep {name} x {its} iterations" for name, (n, its) in c["bends"].items()
+        ),
+        f"  checkpoints: {c['checkpoints_per_replicate']} per replicate "
+        f"({c['trainings'] * c['checkpoints_per_replicate']} in all): {shown}",
+    ]
     for s in c["sweeps"]:
         if s.get("trajectory"):
-            what = ("α(t), β(t), ‖θ_t‖ of every checkpoint" if s["kind"] == "projection" else
-                    f"a {s['grid']}-point (a, b) grid per replicate = {s['evaluations']} evaluations" if "grid" in s
-                    else f"τ/κ on {s['examples_forwarded'] // max(s['evaluations'], 1)} test examples at every checkpoint")
+            what = (
+                "α(t), β(t), ‖θ_t‖ of every checkpoint"
+                if s["kind"] == "projection"
+                else f"a {s['grid']}-point (a, b) grid per replicate = {s['evaluations']} evaluations"
+                if "grid" in s
+                else f"τ/κ on {s['examples_forwarded'] // max(s['evaluations'], 1)} test examples at every checkpoint"
+            )
             lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {what}")
             continue
         lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {s['pairs']:4d} pairs x {s['alphas']:3d} α "

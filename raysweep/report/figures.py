@@ -37,7 +37,8 @@ class Figure:
     charts: list
 
     def chart(self) -> alt.HConcatChart:
-        return alt.hconcat(*self.charts).resolve_scale(color="independent", strokeDash="independent").properties(title=self.heading)
+        return alt.hconcat(*self.charts).resolve_scale(color="independent", strokeDash="independent").properties(
+            title=self.heading)
 
 
 def _grid(alphas) -> str:
@@ -103,18 +104,19 @@ def figures(job: Job, t: dict) -> list[Figure]:
             ck = t["checkpoints"]
             top = int(ck["step"].max()) if ck.height else max(sweep.spawn_steps)
             out.append(Figure(f"LMC-instability-{sweep.name}", f"LMC — instability vs spawn step k: {sweep.name}",
-                              f"Two children of each replicate spawned from θ_k and trained on to T with different data "
-                              f"orders; instability is the {split} loss/error barrier between them (max along the line − "
-                              f"mean of its ends), mean ± std over {n} replicates, against k on a log₂ axis (Frankle, "
-                              f"Dziugaite, Roy & Carbin 2020).",
+                              f"Two children of each replicate spawned from θ_k and trained on to T with different "
+                              f"data orders; instability is the {split} loss/error barrier between them (max along the "
+                              f"line − mean of its ends), mean ± std over {n} replicates, against k on a log₂ axis "
+                              f"(Frankle, Dziugaite, Roy & Carbin 2020).",
                               [instability_chart(b, m, top) for m in ("error", "loss")]))
             out.append(Figure(f"LMC-curves-{sweep.name}", f"LMC — the lines between the children: {sweep.name}",
-                              f"Mean {split} loss and error along the line from child 1 to child 2, one curve per spawn "
-                              f"step k ({_grid(alphas)}).",
+                              f"Mean {split} loss and error along the line from child 1 to child 2, one curve per "
+                              f"spawn step k ({_grid(alphas)}).",
                               [per_step_chart(c.filter(pl.col("split") == split), m, f"{sweep.name}: {m}")
                                for m in ("loss", "error")]))
             continue
-        aligned = " θ_T(j)'s hidden units were matched to θ_T(i)'s first (weight matching)." if sweep.align != "none" else ""
+        aligned = (" θ_T(j)'s hidden units were matched to θ_T(i)'s first (weight matching)." if sweep.align != "none"
+                   else "")
         spread = "" if "no spread" in over else ", mean ± 1 std (clipped at 0)"
         out.append(Figure(f"{paper}-{sweep.name}", heading,
                           f"Loss and error along {line.split(',')[0]}{spread} over {over}, "
@@ -144,7 +146,8 @@ def figures(job: Job, t: dict) -> list[Figure]:
         for which, what in (("tau", "softmax outputs τ (Euclidean)"), ("kappa", "predictions κ (Hamming)")):
             out.append(Figure(f"B-fig1-{which}-map", f"T6 — function map of {what}",
                               f"Every replicate at every checkpoint placed by metric MDS of its {what} on the first "
-                              f"test examples; colour is the epoch (red to blue), one grey line per replicate (B Fig 1–5).",
+                              f"test examples; colour is the epoch (red to blue), one grey line per replicate "
+                              f"(B Fig 1–5).",
                               [mds_chart(fmap, which)]))
     surf = t["surface"]
     for name in surf["sweep"].unique(maintain_order=True).to_list() if surf.height else []:
@@ -189,7 +192,8 @@ def _connecting(job: Job, curves: pl.DataFrame) -> list[Figure]:
                    f"Mean {split} loss and error (± 1 std, clipped at 0) over {_over(job, first)}"
                    f" along each path between two final solutions: the straight line θ(α), the line after matching "
                    f"θ_T(j)'s hidden units to θ_T(i)'s, and the curves φ(t) whose bend was trained to minimise the "
-                   f"expected loss along them, BatchNorm statistics recomputed at every t (Garipov et al. 2018, Fig 2).",
+                   f"expected loss along them, BatchNorm statistics recomputed at every t (Garipov et al. 2018, "
+                   f"Fig 2).",
                    [paths_chart(df, m, m) for m in ("loss", "error")])]
 
 
@@ -269,7 +273,8 @@ def write_figures(job: Job, tables, out: str, formats=("png", "svg")) -> list[st
         for fig in figures(job, load_tables(tables)):
             spec = image_spec(fig.chart())
             for fmt in formats:
-                data = {"png": lambda: vlc.vegalite_to_png(spec, scale=2), "svg": lambda: vlc.vegalite_to_svg(spec).encode(),
+                data = {"png": lambda: vlc.vegalite_to_png(spec, scale=2),
+                        "svg": lambda: vlc.vegalite_to_svg(spec).encode(),
                         "pdf": lambda: vlc.vegalite_to_pdf(spec)}[fmt]()
                 path = folder / f"{fig.name}.{fmt}"
                 path.write_bytes(data)

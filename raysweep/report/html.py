@@ -80,8 +80,12 @@ def write_report(job: Job, store: Store, tables, out: str | None = None, formats
         for fmt in formats:
             if fmt not in ("png", "svg"):
                 raise ValueError(f"unknown image format {fmt!r}; use png or svg")
-            rows = [alt.hconcat(*charts).resolve_scale(color="independent", strokeDash="independent").properties(title=heading)
-                    for heading, _, charts in secs]
+            rows = [
+                alt.hconcat(*charts)
+                .resolve_scale(color="independent", strokeDash="independent")
+                .properties(title=heading)
+                for heading, _, charts in secs
+            ]
             import vl_convert as vlc
 
             spec = image_spec(alt.vconcat(*rows).resolve_scale(color="independent", strokeDash="independent"))

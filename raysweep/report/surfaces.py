@@ -53,8 +53,12 @@ def grids(surface: pl.DataFrame, sweep: str | None) -> tuple[str, int, dict]:
     grid = grid.filter(pl.col("replicate") == k)
     xs, ys = np.unique(grid["a"].to_numpy()), np.unique(grid["b"].to_numpy())
     # rows = y: loss-landscape's readers index [y, x]
-    fields = _fields(grid, grid["split"].unique(maintain_order=True).to_list(), (len(ys), len(xs)),
-                     lambda rows: (np.searchsorted(ys, rows["b"].to_numpy()), np.searchsorted(xs, rows["a"].to_numpy())))
+    fields = _fields(
+        grid,
+        grid["split"].unique(maintain_order=True).to_list(),
+        (len(ys), len(xs)),
+        lambda rows: (np.searchsorted(ys, rows["b"].to_numpy()), np.searchsorted(xs, rows["a"].to_numpy())),
+    )
     return sweep, k, {"xcoordinates": xs, "ycoordinates": ys, **fields}
 
 

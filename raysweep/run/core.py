@@ -33,10 +33,10 @@ from raysweep.spec import POINT_KINDS, Job
 from raysweep.sweep.bends import bends_todo
 from raysweep.sweep.compact import compact, forget_file
 from raysweep.sweep.execute import run_local, run_ray
-from raysweep.work.kinds import sweep_folder
 from raysweep.sweep.planner import children_todo, missing, plan
 from raysweep.sweep.refine import POINT_COLUMNS, proposals
 from raysweep.sweep.rounds import RunSummary, failure_message, sweep_rounds
+from raysweep.work.kinds import sweep_folder
 from raysweep.work.tasks import Child, Replicate, Task
 
 log = logging.getLogger("raysweep")

@@ -22,7 +22,9 @@ def pick(items: list, sweep, replicate: int | None, pair: tuple[int, int] | None
                 and (step is None or it.a.step == step))
     found = [it for it in items if it.sweep == sweep.name and ok(it)]
     if not found:
-        pairs = sorted({(it.a.replicate, it.a.step, it.b.replicate, it.b.step) for it in items if it.sweep == sweep.name})
+        pairs = sorted(
+            {(it.a.replicate, it.a.step, it.b.replicate, it.b.step) for it in items if it.sweep == sweep.name}
+        )
         raise SpecError(f"sweep {sweep.name!r} has no pair with these endpoints; its pairs (replicate_a, step_a, "
                         f"replicate_b, step_b) are {pairs[:12]}{' ...' if len(pairs) > 12 else ''}: name one with "
                         f"--replicate K (and --step T for step_to_final) or --pair I,J (final_to_final)")
@@ -41,14 +43,18 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
 
     sweep = run.job.sweep(sweep_name)
     if sweep.kind not in POINT_KINDS:
-        raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep; export takes a line or curve sweep "
-                        f"({list(POINT_KINDS)}) with --alpha, or a merge sweep ({list(MERGE_KINDS)}) with --merge or --lam")
+        raise SpecError(
+            f"sweep {sweep_name!r} is a {sweep.kind} sweep; export takes a line or curve sweep "
+            f"({list(POINT_KINDS)}) with --alpha, or a merge sweep ({list(MERGE_KINDS)}) with --merge or --lam"
+        )
     if alpha is None:
         raise SpecError(f"sweep {sweep_name!r} is a line: name its point with --alpha A (θ(α) = (1−α)·θ_a + α·θ_b)")
     if not (-1e6 < alpha < 1e6):
         raise SpecError(f"--alpha {alpha} is not a finite number of reasonable size")
     if sweep.kind == "curve" and not 0 <= alpha <= 1:
-        raise SpecError(f"sweep {sweep_name!r} is a curve: --alpha is its t, in [0, 1] (θ_a at 0, θ_b at 1), got {alpha}")
+        raise SpecError(
+            f"sweep {sweep_name!r} is a curve: --alpha is its t, in [0, 1] (θ_a at 0, θ_b at 1), got {alpha}"
+        )
     it = pick(run.plan([sweep_name]), sweep, replicate, pair, step)
     a, b = (load_tensors(run.store, e.path, e.sha256 or None) for e in (it.a, it.b))
     if sweep.align == "weights":  # the line the sweep evaluated: θ_b's units matched to θ_a's
@@ -119,8 +125,12 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
         theta_pre = [base[n] for n in names]
         tau = task_vectors(theta_pre, [[s[n] for n in names] for s in states])
         state = dict(zip(names, add_task_vectors(theta_pre, tau, lam)))
-        what = {"merge": "task_arithmetic", "lam": repr(lam), "members": ",".join(str(e.replicate) for e in item.members),
-                "base": f"{item.base[0].path} sha256 {item.base[0].sha256}"}
+        what = {
+            "merge": "task_arithmetic",
+            "lam": repr(lam),
+            "members": ",".join(str(e.replicate) for e in item.members),
+            "base": f"{item.base[0].path} sha256 {item.base[0].sha256}",
+        }
     return _write(state, out, {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, **what})
 
 

@@ -8,8 +8,8 @@ from raysweep.io.runs import is_trained
 from raysweep.io.store import Store
 from raysweep.spec import SWEEP_KINDS, Job
 from raysweep.sweep.compact import drop_replicate
-from raysweep.work.items import key_replicates
 from raysweep.sweep.planner import done_paths
+from raysweep.work.items import key_replicates
 
 
 def status(run) -> dict:

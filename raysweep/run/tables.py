@@ -79,7 +79,11 @@ class Tables:
         path = paths.table(self.dir, name)
         recorded = self.store.read_json(paths.tables_inputs(self.dir)) if self.store.exists(
             paths.tables_inputs(self.dir)) else None
-        if isinstance(recorded, dict) and recorded.get("fingerprint") == made_of["fingerprint"] and self.store.exists(path):
+        if (
+            isinstance(recorded, dict)
+            and recorded.get("fingerprint") == made_of["fingerprint"]
+            and self.store.exists(path)
+        ):
             return pl.scan_pyarrow_dataset(self.store.dataset([path]))
         if name in ("curves", "barriers"):  # one read of the points rebuilds both, kept while the inputs hold
             if self._line is None or self._line[0] != made_of["fingerprint"]:

@@ -70,7 +70,8 @@ class ModelSpec:
     input_dropout: float = 0.0
     batchnorm: bool = False  # MLP: BatchNorm1d after each hidden linear layer
     # openlth: kaiming_normal (fan_in) weights, PyTorch's default biases, BN γ ~ U[0,1) (F);
-    # uniform: MLP weights ~ U(-r, r) with r = init_range[i] per linear layer (0: zeros), zero biases (pylearn2's irange);
+    # uniform: MLP weights ~ U(-r, r) with r = init_range[i] per linear layer (0: zeros), zero biases
+    # (pylearn2's irange);
     # default: PyTorch's (= Torch7's) nn.Linear/Conv2d init, weights and biases ~ U(±1/√fan_in)
     init: str = "openlth"
     init_range: tuple[float, ...] = ()
@@ -133,7 +134,9 @@ class TrainSpec:
     final_momentum: float = 0.0
     momentum_start: int = 1
     momentum_saturate: int = 0
-    max_norm: tuple[float, ...] = ()  # MLP: each unit's incoming weight norm capped after every step, one per linear layer
+    max_norm: tuple[
+        float, ...
+    ] = ()  # MLP: each unit's incoming weight norm capped after every step, one per linear layer
     checkpoints: str = "frankle"  # frankle | every_epoch | list
     steps: tuple[int, ...] = ()  # extra steps to save (the schedule when checkpoints = "list")
     log_splits: tuple[str, ...] = field(default=("train", "test"), metadata=NOT_WEIGHTS)  # evaluated at each checkpoint

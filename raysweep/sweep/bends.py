@@ -9,9 +9,9 @@ from raysweep.errors import CheckpointError, NotTrainedError
 from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.spec import CURVE_KINDS, Job, SweepSpec, bend_hash, sweep_hash
+from raysweep.sweep.planner import Context, check_alignable
 from raysweep.work.items import CurveItem, Ref, check_size, chunk_size, chunks, line_key
 from raysweep.work.kinds import sweep_folder
-from raysweep.sweep.planner import Context, check_alignable
 from raysweep.work.tasks import Bend
 
 

@@ -68,7 +68,9 @@ def run_item(evaluator, job: Job, store: Store, item, retries: int = RETRIES, ba
             return {"key": item.path, "status": status, "message": message, "rows": 0}
 
 
-def run_local(job: Job, store: Store, items: list, evaluator=None, progress=None, out: list | None = None) -> list[dict]:
+def run_local(
+    job: Job, store: Store, items: list, evaluator=None, progress=None, out: list | None = None
+) -> list[dict]:
     """The same work in this process, no Ray (tests, benchmarks, debugging)."""
     from raysweep.data.types import DatasetInfo
     from raysweep.evaluate.evaluator import Evaluator

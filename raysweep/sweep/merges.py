@@ -16,9 +16,11 @@ def merge_items(ctx, sweep: SweepSpec, before: list) -> list[MergeItem]:
     if sweep.kind == "task_arithmetic":
         starts = {ctx.endpoint(k, 0).sha256 for k in ks}
         if len(starts) != 1:
-            raise SpecError(f"sweeps.{sweep.name}: task arithmetic adds the replicates' task vectors θ_k − θ_pre to one "
-                            f"θ_pre, but their step-0 checkpoints differ; fine-tune every replicate from one checkpoint "
-                            f"(train.init_from) so that step 0 is θ_pre")
+            raise SpecError(
+                f"sweeps.{sweep.name}: task arithmetic adds the replicates' task vectors θ_k − θ_pre to one "
+                f"θ_pre, but their step-0 checkpoints differ; fine-tune every replicate from one checkpoint "
+                f"(train.init_from) so that step 0 is θ_pre"
+            )
         base, lambdas = (ctx.endpoint(ks[0], 0),), tuple(sweep.alpha.points())
     key = "__".join(f"r{k}-final" for k in ks) + f"__{sweep.kind}"  # names its replicates (items.key_replicates)
     folder = sweep_folder(ctx.run, sweep)

@@ -14,15 +14,13 @@ from raysweep.io.manifests import read_manifests
 from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.io.store import Store
 from raysweep.spec import Job, SweepSpec, sharpness_hash, sweep_hash
-from raysweep.work.stored import done_items, stored_ref
-from raysweep.work.tasks import Child
+from raysweep.sweep.refine import barrier_peak
 from raysweep.work.items import (
     ITEM_FLOP,
     RANDOM_STEP,
     Endpoint,
     LineItem,
     PlaneItem,
-    Ref,
     SharpnessItem,
     TrajectoryItem,
     check_size,
@@ -34,7 +32,8 @@ from raysweep.work.items import (
     trajectory_key,
 )
 from raysweep.work.kinds import KINDS, sharpness_folder, sweep_folder
-from raysweep.sweep.refine import barrier_peak
+from raysweep.work.stored import done_items, stored_ref
+from raysweep.work.tasks import Child
 
 
 def random_endpoint(store: Store, job: Job, k: int, scale: float) -> Endpoint:
@@ -233,8 +232,10 @@ def spawned(ctx: Context, sweep) -> dict:
                 m = ctx.store.read_json(paths.child_manifest(ctx.run, k, s, c, total))
                 out[(k, s, c)] = Endpoint(k, s, paths.child_checkpoint(ctx.run, k, s, c, total), m["sha256"], c)
     if missing_:
-        raise NotTrainedError(f"{len(missing_)} instability children of {ctx.job.name} are not trained yet (e.g. "
-                              f"replicate {missing_[0][0]}, spawned at step {missing_[0][1]}); `raysweep run` trains them")
+        raise NotTrainedError(
+            f"{len(missing_)} instability children of {ctx.job.name} are not trained yet (e.g. "
+            f"replicate {missing_[0][0]}, spawned at step {missing_[0][1]}); `raysweep run` trains them"
+        )
     return out
 
 

@@ -12,8 +12,8 @@ from raysweep.io.checkpoints import save_tensors
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job
-from raysweep.work.items import RANDOM_SEED_OFFSET, RANDOM_STEP, LineItem, PlaneItem
 from raysweep.sweep.planner import random_endpoint
+from raysweep.work.items import RANDOM_SEED_OFFSET, RANDOM_STEP, LineItem, PlaneItem
 
 
 def draw_random_point(store: Store, job: Job, k: int, scale: float, in_shape, num_classes) -> str:
@@ -46,7 +46,9 @@ def prepare(job: Job, store: Store, items: list, info=None) -> list:
             it = dataclasses.replace(it, a=dataclasses.replace(it.a, sha256=drawn[key]))
         if isinstance(it, PlaneItem) and not it.ref.sha256:
             if params is None:
-                params = [n for n, _ in build_model(job.model, tuple(info.in_shape), info.num_classes).named_parameters()]
+                params = [
+                    n for n, _ in build_model(job.model, tuple(info.in_shape), info.num_classes).named_parameters()
+                ]
             key = (it.sweep, it.replicate)
             if key not in drawn:
                 spec = job.sweep(it.sweep)

@@ -37,8 +37,8 @@ from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job, bend_hash
 from raysweep.train.loop import make_optimizer, prepare
-from raysweep.train.state import restore_state, save_state
 from raysweep.train.schedule import iterations_per_epoch
+from raysweep.train.state import restore_state, save_state
 from raysweep.validate import frozen
 from raysweep.work.tasks import Bend
 
@@ -177,11 +177,26 @@ def _keep(job: Job, sweep, i: int, j: int, store: Store, curve: _Curve, settings
     run, h = paths.run_dir(job.name, job.hash), bend_hash(sweep)
     path = paths.bend(run, sweep.name, h, i, j)
     sha = save_tensors(store, path, curve.model.state_dict())
-    store.write_json(paths.record(path), {
-        "job": job.name, "hash": job.hash, "sweep": sweep.name, "replicate_a": i, "replicate_b": j, "sha256": sha,
-        "sha256_a": curve.shas[0], "sha256_b": curve.shas[1],  # the ends it was trained between (checked before a sweep)
-        "shape": sweep.curve.shape, "align": sweep.align, "epochs": settings["epochs"], "lr": settings["lr"],
-        "weight_decay": job.train.weight_decay, "seed": settings["seed"], "last_epoch_loss": settings["last_epoch_loss"]})
+    store.write_json(
+        paths.record(path),
+        {
+            "job": job.name,
+            "hash": job.hash,
+            "sweep": sweep.name,
+            "replicate_a": i,
+            "replicate_b": j,
+            "sha256": sha,
+            "sha256_a": curve.shas[0],
+            "sha256_b": curve.shas[1],  # the ends it was trained between (checked before a sweep)
+            "shape": sweep.curve.shape,
+            "align": sweep.align,
+            "epochs": settings["epochs"],
+            "lr": settings["lr"],
+            "weight_decay": job.train.weight_decay,
+            "seed": settings["seed"],
+            "last_epoch_loss": settings["last_epoch_loss"],
+        },
+    )
     store.write_json(paths.bend_done(run, sweep.name, h, i, j), {"step": total, "finished": time.time()})
     state = paths.bend_state(run, sweep.name, h, i, j)
     for p in (state, paths.record(state)):

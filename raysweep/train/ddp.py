@@ -51,7 +51,9 @@ def _quiet_trainer():
     return Quiet
 
 
-def train_ddp(job: Job, k: int, store: Store, resources: dict, tune_session: bool = True, own_ray: bool = False) -> None:
+def train_ddp(
+    job: Job, k: int, store: Store, resources: dict, tune_session: bool = True, own_ray: bool = False
+) -> None:
     """Train replicate k on job.resources.workers Ray Train workers, each holding `resources` divided
     as the job says (CPUs per worker: resources.cpus_per_trial; GPUs: the trial's over the workers).
     `own_ray`: on the local Ray raysweep started (no dashboard, no State API)."""

@@ -96,7 +96,9 @@ def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch
 def prepare(job: Job, data: Splits, x: torch.Tensor, device) -> torch.Tensor:
     """A batch of inputs as the model takes it: on the device, prepared (uint8 decoded and normalised), in
     channels_last on CUDA when the job says so. Replicates, children and bends train on these alike."""
-    return data.prepare(x.to(device, non_blocking=True), channels_last=job.train.channels_last and device.type == "cuda")
+    return data.prepare(
+        x.to(device, non_blocking=True), channels_last=job.train.channels_last and device.type == "cuda"
+    )
 
 
 def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, device, per_example,
@@ -119,7 +121,11 @@ def sgd_step(job: Job, data: Splits, model, opt, x, y, it: int, per_epoch: int, 
     else:  # ranks and micro-batches: scaled sums, so the update is the whole batch's mean gradient
         # the update's examples over all ranks, known without asking them: a stream gives every rank as
         # many; an in-memory epoch's batches are batch_size but the last
-        n = rank.world * len(y) if data.stream is not None else min(t.batch_size, data.n_train - (it % per_epoch) * t.batch_size)
+        n = (
+            rank.world * len(y)
+            if data.stream is not None
+            else min(t.batch_size, data.n_train - (it % per_epoch) * t.batch_size)
+        )
         backward(model, x, y, per_example, rank.world / n, micro, autocast)
     opt.step()
     if t.max_norm:

@@ -1,4 +1,6 @@
-"""Checkpoint schedules: which training steps keep their weights (Frankle 2020's starting points; Breuel 2015's every epoch)."""
+"""Checkpoint schedules: which training steps keep their weights (Frankle 2020's starting points; Breuel
+2015's every epoch)."""
+
 from __future__ import annotations
 
 import math

@@ -24,8 +24,8 @@ from raysweep.io.manifests import read_manifests
 from raysweep.io.store import Store
 from raysweep.spec import Job
 from raysweep.train.loop import prepare, run_steps, setup
-from raysweep.train.state import restore_state, save_state
 from raysweep.train.schedule import iterations_per_epoch
+from raysweep.train.state import restore_state, save_state
 from raysweep.work.tasks import Child
 
 

@@ -56,7 +56,11 @@ def verified_state(store: Store, run: str, k: int) -> dict | None:
     except (CheckpointError, FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         logging.getLogger("raysweep").warning(
             "replicate %d: its resume state %s cannot be verified (%s); training it again from step 0 (the "
-            "same seed gives the same run)", k, store.url(path), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            "same seed gives the same run)",
+            k,
+            store.url(path),
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
         return None
 
 
