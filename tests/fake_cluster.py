@@ -70,7 +70,34 @@ class FakeCluster:
         if r.returncode:
             self.stop()
             raise RuntimeError(f"ray start failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        try:
+            self.wait_for_job_agent()
+        except Exception:
+            self.stop()
+            raise
         return self
+
+    def wait_for_job_agent(self, timeout: float = 180) -> None:
+        """Until the head's dashboard agent (which runs submitted jobs) has published its address in the GCS
+        and the job server answers, as Ray's own job tests wait (`wait_for_condition` on the agent): a job
+        submitted earlier is refused with "No available agent" once the job head's own 10 s wait runs out,
+        which a busy 2-core machine exceeds."""
+        import time
+        import urllib.request
+
+        from ray._raylet import GcsClient
+
+        gcs = GcsClient(address=f"127.0.0.1:{self.gcs_port}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                agents = gcs.internal_kv_keys(b"DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX:", b"dashboard")
+                if agents and urllib.request.urlopen(f"{self.dashboard}/api/jobs/", timeout=5).status == 200:
+                    return
+            except Exception:  # the GCS or the dashboard not up yet
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"the head's job agent did not register within {timeout} s")
 
     def job_submit(self, entrypoint: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
         """`ray job submit` to the head's job server; waits for the job, returns its output. A head whose
@@ -82,34 +109,50 @@ class FakeCluster:
         deadline = time.monotonic() + 60
         while True:
             r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
-            if r.returncode == 0 or "No available agent" not in r.stderr or time.monotonic() > deadline:
+            if r.returncode == 0 or "No available agent" not in r.stdout + r.stderr or time.monotonic() > deadline:
                 return r
             time.sleep(2)
 
     def pids(self) -> list[int]:
-        """Processes of this cluster: their command lines name its temp dir or its GCS port."""
+        """Processes of this cluster: those whose command lines name its temp dir or its GCS port, and their
+        descendants (a worker's command line may name neither)."""
         import psutil
 
-        marks = (str(self.temp_dir), f"127.0.0.1:{self.gcs_port}")
-        out = []
+        marks = (str(self.temp_dir), f"127.0.0.1:{self.gcs_port}", f"--port {self.gcs_port}")
+        out = set()
         for p in psutil.process_iter(["pid", "cmdline"]):
             cmdline = " ".join(p.info["cmdline"] or [])
             if p.info["pid"] != os.getpid() and any(m in cmdline for m in marks):
-                out.append(p.info["pid"])
-        return out
+                out.add(p.info["pid"])
+                try:
+                    out |= {c.pid for c in p.children(recursive=True)}
+                except psutil.Error:
+                    pass
+        return sorted(out - {os.getpid()})
 
     def stop(self) -> None:
+        """SIGTERM to every process of the cluster, SIGKILL to those still there 10 s later; again while any
+        is found (the autoscaler may have launched a node meanwhile)."""
         import psutil
 
-        pids = self.pids()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
-        for p in alive:
-            p.kill()
+        for _ in range(3):
+            procs = []
+            for pid in self.pids():
+                try:
+                    proc = psutil.Process(pid)
+                    proc.send_signal(signal.SIGTERM)
+                    procs.append(proc)
+                except psutil.Error:
+                    pass
+            if not procs:
+                break
+            _, alive = psutil.wait_procs(procs, timeout=10)
+            for p in alive:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(alive, timeout=5)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self):

@@ -23,10 +23,9 @@ class Splits:
     stream: Callable[..., Iterator] | None = None  # (batch_size, seed, epoch, skip, workers) -> batches
     image_shape: tuple[int, ...] | None = None
     origin: str = ""
-    # more evaluation splits, by name (e.g. {"test_shifted": (x, y)}: a distribution shift), swept like "test"
-    extra: dict = field(
-        default_factory=dict
-    )  # for split-cached datasets: "cache" (read from the store) or "decoded" (then cached)
+    # more evaluation splits, by name (e.g. {"test_shifted": (x, y)}: a distribution shift), swept like "test";
+    # for split-cached datasets: "cache" (read from the store) or "decoded" (then cached)
+    extra: dict = field(default_factory=dict)
     _constants: dict = field(default_factory=dict, repr=False, compare=False)  # (device, dims, uint8) -> (scale, shift)
 
     @property

@@ -134,9 +134,8 @@ class TrainSpec:
     final_momentum: float = 0.0
     momentum_start: int = 1
     momentum_saturate: int = 0
-    max_norm: tuple[
-        float, ...
-    ] = ()  # MLP: each unit's incoming weight norm capped after every step, one per linear layer
+    # MLP: each unit's incoming weight norm capped after every step, one per linear layer
+    max_norm: tuple[float, ...] = ()
     checkpoints: str = "frankle"  # frankle | every_epoch | list
     steps: tuple[int, ...] = ()  # extra steps to save (the schedule when checkpoints = "list")
     log_splits: tuple[str, ...] = field(default=("train", "test"), metadata=NOT_WEIGHTS)  # evaluated at each checkpoint
