@@ -5,7 +5,16 @@ work (items, kinds, training tasks), models and plugins (networks, user code), d
 (plain torch), analysis and report (tables, figures), cluster (Ray at the edges, Slurm), sweep
 (planning and executing items), run (a run's flow). Above them: api (the Python API), validate (checks
 needing user code), jobs (the built-in job files), progress (bars and log lines), and the `raysweep`
-command: cli, cli_common, cli_data, cli_interpolate, cli_slurm, cli_toys, __main__ (`python -m raysweep`)."""
-from raysweep.api import Run, open  # noqa: F401  (raysweep.open is the notebook entry point)
-
+command: cli, cli_common, cli_data, cli_interpolate, cli_output (tables and files out), cli_slurm, cli_toys,
+__main__ (`python -m raysweep`)."""
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`raysweep.open` and `raysweep.Run` (the notebook entry points), imported when first used: the command's
+    start-up (`raysweep --help`, `raysweep jobs`) loads neither Polars, pyarrow, torch nor Ray."""
+    if name in ("open", "Run"):
+        from raysweep import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'raysweep' has no attribute {name!r}")

@@ -6,14 +6,13 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from raysweep.api import list_runs
 from raysweep.cli_common import (
+    MAIN,
     AddressOpt,
     Format,
     PartialOpt,
@@ -27,11 +26,12 @@ from raysweep.cli_common import (
     _open,
     app,
 )
+from raysweep.cli_output import emit, surface_file
 from raysweep.errors import SpecError, SweepFailed
-from raysweep.io.store import Store
 from raysweep.jobs import builtin_jobs, read_toml
-from raysweep.report.surfaces import grids, line_grids, write_hdf5, write_vtk
-from raysweep.sweep.rounds import failure_message
+
+# Commands import what they compute with inside themselves: `raysweep --help` and `raysweep jobs` start in a
+# fraction of a second (no Polars, pyarrow, torch or Ray), tested in tests/test_layout.py.
 
 
 @app.command()
@@ -47,6 +47,9 @@ def jobs() -> None:
 def runs(job: Optional[str] = typer.Argument(None, help="Only runs of this job name"),
          storage: Optional[str] = StorageOpt) -> None:
     """List the runs stored in a storage root.  Example: raysweep runs --storage s3://bucket/sweeps"""
+    from raysweep.api import list_runs
+    from raysweep.io.store import Store
+
     store = Store(storage)
     found = [r for r in list_runs(store) if job is None or r["job"] == job]
     if not found:
@@ -77,9 +80,19 @@ def run(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List
         storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
         report: bool = typer.Option(True, help="Write report.html at the end"),
         progress: bool = typer.Option(True, help="Show progress (bars on a terminal, plain lines in logs)"),
-        shared_storage: bool = SharedOpt) -> None:
+        shared_storage: bool = SharedOpt,
+        rehearse: bool = typer.Option(False, "--rehearse", help="Run the job's real plan with a stand-in model and "
+                                      "data in minutes: check the cluster, store, data and GPUs, and project the "
+                                      "real run's time")) -> None:
     """Train, sweep, aggregate and plot.  Example: raysweep run digits_mlp --replicates 3"""
     r = _open(job, storage, set_, replicates, shared_storage)
+    if rehearse:
+        from raysweep.run.rehearse import rehearse as rehearsal
+        from raysweep.run.rehearse import summary_lines
+
+        for line in summary_lines(rehearsal(r, address, progress)):
+            typer.echo(line)
+        return
     summary = r.run(progress=progress, address=address, report=report)
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items())
     typer.echo(f"done: trained {len(summary.trained)} replicate(s), evaluated {summary.items_run} of "
@@ -114,6 +127,8 @@ def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", 
         r.job.sweep(name)
     summary = r.sweep(sweeps=sweep_, address=address)
     typer.echo(f"evaluated {summary.items_run} of {summary.items_total} work items ({summary.rows_written} rows)")
+    from raysweep.sweep.rounds import failure_message
+
     if summary.failures:
         raise SweepFailed(failure_message(r.job, summary.failures))
 
@@ -123,7 +138,8 @@ def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", 
 def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
            storage: Optional[str] = StorageOpt) -> None:
     """Say what is done.  Example: raysweep status digits_mlp"""
-    st = _open(job, storage, set_, replicates).status()
+    r = _open(job, storage, set_, replicates)
+    st, run_id = r.status(), f"{r.job.name}/{r.job.hash}"
     typer.echo(f"run: {st['run']}")
     for k, info in st["replicates"].items():
         typer.echo(f"  replicate {k}: {'trained' if info['trained'] else 'not trained'}, "
@@ -136,38 +152,14 @@ def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[L
     if st["damaged"]:
         shown = ", ".join(st["damaged"][:5]) + (f" and {len(st['damaged']) - 5} more" if len(st["damaged"]) > 5 else "")
         typer.echo(f"  damaged: {len(st['damaged'])} points file(s) cannot be read ({shown}); they count as not done: "
-                   f"`raysweep run {job}` (or `raysweep sweep`) with the same settings evaluates them again")
+                   f"`raysweep run {run_id}` (or `raysweep sweep`) evaluates them again")
     typer.echo(
         {
             "current": "  report: written, current",
             "none": "  report: not yet",
-            "stale": f"  report: stale (made before the latest results; `raysweep plot {job}` redraws it)",
+            "stale": f"  report: stale (made before the latest results; `raysweep plot {run_id}` redraws it)",
         }[st["report"]]
     )
-
-
-def _emit(df, fmt: Format, out: Optional[Path]) -> None:
-    import polars as pl
-
-    if fmt in (Format.hdf5, Format.vtk):
-        raise SpecError(f"--format {fmt.value} is for `raysweep results --table surface`")
-    if fmt == Format.parquet and out is None:
-        raise SpecError("--format parquet writes a binary file; add --out FILE.parquet")
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == Format.table:
-        with pl.Config(tbl_rows=200, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60):
-            text = str(df)
-        out.write_text(text + "\n") if out else typer.echo(text)
-    elif fmt == Format.csv:
-        out.write_text(df.write_csv()) if out else typer.echo(df.write_csv(), nl=False)
-    elif fmt == Format.json:
-        text = json.dumps(df.to_dicts(), indent=1, default=str)
-        out.write_text(text) if out else typer.echo(text)
-    else:
-        df.write_parquet(out)
-    if out is not None:
-        typer.echo(f"wrote {df.height} rows to {out}", err=True)
 
 
 @app.command()
@@ -176,43 +168,16 @@ def results(job: str, table: Table = typer.Option(Table.curves, "--table", help=
             sweep: Optional[str] = typer.Option(None, "--sweep", help="Only this sweep"),
             format: Format = typer.Option(Format.table, "--format", help="Output format"),
             out: Optional[Path] = typer.Option(None, "--out", help="Write to this file"),
+            columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated columns, or 'all' "
+                                                  "[default: the table's key columns, as many as the terminal fits]"),
             replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
             storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
     """Print or export a results table of a job (with its --set overrides) or of a stored run by id.
-    Example: raysweep results digits_mlp --table barriers --format csv;  raysweep results interpolate/3f2a9c01bd"""
+    Example: raysweep results digits_mlp --table barriers --columns sweep,step,metric,barrier_mean_mean"""
     r = _open(job, storage, set_, replicates)
     if format in (Format.hdf5, Format.vtk):
-        return _surface_file(r, table.value, sweep, format, out, partial)
-    _emit(r.table(table.value, sweep, partial), format, out)
-
-
-def _surface_file(r, table: str, sweep: Optional[str], fmt: Format, out: Optional[Path], partial: bool) -> None:
-    """A plane (--table surface) as loss-landscape HDF5 or a VTK StructuredGrid; a line (--table curves or
-    points) as loss-landscape's 1-D HDF5."""
-    line = fmt == Format.hdf5 and table in ("curves", "points")
-    if (table != "surface" and not line) or out is None:
-        raise SpecError(f"--format {fmt.value} writes a file for other tools: a plane (T3/T4/T5) with --table surface"
-                        f"{', or a line with --table curves' if fmt == Format.hdf5 else ''}, and --out "
-                        f"FILE.{'h5' if fmt == Format.hdf5 else 'vts'}")
-    if fmt == Format.vtk and out.suffix != ".vts":
-        raise SpecError(f"--out {out}: --format vtk writes an XML StructuredGrid, which VTK readers and ParaView "
-                        f"open by its extension: name it FILE.vts")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    attrs = {"job": r.job.name, "hash": r.job.hash}
-    if line:
-        name, ends, data = line_grids(r.table("points", sweep, partial), sweep)
-        write_hdf5(out, data, {**attrs, "sweep": name, **ends})
-        typer.echo(f"wrote the line of sweep {name} from replicate {ends['replicate_a']} step {ends['step_a']} to "
-                   f"replicate {ends['replicate_b']} step {ends['step_b']}: {len(data['xcoordinates'])} α "
-                   f"({', '.join(n for n in data if n.endswith(('_loss', '_acc')))}) to {out}", err=True)
-        return
-    name, k, data = grids(r.table("surface", sweep, partial), sweep)
-    if fmt == Format.hdf5:
-        write_hdf5(out, data, {**attrs, "sweep": name, "replicate": k})
-    else:
-        write_vtk(out, data, f"raysweep {r.job.name}/{r.job.hash} sweep {name} replicate {k}")
-    typer.echo(f"wrote sweep {name}, replicate {k}: a {len(data['xcoordinates'])} x {len(data['ycoordinates'])} grid "
-               f"({', '.join(n for n in data if n.endswith(('_loss', '_acc')))}) to {out}", err=True)
+        return surface_file(r, table.value, sweep, format, out, partial)
+    emit(r.table(table.value, sweep, partial), format, out, table.value, columns)
 
 
 @app.command()
@@ -230,7 +195,7 @@ def query(job: str, sql: str, format: Format = typer.Option(Format.table, "--for
     except (ple.SQLInterfaceError, ple.SQLSyntaxError, ple.ColumnNotFoundError, ple.InvalidOperationError) as exc:
         raise SpecError(f"query failed: {exc}. Tables are points, curves, barriers, checkpoints; "
                         f"`raysweep results {job} --table NAME` shows their columns.") from None
-    _emit(df, format, out)
+    emit(df, format, out, columns="all")
 
 
 @app.command()
@@ -278,5 +243,11 @@ app.add_typer(toy, name="toy")
 app.add_typer(data_app, name="data")
 
 
+def main() -> None:
+    """The `raysweep` command (its console script, and `python -m raysweep`)."""
+    MAIN["process"] = True
+    app(prog_name="raysweep")
+
+
 if __name__ == "__main__":  # python -m raysweep.cli: every import above has run
-    app()
+    main()

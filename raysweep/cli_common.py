@@ -9,7 +9,6 @@ from enum import Enum
 
 import typer
 
-from raysweep.api import open as open_run
 from raysweep.cluster.connect import shutdown_ray
 from raysweep.errors import (
     CheckpointError,
@@ -18,6 +17,7 @@ from raysweep.errors import (
     ManifestError,
     NotTrainedError,
     SpecError,
+    StorageFull,
     StoreError,
     SweepFailed,
     TrainingFailed,
@@ -67,6 +67,8 @@ PartialOpt = typer.Option(False, "--partial", help="Show what is stored even if 
 
 def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = False):
     """The run of JOB: a built-in job name, a TOML file, or a stored run's id (job/hash, `raysweep runs`)."""
+    from raysweep.api import open as open_run  # Polars, pyarrow: not for `--help` or `jobs`
+
     return open_run(job, storage, overrides or [], replicates, shared_storage)
 
 
@@ -129,6 +131,35 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGUSR1, stop)
 
 
+MAIN = {"process": False}  # True in the `raysweep` command's own process (main()), not under a test runner
+
+
+def _interrupted() -> None:
+    """Ctrl-C (or USR1): one line, then exit 128 + the signal. In the command's own process the exit skips the
+    interpreter's teardown, where a second Ctrl-C or Ray's half-started core worker could end the process
+    with a signal of its own instead (seen: -11 for an interrupt in Ray's start-up); Ray is stopped first and
+    its reaper ends whatever the process started."""
+    import signal
+
+    signum = _STOPPED_BY[0] if _STOPPED_BY else signal.SIGINT
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    code = 128 + signum
+    if not MAIN["process"]:
+        _err(f"{what}. Everything finished before the interrupt is stored (checkpoints, work items); "
+             "run the same command again to resume from there.", code)
+    for sig in (signal.SIGINT, signal.SIGUSR1):  # a second signal must not cut the clean-up short
+        signal.signal(sig, signal.SIG_IGN)
+    console.print(f"[bold red]error:[/] {what}. Everything finished before the interrupt is stored (checkpoints, "
+                  f"work items); run the same command again to resume from there.", highlight=False, soft_wrap=True)
+    try:
+        if "ray" in sys.modules:
+            shutdown_ray()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def _guard(fn):
     """Every error ends in one paragraph and an exit code, never a traceback: 2 for input a user can
     fix (job, overrides, storage, data), 1 for work that failed, 130 for Ctrl-C. An unexpected error
@@ -137,8 +168,6 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        import pyarrow as pa
-
         _stop_on_signals()
         try:
             out = fn(*args, **kwargs)
@@ -151,18 +180,16 @@ def _guard(fn):
         except (NotTrainedError, SweepFailed, TrainingFailed, ManifestError, CheckpointError, DamagedPoints) as exc:
             _err(str(exc), 1)
         except KeyboardInterrupt:
-            import signal
-
-            signum = _STOPPED_BY[0] if _STOPPED_BY else signal.SIGINT
-            what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-            _err(f"{what}. Everything finished before the interrupt is stored (checkpoints, work items); "
-                 "run the same command again to resume from there.", 128 + signum)
+            _interrupted()
         except BrokenPipeError:
             _quiet_stdout()
             raise typer.Exit(0)
-        except (OSError, pa.ArrowException) as exc:  # by cause: a path, a full disk, an unreachable store
-            _err(*io_error(exc))
+        except StorageFull as exc:
+            _err(str(exc), 1)
         except Exception as exc:
+            pa = sys.modules.get("pyarrow")  # loaded by whatever raised an Arrow error
+            if isinstance(exc, OSError) or (pa is not None and isinstance(exc, pa.ArrowException)):
+                _err(*io_error(exc))  # by cause: a path, a full disk, an unreachable store
             if os.environ.get("RAYSWEEP_DEBUG"):
                 raise
             _err(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "

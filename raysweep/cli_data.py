@@ -7,11 +7,6 @@ import typer
 
 from raysweep.cli_common import AddressOpt, StorageOpt, _err, _guard
 from raysweep.cluster.connect import init_ray
-from raysweep.data.mix import class_mix
-from raysweep.data.packed import check as check_
-from raysweep.data.packed import find
-from raysweep.data.packed import pack as pack_
-from raysweep.io.store import Store
 from raysweep.progress import CountProgress
 
 data_app = typer.Typer(help="Datasets in the object store: pack an ImageFolder tree once, then every node streams it.",
@@ -48,6 +43,9 @@ def pack(
         _err(f"--row-group {row_group} is not in [1, 1048576] (a shard's row groups: at most --shard-images)", 2)
     if not 0 <= seed < 2**32:
         _err(f"--seed {seed} is not in [0, 2**32)", 2)
+    from raysweep.data.packed import pack as pack_
+    from raysweep.io.store import Store
+
     store = Store(storage)
     store.check()
     init_ray(address)
@@ -65,6 +63,11 @@ def check(name: str = typer.Argument(..., help="A packed dataset's name, or its 
           storage: Optional[str] = StorageOpt) -> None:
     """Read every shard of a packed dataset back against its manifest (sha256, rows), and measure how well
     its row groups mix the classes.  Example: raysweep data check imagenet --storage s3://bucket/sweeps"""
+    from raysweep.data.mix import class_mix
+    from raysweep.data.packed import check as check_
+    from raysweep.data.packed import find
+    from raysweep.io.store import Store
+
     store = Store(storage)
     target, man = find(store, name)
     problems = check_(store, name)

@@ -5,14 +5,10 @@ from typing import List, Optional
 
 import typer
 
-from raysweep.api import Run
 from raysweep.cli_common import AddressOpt, ReplicatesOpt, SetOpt, StorageOpt, _guard, _open, app
 from raysweep.errors import SpecError
 from raysweep.io import paths
-from raysweep.io.store import Store
 from raysweep.jobs import job_from_dict
-from raysweep.run.export import export as export_
-from raysweep.run.export import export_merge
 from raysweep.spec import MERGE_KINDS, apply_overrides, parse_value
 
 
@@ -61,6 +57,9 @@ def interpolate(
            "model": {"name": model, **({"kwargs": _pairs(model_arg, "--model-arg")} if model_arg else {})},
            "data": {"name": data, **({"kwargs": _pairs(data_arg, "--data-arg")} if data_arg else {})},
            "sweeps": [{"name": "line", "kind": "init_to_final", "alpha": grid, "splits": split or ["test"], "bn": bn}]}
+    from raysweep.api import Run
+    from raysweep.io.store import Store
+
     run = Run(job_from_dict(apply_overrides(raw, set_ or []), "raysweep interpolate"), Store(storage))
     summary = run.run(progress=progress, address=address, report=report)
     b = run.barriers.filter(pl.col("sweep") == "line").collect()
@@ -99,6 +98,9 @@ def export(
         ij = tuple(int(v) for v in pair.split(",")) if pair else None
     except ValueError:
         raise SpecError(f"--pair {pair!r} is not I,J (two replicate numbers)") from None
+    from raysweep.run.export import export as export_
+    from raysweep.run.export import export_merge
+
     run = _open(job, storage, set_, replicates)
     run.require()
     if merge is not None or lam is not None or run.job.sweep(sweep).kind in MERGE_KINDS:

@@ -49,7 +49,9 @@ def slurm(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[Li
           ready_timeout: int = typer.Option(600, "--ready-timeout", help="Seconds for every node's Ray to join"),
           python: Optional[str] = typer.Option(None, "--python", help="The Python with raysweep on the nodes "
                                                                       "[default: this one]"),
-          dry_run: bool = typer.Option(False, "--dry-run", help="Print the script; write and submit nothing")) -> None:
+          dry_run: bool = typer.Option(False, "--dry-run", help="Print the script; write and submit nothing"),
+          rehearse: bool = typer.Option(False, "--rehearse", help="Submit `raysweep run --rehearse` (the plan with "
+                                        "a stand-in model: minutes)")) -> None:
     """Run a job as a Slurm batch job: Ray on the allocation's nodes, the run on the first.
     Example: raysweep slurm imagenet_resnet50 --nodes 4 --gpus-per-node 8 --time 2-00:00:00 --storage /shared/runs
     --shared-storage"""
@@ -82,6 +84,7 @@ def slurm(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[Li
     run_argv += [f"--replicates={replicates}"] if replicates is not None else []
     run_argv += [a for s in set_ or [] for a in ("--set", s)]
     run_argv += (["--shared-storage"] if r.shared_storage else []) + ([] if report else ["--no-report"])
+    run_argv += ["--rehearse"] if rehearse else []
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = (Path(r.store.full(paths.slurm_dir(r.dir))) if r.store.is_local
               else Path.cwd() / "raysweep-slurm" / f"{r.job.name}-{r.job.hash}")

@@ -19,6 +19,14 @@ class StoreError(RuntimeError):
     """Storage that cannot be used; the message names the URI and what to check."""
 
 
+class StorageFull(OSError):
+    """No space left (or the quota reached) in the storage: the message names the storage, what was being
+    written and the fix; everything finished before is stored. Raised as StorageFull(errno.ENOSPC, message)."""
+
+    def __str__(self) -> str:
+        return str(self.args[-1]) if self.args else ""
+
+
 class WriteMismatch(OSError):
     """An object read back with another size than was written (a proxy or a server that stored
     something else): a transient error, retried."""
@@ -44,6 +52,10 @@ class TrainingFailed(RuntimeError):
     """A training trial failed after Tune's retries; the message carries its error."""
 
 
+class RehearsalFailed(SpecError):
+    """A stage of `raysweep run --rehearse` that failed: the message names the stage, the node and the fix."""
+
+
 class SweepFailed(RuntimeError):
     """Some work items failed (e.g. a corrupted checkpoint); the rest were kept."""
 
@@ -52,7 +64,7 @@ class DamagedPoints(RuntimeError):
     """Stored points files that cannot be read (truncated, empty, not Parquet). They count as missing:
     `raysweep run`/`sweep` deletes and recomputes them; read-only commands leave them out and say so."""
 
-    def __init__(self, paths: list[str], job_name: str, where: str = ""):
+    def __init__(self, paths: list[str], job_name: str, where: str = ""):  # job_name: the run's id, job/hash
         self.paths = list(paths)
         shown = ", ".join(self.paths[:5]) + (f" and {len(self.paths) - 5} more" if len(self.paths) > 5 else "")
         super().__init__(f"{len(self.paths)} stored points file(s) of {job_name} cannot be read (truncated or "

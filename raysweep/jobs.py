@@ -7,7 +7,6 @@ from typing import Iterable
 
 import tomllib
 
-from raysweep import validate
 from raysweep.errors import SpecError
 from raysweep.spec import Job, apply_overrides, parse_job
 
@@ -52,4 +51,6 @@ def load_job(name_or_path: str, overrides: Iterable[str] = (), replicates: int |
 
 def job_from_dict(raw: dict, source: str = "<job>") -> Job:
     """A job from a raw (TOML-shaped) dict, checked as data and then its code; with its digests."""
+    from raysweep import validate  # the job's code and files: pyarrow (external checkpoints), user modules
+
     return validate.check(parse_job(raw, source), source)

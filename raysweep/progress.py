@@ -150,7 +150,7 @@ class SweepProgress(_Bars):
             self.last_line = now
             since = self.done - self.start_done - 1  # items finished after the first one, over the time since it
             rate = since / (now - self.first) if since > 0 and now > self.first else 0.0
-            eta = _eta((self.total - self.done) / rate) if rate > 0 else "?"
+            speed = f"{rate * 60:.1f} items/min, eta {_eta((self.total - self.done) / rate)}" if rate > 0 else \
+                "starting (the rate comes with the second result)"
             failed = f", {self.failed} failed" if self.failed else ""
-            say(f"sweep: {self.done}/{self.total} work items ({self.done / max(self.total, 1):.0%}), "
-                f"{rate * 60:.1f} items/min, eta {eta}{failed}")
+            say(f"sweep: {self.done}/{self.total} work items ({self.done / max(self.total, 1):.0%}), {speed}{failed}")

@@ -128,3 +128,18 @@ def test_status_of_nothing(job_file, tmp_path):
     assert r.exit_code == 0 and "not trained" in r.output and "waiting for training" in r.output
     r = invoke("sweep", job_file, "--storage", tmp_path / "empty")
     assert r.exit_code == 1 and "not trained yet" in r.output
+
+
+def test_a_table_fits_the_terminal_and_names_what_it_leaves_out(swept):
+    job_file, storage = swept
+    r = runner.invoke(app, ["results", job_file, "--storage", storage, "--table", "barriers"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    assert max(len(ln) for ln in lines) <= 80 and "sweep" in lines[1] and "metric" in lines[1]  # one header line
+    assert "more column(s): --columns all" in r.stderr and "barrier_mean_mean" in lines[1] + r.stderr
+    r = runner.invoke(app, ["results", job_file, "--storage", storage, "--table", "barriers", "--columns",
+                            "sweep,metric,n"], env={"COLUMNS": "200"})
+    header = r.stdout.splitlines()[1]
+    assert [c.strip() for c in header.strip("│ ").split("┆")] == ["sweep", "metric", "n"]
+    r = runner.invoke(app, ["results", job_file, "--storage", storage, "--table", "barriers", "--columns", "nope"])
+    assert r.exit_code == 2 and "are not columns of this table" in r.output and "barrier_mean_mean" in r.output

@@ -51,3 +51,12 @@ def test_missing_dataset_stops_before_training(tmp_path):
                                  "--set", f"data.root={tmp_path}/none", "--no-progress"])
     assert r.exit_code == 2 and "ImageFolder" in " ".join(r.output.split())
     assert not (tmp_path / "st").exists()
+
+
+def test_built_in_planes_evaluate_train_and_test_as_loss_landscape_does():
+    """loss-landscape's plot_2D.py reads `train_loss` by default: a plane of a built-in job has it."""
+    from raysweep.jobs import builtin_jobs, load_job
+    from raysweep.spec import PLANE_KINDS
+
+    planes = [(name, s) for name in builtin_jobs() for s in load_job(name).sweeps if s.kind in PLANE_KINDS]
+    assert planes and all({"train", "test"} <= set(s.splits) for _, s in planes), planes

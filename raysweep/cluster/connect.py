@@ -12,9 +12,10 @@ _CONNECTED = False  # this process called ray.init (so it disconnects at the end
 _LOCAL = False  # ... and that Ray is a local one it started (no autoscaler: requests are final)
 
 
-# Storage settings that must reach every trial and actor, whatever the nodes' own environment says.
+# Storage settings that must reach every trial and actor, whatever the nodes' own environment says (and
+# RAYSWEEP_DEBUG: a work item's unexpected error then carries its traceback back to the driver).
 STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
-               "RAYSWEEP_DATA")
+               "RAYSWEEP_DATA", "RAYSWEEP_DEBUG")
 
 
 def storage_env() -> dict[str, str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
+from raysweep.data.packed import find
 from raysweep.io.store import Store
 
 CLUSTERED = 0.75  # a split whose groups hold fewer than this share of the expected distinct classes
@@ -69,3 +70,19 @@ def class_mix(store: Store, man: dict) -> list[Mix]:
             out.append(Mix(split, len(groups), sum(len(set(g)) for g in groups) / len(groups),
                            sum(expected[n] * c for n, c in sizes.items()) / len(groups)))
     return out
+
+
+def training_mix_warning(store: Store, name: str) -> str:
+    """A warning when the training split of the packed dataset `name` is clustered by class (packed in the
+    source's order: `--keep-order`, or before packs were shuffled); "" otherwise. A shuffled pack (its
+    manifest names the seed) is not read."""
+    target, man = find(store, name)
+    if man.get("shuffle_seed") is not None:
+        return ""
+    train = [m for m in class_mix(target, {"splits": {"train": man["splits"]["train"]}}) if m.clustered]
+    if not train:
+        return ""
+    return (f"the training split of {name} is clustered by class (packed in the source's class-by-class order; "
+            f"`raysweep data check {name}` measures it): batches mix at most as many classes as the stream's "
+            f"window has row groups (data.shuffle_window), which slows and can stall learning. Repack it shuffled: "
+            f"`raysweep data pack {man['source']} --name {name} --storage {store.uri}`.")

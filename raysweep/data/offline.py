@@ -1,4 +1,5 @@
-"""Datasets that need no files: scikit-learn's digits (ships in the wheel) and seeded synthetic data."""
+"""Datasets that need no files: scikit-learn's digits (ships in the wheel), seeded synthetic data and the
+rehearsal's stand-in."""
 from __future__ import annotations
 
 import numpy as np
@@ -49,6 +50,23 @@ def blobs(spec: DataSpec) -> Splits:
         return (centres[y] + rng.normal(0.0, 1.5, size=(n, 32))).astype(np.float32), y
     (xtr, ytr), (xte, yte) = draw(1000), draw(500)
     return _splits(xtr, ytr, xte, yte, 10)
+
+
+def standin(spec: DataSpec) -> Splits:
+    """The rehearsal's stand-in data (`raysweep run --rehearse`): a few seeded examples of a few features
+    in `classes` Gaussian clusters, with every split the real job names. kwargs: classes, features, train,
+    test, extra (the other split names)."""
+    o = spec.options()
+    classes, features = int(o.get("classes", 10)), int(o.get("features", 16))
+    rng = np.random.default_rng(4321)
+    centres = rng.normal(0.0, 1.0, size=(classes, features))
+
+    def draw(n):
+        y = rng.integers(0, classes, size=n)
+        return torch.from_numpy((centres[y] + rng.normal(0, 0.5, (n, features))).astype(np.float32)), \
+            torch.from_numpy(y).long()
+    (xtr, ytr), (xte, yte) = draw(int(o.get("train", 8))), draw(int(o.get("test", 8)))
+    return Splits(xtr, ytr, xte, yte, classes, extra={name: draw(int(o.get("test", 8))) for name in o.get("extra", [])})
 
 
 def linreg(spec: DataSpec) -> Splits:

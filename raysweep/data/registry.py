@@ -20,7 +20,7 @@ from raysweep.data.images import (
     imagenet_info,
     mnist,
 )
-from raysweep.data.offline import blobs, digits, digits_shifted, linreg
+from raysweep.data.offline import blobs, digits, digits_shifted, linreg, standin
 from raysweep.data.streams import packed_info, packed_splits
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
 from raysweep.errors import SpecError
@@ -36,6 +36,7 @@ DATASETS: dict[str, Callable[[DataSpec], Splits]] = {
     "cifar10": cifar10,
     "imagenet": imagenet,
     "linreg": linreg,
+    "standin": standin,  # `raysweep run --rehearse`: the real plan on a few examples
 }
 
 

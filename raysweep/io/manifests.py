@@ -41,5 +41,6 @@ def read_manifests(store: Store, job: Job, k: int) -> dict[int, dict]:
 
 def _manifest_problem(store: Store, job: Job, k: int, path: str, what: str) -> str:
     return (f"checkpoint manifest {store.url(path)} {what}: replicate {k} of {job.name} cannot be trusted. "
-            f"Retrain it with `raysweep train {job.name} --replicate {k} --force` (other replicates are kept), "
+            f"Retrain it with `raysweep train {job.name}/{job.hash} --replicate {k} --force` (other replicates are "
+            f"kept), "
             f"then rerun.")

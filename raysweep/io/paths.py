@@ -16,6 +16,7 @@
     <job>/<hash>/tables/<table>.parquet                curves, barriers, ... (+ tables/inputs.json: what made them)
     <job>/<hash>/report.html                           (+ report.json: what it shows)
     <job>/<hash>/lease.json                            the driver working on the run now (heartbeat)
+    <job>-rehearsal/<hash>/rehearsal.json             `raysweep run --rehearse`'s report (its run: the stand-in's)
     <job>/<hash>/slurm/raysweep-<stamp>.sbatch         a `raysweep slurm` script (+ slurm-<job id>.out logs there
                                                        when the storage is a folder)
     cache/<dataset>-<fingerprint>/<split>.safetensors  a decoded evaluation split (+ .json with its sha256)
@@ -204,6 +205,15 @@ def report_inputs(run: str) -> str:
 
 def report(run: str, ext: str = "html") -> str:
     return f"{run}/report.{ext}"
+
+
+def rehearsal_dir(run: str) -> str:
+    """Probe objects the rehearsal writes and deletes (every node's store round trip)."""
+    return f"{run}/rehearsal"
+
+
+def rehearsal_report(run: str) -> str:
+    return f"{run}/rehearsal.json"
 
 
 def slurm_dir(run: str) -> str:

@@ -9,6 +9,7 @@ is all or nothing).
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -21,9 +22,25 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raysweep.errors import StoreError, WriteMismatch
+from raysweep.errors import StorageFull, StoreError, WriteMismatch
 
 DEFAULT_ROOT = "./raysweep-results"
+
+# This process's requests to its stores and the bytes they moved (the rehearsal's report; each process counts
+# its own: the sweep's actors return theirs per item).
+IO = {"requests": 0, "bytes_read": 0, "bytes_written": 0}
+
+
+def full_message(storage: str, what: str) -> str:
+    return (f"no space left in the storage {storage} (or its quota is reached) while writing {what}. Free some space "
+            f"there or give another --storage; everything finished before is stored: run the same command again "
+            f"to resume from there.")
+
+
+def _count(requests: int, read: int = 0, written: int = 0) -> None:
+    IO["requests"] += requests
+    IO["bytes_read"] += read
+    IO["bytes_written"] += written
 
 
 
@@ -158,12 +175,15 @@ class Store:
 
     # ------------------------------------------------------------ reads
     def exists(self, path: str) -> bool:
+        _count(1)
         return self.fs.get_file_info(self.full(path)).type != pafs.FileType.NotFound
 
     def read_bytes(self, path: str) -> bytes:
         try:
             with self.fs.open_input_stream(self.full(path)) as f:
-                return f.read()
+                data = f.read()
+            _count(1, read=len(data))
+            return data
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.url(path)} does not exist") from None
 
@@ -172,6 +192,7 @@ class Store:
 
     def list(self, prefix: str, suffix: str = "", recursive: bool = False) -> list[str]:
         """Relative paths of the files under `prefix` whose names end with `suffix`, sorted."""
+        _count(1)
         sel = pafs.FileSelector(self.full(prefix), allow_not_found=True, recursive=recursive)
         start = len(self.base) + 1
         return sorted(i.path[start:] for i in self.fs.get_file_info(sel)
@@ -181,6 +202,7 @@ class Store:
     def list_info(self, prefix: str, suffix: str = "", recursive: bool = False) -> list[tuple[str, int, int]]:
         """(relative path, size, mtime in ns) of the files under `prefix` ending with `suffix`, sorted:
         enough to notice that a file changed without reading it."""
+        _count(1)
         sel = pafs.FileSelector(self.full(prefix), allow_not_found=True, recursive=recursive)
         start = len(self.base) + 1
         return sorted((i.path[start:], i.size or 0, i.mtime_ns or 0) for i in self.fs.get_file_info(sel)
@@ -188,12 +210,14 @@ class Store:
 
     def list_dirs(self, prefix: str) -> list[str]:
         """Relative paths of the folders directly under `prefix`, sorted."""
+        _count(1)
         sel = pafs.FileSelector(self.full(prefix), allow_not_found=True)
         start = len(self.base) + 1
         return sorted(i.path[start:] for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory)
 
     def read_table(self, paths: list[str]) -> pa.Table:
         tables = [pq.read_table(self.full(p), filesystem=self.fs) for p in paths]
+        _count(len(tables), read=sum(t.nbytes for t in tables))
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
     def dataset(self, paths: list[str]):
@@ -209,8 +233,14 @@ class Store:
         here, not at aggregation."""
         target = self.full(path)
         for attempt in range(1, tries + 1):
-            self._put(target, data)
+            try:
+                self._put(target, data)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "no space left" in str(exc).lower():
+                    raise StorageFull(errno.ENOSPC, full_message(self.uri, self.url(path))) from None
+                raise
             size = self.fs.get_file_info(target).size
+            _count(2, written=len(data))
             if size == len(data):
                 return
             if attempt < tries:
@@ -239,6 +269,7 @@ class Store:
         self.write_bytes(path, buf.getvalue())
 
     def delete(self, path: str) -> None:
+        _count(2)
         info = self.fs.get_file_info(self.full(path))
         if info.type == pafs.FileType.Directory:
             self.fs.delete_dir(self.full(path))

@@ -21,8 +21,10 @@ MEASURED = {
 TRAINING = {"resnet50": ("A100, NVIDIA's ResNet-50 v1.5 training, AMP, 8 GPUs: 16,621 img/s", 16_621 / 8)}
 
 
-def counts(job, store=None) -> dict:
-    info = dataset_info(job.data, standard_if_missing=True, store=store)
+def counts(job, store=None, info=None) -> dict:
+    """What the job's plan holds: trainings, iterations, checkpoints, and per sweep its pairs, α, work items
+    and evaluations (`info`: the dataset as found where the work runs; else read here, or its standard)."""
+    info = info or dataset_info(job.data, standard_if_missing=True, store=store)
     n_train = info.sizes["train"]
     steps = checkpoint_steps(job.train, n_train)
     per_epoch = iterations_per_epoch(n_train, job.train.batch_size)

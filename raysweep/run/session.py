@@ -8,7 +8,7 @@ from raysweep.cluster.connect import init_ray, is_local, joins_cluster
 from raysweep.cluster.policy import ResourceWatch, actor_plan, capacity, trial_resources
 from raysweep.errors import SpecError
 from raysweep.io.store import Store
-from raysweep.progress import say
+from raysweep.progress import say, warn
 from raysweep.spec import Job
 from raysweep.validate import check_builder
 
@@ -21,6 +21,7 @@ class Session:
         self._storage_reached = False  # the store reaches every node (checked once)
         self._checked_on_cluster = False  # ... and the dataset was found on a worker
         self._info = None
+        self._mix_checked = False
 
     @property
     def joins_cluster(self) -> bool:
@@ -54,6 +55,13 @@ class Session:
                     raise SpecError("eval.device = \"cuda\" but torch sees no CUDA device on this machine; use "
                                     "--set eval.device=auto (CUDA when present) or cpu.")
         self.store.check()
+        if self.job.data.source == "store" and not self._mix_checked:  # once per run: the stream's class mix
+            from raysweep.data.mix import training_mix_warning  # the data package: torch
+
+            self._mix_checked = True
+            text = training_mix_warning(self.store, self.job.data.root or self.job.data.name)
+            if text:
+                warn(text)
 
     def start(self) -> None:
         """Start a local Ray or join the cluster (once per process)."""

@@ -24,7 +24,8 @@ INITS = ("openlth", "uniform", "default")
 # the registries' names (raysweep.models.MODELS, raysweep.data.DATASETS), so validating a job imports no torch
 BUILTIN_MODELS = ("scalar_product", "factored_linear", "mlp", "lenet_300_100", "cifar_resnet_20", "cifar_vgg_16",
                   "resnet18", "resnet50")
-BUILTIN_DATASETS = ("digits", "digits_shifted", "blobs", "mnist", "fashion_mnist", "cifar10", "imagenet", "linreg")
+BUILTIN_DATASETS = ("digits", "digits_shifted", "blobs", "mnist", "fashion_mnist", "cifar10", "imagenet", "linreg",
+                    "standin")
 PIXELS = ("standardized", "unit")
 LR_DECAYS = ("step", "linear_epoch", "exponential")
 MAX_REPLICATES = 10_000
@@ -258,6 +259,10 @@ class Job:
         for kind in ("final_to_final", "curve"):
             if any(s.kind == kind for s in self.sweeps) and self.replicates < 2:
                 out.append(f"a {kind} sweep needs replicates >= 2 (it connects two replicates' final weights)")
+        if self.data.source == "store" or self.data.name == "imagenet":  # its training split is streamed
+            out += [f"sweeps.{s.name}.splits names \"train\", but {self.data.name}'s training split is streamed from "
+                    f"disk (data.source = \"{self.data.source}\"), never held whole to evaluate: drop it with --set "
+                    f"'sweeps.{s.name}.splits=[\"test\"]'" for s in self.sweeps if "train" in s.splits]
         return out
 
     def sweep(self, name: str) -> SweepSpec:

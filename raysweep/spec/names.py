@@ -46,14 +46,17 @@ def kwargs_problems(where: str, text: str) -> list[str]:
     return [] if ok else [f"{where}.kwargs must be a table of keyword arguments, e.g. [{where}.kwargs] width = 32"]
 
 
+BUILTIN_KWARGS = ("standin",)  # built-ins that take kwargs: the rehearsal's stand-in data (its sizes)
+
+
 def name_problems(key: str, name: str, builtin: tuple, kwargs: str) -> list[str]:
-    """A built-in name (which takes no kwargs) or the import path of the user's code; whether that
-    code imports and fits its contract is raysweep.validate's check."""
-    if name in builtin:
+    """A built-in name (which takes no kwargs, but the stand-in) or the import path of the user's code;
+    whether that code imports and fits its contract is raysweep.validate's check."""
+    if name in builtin and name not in BUILTIN_KWARGS:
         return [] if not kwargs_options(kwargs) else [
             f"{key.replace('.name', '.kwargs')} is for your own code (an import path); the built-in {name!r} takes "
             f"its settings from the job's fields"]
-    if not is_import_path(name):
+    if name not in builtin and not is_import_path(name):
         return [f"{key} = {name!r} is neither a built-in ({sorted(builtin)}) nor an import path "
                 f"'package.module:function'"]
     return []

@@ -12,18 +12,16 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 class EvalSpec:
     batch_size: int = 1000
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = (
-        "fp32"  # fp32 (TF32 matmuls on CUDA) | bf16 (autocast on CUDA: faster, less exact) | auto (bf16 when train.amp)
-    )
+    # fp32 (TF32 matmuls on CUDA) | bf16 (autocast on CUDA: faster, less exact) | auto (bf16 when train.amp)
+    precision: str = "fp32"
     channels_last: bool = True  # NHWC inputs and weights for models with 2-D convolutions (CPU and CUDA: faster, exact)
     compile: bool = False  # torch.compile the evaluated model (inductor: on CPUs it needs a C++ compiler)
     compile_mode: str = "default"  # torch.compile's mode; "reduce-overhead": CUDA graphs (weights change in place)
     first_layer: bool = True  # mix the first layer's outputs instead of recomputing them (exact)
     first_layer_bytes: int = 1 << 30  # at most this much device memory for the cached first-layer outputs
     fold_bn: bool = True  # fold each conv → BatchNorm pair into one convolution per point (evaluate/fold.py)
-    cpu_batch_size: int = (
-        64  # on CPUs, convolutional models take batches of at most this many (cache-bound); 0: batch_size
-    )
+    # on CPUs, convolutional models take batches of at most this many (cache-bound); 0: batch_size
+    cpu_batch_size: int = 64
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))

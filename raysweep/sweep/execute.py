@@ -2,6 +2,8 @@
 failure classified by kind; every stored row says where it was computed."""
 from __future__ import annotations
 
+import errno
+import os
 import time
 import warnings
 
@@ -10,9 +12,9 @@ import pyarrow as pa
 from raysweep.cluster.checks import provenance
 from raysweep.cluster.connect import is_local
 from raysweep.cluster.policy import actor_plan
-from raysweep.errors import CheckpointError, ManifestError
+from raysweep.errors import CheckpointError, ManifestError, StorageFull
 from raysweep.io.schemas import PROVENANCE
-from raysweep.io.store import Store
+from raysweep.io.store import IO, Store
 from raysweep.spec import Job, parse_job
 from raysweep.work.items import from_json, to_json
 from raysweep.work.kinds import evaluator_of
@@ -30,13 +32,16 @@ RETRIES = 3  # transient store errors: tries per item, with exponential backoff 
 
 
 def _kind_of(exc: BaseException) -> str:
-    """How an item failed: "checkpoint" (damaged or missing input: permanent until repaired), "oom"
+    """How an item failed: "checkpoint" (damaged or missing input: permanent until repaired), "full" (no space
+    left in the storage: the whole sweep stops with the fix), "oom"
     (out of memory: the batch is too big), "transient" (the store or the network: worth retrying),
     "error" (anything else: a bug or bad input; not retried)."""
     import torch
 
     if isinstance(exc, (CheckpointError, ManifestError)):
         return "checkpoint"
+    if isinstance(exc, StorageFull) or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return "full"
     if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or "out of memory" in str(exc).lower():
         return "oom"
     if isinstance(exc, (OSError, pa.ArrowException, TimeoutError, ConnectionError)):
@@ -57,6 +62,10 @@ def run_item(evaluator, job: Job, store: Store, item, retries: int = RETRIES, ba
         except Exception as exc:  # classified: the driver reports each kind with its own repair
             status = _kind_of(exc)
             message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if status == "error" and os.environ.get("RAYSWEEP_DEBUG"):  # a bug: its traceback, where it happened
+                import traceback
+
+                message += "\n" + traceback.format_exc()
             if status == "transient" and attempt < retries:
                 time.sleep(backoff * 2 ** (attempt - 1))
                 continue
@@ -101,8 +110,12 @@ class SweepStage:
         self.evaluator = Evaluator(self.job, self.store)
 
     def __call__(self, batch: dict) -> dict:
-        results = [run_item(self.evaluator, self.job, self.store, from_json(s)) for s in batch["item"]]
-        return {k: [r[k] for r in results] for k in ("key", "status", "message", "rows")}
+        results = []
+        for s in batch["item"]:
+            before = dict(IO)
+            results.append(run_item(self.evaluator, self.job, self.store, from_json(s)))
+            results[-1].update({f"store_{k}": IO[k] - before[k] for k in IO})  # this item's requests and bytes
+        return {k: [r[k] for r in results] for k in results[0]} if results else {}
 
 
 def run_ray(job: Job, store: Store, items: list, actors: tuple[int, float, float] | None = None,

@@ -3,10 +3,13 @@ took with it (bounded rounds); refine α where curves ask for it; report failure
 its repair. Plain values in (items, an executor, a proposer), a summary out."""
 from __future__ import annotations
 
+import errno
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from raysweep.errors import StorageFull
 from raysweep.io.store import Store
 from raysweep.spec import Job
 from raysweep.sweep.planner import missing
@@ -21,6 +24,7 @@ class RunSummary:
     items_run: int = 0
     rows_written: int = 0
     failures: list[dict] = field(default_factory=list)
+    store: dict = field(default_factory=dict)  # the evaluators' store requests and bytes, summed over the items
     seconds: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
 
@@ -61,7 +65,12 @@ def sweep_rounds(job: Job, store: Store, items: list, execute: Callable, rounds:
         summary.items_total += len(extra)
         summary.items_run += len(extra)
         attempt(extra, extra)
+    full = [r for r in results if r["status"] == "full"]
+    if full:  # every further item would fail alike: stop with the storage's message
+        raise StorageFull(errno.ENOSPC, full[0]["message"].split(": ", 1)[-1])
     summary.rows_written = sum(r["rows"] for r in results)
+    summary.store = {k: sum(r.get(f"store_{k}", 0) for r in results) for k in ("requests", "bytes_read",
+                                                                               "bytes_written")}
     last = {r["key"]: r for r in results}  # an item retried in a later round counts by its last try
     summary.failures = [r for r in last.values() if r["status"] != "ok"]
     return summary
@@ -69,10 +78,13 @@ def sweep_rounds(job: Job, store: Store, items: list, execute: Callable, rounds:
 
 def failure_message(job: Job, failures: list[dict]) -> str:
     """One paragraph per kind of failure, each with its own repair."""
-    name = job.name
+    name = f"{job.name}/{job.hash}"  # the run's id: a pasted command names this run, whatever --set made it
+    damaged = sorted({int(k) for f in failures if f["status"] == "checkpoint"
+                      for k in re.findall(r"replicate_(\d+)/", f["message"])})
+    which = " ".join(f"--replicate {k}" for k in damaged) or "--replicate K"
     repair = {
         "checkpoint": f"A damaged or missing checkpoint: retrain its replicate with `raysweep train {name} "
-                      f"--replicate K --force`, then rerun `raysweep run {name}`.",
+                      f"{which} --force`, then rerun `raysweep run {name}`.",
         "oom": f"Out of memory while evaluating: lower eval.batch_size (now {job.eval.batch_size}), e.g. "
                f"--set eval.batch_size={max(1, job.eval.batch_size // 4)}, or eval.first_layer_bytes, and rerun.",
         "transient": "The store or the network failed even after retries: check the storage and rerun; only the "

@@ -3,12 +3,16 @@ child or a curve's bend), Tune's state in the run folder, and a callback that ha
 driver's progress."""
 from __future__ import annotations
 
+import errno
+import logging
+import os
+
 import torch
 
 from raysweep.cluster.connect import is_local
-from raysweep.errors import TrainingFailed
+from raysweep.errors import StorageFull, TrainingFailed
 from raysweep.io import paths
-from raysweep.io.store import Store
+from raysweep.io.store import Store, full_message
 from raysweep.spec import Job, parse_job
 from raysweep.train.bend import train_bend
 from raysweep.train.ddp import train_ddp
@@ -72,17 +76,48 @@ def train_all(job: Job, store: Store, tasks: list[Task], resources: dict, progre
     import signal
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    # Tune logs every failed try of a trial with its traceback; raysweep reports the failure itself (its last
+    # line, with the fix), so Tune's own error log is kept for RAYSWEEP_DEBUG=1
+    quiet = [] if os.environ.get("RAYSWEEP_DEBUG") else [logging.getLogger(n) for n in ("ray.tune", "ray.train",
+                                                                                          "ray.air")]
+    levels = [(lg, lg.level) for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.CRITICAL)
     try:
         results = tuner.fit()
+    except (OSError, EOFError):  # Tune's own state could not be written (or read back half-written)
+        if _full(store):
+            raise StorageFull(errno.ENOSPC, full_message(store.uri, "Ray Tune's state of the training")) from None
+        raise
     finally:  # whatever Tune installed, Ctrl-C (and USR1) stop raysweep again afterwards
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        for lg, level in levels:
+            lg.setLevel(level)
     failed = [r for r in results if r.error]
+    full = [str(r.error) for r in failed if "no space left" in str(r.error).lower()]
+    if full or (failed and _full(store)):
+        line = next((ln for ln in (full[0] if full else "").splitlines() if "no space left" in ln.lower()), "")
+        raise StorageFull(errno.ENOSPC, line.split("StorageFull: ", 1)[-1].strip() if "StorageFull" in line
+                          else full_message(store.uri, "a training's checkpoint or resume state"))
     if failed:
         first = str(failed[0].error).strip().splitlines()
         raise TrainingFailed(f"{len(failed)} training trial(s) of {job.name} failed after retries; the last line of "
                              f"the first error: {first[-1] if first else failed[0].error}. Checkpoints written so far "
-                             f"are kept: fix the cause and rerun to resume.")
+                             f"are kept: fix the cause and rerun to resume (RAYSWEEP_DEBUG=1 shows every try's "
+                             f"traceback).")
+
+
+def _full(store: Store) -> bool:
+    """A local storage folder with (almost) no space left: the cause of a write error during training."""
+    import shutil
+
+    if not store.is_local:
+        return False
+    path = store.base
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free < (1 << 20)
 
 
 def DriverCallback(fn):
