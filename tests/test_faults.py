@@ -202,8 +202,8 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130(tmp_path):
     """Ctrl-C while the command imports, starts Ray, starts Tune or trains: always the one line and exit 130
     (once 1 of 8 tries ended -11, and one during the imports -2 with a traceback)."""
     for i, moment in enumerate((0.1, 0.4, 1.0, 2.0, 3.5, 6.0)):
-        proc = subprocess.Popen([sys.executable, "-m", "raysweep", "run", "digits_mlp", "--storage", str(tmp_path / str(i)),
-                                 "--replicates", "2", "--set", "train.epochs=5", "--no-report"],
+        proc = subprocess.Popen([sys.executable, "-m", "raysweep", "run", "digits_mlp", "--replicates", "2", "--set",
+                                 "train.epochs=5", "--no-report", "--storage", str(tmp_path / str(i))],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(moment)
         proc.send_signal(signal.SIGINT)

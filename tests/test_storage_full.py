@@ -35,8 +35,8 @@ def small_fs(tmp_path):
 
 
 def run(job_file, storage) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raysweep", "run", job_file, "--storage", str(storage), "--no-progress",
-                           "--no-report"], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "raysweep", "run", job_file, "--storage", str(storage),
+                           "--no-progress", "--no-report"], capture_output=True, text=True, timeout=600)
 
 
 def used_kib(path) -> int:
