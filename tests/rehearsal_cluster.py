@@ -72,6 +72,10 @@ try:
         os.kill(pid, 9)
         results["killed"] = {"node": lost.node_id, "pid": pid}
     rehearse("lost_node", "digits_mlp", ["sweeps.step_to_final.alpha.num=40"], replicates=2, lose_node=kill)
+    try:  # the dead node out of the Cluster's own list (its raylet is gone already)
+        cluster.remove_node(lost, allow_graceful=False)
+    except Exception:
+        pass
     # a bucket that does not exist
     rehearse("no_bucket", "digits_mlp", store=f"s3://{bucket}-missing/runs")
     # a node without the dataset
