@@ -74,6 +74,27 @@ def run_in_process(raw: dict, root):
     return run
 
 
+# The full suite is CI's (~20 min on 2 cores). `scripts/test --quick` leaves out these modules, each of which starts
+# clusters, Slurm, fault scenarios or long trainings: the unit tests and one end-to-end run (test_e2e_digits) stay,
+# under 5 minutes — the edit loop's tier. Run the full suite before a change lands.
+SLOW_MODULES = {"test_cluster.py", "test_slurm_cluster.py", "test_rehearse.py", "test_faults.py", "test_ddp.py",
+                "test_stream_mix.py", "test_packed.py", "test_plugins.py", "test_paper_jobs.py", "test_curves.py",
+                "test_storage_full.py", "test_fashion_mnist.py", "test_s3_pipeline.py", "test_store.py",
+                "test_benchmarks.py", "test_finetune.py", "test_instability.py", "test_figures.py",
+                "test_answers.py", "test_merges.py", "test_trajectory.py", "test_sharpness.py", "test_repair.py",
+                "test_misleading.py", "test_lease.py", "test_optimizers.py", "test_fidelity.py"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: left out of `scripts/test --quick` (clusters, Slurm, faults, trainings)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def tiny_job():
     return make_job()

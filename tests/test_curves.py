@@ -237,6 +237,8 @@ def test_raysweep_run_trains_bends_as_tune_trials_and_curves_beat_the_line(tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     caption = (figs / "MC-paths.txt").read_text()
     assert (figs / "MC-paths.png").stat().st_size > 10_000 and "Garipov" in caption
+    assert "Mean test loss" in caption and "(test)" in caption  # the split the README quotes
+    assert "BatchNorm" not in caption  # digits_curves' MLP has none
     mid = tmp_path / "mid.safetensors"
     out = subprocess.run(base + ["export", "digits_curves", "--sweep", "polychain", "--alpha", "0.5", "--out", str(mid),
                                  *sets], capture_output=True, text=True, env=env, timeout=300)

@@ -45,3 +45,31 @@ def test_the_report_opens_with_its_headline_numbers(tmp_path):
 def test_a_format_that_does_not_exist_is_refused():
     r = CliRunner().invoke(app, ["figures", "digits_mlp", "--format", "png,gif"])
     assert r.exit_code == 2 and "gif" in r.output and "png, svg, pdf" in r.output
+
+
+def test_a_log_axis_is_labelled_over_its_whole_range():
+    """The MC-bezier log panel once had no label above 0.09 while its curve reached 0.19."""
+    from raysweep.report.charts import log_ticks
+
+    ticks = log_ticks(0.09, 0.19)
+    assert ticks == [0.05, 0.1, 0.2] or [round(t, 12) for t in ticks] == [0.05, 0.1, 0.2]
+    assert [round(t, 12) for t in log_ticks(0.0025, 3.1)] == [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]
+
+
+def test_curves_are_drawn_against_t_and_a_curve_that_only_falls_has_no_barrier():
+    import polars as pl
+
+    from raysweep.report.charts import band_chart
+    from raysweep.report.figures import headline
+    from raysweep.spec import parse_job
+
+    curves = pl.DataFrame({"alpha": [0.0, 0.5, 1.0], "split": ["test"] * 3, "n": [2] * 3,
+                           "loss_mean": [2.0, 1.9, 0.1], "loss_std": [0.1] * 3})
+    spec = band_chart(curves, "loss", "loss", x_title="t (along the curve)").to_dict()
+    assert spec["layer"][0]["encoding"]["x"]["title"] == "t (along the curve)"
+    job = parse_job({"name": "x", "sweeps": [{"name": "i6", "kind": "random_to_final", "alpha": {"num": 3}}]})
+    row = {"sweep": "i6", "split": "test", "metric": "error", "step": -1, "step_a": -1, "step_b": 10, "n": 2,
+           "barrier_linear_mean": 0.47, "barrier_linear_std": 0.1, "max_increase_mean": 0.0, "max_increase_std": 0.0}
+    t = {"checkpoints": pl.DataFrame(), "barriers": pl.DataFrame([row]), "trajectory": pl.DataFrame()}
+    label = next(what for what, _ in headline(job, t) if "i6" in what and "error" in what and "line)" in what)
+    assert "barrier" not in label.split(":")[1].split("(")[0] and "never rises" in label

@@ -50,17 +50,43 @@ def experiment(kind: str, alphas: list[float], align: str = "none", shape: str =
 SHAPES = {"bezier": "Bézier curve", "polychain": "polygonal chain"}
 
 
+# Paths told apart at a glance: saturated colours, the line grey and dashed (Garipov et al. 2018, Fig 2)
+PATH_COLOURS = ["#5f5f5f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
 def paths_chart(df: pl.DataFrame, metric: str, title: str) -> alt.Chart:
     """Several paths between the same pairs of solutions (column `path`: lines, aligned lines, curves),
-    each its mean over the pairs with a ±1 std band clipped at 0, against α (t on a curve)."""
+    each its mean over the pairs with a ±1 std band clipped at 0, against α (t on a curve). The legend
+    shows the lines' own colours (not the pale bands')."""
     df = df.select("path", "alpha", "n", mean=f"{metric}_mean",
                    lo=(pl.col(f"{metric}_mean") - pl.col(f"{metric}_std").fill_null(0)).clip(lower_bound=0),
                    hi=pl.col(f"{metric}_mean") + pl.col(f"{metric}_std").fill_null(0))
-    base = alt.Chart(df).encode(x=alt.X("alpha:Q", title="α along a line, t along a curve"),
-                                color=alt.Color("path:N", title="path"))
-    band = base.mark_area(opacity=0.15).encode(y=alt.Y("lo:Q", scale=alt.Scale(zero=False), title=metric), y2="hi:Q")
-    return (band + base.mark_line().encode(y="mean:Q", tooltip=["path", "alpha", "mean", "lo", "hi", "n"])
-            ).properties(title=title, width=WIDTH, height=HEIGHT)
+    paths = df["path"].unique(maintain_order=True).to_list()
+    colour = alt.Scale(domain=paths, range=PATH_COLOURS[:len(paths)])
+    base = alt.Chart(df).encode(x=alt.X("alpha:Q", title="α along a line, t along a curve"))
+    line = base.mark_line(strokeWidth=2.5).encode(
+        y=alt.Y("mean:Q", scale=alt.Scale(zero=False), title=metric),
+        color=alt.Color("path:N", scale=colour, title="path", legend=alt.Legend(
+            symbolType="stroke", symbolStrokeWidth=4, symbolOpacity=1, symbolSize=300)),
+        strokeDash=alt.condition(alt.FieldOneOfPredicate("path", [p for p in paths if p.startswith("line")]),
+                                 alt.value([5, 3]), alt.value([1, 0])),
+        tooltip=["path", "alpha", "mean", "lo", "hi", "n"])
+    band = base.mark_area(opacity=0.12).encode(y="lo:Q", y2="hi:Q",
+                                               color=alt.Color("path:N", scale=colour, legend=None))
+    return (line + band).properties(title=title, width=WIDTH, height=HEIGHT)  # the legend from the lines
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks from the one at or below `lo` to the one at or above `hi`: a log axis labelled over its
+    whole range (the data's top included), never a lone decade."""
+    import math
+
+    lo, hi = max(lo, 1e-12), max(hi, lo * 1.0001, 1e-12)
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5)]
+    below = max([t for t in ticks if t <= lo], default=ticks[0])
+    above = min([t for t in ticks if t >= hi], default=ticks[-1])
+    return [t for t in ticks if below <= t <= above]
 
 
 def _split_colour(df: pl.DataFrame):
@@ -83,17 +109,23 @@ def _t(df: pl.DataFrame, step: str = "step") -> pl.DataFrame:
     return df.with_columns(t=pl.col(step).cast(pl.Float64).clip(lower_bound=0.5))
 
 
-def band_chart(curves: pl.DataFrame, metric: str, title: str, log_y: bool = False) -> alt.Chart:
-    """Mean across replicates (or pairs) with a ±1 std band clipped at 0, one colour per split."""
+def band_chart(curves: pl.DataFrame, metric: str, title: str, log_y: bool = False, x_title: str = "α") -> alt.Chart:
+    """Mean across replicates (or pairs) with a ±1 std band clipped at 0, one colour per split (x: α along a
+    line, t along a curve)."""
     df = curves.with_columns(
         lo=(pl.col(f"{metric}_mean") - pl.col(f"{metric}_std").fill_null(0)).clip(lower_bound=0),
         hi=pl.col(f"{metric}_mean") + pl.col(f"{metric}_std").fill_null(0),
     ).select("alpha", "split", "n", mean=f"{metric}_mean", lo="lo", hi="hi")
+    axis = alt.Axis()
     if log_y:
         df = df.with_columns(pl.col("lo").clip(lower_bound=1e-6))
-    y_scale = alt.Scale(type="log", nice=False) if log_y else alt.Scale(zero=False)
-    base = alt.Chart(df).encode(x=alt.X("alpha:Q", title="α"), **_split_colour(df))
-    band = base.mark_area(opacity=0.25).encode(y=alt.Y("lo:Q", scale=y_scale, title=metric), y2="hi:Q")
+        low, high = df["lo"].min(), df["hi"].max()
+        ticks = log_ticks(low, high) if low is not None and high is not None else []
+        axis = alt.Axis(values=ticks, format="~g") if ticks else axis
+    y_scale = (alt.Scale(type="log", nice=False, **({"domain": [ticks[0], ticks[-1]]} if ticks else {})) if log_y
+               else alt.Scale(zero=False))
+    base = alt.Chart(df).encode(x=alt.X("alpha:Q", title=x_title), **_split_colour(df))
+    band = base.mark_area(opacity=0.25).encode(y=alt.Y("lo:Q", scale=y_scale, title=metric, axis=axis), y2="hi:Q")
     line = base.mark_line().encode(y="mean:Q", tooltip=["alpha", "split", "mean", "lo", "hi", "n"])
     return (band + line).properties(title=title, width=WIDTH, height=HEIGHT)
 

@@ -118,12 +118,13 @@ def figures(job: Job, t: dict) -> list[Figure]:
         aligned = (" θ_T(j)'s hidden units were matched to θ_T(i)'s first (weight matching)." if sweep.align != "none"
                    else "")
         spread = "" if "no spread" in over else ", mean ± 1 std (clipped at 0)"
+        x = "t (along the curve)" if sweep.kind == "curve" else "α"
         out.append(Figure(f"{paper}-{sweep.name}", heading,
                           f"Loss and error along {line.split(',')[0]}{spread} over {over}, "
                           f"{_grid(alphas)}, splits {'/'.join(sweep.splits)}; the right panel has a log y axis."
                           + aligned,
-                          [band_chart(c, m, m) for m in ("loss", "error")]
-                          + [band_chart(c, "loss", "loss (log y)", log_y=True)]))
+                          [band_chart(c, m, m, x_title=x) for m in ("loss", "error")]
+                          + [band_chart(c, "loss", "loss (log y)", log_y=True, x_title=x)]))
     out += _connecting(job, curves)
     for sweep in job.sweeps:  # WiSE-FT (Wortsman et al. 2022): accuracy on two distributions along the line
         shown = [s for s in sweep.splits if s != "train"]
@@ -178,7 +179,7 @@ def _connecting(job: Job, curves: pl.DataFrame) -> list[Figure]:
     if not any(s.kind == "curve" for s in kinds.values()):
         return []
     first = next(s for s in kinds.values() if s.kind == "curve")
-    split = first.splits[0]
+    split = "test" if "test" in first.splits else first.splits[0]  # what the papers quote
     parts = []
     for name, s in kinds.items():
         label = (f"{SHAPES[s.curve.shape]}{' (aligned)' if s.align != 'none' else ''}" if s.kind == "curve"
@@ -188,13 +189,18 @@ def _connecting(job: Job, curves: pl.DataFrame) -> list[Figure]:
     df = pl.concat(parts) if parts else curves.clear()
     if df.is_empty() or df.filter(pl.col("sweep").is_in([n for n, s in kinds.items() if s.kind == "curve"])).is_empty():
         return []
-    return [Figure("MC-paths", "MC — line, aligned line and trained curves between solutions",
+    bn = ", BatchNorm statistics recomputed at every t" if has_batchnorm(job) else ""
+    return [Figure("MC-paths", f"MC — line, aligned line and trained curves between solutions ({split})",
                    f"Mean {split} loss and error (± 1 std, clipped at 0) over {_over(job, first)}"
                    f" along each path between two final solutions: the straight line θ(α), the line after matching "
                    f"θ_T(j)'s hidden units to θ_T(i)'s, and the curves φ(t) whose bend was trained to minimise the "
-                   f"expected loss along them, BatchNorm statistics recomputed at every t (Garipov et al. 2018, "
-                   f"Fig 2).",
+                   f"expected loss along them{bn} (Garipov et al. 2018, Fig 2).",
                    [paths_chart(df, m, m) for m in ("loss", "error")])]
+
+
+def has_batchnorm(job: Job) -> bool:
+    """Whether the job's model normalises with BatchNorm (the built-in conv nets; an MLP with batchnorm)."""
+    return job.model.batchnorm or any(k in job.model.name for k in ("resnet", "vgg"))
 
 
 def _mean_std(row: dict, col: str) -> str:
@@ -248,7 +254,9 @@ def headline(job: Job, t: dict) -> list[tuple[str, str]]:
                              _mean_std(r, "barrier_mean")))
             else:
                 r = m.row(0, named=True)
-                rows.append((f"{tag} {sweep.name}: barrier of {metric} (max above the endpoints' line)",
+                rises = (r.get("max_increase_mean") or 0) > 1e-9  # a curve that only falls has no barrier
+                what = "barrier of" if rises else "never rises; its largest height above the chord of"
+                rows.append((f"{tag} {sweep.name}: {what} {metric} (max above the endpoints' line)",
                              _mean_std(r, "barrier_linear")))
                 rows.append((f"{tag} {sweep.name}: largest rise of {metric} along the line",
                              _mean_std(r, "max_increase")))
