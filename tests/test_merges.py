@@ -91,3 +91,91 @@ def test_soups_and_task_arithmetic_equal_plain_evaluations_of_the_merged_weights
         r = CliRunner().invoke(app, ["export", job_file, *args, "--out", str(tmp_path / "x.safetensors"),
                                      "--storage", str(tmp_path / "s")])
         assert r.exit_code == 2 and says in " ".join(r.output.split()), r.output
+
+
+def _ties_by_hand(pretrained: dict, finals: list, density: float) -> dict:
+    """TIES (Yadav et al. 2023), entry by entry: keep each task vector's ⌊d·n⌉ largest |entries| of a tensor,
+    the sign with the larger total, the mean of the kept entries with that sign."""
+    import numpy as np
+
+    out = {}
+    for name, base in pretrained.items():
+        if not base.is_floating_point():
+            out[name] = base
+            continue
+        b = base.double().numpy().ravel()
+        taus = [f[name].double().numpy().ravel() - b for f in finals]
+        keep = max(1, round(density * b.size))
+        trimmed = []
+        for tau in taus:
+            kept = np.zeros_like(tau)
+            largest = np.argsort(-np.abs(tau), kind="stable")[:keep]
+            kept[largest] = tau[largest]
+            trimmed.append(kept)
+        merged = np.zeros_like(b)
+        for j in range(b.size):
+            column = [t[j] for t in trimmed]
+            sign = np.sign(sum(column))
+            agreeing = [v for v in column if v != 0 and np.sign(v) == sign]
+            merged[j] = sum(agreeing) / len(agreeing) if agreeing else 0.0
+        out[name] = torch.from_numpy((b + merged).reshape(base.shape)).to(base.dtype)
+    return out
+
+
+def _dare_by_hand(pretrained: dict, finals: list, p: float, seed: int) -> dict:
+    """DARE (Yu et al. 2024): each entry of each task vector kept with probability 1 − p and scaled by 1/(1 − p);
+    the mean of them added to θ_pre. The uniform draws as raysweep seeds them: per (sweep, tensor name, replicate)."""
+    import zlib
+
+    out = {}
+    for name, base in pretrained.items():
+        if not base.is_floating_point():
+            out[name] = base
+            continue
+        vectors = []
+        for k, f in enumerate(finals):
+            g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode()) * 31 + k) % 2**62)
+            u = torch.rand(base.shape, generator=g)
+            vectors.append([(f[name].double().flatten()[j] - base.double().flatten()[j]).item() / (1 - p)
+                            if u.flatten()[j] >= p else 0.0 for j in range(base.numel())])
+        mean = torch.tensor(vectors, dtype=torch.float64).mean(0).reshape(base.shape)
+        out[name] = (base.double() + mean).to(base.dtype)
+    return out
+
+
+def test_ties_and_dare_equal_the_papers_equations_by_hand(tmp_path):
+    from raysweep.spec import sweep_hash
+
+    pre = parse_job(BASE)
+    train_replicate(pre, 0, Store(str(tmp_path / "pre")))
+    m = read_manifests(Store(str(tmp_path / "pre")), pre, 0)
+    pretrained = load_tensors(Store(str(tmp_path / "pre")), m[max(m)]["path"])
+    torch.save(pretrained, tmp_path / "pre.pt")
+    raw = {**BASE, "name": "tiesdare", "replicates": 3,
+           "train": {**BASE["train"], "epochs": 2, "init_from": str(tmp_path / "pre.pt")},
+           "sweeps": [{"name": "soup", "kind": "soup"},
+                      {"name": "ties", "kind": "ties", "alpha": {"values": [0.2, 1.0]}},
+                      {"name": "dare", "kind": "dare", "alpha": {"values": [0.0, 0.5]}}]}
+    run = run_in_process(raw, tmp_path / "s")
+    finals = []
+    for k in range(3):
+        mk = read_manifests(run.store, run.job, k)
+        finals.append(load_tensors(run.store, mk[max(mk)]["path"]))
+    merges = run.table("merges")
+    got = {(r["merge"], r["lam"]): r["loss"] for r in merges.filter(pl.col("split") == "test").iter_rows(named=True)}
+    for d in (0.2, 1.0):
+        assert got["ties", d] == pytest.approx(_plain(run.job, _ties_by_hand(pretrained, finals, d), "test")[0],
+                                               rel=1e-5), d
+    seed = int(sweep_hash(run.job.sweep("dare"))[:8], 16)
+    for p in (0.0, 0.5):
+        assert got["dare", p] == pytest.approx(_plain(run.job, _dare_by_hand(pretrained, finals, p, seed), "test")[0],
+                                               rel=1e-5), p
+    assert got["dare", 0.0] == pytest.approx(got["uniform", None], rel=1e-6)  # no entry dropped: the uniform soup
+    assert got["ties", 0.2] != pytest.approx(got["ties", 1.0], rel=1e-4)  # trimming changes the merge
+
+
+def test_ties_and_dare_grids_are_checked():
+    for kind, alpha, says in (("ties", {"values": [0.0, 0.5]}, "density"),
+                              ("dare", {"values": [0.5, 1.0]}, "drop rate")):
+        with pytest.raises(Exception, match=says):
+            parse_job({**BASE, "sweeps": [{"name": "m", "kind": kind, "alpha": alpha}]})

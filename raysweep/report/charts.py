@@ -47,6 +47,14 @@ def experiment(kind: str, alphas: list[float], align: str = "none", shape: str =
     return "I6", "θ_r → θ_T", "G-fig5"
 
 
+def line_of(job, sweep, alphas) -> tuple[str, str, str]:
+    """(tag, what the line is, figure name prefix): the papers' experiment, or for checkpoints trained
+    elsewhere (`raysweep interpolate`) the line from the first file to the last."""
+    if job.external and sweep.kind == "init_to_final":
+        return "line", f"θ_a → θ_b, α in [{min(alphas):g}, {max(alphas):g}]", "line"
+    return experiment(sweep.kind, alphas, sweep.align, sweep.curve.shape)
+
+
 SHAPES = {"bezier": "Bézier curve", "polychain": "polygonal chain"}
 
 
@@ -197,6 +205,19 @@ def projection_chart(traj: pl.DataFrame) -> alt.Chart:
         )
         .properties(title="T2 — β vs α per replicate", width=WIDTH, height=HEIGHT)
     )
+
+
+def merge_chart(part: pl.DataFrame, soup: pl.DataFrame, metric: str, x_title: str) -> alt.Chart:
+    """A merge sweep's metric against its parameter (the merges table's `lam`), one colour per split; the uniform
+    soup of the same splits as dashed rules."""
+    df = part.select(pl.col("lam").alias("x"), "split", metric).sort("x")
+    chart = alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("x:Q", title=x_title), y=alt.Y(f"{metric}:Q", title=metric, scale=alt.Scale(zero=False)),
+        color=alt.Color("split:N"), tooltip=["x", "split", metric])
+    rules = soup.filter(pl.col("split").is_in(df["split"].unique().to_list())).select("split", metric)
+    if rules.height:
+        chart += alt.Chart(rules).mark_rule(strokeDash=[4, 3]).encode(y=f"{metric}:Q", color="split:N")
+    return chart.properties(title=metric, width=WIDTH, height=HEIGHT)
 
 
 def wise_chart(curves: pl.DataFrame, x_split: str, y_split: str) -> alt.Chart:

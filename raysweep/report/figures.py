@@ -13,17 +13,19 @@ from raysweep.report.charts import (
     SHAPES,
     band_chart,
     barrier_chart,
-    experiment,
     image_spec,
     instability_chart,
     learning_chart,
+    line_of,
     mds_chart,
+    merge_chart,
     paths_chart,
     per_step_chart,
     projection_chart,
     surface_chart,
     wise_chart,
 )
+from raysweep.report.headline import headline  # noqa: F401  (the report's opening numbers, beside its figures)
 from raysweep.spec import Job
 
 FORMATS = ("png", "svg", "pdf")
@@ -50,15 +52,7 @@ def load_tables(tables, made_of: dict | None = None) -> dict[str, pl.DataFrame]:
     (a run's raysweep.run.tables.Tables), checked against one record of the run's inputs."""
     made_of = made_of or inputs(tables.store, tables.job)
     return {name: tables.get(name, made_of).collect()
-            for name in ("curves", "barriers", "checkpoints", "trajectory", "function_map", "surface")}
-
-
-def line_of(job: Job, sweep, alphas) -> tuple[str, str, str]:
-    """(tag, what the line is, figure name prefix): the papers' experiment, or for checkpoints trained
-    elsewhere (`raysweep interpolate`) the line from the first file to the last."""
-    if job.external and sweep.kind == "init_to_final":
-        return "line", f"θ_a → θ_b, α in [{min(alphas):g}, {max(alphas):g}]", "line"
-    return experiment(sweep.kind, alphas, sweep.align, sweep.curve.shape)
+            for name in ("curves", "barriers", "checkpoints", "trajectory", "function_map", "surface", "merges")}
 
 
 def _over(job: Job, sweep) -> str:
@@ -125,7 +119,7 @@ def figures(job: Job, t: dict) -> list[Figure]:
                           + aligned,
                           [band_chart(c, m, m, x_title=x) for m in ("loss", "error")]
                           + [band_chart(c, "loss", "loss (log y)", log_y=True, x_title=x)]))
-    out += _connecting(job, curves)
+    out += _connecting(job, curves) + _merges(job, t.get("merges"))
     for sweep in job.sweeps:  # WiSE-FT (Wortsman et al. 2022): accuracy on two distributions along the line
         shown = [s for s in sweep.splits if s != "train"]
         c = curves.filter(pl.col("sweep") == sweep.name)
@@ -198,73 +192,33 @@ def _connecting(job: Job, curves: pl.DataFrame) -> list[Figure]:
                    [paths_chart(df, m, m) for m in ("loss", "error")])]
 
 
+MERGE_AXES = {"task_arithmetic": ("λ", "θ_pre + λ·Σ_k (θ_k − θ_pre) (Ilharco et al. 2023)"),
+              "ties": ("density", "TIES (Yadav et al. 2023): each task vector trimmed to its largest entries, a sign "
+                                  "elected per entry, the agreeing entries averaged; λ = 1"),
+              "dare": ("drop rate p", "DARE (Yu et al. 2024): entries of each task vector dropped with probability "
+                                      "p, the rest scaled by 1/(1 − p), averaged")}
+
+
+def _merges(job: Job, merges) -> list[Figure]:
+    """A merge sweep over its parameter (λ, density, drop rate), each split, the uniform soup as a rule."""
+    out = []
+    if merges is None or merges.is_empty():
+        return out
+    soup = merges.filter(pl.col("merge") == "uniform")
+    for s in job.sweeps:
+        part = merges.filter(pl.col("sweep") == s.name)
+        if s.kind in MERGE_AXES and not part.is_empty():
+            x, what = MERGE_AXES[s.kind]
+            out.append(Figure(f"MERGE-{s.name}", f"Merges — {s.kind}: {s.name}",
+                              f"Loss and error of the merged model of the {job.replicates} replicates' finals against "
+                              f"{x}: {what}; the dashed rule is the uniform soup (the plain average) where the job "
+                              f"has one.", [merge_chart(part, soup, m, x) for m in ("loss", "error")]))
+    return out
+
+
 def has_batchnorm(job: Job) -> bool:
     """Whether the job's model normalises with BatchNorm (the built-in conv nets; an MLP with batchnorm)."""
     return job.model.batchnorm or any(k in job.model.name for k in ("resnet", "vgg"))
-
-
-def _mean_std(row: dict, col: str) -> str:
-    """A table's mean ± std; the mean alone where there is no spread (one replicate or pair)."""
-    mean, std = row.get(f"{col}_mean"), row.get(f"{col}_std")
-    if mean is None:  # a grid without both ends (an I4 window): no barrier to the endpoints' line
-        return "—"
-    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and row.get("n", 2) > 1 else "")
-
-
-def _pm(values: pl.Series, fmt: str = ".3f") -> str:
-    values = values.drop_nulls()
-    if values.is_empty():
-        return "—"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(values.mean(), fmt)} ± {format(values.std(), fmt)}"
-
-
-def headline(job: Job, t: dict) -> list[tuple[str, str]]:
-    """(what, number) rows the report opens with: final errors, barriers, the T2 norm ratio."""
-    rows = []
-    ck = t["checkpoints"]
-    if ck.height and "test_error" in ck.columns:
-        last = ck.filter(pl.col("step") == pl.col("step").max().over("replicate"))
-        rows.append(("final test error (mean ± std over replicates)", _pm(last["test_error"], ".4f")))
-    b = t["barriers"]
-    for sweep in job.sweeps:
-        part = b.filter(pl.col("sweep") == sweep.name)
-        if part.is_empty():
-            continue
-        alphas = sweep.alpha.points()
-        tag = line_of(job, sweep, alphas)[0] + (" aligned" if sweep.align != "none" else "")
-        for metric in ("loss", "error"):
-            m = part.filter(pl.col("metric") == metric, pl.col("split") == sweep.splits[0])
-            if m.is_empty():
-                continue
-            if sweep.kind == "step_to_final":
-                m = m.filter(pl.col("step_a") < pl.col("step_b"))
-                worst = m.sort("max_increase_mean", descending=True).row(0, named=True)
-                rows.append((f"{tag} {sweep.name}: largest rise of {metric} over all t (at t)",
-                             f"{worst['max_increase_mean']:.4f} (t = {worst['step']})"))
-            elif sweep.kind == "instability":
-                m = m.sort("step")
-                first, last = m.row(0, named=True), m.row(m.height - 1, named=True)
-                rows.append((f"{tag} {sweep.name}: instability of {metric} at k = {first['step']} → k = {last['step']}",
-                             f"{first['barrier_mean_mean']:.4f} → {last['barrier_mean_mean']:.4f}"))
-            elif sweep.kind in ("final_to_final", "curve"):
-                r = m.row(0, named=True)
-                rows.append((f"{tag} {sweep.name}: barrier of {metric} (max − mean of ends)",
-                             _mean_std(r, "barrier_mean")))
-            else:
-                r = m.row(0, named=True)
-                rises = (r.get("max_increase_mean") or 0) > 1e-9  # a curve that only falls has no barrier
-                what = "barrier of" if rises else "never rises; its largest height above the chord of"
-                rows.append((f"{tag} {sweep.name}: {what} {metric} (max above the endpoints' line)",
-                             _mean_std(r, "barrier_linear")))
-                rows.append((f"{tag} {sweep.name}: largest rise of {metric} along the line",
-                             _mean_std(r, "max_increase")))
-    traj = t["trajectory"]
-    if traj.height:
-        ratio = traj.group_by("replicate").agg(pl.col("max_beta_over_max_norm").first())["max_beta_over_max_norm"]
-        rows.append(("T2: max β / max ‖θ_t‖ (per replicate)", _pm(ratio)))
-    return rows
 
 
 def write_figures(job: Job, tables, out: str, formats=("png", "svg")) -> list[str]:

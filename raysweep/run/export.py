@@ -92,7 +92,14 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
     the sweep chose them, read from the merges table) or task arithmetic θ_pre + λ·Σ_k (θ_k − θ_pre)."""
     import polars as pl
 
-    from raysweep.evaluate.merges import add_task_vectors, mean_state, task_vectors
+    from raysweep.evaluate.merges import (
+        add_task_vectors,
+        dare_merge,
+        mean_state,
+        merge_seed,
+        task_vectors,
+        ties_merge,
+    )
     from raysweep.io.checkpoints import load_tensors
 
     sweep = run.job.sweep(sweep_name)
@@ -116,17 +123,26 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
         state = dict(zip(names, mean_state([[s[n] for n in names] for s in states])))
         what = {"merge": merge, "members": ",".join(map(str, members))}
     else:
-        if lam is None or merge is not None or not (-1e6 < lam < 1e6):
-            raise SpecError(f"sweep {sweep_name!r} is task arithmetic: name the merge with --lam L, a finite number "
-                            f"(θ_pre + L·Σ_k (θ_k − θ_pre); the sweep evaluated L in {list(item.lambdas)})")
+        meaning = {"task_arithmetic": "L, a finite number (θ_pre + L·Σ_k (θ_k − θ_pre))",
+                   "ties": "D, the density in (0, 1]", "dare": "P, the drop rate in [0, 1)"}[sweep.kind]
+        ok = lam is not None and (-1e6 < lam < 1e6 if sweep.kind == "task_arithmetic" else
+                                  0 < lam <= 1 if sweep.kind == "ties" else 0 <= lam < 1)
+        if merge is not None or not ok:
+            raise SpecError(f"sweep {sweep_name!r} is {sweep.kind}: name the merge with --lam {meaning}; the sweep "
+                            f"evaluated {list(item.lambdas)}")
         base = load_tensors(run.store, item.base[0].path, item.base[0].sha256 or None)
         states = [load_tensors(run.store, e.path, e.sha256 or None) for e in item.members]
         names = list(base)
-        theta_pre = [base[n] for n in names]
-        tau = task_vectors(theta_pre, [[s[n] for n in names] for s in states])
-        state = dict(zip(names, add_task_vectors(theta_pre, tau, lam)))
+        theta_pre, thetas = [base[n] for n in names], [[s[n] for n in names] for s in states]
+        if sweep.kind == "ties":
+            merged = ties_merge(theta_pre, thetas, lam)
+        elif sweep.kind == "dare":
+            merged = dare_merge(theta_pre, thetas, lam, merge_seed(item), names)
+        else:
+            merged = add_task_vectors(theta_pre, task_vectors(theta_pre, thetas), lam)
+        state = dict(zip(names, merged))
         what = {
-            "merge": "task_arithmetic",
+            "merge": sweep.kind,
             "lam": repr(lam),
             "members": ",".join(str(e.replicate) for e in item.members),
             "base": f"{item.base[0].path} sha256 {item.base[0].sha256}",

@@ -16,8 +16,9 @@ LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_fin
 TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
 PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3: 2-D grids per replicate
 # model merging over the replicates' finals: uniform and greedy soups (Wortsman et al. 2022); task arithmetic
-# θ_pre + λ·Σ_k (θ_k − θ_pre) over the sweep's α grid as λ (Ilharco et al. 2023)
-MERGE_KINDS = ("soup", "task_arithmetic")
+# θ_pre + λ·Σ_k (θ_k − θ_pre) over the sweep's α grid as λ (Ilharco et al. 2023); TIES (Yadav et al. 2023) over
+# its density and DARE (Yu et al. 2024) over its drop rate, each the α grid
+MERGE_KINDS = ("soup", "task_arithmetic", "ties", "dare")
 # mode-connecting curves (Garipov et al. 2018): a trained bend between two finals, evaluated along t ∈ [0, 1]
 CURVE_KINDS = ("curve",)
 POINT_KINDS = LINE_KINDS + CURVE_KINDS  # their points are rows of the curves and barriers tables
@@ -223,6 +224,14 @@ class SweepSpec:
                 0 <= t <= 1 for t in self.alpha.points()):
             out.append(f"{where}.alpha: a curve is evaluated at t in [0, 1]; e.g. alpha = {{start = 0, stop = 1, "
                        f"num = 61}}")
+        if self.kind in ("ties", "dare") and not self.alpha.problems(""):
+            lo, hi = min(self.alpha.points()), max(self.alpha.points())
+            if self.kind == "ties" and not 0 < lo <= hi <= 1:
+                out.append(f"{where}.alpha: TIES sweeps its density (the fraction of each task vector kept) over "
+                           f"(0, 1]; e.g. alpha = {{start = 0.1, stop = 1, num = 10}}")
+            if self.kind == "dare" and not 0 <= lo <= hi < 1:
+                out.append(f"{where}.alpha: DARE sweeps its drop rate over [0, 1); e.g. alpha = {{start = 0, "
+                           f"stop = 0.9, num = 10}}")
         if self.kind in CURVE_KINDS and self.bn == "repair":
             out.append(f"{where}.bn: a curve's BatchNorm statistics are recomputed at every t (bn = \"reset\"); "
                        f"REPAIR is for line sweeps")

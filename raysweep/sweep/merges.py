@@ -1,5 +1,5 @@
-"""Merge sweeps' items: one per sweep, over every replicate's final checkpoint. Task arithmetic needs
-one θ_pre: the replicates' shared step 0 (replicates fine-tuned from one `train.init_from`)."""
+"""Merge sweeps' items: one per sweep, over every replicate's final checkpoint. Task arithmetic, TIES and
+DARE need one θ_pre: the replicates' shared step 0 (replicates fine-tuned from one `train.init_from`)."""
 from __future__ import annotations
 
 from raysweep.errors import SpecError
@@ -13,11 +13,11 @@ def merge_items(ctx, sweep: SweepSpec, before: list) -> list[MergeItem]:
     ks = sorted(ctx.finals)
     members = tuple(ctx.finals[k] for k in ks)
     base, lambdas = (), ()
-    if sweep.kind == "task_arithmetic":
+    if sweep.kind != "soup":  # task arithmetic, TIES, DARE: task vectors from one θ_pre
         starts = {ctx.endpoint(k, 0).sha256 for k in ks}
         if len(starts) != 1:
             raise SpecError(
-                f"sweeps.{sweep.name}: task arithmetic adds the replicates' task vectors θ_k − θ_pre to one "
+                f"sweeps.{sweep.name}: {sweep.kind} merges the replicates' task vectors θ_k − θ_pre onto one "
                 f"θ_pre, but their step-0 checkpoints differ; fine-tune every replicate from one checkpoint "
                 f"(train.init_from) so that step 0 is θ_pre"
             )

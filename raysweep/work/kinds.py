@@ -75,6 +75,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          evaluator="raysweep.evaluate.merges:soup_item", pairs=lambda r, c, s: 1, tag="soup"),
     Kind("task_arithmetic", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
          evaluator="raysweep.evaluate.merges:task_arithmetic_item", pairs=lambda r, c, s: 1, tag="TA"),
+    Kind("ties", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
+         evaluator="raysweep.evaluate.merges:ties_item", pairs=lambda r, c, s: 1, tag="TIES"),
+    Kind("dare", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
+         evaluator="raysweep.evaluate.merges:dare_item", pairs=lambda r, c, s: 1, tag="DARE"),
     # a line's schema and folder: its rows join the line sweeps' in the curves and barriers tables
     Kind("curve", family="curve", folder="line", table="curves", builder="raysweep.sweep.bends:curve_items",
          evaluator="raysweep.evaluate.bend:curve_item", pairs=lambda r, c, s: r * (r - 1) // 2, tag="MC"),
