@@ -3,14 +3,15 @@ run ...`). A Ctrl-C that comes while the command is still importing ends it like
 import os
 import sys
 
+try:
+    from raysweep.cli import main
+except KeyboardInterrupt:
+    sys.stderr.write("error: interrupted while starting; nothing was done.\n")
+    sys.stderr.flush()
+    os._exit(130)
+
 
 def entry() -> None:
-    try:
-        from raysweep.cli import main
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted while starting; nothing was done.\n")
-        sys.stderr.flush()
-        os._exit(130)
     main()
 
 

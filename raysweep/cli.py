@@ -30,6 +30,8 @@ from raysweep.cli_output import emit, surface_file
 from raysweep.errors import SpecError, SweepFailed
 from raysweep.jobs import builtin_jobs, read_toml
 
+LogHeightOpt = typer.Option(False, "--log-height", help="Planes' 3-D surfaces: loss heights on a log scale")
+
 # Commands import what they compute with inside themselves: `raysweep --help` and `raysweep jobs` start in a
 # fraction of a second (no Polars, pyarrow, torch or Ray), tested in tests/test_layout.py.
 
@@ -203,13 +205,13 @@ def query(job: str, sql: str, format: Format = typer.Option(Format.table, "--for
 def plot(job: str, out: Optional[str] = typer.Option(None, "--out", help="Local HTML file [default: in the store]"),
          png: bool = typer.Option(False, "--png", help="Also write a PNG of all charts"),
          svg: bool = typer.Option(False, "--svg", help="Also write an SVG of all charts"),
-         replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
-         storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
+         log_height: bool = LogHeightOpt, replicates: Optional[int] = ReplicatesOpt,
+         set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
     """Write the HTML report (a job, or a stored run by id).
     Example: raysweep plot digits_mlp --out report.html --png"""
     r = _open(job, storage, set_, replicates)
     r.tables.check_complete(partial=partial)
-    for path in r.plot(out, [f for f, on in (("png", png), ("svg", svg)) if on]):
+    for path in r.plot(out, [f for f, on in (("png", png), ("svg", svg)) if on], log_height):
         typer.echo(path)
 
 
@@ -217,8 +219,9 @@ def plot(job: str, out: Optional[str] = typer.Option(None, "--out", help="Local 
 @_guard
 def figures(job: str, out: str = typer.Option("figures", "--out", help="Folder for the figure files"),
             format_: str = typer.Option("png,svg", "--format", help="Comma-separated: png, svg, pdf"),
-            replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
-            storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
+            log_height: bool = LogHeightOpt, replicates: Optional[int] = ReplicatesOpt,
+            set_: Optional[List[str]] = SetOpt, storage: Optional[str] = StorageOpt,
+            partial: bool = PartialOpt) -> None:
     """One file per paper figure (with a caption .txt).
     Example: raysweep figures digits_mlp --out figs --format png,pdf"""
     from raysweep.report.figures import FORMATS, write_figures
@@ -230,7 +233,7 @@ def figures(job: str, out: str = typer.Option("figures", "--out", help="Folder f
              f"{', '.join(FORMATS)}, e.g. --format png,svg", 2)
     r = _open(job, storage, set_, replicates)
     r.tables.check_complete(partial=partial)
-    for path in write_figures(r.job, r.tables, out, formats):
+    for path in write_figures(r.job, r.tables, out, formats, log_height):
         typer.echo(path)
 
 

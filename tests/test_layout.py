@@ -38,7 +38,11 @@ def _imports(path: Path):
     tree = ast.parse(path.read_text())
     skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
             for b in node.body for n in ast.walk(b)}
-    top = {id(n) for n in tree.body}
+    top = {id(n) for n in tree.body}  # run when the module is imported: its body, and a top-level try's blocks
+    for node in tree.body:
+        if isinstance(node, ast.Try):
+            top |= {id(n) for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers))
+                    for n in block}
     for node in ast.walk(tree):
         if id(node) in skip:
             continue

@@ -5,6 +5,8 @@ import copy
 
 import h5py
 import numpy as np
+import polars as pl
+import pytest
 from conftest import TINY, run_in_process, write_job_toml
 from typer.testing import CliRunner
 
@@ -106,3 +108,50 @@ def test_points_never_evaluated_are_blanked_for_vtk_readers(tmp_path):
     assert list(arrays["vtkGhostType"]) == [0, GHOST_HIDDEN_POINT, 0, 0, 0, 0]
     assert np.isnan(arrays["test_loss"][1]) and list(arrays["test_loss"][[0, 2, 3, 4, 5]]) == [1, 3, 4, 5, 6]
     assert grid.GetPointGhostArray() is not None and not grid.IsPointVisible(1) and grid.IsPointVisible(0)
+
+
+def test_iso_lines_are_the_closed_form_circles_and_labelled_once_per_level():
+    """z = a² + 4b² on a grid: the line of level L is the ellipse a² + 4b² = L (contourpy interpolates linearly
+    between grid points, so within a cell's curvature; a grid read with a and b swapped would fail)."""
+    import polars as pl
+
+    from raysweep.report.contours import iso_lines, levels_of
+
+    g = np.linspace(-1, 1, 41)
+    grid = pl.DataFrame([{"a": float(a), "b": float(b), "loss": float(a * a + 4 * b * b)} for a in g for b in g])
+    lines, labels = iso_lines(grid, "loss", count=5)
+    levels = levels_of(np.array([[0.0, 5.0]]), 5)
+    assert sorted(lines["level"].unique().to_list()) == pytest.approx(levels)
+    a, b = lines["a"].to_numpy(), lines["b"].to_numpy()
+    assert np.allclose(a * a + 4 * b * b, lines["level"].to_numpy(), atol=2e-2)
+    assert labels.height == 5 and all(np.isfinite(labels["a"].to_numpy()))
+    logs = levels_of(np.array([[0.01, 10.0]]), 2, log=True)
+    assert logs == pytest.approx([0.1, 1.0])  # evenly in log space between 0.01 and 10
+
+
+def test_a_surface_is_drawn_back_to_front_and_turns_in_the_report(tmp_path):
+    """The 3-D view: one quad per grid cell, far ones first; in the HTML report (headless Chromium) each
+    plane's canvas draws its quads and changes when turned."""
+    import re
+    import shutil
+    import subprocess
+
+    from raysweep.report.contours import surface_polygons
+
+    run = run_in_process(RAW, tmp_path / "s")
+    surface = run.table("surface").filter(pl.col("sweep") == "t5", pl.col("replicate") == 0)
+    grid = surface.filter(pl.col("kind") == "grid", pl.col("split") == "train")
+    polys = surface_polygons(grid, "loss")
+    assert polys.height == (3 - 1) * (4 - 1)
+    assert polys.sort("draw")["depth"].to_list() == sorted(polys["depth"].to_list(), reverse=True)
+    report = tmp_path / "report.html"
+    run.plot(out=str(report))
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is needed for this test: apt-get install chromium (scripts/test does)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    dom = subprocess.run([chromium, *flags, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000",
+                          "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    canvases = re.findall(r"<canvas[^>]*>", dom)
+    assert len(canvases) == 2  # the plane's loss and error
+    assert all('data-drawn="6"' in c and 'data-turns="ok"' in c for c in canvases), canvases

@@ -52,8 +52,9 @@ def trajectory(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
 
 
 def surface(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
-    """T4/T5: loss and error on each replicate's (a, b) grid (kind "grid") and the projected
-    SGD path (kind "path", one row per checkpoint)."""
+    """T3/T4/T5/PCA planes: loss and error on each replicate's (a, b) grid (kind "grid"), the projected
+    SGD path (kind "path", one row per checkpoint) and, for a PCA plane, the fraction of the path's
+    variance along each axis (kind "axes": a and b)."""
     df = _read(store, job, PLANE_KINDS, SURFACE_SCHEMA, exclude)
     return df.unique(subset=["sweep", "replicate", "kind", "step", "a", "b", "split"], keep="first").sort(
         "sweep", "replicate", "kind", "step", "a", "b", "split")

@@ -6,6 +6,8 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
+from raysweep.report.contours import iso_lines, surface_polygons
+
 WIDTH, HEIGHT = 320, 220
 # Images (PNG/SVG/PDF) are drawn with DejaVu Sans, shipped with raysweep (report/fonts, its LICENSE there):
 # it has θ, the subscripts ₀ ₜ and ‖, which the renderer's default fonts lack (they fell back to a serif)
@@ -255,10 +257,37 @@ def surface_chart(part: pl.DataFrame, metric: str) -> alt.Chart:
     da, db = half_step("a"), half_step("b")
     grid = grid.with_columns(a0=pl.col("a") - da, a1=pl.col("a") + da, b0=pl.col("b") - db, b1=pl.col("b") + db)
     path = part.filter(pl.col("kind") == "path").select("a", "b", "step")
+    axes = part.filter(pl.col("kind") == "axes")  # a PCA plane: the variance each direction explains
+    a_title, b_title = (("a", "b") if axes.is_empty() else
+                        (f"a: PC1, {axes['a'][0]:.1%} of the path's variance",
+                         f"b: PC2, {axes['b'][0]:.1%}"))
     heat = alt.Chart(grid).mark_rect().encode(
-        x=alt.X("a0:Q", title="a"), x2="a1:Q", y=alt.Y("b0:Q", title="b"), y2="b1:Q",
+        x=alt.X("a0:Q", title=a_title), x2="a1:Q", y=alt.Y("b0:Q", title=b_title), y2="b1:Q",
         color=alt.Color(f"{metric}:Q", scale=alt.Scale(scheme="viridis")), tooltip=["a", "b", metric])
     line = alt.Chart(path).mark_line(point=True, color="red").encode(
         x="a:Q", y="b:Q", order="step:Q", tooltip=["step", "a", "b"])
-    return (heat + line).properties(title=f"{metric} on the plane ({split}), SGD path in red",
-                                    width=WIDTH, height=WIDTH)
+    lines, labels = iso_lines(grid, metric, log=metric == "loss")
+    layers = [heat]
+    if lines.height:  # labelled iso-lines (loss-landscape's plot_2D.py contours), levels in log space for loss
+        layers += [alt.Chart(lines).mark_line(color="white", strokeWidth=0.9, opacity=0.85).encode(
+                       x="a:Q", y="b:Q", detail="line:N", order="order:Q"),
+                   alt.Chart(labels).mark_text(color="white", fontSize=9, dy=-4).encode(
+                       x="a:Q", y="b:Q", text="text:N")]
+    return alt.layer(*layers, line).properties(title=f"{metric} on the plane ({split}), iso-lines, SGD path in red",
+                                              width=WIDTH, height=WIDTH)
+
+
+def surface3d_chart(part: pl.DataFrame, metric: str, log: bool = False) -> alt.Chart:
+    """The plane as a 3-D surface z = metric(a, b) from a fixed angle (Li et al. 2018, Fig 1): the grid's
+    cells projected into polygons (report/contours.py), drawn back to front, coloured by value."""
+    split = part.filter(pl.col("kind") == "grid")["split"][0]
+    grid = part.filter(pl.col("kind") == "grid", pl.col("split") == split)
+    polys = surface_polygons(grid, metric, log=log)
+    features = [{"type": "Feature", "properties": {"value": r["value"], "draw": r["draw"]},
+                 "geometry": {"type": "Polygon", "coordinates": [[*zip(r["x"], r["y"]), (r["x"][0], r["y"][0])]]}}
+                for r in polys.iter_rows(named=True)]
+    scale = alt.Scale(scheme="viridis", type="log" if log and polys.height and polys["value"].min() > 0 else "linear")
+    return alt.Chart(alt.Data(values=features)).mark_geoshape(stroke="#222", strokeWidth=0.25).encode(
+        color=alt.Color("properties.value:Q", scale=scale, title=metric), order="properties.draw:Q",
+    ).project(type="identity", reflectY=True).properties(
+        title=f"{metric} as a surface ({split}{', log height' if log else ''})", width=WIDTH, height=WIDTH)

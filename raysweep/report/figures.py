@@ -2,7 +2,7 @@
 headline numbers the report opens with. The HTML report and `raysweep figures` draw the same list."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import altair as alt
@@ -22,9 +22,11 @@ from raysweep.report.charts import (
     paths_chart,
     per_step_chart,
     projection_chart,
+    surface3d_chart,
     surface_chart,
     wise_chart,
 )
+from raysweep.report.contours import grid_array
 from raysweep.report.headline import headline  # noqa: F401  (the report's opening numbers, beside its figures)
 from raysweep.spec import Job
 
@@ -37,6 +39,7 @@ class Figure:
     heading: str
     caption: str
     charts: list
+    views3d: list = field(default_factory=list)  # the HTML report's turnable 3-D surfaces (report/surface3d.js)
 
     def chart(self) -> alt.HConcatChart:
         return alt.hconcat(*self.charts).resolve_scale(color="independent", strokeDash="independent").properties(
@@ -66,7 +69,15 @@ def _over(job: Job, sweep) -> str:
     return f"{n} replicates"
 
 
-def figures(job: Job, t: dict) -> list[Figure]:
+def surface_view(part: pl.DataFrame, metric: str, log: bool) -> dict:
+    """A plane's grid for the report's turnable 3-D view: a, b, z[b][a] (None where not evaluated)."""
+    split = part.filter(pl.col("kind") == "grid")["split"][0]
+    a, b, z = grid_array(part.filter(pl.col("kind") == "grid", pl.col("split") == split), metric)
+    return {"metric": metric, "split": split, "log": bool(log), "a": a.tolist(), "b": b.tolist(),
+            "z": [[None if v != v else float(v) for v in row] for row in z]}
+
+
+def figures(job: Job, t: dict, log_height: bool = False) -> list[Figure]:
     """Every figure the run's tables `t` (load_tables) support, in the order of the job's sweeps."""
     curves, barriers = t["curves"], t["barriers"]
     n = job.replicates
@@ -149,15 +160,25 @@ def figures(job: Job, t: dict) -> list[Figure]:
         part = surf.filter(pl.col("sweep") == name, pl.col("replicate") == surf["replicate"].min())
         kind = job.sweep(name).kind
         tag, paper = {"random_plane": ("T4", "G-fig21"), "line_and_random": ("T5", "G-fig22"),
-                      "path_surface": ("T3", "G-fig15")}[kind]
+                      "path_surface": ("T3", "G-fig15"), "pca_plane": ("PCA", "Li-fig9")}[kind]
         text = {"random_plane": "a random 2-D plane through θ_T (G App. D Fig 21)",
                 "line_and_random": "the plane of the line θ_0 → θ_T (a) and a random direction orthogonal to it (b; "
                                    "G Fig 22)",
                 "path_surface": "a along θ_0 → θ_T in units of ‖θ_T − θ_0‖, b along the direction in which the "
-                                "checkpoint nearest a leaves the line (G App. C Fig 15–20)"}[kind]
+                                "checkpoint nearest a leaves the line (G App. C Fig 15–20)",
+                "pca_plane": "the plane through θ_T of the trajectory's top two principal directions, each scaled "
+                             "to ‖θ_T − θ_0‖ (Li et al. 2018, Fig 9; the axes say how much of the path's variance "
+                             "each explains)"}[kind]
         out.append(Figure(f"{paper}-{name}", f"{tag} — {name} (replicate {part['replicate'][0]})",
-                          f"Loss and error on {text}, with the SGD path projected in red.",
+                          f"Loss and error on {text}, with labelled iso-lines (contourpy; loss levels evenly in "
+                          f"log space) and the SGD path projected in red.",
                           [surface_chart(part, "loss"), surface_chart(part, "error")]))
+        out.append(Figure(f"{paper}-{name}-3d", f"{tag} — {name} as a surface (replicate {part['replicate'][0]})",
+                          f"Loss and error on {text}, as heights over the plane, seen from a fixed angle"
+                          f"{'; heights on a log scale' if log_height else ''} (Li et al. 2018, Fig 1). The HTML "
+                          f"report's 3-D view turns with the mouse.",
+                          [surface3d_chart(part, m, log=log_height and m == "loss") for m in ("loss", "error")],
+                          views3d=[surface_view(part, m, log_height and m == "loss") for m in ("loss", "error")]))
     ck = t["checkpoints"]
     if "step" in ck.columns and ck.height and any(c in ck.columns for c in ("train_loss", "test_loss")):
         out.append(Figure("T1-learning-curves", "T1 — learning curves",
@@ -221,7 +242,7 @@ def has_batchnorm(job: Job) -> bool:
     return job.model.batchnorm or any(k in job.model.name for k in ("resnet", "vgg"))
 
 
-def write_figures(job: Job, tables, out: str, formats=("png", "svg")) -> list[str]:
+def write_figures(job: Job, tables, out: str, formats=("png", "svg"), log_height: bool = False) -> list[str]:
     """One file per figure and format in `out`, each with a caption file (<name>.txt)."""
     import vl_convert as vlc
 
@@ -232,7 +253,7 @@ def write_figures(job: Job, tables, out: str, formats=("png", "svg")) -> list[st
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with alt.data_transformers.disable_max_rows():
-        for fig in figures(job, load_tables(tables)):
+        for fig in figures(job, load_tables(tables), log_height):
             spec = image_spec(fig.chart())
             for fmt in formats:
                 data = {"png": lambda: vlc.vegalite_to_png(spec, scale=2),

@@ -15,10 +15,12 @@ from raysweep.report.charts import image_spec
 from raysweep.report.figures import figures, headline, load_tables
 from raysweep.spec import Job, sweep_hash
 
+SURFACE_JS = Path(__file__).with_name("surface3d.js")
 
-def sections(job: Job, tables: dict) -> list[tuple[str, str, list[alt.Chart]]]:
-    """(heading, caption, charts) of every figure the run's tables support (report.figures)."""
-    return [(f.heading, f.caption, f.charts) for f in figures(job, tables)]
+
+def sections(job: Job, tables: dict, log_height: bool = False) -> list[tuple[str, str, list[alt.Chart], list]]:
+    """(heading, caption, charts, 3-D views) of every figure the run's tables support (report.figures)."""
+    return [(f.heading, f.caption, f.charts, f.views3d) for f in figures(job, tables, log_height)]
 
 
 def script_json(obj) -> str:
@@ -37,7 +39,8 @@ def render_html(title: str, subtitle: str, secs, numbers: list[tuple[str, str]] 
     if numbers:
         body.append("<h2>Headline numbers</h2><table>" + "".join(
             f"<tr><td>{html.escape(k)}</td><td><b>{html.escape(v)}</b></td></tr>" for k, v in numbers) + "</table>")
-    for heading, text, charts in secs:
+    views = 0
+    for heading, text, charts, *rest in secs:
         body.append(f"<h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p><div class='row'>")
         for chart in charts:
             body.append(f"<div class='chart' id='chart{n}'></div>")
@@ -45,10 +48,18 @@ def render_html(title: str, subtitle: str, secs, numbers: list[tuple[str, str]] 
                          f"{{renderer: 'svg', actions: false}}).catch(e => document.body.append(String(e)));")
             n += 1
         body.append("</div>")
+        if rest and rest[0]:  # turnable 3-D surfaces of a plane
+            body.append("<div class='row'>" + "".join(
+                f"<canvas class='surface3d' id='s3d{views + i}' width='380' height='330'></canvas>"
+                for i in range(len(rest[0]))) + "</div>")
+            calls += [f"raysweepSurface(document.getElementById('s3d{views + i}'), {script_json(v)});"
+                      for i, v in enumerate(rest[0])]
+            views += len(rest[0])
     return (f"<!DOCTYPE html><html><head><meta charset='UTF-8'><title>{html.escape(title)}</title>"
             f"<style>body{{font-family:sans-serif;margin:2em}} .row{{display:flex;flex-wrap:wrap;gap:1em}} "
             f"td{{padding:2px 12px 2px 0}}</style>"
-            f"<script type='text/javascript'>{bundle}</script></head><body>"
+            f"<script type='text/javascript'>{bundle}</script>"
+            f"<script type='text/javascript'>{SURFACE_JS.read_text() if views else ''}</script></head><body>"
             f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>{''.join(body)}"
             f"<script type='text/javascript'>{''.join(calls)}</script></body></html>")
 
@@ -65,7 +76,8 @@ def settings_line(job: Job, where: str, made_of: dict) -> str:
             f"sweeps: " + "; ".join(sweeps))
 
 
-def write_report(job: Job, store: Store, tables, out: str | None = None, formats: Iterable[str] = ()) -> list[str]:
+def write_report(job: Job, store: Store, tables, out: str | None = None, formats: Iterable[str] = (),
+                 log_height: bool = False) -> list[str]:
     """report.html (offline, self-contained) in the Store or at `out`; PNG/SVG on request. The store's
     report is recorded with the inputs it was drawn from (report.json), so `status` can tell a stale one.
     `tables` is the run's raysweep.run.tables.Tables."""
@@ -73,7 +85,7 @@ def write_report(job: Job, store: Store, tables, out: str | None = None, formats
     made_of = inputs(store, job)
     with alt.data_transformers.disable_max_rows():
         t = load_tables(tables, made_of)
-        secs = sections(job, t)
+        secs = sections(job, t, log_height)
         page = render_html(f"raysweep — {job.name}", settings_line(job, store.url(run_dir), made_of), secs,
                            headline(job, t))
         extra = {}
@@ -84,7 +96,7 @@ def write_report(job: Job, store: Store, tables, out: str | None = None, formats
                 alt.hconcat(*charts)
                 .resolve_scale(color="independent", strokeDash="independent")
                 .properties(title=heading)
-                for heading, _, charts in secs
+                for heading, _, charts, _ in secs
             ]
             import vl_convert as vlc
 

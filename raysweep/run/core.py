@@ -277,12 +277,12 @@ class Run:
     def aggregate(self) -> dict[str, pl.DataFrame]:
         return aggregate.aggregate(self.store, self.job)
 
-    def plot(self, out: str | None = None, formats=()) -> list[str]:
+    def plot(self, out: str | None = None, formats=(), log_height: bool = False) -> list[str]:
         """Write the HTML report (to the Store, or to `out`) and PNG/SVG copies on request."""
         from raysweep.report.html import write_report
 
         self.require()
-        return write_report(self.job, self.store, self.tables, out, formats)
+        return write_report(self.job, self.store, self.tables, out, formats, log_height)
 
     def forget_replicate(self, k: int) -> None:
         forget_replicate(self.job, self.store, k)

@@ -14,7 +14,8 @@ from raysweep.spec.names import metric_name_problems
 # kind names by family; every name has one record in raysweep.work.kinds (tested)
 LINE_KINDS = ("init_to_final", "step_to_final", "final_to_final", "random_to_final", "instability")
 TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per replicate's trajectory
-PLANE_KINDS = ("random_plane", "line_and_random", "path_surface")  # T4, T5, T3: 2-D grids per replicate
+# T4, T5, T3, and the optimisation path's PCA plane (Li et al. 2018, §7): 2-D grids per replicate
+PLANE_KINDS = ("random_plane", "line_and_random", "path_surface", "pca_plane")
 # model merging over the replicates' finals: uniform and greedy soups (Wortsman et al. 2022); task arithmetic
 # θ_pre + λ·Σ_k (θ_k − θ_pre) over the sweep's α grid as λ (Ilharco et al. 2023); TIES (Yadav et al. 2023) over
 # its density and DARE (Yu et al. 2024) over its drop rate, each the α grid

@@ -187,15 +187,16 @@ def plane_items(ctx: Context, sweep: SweepSpec, before: list) -> list[PlaneItem]
             ctx.info.sizes[s] for s in sweep.splits)
         size = max(1, min(len(sweep.alpha.points()), math.ceil(ITEM_FLOP / max(per_row, 1))))
     h, folder = sweep_hash(sweep), sweep_folder(ctx.run, sweep)
-    t3 = sweep.kind == "path_surface"
+    t3, pca = sweep.kind == "path_surface", sweep.kind == "pca_plane"  # each item needs the whole trajectory
     out = []
     for k in sorted(ctx.manifests):
         eps = ctx.trajectory(k)
         ref = stored_ref(ctx.store, (paths.path_info if t3 else paths.plane)(ctx.run, k, sweep.name, h))
         for c, alphas in enumerate(chunks(sweep.alpha.points(), size)):
             key = grid_key(k, "path" if t3 else "plane", c * size, c * size + len(alphas))
+            trajectory = eps if (c == 0 or t3 or pca) else ()
             out.append(PlaneItem(sweep.name, sweep.kind, h, key, paths.point_file(folder, key), k, tuple(alphas), betas,
-                                 tuple(sweep.splits), c == 0, (eps[0], eps[-1]), eps if (c == 0 or t3) else (), ref))
+                                 tuple(sweep.splits), c == 0, (eps[0], eps[-1]), trajectory, ref))
     return out
 
 

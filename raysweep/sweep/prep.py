@@ -54,7 +54,8 @@ def prepare(job: Job, store: Store, items: list, info=None) -> list:
                 spec = job.sweep(it.sweep)
                 drawn[key] = (ensure_path_info(store, job, spec, it.sweep_hash, it.replicate, it.endpoints, params)
                               if it.sweep_kind == "path_surface" else
-                              ensure_directions(store, job, spec, it.sweep_hash, it.replicate, it.ends, params))
+                              ensure_directions(store, job, spec, it.sweep_hash, it.replicate,
+                                                it.endpoints if it.sweep_kind == "pca_plane" else it.ends, params))
             it = dataclasses.replace(it, ref=drawn[key])
         out.append(it)
     return out

@@ -71,6 +71,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          tag="T5"),
     Kind("path_surface", **_PLANE, evaluator="raysweep.evaluate.planes:path_surface_item", pairs=lambda r, c, s: r,
          tag="T3"),
+    Kind("pca_plane", **_PLANE, evaluator="raysweep.evaluate.planes:plane_item", pairs=lambda r, c, s: r, tag="PCA"),
     Kind("soup", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
          evaluator="raysweep.evaluate.merges:soup_item", pairs=lambda r, c, s: 1, tag="soup"),
     Kind("task_arithmetic", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
