@@ -11,6 +11,7 @@ import torch
 
 from raysweep.data.batches import epoch_order
 from raysweep.data.cache import SplitCache
+from raysweep.data.subset import subset_indices
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits, _splits
 from raysweep.spec import DataSpec
 
@@ -181,8 +182,42 @@ def imagenet(spec: DataSpec, cache: "SplitCache | None" = None) -> Splits:
             persistent_workers=False,
         )
 
+    def train_rows(n: int):  # the train_subset split: n training images in the evaluation view
+        chosen = [train_set.samples[i] for i in subset_indices(len(train_set), n).tolist()]
+        identity = [("resize256-crop224", 1), ("train_subset", n)] + [
+            (os.path.relpath(p, train_dir), os.path.getsize(p)) for p, _ in chosen]
+        decode_chosen = lambda: decode_files(chosen, test_tf, (3, 224, 224), spec.num_workers)  # noqa: E731
+        return (cache.get("imagenet", f"train_subset-{n}", identity, decode_chosen) if cache
+                else decode_chosen())
+
     return Splits(None, torch.tensor(train_set.targets), test_x, test_y, len(train_set.classes),
-                  mean=IMAGENET_MEAN, std=IMAGENET_STD, stream=stream, image_shape=(3, 224, 224), origin=origin)
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD, stream=stream, image_shape=(3, 224, 224), origin=origin,
+                  train_rows=train_rows)
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, samples: list, transform):
+        self.samples, self.transform = samples, transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from torchvision.datasets.folder import default_loader
+
+        path, label = self.samples[i]
+        return self.transform(default_loader(path)), label
+
+
+def decode_files(samples: list, transform, shape: tuple, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(path, label) image files through `transform` into one preallocated uint8 tensor (no second copy)."""
+    x = torch.empty((len(samples), *shape), dtype=torch.uint8)
+    y = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    at = 0
+    for batch, _ in torch.utils.data.DataLoader(_Files(samples, transform), batch_size=256, num_workers=workers):
+        x[at:at + len(batch)] = batch
+        at += len(batch)
+    return x, y
 
 
 def imagenet_info(spec: DataSpec) -> DatasetInfo:

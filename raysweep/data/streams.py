@@ -33,6 +33,7 @@ from raysweep.cluster.connect import init_ray
 from raysweep.cluster.policy import DECODE_CPUS  # a decode task: what training must leave free
 from raysweep.data.images import IMAGENET_MEAN, IMAGENET_STD
 from raysweep.data.packed import find
+from raysweep.data.subset import pack_positions, subset_rows
 from raysweep.data.types import DatasetInfo, Splits
 from raysweep.data.watch import Watched
 from raysweep.errors import DatasetMissing
@@ -252,11 +253,20 @@ def packed_splits(spec, store: Store, cache=None):
     identity = [("packed", man["fingerprint"]), ("eval_view", size)]
     test_x, test_y = cache.get(f"packed-{man['name']}", "val", identity, decode_val) if cache else decode_val()
     train = man["splits"]["train"]
+
+    def train_rows(n: int):
+        def decode_subset():
+            return subset_rows(functools.partial(read_group, target), eval_view, train["shards"],
+                               pack_positions(man, n), size)
+        if cache is None:
+            return decode_subset()
+        return cache.get(f"packed-{man['name']}", f"train_subset-{n}", [*identity, ("train_subset", n)], decode_subset)
+
     return Splits(None, torch.full((train["count"],), -1, dtype=torch.int64),  # labels come with the stream
                   test_x, test_y, len(man["classes"]), mean=IMAGENET_MEAN, std=IMAGENET_STD,
                   stream=functools.partial(stream, target.address, train["shards"], size, window=spec.shuffle_window),
                   image_shape=(3, size, size),
-                  origin=cache.last_source if cache else "decoded")
+                  origin=cache.last_source if cache else "decoded", train_rows=train_rows)
 
 
 def packed_info(spec, store: Store | None):

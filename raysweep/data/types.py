@@ -7,6 +7,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from raysweep.data.subset import subset_indices
 from raysweep.errors import DatasetMissing  # noqa: F401  (the data package's error)
 
 
@@ -26,6 +27,10 @@ class Splits:
     # more evaluation splits, by name (e.g. {"test_shifted": (x, y)}: a distribution shift), swept like "test";
     # for split-cached datasets: "cache" (read from the store) or "decoded" (then cached)
     extra: dict = field(default_factory=dict)
+    # streamed training splits: n -> the (uint8 x, y) of the "train_subset" split, n training examples in the
+    # evaluation view (the dataset's own choice of them: subset_indices, or a shuffled pack's first n rows)
+    train_rows: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
+    _subset: dict = field(default_factory=dict, repr=False, compare=False)  # n -> (x, y): the last subset
     _constants: dict = field(default_factory=dict, repr=False, compare=False)  # (device, dims, uint8) -> (scale, shift)
 
     @property
@@ -36,7 +41,8 @@ class Splits:
     def n_train(self) -> int:
         return len(self.train_y)
 
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, name: str, train_examples: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """A split by name; "train_subset" is `train_examples` of the training split (`train_subset`)."""
         if name == "test":
             return self.test_x, self.test_y
         if name == "train":
@@ -46,7 +52,26 @@ class Splits:
             return self.train_x, self.train_y
         if name in self.extra:
             return self.extra[name]
+        if name == "train_subset" and train_examples:
+            return self.train_subset(train_examples)
         raise KeyError(f"unknown split {name!r}; this dataset's splits are {['train', 'test', *self.extra]}")
+
+    def train_subset(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The "train_subset" split: n training examples (those at `subset_indices(n_train, n)` where the
+        split is held), the same on every machine and every run. Kept for the process's next call (one
+        subset at a time: bounded memory)."""
+        if n not in self._subset:
+            self._subset.clear()
+            if self.train_x is not None:
+                idx = subset_indices(self.n_train, n)
+                x, y = self.train_x[idx], self.train_y[idx]
+            elif self.train_rows is not None:
+                x, y = self.train_rows(n)
+            else:
+                raise ValueError("this dataset streams its training split and cannot decode examples of it for "
+                                 "evaluation; use splits = ['test']")
+            self._subset[n] = (x, y)
+        return self._subset[n]
 
     def prepare(self, x: torch.Tensor, dtype: torch.dtype | None = None,
                 channels_last: bool = False) -> torch.Tensor:

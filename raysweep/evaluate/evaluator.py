@@ -84,7 +84,7 @@ class Evaluator:
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         if name not in self.on_device:
-            x, y = self.data.split(name)
+            x, y = self.data.split(name, self.job.eval.train_examples)
             self.on_device[name] = (x.to(self.device), y.to(self.device))
         return self.on_device[name]
 

@@ -41,11 +41,11 @@ def counts(job, store=None, info=None) -> dict:
             evals = job.replicates * grid * len(s.splits)
             sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "trajectory": True, "grid": grid,
                            "work_items": job.replicates, "evaluations": evals,
-                           "examples_forwarded": evals * sum(info.sizes[sp] for sp in s.splits) // len(s.splits)})
+                           "examples_forwarded": evals * sum(s.split_sizes(info.sizes)) // len(s.splits)})
             continue
         pairs = KINDS[s.kind].pairs(job.replicates, len(steps), len(s.spawn_steps))
         alphas = s.alpha.points()
-        examples = sum(info.sizes.get(sp, info.sizes["test"]) for sp in s.splits)
+        examples = sum(s.split_sizes(info.sizes))
         sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": pairs,
                        "alphas": len(alphas), "alpha_range": [alphas[0], alphas[-1]], "splits": list(s.splits),
                        "work_items": pairs * len(chunks(alphas, chunk_size(job, s, info))),

@@ -35,7 +35,7 @@ from raysweep.io.store import IO
 from raysweep.progress import say
 from raysweep.report.cost import counts
 from raysweep.run.projection import project
-from raysweep.spec import Job, parse_job
+from raysweep.spec import TRAIN_SUBSET, Job, parse_job
 from raysweep.train.schedule import checkpoint_steps
 from raysweep.work.items import chunk_size
 
@@ -54,10 +54,11 @@ def standin_job(job: Job, info) -> Job:
     index = {s: i for i, s in enumerate(real)}  # a spawn step of the real schedule -> the stand-in's step
     raw = {k: v for k, v in job.to_dict().items() if k not in ("external", "digests")}
     splits = sorted({sp for s in job.sweeps for sp in s.splits} | set(job.train.log_splits))
+    extra = [s for s in splits if s not in ("train", "test", TRAIN_SUBSET)]  # the data's own extra splits
     raw.update(name=f"{job.name}-rehearsal", description=f"rehearsal of {job.name}/{job.hash}")
     raw["data"] = {"name": "standin", "kwargs": {"classes": info.num_classes, "features": FEATURES,
                                                  "train": EXAMPLES, "test": EXAMPLES,
-                                                 "extra": [s for s in splits if s not in ("train", "test")]}}
+                                                 "extra": extra}}
     raw["model"] = {"name": "mlp", "hidden": [HIDDEN], "batchnorm": any(s.bn == "reset" for s in job.sweeps)}
     raw["train"] = {**raw["train"], "batch_size": BATCH, "epochs": epochs, "checkpoints": "list",
                     "steps": list(range(len(real) - 1)), "freeze": [], "max_norm": [], "milestones": [],

@@ -17,7 +17,7 @@ from raysweep.spec.hashing import NOT_WEIGHTS, job_hash
 from raysweep.spec.names import choice_problems as _choice
 from raysweep.spec.names import kwargs_options, kwargs_problems, name_problems
 from raysweep.spec.runtime import EvalSpec, ResourcesSpec
-from raysweep.spec.sweeps import SPLITS, SweepSpec
+from raysweep.spec.sweeps import SPLITS, TRAIN_SUBSET, SweepSpec
 
 SCHEDULES = ("frankle", "every_epoch", "list")
 INITS = ("openlth", "uniform", "default")
@@ -215,6 +215,12 @@ class Job:
     # run hash, and carried with the job to every worker so each computes the same hash
     digests: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self):  # sweeps evaluating "train_subset" carry its size, so their hash covers it
+        if any(s.train_examples == 0 and TRAIN_SUBSET in s.splits for s in self.sweeps):
+            object.__setattr__(self, "sweeps", tuple(
+                dataclasses.replace(s, train_examples=self.eval.train_examples)
+                if s.train_examples == 0 and TRAIN_SUBSET in s.splits else s for s in self.sweeps))
+
     def problems(self) -> list[str]:
         """What is wrong with the job as data (ranges, names, combinations). Checks that import the
         user's code, losses or models are raysweep.validate's, one layer up."""
@@ -261,8 +267,16 @@ class Job:
                 out.append(f"a {kind} sweep needs replicates >= 2 (it connects two replicates' final weights)")
         if self.data.source == "store" or self.data.name == "imagenet":  # its training split is streamed
             out += [f"sweeps.{s.name}.splits names \"train\", but {self.data.name}'s training split is streamed from "
-                    f"disk (data.source = \"{self.data.source}\"), never held whole to evaluate: drop it with --set "
-                    f"'sweeps.{s.name}.splits=[\"test\"]'" for s in self.sweeps if "train" in s.splits]
+                    f"disk (data.source = \"{self.data.source}\"), never held whole to evaluate: evaluate a fixed "
+                    f"subset of it instead (eval.train_examples of it, 50,000 by default) with --set "
+                    f"'sweeps.{s.name}.splits=[\"test\",\"{TRAIN_SUBSET}\"]'"
+                    for s in self.sweeps if "train" in s.splits]
+        for s in self.sweeps:
+            if s.train_examples and s.train_examples != self.eval.train_examples or (
+                    s.train_examples and TRAIN_SUBSET not in s.splits):
+                out.append(f"sweeps.{s.name}.train_examples = {s.train_examples}: the size of the \"{TRAIN_SUBSET}\" "
+                           f"split is eval.train_examples ({self.eval.train_examples}) for every sweep; set that "
+                           f"instead and leave the sweep's unset")
         return out
 
     def sweep(self, name: str) -> SweepSpec:

@@ -22,6 +22,9 @@ class EvalSpec:
     fold_bn: bool = True  # fold each conv → BatchNorm pair into one convolution per point (evaluate/fold.py)
     # on CPUs, convolutional models take batches of at most this many (cache-bound); 0: batch_size
     cpu_batch_size: int = 64
+    # sweeps' "train_subset" split: this many training examples, a fixed seeded choice (F evaluated only
+    # ImageNet's test split, the training set being too big; a 50,000-example subset is as big as that)
+    train_examples: int = 50_000
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
@@ -29,6 +32,7 @@ class EvalSpec:
         out += _choice(f"{where}.compile_mode", self.compile_mode, COMPILE_MODES)
         out += [] if 1 <= self.batch_size <= 1 << 24 else [f"{where}.batch_size must be in [1, 2**24]"]
         out += [] if 0 <= self.cpu_batch_size <= 1 << 24 else [f"{where}.cpu_batch_size must be in [0, 2**24]"]
+        out += [] if 1 <= self.train_examples <= 1 << 24 else [f"{where}.train_examples must be in [1, 2**24]"]
         return out + ([f"{where}.first_layer_bytes must be >= 0"] if self.first_layer_bytes < 0 else [])
 
 

@@ -27,6 +27,9 @@ SWEEP_KINDS = LINE_KINDS + TRAJECTORY_KINDS + PLANE_KINDS + MERGE_KINDS + CURVE_
 CURVE_SHAPES = ("bezier", "polychain")
 BN_MODES = ("interpolate", "reset", "repair")  # repair: REPAIR's per-unit correction (evaluate/repair.py)
 SPLITS = ("train", "test")
+# a fixed, seeded subset of the training split (eval.train_examples of it), evaluated whole like "test" — also
+# where the training split itself is streamed (ImageNet, packed datasets): data/types.subset_indices
+TRAIN_SUBSET = "train_subset"
 MAX_ALPHAS = 100_000
 MAX_INT = 2**53  # integers beyond this are not exact in JSON, TOML readers or float arithmetic
 
@@ -166,6 +169,14 @@ class SweepSpec:
     params: ParamsSpec = ParamsSpec()
     hold: str = "b"
     curve: CurveSpec = CurveSpec()  # curve sweeps: the bend's shape and training (BN recomputed at every t)
+    # examples of "train_subset": filled in from eval.train_examples for sweeps that name it (so it is in
+    # the sweep's hash), 0 for the rest; set eval.train_examples, not this
+    train_examples: int = 0
+
+    def split_sizes(self, sizes: dict) -> list[int]:
+        """Examples per split of this sweep, from a dataset's split sizes ("train_subset": its subset)."""
+        return [min(self.train_examples, sizes["train"]) if s == TRAIN_SUBSET else sizes.get(s, sizes["test"])
+                for s in self.splits]
 
     def problems(self, where: str) -> list[str]:
         out = []

@@ -13,7 +13,7 @@ from raysweep.io import paths
 from raysweep.io.manifests import read_manifests
 from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.io.store import Store
-from raysweep.spec import Job, SweepSpec, sharpness_hash, sweep_hash
+from raysweep.spec import TRAIN_SUBSET, Job, SweepSpec, sharpness_hash, sweep_hash
 from raysweep.sweep.refine import barrier_peak
 from raysweep.work.items import (
     ITEM_FLOP,
@@ -75,7 +75,7 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
     items: list = []
     for sweep in job.sweeps:
         if not sweeps or sweep.name in sweeps:
-            unknown = [s for s in sweep.splits if s not in info.sizes]
+            unknown = [s for s in sweep.splits if s not in info.sizes and s != TRAIN_SUBSET]
             if unknown:
                 raise SpecError(f"sweeps.{sweep.name}.splits {unknown}: the dataset {job.data.name!r} has the splits "
                                 f"{list(info.sizes)}")
@@ -184,7 +184,7 @@ def plane_items(ctx: Context, sweep: SweepSpec, before: list) -> list[PlaneItem]
         from raysweep.models import forward_flops  # torch
 
         per_row = forward_flops(ctx.job.model, tuple(ctx.info.in_shape), ctx.info.num_classes) * len(betas) * sum(
-            ctx.info.sizes[s] for s in sweep.splits)
+            sweep.split_sizes(ctx.info.sizes))
         size = max(1, min(len(sweep.alpha.points()), math.ceil(ITEM_FLOP / max(per_row, 1))))
     h, folder = sweep_hash(sweep), sweep_folder(ctx.run, sweep)
     t3, pca = sweep.kind == "path_surface", sweep.kind == "pca_plane"  # each item needs the whole trajectory

@@ -221,7 +221,7 @@ def chunk_size(job: Job, sweep: SweepSpec, info) -> int:
     if sweep.chunk:
         return min(sweep.chunk, n)
     per_alpha = forward_flops(job.model, tuple(info.in_shape), info.num_classes) * sum(
-        info.sizes[s] for s in sweep.splits)
+        sweep.split_sizes(info.sizes))
     return max(1, min(n, math.ceil(ITEM_FLOP / max(per_alpha, 1))))
 
 
