@@ -9,44 +9,23 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from raysweep.evaluate.hessian import dot, hvp, losses_along, rademacher, spectral_density, top_eigenpairs, trainable
 from raysweep.evaluate.losses import cross_entropy, squared_error
-from raysweep.io.schemas import PROVENANCE, SHARPNESS_SCHEMA
-
-
-def _params(model: nn.Module) -> list[torch.Tensor]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def hvp(model: nn.Module, batches: list, loss_fn, vec: list[torch.Tensor]) -> list[torch.Tensor]:
-    """H·v of the mean loss over `batches` [(x, y)], H the Hessian over the model's parameters."""
-    params = _params(model)
-    n = sum(len(y) for _, y in batches)
-    out = [torch.zeros_like(p) for p in params]
-    for x, y in batches:
-        loss = loss_fn(model(x), y).sum() / n
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        dot = sum((g * v).sum() for g, v in zip(grads, vec))
-        for acc, h in zip(out, torch.autograd.grad(dot, params)):
-            acc += h
-    return out
-
-
-def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b)))
+from raysweep.io.schemas import PROVENANCE, SHARPNESS_SCHEMA, SPECTRUM_FIELDS
 
 
 def top_eigenvalue(model: nn.Module, batches: list, loss_fn, iterations: int = 20, tol: float = 1e-4,
                    seed: int = 0) -> float:
     """λ_max by power iteration from a seeded Gaussian start, stopping when it moves by < tol (relative)."""
     g = torch.Generator().manual_seed(seed)
-    v = [torch.randn(p.shape, generator=g).to(p) for p in _params(model)]
-    norm = _dot(v, v) ** 0.5
+    v = [torch.randn(p.shape, generator=g).to(p) for p in trainable(model)]
+    norm = dot(v, v) ** 0.5
     v = [x / norm for x in v]
     eig = 0.0
     for i in range(iterations):
         hv = hvp(model, batches, loss_fn, v)
-        new = _dot(hv, v)  # the Rayleigh quotient of the unit vector v
-        norm = _dot(hv, hv) ** 0.5
+        new = dot(hv, v)  # the Rayleigh quotient of the unit vector v
+        norm = dot(hv, hv) ** 0.5
         if norm == 0:
             return 0.0
         v = [x / norm for x in hv]
@@ -56,17 +35,10 @@ def top_eigenvalue(model: nn.Module, batches: list, loss_fn, iterations: int = 2
     return eig
 
 
-def rademacher(params: list[torch.Tensor], count: int, seed: int = 0):
-    """The seeded ±1 probes of hessian_trace, one list of tensors (shaped like `params`) at a time."""
-    g = torch.Generator().manual_seed(seed + 1)
-    for _ in range(count):
-        yield [(torch.randint(0, 2, p.shape, generator=g) * 2 - 1).to(p) for p in params]
-
-
 def hessian_trace(model: nn.Module, batches: list, loss_fn, probes: int = 20, seed: int = 0) -> float:
     """tr(H) ≈ mean over Rademacher probes z of zᵀHz (Hutchinson)."""
-    zs = rademacher(_params(model), probes, seed)
-    return sum(_dot(hvp(model, batches, loss_fn, z), z) for z in zs) / probes
+    zs = rademacher(trainable(model), probes, seed)
+    return sum(dot(hvp(model, batches, loss_fn, z), z) for z in zs) / probes
 
 
 def sharpness_item(evaluator, job, item) -> pa.Table:
@@ -88,10 +60,24 @@ def sharpness_item(evaluator, job, item) -> pa.Table:
         with torch.enable_grad():
             lam = top_eigenvalue(model, batches, per_example, item.iterations)
             trace = hessian_trace(model, batches, per_example, item.probes)
+            extra = spectrum(model, batches, per_example, item.spec) if item.spec.spectrum else {}
         with torch.no_grad():
             loss = sum(float(per_example(model(xb), yb).double().sum()) for xb, yb in batches) / n
-        rows.append({"job": job.name, "hash": job.hash, "sweep": item.sweep, "item": item.key,
+        rows.append({**extra, "job": job.name, "hash": job.hash, "sweep": item.sweep, "item": item.key,
                      "replicate_a": a.replicate, "replicate_b": b.replicate, "step_a": a.step, "step_b": b.step,
                      "alpha": float(alpha), "at_peak": bool(peak), "split": item.split, "examples": n, "loss": loss,
                      "lambda_max": lam, "trace": trace, "sha256_a": a.sha256, "sha256_b": b.sha256})
-    return pa.Table.from_pylist(rows, schema=pa.schema([f for f in SHARPNESS_SCHEMA if f.name not in PROVENANCE]))
+    fields = [f for f in SHARPNESS_SCHEMA if f.name not in PROVENANCE] + (SPECTRUM_FIELDS if item.spec.spectrum else [])
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
+
+
+def spectrum(model: nn.Module, batches: list, loss_fn, spec) -> dict:
+    """The list columns beyond λ_max at the model's current weights (evaluate/hessian.py): the top-k
+    eigenvalues, SLQ's density, the loss along the top eigenvectors (restored afterwards)."""
+    axes = 2 if spec.along > 1 else 0
+    values, vectors = top_eigenpairs(model, batches, loss_fn, max(spec.top_k, axes), spec.steps)
+    nodes, weights = spectral_density(model, batches, loss_fn, spec.density, spec.steps) if spec.density else ([], [])
+    ts = [spec.radius * (2 * i / (spec.along - 1) - 1) for i in range(spec.along)] if axes else []
+    return {"eigenvalues": values[:spec.top_k], "density_nodes": nodes, "density_weights": weights, "along_t": ts,
+            "along_loss": losses_along(model, batches, loss_fn, vectors[:1], ts) if axes else [],
+            "plane_loss": losses_along(model, batches, loss_fn, vectors[:2], ts) if axes else []}

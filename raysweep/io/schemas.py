@@ -42,6 +42,11 @@ SHARPNESS_SCHEMA = pa.schema([
     ("loss", pa.float64()), ("lambda_max", pa.float64()), ("trace", pa.float64()),
     ("sha256_a", pa.string()), ("sha256_b", pa.string()),
 ] + [(name, pa.string()) for name in PROVENANCE])
+# ... and, where the sweep's sharpness asks for more than λ_max (top_k, density, along: evaluate/hessian.py),
+# these list columns: the top-k eigenvalues (descending), SLQ's nodes and weights (probes after one another),
+# the offsets t along the top eigenvector(s), the loss at each t along v1, and on the t × t grid over v1, v2
+SPECTRUM_FIELDS = [(name, pa.list_(pa.float64())) for name in
+                   ("eigenvalues", "density_nodes", "density_weights", "along_t", "along_loss", "plane_loss")]
 
 # merges (soups, task arithmetic): one row per merged model and split
 MERGE_SCHEMA = pa.schema([

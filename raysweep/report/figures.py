@@ -28,6 +28,7 @@ from raysweep.report.charts import (
 )
 from raysweep.report.contours import grid_array
 from raysweep.report.headline import headline  # noqa: F401  (the report's opening numbers, beside its figures)
+from raysweep.report.spectrum import spectrum_charts, spectrum_top
 from raysweep.spec import Job
 
 FORMATS = ("png", "svg", "pdf")
@@ -55,7 +56,8 @@ def load_tables(tables, made_of: dict | None = None) -> dict[str, pl.DataFrame]:
     (a run's raysweep.run.tables.Tables), checked against one record of the run's inputs."""
     made_of = made_of or inputs(tables.store, tables.job)
     return {name: tables.get(name, made_of).collect()
-            for name in ("curves", "barriers", "checkpoints", "trajectory", "function_map", "surface", "merges")}
+            for name in ("curves", "barriers", "checkpoints", "trajectory", "function_map", "surface", "merges",
+                         "sharpness")}
 
 
 def _over(job: Job, sweep) -> str:
@@ -130,7 +132,7 @@ def figures(job: Job, t: dict, log_height: bool = False) -> list[Figure]:
                           + aligned,
                           [band_chart(c, m, m, x_title=x) for m in ("loss", "error")]
                           + [band_chart(c, "loss", "loss (log y)", log_y=True, x_title=x)]))
-    out += _connecting(job, curves) + _merges(job, t.get("merges"))
+    out += _connecting(job, curves) + _merges(job, t.get("merges")) + _spectra(job, t.get("sharpness"))
     for sweep in job.sweeps:  # WiSE-FT (Wortsman et al. 2022): accuracy on two distributions along the line
         shown = [s for s in sweep.splits if s != "train"]
         c = curves.filter(pl.col("sweep") == sweep.name)
@@ -234,6 +236,23 @@ def _merges(job: Job, merges) -> list[Figure]:
                               f"Loss and error of the merged model of the {job.replicates} replicates' finals against "
                               f"{x}: {what}; the dashed rule is the uniform soup (the plain average) where the job "
                               f"has one.", [merge_chart(part, soup, m, x) for m in ("loss", "error")]))
+    return out
+
+
+def _spectra(job: Job, sharp) -> list[Figure]:
+    """The Hessian beyond λ_max at a line sweep's sharpness points: density, top-k, loss along eigenvectors."""
+    out = []
+    for s in job.sweeps if sharp is not None and "eigenvalues" in sharp.columns else ():
+        part = sharp.filter(pl.col("sweep") == s.name, pl.col("eigenvalues").is_not_null())
+        if s.sharpness.spectrum and not part.is_empty():
+            out.append(Figure(f"H-spectrum-{s.name}", f"Hessian spectrum (PyHessian) — {s.name}",
+                              f"The Hessian of the mean loss over {part['examples'][0]:,} examples of "
+                              f"{part['split'][0]} at the sweep's sharpness points, averaged over "
+                              f"{part.select('replicate_a', 'step_a', 'replicate_b', 'step_b').n_unique()} pair(s). "
+                              f"Top-{s.sharpness.top_k} eigenvalues by Lanczos ({spectrum_top(part)}); the density "
+                              f"by stochastic Lanczos quadrature over {s.sharpness.density} probes; the loss along "
+                              f"the top eigenvector(s) at offsets up to ±{s.sharpness.radius:g}.",
+                              spectrum_charts(part)))
     return out
 
 

@@ -32,6 +32,7 @@ from raysweep.spec.sweeps import (
                                TRAJECTORY_KINDS,
                                AlphaGrid,
                                CurveSpec,
+                               SharpnessSpec,
                                SweepSpec,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "CURVE_KINDS",
     "CURVE_SHAPES",
     "CurveSpec",
+    "SharpnessSpec",
     "POINT_KINDS",
     "bend_hash",
     "BUILTIN_DATASETS",

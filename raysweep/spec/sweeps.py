@@ -78,12 +78,25 @@ class AlphaGrid:
 class SharpnessSpec:
     """Sharpness along a line sweep's pairs (PyHessian): λ_max and tr(H) of the loss at these α (and, with
     at_peak, at each curve's barrier peak once the line is stored), on the first `examples` of the sweep's
-    first split. Items of their own (points/sharpness/): adding it never recomputes the line."""
+    first split. Items of their own (points/sharpness/): adding it never recomputes the line. Beyond λ_max
+    (evaluate/hessian.py): the top `top_k` eigenvalues by Lanczos, the spectral density by stochastic
+    Lanczos quadrature over `density` probes, and the loss along the top eigenvectors (`along` points
+    per axis in [−radius, radius]: a line along v1 and a grid over v1, v2)."""
     alphas: tuple[float, ...] = ()
     at_peak: bool = False
     iterations: int = 20  # power-iteration steps at most (it stops earlier at a relative change of 1e-4)
     probes: int = 10  # Hutchinson's Rademacher probes for the trace
     examples: int = 1000  # 0: the whole split
+    top_k: int = 1  # > 1: the k largest eigenvalues (Lanczos; column eigenvalues)
+    density: int = 0  # > 0: SLQ's Rademacher probes for the eigenvalue density (density_nodes, density_weights)
+    steps: int = 30  # Lanczos steps for top_k (at least 2k + 10) and per density probe
+    along: int = 0  # > 1: points per axis of the loss along the top eigenvectors (along_t, along_loss, plane_loss)
+    radius: float = 0.5  # ... at t in [−radius, radius] times the unit eigenvector (PyHessian's plots: 0.5)
+
+    @property
+    def spectrum(self) -> bool:
+        """Whether the items record more than λ_max and tr(H) (the list columns)."""
+        return self.top_k > 1 or self.density > 0 or self.along > 1
 
     @property
     def on(self) -> bool:
@@ -97,6 +110,10 @@ class SharpnessSpec:
             out.append(f"{where}.iterations must be in [1, 10000] and {where}.probes in [1, 100000]")
         if not 0 <= self.examples <= 1 << 24:
             out.append(f"{where}.examples must be in [0, 2**24] (0: the whole split)")
+        if not (1 <= self.top_k <= 1000 and 0 <= self.density <= 10_000 and 2 <= self.steps <= 10_000):
+            out.append(f"{where}: top_k must be in [1, 1000], density (probes) in [0, 10000] and steps in [2, 10000]")
+        if self.along == 1 or not 0 <= self.along <= 1001 or not (math.isfinite(self.radius) and self.radius > 0):
+            out.append(f"{where}.along must be 0 (off) or in [2, 1001] points per axis, and radius a positive number")
         return out
 
 

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from raysweep.errors import SpecError
-from raysweep.spec import Job, SweepSpec
+from raysweep.spec import Job, SharpnessSpec, SweepSpec
 
 RANDOM_STEP = -1  # step_a of I6's random starting point
 RANDOM_SEED_OFFSET = 1_000_000  # random points are drawn with seed + k + this offset
@@ -113,6 +113,7 @@ class SharpnessItem:
     probes: int = 10
     examples: int = 1000
     align: str = "none"
+    spec: SharpnessSpec = SharpnessSpec()  # the sweep's sharpness settings (top_k, density, along: hessian.py)
 
 
 @dataclass(frozen=True)
