@@ -8,11 +8,11 @@ from torch import nn
 
 from raysweep.evaluate.align import (
     AlignmentError,
-    _groups,
     align,
     permutation_spec,
     permute,
     random_permutations,
+    unit_groups,
 )
 from raysweep.evaluate.graph_axes import Segments
 from raysweep.models import build_model
@@ -209,7 +209,7 @@ def test_a_vit_permuted_by_heads_and_within_heads_keeps_its_function_and_aligns_
     # attention and MLP outputs; the classifier's outputs are not permuted
     assert spec["class_token"] == spec["encoder.pos_embedding"] == (None, None, stream)
     assert spec["encoder.ln.weight"] == (stream,) and spec["heads.head.weight"] == (None, stream)
-    groups = _groups(spec, model.state_dict())
+    groups = unit_groups(spec, model.state_dict())
     assert {n for n, _ in groups.values()} == {32, 64} and len(groups) == 1 + 2 * 3
     state = {k: v.clone() for k, v in model.state_dict().items()}
     perms = _random_perms(model, 3)
@@ -272,7 +272,7 @@ def test_the_heads_assignment_is_the_exact_optimum_of_heads_and_dimensions_withi
 
     import numpy as np
 
-    from raysweep.evaluate.align import _heads
+    from raysweep.evaluate.align import head_assignment
 
     rng = np.random.default_rng(0)
     heads, d = 3, 2
@@ -285,7 +285,7 @@ def test_the_heads_assignment_is_the_exact_optimum_of_heads_and_dimensions_withi
             vq = max(sum(cv[h * d + i, order[h] * d + sv[h][i]] for h in range(heads) for i in range(d))
                      for sv in itertools.product(inner, repeat=heads))
             best = max(best, sum(cq[i, q[i]] for i in range(6)) + vq)
-    pq, pv = _heads(cq, cv, heads)
+    pq, pv = head_assignment(cq, cv, heads)
     got = sum(cq[i, int(pq[i])] + cv[i, int(pv[i])] for i in range(6))
     assert got == pytest.approx(best, abs=1e-12)
     assert [int(p) // d for p in pq[::d]] == [int(p) // d for p in pv[::d]]  # q/k and v move their heads alike

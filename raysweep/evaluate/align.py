@@ -52,7 +52,7 @@ def _group(entry) -> tuple[str | None, int]:
     return entry if isinstance(entry, tuple) else (entry, 1)
 
 
-def _groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int, int | None]]]]:
+def unit_groups(spec: dict, state: dict) -> dict[str, tuple[int, list[tuple[str, int, int | None]]]]:
     """group -> (size, [(tensor, axis, segment or None)]); sizes must agree wherever a group appears."""
     out: dict[str, tuple[int, list]] = {}
     for name, axes in spec.items():
@@ -96,7 +96,7 @@ def attention_heads(spec: dict) -> dict[str, tuple[str, int]]:
             if isinstance(seg, Segments) and seg.heads}
 
 
-def _heads(cost_qk: np.ndarray, cost_v: np.ndarray, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+def head_assignment(cost_qk: np.ndarray, cost_v: np.ndarray, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The best permutations of an attention's q/k and v rows that move heads as units and permute each
     head's dimensions inside it: for every pair of heads the best inner assignments (two small linear
     assignments), then the heads' assignment on their totals — the exact optimum of both groups at once."""
@@ -119,13 +119,13 @@ def _heads(cost_qk: np.ndarray, cost_v: np.ndarray, heads: int) -> tuple[torch.T
 def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, seed: int = 0,
                     in_shape: tuple[int, ...] | None = None) -> dict:
     """The permutations (group -> index tensor) that align state dict b to a (Git Re-Basin, Alg. 1); an
-    attention's q/k and v groups are solved together (`_heads`)."""
+    attention's q/k and v groups are solved together (`head_assignment`)."""
     from scipy.optimize import linear_sum_assignment
 
     spec = permutation_spec(model, in_shape)
     fa = {k: a[k].detach().double().cpu() for k in spec}
     fb = {k: b[k].detach().double().cpu() for k in spec}
-    groups = _groups(spec, fa)
+    groups = unit_groups(spec, fa)
     perms = {g: torch.arange(n) for g, (n, _) in groups.items()}
 
     def cost(g: str) -> np.ndarray:
@@ -146,7 +146,7 @@ def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, see
         for g in (names[i] for i in rng.permutation(len(names))):
             if g in attention:
                 v, heads = attention[g]
-                new = dict(zip((g, v), _heads(cost(g), cost(v), heads)))
+                new = dict(zip((g, v), head_assignment(cost(g), cost(v), heads)))
             else:
                 new = {g: torch.as_tensor(linear_sum_assignment(cost(g), maximize=True)[1])}
             for key, p in new.items():
@@ -163,7 +163,7 @@ def random_permutations(spec: dict, state: dict, generator: torch.Generator) -> 
     out = {}
     attention = attention_heads(spec)
     v_groups = {v for v, _ in attention.values()}
-    for g, (n, _) in sorted(_groups(spec, state).items()):
+    for g, (n, _) in sorted(unit_groups(spec, state).items()):
         if g in v_groups:
             continue
         if g not in attention:

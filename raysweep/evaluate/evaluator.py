@@ -16,9 +16,9 @@ from torch import nn
 from raysweep.data.batches import train_batches
 from raysweep.data.registry import load_splits
 from raysweep.data.types import Splits
-from raysweep.evaluate.align import align
 from raysweep.evaluate.fold import fold, reproduces
 from raysweep.evaluate.losses import loss_fn, metric_fns, metric_name
+from raysweep.evaluate.matching import match, matching_inputs
 from raysweep.evaluate.repair import repair_point
 from raysweep.evaluate.sums import BN_RESET_SEED, BN_TYPES, bn_reestimation, first_layer_split, pick_device, split_sums
 from raysweep.io.checkpoints import load_tensors
@@ -137,12 +137,12 @@ class Evaluator:
         return torch.softmax(self.model(self.prepare(x[:examples])).float(), dim=1)
 
     @torch.no_grad()
-    def aligned(self, a: list[torch.Tensor], b: list[torch.Tensor], pair_key: str) -> list[torch.Tensor]:
-        """b with its hidden units permuted to match a (evaluate/align.py); kept for the last pair."""
+    def aligned(self, a: list, b: list, pair_key: str, how: str = "weights", batches: int = 20) -> list[torch.Tensor]:
+        """b with its units matched to a's (matching.py; by activations on `batches` batches); kept per pair."""
         if self._aligned is not None and self._aligned[0] == pair_key:
             return self._aligned[1]
-
-        out = align(self.model, dict(zip(self.names, a)), dict(zip(self.names, b)), tuple(self.data.in_shape))
+        out = match(self.model, dict(zip(self.names, a)), dict(zip(self.names, b)), how, self.data.in_shape,
+                    lambda: matching_inputs(self.data, self.job.train.batch_size, batches, self.device))
         tb = [out[n].contiguous() for n in self.names]
         self._aligned = (pair_key, tb)
         return tb

@@ -27,7 +27,7 @@ from torch import nn
 from raysweep.evaluate.graph_axes import FIXED, GraphError, Groups, Segments
 from raysweep.evaluate.graph_walk import Walk
 
-__all__ = ["GraphError", "derive_spec"]
+__all__ = ["GraphError", "derive_spec", "derive_walk"]
 
 
 def _trace(model: nn.Module):
@@ -91,11 +91,18 @@ def derive_spec(model: nn.Module, in_shape: tuple[int, ...] | None = None) -> di
     parts of the axis, each with its group: attention's q, k and v rows). With the input's shape (`in_shape`, without
     the batch) the unit axis is followed through reshapes, permutes, indexing and concatenation, and
     parameters used directly in forward (a ViT's class token and position embedding) join their stream."""
+    _, walk = derive_walk(model, in_shape)
+    return _resolve(walk.spec, walk.groups, walk.state)
+
+
+def derive_walk(model: nn.Module, in_shape: tuple[int, ...] | None = None):
+    """(the traced GraphModule, the Walk over it): every node's unit group (`walk.group_of`, named by
+    `walk.groups.find`) and unit axis — what activation matching records activations by."""
     gm = _trace(model)
     walk = Walk(gm, model.state_dict(), _shapes(gm, model, in_shape))
     for node in gm.graph.nodes:
         walk.visit(node)
-    return _resolve(walk.spec, walk.groups, walk.state)
+    return gm, walk
 
 
 def _resolve(spec: dict, groups: Groups, state: dict) -> dict:

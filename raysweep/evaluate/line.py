@@ -25,9 +25,9 @@ def pair_ends(evaluator, item) -> tuple[list, list, str]:
     ta = evaluator.endpoint(a.path, a.sha256)
     tb = evaluator.endpoint(b.path, b.sha256)
     pair = f"{a.sha256}>{b.sha256}"
-    if item.align == "weights":  # θ_b with its hidden units matched to θ_a's
-        pair += "|aligned"
-        tb = evaluator.aligned(ta, tb, pair)
+    if item.align != "none":  # θ_b with its hidden units matched to θ_a's (by weights or by activations)
+        pair += "|aligned" if item.align == "weights" else f"|aligned:{item.align}:{item.bn_batches}"
+        tb = evaluator.aligned(ta, tb, pair, item.align, item.bn_batches)
     return ta, tb, pair
 
 

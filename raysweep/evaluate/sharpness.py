@@ -46,8 +46,9 @@ def sharpness_item(evaluator, job, item) -> pa.Table:
     set in the evaluator's model (BatchNorm in eval mode, with the interpolated statistics)."""
     a, b = item.a, item.b
     ta, tb = evaluator.endpoint(a.path, a.sha256), evaluator.endpoint(b.path, b.sha256)
-    if item.align == "weights":
-        tb = evaluator.aligned(ta, tb, f"{a.sha256}>{b.sha256}|aligned")
+    if item.align != "none":  # the key line.pair_ends gives the same pair: one matching serves both
+        how = "|aligned" if item.align == "weights" else f"|aligned:{item.align}:{item.bn_batches}"
+        tb = evaluator.aligned(ta, tb, f"{a.sha256}>{b.sha256}{how}", item.align, item.bn_batches)
     x, y = evaluator.split(item.split)
     n = len(y) if not item.examples else min(item.examples, len(y))
     size = evaluator.batch_size

@@ -62,6 +62,12 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
         with torch.device("meta"):
             model = build_model(run.job.model, tuple(info.in_shape), info.num_classes)
         b = align(model, a, b, tuple(info.in_shape))
+    elif sweep.align == "activations":  # ... on the training batches the sweep's evaluator matched on
+        from raysweep.evaluate.evaluator import Evaluator
+
+        ev = Evaluator(run.job, run.store, device="cpu")
+        tb = ev.aligned([a[n] for n in ev.names], [b[n] for n in ev.names], "export", "activations", sweep.bn_batches)
+        b = {n: t.detach().cpu() for n, t in zip(ev.names, tb)}
     if sweep.kind == "curve":  # φ(t) through the trained bend, BN statistics recomputed there as the sweep did
         from raysweep.evaluate.bend import curve_point
 

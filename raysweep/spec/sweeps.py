@@ -171,7 +171,8 @@ class SweepSpec:
     filter_norm: bool = False  # random_plane: filter-normalised directions (Li et al. 2018)
     metrics: tuple[str, ...] = ()  # line sweeps: extra per-example metrics ("top5_error", "pkg.module:fn")
     # final_to_final: "weights" permutes θ_T(j)'s hidden units to match θ_T(i) before interpolating (weight
-    # matching, Ainsworth et al. 2023; MLPs, VGG-16, CIFAR ResNets), so the barrier left is not one of unit order
+    # matching, Ainsworth et al. 2023; MLPs, VGG-16, CIFAR ResNets), so the barrier left is not one of unit order;
+    # "activations": by the correlation of their activations on `bn_batches` fixed training batches (their §3.1)
     align: str = "none"
     # instability (Frankle et al. 2020, LMC): two children of each replicate spawned at each of these
     # checkpoint steps, trained on to T with their own data order; the line runs between the children
@@ -236,7 +237,7 @@ class SweepSpec:
             out.append(f"{where}.refine is for line sweeps ({list(LINE_KINDS)})")
         if not self.refine_tol > 0:
             out.append(f"{where}.refine_tol must be > 0, got {self.refine_tol}")
-        out += _choice(f"{where}.align", self.align, ("none", "weights"))
+        out += _choice(f"{where}.align", self.align, ("none", "weights", "activations"))
         out += self.sharpness.problems(f"{where}.sharpness")
         out += _choice(f"{where}.hold", self.hold, ("a", "b"))
         if self.params.on and self.kind not in LINE_KINDS:

@@ -150,7 +150,7 @@ def sharpness_items(ctx: Context, sweep: SweepSpec, sweep_pairs: list) -> list[S
             key = sharpness_key(a, b, alphas)
             out.append(SharpnessItem(sweep.name, sweep.kind, sharpness_hash(sweep), key, paths.point_file(folder, key),
                                      a, b, tuple(alphas), tuple(flags), split, spec.iterations, spec.probes,
-                                     spec.examples, sweep.align, spec))
+                                     spec.examples, sweep.align, spec, sweep.bn_batches))
     return out
 
 

@@ -1,6 +1,6 @@
 """Training a mode-connecting curve's bend (Garipov, Izmailov, Podoprikhin, Vetrov & Wilson 2018), one
 Ray Tune trial per (curve sweep, pair of replicates): the ends θ_a = θ_T(i) and θ_b = θ_T(j) (θ_b's
-units matched to θ_a's with align = "weights") stay fixed; the bend θ starts at their midpoint (the
+units matched to θ_a's when the sweep aligns) stay fixed; the bend θ starts at their midpoint (the
 Bézier curve is then the straight line) and follows
 
     min_θ  E_{t ~ U(0, 1)} [ loss(φ_θ(t)) + wd/2 · ‖φ_θ(t)‖² ]
@@ -26,9 +26,9 @@ from torch.func import functional_call
 
 from raysweep.data.batches import train_batches
 from raysweep.data.registry import load_splits
-from raysweep.evaluate.align import align
 from raysweep.evaluate.bend import coefficients
 from raysweep.evaluate.losses import loss_fn
+from raysweep.evaluate.matching import match, matching_inputs
 from raysweep.evaluate.sums import pick_device, training_loss
 from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors, save_tensors
@@ -54,9 +54,10 @@ def bend_seed(job: Job, i: int, j: int) -> int:
     return ((job.seed + i) * 1_000_003 + j + 7_777_777) % (2**31 - 1)
 
 
-def curve_ends(store: Store, job: Job, i: int, j: int, aligned: bool, model, in_shape) -> tuple[dict, dict, list]:
+def curve_ends(store: Store, job: Job, i: int, j: int, sweep, model, data, device) -> tuple[dict, dict, list]:
     """(θ_a, θ_b, their sha256): the final weights of replicates i and j, θ_b's units matched to θ_a's
-    when `aligned` (the sha256 are the stored files')."""
+    when the sweep aligns (by activations: on its evaluator's batches, on `device`; the sha256 are the
+    stored files')."""
     ends, shas = [], []
     for k in (i, j):
         m = read_manifests(store, job, k)
@@ -64,7 +65,10 @@ def curve_ends(store: Store, job: Job, i: int, j: int, aligned: bool, model, in_
         ends.append(load_tensors(store, last["path"], last["sha256"]))
         shas.append(last["sha256"])
     a, b = ends
-    return (a, align(model, a, b, tuple(in_shape)) if aligned else b, shas)
+    if sweep.align == "none":
+        return a, b, shas
+    inputs = lambda: matching_inputs(data, job.train.batch_size, sweep.bn_batches, device)  # noqa: E731
+    return a, {n: t.cpu() for n, t in match(model, a, b, sweep.align, tuple(data.in_shape), inputs).items()}, shas
 
 
 @dataclass
@@ -111,7 +115,7 @@ def _curve_at_midpoint(job: Job, sweep, i: int, j: int, store: Store, data, devi
     """The model holding the bend at the ends' midpoint (the Bézier curve is then the straight line), on
     the device; the ends beside it."""
     model = build_model(job.model, data.in_shape, data.num_classes)
-    a, b, shas = curve_ends(store, job, i, j, sweep.align == "weights", model, data.in_shape)
+    a, b, shas = curve_ends(store, job, i, j, sweep, model, data, device)
     model.load_state_dict({n: ((a[n].double() + b[n].double()) / 2).to(a[n].dtype) if a[n].is_floating_point()
                            else a[n] for n in a})
     model = model.to(device)

@@ -114,6 +114,7 @@ class SharpnessItem:
     examples: int = 1000
     align: str = "none"
     spec: SharpnessSpec = SharpnessSpec()  # the sweep's sharpness settings (top_k, density, along: hessian.py)
+    bn_batches: int = 20  # align = "activations": the training batches matched on
 
 
 @dataclass(frozen=True)
