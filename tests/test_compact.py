@@ -84,3 +84,21 @@ def test_compaction_waits_for_many_items_and_forgetting_a_replicate_rewrites_par
     assert points.height and not ((points["replicate_a"] == 1) | (points["replicate_b"] == 1)).any()
     after = done_paths(packed.store, packed.job)
     assert after == {p for p in before if 1 not in key_replicates(p)} and after != before
+
+
+def test_a_run_that_joined_ray_compacts_on_the_cluster_with_the_drivers_threshold(runs, tmp_path, monkeypatch,
+                                                                                    ray_session):
+    plain, _ = runs  # its item files, left as they were (the default threshold)
+    monkeypatch.setenv("RAYSWEEP_COMPACT_MIN", "3")  # the driver's setting; the workers' environment says nothing
+    before = _tables(plain)
+    items = [len(plain.store.list(folder, ".parquet")) for folder in _folders(plain)]
+    assert any(n >= 3 for n in items) and any(n < 3 for n in items)  # some folders due, some not
+    counts = cp.compact_on_cluster(plain.store, _folders(plain))
+    assert counts == [n if n >= 3 else 0 for n in items]
+    for folder, n in zip(_folders(plain), items):
+        files = plain.store.list(folder, ".parquet")
+        assert all(cp.is_part(f) for f in files) == (n >= 3)
+    after = _tables(plain)
+    for b, a in zip(before, after):  # the same rows, read from the parts
+        assert b.sort(b.columns).equals(a.sort(a.columns))
+    assert cp.compact_on_cluster(plain.store, _folders(plain)) == [0] * len(counts)  # nothing left to fold

@@ -216,9 +216,17 @@ class Store:
         return sorted(i.path[start:] for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory)
 
     def read_table(self, paths: list[str]) -> pa.Table:
-        tables = [pq.read_table(self.full(p), filesystem=self.fs) for p in paths]
-        _count(len(tables), read=sum(t.nbytes for t in tables))
-        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+        """The files' rows in order, their schemas unified (a column some lack is null there). One Arrow
+        dataset scan: the footers and row groups are read in C++ threads, not file by file in Python (a
+        compaction of 37,500 one-row files spends a fraction of the driver time)."""
+        if not paths:
+            return pa.table({})
+        import pyarrow.dataset as ds
+
+        factory = ds.FileSystemDatasetFactory(self.fs, [self.full(p) for p in paths], ds.ParquetFileFormat())
+        table = factory.finish(factory.inspect(fragments=None)).to_table()
+        _count(len(paths), read=table.nbytes)
+        return table
 
     def dataset(self, paths: list[str]):
         import pyarrow.dataset as ds

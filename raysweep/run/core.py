@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 import polars as pl
@@ -31,7 +32,7 @@ from raysweep.run.status import forget_replicate, status
 from raysweep.run.tables import Tables
 from raysweep.spec import POINT_KINDS, Job
 from raysweep.sweep.bends import bends_todo
-from raysweep.sweep.compact import compact, forget_file
+from raysweep.sweep.compact import compact, compact_on_cluster, forget_file
 from raysweep.sweep.execute import run_local, run_ray
 from raysweep.sweep.planner import children_todo, missing, plan
 from raysweep.sweep.refine import POINT_COLUMNS, proposals
@@ -264,15 +265,16 @@ class Run:
     def compact(self) -> int:
         """Fold each line sweep's item files into a few large Parquet parts once it holds many
         (sweep/compact.py: atomic, idempotent, resumable); returns how many item files were folded."""
-        folded = 0
+        sweeps = [s for s in self.job.sweeps if s.kind in POINT_KINDS]
+        folders = [sweep_folder(self.dir, s) for s in sweeps]
+        ray = sys.modules.get("ray")  # joined a Ray (never imported for it): compact on the cluster, the driver waits
         with self.lease:
-            for s in self.job.sweeps:
-                if s.kind in POINT_KINDS:
-                    n = compact(self.store, sweep_folder(self.dir, s))
-                    if n:
-                        log.info("compacted %d item files of sweep %s into Parquet parts", n, s.name)
-                    folded += n
-        return folded
+            counts = (compact_on_cluster(self.store, folders) if ray is not None and ray.is_initialized()
+                      else [compact(self.store, f) for f in folders])
+        for s, n in zip(sweeps, counts):
+            if n:
+                log.info("compacted %d item files of sweep %s into Parquet parts", n, s.name)
+        return sum(counts)
 
     def aggregate(self) -> dict[str, pl.DataFrame]:
         return aggregate.aggregate(self.store, self.job)

@@ -118,6 +118,13 @@ class SweepStage:
         return {k: [r[k] for r in results] for k in results[0]} if results else {}
 
 
+def items_per_call(items: int, actors: int) -> int:
+    """Work items per actor call: 1 while an actor has fewer than 64 items to do (every item its own
+    progress step), more for long sweeps (up to 16): each call's output is a block whose object and
+    metadata the driver tracks, so fewer, larger calls keep the driver's time and memory per item down."""
+    return max(1, min(16, items // (64 * max(actors, 1))))
+
+
 def run_ray(job: Job, store: Store, items: list, actors: tuple[int, float, float] | None = None,
             local_ray: bool | None = None, progress=None, out: list | None = None) -> list[dict]:
     """Fan prepared items (sweep/prep.py) out over an actor pool on the Ray this process joined; stream
@@ -146,7 +153,8 @@ def run_ray(job: Job, store: Store, items: list, actors: tuple[int, float, float
         stage = ds.map_batches(
             SweepStage, fn_constructor_kwargs={"job": job.to_dict(), "storage": store.address,
                                                "threads": int(cpus) or 1},
-            batch_size=1, compute=pool, num_gpus=gpus, num_cpus=cpus, max_restarts=0)
+            batch_size=items_per_call(len(items), n_actors), compute=pool, num_gpus=gpus, num_cpus=cpus,
+            max_restarts=0)
     for row in stage.iter_rows():
         results.append(dict(row))
         if progress:
