@@ -59,7 +59,8 @@ def render_html(title: str, subtitle: str, secs, numbers: list[tuple[str, str]] 
             f"<style>body{{font-family:sans-serif;margin:2em}} .row{{display:flex;flex-wrap:wrap;gap:1em}} "
             f"td{{padding:2px 12px 2px 0}}</style>"
             f"<script type='text/javascript'>{bundle}</script>"
-            f"<script type='text/javascript'>{SURFACE_JS.read_text() if views else ''}</script></head><body>"
+            + (f"<script type='text/javascript'>{SURFACE_JS.read_text()}</script>" if views else "")
+            + "</head><body>"
             f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>{''.join(body)}"
             f"<script type='text/javascript'>{''.join(calls)}</script></body></html>")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 
 import polars as pl
@@ -32,7 +31,7 @@ from raysweep.run.status import forget_replicate, status
 from raysweep.run.tables import Tables
 from raysweep.spec import POINT_KINDS, Job
 from raysweep.sweep.bends import bends_todo
-from raysweep.sweep.compact import compact, compact_on_cluster, forget_file
+from raysweep.sweep.compact import compact_folders, forget_file
 from raysweep.sweep.execute import run_local, run_ray
 from raysweep.sweep.planner import children_todo, missing, plan
 from raysweep.sweep.refine import POINT_COLUMNS, proposals
@@ -267,10 +266,8 @@ class Run:
         (sweep/compact.py: atomic, idempotent, resumable); returns how many item files were folded."""
         sweeps = [s for s in self.job.sweeps if s.kind in POINT_KINDS]
         folders = [sweep_folder(self.dir, s) for s in sweeps]
-        ray = sys.modules.get("ray")  # joined a Ray (never imported for it): compact on the cluster, the driver waits
-        with self.lease:
-            counts = (compact_on_cluster(self.store, folders) if ray is not None and ray.is_initialized()
-                      else [compact(self.store, f) for f in folders])
+        with self.lease:  # on the cluster when the driver joined one: the driver only waits
+            counts = compact_folders(self.store, folders)
         for s, n in zip(sweeps, counts):
             if n:
                 log.info("compacted %d item files of sweep %s into Parquet parts", n, s.name)

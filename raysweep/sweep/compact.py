@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,6 +79,15 @@ def compact_on_cluster(store: Store, folders: list[str]) -> list[int]:
     task = ray.remote(num_cpus=1, max_retries=2)(_compact_at)  # only where there is something to fold
     refs = {f: task.remote(store.address, f, least) for f, d in zip(folders, due) if d}
     return [ray.get(refs[f]) if f in refs else compact(store, f) for f in folders]
+
+
+def compact_folders(store: Store, folders: list[str]) -> list[int]:
+    """`compact` of each folder: as Ray tasks when this process joined a Ray (never imported for it),
+    else here."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return compact_on_cluster(store, folders)
+    return [compact(store, f) for f in folders]
 
 
 def _compact_at(address: str, folder: str, min_items: int) -> int:
