@@ -120,7 +120,7 @@ def read_or_name(store: Store, job: Job, files: list[str], compute):
         bad = damaged_files(store, files, thorough=True)
         if not bad:
             raise
-        raise DamagedPoints(bad, job.name, store.url(paths.run_dir(job.name, job.hash))) from None
+        raise DamagedPoints(bad, f"{job.name}/{job.hash}", store.url(paths.run_dir(job.name, job.hash))) from None
 
 
 def measures(schema) -> list[str]:
