@@ -46,6 +46,7 @@ class OneNodeSlurm:
         self.cpus = cpus or os.cpu_count() or 2
         self.procs: list[subprocess.Popen] = []
         self.conf = self.folder / "slurm.conf"
+        self.controller = "127.0.0.1"  # the address slurmctld is reached at
 
     @property
     def env(self) -> dict[str, str]:
@@ -69,9 +70,28 @@ class OneNodeSlurm:
         self._spawn(["munged", "-F", f"--key-file={key}", f"--socket={sock}", f"--pid-file={f}/munge/pid",
                      f"--log-file={f}/log/munged.log", f"--seed-file={f}/munge/seed"], "munged")
         self._wait(lambda: sock.exists(), "munged's socket")
-        memory = min(8000, int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8))
-        self.conf.write_text(f"""ClusterName=rstest
-SlurmctldHost={self.host}(127.0.0.1)
+        self.conf.write_text(self._conf(sock))
+        self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld")
+        self._start_nodes()
+        self._wait(lambda: self.run("sinfo", "-h", "-o", "%T").stdout.split() == ["idle"], "the nodes to be idle", 60)
+        return self
+
+    @staticmethod
+    def _memory(share: float = 0.8) -> int:
+        return min(8000, int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * share))
+
+    def _nodes(self) -> str:
+        """slurm.conf's node and partition lines."""
+        return (f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self._memory()} State=UNKNOWN\n"
+                f"PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP\n")
+
+    def _start_nodes(self) -> None:
+        self._spawn(["slurmd", "-D", "-f", str(self.conf), "-N", self.host], "slurmd")
+
+    def _conf(self, sock: Path) -> str:
+        f = self.folder
+        return f"""ClusterName=rstest
+SlurmctldHost={self.host}({self.controller})
 SlurmctldPort={free_port()}
 SlurmdPort={free_port()}
 SlurmUser=root
@@ -81,7 +101,7 @@ CredType=cred/munge
 StateSaveLocation={f}/state
 SlurmdSpoolDir={f}/spool
 SlurmctldPidFile={f}/slurmctld.pid
-SlurmdPidFile={f}/slurmd.pid
+SlurmdPidFile={f}/spool/slurmd.pid
 SlurmctldLogFile={f}/log/slurmctld.log
 SlurmdLogFile={f}/log/slurmd.log
 ProctrackType=proctrack/linuxproc
@@ -94,13 +114,7 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 KillWait=10
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={memory} State=UNKNOWN
-PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
-""")
-        self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld")
-        self._spawn(["slurmd", "-D", "-f", str(self.conf), "-N", self.host], "slurmd")
-        self._wait(lambda: "idle" in self.run("sinfo", "-h", "-o", "%T").stdout, "the node to be idle", 60)
-        return self
+{self._nodes()}"""
 
     def _spawn(self, argv: list[str], name: str) -> None:
         log = open(self.folder / "log" / f"{name}.stdout", "w")
@@ -146,3 +160,74 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
                 p.kill()
                 p.wait(5)
         shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+
+def netns_available() -> str:
+    """"" when this process may make network namespaces and veth pairs (root, CAP_NET_ADMIN), else why not."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    missing = [b for b in ("ip", "unshare", "mount") if not shutil.which(b)]
+    if missing:
+        return f"{', '.join(missing)} not installed (iproute2, util-linux, mount)"
+    probe = f"rsprobe{os.getpid() % 100000}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode:
+        return f"cannot make a network namespace here: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return ""
+
+
+class TwoNodeSlurm(OneNodeSlurm):
+    """Two Slurm nodes with distinct addresses on this machine, the traffic between them on a veth pair that
+    stays on it: rsn1 in this network namespace at 10.213.N.1, rsn2 in a network namespace the test makes at
+    10.213.N.2. Both ends of the pair have the same name (`self.interface`), so `--ip-interface` names the same
+    interface on either node, as on a cluster. Each node has its own slurmd; rsn2's runs in a mount namespace
+    of its own in which its spool folder (pid file, step sockets) is its own. The filesystem is shared, as a
+    cluster's shared storage is. Everything made is removed by `stop`."""
+
+    names = ("rsn1", "rsn2")
+
+    def __init__(self, folder: Path, cpus: int | None = None):
+        super().__init__(folder, cpus)
+        tag = os.getpid() % 100000
+        self.netns, self.interface, self.subnet = f"rsns{tag}", f"rsv{tag}", f"10.213.{tag % 250}"
+        self.controller = f"{self.subnet}.1"
+
+    def _ip(self, *args: str, inside: bool = False) -> None:
+        argv = (["ip", "netns", "exec", self.netns, "ip"] if inside else ["ip"]) + list(args)
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip()}")
+
+    def start(self) -> "TwoNodeSlurm":
+        self._ip("netns", "add", self.netns)
+        self._ip("link", "add", self.interface, "type", "veth", "peer", "name", self.interface + "p")
+        self._ip("link", "set", self.interface + "p", "netns", self.netns)
+        self._ip("link", "set", self.interface + "p", "name", self.interface, inside=True)
+        self._ip("addr", "add", f"{self.subnet}.1/24", "dev", self.interface)
+        self._ip("link", "set", self.interface, "up")
+        self._ip("addr", "add", f"{self.subnet}.2/24", "dev", self.interface, inside=True)
+        self._ip("link", "set", self.interface, "up", inside=True)
+        self._ip("link", "set", "lo", "up", inside=True)
+        self._ip("route", "add", "default", "via", f"{self.subnet}.1", inside=True)
+        return super().start()
+
+    def _nodes(self) -> str:
+        lines = [f"NodeName={n} NodeAddr={self.subnet}.{i} CPUs={self.cpus} RealMemory={self._memory(0.4)} "
+                 f"State=UNKNOWN" for i, n in enumerate(self.names, 1)]
+        return "\n".join(lines) + "\nPartitionName=debug Nodes=rsn[1-2] Default=YES MaxTime=INFINITE State=UP\n"
+
+    def _start_nodes(self) -> None:
+        self._spawn(["slurmd", "-D", "-f", str(self.conf), "-N", self.names[0]], "slurmd-rsn1")
+        own = self.folder / "spool-rsn2"
+        own.mkdir(exist_ok=True)
+        inside = f"mount --bind {own} {self.folder / 'spool'} && exec slurmd -D -f {self.conf} -N {self.names[1]}"
+        self._spawn(["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private",
+                     "sh", "-c", inside], "slurmd-rsn2")
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            subprocess.run(["ip", "link", "del", self.interface], capture_output=True)  # both ends go
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)

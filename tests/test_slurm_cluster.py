@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_cluster import OneNodeSlurm, available
+from slurm_cluster import OneNodeSlurm, TwoNodeSlurm, available, netns_available
 
 from raysweep.api import open as open_run
 from raysweep.cluster.slurm import expand_nodelist
@@ -36,6 +36,21 @@ def reference(tmp_path_factory):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     return storage
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    why = available() or netns_available()
+    if why:
+        pytest.skip(f"no two-node Slurm here: {why}")
+    cluster = TwoNodeSlurm(tmp_path_factory.mktemp("slurm2"))
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
 
 
 def submit(slurm, storage, *extra) -> tuple[str, Path]:
@@ -135,3 +150,28 @@ def test_node_lists_agree_with_scontrol(slurm):
     for text in ("gpu[01-04,07]", "a[8-10],b1", "r[1-2]n[3,5]", "n[1-3,5],gpu[007-008]"):
         want = slurm.run("scontrol", "show", "hostnames", text, check=True).stdout.split()
         assert expand_nodelist(text) == want
+
+
+def test_two_nodes_at_distinct_addresses_share_the_work_and_the_tables(two_nodes, reference, tmp_path):
+    """Two Slurm nodes (rsn1 here, rsn2 in a network namespace of the test's): Ray starts on both at the
+    address of --ip-interface, each Ray node named as Slurm names it; the head waits for both; work items run
+    on both; the tables equal a local run's; each node's Ray logs are kept and its temp folder goes."""
+    storage = tmp_path / "runs"
+    job_id, log = submit(two_nodes, storage, "--nodes", "2", "--shared-storage", "--ip-interface", two_nodes.interface)
+    info = two_nodes.wait_job(job_id, timeout=600)
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED" and info["NodeList"] == "rsn[1-2]", text
+    net = re.escape(two_nodes.subnet)
+    up = rf"Ray is up at {net}\.1:\d+ on 2 node\(s\): rsn1 \({two_nodes.cpus} CPU, 0 GPU\), rsn2 \("
+    assert re.search(up, text), text
+    worker = (log.parent / f"ray-{job_id}-rsn2.log").read_text()
+    assert re.search(rf"worker rsn2 \({net}\.2\): .*--address={net}\.1:", worker), worker
+    assert (log.parent / f"ray-{job_id}-rsn2").is_dir() and (log.parent / f"ray-{job_id}-rsn1").is_dir()
+    assert run_on_both(storage) and not Path(f"/tmp/rs-{job_id}").exists()
+    same_tables(storage, reference)
+
+
+def run_on_both(storage) -> bool:
+    """The points were computed on two Ray nodes (their provenance's node ids)."""
+    run = open_run(RUN[0], str(storage), ["train.epochs=10"], 2)
+    return run.table("points")["node_id"].n_unique() == 2

@@ -112,10 +112,13 @@ def busy_ports(job_id: int, head: bool) -> list[str]:
 
 
 def start(args) -> int:
-    """Ray on this node until the step is signalled; then this node's Ray logs are kept and its temp folder goes."""
-    host = socket.gethostname()
+    """Ray on this node until the step is signalled; then this node's Ray logs are kept and its temp folder goes.
+    The Ray node is named as Slurm names the node (`ready` waits for those names; a host name may be longer,
+    e.g. fully qualified), and its temp folder is the node's own even where /tmp is shared."""
+    host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     job_id = int(os.environ["SLURM_JOB_ID"])
-    tmp = Path(os.environ.get("RAYSWEEP_SLURM_TMP") or f"/tmp/rs-{job_id}")
+    base = Path(os.environ.get("RAYSWEEP_SLURM_TMP") or f"/tmp/rs-{job_id}")
+    tmp = base / host
     busy = busy_ports(job_id, args.head)
     if busy:
         raise NodeError(f"on {host}, this job's Ray ports {', '.join(busy)} are held by another program: submit "
@@ -144,6 +147,12 @@ def start(args) -> int:
     if args.logs:
         _keep_logs(tmp, Path(args.logs) / f"ray-{job_id}-{host}")
     shutil.rmtree(tmp, ignore_errors=True)
+    if args.head:  # the driver's copy of the token (the script's): the job's Ray is gone, and with it its use
+        (base / "token").unlink(missing_ok=True)
+    try:
+        base.rmdir()  # the last node out where /tmp is shared; else this node's, now empty
+    except OSError:
+        pass
     return code if code not in (-signal.SIGTERM, 128 + signal.SIGTERM) else 0
 
 
