@@ -166,7 +166,7 @@ def netns_available() -> str:
     """"" when this process may make network namespaces and veth pairs (root, CAP_NET_ADMIN), else why not."""
     if os.geteuid() != 0:
         return "network namespaces need root"
-    missing = [b for b in ("ip", "unshare", "mount") if not shutil.which(b)]
+    missing = [b for b in ("ip", "nsenter", "unshare", "mount") if not shutil.which(b)]
     if missing:
         return f"{', '.join(missing)} not installed (iproute2, util-linux, mount)"
     probe = f"rsprobe{os.getpid() % 100000}"
@@ -222,7 +222,9 @@ class TwoNodeSlurm(OneNodeSlurm):
         own = self.folder / "spool-rsn2"
         own.mkdir(exist_ok=True)
         inside = f"mount --bind {own} {self.folder / 'spool'} && exec slurmd -D -f {self.conf} -N {self.names[1]}"
-        self._spawn(["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private",
+        # nsenter, not `ip netns exec`: that one mounts a /sys of the namespace's own, without the cgroup
+        # filesystem slurmd wants
+        self._spawn(["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "--mount", "--propagation", "private",
                      "sh", "-c", inside], "slurmd-rsn2")
 
     def stop(self) -> None:

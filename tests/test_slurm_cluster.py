@@ -167,11 +167,12 @@ def test_two_nodes_at_distinct_addresses_share_the_work_and_the_tables(two_nodes
     worker = (log.parent / f"ray-{job_id}-rsn2.log").read_text()
     assert re.search(rf"worker rsn2 \({net}\.2\): .*--address={net}\.1:", worker), worker
     assert (log.parent / f"ray-{job_id}-rsn2").is_dir() and (log.parent / f"ray-{job_id}-rsn1").is_dir()
-    assert run_on_both(storage) and not Path(f"/tmp/rs-{job_id}").exists()
+    assert len(nodes_that_worked(storage)) == 2 and not Path(f"/tmp/rs-{job_id}").exists()
     same_tables(storage, reference)
 
 
-def run_on_both(storage) -> bool:
-    """The points were computed on two Ray nodes (their provenance's node ids)."""
+def nodes_that_worked(storage) -> set[str]:
+    """The Ray nodes that trained a replicate or evaluated a point (their provenance's node ids). Ray puts
+    the two 1-CPU trials on different 2-CPU nodes (its hybrid policy spreads past half a node's use)."""
     run = open_run(RUN[0], str(storage), ["train.epochs=10"], 2)
-    return run.table("points")["node_id"].n_unique() == 2
+    return set(run.table("checkpoints")["node_id"]) | set(run.table("points")["node_id"])
