@@ -27,6 +27,8 @@ from common import publish, table  # noqa: E402
 
 SCALES = {1: (100, 90), 4: (400, 90), 16: (400, 360)}  # scale -> (α per line, epochs)
 SCALES[0] = (4, 90)  # a 1/25 plan (1,500 items) to see the rate before a long run: --scales 0
+SCALES[5] = (20, 90)  # a 1/5 plan (7,500 items): with 0 and 1, the growth of executed rehearsals
+LABELS = {0: "1/25×", 5: "1/5×"}
 
 
 def overrides(scale: int, imagenet: Path) -> list[str]:
@@ -100,6 +102,8 @@ def main() -> None:
     p.add_argument("--execute", default="1", help="scales run end to end (others: planned and dispatched only)")
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--section", default="rehearse", choices=["rehearse", "growth"],
+                   help="growth: the README's section of smaller plans run end to end (--scales 0,5 --execute 0,5)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="plan", help=argparse.SUPPRESS)
     p.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
@@ -145,23 +149,24 @@ def main() -> None:
             cluster.shutdown()
             moto.terminate()
     for scale in scales:
-        r = results[scale]
+        r, label = results[scale], LABELS.get(scale, f"{scale}×")
         if r["mode"] == "run":
             st = {s["stage"]: s["seconds"] for s in r["stages"]}
-            rows.append([f"{scale}×", f"{r['plan']['work_items']:,}", "end to end", f"{r['wall_s']:.0f}",
+            rows.append([label, f"{r['plan']['work_items']:,}", "end to end", f"{r['wall_s']:.0f}",
                          f"{r['driver_ms_per_item']:.2f}", f"{r['driver_peak_mib']:,.0f}",
                          f"{r['store']['requests_per_item']:.1f} / {r['store']['bytes_per_item'] / 1024:.1f} KiB",
                          f"{st.get('sweep', 0):.0f}", f"{st.get('aggregate', 0):.1f}"])
         else:
             per = 1000 * (r["plan_s"] + r["missing_s"] + r["encode_s"]) / r["items"]
-            rows.append([f"{scale}×", f"{r['items']:,}", "planned + checked + encoded", "—", f"{per:.2f}",
+            rows.append([label, f"{r['items']:,}", "planned + checked + encoded", "—", f"{per:.2f}",
                          f"{r['peak_mib']:,.0f}", "—", "—", "—"])
-    text = ("### 12. Rehearsal at scale — `raysweep run imagenet_resnet50 --rehearse`\n\n"
-            "`python benchmarks/rehearse.py` (a head and "
+    title = ("### 12. Rehearsal at scale — `raysweep run imagenet_resnet50 --rehearse`" if args.section == "rehearse"
+             else "### 12b. Rehearsal growth, executed — smaller plans of the same job end to end")
+    text = (f"{title}\n\n`python benchmarks/rehearse.py {' '.join(sys.argv[1:])}`".rstrip() + " (a head and "
             f"{args.nodes} simulated GPU nodes of 1 CPU on this machine, the store on moto's S3 server)\n\n"
             + table(["scale", "work items", "how", "wall s", "driver ms / item", "driver peak MiB",
                      "store requests / bytes per item", "sweep s", "aggregate s"], rows))
-    publish("rehearse", text, args.no_write)
+    publish("rehearse" if args.section == "rehearse" else "rehearse-growth", text, args.no_write)
 
 
 if __name__ == "__main__":

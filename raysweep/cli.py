@@ -87,7 +87,7 @@ def run(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List
                                       "data in minutes: check the cluster, store, data and GPUs, and project the "
                                       "real run's time")) -> None:
     """Train, sweep, aggregate and plot.  Example: raysweep run digits_mlp --replicates 3"""
-    r = _open(job, storage, set_, replicates, shared_storage)
+    r = _open(job, storage, set_, replicates, shared_storage, compute=True)
     if rehearse:
         from raysweep.run.rehearse import rehearse as rehearsal
         from raysweep.run.rehearse import summary_lines
@@ -112,7 +112,7 @@ def train(job: str, replicate: Optional[List[int]] = typer.Option(None, "--repli
           shared_storage: bool = SharedOpt) -> None:
     """Train the replicates (then any instability children and curves' bends), no sweeps.
     Example: raysweep train digits_mlp --replicate 1 --force"""
-    r = _open(job, storage, set_, replicates, shared_storage)
+    r = _open(job, storage, set_, replicates, shared_storage, compute=True)
     done = r.train(replicates=replicate, force=force, address=address)
     typer.echo(f"trained replicates {done}" if done else "all requested replicates are already trained")
 
@@ -124,7 +124,7 @@ def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", 
           storage: Optional[str] = StorageOpt, address: Optional[str] = AddressOpt,
           shared_storage: bool = SharedOpt) -> None:
     """Run the sweeps of trained replicates and aggregate.  Example: raysweep sweep digits_mlp --sweep init_to_final"""
-    r = _open(job, storage, set_, replicates, shared_storage)
+    r = _open(job, storage, set_, replicates, shared_storage, compute=True)
     for name in sweep_ or []:
         r.job.sweep(name)
     summary = r.sweep(sweeps=sweep_, address=address)

@@ -2,6 +2,7 @@
 guard that turns every error into one paragraph and an exit code."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -65,11 +66,40 @@ PartialOpt = typer.Option(False, "--partial", help="Show what is stored even if 
                                                    "points yet (named in a warning) instead of stopping")
 
 
-def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = False):
-    """The run of JOB: a built-in job name, a TOML file, or a stored run's id (job/hash, `raysweep runs`)."""
-    from raysweep.api import open as open_run  # Polars, pyarrow: not for `--help` or `jobs`
+def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = False, compute: bool = False):
+    """The run of JOB: a built-in job name, a TOML file, or a stored run's id (job/hash, `raysweep runs`).
+    compute: the command trains or evaluates, so torch and Ray are imported here, a Ctrl-C meanwhile deferred."""
+    with ctrl_c_deferred():
+        if compute:
+            import ray  # noqa: F401
+            import torch  # noqa: F401
+            import torchvision  # noqa: F401
+        from raysweep.api import open as open_run  # Polars, pyarrow: not for `--help` or `jobs`
 
     return open_run(job, storage, overrides or [], replicates, shared_storage)
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred():
+    """A Ctrl-C during the block is only noted, then raised as KeyboardInterrupt when the block ends. Raised
+    inside an extension's import it can end the process with SIGABRT instead (torch's pybind11 code calls
+    back into Python: "terminate called after throwing an instance of 'pybind11::error_already_set' ...
+    KeyboardInterrupt", seen for a Ctrl-C 1 s into `raysweep run`), or be swallowed by a library."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    noted: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if noted:
+        raise KeyboardInterrupt
 
 
 NETWORK_WORDS = ("connect", "curl", "timeout", "timed out", "resolve", "unreachable", "network", "endpoint",
