@@ -4,9 +4,9 @@ Packages, lowest first: errors (what can go wrong), spec (the typed job), io (th
 work (items, kinds, training tasks), models and plugins (networks, user code), data, evaluate and train
 (plain torch), analysis and report (tables, figures), cluster (Ray at the edges, Slurm), sweep
 (planning and executing items), run (a run's flow). Above them: api (the Python API), validate (checks
-needing user code), jobs (the built-in job files), progress (bars and log lines), and the `raysweep`
-command: cli, cli_common, cli_data, cli_interpolate, cli_output (tables and files out), cli_slurm, cli_toys,
-__main__ (`python -m raysweep`)."""
+needing user code), jobs (the built-in job files), progress (bars and log lines), interrupts (Ctrl-C held
+back over imports), and the `raysweep` command: cli, cli_common, cli_data, cli_interpolate, cli_output
+(tables and files out), cli_slurm, cli_toys, __main__ (`python -m raysweep`)."""
 __version__ = "0.1.0"
 
 

@@ -2,7 +2,6 @@
 guard that turns every error into one paragraph and an exit code."""
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import sys
@@ -23,6 +22,7 @@ from raysweep.errors import (
     SweepFailed,
     TrainingFailed,
 )
+from raysweep.interrupts import ctrl_c_deferred
 from raysweep.io.paths import TABLES
 from raysweep.progress import console
 
@@ -77,29 +77,6 @@ def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = 
         from raysweep.api import open as open_run  # Polars, pyarrow: not for `--help` or `jobs`
 
     return open_run(job, storage, overrides or [], replicates, shared_storage)
-
-
-@contextlib.contextmanager
-def ctrl_c_deferred():
-    """A Ctrl-C during the block is only noted, then raised as KeyboardInterrupt when the block ends. Raised
-    inside an extension's import it can end the process with SIGABRT instead (torch's pybind11 code calls
-    back into Python: "terminate called after throwing an instance of 'pybind11::error_already_set' ...
-    KeyboardInterrupt", seen for a Ctrl-C 1 s into `raysweep run`), or be swallowed by a library."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    noted: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if noted:
-        raise KeyboardInterrupt
 
 
 NETWORK_WORDS = ("connect", "curl", "timeout", "timed out", "resolve", "unreachable", "network", "endpoint",

@@ -143,3 +143,25 @@ def test_a_table_fits_the_terminal_and_names_what_it_leaves_out(swept):
     assert [c.strip() for c in header.strip("│ ").split("┆")] == ["sweep", "metric", "n"]
     r = runner.invoke(app, ["results", job_file, "--storage", storage, "--table", "barriers", "--columns", "nope"])
     assert r.exit_code == 2 and "are not columns of this table" in r.output and "barrier_mean_mean" in r.output
+
+
+def test_a_ctrl_c_during_deferred_imports_is_raised_when_they_end():
+    """interrupts.ctrl_c_deferred: the block runs to its end through a Ctrl-C (no KeyboardInterrupt inside it,
+    where an extension's import would abort or a library swallow it), then the Ctrl-C is raised; the
+    handler is Python's own again afterwards, and a block without a Ctrl-C raises nothing."""
+    import os
+    import signal
+
+    from raysweep.interrupts import ctrl_c_deferred
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # Python runs signal handlers between bytecodes: give it many
+                pass
+            finished.append(True)
+    assert finished == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with ctrl_c_deferred():
+        finished.append(True)
+    assert finished == [True, True]

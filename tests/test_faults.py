@@ -212,7 +212,7 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130(tmp_path):
     (once 1 of 8 tries ended -11, one during the imports -2 with a traceback, and once in a suite a Ctrl-C at
     0.1 s was swallowed during the imports and the run went on to the end). A signal that comes before the
     interpreter installed its handler (~30 ms after exec, longer on a loaded machine) kills the process as it
-    would any program, which a shell reports as 130 too: that case, with nothing printed, is accepted."""
+    would any program, which a shell reports as 130 too: that case, with nothing printed, is accepted at 0.1 s."""
     for i, moment in enumerate((0.1, 0.4, 1.0, 2.0, 3.5, 6.0)):
         proc = subprocess.Popen([sys.executable, "-m", "raysweep", "run", "digits_mlp", "--replicates", "2", "--set",
                                  "train.epochs=5", "--no-report", "--storage", str(tmp_path / str(i))],
@@ -221,7 +221,7 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130(tmp_path):
         time.sleep(moment)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
-        if proc.returncode == -signal.SIGINT and not out.strip():
+        if proc.returncode == -signal.SIGINT and not out.strip() and moment < 0.2:
             continue  # before Python ran a line of ours
         assert proc.returncode == 130, (moment, out[-2000:], signal.pthread_sigmask(signal.SIG_BLOCK, []),
                                         signal.getsignal(signal.SIGINT))

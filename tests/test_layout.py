@@ -38,11 +38,18 @@ def _imports(path: Path):
     tree = ast.parse(path.read_text())
     skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
             for b in node.body for n in ast.walk(b)}
-    top = {id(n) for n in tree.body}  # run when the module is imported: its body, and a top-level try's blocks
-    for node in tree.body:
-        if isinstance(node, ast.Try):
-            top |= {id(n) for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers))
-                    for n in block}
+    top: set[int] = set()  # run when the module is imported: its body, and the blocks of its try and with
+
+    def run_on_import(block: list) -> None:
+        for n in block:
+            top.add(id(n))
+            if isinstance(n, ast.Try):
+                for inner in (n.body, n.orelse, n.finalbody, *(h.body for h in n.handlers)):
+                    run_on_import(inner)
+            elif isinstance(n, ast.With):
+                run_on_import(n.body)
+
+    run_on_import(tree.body)
     for node in ast.walk(tree):
         if id(node) in skip:
             continue

@@ -23,12 +23,18 @@ def pair_ends(evaluator, item) -> tuple[list, list, str]:
     a, b = item.a, item.b
     evaluator.set_metrics(item.metrics)
     ta = evaluator.endpoint(a.path, a.sha256)
-    tb = evaluator.endpoint(b.path, b.sha256)
-    pair = f"{a.sha256}>{b.sha256}"
-    if item.align != "none":  # θ_b with its hidden units matched to θ_a's (by weights or by activations)
-        pair += "|aligned" if item.align == "weights" else f"|aligned:{item.align}:{item.bn_batches}"
-        tb = evaluator.aligned(ta, tb, pair, item.align, item.bn_batches)
+    tb, pair = matched(evaluator, item, ta, evaluator.endpoint(b.path, b.sha256))
     return ta, tb, pair
+
+
+def matched(evaluator, item, ta: list, tb: list) -> tuple[list, str]:
+    """(θ_b, the pair's cache key): θ_b's hidden units matched to θ_a's when the item aligns (by weights or
+    by activations). Every item of a pair (line, curve, sharpness) gives the same key: one matching each."""
+    pair = f"{item.a.sha256}>{item.b.sha256}"
+    if item.align == "none":
+        return tb, pair
+    pair += "|aligned" if item.align == "weights" else f"|aligned:{item.align}:{item.bn_batches}"
+    return evaluator.aligned(ta, tb, pair, item.align, item.bn_batches), pair
 
 
 def evaluate_item(evaluator, job: Job, item: LineItem) -> pa.Table:

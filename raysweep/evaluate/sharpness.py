@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from raysweep.evaluate.hessian import dot, hvp, losses_along, rademacher, spectral_density, top_eigenpairs, trainable
+from raysweep.evaluate.line import matched
 from raysweep.evaluate.losses import cross_entropy, squared_error
 from raysweep.io.schemas import PROVENANCE, SHARPNESS_SCHEMA, SPECTRUM_FIELDS
 
@@ -45,10 +46,8 @@ def sharpness_item(evaluator, job, item) -> pa.Table:
     """λ_max, tr(H) and the loss at each α of a SharpnessItem, on the first `examples` of its split: θ(α)
     set in the evaluator's model (BatchNorm in eval mode, with the interpolated statistics)."""
     a, b = item.a, item.b
-    ta, tb = evaluator.endpoint(a.path, a.sha256), evaluator.endpoint(b.path, b.sha256)
-    if item.align != "none":  # the key line.pair_ends gives the same pair: one matching serves both
-        how = "|aligned" if item.align == "weights" else f"|aligned:{item.align}:{item.bn_batches}"
-        tb = evaluator.aligned(ta, tb, f"{a.sha256}>{b.sha256}{how}", item.align, item.bn_batches)
+    ta = evaluator.endpoint(a.path, a.sha256)
+    tb, _ = matched(evaluator, item, ta, evaluator.endpoint(b.path, b.sha256))
     x, y = evaluator.split(item.split)
     n = len(y) if not item.examples else min(item.examples, len(y))
     size = evaluator.batch_size
