@@ -149,19 +149,24 @@ def test_a_ctrl_c_during_deferred_imports_is_raised_when_they_end():
     """interrupts.ctrl_c_deferred: the block runs to its end through a Ctrl-C (no KeyboardInterrupt inside it,
     where an extension's import would abort or a library swallow it), then the Ctrl-C is raised; the
     handler is Python's own again afterwards, and a block without a Ctrl-C raises nothing."""
-    import os
     import signal
 
     from raysweep.interrupts import ctrl_c_deferred
 
-    finished = []
-    with pytest.raises(KeyboardInterrupt):
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a command starts, whatever ran before
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt):
+            with ctrl_c_deferred():
+                signal.raise_signal(signal.SIGINT)  # to this thread, now (os.kill may reach another thread late)
+                for _ in range(1000):  # Python runs signal handlers between bytecodes: give it many
+                    pass
+                finished.append(True)
+        assert finished == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         with ctrl_c_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):  # Python runs signal handlers between bytecodes: give it many
-                pass
             finished.append(True)
-    assert finished == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with ctrl_c_deferred():
-        finished.append(True)
-    assert finished == [True, True]
+        assert finished == [True, True]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        signal.signal(signal.SIGINT, before)
