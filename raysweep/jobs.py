@@ -44,9 +44,31 @@ def load_job(name_or_path: str, overrides: Iterable[str] = (), replicates: int |
     """Resolve a job by name or path, apply ``--set`` overrides (and ``--replicates``), validate."""
     path = find_job_file(name_or_path)
     overrides = list(overrides) + ([f"replicates={replicates}"] if replicates is not None else [])
-    raw = apply_overrides(read_toml(path), overrides)
+    raw = apply_overrides(paths_from(read_toml(path), path.parent), overrides)
     source = str(path) + (f" with overrides {overrides}" if overrides else "")
     return job_from_dict(raw, source)
+
+
+def _beside(value, folder: Path):
+    if not isinstance(value, str) or not value or "://" in value or value.startswith("~") or Path(value).is_absolute():
+        return value
+    return str((folder / value).resolve())
+
+
+def paths_from(raw: dict, folder: Path) -> dict:
+    """A job file's relative file paths (train.init_from, external checkpoints, data.root) read from the file's
+    own folder, as a user who writes `init_from = "pretrained.safetensors"` beside the file means, wherever
+    the command runs; `--set` values keep the working directory's meaning. Stored as absolute paths, so the
+    run reopens from anywhere."""
+    raw = dict(raw)
+    if isinstance(raw.get("train"), dict) and "init_from" in raw["train"]:
+        raw["train"] = {**raw["train"], "init_from": _beside(raw["train"]["init_from"], folder)}
+    if isinstance(raw.get("data"), dict) and "root" in raw["data"]:
+        raw["data"] = {**raw["data"], "root": _beside(raw["data"]["root"], folder)}
+    if isinstance(raw.get("external"), list):
+        raw["external"] = [[_beside(f, folder) for f in files] if isinstance(files, list) else files
+                           for files in raw["external"]]
+    return raw
 
 
 def job_from_dict(raw: dict, source: str = "<job>") -> Job:

@@ -1,7 +1,8 @@
 """The typed job spec, the base layer (it imports only ``raysweep.errors``): the job's dataclasses
 (job), data/model/train/eval/resources sections (runtime), sweeps and their kind names (sweeps), TOML
-parsing (parse), ``--set`` overrides (overrides), names (names) and content hashes (hashing). Checks that
-need user code, models or losses are ``raysweep.validate``'s."""
+parsing (parse), ``--set`` overrides (overrides), names (names), content hashes (hashing) and typed
+JSON (codec: trees of dataclasses to JSON and back, from their type hints). Checks that need user code,
+models or losses are ``raysweep.validate``'s."""
 from raysweep.errors import SpecError
 from raysweep.spec.hashing import NOT_WEIGHTS, bend_hash, job_hash, sharpness_hash, sweep_hash
 from raysweep.spec.job import (

@@ -80,7 +80,8 @@ def run_item(evaluator, job: Job, store: Store, item, retries: int = RETRIES, ba
 def run_local(
     job: Job, store: Store, items: list, evaluator=None, progress=None, out: list | None = None
 ) -> list[dict]:
-    """The same work in this process, no Ray (tests, benchmarks, debugging)."""
+    """The same work in this process, no Ray (tests, benchmarks, debugging). Each item goes through the
+    same JSON the actors receive (`to_json` -> `from_json`), so that no path here skips what users' takes."""
     from raysweep.data.types import DatasetInfo
     from raysweep.evaluate.evaluator import Evaluator
     from raysweep.sweep.prep import prepare
@@ -90,7 +91,7 @@ def run_local(
     info = DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y)})
     out = [] if out is None else out
     for item in prepare(job, store, items, info):
-        out.append(run_item(evaluator, job, store, item))
+        out.append(run_item(evaluator, job, store, from_json(to_json(item))))
         if progress:
             progress(out[-1])
     return out

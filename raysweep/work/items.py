@@ -13,14 +13,13 @@ deterministic and names the replicates and the α indices it holds, so its rows 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
 from dataclasses import dataclass
 
 from raysweep.errors import SpecError
-from raysweep.spec import Job, SharpnessSpec, SweepSpec
+from raysweep.spec import Job, SharpnessSpec, SweepSpec, codec
 
 RANDOM_STEP = -1  # step_a of I6's random starting point
 RANDOM_SEED_OFFSET = 1_000_000  # random points are drawn with seed + k + this offset
@@ -152,30 +151,16 @@ class CurveItem:
 
 
 Item = LineItem | TrajectoryItem | PlaneItem | SharpnessItem | MergeItem | CurveItem
-_TYPES = {cls.__name__: cls for cls in (LineItem, TrajectoryItem, PlaneItem, SharpnessItem, MergeItem, CurveItem)}
 
 
 def to_json(item: Item) -> str:
-    return json.dumps({"type": type(item).__name__, **dataclasses.asdict(item)})
+    """An item as the JSON the actors receive (its class under "type"; spec/codec.py, from the type hints)."""
+    return json.dumps(codec.encode(item, Item))
 
 
 def from_json(text: str) -> Item:
-    """The item `to_json` wrote (nested endpoints and refs rebuilt, lists as tuples)."""
-    raw = json.loads(text)
-    cls = _TYPES[raw.pop("type")]
-    out = {}
-    for f in dataclasses.fields(cls):
-        v = raw[f.name]
-        if f.name in ("a", "b"):
-            v = Endpoint(**v)
-        elif f.name in ("ends", "endpoints", "members", "base"):
-            v = tuple(Endpoint(**e) for e in v)
-        elif f.name in ("ref", "bend"):
-            v = Ref(**v)
-        elif isinstance(v, list):
-            v = tuple(v)
-        out[f.name] = v
-    return cls(**out)
+    """The item `to_json` wrote, rebuilt all the way down (endpoints, refs, specs; lists as tuples)."""
+    return codec.decode(Item, json.loads(text), "work item")
 
 
 def line_key(a: Endpoint, b: Endpoint, start: int, stop: int) -> str:
