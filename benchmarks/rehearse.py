@@ -42,7 +42,7 @@ def plan_only(scale: int, imagenet: Path, storage: str) -> dict:
     checked against the store (none stored), encoded for Ray Data — time and peak memory."""
     import raysweep
     from raysweep.data.registry import STANDARD
-    from raysweep.run.rehearse import standin_job
+    from raysweep.run.standin import standin_job
     from raysweep.sweep.planner import missing, plan
     from raysweep.work.items import to_json
 

@@ -85,14 +85,22 @@ def run(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List
         shared_storage: bool = SharedOpt,
         rehearse: bool = typer.Option(False, "--rehearse", help="Run the job's real plan with a stand-in model and "
                                       "data in minutes: check the cluster, store, data and GPUs, and project the "
-                                      "real run's time")) -> None:
+                                      "real run's time"),
+        standard_size: bool = typer.Option(False, "--standard-size", help="With --rehearse: plan at the dataset's "
+                                           "standard size (ImageNet: 1,281,167 / 50,000), also before the data is "
+                                           "staged, instead of the files found at data.root"),
+        stage_timeout: float = typer.Option(1800, "--stage-timeout", help="With --rehearse: seconds each stage may "
+                                            "take (the sweep 0.2 s more per work item); 0: none")) -> None:
     """Train, sweep, aggregate and plot.  Example: raysweep run digits_mlp --replicates 3"""
+    if not rehearse and (standard_size or stage_timeout != 1800):
+        raise SpecError("--standard-size and --stage-timeout are options of the rehearsal: add --rehearse")
     r = _open(job, storage, set_, replicates, shared_storage, compute=True)
     if rehearse:
         from raysweep.run.rehearse import rehearse as rehearsal
         from raysweep.run.rehearse import summary_lines
 
-        for line in summary_lines(rehearsal(r, address, progress)):
+        for line in summary_lines(rehearsal(r, address, progress, standard_size=standard_size,
+                                            stage_timeout=stage_timeout)):
             typer.echo(line)
         return
     summary = r.run(progress=progress, address=address, report=report)

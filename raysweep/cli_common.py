@@ -199,8 +199,10 @@ def _guard(fn):
                 _err(*io_error(exc))  # by cause: a path, a full disk, an unreachable store
             if os.environ.get("RAYSWEEP_DEBUG"):
                 raise
+            notes = " ".join(getattr(exc, "__notes__", []))  # where it happened (e.g. a rehearsal's stage)
             _err(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
-                 f"— this is a raysweep bug; set RAYSWEEP_DEBUG=1 for the traceback and report it.", 1)
+                 f"{notes + ' ' if notes else ''}— this is a raysweep bug; set RAYSWEEP_DEBUG=1 for the traceback "
+                 f"and report it.", 1)
         finally:
             if "ray" in sys.modules:
                 shutdown_ray()

@@ -6,8 +6,8 @@ from typing import Optional
 import typer
 
 from raysweep.cli_common import AddressOpt, StorageOpt, _err, _guard
-from raysweep.cluster.connect import init_ray
-from raysweep.progress import CountProgress
+from raysweep.cluster.connect import init_ray, now_ms, worker_deaths
+from raysweep.progress import CountProgress, warn
 
 data_app = typer.Typer(help="Datasets in the object store: pack an ImageFolder tree once, then every node streams it.",
                        no_args_is_help=True)
@@ -48,10 +48,15 @@ def pack(
 
     store = Store(storage)
     store.check()
-    init_ray(address)
+    init_ray(address, log_to_driver=False)  # the tasks print nothing; a crashed worker is reported below instead
+    started = now_ms()
     with CountProgress(f"pack {name}: shards", enabled=progress) as bar:
         folder, man = pack_(source, name, store, shard_images, verify, progress=bar.update, row_group=row_group,
                             seed=None if keep_order else seed)
+    for dead in worker_deaths(started):  # every shard is stored and recorded (sha256); the crash is still news
+        warn(f"a Ray worker (pid {dead['pid']}) crashed during the pack: {dead['why']} — its shard was packed again "
+             f"by a retry and recorded with its sha256 (`raysweep data check {name}` re-reads every shard). Its "
+             f"log: {dead['log']}")
     counts = ", ".join(f"{s} {v['count']:,} images in {len(v['shards'])} shards" for s, v in man["splits"].items())
     typer.echo(f"packed {name}: {len(man['classes'])} classes; {counts}\n  {store.url(folder)}\n"
                f"  use it with --set data.source=store --set data.name={name} (jobs read it from this --storage)")

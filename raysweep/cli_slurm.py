@@ -116,20 +116,33 @@ def _check_storage(r, nodes: int) -> None:
     r.store.check()
 
 
+SLURM_TIMEOUT = 60  # seconds for one sbatch call: a controller that does not answer must not hang raysweep
+
+
+def _slurm(argv: list[str], input: str | None = None) -> subprocess.CompletedProcess:
+    """A Slurm command with a deadline; one that does not answer is named with the fix."""
+    try:
+        return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=SLURM_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SpecError(f"`{' '.join(argv[:2])}` did not answer within {SLURM_TIMEOUT} s: the Slurm controller is "
+                        f"down or overloaded (`scontrol ping` tells). Nothing was submitted; try again "
+                        f"later.") from None
+
+
 def _submit(request: SlurmRequest, text: str, script: Path) -> str:
     """Asked first with --test-only (Slurm checks the request, nothing is queued or written), then the
     script is written and submitted; on a refusal what was written is removed."""
     if shutil.which("sbatch") is None:
         raise SpecError("sbatch is not on PATH: run `raysweep slurm` on a Slurm login node (or add --dry-run to "
                         "print the script).")
-    test = subprocess.run(["sbatch", "--test-only"], input=text, capture_output=True, text=True)
+    test = _slurm(["sbatch", "--test-only"], input=text)
     if test.returncode != 0:
         raise SpecError(refusal(test.stderr or test.stdout, request))
     created = not script.parent.exists()
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(text)
     script.chmod(0o700)
-    done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
+    done = _slurm(["sbatch", "--parsable", str(script)])
     job_id = done.stdout.strip().split(";")[0]
     if done.returncode != 0 or not job_id.isdigit():
         script.unlink(missing_ok=True)

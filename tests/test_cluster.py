@@ -31,6 +31,26 @@ def _frames_equal(a: pl.DataFrame, b: pl.DataFrame, key: list[str]) -> None:
     assert_frame_equal(a.sort(key), b.sort(key), check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
 
 
+def test_the_rehearsal_on_the_projects_own_layout(s3_bucket, tmp_path):
+    """cluster.yaml's layout (a head with 0 CPUs, workers only from the autoscaler): the rehearsal's probes
+    ask for a worker and wait for it, naming what they wait for; every stage passes."""
+    bucket, _ = s3_bucket
+    job_file = write_job_toml(tmp_path / "tiny_cluster.toml", CLUSTER_JOB)
+    uri = f"s3://{bucket}/sweeps?endpoint_override=127.0.0.1:{S3_PORT}&scheme=http"
+    cluster = FakeCluster(tmp_path / "cluster")
+    cluster.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{cluster.env.get('PATH', '')}"
+    with cluster:
+        h = cluster.job_submit(["raysweep", "run", job_file, "--replicates", "2", "--storage", uri,
+                                "--address", "auto", "--rehearse", "--no-progress"], timeout=900)
+    hlog = h.stdout + h.stderr
+    assert h.returncode == 0 and "succeeded" in hlog, hlog[-4000:]
+    assert "rehearsal: waiting for a node that runs work: the head" in hlog
+    for stage in ("cluster", "store", "data", "plan", "train", "checkpoints", "sweep", "aggregate", "projection"):
+        assert f"[{stage}] ok" in hlog, (stage, hlog[-4000:])
+    assert "each stored once (yes)" in hlog
+    assert "NOT measured" in hlog  # the fake GPUs have no CUDA behind them: said, not guessed
+
+
 def test_fake_autoscaler_runs_the_readme_cluster_command(s3_bucket, tmp_path):
     bucket, _ = s3_bucket
     job_file = write_job_toml(tmp_path / "tiny_cluster.toml", CLUSTER_JOB)

@@ -32,7 +32,7 @@ MATRIX = Path(__file__).parent / "matrix"
 JOBS = {"lines": MATRIX / "lines.toml", "merges": MATRIX / "merges.toml"}
 DOCS = [ROOT / "docs" / "concepts.md", ROOT / "docs" / "jobs.md"]
 CHOICES = {"kind": SWEEP_KINDS, "bn": ("interpolate", "reset", "repair"), "align": ("none", "weights", "activations"),
-           "hold": ("a", "b"), "curve.shape": ("bezier", "polychain")}
+           "hold": ("a", "b"), "curve.shape": ("bezier", "polychain"), "trim": ("tensor", "global")}
 DERIVED = {"train_examples", "name"}  # filled in from eval.train_examples; a name is no option
 TABLE_VALUES = {("kind", "axes")}  # the docs' `kind = "axes"` is a row of the surface table, not a sweep's kind
 
@@ -354,7 +354,7 @@ def test_lines_planes_and_trajectory_match_closed_forms(runs):
 def test_merges_every_kind_and_plain_references(runs):
     run, stdout, _ = runs["merges"]
     merges = run.table("merges")
-    assert set(merges["sweep"]) == {"soup", "ta", "ties", "dare"}
+    assert set(merges["sweep"]) == {"soup", "ta", "ties", "ties_global", "dare"}
     assert not merges["loss"].is_nan().any() and not merges["error"].is_nan().any()
     states = _states(run)
     finals = [_final(run, states, k) for k in (0, 1)]

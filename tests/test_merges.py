@@ -93,58 +93,114 @@ def test_soups_and_task_arithmetic_equal_plain_evaluations_of_the_merged_weights
         assert r.exit_code == 2 and says in " ".join(r.output.split()), r.output
 
 
-def _ties_by_hand(pretrained: dict, finals: list, density: float) -> dict:
-    """TIES (Yadav et al. 2023), entry by entry: keep each task vector's ⌊d·n⌉ largest |entries| of a tensor,
-    the sign with the larger total, the mean of the kept entries with that sign."""
+def _ties_by_hand(pretrained: dict, finals: list, density: float, trim: str = "tensor") -> dict:
+    """TIES (Yadav et al. 2023), entry by entry, with either trim:
+    - "tensor" (mergekit's): per tensor, each task vector's k = max(1, ⌊d·n⌋) largest |entries| (all at d = 1);
+      an entry whose trimmed values sum to 0 is elected positive;
+    - "global" (the paper's code): over all tensors at once, the entries with |τ| at or above the
+      (N − ⌊d·N⌋)-th smallest |τ|; a zero sum takes the sign of the sum of every entry's elected sign.
+    Then the mean of the kept entries with the elected sign."""
     import numpy as np
 
-    out = {}
-    for name, base in pretrained.items():
-        if not base.is_floating_point():
-            out[name] = base
-            continue
-        b = base.double().numpy().ravel()
-        taus = [f[name].double().numpy().ravel() - b for f in finals]
-        keep = max(1, round(density * b.size))
-        trimmed = []
-        for tau in taus:
-            kept = np.zeros_like(tau)
-            largest = np.argsort(-np.abs(tau), kind="stable")[:keep]
-            kept[largest] = tau[largest]
-            trimmed.append(kept)
-        merged = np.zeros_like(b)
-        for j in range(b.size):
-            column = [t[j] for t in trimmed]
-            sign = np.sign(sum(column))
+    names = [n for n, b in pretrained.items() if b.is_floating_point()]
+    b = {n: pretrained[n].double().numpy().ravel() for n in names}
+    taus = [{n: f[n].double().numpy().ravel() - b[n] for n in names} for f in finals]
+    trimmed = []
+    for tau in taus:
+        kept = {n: np.zeros_like(v) for n, v in tau.items()}
+        if trim == "tensor":
+            for n, v in tau.items():
+                k = v.size if density >= 1 else max(1, int(density * v.size))
+                largest = np.argsort(-np.abs(v), kind="stable")[:k]
+                kept[n][largest] = v[largest]
+        else:
+            every = np.sort(np.abs(np.concatenate([tau[n] for n in names])))
+            kth = every.size - int(every.size * density)
+            for n, v in tau.items():
+                kept[n] = v.copy() if kth <= 0 else np.where(np.abs(v) >= every[kth - 1], v, 0.0)
+        trimmed.append(kept)
+    sums = {n: sum(t[n] for t in trimmed) for n in names}
+    majority = np.sign(sum(np.sign(v).sum() for v in sums.values()))
+    out = dict(pretrained)
+    for n in names:
+        merged = np.zeros_like(b[n])
+        for j in range(b[n].size):
+            column = [t[n][j] for t in trimmed]
+            total = sum(column)
+            if total == 0:
+                sign = 1.0 if trim == "tensor" else majority
+            else:
+                sign = np.sign(total)
             agreeing = [v for v in column if v != 0 and np.sign(v) == sign]
             merged[j] = sum(agreeing) / len(agreeing) if agreeing else 0.0
-        out[name] = torch.from_numpy((b + merged).reshape(base.shape)).to(base.dtype)
+        out[n] = torch.from_numpy((b[n] + merged).reshape(pretrained[n].shape)).to(pretrained[n].dtype)
     return out
 
 
-def _dare_by_hand(pretrained: dict, finals: list, p: float, seed: int) -> dict:
-    """DARE (Yu et al. 2024): each entry of each task vector kept with probability 1 − p and scaled by 1/(1 − p);
-    the mean of them added to θ_pre. The uniform draws as raysweep seeds them: per (sweep, tensor name, replicate)."""
-    import zlib
+def test_ties_by_hand_on_a_small_case_with_ties_and_zero_sums():
+    """Three task vectors of two tensors chosen so the trims differ, thresholds tie and a sum is exactly zero."""
+    from raysweep.evaluate.merges import ties_merge
 
-    out = {}
-    for name, base in pretrained.items():
-        if not base.is_floating_point():
-            out[name] = base
-            continue
-        vectors = []
-        for k, f in enumerate(finals):
-            g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode()) * 31 + k) % 2**62)
-            u = torch.rand(base.shape, generator=g)
-            vectors.append([(f[name].double().flatten()[j] - base.double().flatten()[j]).item() / (1 - p)
-                            if u.flatten()[j] >= p else 0.0 for j in range(base.numel())])
-        mean = torch.tensor(vectors, dtype=torch.float64).mean(0).reshape(base.shape)
-        out[name] = (base.double() + mean).to(base.dtype)
-    return out
+    base = {"a": torch.zeros(4), "b": torch.zeros(3), "n": torch.tensor(7)}
+    finals = [{"a": torch.tensor([1.0, -1.0, 0.5, 0.0]), "b": torch.tensor([2.0, 0.0, -0.5]), "n": torch.tensor(7)},
+              {"a": torch.tensor([-1.0, 1.0, 0.25, 3.0]), "b": torch.tensor([0.5, 0.5, 0.5]), "n": torch.tensor(7)},
+              {"a": torch.tensor([0.0, 0.0, -0.75, -1.0]), "b": torch.tensor([-2.0, 0.0, 0.0]), "n": torch.tensor(7)}]
+    names = list(base)
+    for trim in ("tensor", "global"):
+        for density in (0.2, 0.5, 0.75, 1.0):
+            want = _ties_by_hand(base, finals, density, trim)
+            got = ties_merge([base[n] for n in names], [[f[n] for n in names] for f in finals], density, trim=trim)
+            for n, g in zip(names, got):
+                assert torch.equal(g, want[n]), (trim, density, n, g, want[n])
+    one = ties_merge([base[n] for n in names], [[f[n] for n in names] for f in finals], 0.2, trim="tensor")
+    assert int((one[0] != 0).sum()) >= 1  # ⌊0.2·4⌋ = 0: mergekit keeps at least one entry
+    with pytest.raises(ValueError, match="trim"):
+        ties_merge([base["a"]], [[finals[0]["a"]]], 0.5, trim="layer")
 
 
-def test_ties_and_dare_equal_the_papers_equations_by_hand(tmp_path):
-    from raysweep.spec import sweep_hash
+def test_dare_by_its_properties():
+    """DARE (Yu et al. 2024) checked by what it must be, not by its formula: each merged entry is the mean over
+    fine-tunes of either 0 or τ_k/(1 − p); about 1 − p of each task vector is kept; the masks of two fine-tunes
+    are independent; every process draws the same; p = 0 is the uniform average."""
+    import itertools
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from raysweep.evaluate.merges import dare_mask, dare_merge, mean_state
+
+    g = torch.Generator().manual_seed(3)
+    base = [torch.randn(200, 50, generator=g, dtype=torch.float64), torch.tensor(5)]
+    states = [[base[0] + torch.randn(200, 50, generator=g, dtype=torch.float64), base[1]] for _ in range(3)]
+    names, p, seed = ["w", "steps"], 0.7, 12345
+    merged = dare_merge(base, states, p, seed, names)
+    taus = [(s[0] - base[0]).numpy() for s in states]
+    delta = (merged[0] - base[0]).numpy()
+    options = np.stack([sum(t * m for t, m in zip(taus, combo)) / (1 - p) / 3
+                        for combo in itertools.product((0, 1), repeat=3)])  # every keep/drop combination
+    assert np.min(np.abs(options - delta[None]), axis=0).max() < 1e-12
+    assert torch.equal(merged[1], base[1])  # integer buffers kept
+    n = 200 * 50
+    masks = [dare_mask(seed, "w", k, (200, 50), p).numpy() for k in range(3)]
+    sd = np.sqrt(p * (1 - p) / n)
+    for m in masks:
+        assert abs(m.mean() - (1 - p)) < 5 * sd
+    both = (masks[0] & masks[1]).mean()
+    assert abs(both - (1 - p) ** 2) < 5 * np.sqrt((1 - p) ** 2 * (1 - (1 - p) ** 2) / n)  # independent
+    assert not np.array_equal(masks[0], masks[1])
+    code = ("import sys; from raysweep.evaluate.merges import dare_mask; "
+            "sys.stdout.write(dare_mask(12345, 'w', 1, (200, 50), 0.7).numpy().tobytes().hex())")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "7"}).stdout
+    assert bytes.fromhex(other) == masks[1].tobytes()  # another process draws the same
+    uniform = mean_state(states)
+    assert torch.allclose(dare_merge(base, states, 0.0, seed, names)[0], uniform[0], rtol=0, atol=1e-12)
+
+
+def test_ties_and_dare_of_a_run_equal_the_merges_by_hand(tmp_path):
+    from raysweep.evaluate.merges import dare_merge, merge_seed
 
     pre = parse_job(BASE)
     train_replicate(pre, 0, Store(str(tmp_path / "pre")))
@@ -155,6 +211,7 @@ def test_ties_and_dare_equal_the_papers_equations_by_hand(tmp_path):
            "train": {**BASE["train"], "epochs": 2, "init_from": str(tmp_path / "pre.pt")},
            "sweeps": [{"name": "soup", "kind": "soup"},
                       {"name": "ties", "kind": "ties", "alpha": {"values": [0.2, 1.0]}},
+                      {"name": "ties_global", "kind": "ties", "alpha": {"values": [0.2]}, "trim": "global"},
                       {"name": "dare", "kind": "dare", "alpha": {"values": [0.0, 0.5]}}]}
     run = run_in_process(raw, tmp_path / "s")
     finals = []
@@ -162,16 +219,19 @@ def test_ties_and_dare_equal_the_papers_equations_by_hand(tmp_path):
         mk = read_manifests(run.store, run.job, k)
         finals.append(load_tensors(run.store, mk[max(mk)]["path"]))
     merges = run.table("merges")
-    got = {(r["merge"], r["lam"]): r["loss"] for r in merges.filter(pl.col("split") == "test").iter_rows(named=True)}
-    for d in (0.2, 1.0):
-        assert got["ties", d] == pytest.approx(_plain(run.job, _ties_by_hand(pretrained, finals, d), "test")[0],
-                                               rel=1e-5), d
-    seed = int(sweep_hash(run.job.sweep("dare"))[:8], 16)
-    for p in (0.0, 0.5):
-        assert got["dare", p] == pytest.approx(_plain(run.job, _dare_by_hand(pretrained, finals, p, seed), "test")[0],
-                                               rel=1e-5), p
-    assert got["dare", 0.0] == pytest.approx(got["uniform", None], rel=1e-6)  # no entry dropped: the uniform soup
+    rows = merges.filter(pl.col("split") == "test", pl.col("merge") != "single", pl.col("merge") != "greedy")
+    got = {(r["sweep"], r["lam"]): r["loss"] for r in rows.iter_rows(named=True)}
+    for sweep, d, trim in (("ties", 0.2, "tensor"), ("ties", 1.0, "tensor"), ("ties_global", 0.2, "global")):
+        want = _plain(run.job, _ties_by_hand(pretrained, finals, d, trim), "test")[0]
+        assert got[sweep, d] == pytest.approx(want, rel=1e-5), (sweep, d)
     assert got["ties", 0.2] != pytest.approx(got["ties", 1.0], rel=1e-4)  # trimming changes the merge
+    assert got["ties", 0.2] != pytest.approx(got["ties_global", 0.2], rel=1e-6)  # and so does where it trims
+    item = next(it for it in run.plan(["dare"]))
+    names = list(pretrained)
+    merged = dare_merge([pretrained[n] for n in names], [[f[n] for n in names] for f in finals], 0.5,
+                        merge_seed(item), names)
+    assert got["dare", 0.5] == pytest.approx(_plain(run.job, dict(zip(names, merged)), "test")[0], rel=1e-5)
+    assert got["dare", 0.0] == pytest.approx(got["soup", None], rel=1e-6)  # no entry dropped: the uniform soup
 
 
 def test_ties_and_dare_grids_are_checked():

@@ -144,3 +144,71 @@ def test_a_cluster_decodes_on_its_cpu_only_node_and_trains_from_the_bucket(sourc
             for o in page.get("Contents", [])}
     assert any(k.startswith("sweeps/datasets/toy-") and k.endswith("manifest.json") for k in keys)
     assert sum("/replicate_0/step_" in k and k.endswith(".safetensors") for k in keys) == 3
+
+
+def test_a_crashed_worker_is_reported_and_its_dump_kept_out_of_a_successful_pack(tmp_path):
+    """Ray workers that abort (SIGABRT, as a worker torn down mid-call does) while `raysweep data pack` runs on a
+    Ray of the test's: Ray retries their shards, the command succeeds, prints no crash dump, and names each
+    crash with its log; the shards are whole."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+    from datafiles import write_imagenet
+
+    source = write_imagenet(tmp_path / "src", classes=tuple(f"c{i}" for i in range(6)), train_per_class=30,
+                            val_per_class=4, size=(24, 24))
+    import shutil
+    import tempfile
+
+    from conftest import free_port
+
+    port = free_port()
+    temp = Path(tempfile.mkdtemp(prefix="rsp-", dir="/tmp"))  # short: Ray's sockets live there
+    head = subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--num-cpus", "2",
+                           "--port", str(port), "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp),
+                           "--include-dashboard", "false", "--disable-usage-stats"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert head.returncode == 0, head.stderr
+    address = f"127.0.0.1:{port}"
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def abort_workers():  # up to two pack workers, each mid-task
+        while not stop.is_set() and len(killed) < 2:
+            for p in psutil.process_iter(["pid", "cmdline"]):
+                if "ray::pack_shard" in " ".join(p.info["cmdline"] or []) and p.info["pid"] not in killed:
+                    os.kill(p.info["pid"], signal.SIGABRT)
+                    killed.append(p.info["pid"])
+                    break
+            time.sleep(0.01)
+    killer = threading.Thread(target=abort_workers)
+    killer.start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "raysweep", "data", "pack", str(source), "--name", "toy",
+                            "--storage", str(tmp_path / "s"), "--address", address, "--shard-images", "2",
+                            "--no-progress"], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    finally:
+        stop.set()
+        killer.join()
+        ours = [p for p in psutil.process_iter(["pid", "cmdline"])  # this test's Ray only: its temp folder, port
+                if str(temp) in " ".join(p.info["cmdline"] or [])
+                or f"127.0.0.1:{port}" in " ".join(p.info["cmdline"] or [])]
+        for proc in ours + [c for p in ours for c in p.children(recursive=True)]:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        shutil.rmtree(temp, ignore_errors=True)
+    said = r.stdout + r.stderr
+    assert r.returncode == 0, said[-3000:]
+    assert killed, "no pack worker was caught mid-task"
+    assert "Fatal Python error" not in said and "Aborted" not in said and "Traceback" not in said
+    reported = said.count("crashed during the pack")
+    assert reported == len(killed), said[-3000:]
+    assert all(f"pid {pid}" in said for pid in killed)
+    check = runner.invoke(app, ["data", "check", "toy", "--storage", str(tmp_path / "s")])
+    assert check.exit_code == 0, check.output

@@ -12,7 +12,7 @@ import pytest
 
 from raysweep.data.types import DatasetInfo
 from raysweep.jobs import load_job
-from raysweep.run.rehearse import standin_job
+from raysweep.run.standin import standin_job
 
 HERE = Path(__file__).parent
 
@@ -78,3 +78,27 @@ def test_an_unreadable_store_and_a_node_without_the_data_stop_at_their_stage(sce
     assert "stage store" in failed and "does not exist" in failed and "Fix:" in failed
     failed = scenarios["no_data"]["failed"]
     assert "stage data on 1 of" in failed and "nodedata is not on this node" in failed and "Fix:" in failed
+
+
+def test_imagenet_on_this_machines_cpus_passes_every_stage(tmp_path):
+    """The issue's case: a 2-CPU machine, resources.accelerator = cpu, a small ImageNet-layout folder. The
+    projection asks for what a trial holds fitted to this machine (8 CPUs per trial → 2), never for more than a
+    node has; the plan says the folder is far smaller than ImageNet; nothing is written into the real run."""
+    import os
+
+    from datafiles import write_imagenet
+
+    root = write_imagenet(tmp_path / "imagenet")
+    storage = tmp_path / "store"
+    r = subprocess.run([sys.executable, "-m", "raysweep", "run", "imagenet_resnet50", "--rehearse", "--no-progress",
+                        "--set", "resources.accelerator=cpu", "--set", f"data.root={root}", "--storage", str(storage),
+                        "--stage-timeout", "600"], capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    said = r.stdout + r.stderr
+    for stage in ("cluster", "store", "data", "plan", "train", "checkpoints", "sweep", "aggregate", "projection"):
+        assert f"[{stage}] ok" in said, stage
+    assert "projection: resnet50 on CPU:" in r.stdout and "NOT measured" not in said
+    assert "where imagenet has 1,281,167 / 50,000: this plan follows the folder" in r.stdout
+    assert sorted(p.name for p in storage.iterdir()) == ["imagenet_resnet50-rehearsal"]
+    assert not (storage / "imagenet_resnet50-rehearsal" / "probes").exists()  # the probes removed

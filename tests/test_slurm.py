@@ -15,6 +15,7 @@ from raysweep.cluster.slurm import (
     SlurmRequest,
     allocation,
     expand_nodelist,
+    job_block,
     job_ports,
     refusal,
 )
@@ -56,6 +57,29 @@ def test_ports_from_job_ids_keep_neighbouring_jobs_apart():
         assert 1024 < min(every(p)) and max(every(p)) < 32768  # below Linux's ephemeral range
         assert max(p[n] for n in RAY_PORTS) < p["min-worker-port"]
         assert p["max-worker-port"] - p["port"] == PORT_BLOCK - 1
+
+
+def test_a_node_whose_block_is_taken_moves_to_the_next_free_one(monkeypatch):
+    """The blocks repeat every 48 job ids, and any program may hold a port: the node's own block when free, else
+    the next one; the head's port names its block for the workers."""
+    import socket as socket_module
+
+    from raysweep.cluster import slurm_node
+    from raysweep.cluster.slurm import block_of_port, block_ports
+
+    job = 4711
+    own = job_block(job)
+    assert slurm_node.free_block(job, head=True) == own or slurm_node.busy_ports(own, head=True)
+    with socket_module.socket() as holder:  # another program holds the GCS port of the job's block
+        holder.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_REUSEADDR, 1)
+        holder.bind(("0.0.0.0", block_ports(own)["port"]))
+        holder.listen()
+        moved = slurm_node.free_block(job, head=True)
+        assert moved != own and block_of_port(block_ports(moved)["port"]) == moved
+        assert slurm_node.free_block(job, head=False) == own  # a worker does not use the GCS port
+    monkeypatch.setattr(slurm_node, "busy_ports", lambda block, head: ["3000 (port)"])
+    with pytest.raises(NodeError, match="every one of the 48 blocks"):
+        slurm_node.free_block(job, head=True)
 
 
 @pytest.mark.parametrize("env, want", [
@@ -104,8 +128,9 @@ def test_the_script_is_bash_and_carries_the_run_command_as_given(tmp_path):
     assert {"--gpus-per-node=8", "--time=1-00:00:00", "--exclusive", "--requeue", "--constraint=a100",
             f"--output={tmp_path}/slurm-%j.out"} <= set(directives)
     # the RUN array, read by bash itself, is the argv given: quoting survives spaces and quotes
-    got = subprocess.run(["bash", "-c", f"eval \"$(grep -E '^(RUN|MAX_REQUEUES|PY)=' {script})\"; "
-                                        "printf '%s\\n' \"$PY\" \"$MAX_REQUEUES\" \"${RUN[@]}\""],
+    got = subprocess.run(["bash", "-c", f"eval \"$(grep -E '^export RAYSWEEP_' {script})\"; "
+                                        "eval \"RUN=($RAYSWEEP_RUN)\"; "
+                                        "printf '%s\\n' \"$RAYSWEEP_PY\" \"$RAYSWEEP_MAX_REQUEUES\" \"${RUN[@]}\""],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert got == ["/opt/venv/bin/python", "2", *argv]
     assert text.index("module load cuda/12.4") < text.index("srun")  # the setup comes first
@@ -115,10 +140,10 @@ def test_the_script_is_bash_and_carries_the_run_command_as_given(tmp_path):
 def test_ray_start_takes_the_allocation_and_the_jobs_ports():
     alloc = {"cpus": 16, "gpus": 8, "memory": 100 << 30}
     ports = job_ports(1234)
-    head = ray_start_argv(head=True, ip="10.0.0.1", address=None, job_id=1234, tmp="/tmp/rs-1234", host="gpu01",
-                          alloc=alloc, shm_free=20 << 30)
-    worker = ray_start_argv(head=False, ip="10.0.0.2", address="10.0.0.1:7", job_id=1234, tmp="/tmp/rs-1234",
-                            host="gpu02", alloc=alloc, shm_free=None)
+    head = ray_start_argv(head=True, ip="10.0.0.1", address=None, block=job_block(1234), tmp="/tmp/rs-1234",
+                          host="gpu01", alloc=alloc, shm_free=20 << 30)
+    worker = ray_start_argv(head=False, ip="10.0.0.2", address="10.0.0.1:7", block=job_block(1234),
+                            tmp="/tmp/rs-1234", host="gpu02", alloc=alloc, shm_free=None)
     flags = lambda argv: dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)  # noqa: E731
     h, w = flags(head), flags(worker)
     assert (h["num-cpus"], h["num-gpus"], h["node-ip-address"], h["node-name"]) == ("16", "8", "10.0.0.1", "gpu01")
@@ -157,7 +182,7 @@ def test_dry_run_prints_the_script_and_writes_nothing(tmp_path):
     r = invoke("slurm", "digits_mlp", "--storage", storage, "--gpus-per-node", 2, "--time", "4:00:00", "--dry-run")
     assert r.exit_code == 0, r.output
     assert "#SBATCH --gpus-per-node=2" in r.output and "-m raysweep" in r.output
-    assert "RUN=(run digits_mlp --storage " in r.output and not storage.exists()
+    assert "export RAYSWEEP_RUN='run digits_mlp --storage " in r.output and not storage.exists()
 
 
 def test_a_local_folder_across_nodes_is_refused_before_submitting(tmp_path):
@@ -165,7 +190,7 @@ def test_a_local_folder_across_nodes_is_refused_before_submitting(tmp_path):
     r = invoke("slurm", "digits_mlp", "--storage", storage, "--nodes", 2, "--dry-run")
     assert r.exit_code == 2 and "--shared-storage" in r.output and "s3://" in r.output and not storage.exists()
     r = invoke("slurm", "digits_mlp", "--storage", storage, "--nodes", 2, "--shared-storage", "--dry-run")
-    assert r.exit_code == 0 and "--shared-storage" in r.output.split("RUN=(")[1].splitlines()[0]
+    assert r.exit_code == 0 and "--shared-storage" in r.output.split("export RAYSWEEP_RUN=")[1].splitlines()[0]
 
 
 def test_a_gpu_job_without_gpus_and_a_machine_without_sbatch(tmp_path):
@@ -173,3 +198,32 @@ def test_a_gpu_job_without_gpus_and_a_machine_without_sbatch(tmp_path):
     assert r.exit_code == 2 and "--gpus-per-node" in r.output
     r = invoke("slurm", "digits_mlp", "--storage", tmp_path / "s", env={"PATH": str(tmp_path)})
     assert r.exit_code == 2 and "sbatch is not on PATH" in r.output and not (tmp_path / "s").exists()
+
+
+def test_the_written_script_passes_shellcheck(tmp_path):
+    """The body (raysweep/cluster/raysweep.sbatch) and what `raysweep slurm` puts in front of it, linted together
+    (CI installs shellcheck; elsewhere the test says it is missing)."""
+    import shutil
+
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck; .ci/run installs it)")
+    request = SlurmRequest(nodes=2, gpus_per_node=1, setup=("module load cuda/12.4",), ip_interface="ib0")
+    text = render(request, ["run", "a job.toml", "--set", "x='y'"], python="/v/bin/python", logs="/l o g s",
+                  script="s.sbatch", run_id="j/h")
+    (tmp_path / "s.sbatch").write_text(text)
+    r = subprocess.run(["shellcheck", "-S", "warning", str(tmp_path / "s.sbatch")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_a_controller_that_does_not_answer_is_named(tmp_path, monkeypatch):
+    """sbatch that hangs (a slurmctld down): one line naming the command, exit 2, nothing written."""
+    from raysweep import cli_slurm
+
+    fake = tmp_path / "bin" / "sbatch"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nsleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(cli_slurm, "SLURM_TIMEOUT", 1)
+    r = invoke("slurm", "digits_mlp", "--storage", tmp_path / "s", env={"PATH": f"{fake.parent}:/usr/bin:/bin"})
+    assert r.exit_code == 2 and "`sbatch --test-only` did not answer within 1 s" in r.output, r.output
+    assert not (tmp_path / "s" / "digits_mlp").exists() or not list((tmp_path / "s").rglob("*.sbatch"))

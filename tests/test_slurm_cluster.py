@@ -92,17 +92,29 @@ def test_slurm_run_completes_with_the_tables_of_a_local_run(slurm, reference, tm
     assert not Path(f"/tmp/rs-{job_id}").exists()  # the node-local temp folder went with the job's Ray
 
 
-def test_usr1_stops_requeues_and_resumes_to_the_same_tables(slurm, reference, tmp_path):
+def test_usr1_while_the_head_starts_then_term_mid_run_each_stop_requeue_and_resume(slurm, reference, tmp_path):
+    """USR1 (the time limit near) while the script waits for the head (here 20 s late) is acted on at once, not
+    after the wait, and requeues the job; TERM (a preemption) mid-training does the same, the driver stopping as
+    on Ctrl-C; the job resumes to the same tables as a local run."""
     storage = tmp_path / "runs"
-    job_id, log = submit(slurm, storage)
-    wait_for(lambda: list(storage.rglob("replicate_*/step_*.json")), "a first checkpoint")
+    job_id, log = submit(slurm, storage, "--setup", "export RAYSWEEP_SLURM_HEAD_DELAY=20")
+    wait_for(lambda: log.exists() and "start 0" in log.read_text(), "the job's start", timeout=120)
+    time.sleep(2)
+    sent = time.time()
     assert slurm.run("scancel", "--signal=USR1", "--batch", job_id).returncode == 0
-    info = slurm.wait_job(job_id, timeout=400)
+    wait_for(lambda: "USR1 at" in log.read_text(), "the USR1 line", timeout=30)
+    acted = time.time() - sent
+    assert acted < 10, f"USR1 acted on after {acted:.0f} s (the head's delay is 20 s)"
+    wait_for(lambda: f"raysweep: job {job_id} start 1" in log.read_text(), "the requeued start", timeout=120)
+    wait_for(lambda: list(storage.rglob("replicate_*/step_*.json")), "a first checkpoint", timeout=300)
+    assert slurm.run("scancel", "--signal=TERM", "--batch", job_id).returncode == 0  # a preemption's signal
+    info = slurm.wait_job(job_id, timeout=600)
     text = log.read_text()
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", text
-    first, second = text.split(f"raysweep: job {job_id} start 1")
-    assert "stopped by SIGUSR1" in first and "requeueing job" in first and "done:" not in first
-    assert "done:" in second
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "2", text
+    first, second, third = text.split(f"raysweep: job {job_id} start ")[1:]
+    assert "USR1 at" in first and "requeueing job" in first and "Ray is up" not in first
+    assert "TERM at" in second and "stopped by SIGUSR1" in second and "done:" not in second
+    assert "done:" in third
     same_tables(storage, reference)
 
 
@@ -157,10 +169,15 @@ def test_two_nodes_at_distinct_addresses_share_the_work_and_the_tables(two_nodes
     address of --ip-interface, each Ray node named as Slurm names it; the head waits for both; work items run
     on both; the tables equal a local run's; each node's Ray logs are kept and its temp folder goes."""
     storage = tmp_path / "runs"
-    job_id, log = submit(two_nodes, storage, "--nodes", "2", "--shared-storage", "--ip-interface", two_nodes.interface)
+    # the head starts 40 s late (longer than a worker waits for an unreachable GCS): the workers start only once it
+    # answers, as Ray's Slurm template and KubeRay do
+    job_id, log = submit(two_nodes, storage, "--nodes", "2", "--shared-storage", "--ip-interface", two_nodes.interface,
+                         "--setup", "export RAYSWEEP_SLURM_HEAD_DELAY=40")
     info = two_nodes.wait_job(job_id, timeout=600)
     text = log.read_text()
     assert info["JobState"] == "COMPLETED" and info["NodeList"] == "rsn[1-2]", text
+    assert "starts in 40 s" in (log.parent / f"ray-{job_id}-rsn1.log").read_text()
+    assert text.index("the head answers at") < text.index("Ray is up at")
     net = re.escape(two_nodes.subnet)
     up = rf"Ray is up at {net}\.1:\d+ on 2 node\(s\): rsn1 \({two_nodes.cpus} CPU, 0 GPU\), rsn2 \("
     assert re.search(up, text), text

@@ -130,12 +130,9 @@ def test_iso_lines_are_the_closed_form_circles_and_labelled_once_per_level():
 
 
 def test_a_surface_is_drawn_back_to_front_and_turns_in_the_report(tmp_path):
-    """The 3-D view: one quad per grid cell, far ones first; in the HTML report (headless Chromium) each
-    plane's canvas draws its quads and changes when turned."""
-    import re
-    import shutil
-    import subprocess
-
+    """The 3-D view: one quad per grid cell, far ones first; in the HTML report (headless Chromium, driven over the
+    DevTools protocol) each plane's canvas draws its quads, and a real mouse drag turns the one dragged: its pixels
+    on screen change, the other canvas's do not."""
     from raysweep.report.contours import surface_polygons
 
     run = run_in_process(RAW, tmp_path / "s")
@@ -146,12 +143,26 @@ def test_a_surface_is_drawn_back_to_front_and_turns_in_the_report(tmp_path):
     assert polys.sort("draw")["depth"].to_list() == sorted(polys["depth"].to_list(), reverse=True)
     report = tmp_path / "report.html"
     run.plot(out=str(report))
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is needed for this test: apt-get install chromium (scripts/test does)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    dom = subprocess.run([chromium, *flags, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000",
-                          "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180).stdout
-    canvases = re.findall(r"<canvas[^>]*>", dom)
-    assert len(canvases) == 2  # the plane's loss and error
-    assert all('data-drawn="6"' in c and 'data-turns="ok"' in c for c in canvases), canvases
+    from browser import Page
+
+    page = Page(report.as_uri(), tmp_path / "profile")
+    try:
+        page.wait_for("document.querySelectorAll('canvas').length == 2 && "
+                      "[...document.querySelectorAll('canvas')].every(c => c.dataset.drawn == '6')")  # loss, error
+
+        def pixels(i: int) -> tuple[str, list]:  # canvas i's pixels (read by the test) and where it is on screen
+            return page.evaluate(f"(() => {{const c = document.querySelectorAll('canvas')[{i}]; c.scrollIntoView(); "
+                                 f"const b = c.getBoundingClientRect(); "
+                                 f"return [c.toDataURL(), [b.x, b.y, b.width, b.height]];}})()")
+        before, box = pixels(0)
+        other_before, _ = pixels(1)
+        before, box = pixels(0)
+        page.drag(box[0] + box[2] / 2, box[1] + box[3] / 2, box[0] + box[2] / 2 + 60, box[1] + box[3] / 2 + 20)
+        after, _ = pixels(0)
+        assert after != before  # a person's drag turned it
+        assert pixels(1)[0] == other_before  # and only the canvas dragged
+        assert page.evaluate("document.querySelectorAll('canvas')[0].dataset.drawn") == "6"
+        page.drag(box[0] + 10, box[1] + 10, box[0] + 10, box[1] + 10)  # a click without moving turns nothing
+        assert pixels(0)[0] == after
+    finally:
+        page.close()

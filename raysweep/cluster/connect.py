@@ -23,12 +23,14 @@ def storage_env() -> dict[str, str]:
     return {k: os.environ[k] for k in STORAGE_ENV if os.environ.get(k)}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, job=None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, job=None, log_to_driver: bool = True) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS, e.g. "auto"), else start a local Ray.
 
     A local Ray detects the CPUs it may use itself (it reads cgroup limits) unless `num_cpus` says.
     A job whose model or data is the user's code (an import path) ships that code to every worker
-    (runtime environment `py_modules`).
+    (runtime environment `py_modules`). `log_to_driver=False`: the workers' own output stays in their log
+    files (a command whose tasks print nothing: what reaches the console then is only Ray's teardown of idle
+    workers); `worker_deaths` reports the workers that crashed instead.
     """
     import ray
 
@@ -51,7 +53,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, job=None) 
     runtime_env = {k: v for k, v in runtime_env.items() if v}
     # "local" starts a Ray of our own, never one that another program left running on this machine
     ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
-             configure_logging=True, log_to_driver=True, runtime_env=runtime_env or None, **kwargs)
+             configure_logging=True, log_to_driver=log_to_driver, runtime_env=runtime_env or None, **kwargs)
     _CONNECTED, _LOCAL = True, not address
     from ray.data import DataContext
 
@@ -61,6 +63,36 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, job=None) 
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.enable_operator_progress_bars = False
+
+
+def now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def worker_deaths(since_ms: int) -> list[dict]:
+    """Ray workers that died of a crash (a signal, an abort, memory) since `since_ms`: pid, why, and their log
+    files. Workers Ray ended itself (idle ones, at shutdown) are not crashes; a task retried after its worker
+    crashed still completed, but the crash is reported, not hidden by the retry."""
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import common_pb2, gcs_pb2
+
+    crashed = (common_pb2.SYSTEM_ERROR, common_pb2.NODE_OUT_OF_MEMORY)
+    out = []
+    for raw in state._connect_and_get_accessor().get_worker_table():
+        w = gcs_pb2.WorkerTableData.FromString(raw)
+        if w.is_alive or w.worker_type != common_pb2.WORKER or w.exit_type not in crashed or w.end_time_ms < since_ms:
+            continue
+        info = {_text(k): _text(v) for k, v in w.worker_info.items()}
+        out.append({"pid": w.pid, "why": w.exit_detail.strip() or common_pb2.WorkerExitType.Name(w.exit_type),
+                    "log": info.get("stderr_file", "") or ray.get_runtime_context().gcs_address})
+    return out
+
+
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def shutdown_ray(force: bool = False) -> None:

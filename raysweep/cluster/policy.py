@@ -101,6 +101,41 @@ def autoscaler_capacity() -> dict[str, float] | None:
         return None
 
 
+def node_types() -> list[dict[str, float]] | None:
+    """The resources of each node type the autoscaler may launch (from its config file), or None when this
+    cluster has no autoscaler config this process can read."""
+    import ray
+
+    path = _autoscaling_config_path(ray.get_runtime_context().gcs_address)
+    if not path or not os.path.exists(path):
+        return None
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        log.warning("could not read the autoscaler config %s (%s)", path, exc)
+        return None
+    head = config.get("head_node_type")
+    return [{k: float(v) for k, v in (node.get("resources") or {}).items()}
+            for name, node in (config.get("available_node_types") or {}).items()
+            if name != head and int(node.get("max_workers", 0)) > 0]
+
+
+def largest_node(nodes: list[dict], cap: "Capacity") -> dict[str, float]:
+    """The most CPUs and GPUs one node offers: the nodes alive (`probes.alive_nodes()`) and, on a cluster,
+    the node types its autoscaler can add (unknown types: what the cluster can grow to in all)."""
+    cpus = max((n["cpus"] for n in nodes), default=0.0)
+    gpus = max((n["gpus"] for n in nodes), default=0.0)
+    if not cap.local:
+        types = node_types()
+        if types is None and autoscaler_capacity():
+            return {"cpus": max(cpus, cap.cpus_max), "gpus": max(gpus, cap.gpus_max)}
+        for t in types or []:
+            cpus, gpus = max(cpus, t.get("CPU", 0.0)), max(gpus, t.get("GPU", 0.0))
+    return {"cpus": cpus, "gpus": gpus}
+
+
 @dataclass(frozen=True)
 class Capacity:
     cpus_now: float

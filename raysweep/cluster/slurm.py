@@ -4,7 +4,8 @@ without torch; the in-allocation helper, slurm_node.py, imports Ray only where i
 
 The pitfalls this handles (Ray's Slurm tracker, ray-project/ray#59551), one line each:
 
-- ports: every Ray port pinned to a block derived from the job id, so two jobs on one node never collide;
+- ports: every Ray port pinned to a block derived from the job id, so that jobs whose ids differ by less than 48
+  never share one; a node where that block is taken (another job, or any program) moves to the next free one;
 - resources: --num-cpus/--num-gpus/--memory from the allocation, never the whole node's (#13607, #34846);
 - GPUs: SLURM_GPUS_ON_NODE, which --gres sets too (SLURM_GPUS_PER_TASK is empty then);
 - temp folder: short and node-local per job (sockets break on NFS, /tmp/ray may belong to another user);
@@ -23,6 +24,9 @@ from raysweep.errors import SpecError
 
 # Ports: block (job id mod 48) of 600 ports from 3000, all below Linux's ephemeral range (32768-60999), where
 # an outgoing connection could take a port first. The first ports are Ray's named ones, the rest its workers'.
+# The blocks repeat every 48 job ids: two jobs 48 ids apart on one node would meet, and so would a job and any
+# other program holding a port of its block; a node that finds its block taken uses the next free one
+# (slurm_node.free_block), the head's choice travelling to the workers in the head's address.
 PORT_FIRST, PORT_BLOCK, PORT_BLOCKS, WORKER_OFFSET = 3000, 600, 48, 100
 RAY_PORTS = ("port", "node-manager-port", "object-manager-port", "runtime-env-agent-port",
              "dashboard-agent-grpc-port", "dashboard-agent-listen-port", "metrics-export-port",
@@ -30,13 +34,27 @@ RAY_PORTS = ("port", "node-manager-port", "object-manager-port", "runtime-env-ag
 HEAD_ONLY_PORTS = ("ray-client-server-port", "dashboard-port")
 
 
-def job_ports(job_id: int) -> dict[str, int]:
-    """Every port this job's Ray uses on each of its nodes, derived from the Slurm job id: jobs whose
-    ids differ by less than 48 never share one, so two jobs on one node do not collide."""
-    base = PORT_FIRST + (int(job_id) % PORT_BLOCKS) * PORT_BLOCK
+def job_block(job_id: int) -> int:
+    """The block of ports a Slurm job tries first: jobs whose ids differ by less than 48 try different ones."""
+    return int(job_id) % PORT_BLOCKS
+
+
+def block_ports(block: int) -> dict[str, int]:
+    """Every port Ray uses on a node in this block of ports."""
+    base = PORT_FIRST + (int(block) % PORT_BLOCKS) * PORT_BLOCK
     ports = {name: base + i for i, name in enumerate(RAY_PORTS)}
     ports["min-worker-port"], ports["max-worker-port"] = base + WORKER_OFFSET, base + PORT_BLOCK - 1
     return ports
+
+
+def job_ports(job_id: int) -> dict[str, int]:
+    """The ports of the block a job tries first (job_block): the same on every node of the job."""
+    return block_ports(job_block(job_id))
+
+
+def block_of_port(port: int) -> int:
+    """The block a head's GCS port belongs to (its first port)."""
+    return (int(port) - PORT_FIRST) // PORT_BLOCK
 
 
 def expand_nodelist(text: str) -> list[str]:

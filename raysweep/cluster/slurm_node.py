@@ -2,7 +2,8 @@
 
     python -m raysweep.cluster.slurm_node hosts                 # $SLURM_JOB_NODELIST, one name a line
     python -m raysweep.cluster.slurm_node ip [--interface ib0]  # this node's address for Ray
-    python -m raysweep.cluster.slurm_node port                  # the head's port (from $SLURM_JOB_ID)
+    python -m raysweep.cluster.slurm_node port                  # the head's port: its block's, free here
+    python -m raysweep.cluster.slurm_node wait-head --address IP:PORT --timeout S PID   # the head's GCS answers
     python -m raysweep.cluster.slurm_node token                 # a fresh secret for Ray's token authentication
     python -m raysweep.cluster.slurm_node start --head --ip IP  # `ray start --block` with the allocation's share
     python -m raysweep.cluster.slurm_node start --address IP:PORT
@@ -23,7 +24,16 @@ import sys
 import time
 from pathlib import Path
 
-from raysweep.cluster.slurm import HEAD_ONLY_PORTS, RAY_PORTS, allocation, expand_nodelist, job_ports
+from raysweep.cluster.slurm import (
+    HEAD_ONLY_PORTS,
+    PORT_BLOCKS,
+    RAY_PORTS,
+    allocation,
+    block_of_port,
+    block_ports,
+    expand_nodelist,
+    job_block,
+)
 
 
 class NodeError(RuntimeError):
@@ -75,11 +85,11 @@ def _ray() -> str:
     return str(beside) if beside.exists() else shutil.which("ray") or "ray"
 
 
-def ray_start_argv(*, head: bool, ip: str, address: str | None, job_id: int, tmp: str, host: str,
+def ray_start_argv(*, head: bool, ip: str, address: str | None, block: int, tmp: str, host: str,
                    alloc: dict, shm_free: int | None = None) -> list[str]:
-    """`ray start --block` for this node: the allocation's CPUs/GPUs/memory, this job's ports, its own
+    """`ray start --block` for this node: the allocation's CPUs/GPUs/memory, the ports of its block, its own
     temp folder and name; the head keeps its dashboard on localhost."""
-    ports = job_ports(job_id)
+    ports = block_ports(block)
     argv = [_ray(), "start", "--block", "--disable-usage-stats", f"--temp-dir={tmp}", f"--node-ip-address={ip}",
             f"--node-name={host}", f"--num-cpus={alloc['cpus']}", f"--num-gpus={alloc['gpus']}"]
     if alloc.get("memory"):  # the object store lives in /dev/shm, which counts against the job's memory
@@ -95,9 +105,9 @@ def ray_start_argv(*, head: bool, ip: str, address: str | None, job_id: int, tmp
     return argv + [f"--address={address}"]
 
 
-def busy_ports(job_id: int, head: bool) -> list[str]:
-    """The job's named ports that another program holds on this node."""
-    ports = job_ports(job_id)
+def busy_ports(block: int, head: bool) -> list[str]:
+    """The block's named ports that another program holds on this node."""
+    ports = block_ports(block)
     busy = []
     for name in RAY_PORTS:
         if not head and (name in HEAD_ONLY_PORTS or name == "port"):
@@ -111,6 +121,18 @@ def busy_ports(job_id: int, head: bool) -> list[str]:
     return busy
 
 
+def free_block(job_id: int, head: bool) -> int:
+    """The job's own block of ports (job_block) when its ports are free on this node, else the next free one
+    (another job 48 ids away, or any program, may hold one)."""
+    first = job_block(job_id)
+    for i in range(PORT_BLOCKS):
+        block = (first + i) % PORT_BLOCKS
+        if not busy_ports(block, head):
+            return block
+    raise NodeError(f"on {socket.gethostname()}, every one of the {PORT_BLOCKS} blocks of Ray ports raysweep uses "
+                    f"(3000-31799) has a port held by another program: ask for whole nodes (drop --shared-nodes).")
+
+
 def start(args) -> int:
     """Ray on this node until the step is signalled; then this node's Ray logs are kept and its temp folder goes.
     The Ray node is named as Slurm names the node (`ready` waits for those names; a host name may be longer,
@@ -119,11 +141,18 @@ def start(args) -> int:
     job_id = int(os.environ["SLURM_JOB_ID"])
     base = Path(os.environ.get("RAYSWEEP_SLURM_TMP") or f"/tmp/rs-{job_id}")
     tmp = base / host
-    busy = busy_ports(job_id, args.head)
-    if busy:
-        raise NodeError(f"on {host}, this job's Ray ports {', '.join(busy)} are held by another program: submit "
-                        f"again (another job id picks another block of ports) or ask for whole nodes (drop "
-                        f"--shared-nodes).")
+    if args.head:  # the port `node port` chose here is in the address the workers were given
+        block = block_of_port(args.port) if args.port else free_block(job_id, head=True)
+        busy = busy_ports(block, head=True)
+        if busy:
+            raise NodeError(f"on {host}, this job's Ray ports {', '.join(busy)} were taken after the job chose them: "
+                            f"submit again.")
+        delay = float(os.environ.get("RAYSWEEP_SLURM_HEAD_DELAY", "0") or 0)  # tests: a head that starts late
+        if delay:
+            print(f"raysweep: head {host} starts in {delay:g} s (RAYSWEEP_SLURM_HEAD_DELAY)", flush=True)
+            time.sleep(delay)
+    else:
+        block = free_block(job_id, head=False)
     tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
     # token authentication on; no drain on SIGTERM (Ray waits up to 30 s for Serve proxies, which a run has none of)
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
@@ -136,7 +165,7 @@ def start(args) -> int:
         env["RAY_AUTH_TOKEN_PATH"] = str(path)
     ip = args.ip or node_ip(args.interface)
     shm = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else None
-    argv = ray_start_argv(head=args.head, ip=ip, address=args.address, job_id=job_id, tmp=str(tmp), host=host,
+    argv = ray_start_argv(head=args.head, ip=ip, address=args.address, block=block, tmp=str(tmp), host=host,
                           alloc=allocation(), shm_free=shm)
     print(f"raysweep: {'head' if args.head else 'worker'} {host} ({ip}): {' '.join(argv[1:])}", flush=True)
     proc = subprocess.Popen(argv, env=env)
@@ -178,6 +207,32 @@ def _tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return ""
     return " | ".join(text[-lines:])
+
+
+def wait_head(args) -> int:
+    """Until the head's GCS accepts connections at --address (polled each second, for --timeout s at most),
+    before any worker starts: a worker that cannot reach the GCS gives up on its own. The head's step ending
+    first is named with its log."""
+    host, _, port = args.address.rpartition(":")
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            os.kill(int(args.pid), 0)
+        except ProcessLookupError:
+            log = Path(args.logs) / f"ray-{os.environ.get('SLURM_JOB_ID', '')}-{args.host}.log" if args.logs else None
+            raise NodeError(f"Ray's head on {args.host} ended before it answered at {args.address}"
+                            f"{f': see {log}' if log else ''}{f' — {_tail(log)}' if log and _tail(log) else ''}. "
+                            f"Fix what it says and submit again.") from None
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            print(f"raysweep: the head answers at {args.address}; starting the workers", flush=True)
+            return 0
+        except OSError:
+            if time.monotonic() > deadline:
+                raise NodeError(f"Ray's head did not answer at {args.address} within {args.timeout} s; see its log "
+                                f"in {args.logs or 'the job log'}. A slow shared filesystem may need a longer "
+                                f"--ready-timeout.") from None
+            time.sleep(1)
 
 
 def ready(args) -> int:
@@ -244,10 +299,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("ip").add_argument("--interface", default="")
     s = sub.add_parser("start")
     s.add_argument("--head", action="store_true")
+    s.add_argument("--port", type=int, default=0, help="the head's GCS port (`node port`'s answer)")
     s.add_argument("--ip", default="")
     s.add_argument("--address")
     s.add_argument("--interface", default="")
     s.add_argument("--logs", default="", help="a folder for this node's Ray logs when it stops")
+    w = sub.add_parser("wait-head")
+    w.add_argument("--address", required=True)
+    w.add_argument("--timeout", type=int, default=600)
+    w.add_argument("--logs", default="")
+    w.add_argument("--host", default="the head")
+    w.add_argument("pid", help="the head's srun step")
     r = sub.add_parser("ready")
     r.add_argument("--address", required=True)
     r.add_argument("--timeout", type=int, default=600)
@@ -258,13 +320,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "hosts":
             print("\n".join(expand_nodelist(os.environ["SLURM_JOB_NODELIST"])))
         elif args.cmd == "port":
-            print(job_ports(int(os.environ["SLURM_JOB_ID"]))["port"])
+            print(block_ports(free_block(int(os.environ["SLURM_JOB_ID"]), head=True))["port"])
         elif args.cmd == "token":
             print(secrets.token_hex(32))
         elif args.cmd == "ip":
             print(node_ip(args.interface or None))
         elif args.cmd == "start":
             return start(args)
+        elif args.cmd == "wait-head":
+            return wait_head(args)
         else:
             return ready(args)
     except NodeError as exc:

@@ -35,26 +35,65 @@ def add_task_vectors(base: list[torch.Tensor], tau: list[torch.Tensor | None], l
     return [(b.double() + lam * t).to(b.dtype) if t is not None else b for b, t in zip(base, tau)]
 
 
-def ties_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], density: float,
-               lam: float = 1.0) -> list[torch.Tensor]:
-    """TIES-merging (Yadav et al. 2023, Alg. 1), tensor by tensor as mergekit does: every task vector
-    τ_k = θ_k − θ_pre keeps its round(density · n) entries of largest magnitude (trim); each entry's sign is
-    the sign of Σ_k of the trimmed τ̂_k (elect); the merged τ is the mean of the τ̂_k that are non-zero with
-    that sign (disjoint mean); θ = θ_pre + λ·τ. Float64, then the base's dtypes; integer buffers from the base."""
-    out = []
-    for i, b in enumerate(base):
-        if not b.is_floating_point():
-            out.append(b)
-            continue
-        taus = torch.stack([s[i].double().reshape(-1) - b.double().reshape(-1) for s in states])
-        keep = max(1, round(density * taus.shape[1]))
-        mask = torch.zeros_like(taus, dtype=torch.bool).scatter_(1, taus.abs().topk(keep, dim=1).indices, True)
-        trimmed = torch.where(mask, taus, torch.zeros_like(taus))
-        sign = torch.sign(trimmed.sum(0))
-        agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
-        merged = (trimmed * agree).sum(0) / agree.sum(0).clamp(min=1)
-        out.append((b.double() + lam * merged.reshape(b.shape)).to(b.dtype))
+TRIMS = ("tensor", "global")
+
+
+def ties_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], density: float, lam: float = 1.0,
+               trim: str = "tensor") -> list[torch.Tensor]:
+    """TIES-merging (Yadav et al. 2023, Alg. 1): trim each task vector τ_k = θ_k − θ_pre to its largest entries,
+    elect each entry's sign from the sum of the trimmed τ̂_k, average the τ̂_k that are non-zero with that sign
+    (disjoint mean); θ = θ_pre + λ·τ. Float64, then the base's dtypes; integer buffers from the base. Two trims:
+
+    - "tensor" (mergekit's ties, the default): tensor by tensor, the k = max(1, ⌊density·n⌋) entries of largest
+      magnitude (all of them at density 1); an entry whose sum is 0 is elected positive. One tensor at a time in
+      memory, and what merges of language models are compared against.
+    - "global" (the paper's code, ties-merging's topk_values_mask): over the whole task vector at once, the entries
+      whose magnitude reaches its (N − ⌊density·N⌋)-th smallest (ties at the threshold kept); an entry whose sum is
+      0 takes the sign of the sum of all elected signs (resolve_zero_signs "majority"). Holds every task vector
+      whole while it trims."""
+    if trim not in TRIMS:
+        raise ValueError(f"trim must be one of {TRIMS}, got {trim!r}")
+    floats = [i for i, b in enumerate(base) if b.is_floating_point()]
+    taus = {i: torch.stack([s[i].double().reshape(-1) - base[i].double().reshape(-1) for s in states]) for i in floats}
+    if trim == "tensor":
+        trimmed = {i: _trim_tensor(t, density) for i, t in taus.items()}
+        signs = {i: torch.where(t.sum(0) >= 0, 1.0, -1.0).double() for i, t in trimmed.items()}
+    else:
+        trimmed = _trim_global(taus, density)
+        sums = {i: t.sum(0) for i, t in trimmed.items()}
+        elected = {i: torch.sign(v) for i, v in sums.items()}
+        majority = torch.sign(sum(e.sum() for e in elected.values())) if elected else torch.tensor(0.0)
+        signs = {i: torch.where(e == 0, majority, e) for i, e in elected.items()}
+    out = list(base)
+    for i in floats:
+        t, sign = trimmed[i], signs[i]
+        agree = (torch.sign(t) == sign) & (t != 0)
+        merged = (t * agree).sum(0) / agree.sum(0).clamp(min=1)
+        out[i] = (base[i].double() + lam * merged.reshape(base[i].shape)).to(base[i].dtype)
     return out
+
+
+def _trim_tensor(taus: torch.Tensor, density: float) -> torch.Tensor:
+    """mergekit's magnitude sparsification, per task vector (rows): its k = max(1, ⌊density·n⌋) largest |entries|
+    (of equal ones, the first: a stable sort, so every device and run keeps the same)."""
+    n = taus.shape[1]
+    if density >= 1:
+        return taus
+    keep = max(1, int(density * n))
+    largest = torch.argsort(taus.abs(), dim=1, descending=True, stable=True)[:, :keep]
+    mask = torch.zeros_like(taus, dtype=torch.bool).scatter_(1, largest, True)
+    return torch.where(mask, taus, torch.zeros_like(taus))
+
+
+def _trim_global(taus: dict[int, torch.Tensor], density: float) -> dict[int, torch.Tensor]:
+    """The paper's trim of each whole task vector k: |τ_k| at or above its (N − ⌊density·N⌋)-th smallest value."""
+    whole = torch.cat([t.abs() for t in taus.values()], dim=1)  # (replicates, N)
+    n = whole.shape[1]
+    kth = n - int(n * density)
+    if kth <= 0:  # density 1: nothing trimmed
+        return taus
+    threshold = whole.kthvalue(kth, dim=1, keepdim=True).values
+    return {i: torch.where(t.abs() >= threshold, t, torch.zeros_like(t)) for i, t in taus.items()}
 
 
 def dare_mask(seed: int, name: str, k: int, shape, p: float) -> torch.Tensor:
@@ -80,6 +119,20 @@ def dare_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], p: fl
             total += torch.where(keep, s[i].double() - b.double(), 0.0) / (1 - p)
         out.append((b.double() + total / len(states)).to(b.dtype))
     return out
+
+
+def merged_state(kind: str, base: list[torch.Tensor], states: list[list[torch.Tensor]], value: float,
+                 names: list[str], seed: int, trim: str = "tensor", tau: list | None = None) -> list[torch.Tensor]:
+    """The model a task-vector merge sweep evaluates at one value of its grid (λ, the density or the drop rate):
+    the one place the merge kinds are told apart (the sweep's items and `raysweep export` both call it).
+    `tau`: task arithmetic's Σ_k τ_k when the caller holds it already."""
+    if kind == "task_arithmetic":
+        return add_task_vectors(base, tau if tau is not None else task_vectors(base, states), value)
+    if kind == "ties":
+        return ties_merge(base, states, value, trim=trim)
+    if kind == "dare":
+        return dare_merge(base, states, value, seed, names)
+    raise ValueError(f"{kind!r} is not a task-vector merge (task_arithmetic, ties, dare)")
 
 
 def merge_seed(item: MergeItem) -> int:
@@ -119,35 +172,16 @@ def soup_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def task_arithmetic_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
-    """θ_pre + λ·Σ_k τ_k, τ_k = θ_k − θ_pre, at every λ of the sweep's grid (float tensors; BatchNorm's
-    running statistics move with the weights)."""
-    tau: list = []
-
-    def merge(base, states, lam):
-        tau[:] = tau or task_vectors(base, states)  # once per item
-        return add_task_vectors(base, tau, lam)
-    return _task_merge(evaluator, job, item, "task_arithmetic", merge)
-
-
-def _task_merge(evaluator, job: Job, item: MergeItem, merge: str, fn) -> pa.Table:
+def task_merge_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
+    """A task-vector merge (task arithmetic over λ, TIES over its density at λ = 1, DARE over its drop rate) at
+    every value of the sweep's grid (float tensors; BatchNorm's running statistics move with the weights)."""
     evaluator.set_metrics(())
     base = evaluator.endpoint(item.base[0].path, item.base[0].sha256)
     states = [evaluator.endpoint(e.path, e.sha256) for e in item.members]
-    ks, rows = [e.replicate for e in item.members], []
+    tau = task_vectors(base, states) if item.sweep_kind == "task_arithmetic" else None  # once per item
+    ks, rows, seed = [e.replicate for e in item.members], [], merge_seed(item)
     for value in item.lambdas:
-        evaluator.set_weights(fn(base, states, float(value)))
-        rows += _rows(evaluator, job, item, merge, ks, item.splits, float(value))
+        evaluator.set_weights(merged_state(item.sweep_kind, base, states, float(value), evaluator.names, seed,
+                                           item.trim, tau))
+        rows += _rows(evaluator, job, item, item.sweep_kind, ks, item.splits, float(value))
     return pa.Table.from_pylist(rows, schema=SCHEMA)
-
-
-def ties_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
-    """TIES at every density of the sweep's grid (λ = 1, the paper's default)."""
-    return _task_merge(evaluator, job, item, "ties", lambda base, states, d: ties_merge(base, states, d))
-
-
-def dare_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
-    """DARE at every drop rate of the sweep's grid."""
-    seed = merge_seed(item)
-    return _task_merge(evaluator, job, item, "dare",
-                       lambda base, states, p: dare_merge(base, states, p, seed, evaluator.names))

@@ -17,6 +17,7 @@
     <job>/<hash>/report.html                           (+ report.json: what it shows)
     <job>/<hash>/lease.json                            the driver working on the run now (heartbeat)
     <job>-rehearsal/<hash>/rehearsal.json             `raysweep run --rehearse`'s report (its run: the stand-in's)
+    <job>-rehearsal/probes/probe-<node>-<pid>.bin      the rehearsal's store probes, deleted as it goes
     <job>/<hash>/slurm/raysweep-<stamp>.sbatch         a `raysweep slurm` script (+ slurm-<job id>.out logs there
                                                        when the storage is a folder)
     cache/<dataset>-<fingerprint>/<split>.safetensors  a decoded evaluation split (+ .json with its sha256)
@@ -207,9 +208,10 @@ def report(run: str, ext: str = "html") -> str:
     return f"{run}/report.{ext}"
 
 
-def rehearsal_dir(run: str) -> str:
-    """Probe objects the rehearsal writes and deletes (every node's store round trip)."""
-    return f"{run}/rehearsal"
+def rehearsal_probes(job_name: str) -> str:
+    """Probe objects the rehearsal writes and deletes (every node's store round trip): in the rehearsal's own
+    folder, never the real run's."""
+    return f"{job_name}-rehearsal/probes"
 
 
 def rehearsal_report(run: str) -> str:

@@ -295,5 +295,10 @@ class Run:
 
 def _merged(first: RunSummary, then: RunSummary) -> RunSummary:
     """Two passes of one sweep (the second plans what the first made plannable: sharpness at the peaks)."""
-    return RunSummary(items_total=then.items_total or first.items_total, items_run=first.items_run + then.items_run,
-                      rows_written=first.rows_written + then.rows_written, failures=first.failures + then.failures)
+    ok = first.ok | then.ok
+    failures = {f["key"]: f for f in first.failures + then.failures if f["key"] not in ok}  # the last try counts
+    return RunSummary(items_total=(then.items_total or first.items_total - first.refined) + first.refined,
+                      items_run=first.items_run + then.items_run, rows_written=first.rows_written + then.rows_written,
+                      failures=list(failures.values()), refined=first.refined + then.refined, ok=ok,
+                      store={k: first.store.get(k, 0) + then.store.get(k, 0)
+                             for k in set(first.store) | set(then.store)})

@@ -95,23 +95,17 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
 
 def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: float | None = None) -> dict:
     """Write a merged model of a merge sweep: the uniform or greedy soup (the greedy soup's members as
-    the sweep chose them, read from the merges table) or task arithmetic θ_pre + λ·Σ_k (θ_k − θ_pre)."""
+    the sweep chose them, read from the merges table), or a task-vector merge at one value of its grid (task
+    arithmetic's λ, TIES's density, DARE's drop rate) exactly as the sweep evaluated it."""
     import polars as pl
 
-    from raysweep.evaluate.merges import (
-        add_task_vectors,
-        dare_merge,
-        mean_state,
-        merge_seed,
-        task_vectors,
-        ties_merge,
-    )
+    from raysweep.evaluate.merges import mean_state, merge_seed, merged_state
     from raysweep.io.checkpoints import load_tensors
 
     sweep = run.job.sweep(sweep_name)
     if sweep.kind not in MERGE_KINDS:
-        raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep: --merge and --lam name a merge of a soup or "
-                        f"task_arithmetic sweep; a line's point is named with --alpha")
+        raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep: --merge and --lam name a merge of a merge "
+                        f"sweep ({', '.join(MERGE_KINDS)}); a line's point is named with --alpha")
     item = next(it for it in run.plan([sweep_name]) if it.sweep == sweep_name)
     finals = {e.replicate: e for e in item.members}
     if sweep.kind == "soup":
@@ -140,15 +134,10 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
         states = [load_tensors(run.store, e.path, e.sha256 or None) for e in item.members]
         names = list(base)
         theta_pre, thetas = [base[n] for n in names], [[s[n] for n in names] for s in states]
-        if sweep.kind == "ties":
-            merged = ties_merge(theta_pre, thetas, lam)
-        elif sweep.kind == "dare":
-            merged = dare_merge(theta_pre, thetas, lam, merge_seed(item), names)
-        else:
-            merged = add_task_vectors(theta_pre, task_vectors(theta_pre, thetas), lam)
+        merged = merged_state(sweep.kind, theta_pre, thetas, lam, names, merge_seed(item), item.trim)
         state = dict(zip(names, merged))
         what = {
-            "merge": sweep.kind,
+            "merge": sweep.kind + (f" (trim {item.trim})" if sweep.kind == "ties" else ""),
             "lam": repr(lam),
             "members": ",".join(str(e.replicate) for e in item.members),
             "base": f"{item.base[0].path} sha256 {item.base[0].sha256}",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from raysweep.cluster.probes import where_the_work_runs
+from raysweep.cluster.policy import capacity, largest_node, trial_resources
+from raysweep.run.probes import where_the_work_runs
 from raysweep.spec import Job
 
 
@@ -12,9 +13,12 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min"
 
 
-def project(job: Job, info, c: dict, nodes: list[dict]) -> tuple[dict | None, str]:
+def project(job: Job, info, c: dict, nodes: list[dict], waiting=lambda text: None) -> tuple[dict | None, str]:
     """(the numbers, a line): the real run's training and evaluation time on this cluster's devices, and its
-    device-hours, from a few timed batches of the real model; input pipelines and stragglers not counted."""
+    device-hours, from a few timed batches of the real model; input pipelines and stragglers not counted.
+    The timed run asks for what a trial holds, fitted to this machine as training fits it; where no node has
+    that (nor can the autoscaler add one), it is not measured and the line says why. `waiting(text)` is told
+    what the stage waits on."""
     from raysweep.train.measure import measure  # torch
 
     gpus = sum(n["gpus"] for n in nodes)
@@ -23,7 +27,15 @@ def project(job: Job, info, c: dict, nodes: list[dict]) -> tuple[dict | None, st
         return None, ("skipped: the job runs on GPUs and none is in the cluster now (an autoscaler may add them); "
                       f"`raysweep show {job.name}` estimates from published rates")
     on_gpu = res.accelerator != "cpu" and gpus > 0
-    cpus = max(1.0, res.cpus_per_trial)
+    cap = capacity()
+    cpus = trial_resources(job, cap)["cpu"] / max(res.workers, 1) if not on_gpu else min(res.cpus_per_trial, 1.0)
+    biggest = largest_node(nodes, cap)
+    if cpus > biggest["cpus"] or (on_gpu and biggest["gpus"] < 1):
+        want = f"{cpus:g} CPUs{' and a GPU' if on_gpu else ''}"
+        return None, (f"NOT measured: no node has {want} (largest: {biggest['cpus']:g} CPUs, {biggest['gpus']:g} "
+                      f"GPUs), the resources one trial of {job.name} holds (resources.cpus_per_trial)")
+    waiting(f"a node with {cpus:g} CPU(s){' and 1 GPU' if on_gpu else ''} to time {job.model.name} on "
+            f"(`ray status` shows what the cluster has)")
     m = where_the_work_runs(measure, job.to_dict(), list(info.in_shape), info.num_classes, 5, on_gpu, cpus=cpus,
                             gpus=1 if on_gpu else 0)
     if "error" in m:

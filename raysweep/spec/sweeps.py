@@ -190,6 +190,9 @@ class SweepSpec:
     # examples of "train_subset": filled in from eval.train_examples for sweeps that name it (so it is in
     # the sweep's hash), 0 for the rest; set eval.train_examples, not this
     train_examples: int = 0
+    # ties: trim each task vector tensor by tensor to its ⌊density·n⌋ largest entries ("tensor", mergekit's: one
+    # tensor in memory at a time) or over the whole vector ("global", the paper's code); evaluate/merges.py
+    trim: str = "tensor"
 
     def split_sizes(self, sizes: dict) -> list[int]:
         """Examples per split of this sweep, from a dataset's split sizes ("train_subset": its subset)."""
@@ -262,6 +265,9 @@ class SweepSpec:
             if self.kind == "dare" and not 0 <= lo <= hi < 1:
                 out.append(f"{where}.alpha: DARE sweeps its drop rate over [0, 1); e.g. alpha = {{start = 0, "
                            f"stop = 0.9, num = 10}}")
+        out += _choice(f"{where}.trim", self.trim, ("tensor", "global"))
+        if self.trim != "tensor" and self.kind != "ties":
+            out.append(f"{where}.trim is for ties sweeps (how TIES trims a task vector); this sweep is {self.kind!r}")
         if self.kind in CURVE_KINDS and self.bn == "repair":
             out.append(f"{where}.bn: a curve's BatchNorm statistics are recomputed at every t (bn = \"reset\"); "
                        f"REPAIR is for line sweeps")

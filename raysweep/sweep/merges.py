@@ -25,4 +25,4 @@ def merge_items(ctx, sweep: SweepSpec, before: list) -> list[MergeItem]:
     key = "__".join(f"r{k}-final" for k in ks) + f"__{sweep.kind}"  # names its replicates (items.key_replicates)
     folder = sweep_folder(ctx.run, sweep)
     return [MergeItem(sweep.name, sweep.kind, sweep_hash(sweep), key, paths.point_file(folder, key), members, base,
-                      lambdas, tuple(sweep.splits))]
+                      lambdas, tuple(sweep.splits), sweep.trim)]

@@ -27,6 +27,8 @@ class RunSummary:
     store: dict = field(default_factory=dict)  # the evaluators' store requests and bytes, summed over the items
     seconds: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
+    refined: int = 0  # adaptive-α items proposed on the way (in items_total; a plan does not list them)
+    ok: set = field(default_factory=set)  # keys of the items stored by this sweep
 
 
 def sweep_rounds(job: Job, store: Store, items: list, execute: Callable, rounds: int = 3,
@@ -51,7 +53,12 @@ def sweep_rounds(job: Job, store: Store, items: list, execute: Callable, rounds:
             failed = {r["key"] for r in results if r["status"] not in ("ok", "transient")}
             todo = [it for it in missing(planned, store, job) if it.path not in failed]
             if not todo:
-                break
+                return
+        tried = {r["key"] for r in results if r["status"] != "ok"}  # a failure keeps its own message
+        for it in (it for it in todo if it.path not in tried):  # not stored after the last round: a failure too
+            results.append({"key": it.path, "status": "lost", "rows": 0,
+                            "message": f"{it.key} of sweep {it.sweep} was not stored after {rounds} rounds (its node "
+                                       f"or the sweep stage was lost each time)"})
 
     if todo:
         attempt(todo, items)
@@ -64,6 +71,7 @@ def sweep_rounds(job: Job, store: Store, items: list, execute: Callable, rounds:
             break
         summary.items_total += len(extra)
         summary.items_run += len(extra)
+        summary.refined += len(extra)
         attempt(extra, extra)
     full = [r for r in results if r["status"] == "full"]
     if full:  # every further item would fail alike: stop with the storage's message
@@ -73,6 +81,7 @@ def sweep_rounds(job: Job, store: Store, items: list, execute: Callable, rounds:
                                                                                "bytes_written")}
     last = {r["key"]: r for r in results}  # an item retried in a later round counts by its last try
     summary.failures = [r for r in last.values() if r["status"] != "ok"]
+    summary.ok = {k for k, r in last.items() if r["status"] == "ok"}
     return summary
 
 
@@ -89,10 +98,12 @@ def failure_message(job: Job, failures: list[dict]) -> str:
                f"--set eval.batch_size={max(1, job.eval.batch_size // 4)}, or eval.first_layer_bytes, and rerun.",
         "transient": "The store or the network failed even after retries: check the storage and rerun; only the "
                      "missing items are evaluated.",
+        "lost": f"Work lost with nodes or a failing sweep stage: rerun `raysweep run {name}` (only the missing "
+                f"items are evaluated); if it recurs, look for nodes that leave (`ray status`) or run out of memory.",
         "error": "An unexpected error (likely a raysweep bug): rerun with RAYSWEEP_DEBUG=1 and report it.",
     }
     parts = [f"{len(failures)} work item(s) of {name} failed; all other results were kept."]
-    for kind in ("checkpoint", "oom", "transient", "error"):
+    for kind in ("checkpoint", "oom", "transient", "lost", "error"):
         lines = sorted({f["message"] for f in failures if f["status"] == kind})
         if not lines:
             continue

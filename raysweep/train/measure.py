@@ -19,10 +19,14 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+CPU_BATCH = 8  # examples per timed batch on a CPU: a ResNet-50 update of 1,024 would take minutes and ~100 GB
+
+
 def measure(job_dict: dict, in_shape: list, classes: int, batches: int = 5, on_gpu: bool = False) -> dict:
     """Seconds per training update (one rank's share of train.batch_size) and per evaluated example, after
     one warm-up batch of each; the device and its name. `on_gpu`: Ray gave this task a GPU — if torch sees
-    none, that is the answer ({"error": ...}), not a slow CPU measurement."""
+    none, that is the answer ({"error": ...}), not a slow CPU measurement. On a CPU the batches are at most
+    CPU_BATCH examples and the update time is scaled to the rank's batch (time per example is flat there)."""
     if on_gpu and not torch.cuda.is_available():
         import socket
 
@@ -36,6 +40,9 @@ def measure(job_dict: dict, in_shape: list, classes: int, batches: int = 5, on_g
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     per_rank = max(1, job.train.batch_size // job.resources.workers)
+    timed = per_rank if device.type == "cuda" else min(per_rank, CPU_BATCH)
+    eval_batch = job.eval.batch_size if device.type == "cuda" else min(job.eval.batch_size, CPU_BATCH)
+    batches = batches if device.type == "cuda" else min(batches, 2)
     g = torch.Generator().manual_seed(0)
 
     def batch(n: int):
@@ -45,7 +52,7 @@ def measure(job_dict: dict, in_shape: list, classes: int, batches: int = 5, on_g
 
     opt = make_optimizer(job, list(model.parameters()), job.train.lr, job.train.weight_decay)
     per_example, autocast = loss_fn(job.train.loss), job.train.amp and device.type == "cuda"
-    x, y = batch(per_rank)
+    x, y = batch(timed)
     model.train()
     for i in range(batches + 1):
         if i == 1:
@@ -57,8 +64,8 @@ def measure(job_dict: dict, in_shape: list, classes: int, batches: int = 5, on_g
         loss.backward()
         opt.step()
     _sync(device)
-    train_s = (time.perf_counter() - t) / batches
-    x, _ = batch(job.eval.batch_size)
+    train_s = (time.perf_counter() - t) / batches * per_rank / timed
+    x, _ = batch(eval_batch)
     model.eval()
     low = device.type == "cuda" and (job.eval.precision == "bf16" or (job.eval.precision == "auto" and job.train.amp))
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
@@ -68,7 +75,7 @@ def measure(job_dict: dict, in_shape: list, classes: int, batches: int = 5, on_g
                 t = time.perf_counter()
             model(x)
         _sync(device)
-    eval_s = (time.perf_counter() - t) / batches / job.eval.batch_size
+    eval_s = (time.perf_counter() - t) / batches / eval_batch
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     return {"device": str(device), "name": name, "train_update_s": train_s, "per_rank_batch": per_rank,
-            "eval_example_s": eval_s, "threads": torch.get_num_threads()}
+            "eval_example_s": eval_s, "threads": torch.get_num_threads(), "timed_batch": timed}

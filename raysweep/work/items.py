@@ -128,6 +128,7 @@ class MergeItem:
     base: tuple[Endpoint, ...]  # task arithmetic: θ_pre (one endpoint); soups: none
     lambdas: tuple[float, ...]
     splits: tuple[str, ...]  # the first selects the greedy soup's members
+    trim: str = "tensor"  # ties: trim each tensor ("tensor", mergekit's) or the whole task vector ("global")
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,20 @@ def done_items(store: Store, folder: str, files: list[str] | None = None) -> set
     for keys in records(store, folder).values():
         done |= {paths.point_file(folder, k) for k in keys}
     return done
+
+
+def stored_counts(store: Store, folder: str) -> dict[str, int]:
+    """Item path -> how many times the folder holds its points as the tables read them: once per committed
+    part whose record lists it, once for an item file no part has taken (the rehearsal's exactly-once check)."""
+    files = store.list(folder, paths.PARQUET)
+    committed = records(store, folder)
+    counts: dict[str, int] = {}
+    for keys in committed.values():
+        for k in keys:
+            p = paths.point_file(folder, k)
+            counts[p] = counts.get(p, 0) + 1
+    taken = {k for keys in committed.values() for k in keys}
+    for f in files:
+        if not is_part(f) and item_key(f) not in taken:
+            counts[f] = counts.get(f, 0) + 1
+    return counts

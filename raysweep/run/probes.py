@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 
+from raysweep.cluster.connect import is_local
 from raysweep.data.packed import find
 from raysweep.data.registry import dataset_info
 from raysweep.io.store import Store
-from raysweep.spec import DataSpec
+from raysweep.spec import DataSpec, SpecError
 
 
 def alive_nodes() -> list[dict]:
@@ -19,6 +20,35 @@ def alive_nodes() -> list[dict]:
     return [{"id": n["NodeID"], "ip": n.get("NodeManagerAddress", ""), "name": n.get("NodeName", ""),
              "cpus": float(n["Resources"].get("CPU", 0)), "gpus": float(n["Resources"].get("GPU", 0))}
             for n in ray.nodes() if n.get("Alive")]
+
+
+def nodes_that_work(waiting=lambda text: None, poll: float = 2.0) -> tuple[list[dict], list[dict]]:
+    """(every node alive, those that run work: with CPUs or GPUs). On an autoscaling cluster whose head runs
+    no work and where no worker has joined yet (cluster.yaml, k8s/rayjob.yaml), the autoscaler is asked for a
+    node of 1 CPU and this waits for it, telling `waiting` what it waits for (the caller's deadline bounds it)."""
+    import time
+
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    nodes = alive_nodes()
+    work = [n for n in nodes if n["cpus"] or n["gpus"]]
+    if work:
+        return nodes, work
+    if is_local():
+        raise SpecError("this machine's Ray offers no CPUs and no GPUs to run work on; start it with some "
+                        "(ray start --num-cpus N) or let raysweep start a local Ray (no --address)")
+    waiting(f"a node that runs work: the head at {ray.util.get_node_ip_address()} offers no CPUs or GPUs and no "
+            f"worker has joined; the autoscaler was asked for one (`ray status` shows it starting)")
+    request_resources(bundles=[{"CPU": 1}])
+    try:
+        while not work:
+            time.sleep(poll)
+            nodes = alive_nodes()
+            work = [n for n in nodes if n["cpus"] or n["gpus"]]
+    finally:
+        request_resources(bundles=[])  # the request served; the stages ask for what they need themselves
+    return nodes, work
 
 
 def on_each_node(fn, *args, nodes: list[dict] | None = None, timeout: float = 300) -> dict[str, tuple[str, object]]:
