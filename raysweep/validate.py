@@ -86,14 +86,19 @@ def check(job: Job, source: str = "<job>") -> Job:
 
 def check_builder(job: Job, in_shape: tuple, num_classes: int) -> None:
     """A user's model builder is called once in the driver: a wrong return type stops here (exit 2); so do
-    `train.freeze` globs that name no parameter and an `init_from` checkpoint that does not fit the model."""
-    if not (is_import_path(job.model.name) or job.train.freeze or job.train.init_from):
+    `train.freeze` globs that name no parameter, a line sweep's `params` globs that name no tensor (found by
+    the user-path matrix only after training, before) and an `init_from` checkpoint that does not fit the model."""
+    subsets = [s for s in job.sweeps if s.params.on]
+    if not (is_import_path(job.model.name) or job.train.freeze or job.train.init_from or subsets):
         return
     from raysweep.models import build_model  # torch
     from raysweep.train.external import pretrained
 
     model = build_model(job.model, tuple(in_shape), num_classes)
     frozen(job, model)
+    names = list(model.state_dict())
+    for s in subsets:
+        s.params.selected(names, f"sweeps.{s.name}.params")
     if job.train.init_from:
         pretrained(job, model.state_dict())
 

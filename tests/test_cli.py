@@ -74,6 +74,12 @@ def test_jobs_and_show(job_file):
     (["show", "digits_mlp", "--set", "sweeps.hires.alpha.num=0"], "num must be between 2"),
     (["show", "nope"], "unknown job 'nope'"),
     (["run", "digits_mlp", "--set", "model.activation=swish"], "model.activation"),
+    # a parameter subset that names no tensor: refused before training (the matrix found it only after)
+    (["run", "digits_mlp", "--set", 'sweeps.init_to_final.params={exclude=["head.*"]}'],
+     "sweeps.init_to_final.params: 'head.*' matches no tensor"),
+    (["run", "digits_mlp", "--rehearse", "--set", "sweeps.init_to_final.trim=\"global\""],
+     "sweeps.init_to_final.trim is for ties sweeps"),
+    (["run", "digits_mlp", "--standard-size"], "options of the rehearsal: add --rehearse"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(args, fragment, tmp_path):
     r = invoke(*args, "--storage", tmp_path / "st")
