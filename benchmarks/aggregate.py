@@ -99,7 +99,7 @@ def child(root: str) -> None:
                 "curves": c.height,
                 "barriers": b.height,
                 "loss_mean_sum": float(c["loss_mean"].sum()),
-                "barrier_sum": float(b["barrier_mean_mean"].sum()),
+                "barrier_sum": float(b["peak_over_ends_mean"].sum()),
             }
         )
     )

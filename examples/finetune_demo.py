@@ -31,7 +31,7 @@ wise = curves.filter(pl.col("sweep") == "wise").pivot(on="split", index="alpha",
 print("WiSE-FT (error on shifted test / clean test along α):")
 print(wise.select("alpha", "test", "test_clean").filter(pl.col("alpha").is_in([0.0, 0.3, 0.5, 0.7, 1.0])))
 print("between fine-tunes:", barriers.filter(pl.col("sweep") == "between_finetunes", pl.col("split") == "test")
-      .select("metric", "barrier_mean_mean", "barrier_mean_std", "monotone_fraction"))
+      .select("metric", "barrier_linear_mean", "barrier_linear_std", "monotone_fraction", "n", "planned"))
 print(run.table("sharpness").select("replicate_a", "replicate_b", "alpha", "at_peak", "lambda_max", "trace"))
 merges = run.table("merges")
 print(

@@ -48,10 +48,21 @@ def open(job: str | Job, storage: str | None = None, overrides: Iterable[str] = 
     mounted on every node of a multi-node cluster (NFS, FSx, ...)."""
     store = Store(storage)
     if isinstance(job, str) and is_run_id(job):
-        if list(overrides) or replicates is not None:
-            raise SpecError(f"{job!r} is a stored run's id: its settings are stored with it, so --set and "
-                            f"--replicates do not apply; give the job's name or file to change settings")
-        return Run(stored_job(store, job), store, shared_storage)
+        if list(overrides):
+            raise SpecError(f"{job!r} is a stored run's id: its settings are stored with it (its hash), so --set "
+                            f"does not apply; give the job's name or file to change settings (--replicates does "
+                            f"apply: the replicates are not in the hash)")
+        stored = stored_job(store, job)
+        if replicates is not None and replicates != stored.replicates:
+            import dataclasses
+
+            from raysweep.validate import complete
+
+            stored = dataclasses.replace(stored, replicates=replicates)
+            if stored.problems():
+                raise SpecError(f"--replicates {replicates}: {'; '.join(stored.problems())}")
+            stored = complete(stored)
+        return Run(stored, store, shared_storage)
     if not isinstance(job, Job):
         job = load_job(job, overrides, replicates)
     return Run(job, store, shared_storage)

@@ -140,7 +140,7 @@ def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", 
     from raysweep.sweep.rounds import failure_message
 
     if summary.failures:
-        raise SweepFailed(failure_message(r.job, summary.failures))
+        raise SweepFailed(failure_message(r.job, summary.failures, r.store))
 
 
 @app.command()
@@ -183,7 +183,7 @@ def results(job: str, table: Table = typer.Option(Table.curves, "--table", help=
             replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
             storage: Optional[str] = StorageOpt, partial: bool = PartialOpt) -> None:
     """Print or export a results table of a job (with its --set overrides) or of a stored run by id.
-    Example: raysweep results digits_mlp --table barriers --columns sweep,step,metric,barrier_mean_mean"""
+    Example: raysweep results digits_mlp --table barriers --columns sweep,step,metric,barrier_linear_mean"""
     r = _open(job, storage, set_, replicates)
     if format in (Format.hdf5, Format.vtk):
         return surface_file(r, table.value, sweep, format, out, partial)

@@ -15,9 +15,9 @@ from raysweep.errors import SpecError
 
 # What a person looks at first in each table (the rest: --columns all, or --format csv)
 KEY_COLUMNS = {
-    "curves": ["sweep", "step_a", "step_b", "split", "alpha", "loss_mean", "loss_std", "error_mean", "error_std", "n"],
-    "barriers": ["sweep", "step", "split", "metric", "barrier_mean_mean", "barrier_mean_std", "max_increase_mean",
-                 "monotone_fraction", "n"],
+    "curves": ["sweep", "step_a", "step_b", "split", "alpha", "n", "loss_mean", "loss_std", "error_mean", "error_std"],
+    "barriers": ["sweep", "step", "split", "metric", "n", "barrier_linear_mean", "barrier_linear_std",
+                 "max_increase_mean", "monotone_fraction"],
     "points": ["sweep", "replicate_a", "replicate_b", "step_a", "step_b", "alpha", "split", "loss", "error"],
     "checkpoints": ["replicate", "step", "epoch", "train_loss", "train_error", "test_loss", "test_error"],
     "trajectory": ["sweep", "replicate", "step", "alpha", "beta", "norm", "residual_fraction"],
@@ -36,6 +36,17 @@ def pick_columns(df, table: str, columns: Optional[str]) -> list[str]:
     if columns:
         return list(df.columns)
     return [c for c in KEY_COLUMNS.get(table, df.columns) if c in df.columns] or list(df.columns)
+
+
+def with_counts(shown, df):
+    """`n` as "n of planned" (and "!" where fewer than planned) in a table a person reads."""
+    import polars as pl
+
+    if "n" not in shown.columns or "planned" not in df.columns:
+        return shown
+    label = pl.format("{} of {}", df["n"], df["planned"].fill_null(df["n"]))
+    mark = pl.when(df["complete"] == False).then(pl.lit(" !")).otherwise(pl.lit(""))  # noqa: E712
+    return shown.with_columns(pl.select(pl.concat_str([label, mark])).to_series().alias("n"))
 
 
 def render_table(df, width: int | None) -> tuple[str, list[str]]:
@@ -62,9 +73,12 @@ def emit(df, fmt: Format, out: Optional[Path], table: str = "", columns: Optiona
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == Format.table:
-        shown = df.select(pick_columns(df, table, columns))
+        shown = with_counts(df.select(pick_columns(df, table, columns)), df)
         text, left_out = render_table(shown, None if out else shutil.get_terminal_size((120, 24)).columns)
         rows = f"{df.height:,} rows" + (" (the first and last 20 shown; --format csv: all)" if df.height > 40 else "")
+        if "complete" in df.columns and (df["complete"] == False).any():  # noqa: E712 (a Polars expression)
+            rows += (f"; {int((df['complete'] == False).sum())} row(s) marked ! are means over fewer members "  # noqa
+                     f"than planned (n of planned): a replicate retrained or a sweep not finished")
         more = df.width - shown.width + len(left_out)
         note = rows + (f"; {more} more column(s): --columns all, or --columns a,b,c (e.g. "
                        f"{', '.join((left_out + [c for c in df.columns if c not in shown.columns])[:4])})"

@@ -64,9 +64,9 @@ class DamagedPoints(RuntimeError):
     """Stored points files that cannot be read (truncated, empty, not Parquet). They count as missing:
     `raysweep run`/`sweep` deletes and recomputes them; read-only commands leave them out and say so."""
 
-    def __init__(self, paths: list[str], job_name: str, where: str = ""):  # job_name: the run's id, job/hash
+    def __init__(self, paths: list[str], job_name: str, where: str = ""):  # job_name: io/runs.locator's words
         self.paths = list(paths)
         shown = ", ".join(self.paths[:5]) + (f" and {len(self.paths) - 5} more" if len(self.paths) > 5 else "")
-        super().__init__(f"{len(self.paths)} stored points file(s) of {job_name} cannot be read (truncated or "
-                         f"damaged){' in ' + where if where else ''}: {shown}. Their points are left out; "
-                         f"`raysweep run {job_name}` (or `raysweep sweep`) with the same settings recomputes them.")
+        super().__init__(f"{len(self.paths)} stored points file(s) of {job_name.split()[0]} cannot be read "
+                         f"(truncated or damaged){' in ' + where if where else ''}: {shown}. Their points are left "
+                         f"out; `raysweep run {job_name}` (or `raysweep sweep`) recomputes them.")

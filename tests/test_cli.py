@@ -142,13 +142,13 @@ def test_a_table_fits_the_terminal_and_names_what_it_leaves_out(swept):
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert max(len(ln) for ln in lines) <= 80 and "sweep" in lines[1] and "metric" in lines[1]  # one header line
-    assert "more column(s): --columns all" in r.stderr and "barrier_mean_mean" in lines[1] + r.stderr
+    assert "more column(s): --columns all" in r.stderr and "barrier_linear_mean" in lines[1] + r.stderr
     r = runner.invoke(app, ["results", job_file, "--storage", storage, "--table", "barriers", "--columns",
                             "sweep,metric,n"], env={"COLUMNS": "200"})
     header = r.stdout.splitlines()[1]
     assert [c.strip() for c in header.strip("│ ").split("┆")] == ["sweep", "metric", "n"]
     r = runner.invoke(app, ["results", job_file, "--storage", storage, "--table", "barriers", "--columns", "nope"])
-    assert r.exit_code == 2 and "are not columns of this table" in r.output and "barrier_mean_mean" in r.output
+    assert r.exit_code == 2 and "are not columns of this table" in r.output and "peak_over_ends_mean" in r.output
 
 
 def test_a_ctrl_c_during_deferred_imports_is_raised_when_they_end():
@@ -176,3 +176,26 @@ def test_a_ctrl_c_during_deferred_imports_is_raised_when_they_end():
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_mean_over_fewer_members_than_planned_says_so(swept, tmp_path):
+    """A replicate's points gone (as after `raysweep train JOB --replicate 1 --force`): every view says the mean
+    is over 1 of 2 — the default table ("1 of 2 !" and a note), the query's columns, the figure's caption."""
+    from pathlib import Path
+
+    job_file, storage = swept
+    gone = [p for p in Path(storage).rglob("*.parquet") if "/points/" in str(p) and "r1-" in p.name]
+    assert gone
+    for p in gone:
+        p.unlink()
+    r = runner.invoke(app, ["results", job_file, "--storage", storage, "--table", "barriers"])
+    assert r.exit_code == 0, r.output
+    assert "1 of 2 !" in r.stdout and "marked ! are means over fewer members than planned" in r.stderr
+    r = invoke("query", job_file, "--storage", storage, "select n, planned, complete from barriers", "--format",
+               "json")
+    rows = json.loads(r.stdout)
+    assert rows and all(row == {"n": 1, "planned": 2, "complete": False} for row in rows)
+    r = invoke("figures", job_file, "--storage", storage, "--out", tmp_path / "figs", "--format", "svg")
+    assert r.exit_code == 0, r.output
+    caption = next((tmp_path / "figs").glob("*i1*.txt")).read_text()
+    assert "only 1 of the 2 replicates planned (INCOMPLETE" in caption

@@ -227,7 +227,7 @@ def test_raysweep_run_trains_bends_as_tune_trials_and_curves_beat_the_line(tmp_p
     run = raysweep.open("digits_curves", storage=storage, replicates=2,
                         overrides=[s for s in sets[3:] if s.startswith(("train", "sweeps"))])
     b = run.barriers.filter(pl.col("split") == "test", pl.col("metric") == "error").collect()
-    barrier = dict(zip(b["sweep"], b["barrier_mean_mean"]))
+    barrier = dict(zip(b["sweep"], b["peak_over_ends_mean"]))
     assert set(barrier) == {"line", "aligned_line", "bezier", "polychain"}
     assert barrier["line"] > 0.05 and barrier["line"] > 3 * max(barrier["bezier"], barrier["polychain"])
     assert barrier["aligned_line"] < barrier["line"]

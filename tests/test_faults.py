@@ -181,8 +181,14 @@ def test_damaged_checkpoint_fails_its_pairs_keeps_the_rest(ray_session, tiny_job
     r = CliRunner().invoke(app, ["run", job_file, "--storage", str(storage), "--no-progress"])
     text = " ".join(r.output.split())
     assert r.exit_code == 1
-    fix = f"raysweep train tiny/{run.job.hash} --replicate 1 --force"  # the run by its id, the replicate named
-    assert "step_00000005.safetensors" in text and fix in text
+    import re
+    import shlex
+
+    # the repair names the run by its id, its storage and replicates: pasted from any folder it acts on this run
+    fixes = re.findall(r"`(raysweep (?:train|run) [^`]+)`", text)
+    fix = next(f for f in fixes if f.startswith("raysweep train"))
+    assert fix == (f"raysweep train tiny/{run.job.hash} --storage {storage} --replicates 2 --replicate 1 --force")
+    assert "step_00000005.safetensors" in text
     assert ("missing" if damage == "delete" else "does not match the sha256") in text
     items = run.plan()
     bad = [it for it in items if it.a.path.endswith("replicate_1/" + victim.name)]
@@ -190,11 +196,17 @@ def test_damaged_checkpoint_fails_its_pairs_keeps_the_rest(ray_session, tiny_job
     assert stored.height == sum(len(it.alphas) * len(it.splits) for it in items if it not in bad)
     assert (storage / run.dir / "report.html").exists()  # aggregation and report of what is there
 
-    # the repair the message names, pasted as printed, then the rerun completes
-    r = CliRunner().invoke(app, [*fix.split()[1:], "--storage", str(storage)])
-    assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["run", job_file, "--storage", str(storage), "--no-progress"])
-    assert r.exit_code == 0, r.output
+    # the repairs as printed, run from another folder (where the default storage would be another run)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    for command in (fix, next(f for f in fixes if f.startswith("raysweep run"))):
+        done = subprocess.run([sys.executable, "-m", "raysweep", *shlex.split(command)[1:], "--no-progress"]
+                              if command.startswith("raysweep run") else
+                              [sys.executable, "-m", "raysweep", *shlex.split(command)[1:]],
+                              capture_output=True, text=True, timeout=600, cwd=elsewhere, env=env)
+        assert done.returncode == 0, command + "\n" + done.stderr[-2000:]
+    assert not (elsewhere / "raysweep-results").exists()
     assert run.points.collect().height == sum(len(it.alphas) * len(it.splits) for it in run.plan())
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from raysweep.analysis.metrics import barrier_linear, barrier_mean, curve_metrics, max_bump, max_increase, monotone
+from raysweep.analysis.metrics import barrier_linear, curve_metrics, max_bump, max_increase, monotone, peak_over_ends
 
 A5 = [0.0, 0.25, 0.5, 0.75, 1.0]
 
@@ -9,7 +9,7 @@ A5 = [0.0, 0.25, 0.5, 0.75, 1.0]
 def test_monotone_curve_has_no_barrier():
     m = curve_metrics(A5, [4.0, 3.0, 2.0, 1.0, 0.5])
     # the endpoint line runs 4 → 0.5; the convex curve stays below it, so the max is 0 at the ends
-    assert m == {"max_increase": 0.0, "barrier_linear": 0.0, "barrier_mean": 4.0 - 2.25,
+    assert m == {"max_increase": 0.0, "barrier_linear": 0.0, "peak_over_ends": 4.0 - 2.25,
                  "monotone": True, "max_bump": 0.0}
 
 
@@ -20,7 +20,7 @@ def test_hand_made_bump():
     assert not monotone(L)
     # line from 1.0 to 0.2: at α=0.5 it is 0.6; the curve is 0.9 → 0.3
     assert barrier_linear(A5, L) == pytest.approx(0.3)
-    assert barrier_mean(A5, L) == pytest.approx(1.0 - 0.6)
+    assert peak_over_ends(A5, L) == pytest.approx(1.0 - 0.6)
 
 
 def test_bump_ends_when_curve_falls_below_its_start():
@@ -35,27 +35,27 @@ def test_bump_ends_when_curve_falls_below_its_start():
 
 def test_barriers_need_both_endpoints():
     assert barrier_linear([0.1, 0.2], [1.0, 2.0]) is None
-    assert barrier_mean([0.0, 0.005, 0.01], [1.0, 2.0, 1.0]) is None
+    assert peak_over_ends([0.0, 0.005, 0.01], [1.0, 2.0, 1.0]) is None
 
 
 def test_extrapolated_grid_uses_only_the_inside_for_barriers():
     alphas = [-0.5, 0.0, 0.5, 1.0, 1.5]
     L = [10.0, 1.0, 2.0, 1.0, 10.0]
-    assert barrier_mean(alphas, L) == pytest.approx(1.0)
+    assert peak_over_ends(alphas, L) == pytest.approx(1.0)
     assert barrier_linear(alphas, L) == pytest.approx(1.0)
     assert max_increase(L) == pytest.approx(9.0)  # the function itself measures what it is given ...
     m = curve_metrics(alphas, L)  # ... a curve's metrics cover α in [0, 1] only, all of them
     assert m["max_increase"] == pytest.approx(1.0) and m["max_bump"] == pytest.approx(1.0)
-    assert m["barrier_mean"] == pytest.approx(1.0) and m["monotone"] is False
+    assert m["peak_over_ends"] == pytest.approx(1.0) and m["monotone"] is False
 
 
 def test_a_nan_between_the_endpoints_makes_every_metric_nan():
     m = curve_metrics([0.0, 0.25, 0.5, 0.75, 1.0], [1.0, 3.0, float("nan"), 2.0, 1.0])
-    assert all(np.isnan(m[k]) for k in ("max_increase", "barrier_linear", "barrier_mean", "max_bump"))
+    assert all(np.isnan(m[k]) for k in ("max_increase", "barrier_linear", "peak_over_ends", "max_bump"))
     assert m["monotone"] is None
     # outside [0, 1] a NaN (a diverged extrapolation) does not matter
     m = curve_metrics([-0.5, 0.0, 0.5, 1.0], [float("nan"), 1.0, 2.0, 1.0])
-    assert m["barrier_mean"] == pytest.approx(1.0) and m["max_bump"] == pytest.approx(1.0)
+    assert m["peak_over_ends"] == pytest.approx(1.0) and m["max_bump"] == pytest.approx(1.0)
 
 
 def test_metrics_against_brute_force():

@@ -112,7 +112,35 @@ def line_tables(store: Store, job: Job, exclude=frozenset()) -> tuple[pl.DataFra
     empty = sorted_points(pl.from_arrow(POINT_SCHEMA.empty_table()))
     curves_ = pl.concat(curve_parts).sort(CURVE_KEY + ["alpha"]) if curve_parts else curves_sorted(empty)
     single = pl.concat(single_parts).sort(PAIR_KEY + ["metric"]) if single_parts else per_curve_sorted(empty)
-    return curves_, barriers_of(single)
+    return with_planned(curves_, job, grid=True), with_planned(barriers_of(single), job)
+
+
+def planned_pairs(job: Job) -> dict[str, int]:
+    """Sweep -> the curves (replicates or pairs of them) the job plans for each of its step pairs: what each mean
+    of the curves and barriers tables should be over."""
+    from raysweep.work.kinds import KINDS
+
+    r = job.replicates
+    return {s.name: KINDS[s.kind].pairs(r, 1, 1) for s in job.sweeps if s.kind in KINDS and
+            KINDS[s.kind].table == "curves"}
+
+
+def with_planned(df: pl.DataFrame, job: Job, grid: bool = False) -> pl.DataFrame:
+    """`planned` (the curves the job plans for the row's mean) and `complete` (n = planned) beside `n`: a mean over
+    fewer members than planned (a replicate retrained, a sweep cut short) is marked, never silently averaged.
+    Curves rows also say whether their α is on the sweep's grid (`grid`): an adaptive α (refine) is only on the
+    curves that asked for it, so its n counts those and `complete` is null there."""
+    planned = planned_pairs(job)
+    out = df.with_columns(pl.col("sweep").replace_strict(planned, default=None, return_dtype=pl.UInt32)
+                          .alias("planned"))
+    if grid:
+        on = pl.lit(False)
+        for s in job.sweeps:
+            if s.name in planned:
+                on = on | ((pl.col("sweep") == s.name) & pl.col("alpha").is_in(s.alpha.points()))
+        out = out.with_columns(on.alias("grid"))
+        return out.with_columns(pl.when(pl.col("grid")).then(pl.col("n") >= pl.col("planned")).alias("complete"))
+    return out.with_columns((pl.col("n") >= pl.col("planned")).alias("complete"))
 
 
 def checkpoints(store: Store, job: Job) -> pl.DataFrame:

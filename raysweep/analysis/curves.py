@@ -15,7 +15,9 @@ from raysweep.analysis.scan import measures
 POINT_KEY = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "alpha", "split"]
 CURVE_KEY = ["sweep", "step_a", "step_b", "split"]
 PAIR_KEY = ["sweep", "replicate_a", "step_a", "replicate_b", "step_b", "split"]
-METRICS = ["max_increase", "barrier_linear", "barrier_mean", "max_bump"]
+# what the papers call a barrier first: the rise above the endpoint line (linear mode connectivity), then F's
+# max increase (monotonicity), the peak over the ends' mean (Frankle et al. 2020's instability), Lucas et al.'s bump
+METRICS = ["barrier_linear", "max_increase", "peak_over_ends", "max_bump"]
 
 
 def dedupe(points: pl.LazyFrame) -> pl.LazyFrame:
@@ -122,7 +124,7 @@ def _metric_exprs(m: str) -> list[pl.Expr]:
     rise = (v - v.cum_min()).max()
     return [v.len().alias("_n"), v.is_nan().any().alias("_nan"), l0.alias("_l0"), l1.alias("_l1"),
             rise.alias("max_increase"), (v - ((1 - x) * l0 + x * l1)).max().alias("barrier_linear"),
-            (v.max() - 0.5 * (l0 + l1)).alias("barrier_mean"), (v.diff() <= 0).all().alias("monotone"),
+            (v.max() - 0.5 * (l0 + l1)).alias("peak_over_ends"), (v.diff() <= 0).all().alias("monotone"),
             # Lucas et al.'s Δ: the largest bump starts at the minimum before its peak, so on a sampled
             # curve it is the largest rise (metrics.max_bump computes it bump by bump; they agree)
             rise.alias("max_bump"), pl.col(m).is_not_null().any().alias("_recorded")]
@@ -148,7 +150,7 @@ def per_curve_sorted(lf: pl.LazyFrame) -> pl.DataFrame:
                  pl.when(bad).then(nan).otherwise(pl.col("max_increase")).alias("max_increase"),
                  pl.when(bad).then(nan).otherwise(pl.col("max_bump")).alias("max_bump"),
                  *[pl.when(~ends).then(null).when(bad).then(nan).otherwise(pl.col(c)).alias(c)
-                   for c in ("barrier_linear", "barrier_mean")],
+                   for c in ("barrier_linear", "peak_over_ends")],
                  pl.when(bad).then(pl.lit(None, dtype=pl.Boolean)).otherwise(pl.col("monotone")).alias("monotone"),
                  pl.lit(m).alias("metric"),
                  pl.when(pl.col("norm_a").is_not_null() & (pl.col("norm_a") != 0))

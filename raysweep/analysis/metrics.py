@@ -44,7 +44,7 @@ def barrier_linear(alphas, values) -> float | None:
     return _barrier(alphas, values, lambda a, l0, l1: (1 - a) * l0 + a * l1)
 
 
-def barrier_mean(alphas, values) -> float | None:
+def peak_over_ends(alphas, values) -> float | None:
     """max_α L(α) − ½(L(0) + L(1)) over α in [0, 1] (Frankle et al. 2020's instability)."""
     return _barrier(alphas, values, lambda a, l0, l1: 0.5 * (l0 + l1))
 
@@ -77,6 +77,6 @@ def curve_metrics(alphas, values) -> dict:
         nan = float("nan")
         has_ends = _at(alphas, values, 0.0) is not None and _at(alphas, values, 1.0) is not None
         return {"max_increase": nan, "barrier_linear": nan if has_ends else None,
-                "barrier_mean": nan if has_ends else None, "monotone": None, "max_bump": nan}
+                "peak_over_ends": nan if has_ends else None, "monotone": None, "max_bump": nan}
     return {"max_increase": max_increase(v), "barrier_linear": barrier_linear(a, v),
-            "barrier_mean": barrier_mean(a, v), "monotone": monotone(v), "max_bump": max_bump(v)}
+            "peak_over_ends": peak_over_ends(a, v), "monotone": monotone(v), "max_bump": max_bump(v)}

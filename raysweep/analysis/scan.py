@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from raysweep.errors import DamagedPoints
 from raysweep.io import paths
+from raysweep.io.runs import locator
 from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.io.store import Store
 from raysweep.spec import POINT_KINDS, Job, sweep_hash
@@ -20,6 +21,9 @@ from raysweep.work.kinds import of_table, sharpness_folder, sweep_folder
 from raysweep.work.stored import data_files
 
 TABLES = paths.TABLES
+# The tables' own layout: part of what they are made of, so that tables an older raysweep stored (without the
+# columns of this one: planned/complete, barrier_linear first) are rebuilt, never shown as they were.
+TABLES_VERSION = 2
 READ_ERRORS = (pl.exceptions.PolarsError, pa.ArrowException, OSError)  # what an unreadable Parquet file raises
 
 
@@ -68,7 +72,8 @@ def inputs(store: Store, job: Job) -> dict:
     for k in range(job.replicates):
         files += store.list_info(paths.replicate_dir(run, k), paths.JSON)
     sweeps = [{"name": s.name, "kind": s.kind, "hash": sweep_hash(s)} for s in job.sweeps]
-    payload = json.dumps({"hash": job.hash, "replicates": job.replicates, "sweeps": sweeps, "files": files})
+    payload = json.dumps({"hash": job.hash, "replicates": job.replicates, "sweeps": sweeps, "files": files,
+                          **({"tables": TABLES_VERSION} if TABLES_VERSION > 1 else {})})
     return {"fingerprint": hashlib.sha256(payload.encode()).hexdigest()[:16], "job": job.name, "hash": job.hash,
             "replicates": job.replicates, "sweeps": sweeps, "files": len(files)}
 
@@ -120,7 +125,7 @@ def read_or_name(store: Store, job: Job, files: list[str], compute):
         bad = damaged_files(store, files, thorough=True)
         if not bad:
             raise
-        raise DamagedPoints(bad, f"{job.name}/{job.hash}", store.url(paths.run_dir(job.name, job.hash))) from None
+        raise DamagedPoints(bad, locator(job, store), store.url(paths.run_dir(job.name, job.hash))) from None
 
 
 def measures(schema) -> list[str]:

@@ -7,6 +7,7 @@ import re
 
 from raysweep.errors import ManifestError
 from raysweep.io import paths
+from raysweep.io.runs import locator
 from raysweep.io.store import Store
 from raysweep.spec import Job
 
@@ -41,6 +42,5 @@ def read_manifests(store: Store, job: Job, k: int) -> dict[int, dict]:
 
 def _manifest_problem(store: Store, job: Job, k: int, path: str, what: str) -> str:
     return (f"checkpoint manifest {store.url(path)} {what}: replicate {k} of {job.name} cannot be trusted. "
-            f"Retrain it with `raysweep train {job.name}/{job.hash} --replicate {k} --force` (other replicates are "
-            f"kept), "
-            f"then rerun.")
+            f"Retrain it with `raysweep train {locator(job, store)} --replicate {k} --force` (other replicates are "
+            f"kept), then rerun `raysweep run {locator(job, store)}`.")

@@ -6,6 +6,14 @@ from raysweep.io.store import Store
 from raysweep.spec import Job
 
 
+def locator(job: Job, store: Store) -> str:
+    """What a printed fix command names the run by, so that it acts on this run pasted from anywhere: the run's id
+    (job/hash: the --set overrides are in its hash), its storage and its replicates."""
+    import shlex
+
+    return f"{job.name}/{job.hash} --storage {shlex.quote(store.uri)} --replicates {job.replicates}"
+
+
 def is_trained(store: Store, job: Job, k: int) -> bool:
     """Replicate k of the job's run finished training (or was copied in: external checkpoints)."""
     return store.exists(paths.train_done(paths.run_dir(job.name, job.hash), k))

@@ -165,12 +165,12 @@ def barrier_chart(barriers: pl.DataFrame, metric: str, title: str) -> alt.Chart:
 
 
 def instability_chart(barriers: pl.DataFrame, metric: str, top: int) -> alt.Chart:
-    """Instability (barrier_mean between the two children, mean ± std over replicates, clipped at 0)
+    """Instability (peak_over_ends between the two children, mean ± std over replicates, clipped at 0)
     against the spawn step k on a log₂ axis (Frankle et al. 2020, LMC)."""
     df = _t(barriers.filter(pl.col("metric") == metric).select(
-        "step", mean="barrier_mean_mean",
-        lo=(pl.col("barrier_mean_mean") - pl.col("barrier_mean_std").fill_null(0)).clip(lower_bound=0),
-        hi=pl.col("barrier_mean_mean") + pl.col("barrier_mean_std").fill_null(0)))
+        "step", mean="peak_over_ends_mean",
+        lo=(pl.col("peak_over_ends_mean") - pl.col("peak_over_ends_std").fill_null(0)).clip(lower_bound=0),
+        hi=pl.col("peak_over_ends_mean") + pl.col("peak_over_ends_std").fill_null(0)))
     base = alt.Chart(df).encode(x=step_axis(top, "spawn step k"))
     return (base.mark_errorbar().encode(y=alt.Y("lo:Q", title=f"instability ({metric})"), y2="hi:Q")
             + base.mark_line(point=True).encode(y="mean:Q", tooltip=["step", "mean", "lo", "hi"])

@@ -60,15 +60,33 @@ def load_tables(tables, made_of: dict | None = None) -> dict[str, pl.DataFrame]:
                          "sharpness")}
 
 
-def _over(job: Job, sweep) -> str:
-    """Whose mean a curve is: replicates, pairs of replicates, or one line (then there is no spread)."""
+def _over(job: Job, sweep, c: pl.DataFrame | None = None) -> str:
+    """Whose mean a curve is: replicates, pairs of replicates, or one line (then there is no spread) — and, where
+    the stored curves `c` hold fewer than planned, how many of them ("1 of 3 pairs"): never an incomplete mean
+    drawn as if it were whole."""
     n = job.replicates
+    short = _short(c)
+    if short is not None:
+        have, planned = short
+        unit = "pairs" if sweep.kind in ("final_to_final", "curve") else "replicates"
+        return (f"only {have} of the {planned} {unit} planned (INCOMPLETE: a replicate retrained or the sweep not "
+                f"finished{'; no spread' if have < 2 else ''})")
     if sweep.kind in ("final_to_final", "curve"):
         pairs = n * (n - 1) // 2
         return f"the {pairs} pairs of {n} replicates" if pairs > 1 else f"the one pair of {n} replicates (no spread)"
     if n == 1:
         return "one line (no spread)" if job.external else "one replicate (no spread)"
     return f"{n} replicates"
+
+
+def _short(c: pl.DataFrame | None) -> tuple[int, int] | None:
+    """(fewest curves stored, planned) where some grid row of curves `c` holds fewer than planned, else None."""
+    if c is None or "complete" not in c.columns:
+        return None
+    bad = c.filter(pl.col("complete") == False)  # noqa: E712 (a Polars expression)
+    if bad.is_empty():
+        return None
+    return int(bad["n"].min()), int(bad["planned"].max())
 
 
 def surface_view(part: pl.DataFrame, metric: str, log: bool) -> dict:
@@ -91,7 +109,7 @@ def figures(job: Job, t: dict, log_height: bool = False) -> list[Figure]:
         alphas = sorted(set(c["alpha"]))
         tag, line, paper = line_of(job, sweep, alphas)
         heading = f"{tag} — {line}: {sweep.name}"
-        over = _over(job, sweep)
+        over = _over(job, sweep, c)
         if sweep.kind == "step_to_final":
             split = sweep.splits[0]
             b = barriers.filter(pl.col("sweep") == sweep.name, pl.col("split") == split)
@@ -122,8 +140,10 @@ def figures(job: Job, t: dict, log_height: bool = False) -> list[Figure]:
                               [per_step_chart(c.filter(pl.col("split") == split), m, f"{sweep.name}: {m}")
                                for m in ("loss", "error")]))
             continue
-        aligned = (" θ_T(j)'s hidden units were matched to θ_T(i)'s first (weight matching)." if sweep.align != "none"
-                   else "")
+        aligned = {"none": "",
+                   "weights": " θ_T(j)'s hidden units were matched to θ_T(i)'s first (weight matching).",
+                   "activations": " θ_T(j)'s hidden units were matched to θ_T(i)'s first, by the correlation of their "
+                                  "activations (activation matching)."}[sweep.align]
         spread = "" if "no spread" in over else ", mean ± 1 std (clipped at 0)"
         x = "t (along the curve)" if sweep.kind == "curve" else "α"
         out.append(Figure(f"{paper}-{sweep.name}", heading,
@@ -136,11 +156,11 @@ def figures(job: Job, t: dict, log_height: bool = False) -> list[Figure]:
     for sweep in job.sweeps:  # WiSE-FT (Wortsman et al. 2022): accuracy on two distributions along the line
         shown = [s for s in sweep.splits if s != "train"]
         c = curves.filter(pl.col("sweep") == sweep.name)
-        if sweep.kind == "init_to_final" and len(shown) >= 2 and not c.is_empty():
+        if sweep.kind == "init_to_final" and len(shown) >= 2 and not c.is_empty() and job.train.init_from:
             out.append(Figure(f"WiSE-FT-{sweep.name}", f"WiSE-FT — {shown[0]} vs {shown[1]} along α: {sweep.name}",
-                              f"Accuracy (1 − error, mean over {_over(job, sweep)}) on {shown[0]} against {shown[1]} "
-                              f"at every α of the line θ₀ → θ_T (α = 0: the initial — pretrained — model; α = 1: "
-                              f"the trained one), as Wortsman et al. (2022) plot robust fine-tuning.",
+                              f"Accuracy (1 − error, mean over {_over(job, sweep, c)}) on {shown[0]} against "
+                              f"{shown[1]} at every α of the line from the pretrained model (α = 0, train.init_from) "
+                              f"to each fine-tune (α = 1), as Wortsman et al. (2022) plot robust fine-tuning.",
                               [wise_chart(c, shown[0], shown[1])]))
     traj = t["trajectory"]
     if traj.height:

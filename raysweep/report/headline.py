@@ -13,7 +13,12 @@ def _mean_std(row: dict, col: str) -> str:
     mean, std = row.get(f"{col}_mean"), row.get(f"{col}_std")
     if mean is None:  # a grid without both ends (an I4 window): no barrier to the endpoints' line
         return "—"
-    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and row.get("n", 2) > 1 else "")
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and row.get("n", 2) > 1 else "") + _short(row)
+
+
+def _short(row: dict) -> str:
+    """ " (n = 1 of 3: INCOMPLETE)" for a mean over fewer members than planned."""
+    return f" (n = {row['n']} of {row['planned']}: INCOMPLETE)" if row.get("complete") is False else ""
 
 
 def _pm(values: pl.Series, fmt: str = ".3f") -> str:
@@ -47,16 +52,18 @@ def headline(job: Job, t: dict) -> list[tuple[str, str]]:
                 m = m.filter(pl.col("step_a") < pl.col("step_b"))
                 worst = m.sort("max_increase_mean", descending=True).row(0, named=True)
                 rows.append((f"{tag} {sweep.name}: largest rise of {metric} over all t (at t)",
-                             f"{worst['max_increase_mean']:.4f} (t = {worst['step']})"))
+                             f"{worst['max_increase_mean']:.4f} (t = {worst['step']}){_short(worst)}"))
             elif sweep.kind == "instability":
                 m = m.sort("step")
                 first, last = m.row(0, named=True), m.row(m.height - 1, named=True)
-                rows.append((f"{tag} {sweep.name}: instability of {metric} at k = {first['step']} → k = {last['step']}",
-                             f"{first['barrier_mean_mean']:.4f} → {last['barrier_mean_mean']:.4f}"))
+                rows.append((f"{tag} {sweep.name}: instability of {metric} (max − mean of ends) at k = "
+                             f"{first['step']} → k = {last['step']}",
+                             f"{first['peak_over_ends_mean']:.4f}{_short(first)} → "
+                             f"{last['peak_over_ends_mean']:.4f}{_short(last)}"))
             elif sweep.kind in ("final_to_final", "curve"):
                 r = m.row(0, named=True)
-                rows.append((f"{tag} {sweep.name}: barrier of {metric} (max − mean of ends)",
-                             _mean_std(r, "barrier_mean")))
+                rows.append((f"{tag} {sweep.name}: barrier of {metric} (max above the endpoints' line)",
+                             _mean_std(r, "barrier_linear")))
             else:
                 r = m.row(0, named=True)
                 rises = (r.get("max_increase_mean") or 0) > 1e-9  # a curve that only falls has no barrier

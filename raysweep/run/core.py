@@ -136,7 +136,7 @@ class Run:
             summary.trained = trained
             summary.seconds = {"train": t1 - t0, "sweep": t2 - t1, "aggregate+report": time.perf_counter() - t2}
         if summary.failures:
-            raise SweepFailed(failure_message(self.job, summary.failures))
+            raise SweepFailed(failure_message(self.job, summary.failures, self.store))
         return summary
 
     def train(self, replicates: list[int] | None = None, force: bool = False, progress: bool = True,

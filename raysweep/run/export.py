@@ -9,6 +9,7 @@ from pathlib import Path
 
 from raysweep.errors import SpecError
 from raysweep.evaluate.line import hold_outside
+from raysweep.io.runs import locator
 from raysweep.spec import MERGE_KINDS, POINT_KINDS
 
 SOUPS = ("uniform", "greedy")
@@ -116,7 +117,8 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
             rows = run.table("merges").filter(pl.col("sweep") == sweep_name, pl.col("merge") == "greedy")
             if rows.is_empty():
                 raise SpecError(f"sweep {sweep_name!r} has not chosen its greedy soup yet: run `raysweep sweep "
-                                f"{run.job.name} --sweep {sweep_name}` first (the uniform soup needs no sweep)")
+                                f"{locator(run.job, run.store)} --sweep {sweep_name}` first (the uniform soup needs "
+                                f"no sweep)")
             members = [int(k) for k in rows["members"][0].split(",")]
         states = [load_tensors(run.store, finals[k].path, finals[k].sha256 or None) for k in members]
         names = list(states[0])

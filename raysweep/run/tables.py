@@ -18,7 +18,7 @@ from raysweep.analysis.scan import (
 )
 from raysweep.errors import DamagedPoints, MissingResults, RunNotFound, SpecError
 from raysweep.io import paths
-from raysweep.io.runs import not_found_message
+from raysweep.io.runs import locator, not_found_message
 from raysweep.io.store import Store
 from raysweep.progress import warn
 from raysweep.spec import Job, sweep_hash
@@ -60,8 +60,8 @@ class Tables:
         names = ", ".join(f"{s.name} (sweep hash {sweep_hash(s)}, {len(s.alpha.points())} α)" for s in gone)
         text = (f"no points are stored for sweep(s) {names} of {self.job.name} with these settings "
                 f"(stored sweep folders: {', '.join(stored) or 'none'}). A changed α grid or sweep setting is a new "
-                f"sweep: compute it with `raysweep sweep {self.job.name} --sweep {gone[0].name}` and the same --set "
-                f"overrides, or pass the overrides the sweep was run with")
+                f"sweep: compute it with `raysweep sweep {locator(self.job, self.store)} --sweep {gone[0].name}`, "
+                f"or pass the overrides the sweep was run with")
         if not partial:
             raise MissingResults(text + "; add --partial to show what is stored without it.")
         warn(f"{text}; showing the rest (--partial).")

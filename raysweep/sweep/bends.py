@@ -7,6 +7,7 @@ import math
 
 from raysweep.errors import CheckpointError, NotTrainedError
 from raysweep.io import paths
+from raysweep.io.runs import locator
 from raysweep.io.store import Store
 from raysweep.spec import CURVE_KINDS, Job, SweepSpec, bend_hash, sweep_hash
 from raysweep.sweep.planner import Context, check_alignable
@@ -37,7 +38,8 @@ def _bend_ref(store: Store, sweep: SweepSpec, path: str, sha_a: str, sha_b: str)
     if ends != (sha_a, sha_b):
         raise CheckpointError(f"the bend {store.url(path)} of curve sweep {sweep.name} was not trained between the "
                               f"final weights stored now (its record names other ends, or none): delete its folder "
-                              f"{store.url(path.rsplit('/', 1)[0])} and run `raysweep run` to train it again")
+                              f"{store.url(path.rsplit('/', 1)[0])} and run `raysweep run` (with the run's "
+                              f"--storage) to train it again")
     return Ref(path, sha)
 
 
@@ -50,8 +52,8 @@ def curve_items(ctx: Context, sweep: SweepSpec, before: list) -> list[CurveItem]
     missing = [(i, j) for i, j in pairs if not Bend(sweep.name, i, j).done(ctx.store, ctx.job)]
     if missing:
         raise NotTrainedError(f"{len(missing)} bend(s) of curve sweep {sweep.name} are not trained yet (e.g. between "
-                              f"replicates {missing[0][0]} and {missing[0][1]}); `raysweep run` (or `raysweep train`) "
-                              f"trains them")
+                              f"replicates {missing[0][0]} and {missing[0][1]}); `raysweep run "
+                              f"{locator(ctx.job, ctx.store)}` trains them")
     size = chunk_size(ctx.job, sweep, ctx.info)
     check_size(before, ctx.job, len(pairs) * math.ceil(len(ts) / size))
     h, folder, bh = sweep_hash(sweep), sweep_folder(ctx.run, sweep), bend_hash(sweep)

@@ -11,6 +11,7 @@ from raysweep.analysis.scan import scan, sweep_files
 from raysweep.errors import NotTrainedError, SpecError
 from raysweep.io import paths
 from raysweep.io.manifests import read_manifests
+from raysweep.io.runs import locator
 from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.io.store import Store
 from raysweep.spec import TRAIN_SUBSET, Job, SweepSpec, sharpness_hash, sweep_hash
@@ -70,7 +71,7 @@ def plan(job: Job, store: Store, replicates: list[int], info=None, sweeps: list[
     untrained = [k for k in replicates if not store.exists(paths.train_done(run, k))]
     if untrained:
         raise NotTrainedError(f"replicates {untrained} of {job.name} are not trained yet in {store.url(run)}; "
-                              f"run `raysweep train {job.name}` (or `raysweep run`) first")
+                              f"run `raysweep train {locator(job, store)}` (or `raysweep run`) first")
     ctx = Context(job, store, replicates, info)
     items: list = []
     for sweep in job.sweeps:
@@ -235,7 +236,8 @@ def spawned(ctx: Context, sweep) -> dict:
     if missing_:
         raise NotTrainedError(
             f"{len(missing_)} instability children of {ctx.job.name} are not trained yet (e.g. "
-            f"replicate {missing_[0][0]}, spawned at step {missing_[0][1]}); `raysweep run` trains them"
+            f"replicate {missing_[0][0]}, spawned at step {missing_[0][1]}); `raysweep run "
+            f"{locator(ctx.job, ctx.store)}` trains them"
         )
     return out
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from raysweep.errors import StorageFull
+from raysweep.io.runs import locator
 from raysweep.io.store import Store
 from raysweep.spec import Job
 from raysweep.sweep.planner import missing
@@ -85,9 +86,10 @@ def sweep_rounds(job: Job, store: Store, items: list, execute: Callable, rounds:
     return summary
 
 
-def failure_message(job: Job, failures: list[dict]) -> str:
-    """One paragraph per kind of failure, each with its own repair."""
-    name = f"{job.name}/{job.hash}"  # the run's id: a pasted command names this run, whatever --set made it
+def failure_message(job: Job, failures: list[dict], store: Store) -> str:
+    """One paragraph per kind of failure, each with its own repair; every command names the run by its id, storage
+    and replicates (a pasted command acts on this run, from any folder, whatever --set made it)."""
+    name = locator(job, store)
     damaged = sorted({int(k) for f in failures if f["status"] == "checkpoint"
                       for k in re.findall(r"replicate_(\d+)/", f["message"])})
     which = " ".join(f"--replicate {k}" for k in damaged) or "--replicate K"
@@ -102,7 +104,7 @@ def failure_message(job: Job, failures: list[dict]) -> str:
                 f"items are evaluated); if it recurs, look for nodes that leave (`ray status`) or run out of memory.",
         "error": "An unexpected error (likely a raysweep bug): rerun with RAYSWEEP_DEBUG=1 and report it.",
     }
-    parts = [f"{len(failures)} work item(s) of {name} failed; all other results were kept."]
+    parts = [f"{len(failures)} work item(s) of {job.name}/{job.hash} failed; all other results were kept."]
     for kind in ("checkpoint", "oom", "transient", "lost", "error"):
         lines = sorted({f["message"] for f in failures if f["status"] == kind})
         if not lines:
