@@ -146,14 +146,23 @@ def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", 
 @app.command()
 @_guard
 def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List[str]] = SetOpt,
-           storage: Optional[str] = StorageOpt) -> None:
+           storage: Optional[str] = StorageOpt,
+           verify: bool = typer.Option(False, "--verify", help="Also hash every checkpoint against the sha256 its "
+                                       "manifest records (reads each file; the tensors are not loaded)")) -> None:
     """Say what is done.  Example: raysweep status digits_mlp"""
+    from raysweep.io.runs import locator
+
     r = _open(job, storage, set_, replicates)
-    st, run_id = r.status(), f"{r.job.name}/{r.job.hash}"
+    st, run_id = r.status(verify=verify), locator(r.job, r.store)
     typer.echo(f"run: {st['run']}")
     for k, info in st["replicates"].items():
-        typer.echo(f"  replicate {k}: {'trained' if info['trained'] else 'not trained'}, "
-                   f"{info['checkpoints']} checkpoints")
+        count = (f"{info['checkpoints']} checkpoints" if info["checkpoints"] >= info["expected"]
+                 else f"{info['checkpoints']} of {info['expected']} checkpoints")
+        typer.echo(f"  replicate {k}: {'trained' if info['trained'] else 'not trained'}, {count}")
+        for problem in info["problems"]:
+            typer.echo(f"    {problem}")
+        if info["problems"]:
+            typer.echo(f"    repair: `raysweep train {run_id} --replicate {k} --force` (the others are kept)")
     if st["sweeps"] is None:
         typer.echo("  sweeps: waiting for training")
         return

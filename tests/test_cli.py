@@ -199,3 +199,28 @@ def test_a_mean_over_fewer_members_than_planned_says_so(swept, tmp_path):
     assert r.exit_code == 0, r.output
     caption = next((tmp_path / "figs").glob("*i1*.txt")).read_text()
     assert "only 1 of the 2 replicates planned (INCOMPLETE" in caption
+
+
+def test_status_names_each_missing_truncated_or_damaged_checkpoint(swept):
+    """From the manifests' sizes and sha256 (no tensor read): a missing file, a truncated one, and with --verify
+    one whose bytes changed; with the repair for that replicate, pasted as printed."""
+    from pathlib import Path
+
+    job_file, storage = swept
+    ck = sorted(Path(storage).rglob("replicate_1/step_*.safetensors"))
+    assert len(ck) == 3
+    ck[0].unlink()
+    data = ck[1].read_bytes()
+    ck[1].write_bytes(data[: len(data) // 2])
+    r = invoke("status", job_file, "--storage", storage)
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "replicate 0: trained, 3 checkpoints" in out and "replicate 1: trained, 2 of 3 checkpoints" in out
+    assert "step 0: checkpoint missing (its manifest records sha256" in out
+    assert f"step 2: {len(data) // 2:,} bytes where its manifest records {len(data):,}" in out
+    assert f"repair: `raysweep train {Path(job_file).stem}/" in out and f"--storage {storage}" in out
+    flipped = ck[2].read_bytes()
+    ck[2].write_bytes(flipped[:100] + bytes([flipped[100] ^ 1]) + flipped[101:])
+    assert "does not match the sha256" not in " ".join(invoke("status", job_file, "--storage", storage).output.split())
+    r = invoke("status", job_file, "--storage", storage, "--verify")
+    assert "does not match the sha256 its manifest records (damaged)" in " ".join(r.output.split())

@@ -13,9 +13,15 @@ from raysweep.io.store import Store
 
 def save_tensors(store: Store, path: str, tensors: dict[str, torch.Tensor]) -> str:
     """Write tensors atomically; returns the file's sha256."""
+    return save_sized(store, path, tensors)[0]
+
+
+def save_sized(store: Store, path: str, tensors: dict[str, torch.Tensor]) -> tuple[str, int]:
+    """Write tensors atomically; returns the file's sha256 and size in bytes (a manifest records both, so that
+    `raysweep status` names a missing or truncated checkpoint from a listing, without reading it)."""
     data = st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
     store.write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(data).hexdigest(), len(data)
 
 
 def load_tensors(store: Store, path: str, sha256: str | None = None) -> dict[str, torch.Tensor]:

@@ -55,6 +55,15 @@ def manifest(run: str, k: int, step: int) -> str:
     return f"{replicate_dir(run, k)}/step_{step:08d}.json"
 
 
+def step_of(path: str) -> int | None:
+    """The step a replicate's checkpoint or manifest names (step_<s>.safetensors / .json), else None."""
+    name = path.rsplit("/", 1)[-1]
+    stem = name.removesuffix(SAFETENSORS).removesuffix(JSON)
+    if not stem.startswith("step_") or stem == name or not stem[5:].isdigit():
+        return None
+    return int(stem[5:])
+
+
 def random_point(run: str, k: int, scale: float) -> str:
     return f"{replicate_dir(run, k)}/random_{scale:g}.safetensors"
 

@@ -286,8 +286,8 @@ class Run:
     def forget_replicate(self, k: int) -> None:
         forget_replicate(self.job, self.store, k)
 
-    def status(self) -> dict:
-        return status(self)
+    def status(self, verify: bool = False) -> dict:
+        return status(self, verify)
 
     def report_state(self) -> str:
         return self.tables.report_state()

@@ -14,7 +14,7 @@ import torch
 
 from raysweep.errors import SpecError
 from raysweep.io import paths
-from raysweep.io.checkpoints import save_tensors
+from raysweep.io.checkpoints import save_sized
 from raysweep.io.external import read_bytes
 from raysweep.io.store import Store
 from raysweep.models import build_model
@@ -80,10 +80,11 @@ def ingest(job: Job, store: Store, k: int, expected: dict[str, torch.Tensor]) ->
                             f"{problem}. Check that the file was saved from this model (state_dict()).")
         tensors = {n: state[n].to(expected[n].dtype) if expected[n].is_floating_point() else state[n]
                    for n in expected}
-        sha = save_tensors(store, paths.checkpoint(run, k, step), tensors)
+        sha, size = save_sized(store, paths.checkpoint(run, k, step), tensors)
         store.write_json(paths.manifest(run, k, step), {
             "job": job.name, "hash": job.hash, "replicate": k, "step": step, "epoch": None, "sha256": sha,
-            "path": paths.checkpoint(run, k, step), "source": uri, "source_sha256": hashlib.sha256(data).hexdigest()})
+            "bytes": size, "path": paths.checkpoint(run, k, step), "source": uri,
+            "source_sha256": hashlib.sha256(data).hexdigest()})
     store.write_json(paths.train_done(run, k), {"step": len(job.external[k]) - 1, "external": True})
 
 

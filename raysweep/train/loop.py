@@ -22,7 +22,7 @@ from raysweep.data.types import Splits
 from raysweep.evaluate.losses import loss_fn
 from raysweep.evaluate.sums import pick_device, split_metrics, training_loss
 from raysweep.io import paths
-from raysweep.io.checkpoints import save_tensors
+from raysweep.io.checkpoints import save_sized
 from raysweep.io.store import Store
 from raysweep.models import apply_max_norm, build_model
 from raysweep.spec import Job
@@ -78,9 +78,9 @@ def replicate_seed(job: Job, k: int) -> int:
 def _save_checkpoint(store: Store, job: Job, k: int, model, step: int, per_epoch: int, data: Splits,
                      device, extra: dict | None = None) -> dict:
     run = paths.run_dir(job.name, job.hash)
-    sha = save_tensors(store, paths.checkpoint(run, k, step), model.state_dict())
+    sha, size = save_sized(store, paths.checkpoint(run, k, step), model.state_dict())
     entry = {"job": job.name, "hash": job.hash, "replicate": k, "step": step,
-             "epoch": step / per_epoch, "sha256": sha, "path": paths.checkpoint(run, k, step),
+             "epoch": step / per_epoch, "sha256": sha, "bytes": size, "path": paths.checkpoint(run, k, step),
              **provenance(device), "gpu_name": gpu_name(device), **(extra or {})}
     for split in job.train.log_splits:
         if split == "train" and data.train_x is None:  # a streamed training split is not evaluated whole
