@@ -22,6 +22,7 @@ from raysweep.errors import (  # noqa: F401
     SpecError,
     SweepFailed,
     TrainingFailed,
+    in_python,
 )
 from raysweep.io import paths
 from raysweep.io.runs import list_runs  # noqa: F401  (the API's listing of stored runs)
@@ -42,10 +43,21 @@ def is_run_id(text: str) -> bool:
 
 def open(job: str | Job, storage: str | None = None, overrides: Iterable[str] = (),
          replicates: int | None = None, shared_storage: bool = False) -> Run:
-    """The run of `job` (a built-in name, a TOML path, a Job, or a stored run's id "job/hash") in `storage`.
+    """The run of `job` (a built-in name, a TOML path, a Job, or a stored run's id "job/hash") in `storage`
+    (default: $RAYSWEEP_STORAGE, else ./raysweep-results of the working directory). Errors, here and from the
+    Run's tables, name this function's arguments (storage=, overrides=[...], replicates=).
 
     `shared_storage=True` (or $RAYSWEEP_SHARED_STORAGE=1) says a local storage path is a filesystem
     mounted on every node of a multi-node cluster (NFS, FSx, ...)."""
+    try:
+        return open_run(job, storage, overrides, replicates, shared_storage, python=True)
+    except SpecError as exc:
+        raise type(exc)(in_python(str(exc))) from None
+
+
+def open_run(job: str | Job, storage: str | None = None, overrides: Iterable[str] = (),
+             replicates: int | None = None, shared_storage: bool = False, python: bool = False) -> Run:
+    """`open`, for the command line (`python`: errors in the Python API's words)."""
     store = Store(storage)
     if isinstance(job, str) and is_run_id(job):
         if list(overrides):
@@ -62,10 +74,10 @@ def open(job: str | Job, storage: str | None = None, overrides: Iterable[str] = 
             if stored.problems():
                 raise SpecError(f"--replicates {replicates}: {'; '.join(stored.problems())}")
             stored = complete(stored)
-        return Run(stored, store, shared_storage)
+        return Run(stored, store, shared_storage, python)
     if not isinstance(job, Job):
         job = load_job(job, overrides, replicates)
-    return Run(job, store, shared_storage)
+    return Run(job, store, shared_storage, python)
 
 
 def stored_job(store: Store, run_id: str) -> Job:

@@ -74,7 +74,7 @@ def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = 
             import ray  # noqa: F401
             import torch  # noqa: F401
             import torchvision  # noqa: F401
-        from raysweep.api import open as open_run  # Polars, pyarrow: not for `--help` or `jobs`
+        from raysweep.api import open_run  # Polars, pyarrow: not for `--help` or `jobs`
 
     return open_run(job, storage, overrides or [], replicates, shared_storage)
 

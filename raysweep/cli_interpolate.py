@@ -22,6 +22,17 @@ def _pairs(items: Optional[List[str]], flag: str) -> dict:
     return out
 
 
+def _args(name: str, items: Optional[List[str]], flag: str) -> dict:
+    """--model-arg/--data-arg: your code's keyword arguments (an import path), or a built-in's fields (the same
+    names as in a job file; an unknown one is named with the valid ones)."""
+    from raysweep.spec import is_import_path
+
+    pairs = _pairs(items, flag)
+    if not pairs:
+        return {}
+    return {"kwargs": pairs} if is_import_path(name) else pairs
+
+
 @app.command()
 @_guard
 def interpolate(
@@ -30,8 +41,10 @@ def interpolate(
     ),
     model: str = typer.Option(..., "--model", help="Built-in model name or your builder, pkg.module:build"),
     data: str = typer.Option(..., "--data", help="Built-in dataset name or your loader, pkg.module:load"),
-    model_arg: Optional[List[str]] = typer.Option(None, "--model-arg", help="Builder keyword: name=value"),
-    data_arg: Optional[List[str]] = typer.Option(None, "--data-arg", help="Loader keyword: name=value"),
+    model_arg: Optional[List[str]] = typer.Option(None, "--model-arg", help="Your builder's keyword, or a built-in "
+                                                  "model's field (hidden=[128,64]): name=value"),
+    data_arg: Optional[List[str]] = typer.Option(None, "--data-arg", help="Your loader's keyword, or a built-in "
+                                                 "dataset's field (pixels=unit): name=value"),
     alpha: str = typer.Option("0:1:51", "--alpha", help="START:STOP:NUM of the α grid"),
     split: Optional[List[str]] = typer.Option(None, "--split", help="test (default) and/or train"),
     bn: str = typer.Option("interpolate", "--bn", help="interpolate or reset (BN statistics)"),
@@ -54,8 +67,8 @@ def interpolate(
     if len(checkpoints) < 2:
         raise SpecError("interpolate needs at least two checkpoints: θ_a and θ_b")
     raw = {"name": "interpolate", "replicates": 1, "external": [list(checkpoints)],
-           "model": {"name": model, **({"kwargs": _pairs(model_arg, "--model-arg")} if model_arg else {})},
-           "data": {"name": data, **({"kwargs": _pairs(data_arg, "--data-arg")} if data_arg else {})},
+           "model": {"name": model, **_args(model, model_arg, "--model-arg")},
+           "data": {"name": data, **_args(data, data_arg, "--data-arg")},
            "sweeps": [{"name": "line", "kind": "init_to_final", "alpha": grid, "splits": split or ["test"], "bn": bn}]}
     from raysweep.api import Run
     from raysweep.io.store import Store

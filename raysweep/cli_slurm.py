@@ -76,7 +76,7 @@ def slurm(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[Li
         job_name=f"raysweep-{r.job.name}",
     )
     request.check()
-    _check_storage(r, nodes)
+    _check_storage(r, nodes, contact=not dry_run)
     if r.job.resources.accelerator == "gpu" and not gpus_per_node:
         raise SpecError(f"{r.job.name} runs on GPUs (resources.accelerator = \"gpu\") but no GPUs were asked for: "
                         f"add --gpus-per-node G (or --set resources.accelerator=auto to let it run on CPUs).")
@@ -93,8 +93,9 @@ def slurm(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[Li
                   run_id=f"{r.job.name}/{r.job.hash}")
     if dry_run:
         typer.echo(text, nl=False)
-        typer.echo(f"# (dry run: nothing written or submitted; without --dry-run this goes to {script} and "
-                   f"`sbatch {script}`)", err=True)
+        typer.echo(f"# (dry run: nothing written or submitted, and the store {r.store.uri} was not contacted — "
+                   f"without --dry-run it is checked first; the script goes to {script} and `sbatch {script}`)",
+                   err=True)
         return
     job_id = _submit(request, text, script)
     if not r.store.is_local:  # the script beside the run it made, for the record
@@ -106,14 +107,16 @@ def slurm(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[Li
     typer.echo(f"  follow  tail -f {log}   ·   squeue -j {job_id}   ·   stop: scancel {job_id}")
 
 
-def _check_storage(r, nodes: int) -> None:
-    """Refused before anything is submitted: a folder on one machine's disk for several nodes."""
+def _check_storage(r, nodes: int, contact: bool = True) -> None:
+    """Refused before anything is submitted: a folder on one machine's disk for several nodes; and (`contact`)
+    a store that cannot be reached from here. A dry run contacts nothing (a laptop may not reach the bucket)."""
     if r.store.is_local and nodes > 1 and not r.shared_storage:
         raise StoreError(f"storage {r.store.uri} is a local folder, but the job runs on {nodes} nodes: each would "
                          f"write checkpoints and points to its own disk. Give an object store every node reaches "
                          f"(--storage s3://BUCKET/PREFIX) or, if {r.store.uri} is a filesystem mounted on every node "
                          f"(NFS, Lustre, GPFS), say so with --shared-storage; nothing was submitted.")
-    r.store.check()
+    if contact:
+        r.store.check()
 
 
 SLURM_TIMEOUT = 60  # seconds for one sbatch call: a controller that does not answer must not hang raysweep

@@ -70,3 +70,16 @@ class DamagedPoints(RuntimeError):
         super().__init__(f"{len(self.paths)} stored points file(s) of {job_name.split()[0]} cannot be read "
                          f"(truncated or damaged){' in ' + where if where else ''}: {shown}. Their points are left "
                          f"out; `raysweep run {job_name}` (or `raysweep sweep`) recomputes them.")
+
+
+def in_python(text: str) -> str:
+    """A message written for the command line, in the Python API's words: raysweep.open's arguments instead of the
+    command's options (errors raised through `raysweep.open` and the Run it returns)."""
+    import re
+
+    text = re.sub(r"--set (\S+)=(\S+)", r"overrides=['\1=\2']", text)
+    text = re.sub(r"--storage (\S+)", r"storage='\1'", text)
+    text = re.sub(r"--replicates (\d+)", r"replicates=\1", text)
+    text = re.sub(r"(?:the )?--set overrides?", "the overrides=[...]", text)
+    text = text.replace("--partial", "partial=True").replace("--storage", "storage=").replace("--set", "overrides=")
+    return text.replace("--replicates", "replicates=")

@@ -224,3 +224,23 @@ def test_status_names_each_missing_truncated_or_damaged_checkpoint(swept):
     assert "does not match the sha256" not in " ".join(invoke("status", job_file, "--storage", storage).output.split())
     r = invoke("status", job_file, "--storage", storage, "--verify")
     assert "does not match the sha256 its manifest records (damaged)" in " ".join(r.output.split())
+
+
+def test_the_python_api_speaks_its_own_arguments(tmp_path):
+    """Errors through raysweep.open and its Run name storage=, overrides=[...], replicates=, partial=True — not the
+    command's --storage, --set."""
+    import raysweep
+
+    run = raysweep.open("digits_mlp", storage=str(tmp_path / "nothing"))
+    with pytest.raises(raysweep.api.RunNotFound) as info:
+        run.curves.collect()
+    text = str(info.value)
+    assert "storage=" in text and "overrides=" in text and "--storage" not in text and "--set" not in text
+    with pytest.raises(raysweep.api.SpecError) as info:
+        raysweep.open("digits_mlp", storage=str(tmp_path), overrides=["train.lrr=1"])
+    assert "override 'train.lrr': unknown key 'lrr'" in str(info.value) and "--set" not in str(info.value)
+    with pytest.raises(raysweep.api.SpecError) as info:
+        raysweep.open("digits_mlp", storage=str(tmp_path), overrides=["train.lr=-1"])
+    assert "overrides=[...]" in str(info.value) and "--set" not in str(info.value)
+    r = invoke("results", "digits_mlp", "--storage", tmp_path / "nothing")  # the command keeps its own words
+    assert r.exit_code == 2 and "--set" in r.output

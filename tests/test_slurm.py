@@ -227,3 +227,14 @@ def test_a_controller_that_does_not_answer_is_named(tmp_path, monkeypatch):
     r = invoke("slurm", "digits_mlp", "--storage", tmp_path / "s", env={"PATH": f"{fake.parent}:/usr/bin:/bin"})
     assert r.exit_code == 2 and "`sbatch --test-only` did not answer within 1 s" in r.output, r.output
     assert not (tmp_path / "s" / "digits_mlp").exists() or not list((tmp_path / "s").rglob("*.sbatch"))
+
+
+def test_a_dry_run_never_contacts_the_store(s3_server):
+    """The README's line with a bucket this machine cannot reach: the script is printed, and said unchecked."""
+    r = invoke("slurm", "imagenet_resnet50", "--nodes", 4, "--gpus-per-node", 8, "--storage",
+               "s3://no-such-bucket-here/sweeps", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "#SBATCH --nodes=4" in r.stdout and "was not contacted" in r.stderr
+    r = invoke("slurm", "imagenet_resnet50", "--nodes", 4, "--gpus-per-node", 8, "--storage",
+               "s3://no-such-bucket-here/sweeps", env={"PATH": "/usr/bin:/bin"})
+    assert r.exit_code == 2 and "does not exist" in r.output  # a real submission checks it first

@@ -43,12 +43,12 @@ log = logging.getLogger("raysweep")
 
 
 class Run:
-    def __init__(self, job: Job, store: Store, shared_storage: bool = False):
+    def __init__(self, job: Job, store: Store, shared_storage: bool = False, python: bool = False):
         self.job = job if job.digests else validate.complete(job)  # a Job built in Python: digests computed here
         self.store = store
         self.dir = paths.run_dir(self.job.name, self.job.hash)
         self.shared_storage = shared_storage or os.environ.get("RAYSWEEP_SHARED_STORAGE", "") in ("1", "true")
-        self.tables = Tables(self.job, store)
+        self.tables = Tables(self.job, store, python)
         self._lease = None
         self._session: Session | None = None
 

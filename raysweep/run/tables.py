@@ -16,7 +16,7 @@ from raysweep.analysis.scan import (
     scan_points,
     sweep_files,
 )
-from raysweep.errors import DamagedPoints, MissingResults, RunNotFound, SpecError
+from raysweep.errors import DamagedPoints, MissingResults, RunNotFound, SpecError, in_python
 from raysweep.io import paths
 from raysweep.io.runs import locator, not_found_message
 from raysweep.io.store import Store
@@ -27,8 +27,9 @@ log = logging.getLogger("raysweep")
 
 
 class Tables:
-    def __init__(self, job: Job, store: Store):
+    def __init__(self, job: Job, store: Store, python: bool = False):
         self.job, self.store = job, store
+        self.python = python  # opened by raysweep.open: errors name its arguments, not the command's options
         self.dir = paths.run_dir(job.name, job.hash)
         self._line: tuple[str, tuple] | None = None  # (inputs fingerprint, (curves, barriers)) rebuilt
         self.skip: frozenset[str] = frozenset()  # unreadable points files, left out (and named) once found
@@ -40,7 +41,7 @@ class Tables:
     def require(self) -> None:
         if not self.exists():
             self.store.check(write=False)  # a missing bucket or a dead endpoint says so, not "no run"
-            raise RunNotFound(not_found_message(self.job, self.store))
+            raise RunNotFound(self._words(not_found_message(self.job, self.store)))
 
     def missing_sweeps(self, tables=TABLES, sweep: str | None = None) -> list:
         """The job's sweeps (those these tables are made of; or only `sweep`) with no stored points."""
@@ -63,8 +64,11 @@ class Tables:
                 f"sweep: compute it with `raysweep sweep {locator(self.job, self.store)} --sweep {gone[0].name}`, "
                 f"or pass the overrides the sweep was run with")
         if not partial:
-            raise MissingResults(text + "; add --partial to show what is stored without it.")
-        warn(f"{text}; showing the rest (--partial).")
+            raise MissingResults(self._words(text + "; add --partial to show what is stored without it."))
+        warn(self._words(f"{text}; showing the rest (--partial)."))
+
+    def _words(self, text: str) -> str:
+        return in_python(text) if self.python else text
 
     def points(self) -> pl.LazyFrame:
         self.require()

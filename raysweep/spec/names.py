@@ -55,7 +55,8 @@ def name_problems(key: str, name: str, builtin: tuple, kwargs: str) -> list[str]
     if name in builtin and name not in BUILTIN_KWARGS:
         return [] if not kwargs_options(kwargs) else [
             f"{key.replace('.name', '.kwargs')} is for your own code (an import path); the built-in {name!r} takes "
-            f"its settings from the job's fields"]
+            f"its settings from the job's fields: --set {key.replace('.name', '')}.FIELD=VALUE (e.g. --set "
+            f"model.hidden=[128,64]; `raysweep show JOB` lists the fields)"]
     if name not in builtin and not is_import_path(name):
         return [f"{key} = {name!r} is neither a built-in ({sorted(builtin)}) nor an import path "
                 f"'package.module:function'"]
