@@ -99,7 +99,7 @@ def emit(df, fmt: Format, out: Optional[Path], table: str = "", columns: Optiona
 def surface_file(r, table: str, sweep: Optional[str], fmt: Format, out: Optional[Path], partial: bool) -> None:
     """A plane (--table surface) as loss-landscape HDF5 or a VTK StructuredGrid; a line (--table curves or
     points) as loss-landscape's 1-D HDF5."""
-    from raysweep.report.surfaces import grids, line_grids, write_hdf5, write_vtk
+    from raysweep.report.surfaces import curve_grids, grids, line_grids, write_hdf5, write_vtk
 
     line = fmt == Format.hdf5 and table in ("curves", "points")
     if (table != "surface" and not line) or out is None:
@@ -111,6 +111,15 @@ def surface_file(r, table: str, sweep: Optional[str], fmt: Format, out: Optional
                         f"open by its extension: name it FILE.vts")
     out.parent.mkdir(parents=True, exist_ok=True)
     attrs = {"job": r.job.name, "hash": r.job.hash}
+    if line and table == "curves":  # the table asked for: mean ± std curves, and every replicate's line
+        name, data, groups = curve_grids(r.table("curves", sweep, partial), r.table("points", sweep, partial), sweep)
+        write_hdf5(out, data, {**attrs, "sweep": name})
+        lines = len({k.split("lines/")[1].split("/")[0] for k in data if "lines/" in k})
+        where = ("at the top level (loss-landscape's plot_1D.py reads it)" if groups == 1
+                 else f"in {groups} groups step_<a>_<b>/ (one per step pair)")
+        typer.echo(f"wrote the mean ± std curves of sweep {name} {where}, and {lines} replicate line(s) under "
+                   f"lines/, to {out}", err=True)
+        return
     if line:
         name, ends, data = line_grids(r.table("points", sweep, partial), sweep)
         write_hdf5(out, data, {**attrs, "sweep": name, **ends})

@@ -82,21 +82,35 @@ def test_a_plane_is_written_as_loss_landscape_and_vtk_read_it(tmp_path):
                                  str(tmp_path / "t5.vtk"), *store])
     assert r.exit_code == 2 and "FILE.vts" in " ".join(r.output.split())
 
-    # a line: loss-landscape's 1-D file, as plot_1D.py reads it (x against train_loss / test_loss)
+    # a line sweep's curves: the mean ± std curves at the top level, as plot_1D.py reads them (x against
+    # train_loss / test_loss), each replicate's own line under lines/; means and stds from a plain numpy reference
     r = CliRunner().invoke(app, ["results", job_file, "--table", "curves", "--sweep", "i1", "--format", "hdf5",
                                  "--out", str(tmp_path / "i1.h5"), *store])
     assert r.exit_code == 0, r.output
+    assert "mean ± std curves of sweep i1 at the top level" in r.output
     points_table = run.points.collect().to_pandas()
-    line = points_table[(points_table["sweep"] == "i1") & (points_table["replicate_a"] == 0)]
+    i1 = points_table[points_table["sweep"] == "i1"]
     with h5py.File(tmp_path / "i1.h5") as f:
         x = f["xcoordinates"][:]
-        assert list(x) == sorted(set(line["alpha"])) and x.ndim == 1
+        assert list(x) == sorted(set(i1["alpha"])) and x.ndim == 1
         for split in ("train", "test"):
-            want = line[line["split"] == split].sort_values("alpha")
-            assert np.array_equal(f[f"{split}_loss"][:], want["loss"].to_numpy())
-            assert np.allclose(f[f"{split}_acc"][:], 100 * (1 - want["error"].to_numpy()))
+            rows = i1[i1["split"] == split]
+            per_alpha = [rows[rows["alpha"] == a] for a in x]
+            assert np.allclose(f[f"{split}_loss"][:], [r["loss"].mean() for r in per_alpha], rtol=1e-12)
+            assert np.allclose(f[f"{split}_loss_std"][:], [r["loss"].std(ddof=1) for r in per_alpha], rtol=1e-9)
+            assert np.allclose(f[f"{split}_acc"][:], [100 * (1 - r["error"].mean()) for r in per_alpha])
+            assert list(f[f"{split}_n"][:]) == [len(r) for r in per_alpha]
+            for k in sorted(set(rows["replicate_a"])):
+                mine = rows[rows["replicate_a"] == k].sort_values("alpha")
+                group = next(g for g in f["lines"] if g.startswith(f"r{k}-"))
+                assert np.array_equal(f[f"lines/{group}/{split}_loss"][:], mine["loss"].to_numpy())
+        assert len(f["lines"]) == len(set(i1["replicate_a"]))
         plt.plot(x, f["train_loss"][:])
         plt.close("all")
+    # a points file of one line says which line it is
+    r = CliRunner().invoke(app, ["results", job_file, "--table", "points", "--sweep", "i1", "--format", "hdf5",
+                                 "--out", str(tmp_path / "one.h5"), *store])
+    assert r.exit_code == 0 and "wrote the line of sweep i1 from replicate 0" in r.output
 
 
 def test_points_never_evaluated_are_blanked_for_vtk_readers(tmp_path):

@@ -84,6 +84,46 @@ def line_grids(points: pl.DataFrame, sweep: str | None) -> tuple[str, dict, dict
     return sweep, first, {"xcoordinates": xs, **fields}
 
 
+def curve_grids(curves: pl.DataFrame, points: pl.DataFrame, sweep: str | None) -> tuple[str, dict, int]:
+    """(sweep, {dataset path: array}, groups) of a line sweep's mean ± std curves for HDF5: per step pair (one
+    group `step_<a>_<b>/` each, or the file's top level when the sweep has one, where loss-landscape's
+    `plot_1D.py` reads it) `xcoordinates`, `<split>_loss` / `<split>_acc` (the means), `<split>_loss_std` /
+    `<split>_acc_std` and `n` (curves averaged); and every replicate's (or pair's) own line under
+    `lines/<a>__<b>/` with the same names."""
+    sweep, part = _one_sweep(curves, sweep, "curves", "line", "curves")
+    pts = points.filter(pl.col("sweep") == sweep)
+    groups = part.select("step_a", "step_b").unique().sort("step_a", "step_b").rows()
+    out: dict = {}
+    for step_a, step_b in groups:
+        prefix = "" if len(groups) == 1 else f"step_{step_a}_{step_b}/"
+        c = part.filter(pl.col("step_a") == step_a, pl.col("step_b") == step_b)
+        xs = np.unique(c["alpha"].to_numpy())
+        out[f"{prefix}xcoordinates"] = xs
+        for split in sorted(c["split"].unique().to_list()):
+            rows = c.filter(pl.col("split") == split)
+            at = np.searchsorted(xs, rows["alpha"].to_numpy())
+            for col, name, scale in (("loss", "loss", None), ("error", "acc", 100.0)):
+                for stat in ("mean", "std"):
+                    arr = np.full(len(xs), np.nan)
+                    v = rows[f"{col}_{stat}"].fill_null(float("nan")).to_numpy()
+                    arr[at] = v if scale is None else (scale * (1 - v) if stat == "mean" else scale * v)
+                    out[f"{prefix}{split}_{name}{'' if stat == 'mean' else '_std'}"] = arr
+            n = np.zeros(len(xs), dtype=np.int64)
+            n[at] = rows["n"].to_numpy()
+            out[f"{prefix}{split}_n"] = n
+        lines = pts.filter(pl.col("step_a") == step_a, pl.col("step_b") == step_b)
+        keys = ["replicate_a", "step_a", "replicate_b", "step_b"]
+        for ra, sa, rb, sb in lines.select(keys).unique().sort(keys).rows():
+            one = lines.filter(pl.col("replicate_a") == ra, pl.col("replicate_b") == rb)
+            lx = np.unique(one["alpha"].to_numpy())
+            where = f"{prefix}lines/r{ra}-s{sa}__r{rb}-s{sb}/"
+            out[f"{where}xcoordinates"] = lx
+            fields = _fields(one, sorted(one["split"].unique().to_list()), (len(lx),),
+                             lambda rows: np.searchsorted(lx, rows["alpha"].to_numpy()))
+            out.update({f"{where}{k}": v for k, v in fields.items()})
+    return sweep, out, len(groups)
+
+
 GHOST_HIDDEN_POINT = 2  # vtkDataSetAttributes::HIDDENPOINT: a blanked point
 
 
