@@ -180,3 +180,25 @@ def test_a_surface_is_drawn_back_to_front_and_turns_in_the_report(tmp_path):
         assert pixels(0)[0] == after
     finally:
         page.close()
+
+
+def test_the_3d_view_has_its_axes_the_path_on_the_surface_and_its_points_marked():
+    """A closed-form plane z = 1 + a² + b: the frame's ticks span a, b and z; θ_T is drawn at (0, 0, z(0, 0)); a
+    path point on a grid point sits at that point's height; PC titles carry the variance."""
+    import polars as pl
+
+    from raysweep.report.contours import View, grid_array, surface_frame
+
+    g = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    grid = pl.DataFrame([{"a": a, "b": b, "loss": 1 + a * a + b} for a in g for b in g])
+    path = pl.DataFrame({"a": [-1.0, 0.5], "b": [0.5, 0.0], "step": [0, 10]})
+    lines, labels, track = surface_frame(grid, "loss", path, {"θ_T": (0.0, 0.0)}, ("a: PC1 (90.0%)", "b: PC2 (9.0%)"))
+    view = View(*grid_array(grid, "loss"))
+    ticks = [lab["text"] for lab in labels if lab["kind"] == "tick"]
+    assert {"-1", "0", "1"} <= set(ticks) and "3" in ticks  # a and b from -1 to 1; z up to 1 + 1 + 1
+    assert {lab["text"] for lab in labels if lab["kind"] == "title"} == {"a: PC1 (90.0%)", "b: PC2 (9.0%)", "loss"}
+    mark = next(lab for lab in labels if lab["kind"] == "mark")
+    assert (mark["x"], mark["y"]) == pytest.approx(view.at(0.0, 0.0, 1.0)[:2])
+    assert track[0] == pytest.approx(view.at(-1.0, 0.5, 2.5)[:2]) and track[1] == pytest.approx(
+        view.at(0.5, 0.0, 1.25)[:2])
+    assert len(lines) == 3 and all(len(line) == 2 for line in lines)

@@ -6,7 +6,7 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
-from raysweep.report.contours import iso_lines, surface_polygons
+from raysweep.report.contours import iso_lines, surface_frame, surface_polygons
 
 WIDTH, HEIGHT = 320, 220
 # Images (PNG/SVG/PDF) are drawn with DejaVu Sans, shipped with raysweep (report/fonts, its LICENSE there):
@@ -277,17 +277,48 @@ def surface_chart(part: pl.DataFrame, metric: str) -> alt.Chart:
                                               width=WIDTH, height=WIDTH)
 
 
-def surface3d_chart(part: pl.DataFrame, metric: str, log: bool = False) -> alt.Chart:
-    """The plane as a 3-D surface z = metric(a, b) from a fixed angle (Li et al. 2018, Fig 1): the grid's
-    cells projected into polygons (report/contours.py), drawn back to front, coloured by value."""
+def surface3d_chart(part: pl.DataFrame, metric: str, log: bool = False,
+                    marks: dict[str, tuple[float, float]] | None = None) -> alt.LayerChart:
+    """The plane as a 3-D surface z = metric(a, b) from a fixed angle (Li et al. 2018, Fig 1): the grid's cells
+    projected into polygons (report/contours.py), drawn back to front, coloured by value; with its frame (the a
+    and b edges of the base and a vertical axis of the metric, ticked and titled — PC1/PC2 and their share of
+    the path's variance on a PCA plane), the SGD path on the surface in red and the named points (`marks`:
+    θ_T, θ_0 at their (a, b))."""
     split = part.filter(pl.col("kind") == "grid")["split"][0]
     grid = part.filter(pl.col("kind") == "grid", pl.col("split") == split)
     polys = surface_polygons(grid, metric, log=log)
+    path = part.filter(pl.col("kind") == "path").select("a", "b", "step")
+    lines, labels, track = surface_frame(grid, metric, path, marks or {}, _plane_titles(part), log=log)
     features = [{"type": "Feature", "properties": {"value": r["value"], "draw": r["draw"]},
                  "geometry": {"type": "Polygon", "coordinates": [[*zip(r["x"], r["y"]), (r["x"][0], r["y"][0])]]}}
                 for r in polys.iter_rows(named=True)]
     scale = alt.Scale(scheme="viridis", type="log" if log and polys.height and polys["value"].min() > 0 else "linear")
-    return alt.Chart(alt.Data(values=features)).mark_geoshape(stroke="#222", strokeWidth=0.25).encode(
-        color=alt.Color("properties.value:Q", scale=scale, title=metric), order="properties.draw:Q",
-    ).project(type="identity", reflectY=True).properties(
-        title=f"{metric} as a surface ({split}{', log height' if log else ''})", width=WIDTH, height=WIDTH)
+    surface = alt.Chart(alt.Data(values=features)).mark_geoshape(stroke="#222", strokeWidth=0.25).encode(
+        color=alt.Color("properties.value:Q", scale=scale, title=metric), order="properties.draw:Q")
+
+    def strokes(coords: list, **style) -> alt.Chart:
+        shapes = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": c}} for c in coords if c]
+        return alt.Chart(alt.Data(values=shapes)).mark_geoshape(filled=False, **style)
+    layers = [surface, strokes(lines, stroke="#333", strokeWidth=1)]
+    if len(track) > 1:
+        layers.append(strokes([track], stroke="red", strokeWidth=1.5))
+    text = pl.DataFrame(labels) if labels else pl.DataFrame({"x": [], "y": [], "text": [], "kind": []})
+    for kind, style in (("tick", {"fontSize": 9, "color": "#333"}), ("title", {"fontSize": 11, "color": "#000"}),
+                        ("mark", {"fontSize": 11, "color": "red", "dy": -8, "fontWeight": "bold"})):
+        rows = text.filter(pl.col("kind") == kind)
+        if rows.height:
+            layers.append(alt.Chart(rows).mark_text(**style).encode(longitude="x:Q", latitude="y:Q", text="text:N"))
+            if kind == "mark":
+                layers.append(alt.Chart(rows).mark_point(color="red", filled=True, size=40).encode(
+                    longitude="x:Q", latitude="y:Q"))
+    return alt.layer(*layers).project(type="identity", reflectY=True).properties(
+        title=f"{metric} as a surface ({split}{', log height' if log else ''}), SGD path in red",
+        width=WIDTH, height=WIDTH)
+
+
+def _plane_titles(part: pl.DataFrame) -> tuple[str, str]:
+    """The plane's axis titles: a and b, or PC1/PC2 with the fraction of the path's variance each explains."""
+    axes = part.filter(pl.col("kind") == "axes")
+    if axes.is_empty():
+        return "a", "b"
+    return f"a: PC1 ({axes['a'][0]:.1%})", f"b: PC2 ({axes['b'][0]:.1%})"

@@ -47,6 +47,13 @@ class Figure:
             title=self.heading)
 
 
+# Where each plane kind's named points lie on its (a, b) axes (sweep/prep.py's directions): θ_T at the origin of
+# a plane through it; the line's planes run from θ_0 (a = 0) to θ_T (a = 1)
+PLANE_MARKS = {"random_plane": {"θ_T": (0.0, 0.0)}, "pca_plane": {"θ_T": (0.0, 0.0)},
+               "line_and_random": {"θ_0": (0.0, 0.0), "θ_T": (1.0, 0.0)},
+               "path_surface": {"θ_0": (0.0, 0.0), "θ_T": (1.0, 0.0)}}
+
+
 def _grid(alphas) -> str:
     return f"{len(alphas)} α in [{min(alphas):g}, {max(alphas):g}]"
 
@@ -197,9 +204,12 @@ def figures(job: Job, t: dict, log_height: bool = False) -> list[Figure]:
                           [surface_chart(part, "loss"), surface_chart(part, "error")]))
         out.append(Figure(f"{paper}-{name}-3d", f"{tag} — {name} as a surface (replicate {part['replicate'][0]})",
                           f"Loss and error on {text}, as heights over the plane, seen from a fixed angle"
-                          f"{'; heights on a log scale' if log_height else ''} (Li et al. 2018, Fig 1). The HTML "
-                          f"report's 3-D view turns with the mouse.",
-                          [surface3d_chart(part, m, log=log_height and m == "loss") for m in ("loss", "error")],
+                          f"{'; heights on a log scale' if log_height else ''} (Li et al. 2018, Fig 1): a and b on "
+                          f"the base's front edges, the metric on the vertical axis, the SGD path on the surface in "
+                          f"red and {', '.join(PLANE_MARKS[kind])} marked. The HTML report's 3-D view turns with "
+                          f"the mouse.",
+                          [surface3d_chart(part, m, log=log_height and m == "loss", marks=PLANE_MARKS[kind])
+                           for m in ("loss", "error")],
                           views3d=[surface_view(part, m, log_height and m == "loss") for m in ("loss", "error")]))
     ck = t["checkpoints"]
     if "step" in ck.columns and ck.height and any(c in ck.columns for c in ("train_loss", "test_loss")):
