@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,9 +14,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert found, "Chromium is needed for this test: apt-get install chromium (scripts/test does)"
-    return found
+    from conftest import need
+
+    return need("chromium", "chromium")
 
 
 class Page:

@@ -85,6 +85,20 @@ SLOW_MODULES = {"test_cluster.py", "test_slurm_cluster.py", "test_rehearse.py", 
                 "test_misleading.py", "test_lease.py", "test_optimizers.py", "test_fidelity.py"}
 
 
+def need(program: str, package: str) -> str:
+    """The path of `program`; where it is missing, the test is skipped with one line naming the Debian package —
+    except in the full suite (scripts/test sets RAYSWEEP_TEST_FULL, having installed it), where that fails."""
+    import shutil
+
+    found = shutil.which(program) or (shutil.which("chromium-browser") if program == "chromium" else None)
+    if found:
+        return found
+    why = f"needs {program} (Debian package {package}; the full suite, scripts/test, installs it as root)"
+    if os.environ.get("RAYSWEEP_TEST_FULL"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: left out of `scripts/test --quick` (clusters, Slurm, faults, trainings)")
 

@@ -83,6 +83,8 @@ def test_the_readme_is_the_front_door():
     assert len(text.splitlines()) <= 250
     for heading in ("## Quick start", "## Tests", "## Where to go next"):
         assert heading in text
-    assert "scripts/test --quick" in text and "editable_mode=compat" in text
+    # CI runs the README's test install line and test command, exactly
+    line = "pip install -c constraints.txt -e '.[dev]' --config-settings editable_mode=strict"
+    assert "scripts/test --quick" in text and line in text and "pip install -c constraints.txt .  " in text
     install = (ROOT / ".ci" / "run").read_text()
-    assert "-e '.[dev]' --config-settings editable_mode=compat" in install and "scripts/test" in install
+    assert line.replace("pip install", "pip install -q") in install and "\nscripts/test\n" in install

@@ -2,7 +2,6 @@
 opened in headless Chromium. Checks what Goodfellow et al. 2015 and Frankle 2020 found for MNIST MLPs."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,8 +83,9 @@ def test_the_readmes_export_and_interpolate_lines_run_as_written(digits_run, tmp
 
 def test_report_draws_in_chromium(digits_run, tmp_path):
     storage, first, _ = digits_run
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is needed for this test: apt-get install chromium (scripts/test does)"
+    from conftest import need
+
+    chromium = need("chromium", "chromium")
     report = next(Path(storage).rglob("report.html"))
     out = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
                           "--virtual-time-budget=30000", "--dump-dom", report.as_uri()],

@@ -14,7 +14,7 @@ def test_a_folder_named_raysweep_beside_a_script_does_not_hide_the_package(tmp_p
     (tmp_path / "raysweep").mkdir()  # a clone's folder, seen from its parent: a namespace package
     (tmp_path / "snippet.py").write_text("import raysweep\nprint(raysweep.open.__module__)\n")
     r = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.strip() == "raysweep.api", r.stderr  # the editable install, `compat`
+    assert r.returncode == 0 and r.stdout.strip() == "raysweep.api", r.stderr  # the editable install, `strict`
 
 
 def test_scripts_test_runs_in_the_active_virtual_environment(tmp_path):

@@ -203,10 +203,9 @@ def test_a_gpu_job_without_gpus_and_a_machine_without_sbatch(tmp_path):
 def test_the_written_script_passes_shellcheck(tmp_path):
     """The body (raysweep/cluster/raysweep.sbatch) and what `raysweep slurm` puts in front of it, linted together
     (CI installs shellcheck; elsewhere the test says it is missing)."""
-    import shutil
+    from conftest import need
 
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (Debian: apt-get install shellcheck; .ci/run installs it)")
+    need("shellcheck", "shellcheck")
     request = SlurmRequest(nodes=2, gpus_per_node=1, setup=("module load cuda/12.4",), ip_interface="ib0")
     text = render(request, ["run", "a job.toml", "--set", "x='y'"], python="/v/bin/python", logs="/l o g s",
                   script="s.sbatch", run_id="j/h")

@@ -63,7 +63,12 @@ def grids(surface: pl.DataFrame, sweep: str | None) -> tuple[str, int, dict]:
 
 
 def write_hdf5(path: Path, data: dict, attrs: dict) -> None:
-    import h5py
+    """`data`'s arrays as datasets (a name with '/' goes into its group); h5py comes with raysweep[interop]."""
+    try:
+        import h5py
+    except ImportError:
+        raise SpecError("--format hdf5 needs h5py, which raysweep installs with its interop extra: "
+                        "pip install 'raysweep[interop]' (or pip install h5py)") from None
 
     with h5py.File(path, "w") as f:
         for name, arr in data.items():

@@ -64,7 +64,13 @@ class Session:
                 warn(text)
 
     def start(self) -> None:
-        """Start a local Ray or join the cluster (once per process)."""
+        """Start a local Ray or join the cluster (once per process), saying so first: on a loaded machine the
+        start takes a while, and a command that says nothing for a minute looks hung."""
+        import ray
+
+        if not ray.is_initialized():
+            say(f"joining the Ray cluster at {self.address or '$RAY_ADDRESS'}…" if self.joins_cluster else
+                "starting Ray on this machine (its CPUs and GPUs)…")
         init_ray(self.address, job=self.job)
 
     def connect(self, resources: dict) -> None:
