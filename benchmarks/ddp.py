@@ -121,7 +121,7 @@ def with_ray_train(world: int) -> float:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from raysweep.cluster.connect import init_ray, shutdown_ray
+    from raysweep.connect import init_ray, shutdown_ray
 
     init_ray(num_cpus=os.cpu_count())
     try:

@@ -95,7 +95,7 @@ def data_wait(batches, step_s: float, warm: int = 5) -> tuple[float, float]:
 def raysweep_stream(root: Path, cores: int, batch: int = 64, step_s: float = 0.2) -> tuple[float, float, float, int]:
     """(images/s of the packed stream on a local Ray of `cores` CPUs with the window shuffle on,
     single-core decode+augment images/s, data wait at a `step_s` step, the window in row groups)."""
-    from raysweep.cluster.connect import init_ray, shutdown_ray
+    from raysweep.connect import init_ray, shutdown_ray
     from raysweep.data import packed, streams
     from raysweep.io.store import Store
 

@@ -241,7 +241,7 @@ def part_stage(args, device, cuda, peak, peak_text):
     """Ray Data with one actor vs the bare Evaluator in this process, on the same work items."""
     from sweep import fake_training
 
-    from raysweep.cluster.connect import init_ray, shutdown_ray
+    from raysweep.connect import init_ray, shutdown_ray
     from raysweep.sweep.execute import run_local, run_ray
     from raysweep.sweep.planner import plan
 

@@ -81,7 +81,7 @@ def main():
 
         import ray
 
-        from raysweep.cluster.connect import init_ray
+        from raysweep.connect import init_ray
         t = time.perf_counter()
         init_ray(num_cpus=os.cpu_count())
         t_start = time.perf_counter() - t

@@ -28,6 +28,7 @@ from raysweep.io import paths
 from raysweep.io.runs import list_runs  # noqa: F401  (the API's listing of stored runs)
 from raysweep.io.store import Store
 from raysweep.jobs import load_job
+from raysweep.kinds import load_plugins
 from raysweep.run.core import Run
 from raysweep.spec import Job, parse_stored
 from raysweep.sweep.rounds import RunSummary, failure_message  # noqa: F401
@@ -65,10 +66,9 @@ def open_run(job: str | Job, storage: str | None = None, overrides: Iterable[str
                             f"does not apply; give the job's name or file to change settings (--replicates does "
                             f"apply: the replicates are not in the hash)")
         stored = stored_job(store, job)
+        load_plugins(stored.plugins)  # its kinds' code: a stored run of a plugin kind reads and draws with it
         if replicates is not None and replicates != stored.replicates:
             import dataclasses
-
-            from raysweep.validate import complete
 
             stored = dataclasses.replace(stored, replicates=replicates)
             if stored.problems():

@@ -20,7 +20,6 @@ from raysweep.cli_common import (
     SetOpt,
     SharedOpt,
     StorageOpt,
-    Table,
     _err,
     _guard,
     _open,
@@ -28,6 +27,7 @@ from raysweep.cli_common import (
 )
 from raysweep.cli_output import emit, surface_file
 from raysweep.errors import SpecError, SweepFailed
+from raysweep.io.paths import TABLES
 from raysweep.jobs import builtin_jobs, read_toml
 
 LogHeightOpt = typer.Option(False, "--log-height", help="Planes' 3-D surfaces: loss heights on a log scale")
@@ -183,7 +183,8 @@ def status(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[L
 
 @app.command()
 @_guard
-def results(job: str, table: Table = typer.Option(Table.curves, "--table", help="Which table"),
+def results(job: str, table: str = typer.Option("curves", "--table", help=f"Which table: {', '.join(TABLES)}, or "
+                                               f"one a plugin kind of the job makes"),
             sweep: Optional[str] = typer.Option(None, "--sweep", help="Only this sweep"),
             format: Format = typer.Option(Format.table, "--format", help="Output format"),
             out: Optional[Path] = typer.Option(None, "--out", help="Write to this file"),
@@ -195,8 +196,8 @@ def results(job: str, table: Table = typer.Option(Table.curves, "--table", help=
     Example: raysweep results digits_mlp --table barriers --columns sweep,step,metric,barrier_linear_mean"""
     r = _open(job, storage, set_, replicates)
     if format in (Format.hdf5, Format.vtk):
-        return surface_file(r, table.value, sweep, format, out, partial)
-    emit(r.table(table.value, sweep, partial), format, out, table.value, columns)
+        return surface_file(r, table, sweep, format, out, partial)
+    emit(r.table(table, sweep, partial), format, out, table, columns)
 
 
 @app.command()

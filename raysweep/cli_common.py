@@ -9,7 +9,7 @@ from enum import Enum
 
 import typer
 
-from raysweep.cluster.connect import shutdown_ray
+from raysweep.connect import shutdown_ray
 from raysweep.errors import (
     CheckpointError,
     DamagedPoints,
@@ -23,7 +23,6 @@ from raysweep.errors import (
     TrainingFailed,
 )
 from raysweep.interrupts import ctrl_c_deferred
-from raysweep.io.paths import TABLES
 from raysweep.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -39,13 +38,6 @@ AddressOpt = typer.Option(
 )
 SharedOpt = typer.Option(False, "--shared-storage", help="The local --storage folder is mounted on every node of "
                                                          "the cluster (NFS, FSx, EFS) [or $RAYSWEEP_SHARED_STORAGE=1]")
-
-
-def _tables() -> type[Enum]:
-    return Enum("Table", {name: name for name in TABLES}, type=str)
-
-
-Table = _tables()
 
 
 class Format(str, Enum):

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from raysweep.cli_common import AddressOpt, StorageOpt, _err, _guard
-from raysweep.cluster.connect import init_ray, now_ms, worker_deaths
+from raysweep.connect import init_ray, now_ms, worker_deaths
 from raysweep.progress import CountProgress, warn
 
 data_app = typer.Typer(help="Datasets in the object store: pack an ImageFolder tree once, then every node streams it.",

@@ -9,7 +9,7 @@ from raysweep.cli_common import AddressOpt, ReplicatesOpt, SetOpt, StorageOpt, _
 from raysweep.errors import SpecError
 from raysweep.io import paths
 from raysweep.jobs import job_from_dict
-from raysweep.spec import MERGE_KINDS, apply_overrides, parse_value
+from raysweep.spec import MERGE_KINDS, apply_overrides, is_import_path, parse_value
 
 
 def _pairs(items: Optional[List[str]], flag: str) -> dict:
@@ -25,8 +25,6 @@ def _pairs(items: Optional[List[str]], flag: str) -> dict:
 def _args(name: str, items: Optional[List[str]], flag: str) -> dict:
     """--model-arg/--data-arg: your code's keyword arguments (an import path), or a built-in's fields (the same
     names as in a job file; an unknown one is named with the valid ones)."""
-    from raysweep.spec import is_import_path
-
     pairs = _pairs(items, flag)
     if not pairs:
         return {}

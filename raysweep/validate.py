@@ -8,11 +8,11 @@ plugins, so the spec never imports user code. ``raysweep.jobs.load_job`` runs bo
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from pathlib import Path
 
 from raysweep.errors import SpecError
 from raysweep.io.external import external_digest, file_sha
+from raysweep.kinds import load_plugins
 from raysweep.plugins import check_call, load_object, source_identity
 from raysweep.spec import (
     BUILTIN_DATASETS,
@@ -21,6 +21,8 @@ from raysweep.spec import (
     Job,
     is_import_path,
 )
+from raysweep.train.frozen import frozen
+from raysweep.work.kinds import kind
 
 
 def problems(job: Job) -> list[str]:
@@ -36,9 +38,19 @@ def problems(job: Job) -> list[str]:
                 out.append(str(exc))
     if job.train.loss != "auto":
         out += _resolves("train.loss", (job.train.loss,), "loss")
+    try:
+        load_plugins(job.plugins)  # each registers its kinds (and models, datasets, ...) as it is imported
+    except SpecError as exc:
+        return out + [str(exc)]
     for s in job.sweeps:
         if s.kind in POINT_KINDS:
             out += _resolves(f"sweeps.{s.name}.metrics", s.metrics, "metric")
+        try:
+            k = kind(s.kind)
+        except SpecError as exc:
+            out.append(f"sweeps.{s.name}: {exc}")
+            continue
+        out += k.check(s, f"sweeps.{s.name}") if k.check else []
     return out
 
 
@@ -66,12 +78,27 @@ def complete(job: Job) -> Job:
             digests[f"{key}.source"] = source_identity(name)
     if job.external:
         digests["external"] = external_digest(job.external)
+    job = _kind_code(job)
     if job.train.init_from:
         if "://" not in job.train.init_from:  # workers open it from their own folders: an absolute path
             path = str(Path(job.train.init_from).expanduser().resolve())
             job = dataclasses.replace(job, train=dataclasses.replace(job.train, init_from=path))
         digests["init_from"] = file_sha(job.train.init_from)
     return dataclasses.replace(job, digests=tuple(sorted(digests.items())))
+
+
+def _kind_code(job: Job) -> Job:
+    """Sweeps of a plugin's kind carry the sha256 of the plugin's source (`SweepSpec.code`, in the sweep's hash):
+    changed analysis code is a new sweep, never mixed with the old one's rows (the trained weights are kept)."""
+    if not job.plugins:
+        return job
+    load_plugins(job.plugins)
+    sweeps = []
+    for s in job.sweeps:
+        k = kind(s.kind)
+        code = source_identity(f"{k.module}:_") if not k.module.startswith("raysweep.") else ""
+        sweeps.append(dataclasses.replace(s, code=code) if code != s.code else s)
+    return dataclasses.replace(job, sweeps=tuple(sweeps))
 
 
 def check(job: Job, source: str = "<job>") -> Job:
@@ -101,16 +128,3 @@ def check_builder(job: Job, in_shape: tuple, num_classes: int) -> None:
         s.params.selected(names, f"sweeps.{s.name}.params")
     if job.train.init_from:
         pretrained(job, model.state_dict())
-
-
-def frozen(job: Job, model) -> set[str]:
-    """The parameters `train.freeze` names; a glob that matches none is an error naming the parameters."""
-    names = [n for n, _ in model.named_parameters()]
-    out = set()
-    for glob in job.train.freeze:
-        hit = fnmatch.filter(names, glob)
-        if not hit:
-            raise SpecError(f"train.freeze: {glob!r} matches no parameter of the model; its parameters are "
-                            f"{names[:20]}{' ...' if len(names) > 20 else ''}")
-        out |= set(hit)
-    return out

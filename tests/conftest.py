@@ -146,7 +146,7 @@ def store(tmp_path):
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray (2 CPUs) shared by the tests that need it; shut down at the end."""
-    from raysweep.cluster.connect import init_ray, shutdown_ray
+    from raysweep.connect import init_ray, shutdown_ray
 
     init_ray(num_cpus=2)
     yield

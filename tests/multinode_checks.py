@@ -26,7 +26,7 @@ try:
     out["raylets_with_endpoint"] = sum("AWS_ENDPOINT_URL" in p.environ() for p in raylets)
     os.environ["AWS_ENDPOINT_URL"] = endpoint  # the driver's own setting, as on a laptop or a head node
 
-    from raysweep.cluster.connect import init_ray
+    from raysweep.connect import init_ray
 
     init_ray(cluster.address)
     job = parse_job(raw)

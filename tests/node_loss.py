@@ -25,7 +25,7 @@ cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
 workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
 cluster.wait_for_nodes()
 try:
-    from raysweep.cluster.connect import init_ray
+    from raysweep.connect import init_ray
 
     init_ray(cluster.address)
     run = Run(job, store, shared_storage=True)  # every 'node' is this machine

@@ -23,7 +23,7 @@ out = {"trainer_node": trainer_node.node_id, "decoder_node": decoder_node.node_i
 try:
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     from raysweep.api import Run
-    from raysweep.cluster.connect import init_ray
+    from raysweep.connect import init_ray
     from raysweep.data import packed, streams
     from raysweep.io.store import Store
     from raysweep.jobs import job_from_dict

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the tests' helpers (run from t
 from clusters import local_cluster  # noqa: E402
 
 from raysweep.api import Run  # noqa: E402
-from raysweep.cluster.connect import init_ray  # noqa: E402
+from raysweep.connect import init_ray  # noqa: E402
 from raysweep.io.store import Store  # noqa: E402
 from raysweep.jobs import load_job  # noqa: E402
 

@@ -150,7 +150,7 @@ def test_a_sweep_that_cannot_be_aligned_is_refused_before_any_work(tmp_path):
 
     from raysweep.data import dataset_info
     from raysweep.errors import SpecError
-    from raysweep.sweep.planner import check_alignable
+    from raysweep.kinds.lines import check_alignable
 
     with pytest.raises(SpecError, match="final_to_final"):
         make_job(sweeps=[{"name": "x", "kind": "init_to_final", "align": "weights"}])

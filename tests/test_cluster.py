@@ -214,7 +214,7 @@ def test_store_address_keeps_the_endpoint_wherever_it_came_from(monkeypatch):
 
 
 def test_storage_settings_reach_workers_through_the_runtime_env(monkeypatch):
-    from raysweep.cluster.connect import storage_env
+    from raysweep.connect import storage_env
 
     monkeypatch.setenv("AWS_PROFILE", "research")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)

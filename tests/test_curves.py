@@ -25,9 +25,9 @@ from raysweep.evaluate.sums import BN_RESET_SEED
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.manifests import read_manifests
 from raysweep.io.store import Store
+from raysweep.kinds.curve import bends_todo
 from raysweep.models import build_model
 from raysweep.spec import SpecError, parse_job
-from raysweep.sweep.bends import bends_todo
 from raysweep.sweep.planner import missing
 from raysweep.train.bend import bend_seed, train_bend
 from raysweep.train.loop import train_replicate

@@ -79,7 +79,7 @@ def test_packing_outside_the_cli_starts_a_ray_of_its_own(source, tmp_path, ray_s
     config) and later ask it for a trial's full CPUs, which a 2-CPU machine never has — a hang."""
     import ray
 
-    from raysweep.cluster import connect
+    from raysweep import connect
 
     connect.shutdown_ray(force=True)
     packed.pack(str(source), "toy", Store(str(tmp_path / "s")), shard_images=8)

@@ -54,11 +54,11 @@ def test_a_line_sweep_records_sharpness_at_its_points_and_its_peak(tmp_path):
     import polars as pl
     from conftest import TINY, run_in_process
 
+    from raysweep.analysis.metrics import barrier_peak
     from raysweep.data.registry import load_splits
     from raysweep.io.checkpoints import load_tensors
     from raysweep.models import build_model
     from raysweep.spec import parse_job, sweep_hash
-    from raysweep.sweep.refine import barrier_peak
 
     line = {"name": "i5", "kind": "final_to_final", "alpha": {"num": 5}}
     raw = {**copy.deepcopy(TINY), "name": "sharp", "model": {"name": "mlp", "hidden": [8]}, "sweeps": [line]}

@@ -123,7 +123,7 @@ def test_the_jobs_ray_wants_its_token_and_stops_alone(slurm, ray_session, tmp_pa
     job's Ray only: the test session's own Ray on this node still runs."""
     import ray
 
-    from raysweep.cluster.connect import init_ray
+    from raysweep.connect import init_ray
 
     init_ray(num_cpus=2)  # another Ray on this node (the session's, or one of its own): it must outlive the job's
     job_id, log = submit(slurm, tmp_path / "runs", "--set", "train.epochs=400")

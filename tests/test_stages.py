@@ -95,7 +95,7 @@ def test_items_not_stored_after_the_last_round_are_failures(store, tiny_job):
     summary = sweep_rounds(tiny_job, store, items, lambda todo, results: None, rounds=2)  # a stage that stores nothing
     assert sorted(f["key"] for f in summary.failures) == sorted(it.path for it in items)
     assert {f["status"] for f in summary.failures} == {"lost"}
-    assert "k0 of sweep i1 was not stored after 2 rounds" in failure_message(tiny_job, summary.failures)
+    assert "k0 of sweep i1 was not stored after 2 rounds" in failure_message(tiny_job, summary.failures, store)
 
 
 def test_stored_counts_see_every_copy(store):

@@ -12,8 +12,8 @@ from raysweep.analysis import aggregate
 from raysweep.api import Run
 from raysweep.io import paths
 from raysweep.io.store import Store
+from raysweep.kinds.curve import bends_todo
 from raysweep.spec import parse_job
-from raysweep.sweep.bends import bends_todo
 from raysweep.sweep.planner import missing
 
 STORED = Path(__file__).parent / "data" / "stored_v1"

@@ -9,9 +9,9 @@ from raysweep.evaluate.evaluator import Evaluator
 from raysweep.io import paths
 from raysweep.io.checkpoints import load_tensors
 from raysweep.io.manifests import read_manifests
+from raysweep.kinds.lines import draw_random_point, random_endpoint
 from raysweep.sweep.execute import run_local
-from raysweep.sweep.planner import missing, plan, random_endpoint
-from raysweep.sweep.prep import draw_random_point
+from raysweep.sweep.planner import missing, plan
 from raysweep.train.loop import train_replicate
 from raysweep.work.items import chunk_size, chunks
 from raysweep.work.kinds import KINDS
@@ -130,7 +130,7 @@ def test_errors_by_kind_transient_retried_oom_named(trained, monkeypatch):
     monkeypatch.setattr(ev, "evaluate_pair", oom)
     r = run_item(ev, job, store, item, retries=3, backoff=0)
     assert r["status"] == "oom"
-    text = failure_message(job, [r])
+    text = failure_message(job, [r], store)
     assert "eval.batch_size" in text and "--set eval.batch_size=" in text
 
 

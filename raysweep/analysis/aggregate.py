@@ -19,7 +19,15 @@ from raysweep.analysis.curves import (
     sorted_points,
 )
 from raysweep.analysis.mds import mds_maps
-from raysweep.analysis.scan import inputs, point_paths, read_or_name, scan, scan_points, sharpness_files
+from raysweep.analysis.scan import (
+    inputs,
+    point_paths,
+    read_or_name,
+    scan,
+    scan_points,
+    schema_of,
+    sharpness_files,
+)
 from raysweep.io import paths
 from raysweep.io.manifests import read_manifests
 from raysweep.io.schemas import (
@@ -32,7 +40,8 @@ from raysweep.io.schemas import (
     TRAJECTORY_SCHEMA,
 )
 from raysweep.io.store import Store
-from raysweep.spec import MERGE_KINDS, PLANE_KINDS, Job
+from raysweep.spec import Job
+from raysweep.work.kinds import all_kinds, of_table
 
 log = logging.getLogger("raysweep")
 
@@ -55,7 +64,7 @@ def surface(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
     """T3/T4/T5/PCA planes: loss and error on each replicate's (a, b) grid (kind "grid"), the projected
     SGD path (kind "path", one row per checkpoint) and, for a PCA plane, the fraction of the path's
     variance along each axis (kind "axes": a and b)."""
-    df = _read(store, job, PLANE_KINDS, SURFACE_SCHEMA, exclude)
+    df = _read(store, job, of_table("surface"), SURFACE_SCHEMA, exclude)
     return df.unique(subset=["sweep", "replicate", "kind", "step", "a", "b", "split"], keep="first").sort(
         "sweep", "replicate", "kind", "step", "a", "b", "split")
 
@@ -118,11 +127,9 @@ def line_tables(store: Store, job: Job, exclude=frozenset()) -> tuple[pl.DataFra
 def planned_pairs(job: Job) -> dict[str, int]:
     """Sweep -> the curves (replicates or pairs of them) the job plans for each of its step pairs: what each mean
     of the curves and barriers tables should be over."""
-    from raysweep.work.kinds import KINDS
-
-    r = job.replicates
-    return {s.name: KINDS[s.kind].pairs(r, 1, 1) for s in job.sweeps if s.kind in KINDS and
-            KINDS[s.kind].table == "curves"}
+    r, kinds = job.replicates, all_kinds()
+    return {s.name: kinds[s.kind].pairs(r, 1, 1) for s in job.sweeps if s.kind in kinds and
+            kinds[s.kind].table == "curves"}
 
 
 def with_planned(df: pl.DataFrame, job: Job, grid: bool = False) -> pl.DataFrame:
@@ -165,9 +172,28 @@ def sharpness(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
 
 def merges(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
     """Every merged model of the merge sweeps (soups, task arithmetic) and split: loss and error."""
-    files = point_paths(store, job, MERGE_KINDS, exclude)
+    files = point_paths(store, job, of_table("merges"), exclude)
     df = read_or_name(store, job, files, lambda: scan(store, files, MERGE_SCHEMA).collect())
     return df.drop([c for c in PROVENANCE if c in df.columns]).sort("sweep", "merge", "lam", "members", "split")
+
+
+def kind_rows(table: str):
+    """The default table of a kind's rows: every stored row of the job's sweeps that feed `table`, as stored
+    (a plugin kind without a `build_table` of its own)."""
+    def build(store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
+        return _read(store, job, of_table(table), schema_of(table), exclude)
+    return build
+
+
+def builders(job: Job) -> dict:
+    """table -> build(store, job, exclude) of every table made of kinds' rows: the built-in kinds' always (their
+    tables exist, empty, in every run), a plugin kind's where the job has a sweep of it."""
+    used = {s.kind for s in job.sweeps}
+    out = {}
+    for k in all_kinds().values():
+        if k.table != "curves" and (k.module.startswith("raysweep.") or k.name in used):
+            out.setdefault(k.table, k.build_table or kind_rows(k.table))
+    return out
 
 
 def build(name: str, store: Store, job: Job, exclude=frozenset()) -> pl.DataFrame:
@@ -180,8 +206,9 @@ def build(name: str, store: Store, job: Job, exclude=frozenset()) -> pl.DataFram
         return read_or_name(store, job, files, lambda: scan_points(store, job, exclude).collect())
     if name == "checkpoints":
         return checkpoints(store, job)
-    return {"trajectory": trajectory, "function_map": function_map, "surface": surface,
-            "sharpness": sharpness, "merges": merges}[name](store, job, exclude)
+    if name == "sharpness":
+        return sharpness(store, job, exclude)
+    return builders(job)[name](store, job, exclude)
 
 
 def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
@@ -189,9 +216,7 @@ def aggregate(store: Store, job: Job) -> dict[str, pl.DataFrame]:
     made_of = inputs(store, job)  # before reading: a file that lands meanwhile makes the tables stale
     curves_, barriers_ = line_tables(store, job)
     tables = {"curves": curves_, "barriers": barriers_, "checkpoints": checkpoints(store, job),
-              "trajectory": trajectory(store, job), "function_map": function_map(store, job),
-              "surface": surface(store, job), "sharpness": sharpness(store, job),
-              "merges": merges(store, job)}
+              "sharpness": sharpness(store, job), **{name: fn(store, job) for name, fn in builders(job).items()}}
     run = paths.run_dir(job.name, job.hash)
     store.delete(paths.tables_inputs(run))  # no record while the tables are half-written
     for name, df in tables.items():

@@ -80,3 +80,14 @@ def curve_metrics(alphas, values) -> dict:
                 "peak_over_ends": nan if has_ends else None, "monotone": None, "max_bump": nan}
     return {"max_increase": max_increase(v), "barrier_linear": barrier_linear(a, v),
             "peak_over_ends": peak_over_ends(a, v), "monotone": monotone(v), "max_bump": max_bump(v)}
+
+
+def barrier_peak(alphas: np.ndarray, values: np.ndarray) -> float | None:
+    """The barrier peak of one curve (None without α = 0 and 1 or with a NaN in [0, 1])."""
+    inside = (alphas >= -1e-9) & (alphas <= 1 + 1e-9)
+    a, v = alphas[inside], values[inside]
+    ends = [np.flatnonzero(np.isclose(a, t, rtol=0, atol=1e-9)) for t in (0.0, 1.0)]
+    if not all(len(e) for e in ends) or np.isnan(v).any():
+        return None
+    l0, l1 = v[ends[0][0]], v[ends[1][0]]
+    return float(a[int(np.argmax(v - ((1 - a) * l0 + a * l1)))])

@@ -15,9 +15,9 @@ from raysweep.io import paths
 from raysweep.io.runs import locator
 from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.io.store import Store
-from raysweep.spec import POINT_KINDS, Job, sweep_hash
+from raysweep.spec import Job, sweep_hash
 from raysweep.work.items import key_replicates
-from raysweep.work.kinds import of_table, sharpness_folder, sweep_folder
+from raysweep.work.kinds import all_kinds, kind, of_table, sharpness_folder, sweep_folder
 from raysweep.work.stored import data_files
 
 TABLES = paths.TABLES
@@ -29,6 +29,17 @@ READ_ERRORS = (pl.exceptions.PolarsError, pa.ArrowException, OSError)  # what an
 
 def kinds_of_table(table: str) -> tuple[str, ...]:
     return of_table(table)
+
+
+def tables_of(job: Job) -> tuple[str, ...]:
+    """Every table of the job: the built-in ones (TABLES), then those its plugin kinds' sweeps feed."""
+    extra = [kind(s.kind).table for s in job.sweeps if kind(s.kind).table not in TABLES]
+    return TABLES + tuple(dict.fromkeys(extra))
+
+
+def schema_of(table: str):
+    """The row schema of a table made of a kind's stored rows (the first kind that feeds it)."""
+    return next(k.schema for k in all_kinds().values() if k.table == table)
 
 
 def within_replicates(path: str, replicates: int) -> bool:
@@ -44,9 +55,10 @@ def sweep_files(store: Store, job: Job, sweep) -> list[str]:
             if within_replicates(p, job.replicates)]
 
 
-def point_paths(store: Store, job: Job, kinds=POINT_KINDS, exclude=frozenset()) -> list[str]:
-    """Stored files of the job's sweeps of these kinds (by default the lines' and curves': the points
-    table's), less `exclude` (files known to be unreadable)."""
+def point_paths(store: Store, job: Job, kinds=None, exclude=frozenset()) -> list[str]:
+    """Stored files of the job's sweeps of these kinds (by default those of the curves table: the lines' and
+    curves', the points table's), less `exclude` (files known to be unreadable)."""
+    kinds = of_table("curves") if kinds is None else kinds
     return [p for s in job.sweeps if s.kind in kinds for p in sweep_files(store, job, s) if p not in exclude]
 
 

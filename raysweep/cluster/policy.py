@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from raysweep.cluster.connect import is_local
+from raysweep.connect import DECODE_CPUS, is_local
 from raysweep.progress import log_interval
 from raysweep.spec import Job, SpecError
 
@@ -187,7 +187,6 @@ def trial_resources(job: Job, cap: Capacity | None = None) -> dict:
     return {"cpu": cpu, "gpu": gpu}
 
 
-DECODE_CPUS = 1.0  # one Ray Data decode task of a streamed dataset (data/streams.py)
 MIN_RANK_CPUS = 0.25  # below this a rank is not worth shrinking to
 
 

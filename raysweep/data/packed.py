@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysweep.cluster.connect import init_ray
+from raysweep.connect import init_ray
 from raysweep.errors import DatasetMissing, SpecError
 from raysweep.io import paths
 from raysweep.io.store import Store

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raysweep.cluster.connect import init_ray
-from raysweep.cluster.policy import DECODE_CPUS  # a decode task: what training must leave free
+from raysweep.connect import (
+    DECODE_CPUS,  # a decode task: what training must leave free
+    init_ray,
+)
 from raysweep.data.images import IMAGENET_MEAN, IMAGENET_STD
 from raysweep.data.packed import find
 from raysweep.data.subset import pack_positions, subset_rows

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from raysweep.cluster.policy import DECODE_CPUS
+from raysweep.connect import DECODE_CPUS
 
 
 def stall_seconds() -> float:

@@ -9,10 +9,8 @@ checkpoints, so a rerun or another node evaluates exactly the same plane.
   random_plane:    c = θ_T; d1, d2 Gaussian, each scaled to ‖θ_T − θ_0‖ (or filter-normalised:
                    every output filter of d scaled to that filter's norm in θ_T, biases and BN 0).
   line_and_random: c = θ_0; d1 = θ_T − θ_0 (a = 1 is θ_T); d2 Gaussian, orthogonal to d1, same norm.
-  pca_plane:       c = θ_T; d1, d2 the top two principal directions of {θ_t − θ_T} over the replicate's
-                   checkpoints but the last (Li, Xu, Taylor, Studer & Goldstein 2018, §7 and Fig 9; their
-                   projection.py: centred as scikit-learn's PCA), each scaled to ‖θ_T − θ_0‖; the fraction of
-                   the path's variance each explains is stored with them and reported as an "axes" row.
+  a kind's own:    c and the directions its `compute` gives (kinds/pca_plane.py: the path's principal
+                   directions; an "evr" tensor stored with them is reported as an "axes" row).
 """
 from __future__ import annotations
 
@@ -81,45 +79,21 @@ def _filter_normalise(d: dict, theta: dict) -> dict:
     return out
 
 
-def pca_directions(store, endpoints: tuple[Endpoint, ...], params: list[str]) -> dict:
-    """The PCA plane of a trajectory: {"center.<n>": θ_T, "d1.<n>", "d2.<n>", "evr": the two fractions of
-    variance}. The differences θ_t − θ_T are held as one float32 matrix (checkpoints × parameters: digits'
-    MLP 0.5 MB; ResNet-50 with 124 checkpoints 12.6 GB); the principal directions come from the centred Gram
-    matrix (float64, checkpoints²), each sign fixed so that its largest entry is positive."""
-    thetaT = load_tensors(store, endpoints[-1].path, endpoints[-1].sha256)
-    flatT = np.concatenate([thetaT[n].double().reshape(-1).numpy() for n in params])
-    m = np.stack([np.concatenate([t[n].double().reshape(-1).numpy() for n in params]) - flatT
-                  for t in (load_tensors(store, e.path, e.sha256) for e in endpoints[:-1])]).astype(np.float32)
-    centred = m - m.mean(0, dtype=np.float64).astype(np.float32)
-    gram = centred.astype(np.float64) @ centred.astype(np.float64).T
-    w, u = np.linalg.eigh(gram)
-    order = np.argsort(w)[::-1][:2]
-    dirs = [(centred.T.astype(np.float64) @ u[:, j]) / np.sqrt(max(w[j], 1e-300)) for j in order]
-    dirs = [d * np.sign(d[np.argmax(np.abs(d))]) for d in dirs]
-    scale = float(np.linalg.norm(m[0]))  # ‖θ_0 − θ_T‖: the path spans about a unit along d1
-    out = {f"center.{n}": t for n, t in thetaT.items()}
-    for name, d in zip(("d1", "d2"), dirs):
-        start = 0
-        for n in params:
-            size = thetaT[n].numel()
-            out[f"{name}.{n}"] = torch.from_numpy(d[start:start + size] * scale).reshape(thetaT[n].shape).float()
-            start += size
-    out["evr"] = torch.tensor([w[j] / w.sum() for j in order], dtype=torch.float64)
-    return out
+def drawn_directions(store, job: Job, sweep: SweepSpec, h: str, k: int, ends: tuple[Endpoint, ...],
+                     params: list[str]) -> dict:
+    """T4/T5's plane of replicate k: directions drawn from its seed (make_directions) between θ_0 and θ_T."""
+    t0, tT = (load_tensors(store, e.path, e.sha256) for e in (ends[0], ends[-1]))
+    return make_directions(sweep, t0, tT, params, direction_seed(job, k, h))
 
 
 def ensure_directions(store, job: Job, sweep: SweepSpec, h: str, k: int, ends: tuple[Endpoint, ...],
-                      params: list[str]) -> Ref:
-    """Draw (or, for a PCA plane, compute from every checkpoint in `ends`) and store replicate k's plane,
-    once; prepare step, never the planner. Returns its ref."""
+                      params: list[str], compute=drawn_directions) -> Ref:
+    """Compute (`compute(store, job, sweep, h, k, ends, params)`: drawn, or a kind's own such as the PCA
+    plane's) and store replicate k's plane, once; prepare step, never the planner. Returns its ref."""
     path = paths.plane(paths.run_dir(job.name, job.hash), k, sweep.name, h)
     ref = stored_ref(store, path)
     if not ref.sha256:
-        if sweep.kind == "pca_plane":
-            directions = pca_directions(store, ends, params)
-        else:
-            t0, tT = (load_tensors(store, e.path, e.sha256) for e in (ends[0], ends[-1]))
-            directions = make_directions(sweep, t0, tT, params, direction_seed(job, k, h))
+        directions = compute(store, job, sweep, h, k, ends, params)
         sha = save_tensors(store, path, directions)
         store.write_json(paths.record(path), {"path": path, "sha256": sha, "replicate": k})
         ref = Ref(path, sha)

@@ -7,10 +7,9 @@ from raysweep.data.registry import dataset_info
 from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.models import forward_flops
-from raysweep.spec import PLANE_KINDS, TRAJECTORY_KINDS, Job, sweep_hash
+from raysweep.spec import Job, sweep_hash
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
-from raysweep.work.items import chunk_size, chunks
-from raysweep.work.kinds import KINDS
+from raysweep.work.kinds import kind
 
 # Published throughputs the cost estimates use (no GPU number of raysweep's own is measured yet):
 # evaluation, examples/s of a full-split forward pass on one GPU
@@ -29,31 +28,13 @@ def counts(job, store=None, info=None) -> dict:
     steps = checkpoint_steps(job.train, n_train)
     per_epoch = iterations_per_epoch(n_train, job.train.batch_size)
     sweeps = []
-    for s in job.sweeps:
-        if s.kind in TRAJECTORY_KINDS:
-            forwards = job.replicates * len(steps) if s.kind == "function_map" else 0
-            sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": 0, "alphas": 0,
-                           "trajectory": True, "work_items": job.replicates, "evaluations": forwards,
-                           "examples_forwarded": forwards * min(s.examples, info.sizes["test"])})
-            continue
-        if s.kind in PLANE_KINDS:
-            grid = len(s.alpha.points()) * len(s.beta.points())
-            evals = job.replicates * grid * len(s.splits)
-            sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "trajectory": True, "grid": grid,
-                           "work_items": job.replicates, "evaluations": evals,
-                           "examples_forwarded": evals * sum(s.split_sizes(info.sizes)) // len(s.splits)})
-            continue
-        pairs = KINDS[s.kind].pairs(job.replicates, len(steps), len(s.spawn_steps))
-        alphas = s.alpha.points()
-        examples = sum(s.split_sizes(info.sizes))
-        sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), "pairs": pairs,
-                       "alphas": len(alphas), "alpha_range": [alphas[0], alphas[-1]], "splits": list(s.splits),
-                       "work_items": pairs * len(chunks(alphas, chunk_size(job, s, info))),
-                       "evaluations": pairs * len(alphas) * len(s.splits),
-                       "examples_forwarded": pairs * len(alphas) * examples})
+    for s in job.sweeps:  # each kind counts its own (a kind without a count: its items, unknown until planned)
+        fn = kind(s.kind).count
+        numbers = fn(job, s, info, steps) if fn else {"work_items": 0, "evaluations": 0, "examples_forwarded": 0}
+        sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), **numbers})
     flops = forward_flops(job.model, info.in_shape, info.num_classes)
     spawn = {v for s in job.sweeps if s.kind == "instability" for v in s.spawn_steps}
-    bends = {s.name: (KINDS[s.kind].pairs(job.replicates, 0, 0), per_epoch * (s.curve.epochs or job.train.epochs))
+    bends = {s.name: (kind(s.kind).pairs(job.replicates, 0, 0), per_epoch * (s.curve.epochs or job.train.epochs))
              for s in job.sweeps if s.kind == "curve"}
     return {"trainings": job.replicates, "children": job.replicates * len(spawn) * 2, "bends": bends,
             "iterations_per_epoch": per_epoch, "forward_flops": flops,
@@ -105,6 +86,10 @@ def describe(job: Job, store: Store) -> str:
                 else f"τ/κ on {s['examples_forwarded'] // max(s['evaluations'], 1)} test examples at every checkpoint"
             )
             lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {what}")
+            continue
+        if "alpha_range" not in s:  # a merge, or a plugin kind: what it counted
+            lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {s['evaluations']} evaluations in "
+                         f"{s['work_items']} work item(s)")
             continue
         lines.append(f"  sweep {s['name']:16s} {s['kind']:15s} {s['pairs']:4d} pairs x {s['alphas']:3d} α "
                      f"in [{s['alpha_range'][0]:g}, {s['alpha_range'][1]:g}] x {s['splits']} = "

@@ -18,22 +18,24 @@ import polars as pl
 from raysweep import validate
 from raysweep.analysis import aggregate
 from raysweep.analysis.scan import scan_points
-from raysweep.cluster.connect import is_local
 from raysweep.cluster.policy import ResourceWatch, capacity, concurrent_trials
+from raysweep.connect import is_local
 from raysweep.errors import DamagedPoints, SpecError, SweepFailed
 from raysweep.io import paths
 from raysweep.io.lease import Lease
 from raysweep.io.runs import is_trained
 from raysweep.io.store import Store
+from raysweep.kinds.curve import bends_todo
+from raysweep.kinds.lines import children_todo
 from raysweep.progress import SweepProgress, TrainProgress, say
 from raysweep.run.session import Session
 from raysweep.run.status import forget_replicate, status
 from raysweep.run.tables import Tables
 from raysweep.spec import POINT_KINDS, Job
-from raysweep.sweep.bends import bends_todo
 from raysweep.sweep.compact import compact_folders, forget_file
 from raysweep.sweep.execute import run_local, run_ray
-from raysweep.sweep.planner import children_todo, missing, plan
+from raysweep.sweep.planner import missing, plan
+from raysweep.sweep.prep import prepare
 from raysweep.sweep.refine import POINT_COLUMNS, proposals
 from raysweep.sweep.rounds import RunSummary, failure_message, sweep_rounds
 from raysweep.work.kinds import sweep_folder
@@ -245,7 +247,6 @@ class Run:
 
     def _executor(self, session: Session, actors, local: bool, on_result):
         """execute(todo, results): prepare the items, then evaluate them here or on the actor pool."""
-        from raysweep.sweep.prep import prepare
 
         def execute(todo: list, results: list) -> None:
             todo = prepare(self.job, self.store, todo, session.data_info())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from raysweep.cluster.connect import is_local
+from raysweep.connect import is_local
 from raysweep.data.packed import find
 from raysweep.data.registry import dataset_info
 from raysweep.io.store import Store

@@ -4,8 +4,8 @@ sees it — and checks each once per run, before any work is started."""
 from __future__ import annotations
 
 from raysweep.cluster.checks import check_data_on_worker, check_storage_reaches_nodes
-from raysweep.cluster.connect import init_ray, is_local, joins_cluster
 from raysweep.cluster.policy import ResourceWatch, actor_plan, capacity, trial_resources
+from raysweep.connect import init_ray, is_local, joins_cluster
 from raysweep.errors import SpecError
 from raysweep.io.store import Store
 from raysweep.progress import say, warn

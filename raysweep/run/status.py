@@ -6,10 +6,11 @@ from raysweep.errors import NotTrainedError
 from raysweep.io import paths
 from raysweep.io.runs import is_trained
 from raysweep.io.store import Store
-from raysweep.spec import SWEEP_KINDS, Job
+from raysweep.spec import Job
 from raysweep.sweep.compact import drop_replicate
 from raysweep.sweep.planner import done_paths
 from raysweep.work.items import key_replicates
+from raysweep.work.kinds import all_kinds
 
 
 def status(run, verify: bool = False) -> dict:
@@ -31,7 +32,7 @@ def status(run, verify: bool = False) -> dict:
     except NotTrainedError:
         out["sweeps"] = None
         return out
-    damaged = set(damaged_files(store, point_paths(store, job, SWEEP_KINDS)))
+    damaged = set(damaged_files(store, point_paths(store, job, tuple(all_kinds()))))
     done = done_paths(store, job) - damaged
     out["damaged"] = sorted(damaged)
     out["sweeps"] = {s.name: {"done": sum(1 for i in items if i.sweep == s.name and i.path in done),

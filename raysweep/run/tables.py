@@ -10,11 +10,11 @@ import polars as pl
 
 from raysweep.analysis import aggregate
 from raysweep.analysis.scan import (
-    TABLES,
     inputs,
     kinds_of_table,
     scan_points,
     sweep_files,
+    tables_of,
 )
 from raysweep.errors import DamagedPoints, MissingResults, RunNotFound, SpecError, in_python
 from raysweep.io import paths
@@ -43,13 +43,13 @@ class Tables:
             self.store.check(write=False)  # a missing bucket or a dead endpoint says so, not "no run"
             raise RunNotFound(self._words(not_found_message(self.job, self.store)))
 
-    def missing_sweeps(self, tables=TABLES, sweep: str | None = None) -> list:
+    def missing_sweeps(self, tables=None, sweep: str | None = None) -> list:
         """The job's sweeps (those these tables are made of; or only `sweep`) with no stored points."""
-        kinds = {k for t in tables for k in kinds_of_table(t)}
+        kinds = {k for t in (tables or tables_of(self.job)) for k in kinds_of_table(t)}
         wanted = [s for s in self.job.sweeps if s.kind in kinds and (sweep is None or s.name == sweep)]
         return [s for s in wanted if not sweep_files(self.store, self.job, s)]
 
-    def check_complete(self, tables=TABLES, sweep: str | None = None, partial: bool = False) -> None:
+    def check_complete(self, tables=None, sweep: str | None = None, partial: bool = False) -> None:
         """A sweep of these settings with no stored points is named with the fix (exit 2), or, with
         `partial`, named in a warning while the rest is shown."""
         self.require()
@@ -106,8 +106,8 @@ class Tables:
             return build()
 
     def table(self, name: str, sweep: str | None = None, partial: bool = False) -> pl.DataFrame:
-        if name not in TABLES:
-            raise SpecError(f"unknown table {name!r}; tables are {list(TABLES)}")
+        if name not in tables_of(self.job):
+            raise SpecError(f"unknown table {name!r}; the tables of {self.job.name} are {list(tables_of(self.job))}")
         if sweep is not None:
             self.job.sweep(sweep)  # raises with the list of sweeps
         self.check_complete((name,), sweep, partial)
@@ -120,7 +120,7 @@ class Tables:
         """Polars SQL over every table (points, curves, barriers, checkpoints, trajectory, …)."""
         self.check_complete(partial=partial)
         made_of = inputs(self.store, self.job)
-        ctx = pl.SQLContext({name: self.get(name, made_of) for name in TABLES})
+        ctx = pl.SQLContext({name: self.get(name, made_of) for name in tables_of(self.job)})
         return ctx.execute(sql, eager=True)
 
     def report_state(self) -> str:

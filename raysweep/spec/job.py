@@ -214,6 +214,9 @@ class Job:
     # "external": the checkpoint files), filled in by raysweep.validate when a job is loaded; part of the
     # run hash, and carried with the job to every worker so each computes the same hash
     digests: tuple[tuple[str, str], ...] = ()
+    # modules of your own that register sweep kinds (and models, datasets, metrics, checkpoint formats) when
+    # imported: "package.module", shipped to every worker (raysweep.kinds.load_plugins)
+    plugins: tuple[str, ...] = field(default=(), metadata=NOT_WEIGHTS)
 
     def __post_init__(self):  # sweeps evaluating "train_subset" carry its size, so their hash covers it
         if any(s.train_examples == 0 and TRAIN_SUBSET in s.splits for s in self.sweeps):
@@ -256,6 +259,9 @@ class Job:
                        f"(resources.workers_per_trial / gpus_per_trial): each rank takes batch_size / workers")
         if world > 1 and self.external:
             out.append("resources.workers_per_trial: external checkpoints are not trained")
+        bad = [p for p in self.plugins if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", p)]
+        if bad:
+            out.append(f"plugins {bad}: each is a module's import name, e.g. plugins = [\"mypkg.kinds\"]")
         names = [s.name for s in self.sweeps]
         for s in self.sweeps:
             out += s.problems(f"sweeps.{s.name or '?'}")

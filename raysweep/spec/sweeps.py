@@ -193,6 +193,11 @@ class SweepSpec:
     # ties: trim each task vector tensor by tensor to its ⌊density·n⌋ largest entries ("tensor", mergekit's: one
     # tensor in memory at a time) or over the whole vector ("global", the paper's code); evaluate/merges.py
     trim: str = "tensor"
+    # a plugin kind's own options ([sweeps.options] in TOML, kept as canonical JSON), checked by its module
+    options: str = "{}"
+    # a plugin kind's code: the sha256 of its module's source, filled in by raysweep.validate (in the sweep's
+    # hash: changed code is a new sweep; the trained weights are kept); set it never
+    code: str = ""
 
     def split_sizes(self, sizes: dict) -> list[int]:
         """Examples per split of this sweep, from a dataset's split sizes ("train_subset": its subset)."""
@@ -203,7 +208,12 @@ class SweepSpec:
         out = []
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             out.append(f"{where}.name must be a non-empty name of letters, digits, '_' or '-', got {self.name!r}")
-        out += _choice(f"{where}.kind", self.kind, SWEEP_KINDS)
+        if self.kind not in SWEEP_KINDS and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", self.kind):
+            out.append(f"{where}.kind = {self.kind!r} is neither a built-in kind ({list(SWEEP_KINDS)}) nor a plain "
+                       f"name of a plugin's kind")
+        if self.options != "{}" and self.kind in SWEEP_KINDS:
+            out.append(f"{where}.options are a plugin kind's own; the built-in {self.kind!r} takes its settings from "
+                       f"the sweep's fields")
         out += _choice(f"{where}.bn", self.bn, BN_MODES)
         for s in self.splits:
             if s not in SPLITS and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", s):

@@ -10,14 +10,16 @@ import warnings
 import pyarrow as pa
 
 from raysweep.cluster.checks import provenance
-from raysweep.cluster.connect import is_local
 from raysweep.cluster.policy import actor_plan
+from raysweep.connect import is_local
 from raysweep.errors import CheckpointError, ManifestError, StorageFull
 from raysweep.io.schemas import PROVENANCE
 from raysweep.io.store import IO, Store
+from raysweep.kinds import load_plugins
 from raysweep.spec import Job, parse_job
+from raysweep.sweep.prep import prepare
 from raysweep.work.items import from_json, to_json
-from raysweep.work.kinds import evaluator_of
+from raysweep.work.kinds import evaluator_of, item_types
 
 
 def with_provenance(table: pa.Table, device) -> pa.Table:
@@ -84,14 +86,13 @@ def run_local(
     same JSON the actors receive (`to_json` -> `from_json`), so that no path here skips what users' takes."""
     from raysweep.data.types import DatasetInfo
     from raysweep.evaluate.evaluator import Evaluator
-    from raysweep.sweep.prep import prepare
 
     evaluator = evaluator or Evaluator(job, store)
     d = evaluator.data
     info = DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y)})
     out = [] if out is None else out
     for item in prepare(job, store, items, info):
-        out.append(run_item(evaluator, job, store, from_json(to_json(item))))
+        out.append(run_item(evaluator, job, store, from_json(to_json(item), item_types())))
         if progress:
             progress(out[-1])
     return out
@@ -107,6 +108,7 @@ class SweepStage:
 
         torch.set_num_threads(max(1, threads))
         self.job = parse_job(job, "job from driver")
+        load_plugins(self.job.plugins)  # a plugin's kinds and item classes, registered in this process too
         self.store = Store(storage)
         self.evaluator = Evaluator(self.job, self.store)
 
@@ -114,7 +116,7 @@ class SweepStage:
         results = []
         for s in batch["item"]:
             before = dict(IO)
-            results.append(run_item(self.evaluator, self.job, self.store, from_json(s)))
+            results.append(run_item(self.evaluator, self.job, self.store, from_json(s, item_types())))
             results[-1].update({f"store_{k}": IO[k] - before[k] for k in IO})  # this item's requests and bytes
         return {k: [r[k] for r in results] for k in results[0]} if results else {}
 

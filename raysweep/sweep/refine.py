@@ -18,6 +18,7 @@ import hashlib
 import numpy as np
 import polars as pl
 
+from raysweep.analysis.metrics import barrier_peak
 from raysweep.io import paths
 from raysweep.spec import LINE_KINDS, Job
 from raysweep.work.items import LineItem, line_base
@@ -31,17 +32,6 @@ def refine_key(base: str, level: int, alphas: list[float]) -> str:
 def _level(item: str) -> int:
     tail = item.rsplit("__", 1)[-1]
     return int(tail[1:3]) if tail.startswith("x") else -1
-
-
-def barrier_peak(alphas: np.ndarray, values: np.ndarray) -> float | None:
-    """The barrier peak of one curve (None without α = 0 and 1 or with a NaN in [0, 1])."""
-    inside = (alphas >= -1e-9) & (alphas <= 1 + 1e-9)
-    a, v = alphas[inside], values[inside]
-    ends = [np.flatnonzero(np.isclose(a, t, rtol=0, atol=1e-9)) for t in (0.0, 1.0)]
-    if not all(len(e) for e in ends) or np.isnan(v).any():
-        return None
-    l0, l1 = v[ends[0][0]], v[ends[1][0]]
-    return float(a[int(np.argmax(v - ((1 - a) * l0 + a * l1)))])
 
 
 def _spread(values: np.ndarray, i: int) -> float:

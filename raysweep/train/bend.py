@@ -36,10 +36,10 @@ from raysweep.io.manifests import read_manifests
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job, bend_hash
+from raysweep.train.frozen import frozen
 from raysweep.train.loop import make_optimizer, prepare
 from raysweep.train.schedule import iterations_per_epoch
 from raysweep.train.state import restore_state, save_state
-from raysweep.validate import frozen
 from raysweep.work.tasks import Bend
 
 

@@ -27,10 +27,10 @@ from raysweep.io.store import Store
 from raysweep.models import apply_max_norm, build_model
 from raysweep.spec import Job
 from raysweep.train.external import pretrained
+from raysweep.train.frozen import frozen
 from raysweep.train.parallel import SINGLE, Meter, Rank, backward, fitting_micro_batch, unwrap
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 from raysweep.train.state import restore_state, save_replicate_state, verified_state
-from raysweep.validate import frozen
 
 Progress = Callable[[dict], None]
 

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from raysweep.cluster.connect import is_local
+from raysweep.connect import is_local
 from raysweep.errors import StorageFull, TrainingFailed
 from raysweep.io import paths
 from raysweep.io.store import Store, full_message

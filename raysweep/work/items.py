@@ -151,17 +151,23 @@ class CurveItem:
     align: str = "none"
 
 
-Item = LineItem | TrajectoryItem | PlaneItem | SharpnessItem | MergeItem | CurveItem
 
 
-def to_json(item: Item) -> str:
-    """An item as the JSON the actors receive (its class under "type"; spec/codec.py, from the type hints)."""
-    return json.dumps(codec.encode(item, Item))
+def to_json(item) -> str:
+    """An item as the JSON the actors receive: its class's name under "type", its fields from the type hints
+    (spec/codec.py) — any registered item class, a plugin kind's too (work/kinds.py)."""
+    return json.dumps({codec.TAG: type(item).__name__, **codec.encode(item)})
 
 
-def from_json(text: str) -> Item:
-    """The item `to_json` wrote, rebuilt all the way down (endpoints, refs, specs; lists as tuples)."""
-    return codec.decode(Item, json.loads(text), "work item")
+def from_json(text: str, types: dict[str, type]):
+    """The item `to_json` wrote, rebuilt all the way down (endpoints, refs, specs; lists as tuples), its class
+    looked up in `types` (work/kinds.item_types(): the registered item classes)."""
+    raw = json.loads(text)
+    name = raw.get(codec.TAG) if isinstance(raw, dict) else None
+    if name not in types:
+        raise ValueError(f"work item: type {name!r} is none of the registered item classes {sorted(types)} (a "
+                         f"plugin kind's item: name its module in the job's plugins)")
+    return codec.decode(types[name], raw, "work item")
 
 
 def line_key(a: Endpoint, b: Endpoint, start: int, stop: int) -> str:

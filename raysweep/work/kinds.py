@@ -1,119 +1,119 @@
-"""The sweep kinds: one record each, the one place that says what a kind of sweep is.
+"""The sweep kinds' registry: what each kind is, as real callables, registered by its own module.
 
-A kind's name is part of the job language (``raysweep.spec.sweeps`` lists the names, by family, so
-the spec can validate a job without this package); everything else about it is here: where its
-points go (a folder with one row schema), which tables read them, how its work items are built,
-which evaluator runs them on the actors, how many (θ_a, θ_b) pairs it has, and the papers'
-experiment it reproduces. Builders and evaluators are named by import path: this module imports
-neither torch nor the modules that use it.
+A kind is one module (the built-ins in ``raysweep/kinds/``; a user's anywhere, named in the job's
+``plugins``) that calls `register(Kind(...))` when imported: its name in the job language, its family,
+where its points go (a folder with one row schema) and which table they feed, its work item class, how its
+items are planned (`plan(ctx, sweep, before)`), what is prepared before they run (`prepare`), the function
+that evaluates one item on an actor (`evaluate(evaluator, job, item)`, torch imported inside it), how its
+options are checked (`check`), how its table is built from the stored rows (`build_table`) and its figures
+(`figures`). Item classes travel as JSON by their type hints (spec/codec.py); `register_item` names a class
+`from_json` may build and, for an item evaluated apart from its sweep's kind (a line sweep's sharpness),
+the function that evaluates it.
+
+This module imports nothing of the kinds: the first lookup loads the built-in kind modules (``import
+raysweep.kinds``), as open_lth's registries import their models; plugins are loaded with the job
+(``raysweep.kinds.load_plugins``).
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from raysweep.errors import SpecError
 from raysweep.io import paths
-from raysweep.spec import (
-    CURVE_KINDS,
-    LINE_KINDS,
-    MERGE_KINDS,
-    PLANE_KINDS,
-    SWEEP_KINDS,
-    TRAJECTORY_KINDS,
-    sharpness_hash,
-    sweep_hash,
-)
+from raysweep.spec import sharpness_hash, sweep_hash
 
 
 @dataclass(frozen=True)
 class Kind:
-    name: str
-    family: str  # "line" (pairs × α), "trajectory" (one item per replicate), "plane" (a 2-D grid per replicate),
-    # "merge" (merged finals), "curve" (pairs × t along a trained bend)
-    folder: str  # points/<folder>/: every file there has one schema (raysweep.io.schemas.FOLDER_SCHEMAS)
-    table: str  # the table its points feed
-    builder: str  # "module:function" that plans its work items (sweep/planner.py)
-    evaluator: str  # "module:function"(evaluator, job, item) -> rows, run on the actors (torch)
-    pairs: Callable[[int, int, int], int]  # (replicates, checkpoints per replicate, spawn steps) -> pairs
-    tag: str  # the papers' experiment (F: Frankle 2020, G: Goodfellow et al. 2015, B: Breuel 2015)
-
-    def build(self) -> Callable:
-        return _load(self.builder)
-
-    def evaluate(self) -> Callable:
-        return _load(self.evaluator)
-
-
-def _load(path: str) -> Callable:
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
+    name: str  # in the job language: [[sweeps]] kind = "<name>"
+    family: str  # "line" (pairs × α), "curve", "trajectory", "plane", "merge", or a user kind's own
+    folder: str  # points/<folder>/: every file there has one schema
+    table: str  # the table its rows feed (curves and barriers are the line and curve kinds')
+    item: type  # its work item class (a frozen dataclass; travels as JSON)
+    plan: Callable  # (ctx: kinds.base.Context, sweep, items planned before) -> its items, done or not
+    evaluate: Callable  # (evaluator, job, item) -> pyarrow.Table of rows in `schema`, run on the actors
+    schema: Any = None  # pyarrow schema of its rows (the folder's; provenance columns are added)
+    pairs: Callable[[int, int, int], int] = lambda r, c, s: r  # (replicates, checkpoints, spawn steps) -> pairs
+    tag: str = ""  # the papers' experiment (F: Frankle 2020, G: Goodfellow et al. 2015, B: Breuel 2015)
+    prepare: Callable | None = None  # (job, store, items, info) -> items: write what they reference, once
+    check: Callable | None = None  # (sweep, where) -> problems with the sweep's options for this kind
+    build_table: Callable | None = None  # (store, job, exclude) -> its table; None: its rows as stored
+    figures: Callable | None = None  # (job, sweep, tables) -> [report.figures.Figure]
+    count: Callable | None = None  # (job, sweep, info, steps) -> `raysweep show`'s numbers of the sweep
+    module: str = field(default="", compare=False)  # where it was registered (messages)
 
 
-_LINE = dict(family="line", folder="line", table="curves", builder="raysweep.sweep.planner:line_items",
-             evaluator="raysweep.evaluate.line:evaluate_item")
-_PLANE = dict(family="plane", folder="surface", table="surface", builder="raysweep.sweep.planner:plane_items")
-KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("init_to_final", **_LINE, pairs=lambda r, c, s: r, tag="I1/I4/I7"),
-    Kind("step_to_final", **_LINE, pairs=lambda r, c, s: r * c, tag="I2/I3"),
-    Kind("final_to_final", **_LINE, pairs=lambda r, c, s: r * (r - 1) // 2, tag="I5"),
-    Kind("random_to_final", **_LINE, pairs=lambda r, c, s: r, tag="I6"),
-    Kind("instability", **_LINE, pairs=lambda r, c, s: r * s, tag="LMC"),
-    Kind("projection", family="trajectory", folder="trajectory", table="trajectory",
-         builder="raysweep.sweep.planner:trajectory_items", evaluator="raysweep.evaluate.trajectory:projection_item",
-         pairs=lambda r, c, s: r, tag="T2"),
-    Kind("function_map", family="trajectory", folder="function_map", table="function_map",
-         builder="raysweep.sweep.planner:trajectory_items", evaluator="raysweep.evaluate.trajectory:function_item",
-         pairs=lambda r, c, s: r, tag="T6"),
-    Kind("random_plane", **_PLANE, evaluator="raysweep.evaluate.planes:plane_item", pairs=lambda r, c, s: r, tag="T4"),
-    Kind("line_and_random", **_PLANE, evaluator="raysweep.evaluate.planes:plane_item", pairs=lambda r, c, s: r,
-         tag="T5"),
-    Kind("path_surface", **_PLANE, evaluator="raysweep.evaluate.planes:path_surface_item", pairs=lambda r, c, s: r,
-         tag="T3"),
-    Kind("pca_plane", **_PLANE, evaluator="raysweep.evaluate.planes:plane_item", pairs=lambda r, c, s: r, tag="PCA"),
-    Kind("soup", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
-         evaluator="raysweep.evaluate.merges:soup_item", pairs=lambda r, c, s: 1, tag="soup"),
-    Kind("task_arithmetic", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
-         evaluator="raysweep.evaluate.merges:task_merge_item", pairs=lambda r, c, s: 1, tag="TA"),
-    Kind("ties", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
-         evaluator="raysweep.evaluate.merges:task_merge_item", pairs=lambda r, c, s: 1, tag="TIES"),
-    Kind("dare", family="merge", folder="merge", table="merges", builder="raysweep.sweep.merges:merge_items",
-         evaluator="raysweep.evaluate.merges:task_merge_item", pairs=lambda r, c, s: 1, tag="DARE"),
-    # a line's schema and folder: its rows join the line sweeps' in the curves and barriers tables
-    Kind("curve", family="curve", folder="line", table="curves", builder="raysweep.sweep.bends:curve_items",
-         evaluator="raysweep.evaluate.bend:curve_item", pairs=lambda r, c, s: r * (r - 1) // 2, tag="MC"),
-)}
-FAMILIES = {"line": LINE_KINDS, "trajectory": TRAJECTORY_KINDS, "plane": PLANE_KINDS, "merge": MERGE_KINDS,
-            "curve": CURVE_KINDS}
-assert tuple(KINDS) == SWEEP_KINDS and all(k.name in FAMILIES[k.family] for k in KINDS.values())
+KINDS: dict[str, Kind] = {}
+ITEMS: dict[str, type] = {}  # item class name -> class: what `from_json` may build
+ITEM_EVALUATORS: dict[type, Callable] = {}  # item classes evaluated apart from their sweep's kind
+_LOADED = False
 
 
-SHARPNESS = "raysweep.evaluate.sharpness:sharpness_item"  # a line sweep's sharpness items, in points/sharpness/
+def register(k: Kind) -> Kind:
+    """Add a kind (its item class too); a name taken by another module is refused."""
+    old = KINDS.get(k.name)
+    if old is not None and old.module != k.module:
+        raise SpecError(f"sweep kind {k.name!r} is registered twice: by {old.module} and by {k.module}; rename one")
+    KINDS[k.name] = k
+    register_item(k.item)
+    return k
 
 
-def evaluator_of(item):
-    """The function that evaluates a work item: its sweep kind's, or the sharpness items' own."""
-    return _load(SHARPNESS) if type(item).__name__ == "SharpnessItem" else KINDS[item.sweep_kind].evaluate()
+def register_item(cls: type, evaluate: Callable | None = None) -> type:
+    ITEMS[cls.__name__] = cls
+    if evaluate is not None:
+        ITEM_EVALUATORS[cls] = evaluate
+    return cls
 
 
-def sharpness_folder(run_dir: str, sweep) -> str:
-    return paths.sweep_dir(run_dir, "sharpness", sweep.name, sharpness_hash(sweep))
+def _builtins() -> None:
+    """The built-in kinds, registered by their own modules on first use (raysweep/kinds/)."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        import raysweep.kinds  # noqa: F401  (each module registers its kinds)
 
 
 def kind(name: str) -> Kind:
     """The record of a sweep kind; a failed lookup names every kind."""
+    _builtins()
     if name not in KINDS:
-        raise SpecError(f"unknown sweep kind {name!r}; kinds are {list(KINDS)}")
+        raise SpecError(f"unknown sweep kind {name!r}; kinds are {list(KINDS)} (a kind of your own: name its module "
+                        f"in the job's plugins = [\"package.module\"])")
     return KINDS[name]
 
 
+def all_kinds() -> dict[str, Kind]:
+    _builtins()
+    return KINDS
+
+
+def item_types() -> dict[str, type]:
+    _builtins()
+    return ITEMS
+
+
+def evaluator_of(item) -> Callable:
+    """The function that evaluates a work item: its class's own (sharpness), else its sweep kind's."""
+    _builtins()
+    return ITEM_EVALUATORS.get(type(item)) or kind(item.sweep_kind).evaluate
+
+
 def of_table(table: str) -> tuple[str, ...]:
-    """The kinds whose points a table is made of (barriers are made of the line kinds' points too)."""
+    """The kinds whose points a table is made of (barriers and points are made of the curves' kinds too)."""
     table = "curves" if table in ("barriers", "points") else table
-    return tuple(k.name for k in KINDS.values() if k.table == table)
+    return tuple(k.name for k in all_kinds().values() if k.table == table)
+
+
+def of_family(*families: str) -> tuple[str, ...]:
+    return tuple(k.name for k in all_kinds().values() if k.family in families)
 
 
 def sweep_folder(run_dir: str, sweep) -> str:
     """Where a sweep's points are stored: points/<its kind's folder>/<name>-<sweep hash>."""
-    return paths.sweep_dir(run_dir, KINDS[sweep.kind].folder, sweep.name, sweep_hash(sweep))
+    return paths.sweep_dir(run_dir, kind(sweep.kind).folder, sweep.name, sweep_hash(sweep))
+
+
+def sharpness_folder(run_dir: str, sweep) -> str:
+    return paths.sweep_dir(run_dir, "sharpness", sweep.name, sharpness_hash(sweep))

@@ -1,5 +1,6 @@
 """Ray at the edges: start a local Ray or join a cluster, and hand every node the driver's storage
-settings through Ray's runtime environment."""
+settings through Ray's runtime environment; what a decode task of a streamed dataset takes. Below every
+package that starts Ray (data's packing and streaming, cluster/, sweep/, run/), above the spec and plugins."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ import warnings
 
 from raysweep.plugins import py_modules
 
+DECODE_CPUS = 1.0  # one Ray Data decode task of a streamed dataset (data/streams.py): what training must leave free
 _CONNECTED = False  # this process called ray.init (so it disconnects at the end)
 _LOCAL = False  # ... and that Ray is a local one it started (no autoscaler: requests are final)
 
@@ -49,7 +51,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, job=None, 
     # logs a core-worker error into the user's console at every data-parallel start)
     runtime_env = {"env_vars": {**storage_env(), **({} if address else {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"})}}
     if job is not None:
-        runtime_env["py_modules"] = py_modules([job.model.name, job.data.name])
+        runtime_env["py_modules"] = py_modules([job.model.name, job.data.name, *(f"{p}:_" for p in job.plugins)])
     runtime_env = {k: v for k, v in runtime_env.items() if v}
     # "local" starts a Ray of our own, never one that another program left running on this machine
     ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
