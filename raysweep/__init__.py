@@ -5,9 +5,9 @@ work (items, the kinds' registry, training tasks), models and plugins (networks,
 join Ray), data, evaluate and train (plain torch), analysis and report (tables, figures), kinds (the sweep
 kinds, one module each, registered in work's registry), cluster (Ray at the edges, Slurm), sweep (planning and
 executing items), run (a run's flow). Above them: api (the Python API), validate (checks needing user code),
-jobs (the built-in job files), progress (bars and log lines), interrupts (Ctrl-C held back over imports), and
-the `raysweep` command: cli, cli_common, cli_data, cli_interpolate, cli_output (tables and files out),
-cli_slurm, cli_toys, __main__ (`python -m raysweep`)."""
+jobs (the built-in job files), progress (bars and log lines), signals (SIGINT, SIGTERM, SIGUSR1: the command's
+handling of each, in one place), and the `raysweep` command: cli, cli_common, cli_data, cli_interpolate,
+cli_output (tables and files out), cli_slurm, cli_toys, __main__ (`python -m raysweep`)."""
 __version__ = "0.1.0"
 
 

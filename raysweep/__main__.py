@@ -1,6 +1,6 @@
 """`python -m raysweep ...` and the `raysweep` console script (what the Slurm script runs: `python -u -m raysweep
 run ...`). A Ctrl-C that comes while the command is still importing ends it like any other: one line, exit 130
-(held back until the imports are done: interrupts.ctrl_c_deferred)."""
+(held back until the imports are done: signals.deferred)."""
 import os
 import sys
 
@@ -12,9 +12,9 @@ def _interrupted_while_starting() -> None:
 
 
 try:
-    from raysweep.interrupts import ctrl_c_deferred
+    from raysweep.signals import deferred
 
-    with ctrl_c_deferred():
+    with deferred():
         from raysweep.cli import main
 except KeyboardInterrupt:
     _interrupted_while_starting()

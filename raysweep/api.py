@@ -28,7 +28,7 @@ from raysweep.io import paths
 from raysweep.io.runs import list_runs  # noqa: F401  (the API's listing of stored runs)
 from raysweep.io.store import Store
 from raysweep.jobs import load_job
-from raysweep.kinds import load_plugins
+from raysweep.plugins import load_plugins
 from raysweep.run.core import Run
 from raysweep.spec import Job, parse_stored
 from raysweep.sweep.rounds import RunSummary, failure_message  # noqa: F401

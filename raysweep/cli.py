@@ -11,8 +11,8 @@ from typing import List, Optional
 
 import typer
 
+from raysweep import signals
 from raysweep.cli_common import (
-    MAIN,
     AddressOpt,
     Format,
     PartialOpt,
@@ -266,7 +266,7 @@ app.add_typer(data_app, name="data")
 
 def main() -> None:
     """The `raysweep` command (its console script, and `python -m raysweep`)."""
-    MAIN["process"] = True
+    signals.mark_command()
     app(prog_name="raysweep")
 
 

@@ -9,6 +9,7 @@ from enum import Enum
 
 import typer
 
+from raysweep import signals
 from raysweep.connect import shutdown_ray
 from raysweep.errors import (
     CheckpointError,
@@ -22,7 +23,6 @@ from raysweep.errors import (
     SweepFailed,
     TrainingFailed,
 )
-from raysweep.interrupts import ctrl_c_deferred
 from raysweep.progress import console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -61,7 +61,7 @@ PartialOpt = typer.Option(False, "--partial", help="Show what is stored even if 
 def _open(job: str, storage, overrides, replicates=None, shared_storage: bool = False, compute: bool = False):
     """The run of JOB: a built-in job name, a TOML file, or a stored run's id (job/hash, `raysweep runs`).
     compute: the command trains or evaluates, so torch and Ray are imported here, a Ctrl-C meanwhile deferred."""
-    with ctrl_c_deferred():
+    with signals.deferred():
         if compute:
             import ray  # noqa: F401
             import torch  # noqa: F401
@@ -106,33 +106,6 @@ def _quiet_stdout() -> None:
         pass
 
 
-_STOPPED_BY: list[int] = []  # the signal that stopped this command (Ray may re-raise a plain KeyboardInterrupt)
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGUSR1 (Slurm's notice before the time limit, or a preemption): the run stops as on Ctrl-C, keeping
-    everything finished."""
-
-
-def _stop_on_signals() -> None:
-    """SIGUSR1 ends the command as Ctrl-C does (once: a second one during the stop is ignored)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def stop(signum, frame):
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-        _STOPPED_BY.append(signum)
-        raise Stopped(signum)
-
-    signal.signal(signal.SIGUSR1, stop)
-
-
-MAIN = {"process": False}  # True in the `raysweep` command's own process (main()), not under a test runner
-
-
 def _interrupted() -> None:
     """Ctrl-C (or USR1): one line, then exit 128 + the signal. In the command's own process the exit skips the
     interpreter's teardown, where a second Ctrl-C or Ray's half-started core worker could end the process
@@ -140,14 +113,13 @@ def _interrupted() -> None:
     its reaper ends whatever the process started."""
     import signal
 
-    signum = _STOPPED_BY[0] if _STOPPED_BY else signal.SIGINT
+    signum = signals.stopped_by() or signal.SIGINT
     what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
     code = 128 + signum
-    if not MAIN["process"]:
+    if not signals.is_command():
         _err(f"{what}. Everything finished before the interrupt is stored (checkpoints, work items); "
              "run the same command again to resume from there.", code)
-    for sig in (signal.SIGINT, signal.SIGUSR1):  # a second signal must not cut the clean-up short
-        signal.signal(sig, signal.SIG_IGN)
+    signals.ignore_all()  # a second signal must not cut the clean-up short
     console.print(f"[bold red]error:[/] {what}. Everything finished before the interrupt is stored (checkpoints, "
                   f"work items); run the same command again to resume from there.", highlight=False, soft_wrap=True)
     try:
@@ -167,7 +139,7 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        _stop_on_signals()
+        signals.install()
         try:
             out = fn(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows here, not at exit

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import torch
 from torch import nn
 
 from raysweep.errors import SpecError
-from raysweep.plugins import load_object
+from raysweep.plugins import Registry, load_object
 from raysweep.spec import ModelSpec, is_import_path
 
 
@@ -215,11 +214,13 @@ def _variance_preserving(model: nn.Module) -> None:
                 m.weight.mul_(2 ** -0.5)
 
 
-MODELS: dict[str, Callable[[ModelSpec, tuple[int, ...], int], nn.Module]] = {
-    "scalar_product": scalar_product, "factored_linear": factored_linear,
-    "mlp": mlp, "lenet_300_100": lenet_300_100, "cifar_resnet_20": cifar_resnet_20,
-    "cifar_vgg_16": cifar_vgg_16, "resnet50": resnet50, "resnet18": resnet18,
-}
+# name -> builder(spec, in_shape, num_classes) -> nn.Module; yours: @register_model("mynet") in a plugin module
+MODELS = Registry("model")
+register_model = MODELS.register
+for _name, _builder in (("scalar_product", scalar_product), ("factored_linear", factored_linear), ("mlp", mlp),
+                        ("lenet_300_100", lenet_300_100), ("cifar_resnet_20", cifar_resnet_20),
+                        ("cifar_vgg_16", cifar_vgg_16), ("resnet50", resnet50), ("resnet18", resnet18)):
+    register_model(_name)(_builder)
 
 
 def init_weights(model: nn.Module) -> None:
@@ -251,13 +252,12 @@ def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int, se
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return _user_model(spec, in_shape, num_classes)
-    if spec.name not in MODELS:
-        raise KeyError(f"unknown model {spec.name!r}; registered models are {sorted(MODELS)}")
+    builder = MODELS.lookup(spec.name, "model.name")
     if seed is None:
-        return MODELS[spec.name](spec, in_shape, num_classes)
+        return builder(spec, in_shape, num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MODELS[spec.name](spec, in_shape, num_classes)
+        model = builder(spec, in_shape, num_classes)
         if spec.init != "default":  # default: keep the init the modules drew when built
             init_weights(model)
         if hasattr(model, "after_init"):  # a model whose init departs from OpenLTH's says so itself

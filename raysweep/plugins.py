@@ -100,8 +100,51 @@ def py_modules(names: list[str]) -> list[str]:
     return out
 
 
-def ensure_importable(path: str) -> None:
-    """Make the user's top-level module importable in this process (a driver run from elsewhere)."""
-    top = path.split(":", 1)[0].split(".", 1)[0]
-    if top not in sys.modules:
-        importlib.import_module(top)
+
+
+def load_plugins(names) -> None:
+    """Import the job's plugin modules ("package.module"), each registering what it adds when imported — sweep
+    kinds (work/kinds.py), models (models.py), datasets (data/registry.py), metrics and losses
+    (evaluate/losses.py), checkpoint formats (train/formats.py); a module that does not import is named with the
+    fix. In every process that runs the job's work (the driver, Tune trials, evaluator actors)."""
+    for name in names:
+        if os.getcwd() not in sys.path:  # like `python -m`: the folder raysweep runs from holds user code
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, or the module's own error at import
+            raise SpecError(f"plugins: {name!r} cannot be imported ({type(exc).__name__}: {exc}). Run raysweep from "
+                            f"the folder that holds it, or add that folder to PYTHONPATH.") from None
+
+
+class Registry(dict):
+    """name -> a real callable, for one axis a user extends (models, datasets, losses, metrics, checkpoint
+    formats). The built-ins are registered the way a plugin registers its own: `@REGISTRY.register("name")`
+    on the function (or `REGISTRY.register("name")(fn)`); a name taken by another function is refused, and a
+    failed lookup names every entry."""
+
+    def __init__(self, what: str):
+        super().__init__()
+        self.what = what
+
+    def register(self, name: str):
+        def add(fn):
+            old = self.get(name)
+            if old is not None and old is not fn and (old.__module__, old.__qualname__) != (fn.__module__,
+                                                                                             fn.__qualname__):
+                raise SpecError(f"{self.what} {name!r} is registered twice: by {old.__module__} and by "
+                                f"{fn.__module__}; rename one")
+            self[name] = fn
+            return fn
+        return add
+
+    def lookup(self, name: str, key: str = ""):
+        if name not in self:
+            raise SpecError(f"{key + ' = ' if key else ''}{name!r} is no registered {self.what}; they are "
+                            f"{sorted(self)} (yours: register it in a module named in the job's plugins, or give "
+                            f"an import path 'package.module:function')")
+        return self[name]
+
+    def origin(self, name: str) -> str:
+        """The module that registered `name` (a plugin's code is hashed into what it makes)."""
+        return getattr(self[name], "__module__", "") if name in self else ""

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from raysweep.errors import SpecError
 from raysweep.io.external import external_digest, file_sha
-from raysweep.kinds import load_plugins
-from raysweep.plugins import check_call, load_object, source_identity
+from raysweep.plugins import check_call, load_object, load_plugins, source_identity
 from raysweep.spec import (
     BUILTIN_DATASETS,
     BUILTIN_MODELS,
@@ -42,6 +41,7 @@ def problems(job: Job) -> list[str]:
         load_plugins(job.plugins)  # each registers its kinds (and models, datasets, ...) as it is imported
     except SpecError as exc:
         return out + [str(exc)]
+    out += _registered(job)
     for s in job.sweeps:
         if s.kind in POINT_KINDS:
             out += _resolves(f"sweeps.{s.name}.metrics", s.metrics, "metric")
@@ -51,6 +51,26 @@ def problems(job: Job) -> list[str]:
             out.append(f"sweeps.{s.name}: {exc}")
             continue
         out += k.check(s, f"sweeps.{s.name}") if k.check else []
+    return out
+
+
+def _registered(job: Job) -> list[str]:
+    """A model or dataset named by a plain name that is no built-in: a plugin must have registered it."""
+    if not job.plugins:
+        return []
+    out = []
+    if job.model.name not in BUILTIN_MODELS and not is_import_path(job.model.name):
+        from raysweep.models import MODELS  # torch
+
+        out += [] if job.model.name in MODELS else [f"model.name = {job.model.name!r} is no registered model; "
+                                                    f"they are {sorted(MODELS)} (after the plugins "
+                                                    f"{list(job.plugins)})"]
+    if job.data.name not in BUILTIN_DATASETS and not is_import_path(job.data.name) and job.data.source == "files":
+        from raysweep.data.registry import DATASETS  # torch
+
+        out += [] if job.data.name in DATASETS else [f"data.name = {job.data.name!r} is no registered dataset; "
+                                                     f"they are {sorted(DATASETS)} (after the plugins "
+                                                     f"{list(job.plugins)})"]
     return out
 
 
@@ -76,6 +96,8 @@ def complete(job: Job) -> Job:
         name = getattr(job, key).name
         if is_import_path(name):
             digests[f"{key}.source"] = source_identity(name)
+        elif job.plugins and name not in (BUILTIN_MODELS if key == "model" else BUILTIN_DATASETS):
+            digests[f"{key}.source"] = _plugin_source(key, name)
     if job.external:
         digests["external"] = external_digest(job.external)
     job = _kind_code(job)
@@ -85,6 +107,16 @@ def complete(job: Job) -> Job:
             job = dataclasses.replace(job, train=dataclasses.replace(job.train, init_from=path))
         digests["init_from"] = file_sha(job.train.init_from)
     return dataclasses.replace(job, digests=tuple(sorted(digests.items())))
+
+
+def _plugin_source(key: str, name: str) -> str:
+    """The sha256 of the plugin module that registered a model or dataset under a plain name (in the run hash:
+    changed code is a new run)."""
+    if key == "model":
+        from raysweep.models import MODELS as registry  # torch
+    else:
+        from raysweep.data.registry import DATASETS as registry  # torch
+    return source_identity(f"{registry.origin(name)}:_")
 
 
 def _kind_code(job: Job) -> Job:

@@ -151,33 +151,6 @@ def test_a_table_fits_the_terminal_and_names_what_it_leaves_out(swept):
     assert r.exit_code == 2 and "are not columns of this table" in r.output and "peak_over_ends_mean" in r.output
 
 
-def test_a_ctrl_c_during_deferred_imports_is_raised_when_they_end():
-    """interrupts.ctrl_c_deferred: the block runs to its end through a Ctrl-C (no KeyboardInterrupt inside it,
-    where an extension's import would abort or a library swallow it), then the Ctrl-C is raised; the
-    handler is Python's own again afterwards, and a block without a Ctrl-C raises nothing."""
-    import signal
-
-    from raysweep.interrupts import ctrl_c_deferred
-
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a command starts, whatever ran before
-    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    try:
-        finished = []
-        with pytest.raises(KeyboardInterrupt):
-            with ctrl_c_deferred():
-                signal.raise_signal(signal.SIGINT)  # to this thread, now (os.kill may reach another thread late)
-                for _ in range(1000):  # Python runs signal handlers between bytecodes: give it many
-                    pass
-                finished.append(True)
-        assert finished == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        with ctrl_c_deferred():
-            finished.append(True)
-        assert finished == [True, True]
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        signal.signal(signal.SIGINT, before)
-
-
 def test_a_mean_over_fewer_members_than_planned_says_so(swept, tmp_path):
     """A replicate's points gone (as after `raysweep train JOB --replicate 1 --force`): every view says the mean
     is over 1 of 2 — the default table ("1 of 2 !" and a note), the query's columns, the figure's caption."""

@@ -20,10 +20,11 @@ import torch
 HERE = Path(__file__).parent
 JOB = """name = "withcka"
 replicates = 2
-plugins = ["userkinds.cka"]
+plugins = ["userkinds.cka", "userkinds.extras"]
 [data]
 name = "digits"
 [model]
+name = "tinynet"
 hidden = [32]
 [train]
 epochs = 3
@@ -34,6 +35,7 @@ steps = [0, 20]
 name = "i1"
 kind = "init_to_final"
 alpha = { num = 5 }
+metrics = ["margin"]
 [[sweeps]]
 name = "cka"
 kind = "cka"
@@ -108,6 +110,32 @@ def test_its_numbers_equal_a_plain_computation(ran):
     got = run.table("cka").filter(pl.col("replicate") == 0, pl.col("alpha") == 0.0)["cka"][0]
     assert got == pytest.approx(want, rel=1e-9)
     assert 0 < got < 1 and not np.isclose(got, 1.0)
+
+
+def test_a_plugins_model_metric_and_format_are_used_by_name(ran, tmp_path):
+    """The run trained `tinynet` (in Tune trials, which imported the plugin) and recorded `margin` (on the actors);
+    an .npz checkpoint is read by the plugin's format, in `raysweep interpolate` too."""
+    here, _, _ = ran
+    r = _cli(here, "results", "job.toml", "--storage", "s", "--table", "points", "--format", "csv")
+    points = pl.read_csv(r.stdout.encode())
+    assert "margin" in points.columns and points["margin"].null_count() == 0
+    ck = pl.read_csv(_cli(here, "results", "job.toml", "--storage", "s", "--table", "checkpoints", "--format",
+                          "csv").stdout.encode())
+    from safetensors.torch import load
+
+    import raysweep
+
+    os.chdir(here)
+    run = raysweep.open("job.toml", storage="s")
+    state = load(run.store.read_bytes(ck["path"][0]))
+    assert sorted(state) == ["1.bias", "1.weight", "3.bias", "3.weight"] and state["1.weight"].shape == (32, 64)
+    for i, path in enumerate(ck.filter(pl.col("replicate") == 0).sort("step")["path"].to_list()[:2]):
+        np.savez(here / f"ck{i}.npz", **{k: v.numpy() for k, v in load(run.store.read_bytes(path)).items()})
+    r = _cli(here, "interpolate", "--model", "tinynet", "--model-arg", "hidden=[32]", "--data", "digits", "ck0.npz",
+             "ck1.npz", "--storage", "npz", "--no-progress", "--alpha", "0:1:3", "--set",
+             'plugins=["userkinds.extras"]')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "test loss: barrier" in r.stdout
 
 
 def test_the_docs_add_an_analysis_with_this_very_file():

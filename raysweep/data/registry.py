@@ -24,20 +24,17 @@ from raysweep.data.offline import blobs, digits, digits_shifted, linreg, standin
 from raysweep.data.streams import packed_info, packed_splits
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
 from raysweep.errors import SpecError
-from raysweep.plugins import load_object
+from raysweep.plugins import Registry, load_object
 from raysweep.spec import DataSpec, is_import_path
 
-DATASETS: dict[str, Callable[[DataSpec], Splits]] = {
-    "digits": digits,
-    "digits_shifted": digits_shifted,
-    "blobs": blobs,
-    "mnist": mnist,
-    "fashion_mnist": fashion_mnist,
-    "cifar10": cifar10,
-    "imagenet": imagenet,
-    "linreg": linreg,
-    "standin": standin,  # `raysweep run --rehearse`: the real plan on a few examples
-}
+# name -> loader(DataSpec) -> Splits; yours: @register_dataset("mydata") in a plugin module
+DATASETS = Registry("dataset")
+register_dataset = DATASETS.register
+for _name, _loader in (("digits", digits), ("digits_shifted", digits_shifted), ("blobs", blobs), ("mnist", mnist),
+                       ("fashion_mnist", fashion_mnist), ("cifar10", cifar10), ("imagenet", imagenet),
+                       ("linreg", linreg),
+                       ("standin", standin)):  # standin: `raysweep run --rehearse`'s, the real plan on a few examples
+    register_dataset(_name)(_loader)
 
 
 # Datasets too big to load just to describe them say what they are here.
@@ -64,8 +61,7 @@ def load_splits(spec: DataSpec, store=None) -> Splits:
         return packed_splits(spec, store, SplitCache(store) if store is not None else None)
     if is_import_path(spec.name):
         return _user_splits(spec)
-    if spec.name not in DATASETS:
-        raise KeyError(f"unknown dataset {spec.name!r}; registered datasets are {sorted(DATASETS)}")
+    DATASETS.lookup(spec.name, "data.name")
     if spec.name in CACHED_SPLITS and store is not None:
         splits = DATASETS[spec.name](spec, cache=SplitCache(store))
     else:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from raysweep.errors import SpecError
-from raysweep.plugins import load_object
+from raysweep.plugins import Registry, load_object
 from raysweep.spec import is_import_path
 
 PerExample = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -36,8 +36,12 @@ def top5_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (out.topk(k, dim=1).indices != y[:, None]).all(1).double()
 
 
-LOSSES: dict[str, PerExample] = {"cross_entropy": cross_entropy, "squared_error": squared_error}
-METRICS: dict[str, PerExample] = {"top5_error": top5_error}
+# name -> per-example fn(outputs, targets) -> Tensor (N,); yours: @register_loss / @register_metric in a plugin
+LOSSES, METRICS = Registry("loss"), Registry("metric")
+register_loss, register_metric = LOSSES.register, METRICS.register
+register_loss("cross_entropy")(cross_entropy)
+register_loss("squared_error")(squared_error)
+register_metric("top5_error")(top5_error)
 
 
 def resolve(name: str, registry: dict, what: str) -> PerExample:

@@ -31,7 +31,7 @@ def job_hash(job: Job) -> str:
     for key in ("data", "model", "train"):
         payload.update({f"{key}.{k}": v for k, v in _non_default(getattr(job, key), weights_only=True).items()})
         name = getattr(job, key).name if key != "train" else ""
-        if is_import_path(name):
+        if is_import_path(name) or f"{key}.source" in digests:  # user code: by path, or registered by a plugin
             payload[f"{key}.source"] = _digest_of(job, digests, f"{key}.source")
     if not (is_import_path(job.model.name) and is_import_path(job.data.name)):
         payload["recipe"] = RECIPE  # a built-in model or dataset made these weights

@@ -239,8 +239,8 @@ class Job:
                 f"data.name = {self.data.name!r}: with data.source = \"store\" it names a packed dataset "
                 f"(`raysweep data pack SOURCE --name NAME`): letters, digits, '_', '-', '.'"]
         else:
-            out += name_problems("data.name", self.data.name, BUILTIN_DATASETS, self.data.kwargs)
-        out += name_problems("model.name", self.model.name, BUILTIN_MODELS, self.model.kwargs)
+            out += name_problems("data.name", self.data.name, BUILTIN_DATASETS, self.data.kwargs, bool(self.plugins))
+        out += name_problems("model.name", self.model.name, BUILTIN_MODELS, self.model.kwargs, bool(self.plugins))
         if self.external:
             if len(self.external) != self.replicates:
                 out.append(f"external lists checkpoints of {len(self.external)} replicate(s) but replicates = "

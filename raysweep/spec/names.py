@@ -49,9 +49,12 @@ def kwargs_problems(where: str, text: str) -> list[str]:
 BUILTIN_KWARGS = ("standin",)  # built-ins that take kwargs: the rehearsal's stand-in data (its sizes)
 
 
-def name_problems(key: str, name: str, builtin: tuple, kwargs: str) -> list[str]:
-    """A built-in name (which takes no kwargs, but the stand-in) or the import path of the user's code;
-    whether that code imports and fits its contract is raysweep.validate's check."""
+def name_problems(key: str, name: str, builtin: tuple, kwargs: str, plugins: bool = False) -> list[str]:
+    """A built-in name (which takes no kwargs, but the stand-in), the import path of the user's code, or (with
+    `plugins`) a plain name a plugin module registers; whether that code imports, registers the name and fits its
+    contract is raysweep.validate's check."""
+    if plugins and name not in builtin and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,99}", name or ""):
+        return []
     if name in builtin and name not in BUILTIN_KWARGS:
         return [] if not kwargs_options(kwargs) else [
             f"{key.replace('.name', '.kwargs')} is for your own code (an import path); the built-in {name!r} takes "

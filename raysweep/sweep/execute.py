@@ -15,7 +15,7 @@ from raysweep.connect import is_local
 from raysweep.errors import CheckpointError, ManifestError, StorageFull
 from raysweep.io.schemas import PROVENANCE
 from raysweep.io.store import IO, Store
-from raysweep.kinds import load_plugins
+from raysweep.plugins import load_plugins
 from raysweep.spec import Job, parse_job
 from raysweep.sweep.prep import prepare
 from raysweep.work.items import from_json, to_json

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from raysweep.io import paths
 from raysweep.io.store import Store
+from raysweep.plugins import load_plugins
 from raysweep.spec import Job, parse_job
 
 MAX_FAILURES = 3  # worker-group restarts per replicate before the trial fails
@@ -31,6 +32,7 @@ def _worker(config: dict) -> None:
     rank = Rank(ctx.get_world_rank(), ctx.get_world_size())
     torch.set_num_threads(max(1, int(config["threads"])))
     job = parse_job(config["job"], "job from driver")
+    load_plugins(job.plugins)
 
     def report(info: dict) -> None:  # every rank reports at the same steps (Train V2's report is a barrier)
         ray.train.report({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -1,5 +1,6 @@
-"""Checkpoints trained elsewhere: ``.safetensors`` files or ``torch.save`` state dicts (read with
-``weights_only=True``: no pickle code runs), local paths or s3:// / gs:// URIs.
+"""Checkpoints trained elsewhere, in any registered format (train/formats.py: ``.safetensors`` files, ``torch.save``
+state dicts read with ``weights_only=True`` so no pickle code runs, a plugin's own), local paths or s3:// / gs://
+URIs.
 
 Each replicate's files become its steps 0, 1, ... in the store, as safetensors with a manifest that
 records the source and its sha256, so every sweep, table and report works on them as on trained
@@ -8,7 +9,6 @@ replicates, exactly once and resumable. The run's hash covers the files' content
 from __future__ import annotations
 
 import hashlib
-import io
 
 import torch
 
@@ -19,26 +19,7 @@ from raysweep.io.external import read_bytes
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job
-
-
-def read_state(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
-    """A state dict from safetensors or torch.save (a dict of tensors, or {"state_dict": {...}})."""
-    data = read_bytes(uri) if data is None else data
-    try:
-        if uri.endswith(paths.SAFETENSORS):
-            from safetensors.torch import load
-
-            state = load(data)
-        else:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # a foreign format, a pickle with code, a truncated file
-        raise SpecError(f"external checkpoint {uri!r} is neither a safetensors file nor a torch.save state dict "
-                        f"loadable with weights_only=True ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} wrapper
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SpecError(f"external checkpoint {uri!r} holds no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel/DDP prefixes
+from raysweep.train.formats import read_state
 
 
 def pretrained(job: Job, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

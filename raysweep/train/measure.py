@@ -10,6 +10,7 @@ import torch
 from raysweep.evaluate.losses import loss_fn
 from raysweep.evaluate.sums import pick_device, training_loss
 from raysweep.models import build_model
+from raysweep.plugins import load_plugins
 from raysweep.spec import Job, parse_job
 from raysweep.train.loop import make_optimizer
 
@@ -34,6 +35,7 @@ def measure(job_dict: dict, in_shape: list, classes: int, batches: int = 5, on_g
                          f"driver, CUDA_VISIBLE_DEVICES, or a CPU build of torch): trials and actors would run on "
                          f"its CPUs"}
     job: Job = parse_job(job_dict, "job from driver")
+    load_plugins(job.plugins)
     device = pick_device(job.eval.device)
     model = build_model(job.model, tuple(in_shape), classes, seed=0).to(device)
     channels_last = job.train.channels_last and device.type == "cuda" and len(in_shape) == 3

@@ -9,10 +9,12 @@ import os
 
 import torch
 
+from raysweep import signals
 from raysweep.connect import is_local
 from raysweep.errors import StorageFull, TrainingFailed
 from raysweep.io import paths
 from raysweep.io.store import Store, full_message
+from raysweep.plugins import load_plugins
 from raysweep.spec import Job, parse_job
 from raysweep.train.bend import train_bend
 from raysweep.train.ddp import train_ddp
@@ -39,6 +41,7 @@ def _trainable(config: dict) -> None:
     from ray import tune
 
     job = parse_job(config["job"], "job from driver")
+    load_plugins(job.plugins)  # a plugin's models, datasets and losses, registered in this trial's process too
     torch.set_num_threads(max(1, int(config["threads"])))
     task = task_of(config["task"])
 
@@ -73,9 +76,6 @@ def train_all(job: Job, store: Store, tasks: list[Task], resources: dict, progre
             callbacks=[DriverCallback(progress)],
         ),
     )
-    import signal
-
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
     # Tune logs every failed try of a trial with its traceback; raysweep reports the failure itself (its last
     # line, with the fix), so Tune's own error log is kept for RAYSWEEP_DEBUG=1
     quiet = [] if os.environ.get("RAYSWEEP_DEBUG") else [logging.getLogger(n) for n in ("ray.tune", "ray.train",
@@ -84,14 +84,13 @@ def train_all(job: Job, store: Store, tasks: list[Task], resources: dict, progre
     for lg in quiet:
         lg.setLevel(logging.CRITICAL)
     try:
-        results = tuner.fit()
+        with signals.lent_to_library():  # whatever Tune installs, the stop signals stop raysweep again afterwards
+            results = tuner.fit()
     except (OSError, EOFError):  # Tune's own state could not be written (or read back half-written)
         if _full(store):
             raise StorageFull(errno.ENOSPC, full_message(store.uri, "Ray Tune's state of the training")) from None
         raise
-    finally:  # whatever Tune installed, Ctrl-C (and USR1) stop raysweep again afterwards
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    finally:
         for lg, level in levels:
             lg.setLevel(level)
     failed = [r for r in results if r.error]
@@ -121,35 +120,31 @@ def _full(store: Store) -> bool:
 
 
 def DriverCallback(fn):
-    """A Tune callback in the driver: hands each trial result to `fn` (if any), and gives SIGUSR1 back to
-    the driver. Tune always takes USR1 to end its run quietly, after which the driver would go on to the
-    sweep; raysweep's USR1 (Slurm's notice before the time limit) stops the whole command as Ctrl-C does."""
-    import signal
-
+    """A Tune callback in the driver: hands each trial result to `fn` (if any), and takes the stop signals back
+    for the driver (if it had installed them). Tune always takes USR1 to end its run quietly, after which the
+    driver would go on to the sweep; raysweep's USR1 (Slurm's notice before the time limit) stops the whole
+    command as Ctrl-C does."""
     from ray import tune
 
     global _DriverCallback
     if _DriverCallback is None:
         class _Driver(tune.Callback):
-            def __init__(self, fn, usr1):
-                self.fn, self.usr1 = fn, usr1
+            def __init__(self, fn, ours):
+                self.fn, self.ours = fn, ours
 
             def __getstate__(self):  # Tune pickles its callbacks into its state; these stay in the driver
-                return {"fn": None, "usr1": None}
+                return {"fn": None, "ours": False}
 
             def setup(self, **info):  # called after Tune installed its own handlers
-                if self.usr1 is not None:
-                    try:
-                        signal.signal(signal.SIGUSR1, self.usr1)
-                    except ValueError:  # not the main thread: Tune installed nothing either
-                        pass
+                if self.ours:
+                    signals.install()
 
             def on_trial_result(self, iteration, trials, trial, result, **info):
                 if self.fn:
                     self.fn(result)
 
         _DriverCallback = _Driver
-    return _DriverCallback(fn, signal.getsignal(signal.SIGUSR1))
+    return _DriverCallback(fn, signals.installed())
 
 
 _DriverCallback = None

@@ -1,0 +1,69 @@
+"""Checkpoint formats raysweep reads from elsewhere (`external`, `train.init_from`, `raysweep interpolate`), one
+registry: name -> read(uri, data) -> a state dict of tensors, with the test that says a file is in that format.
+The built-ins are registered as a plugin registers its own (`@register_format("name", detect)`), and the newest
+registered is tried first, so a plugin's more specific format comes before the built-ins':
+
+    safetensors   a .safetensors file (no code runs)
+    torch         a torch.save state dict, read with weights_only=True (no pickled code runs): a dict of
+                  tensors, or {"state_dict": {...}}; DataParallel/DDP's "module." prefix removed
+"""
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import torch
+
+from raysweep.errors import SpecError
+from raysweep.io import paths
+from raysweep.io.external import read_bytes
+from raysweep.plugins import Registry
+
+FORMATS = Registry("checkpoint format")
+DETECTS: dict[str, Callable[[str], bool]] = {}
+
+
+def register_format(name: str, detect: Callable[[str], bool]):
+    """Decorator: `read(uri, data: bytes | None) -> dict[str, Tensor]` for the files `detect(uri)` says are its."""
+    def add(read):
+        DETECTS[name] = detect
+        return FORMATS.register(name)(read)
+    return add
+
+
+@register_format("torch", lambda uri: True)  # the last resort: tried after every other format
+def read_torch(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    data = read_bytes(uri) if data is None else data
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} wrapper
+    return state
+
+
+@register_format("safetensors", lambda uri: uri.endswith(paths.SAFETENSORS))
+def read_safetensors(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    return load(read_bytes(uri) if data is None else data)
+
+
+def format_of(uri: str) -> str:
+    """The registered format a checkpoint is in (the newest registered that claims it)."""
+    return next(name for name in reversed(list(FORMATS)) if DETECTS[name](uri))
+
+
+def read_state(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from any registered format; a file none can read is named with the formats tried."""
+    name = format_of(uri)
+    try:
+        state = FORMATS[name](uri, data)
+    except SpecError:
+        raise
+    except Exception as exc:  # a foreign format, a pickle with code, a truncated file
+        raise SpecError(f"external checkpoint {uri!r} cannot be read as {name} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); the formats raysweep reads are "
+                        f"{sorted(FORMATS)} (safetensors, or a torch.save state dict loadable with "
+                        f"weights_only=True)") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SpecError(f"external checkpoint {uri!r} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel/DDP prefixes
