@@ -97,21 +97,23 @@ def ray_start_argv(*, head: bool, ip: str, address: str | None, block: int, tmp:
         if shm_free:
             store = min(store, int(shm_free * 0.9))
         argv += [f"--object-store-memory={store}", f"--memory={alloc['memory'] - store}"]
-    named = [n for n in RAY_PORTS if head or (n not in HEAD_ONLY_PORTS and n != "port")]
-    argv += [f"--{n}={ports[n]}" for n in named]
+    argv += [f"--{n}={ports[n]}" for n in role_ports(head)]
     argv += [f"--min-worker-port={ports['min-worker-port']}", f"--max-worker-port={ports['max-worker-port']}"]
     if head:
         return argv + ["--head", "--include-dashboard=true", "--dashboard-host=127.0.0.1"]
     return argv + [f"--address={address}"]
 
 
+def role_ports(head: bool) -> list[str]:
+    """The named Ray ports a node takes: all of them on the head; a worker neither the GCS port nor the head's own."""
+    return [n for n in RAY_PORTS if head or (n not in HEAD_ONLY_PORTS and n != "port")]
+
+
 def busy_ports(block: int, head: bool) -> list[str]:
     """The block's named ports that another program holds on this node."""
     ports = block_ports(block)
     busy = []
-    for name in RAY_PORTS:
-        if not head and (name in HEAD_ONLY_PORTS or name == "port"):
-            continue
+    for name in role_ports(head):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Ray's servers do: TIME_WAIT is no holder
             try:

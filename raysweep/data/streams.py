@@ -101,10 +101,6 @@ def epoch_pieces(shards: list[dict], seed: int, epoch: int, rank: int = 0, world
     return out
 
 
-def rows_per_rank(shards: list[dict], world: int) -> int:
-    return sum(s["count"] for s in shards) // world
-
-
 def decode(data: bytes) -> torch.Tensor:
     """An encoded image as a (3, H, W) uint8 tensor: libjpeg-turbo / libpng through torchvision (grayscale
     and CMYK JPEGs converted to RGB), PIL for whatever it cannot read."""

@@ -36,6 +36,13 @@ def hvp(model: nn.Module, batches: list, loss_fn, vec: list[torch.Tensor]) -> li
     return out
 
 
+def mean_loss(model: nn.Module, batches: list, loss_fn) -> float:
+    """The mean loss over every example of `batches` [(x, y)] at the model's weights, in float64 (no graph)."""
+    n = sum(len(y) for _, y in batches)
+    with torch.no_grad():
+        return sum(float(loss_fn(model(x), y).double().sum()) for x, y in batches) / n
+
+
 def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     """⟨a, b⟩ in float64."""
     return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b)))
@@ -132,7 +139,6 @@ def losses_along(model: nn.Module, batches: list, loss_fn, directions: list[Vect
     """The mean loss at θ + t·d1 (one direction: one value per t) or θ + s·d1 + t·d2 (two: the grid, s
     slowest), the parameters restored afterwards."""
     params = trainable(model)
-    n = sum(len(y) for _, y in batches)
     saved = [p.detach().clone() for p in params]
     grid = [(s,) for s in ts] if len(directions) == 1 else [(s, t) for s in ts for t in ts]
     out = []
@@ -142,7 +148,7 @@ def losses_along(model: nn.Module, batches: list, loss_fn, directions: list[Vect
                 p.copy_(p0)
                 for c, d in zip(coords, ds):
                     p.add_(d, alpha=c)
-            out.append(sum(float(loss_fn(model(x), y).double().sum()) for x, y in batches) / n)
+            out.append(mean_loss(model, batches, loss_fn))
         for p, p0 in zip(params, saved):
             p.copy_(p0)
     return out

@@ -29,8 +29,6 @@ from raysweep.evaluate.graph_axes import FIXED, Segments
 from raysweep.evaluate.graph_spec import derive_walk
 from raysweep.evaluate.sums import BN_RESET_SEED
 
-ALIGN_METHODS = ("none", "weights", "activations")
-
 
 def match(model: nn.Module, a: dict, b: dict, how: str, in_shape: tuple[int, ...] | None = None,
           inputs: Callable[[], list[torch.Tensor]] | None = None) -> dict:

@@ -9,7 +9,16 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from raysweep.evaluate.hessian import dot, hvp, losses_along, rademacher, spectral_density, top_eigenpairs, trainable
+from raysweep.evaluate.hessian import (
+    dot,
+    hvp,
+    losses_along,
+    mean_loss,
+    rademacher,
+    spectral_density,
+    top_eigenpairs,
+    trainable,
+)
 from raysweep.evaluate.line import matched
 from raysweep.evaluate.losses import cross_entropy, squared_error
 from raysweep.io.schemas import PROVENANCE, SHARPNESS_SCHEMA, SPECTRUM_FIELDS
@@ -58,11 +67,11 @@ def sharpness_item(evaluator, job, item) -> pa.Table:
     for alpha, peak in zip(item.alphas, item.at_peak):
         evaluator.set_alpha(ta, tb, alpha)
         with torch.enable_grad():
-            lam = top_eigenvalue(model, batches, per_example, item.iterations)
-            trace = hessian_trace(model, batches, per_example, item.probes)
             extra = spectrum(model, batches, per_example, item.spec) if item.spec.spectrum else {}
-        with torch.no_grad():
-            loss = sum(float(per_example(model(xb), yb).double().sum()) for xb, yb in batches) / n
+            # λ_max: Lanczos's top eigenvalue where the spectrum is computed anyway, else power iteration
+            lam = extra["eigenvalues"][0] if extra else top_eigenvalue(model, batches, per_example, item.iterations)
+            trace = hessian_trace(model, batches, per_example, item.probes)
+        loss = mean_loss(model, batches, per_example)
         rows.append({**extra, "job": job.name, "hash": job.hash, "sweep": item.sweep, "item": item.key,
                      "replicate_a": a.replicate, "replicate_b": b.replicate, "step_a": a.step, "step_b": b.step,
                      "alpha": float(alpha), "at_peak": bool(peak), "split": item.split, "examples": n, "loss": loss,

@@ -68,10 +68,6 @@ def random_point(run: str, k: int, scale: float) -> str:
     return f"{replicate_dir(run, k)}/random_{scale:g}.safetensors"
 
 
-def random_point_record(run: str, k: int, scale: float) -> str:
-    return f"{replicate_dir(run, k)}/random_{scale:g}.json"
-
-
 def train_state(run: str, k: int) -> str:
     return f"{replicate_dir(run, k)}/state.safetensors"
 
@@ -139,10 +135,6 @@ def bend_state(run: str, sweep_name: str, bend_hash: str, i: int, j: int) -> str
 
 def bend_done(run: str, sweep_name: str, bend_hash: str, i: int, j: int) -> str:
     return f"{bend_dir(run, sweep_name, bend_hash, i, j)}/done.json"
-
-
-def is_done_marker(path: str) -> bool:
-    return path.endswith("/done.json")
 
 
 def plane(run: str, k: int, sweep_name: str, sweep_hash: str) -> str:
