@@ -34,7 +34,11 @@ def test_a_run_stored_before_the_refactor_is_found_and_not_recomputed(tmp_path):
     summary = run.sweep(progress=False, local=True)
     assert summary.items_run == 0 and summary.items_total == len(items)
     tables = aggregate.aggregate(run.store, run.job)
-    for name, df in stored.items():
-        assert tables[name].equals(df), name
+    for name, df in stored.items():  # the same numbers; the tables have grown columns since (n of planned) and
+        # barrier_mean is named peak_over_ends (issue 42): the stored columns, renamed, equal the new ones
+        old = df.rename({c: c.replace("barrier_mean", "peak_over_ends") for c in df.columns})
+        assert tables[name].select(old.columns).equals(old), name
+        if name == "barriers":
+            assert tables[name]["complete"].all() and "planned" in tables[name].columns
     changed = [p for p, t in before.items() if p.stat().st_mtime_ns != t and "tables" not in p.parts]
     assert changed == []  # no checkpoint, state or points file was written again
