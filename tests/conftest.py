@@ -82,7 +82,7 @@ SLOW_MODULES = {"test_cluster.py", "test_slurm_cluster.py", "test_rehearse.py", 
                 "test_storage_full.py", "test_fashion_mnist.py", "test_s3_pipeline.py", "test_store.py",
                 "test_benchmarks.py", "test_finetune.py", "test_instability.py", "test_figures.py",
                 "test_answers.py", "test_merges.py", "test_trajectory.py", "test_sharpness.py", "test_repair.py",
-                "test_misleading.py", "test_lease.py", "test_optimizers.py", "test_fidelity.py"}
+                "test_misleading.py", "test_lease.py", "test_optimizers.py", "test_fidelity.py", "test_user_kind.py"}
 
 
 def need(program: str, package: str) -> str:

@@ -61,6 +61,7 @@ def test_digits_show_what_the_papers_found(digits_run):
     assert traj.height == 3 * 13 and traj["max_beta_over_max_norm"].max() < 1 / 3
 
 
+@pytest.mark.slow  # three commands, each with a Ray of its own: the full suite's
 def test_the_readmes_export_and_interpolate_lines_run_as_written(digits_run, tmp_path):
     """The README's `raysweep export` and `raysweep interpolate` lines, copied from the README as a user copies
     them (only --storage added: the test's run lives in a folder of its own)."""

@@ -1,5 +1,6 @@
-"""More than one test distribution: a loader's extra splits are swept and aggregated like "test", and a
-line over two of them gets the WiSE-FT figure."""
+"""More than one test distribution: a loader's extra splits are swept and aggregated like "test"; a line over two
+of them gets the WiSE-FT figure only where it starts from a pretrained model (train.init_from): WiSE-FT's caption
+speaks of one."""
 import polars as pl
 import pytest
 import torch
@@ -34,6 +35,10 @@ def test_an_extra_split_is_swept_like_test(tmp_path):
     assert got.collect()["loss"][0] == pytest.approx(want, rel=1e-5)
     assert set(run.curves.collect()["split"]) == {"test", "test_clean"}
     names = [f.name for f in figures(run.job, load_tables(run.tables))]
-    assert "WiSE-FT-wise" in names
+    assert "WiSE-FT-wise" not in names and "F-fig1-wise" in names  # trained from a seed: no pretrained model
+    import dataclasses
+
+    tuned = dataclasses.replace(run.job, train=dataclasses.replace(run.job.train, init_from="pretrained.pt"))
+    assert "WiSE-FT-wise" in [f.name for f in figures(tuned, load_tables(run.tables))]
     with pytest.raises(SpecError, match="has the splits \\['train', 'test', 'test_clean'\\]"):
         plan(parse_job({**RAW, "sweeps": [{**RAW["sweeps"][0], "splits": ["test_dark"]}]}), run.store, [0, 1])

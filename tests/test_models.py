@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from raysweep.errors import SpecError
 from raysweep.models import MODELS, build_model, count_parameters
 from raysweep.spec import ModelSpec
 
@@ -43,6 +44,6 @@ def test_openlth_init():
 
 
 def test_unknown_model_names_the_registered_ones():
-    with pytest.raises(KeyError, match="cifar_resnet_20"):
+    with pytest.raises(SpecError, match="'resnet9000' is no registered model; they are .*cifar_resnet_20"):
         build_model(ModelSpec(name="resnet9000"), (3, 32, 32), 10)
     assert set(MODELS) >= {"mlp", "lenet_300_100", "cifar_resnet_20", "cifar_vgg_16", "resnet50"}
