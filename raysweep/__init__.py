@@ -1,7 +1,8 @@
 """raysweep: distributed loss-landscape interpolation sweeps (Goodfellow 2015, Frankle 2020, Breuel 2015).
 
 Packages, lowest first: errors (what can go wrong), spec (the typed job), io (the store and every path),
-work (items, the kinds' registry, training tasks), models and plugins (networks, user code), connect (start or
+work (items, the kinds' registry, training tasks), models, lm and plugins (networks, transformers language
+models, user code), connect (start or
 join Ray), data, evaluate and train (plain torch), analysis and report (tables, figures), kinds (the sweep
 kinds, one module each, registered in work's registry), cluster (Ray at the edges, Slurm), sweep (planning and
 executing items), run (a run's flow). Above them: api (the Python API), validate (checks needing user code),

@@ -56,15 +56,20 @@ def _beside(value, folder: Path):
 
 
 def paths_from(raw: dict, folder: Path) -> dict:
-    """A job file's relative file paths (train.init_from, external checkpoints, data.root) read from the file's
+    """A job file's relative file paths (train.init_from, external checkpoints, data.root and data.tokenizer,
+    model.config.from) read from the file's
     own folder, as a user who writes `init_from = "pretrained.safetensors"` beside the file means, wherever
     the command runs; `--set` values keep the working directory's meaning. Stored as absolute paths, so the
     run reopens from anywhere."""
     raw = dict(raw)
     if isinstance(raw.get("train"), dict) and "init_from" in raw["train"]:
         raw["train"] = {**raw["train"], "init_from": _beside(raw["train"]["init_from"], folder)}
-    if isinstance(raw.get("data"), dict) and "root" in raw["data"]:
-        raw["data"] = {**raw["data"], "root": _beside(raw["data"]["root"], folder)}
+    for key in ("root", "tokenizer"):
+        if isinstance(raw.get("data"), dict) and raw["data"].get(key):
+            raw["data"] = {**raw["data"], key: _beside(raw["data"][key], folder)}
+    config = raw.get("model", {}).get("config") if isinstance(raw.get("model"), dict) else None
+    if isinstance(config, dict) and isinstance(config.get("from"), str):
+        raw["model"] = {**raw["model"], "config": {**config, "from": _beside(config["from"], folder)}}
     if isinstance(raw.get("external"), list):
         raw["external"] = [[_beside(f, folder) for f in files] if isinstance(files, list) else files
                            for files in raw["external"]]

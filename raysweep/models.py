@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from raysweep.errors import SpecError
+from raysweep.lm import causal_lm
 from raysweep.plugins import Registry, load_object
 from raysweep.spec import ModelSpec, is_import_path
 
@@ -219,7 +220,8 @@ MODELS = Registry("model")
 register_model = MODELS.register
 for _name, _builder in (("scalar_product", scalar_product), ("factored_linear", factored_linear), ("mlp", mlp),
                         ("lenet_300_100", lenet_300_100), ("cifar_resnet_20", cifar_resnet_20),
-                        ("cifar_vgg_16", cifar_vgg_16), ("resnet50", resnet50), ("resnet18", resnet18)):
+                        ("cifar_vgg_16", cifar_vgg_16), ("resnet50", resnet50), ("resnet18", resnet18),
+                        ("causal_lm", causal_lm)):  # causal_lm: a transformers language model (raysweep/lm.py)
     register_model(_name)(_builder)
 
 
@@ -258,7 +260,7 @@ def build_model(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int, se
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = builder(spec, in_shape, num_classes)
-        if spec.init != "default":  # default: keep the init the modules drew when built
+        if spec.init != "default" and not getattr(model, "own_init", False):  # default: the modules' own init
             init_weights(model)
         if hasattr(model, "after_init"):  # a model whose init departs from OpenLTH's says so itself
             # (it runs after OpenLTH's, so it draws from the same seeded stream)
@@ -277,7 +279,30 @@ def forward_flops(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) 
 
     with torch.device("meta"):
         model = build_model(spec, in_shape, num_classes).eval()
-        x = torch.empty((2, *in_shape))
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
+        x = example_batch(model, in_shape, num_classes, 2)[0]
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    except (RuntimeError, NotImplementedError):  # data-dependent code (transformers' masks) cannot run on meta
+        if not takes_tokens(model):
+            raise
+        # a language model's forward: 2 FLOPs per parameter per token (Kaplan et al. 2020's estimate)
+        return 2 * count_parameters(model) * int(in_shape[0])
     return counter.get_total_flops() // 2
+
+
+def takes_tokens(model: nn.Module) -> bool:
+    """Whether the model's input is token ids (a language model's), not real-valued features or images."""
+    return getattr(model, "input_dtype", None) in (torch.long, torch.int32) or hasattr(model, "get_input_embeddings")
+
+
+def example_batch(model: nn.Module, in_shape: tuple[int, ...], num_classes: int, n: int,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of n examples as the model takes them, for probes (FLOPs, timings): Gaussian inputs with class
+    labels, or for a language model token ids with next-token targets of the same shape (N, T)."""
+    meta = any(p.is_meta for p in model.parameters())
+    make = (lambda f, *a, **k: f(*a, **k, device="meta")) if meta else (lambda f, *a, **k: f(*a, **k, generator=generator))
+    classes = max(num_classes, 1)
+    if takes_tokens(model):
+        return make(torch.randint, 0, classes, (n, *in_shape)), make(torch.randint, 0, classes, (n, *in_shape))
+    return make(torch.randn, (n, *in_shape)), make(torch.randint, 0, classes, (n,))

@@ -22,6 +22,7 @@ from raysweep.data.images import (
 )
 from raysweep.data.offline import blobs, digits, digits_shifted, linreg, standin
 from raysweep.data.streams import packed_info, packed_splits
+from raysweep.data.text import pydoc, text
 from raysweep.data.types import DatasetInfo, DatasetMissing, Splits
 from raysweep.errors import SpecError
 from raysweep.plugins import Registry, load_object
@@ -32,7 +33,7 @@ DATASETS = Registry("dataset")
 register_dataset = DATASETS.register
 for _name, _loader in (("digits", digits), ("digits_shifted", digits_shifted), ("blobs", blobs), ("mnist", mnist),
                        ("fashion_mnist", fashion_mnist), ("cifar10", cifar10), ("imagenet", imagenet),
-                       ("linreg", linreg),
+                       ("linreg", linreg), ("pydoc", pydoc), ("text", text),
                        ("standin", standin)):  # standin: `raysweep run --rehearse`'s, the real plan on a few examples
     register_dataset(_name)(_loader)
 

@@ -10,6 +10,8 @@ import torch
 from raysweep.data.subset import subset_indices
 from raysweep.errors import DatasetMissing  # noqa: F401  (the data package's error)
 
+IGNORE = -100  # a target position that is no token to predict (padding), as torch's cross-entropy ignores it
+
 
 @dataclass
 class Splits:
@@ -30,6 +32,8 @@ class Splits:
     # streamed training splits: n -> the (uint8 x, y) of the "train_subset" split, n training examples in the
     # evaluation view (the dataset's own choice of them: subset_indices, or a shuffled pack's first n rows)
     train_rows: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
+    # text: split -> UTF-8 bytes per valid target token (the bits-per-byte denominator); {} for other data
+    bytes_per_token: dict = field(default_factory=dict)
     _subset: dict = field(default_factory=dict, repr=False, compare=False)  # n -> (x, y): the last subset
     _constants: dict = field(default_factory=dict, repr=False, compare=False)  # (device, dims, uint8) -> (scale, shift)
 
@@ -79,6 +83,8 @@ class Splits:
         scale = 1/(255·std), shift = −mean/std (float inputs: 1/std), written straight in `dtype`
         (float32 by default) and, for 4-D batches with `channels_last`, in NHWC layout. The constants
         live on the batch's device from the first call on: no batch makes a host→device copy."""
+        if not x.is_floating_point() and x.dtype != torch.uint8:  # token ids: the model's input as they are
+            return x
         if self.mean is None and x.dtype != torch.uint8:
             return self._layout(x if dtype is None else x.to(dtype), channels_last)
         scale, shift = self._scale_shift(x)

@@ -20,8 +20,17 @@ from raysweep.evaluate.fold import fold, reproduces
 from raysweep.evaluate.losses import loss_fn, metric_fns, metric_name
 from raysweep.evaluate.matching import match, matching_inputs
 from raysweep.evaluate.repair import repair_point
-from raysweep.evaluate.sums import BN_RESET_SEED, BN_TYPES, bn_reestimation, first_layer_split, pick_device, split_sums
-from raysweep.io.checkpoints import load_tensors
+from raysweep.evaluate.sums import (
+    BN_RESET_SEED,
+    BN_TYPES,
+    bn_reestimation,
+    count,
+    first_layer_split,
+    pick_device,
+    sequence_metrics,
+    split_sums,
+)
+from raysweep.io.checkpoints import load_tensors, ties
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job
@@ -48,7 +57,9 @@ class Evaluator:
         precision = job.eval.precision if job.eval.precision != "auto" else ("bf16" if job.train.amp else "fp32")
         self.bf16 = precision == "bf16" and cuda  # the CPU always evaluates in exact fp32
         self.loss = loss_fn(job.train.loss)
-        self.metrics, self.metric_names, self._metric_spec = [], [], []  # set per item: set_metrics
+        # text: perplexity and bits per byte, columns derived from each split's token loss (sequence_metrics)
+        self.derived = ["perplexity", "bits_per_byte"] if self.data.bytes_per_token else []
+        self.metrics, self.metric_names, self._metric_spec = [], list(self.derived), []  # set per item: set_metrics
         if isinstance(self.model, nn.Sequential):  # each child's output feeds only the next one, and the
             for m in self.model:                   # Evaluator never trains: ReLUs may overwrite their input
                 if isinstance(m, nn.ReLU):
@@ -67,8 +78,9 @@ class Evaluator:
         self._pre: tuple[tuple, dict] | None = None  # ((pair key, splits), split -> (h_a, h_b)) of the last pair
         self._bn_batches: list[torch.Tensor] | None = None
         state = self.model.state_dict(keep_vars=True)
-        self.names = list(state)
-        self.targets = [t.data for t in state.values()]
+        tied = ties(state)  # a tied parameter is set, interpolated and read once, under its first name
+        self.names = [n for n in state if n not in tied]
+        self.targets = [state[n].data for n in self.names]
         self.float_idx = [i for i, t in enumerate(self.targets) if t.is_floating_point()]
         self.param_names = [n for n, _ in self.model.named_parameters()]
         self.param_idx = [self.names.index(n) for n in self.param_names]  # parameters, not BN statistics
@@ -79,6 +91,7 @@ class Evaluator:
         self._norms: tuple[str, tuple[float, float]] | None = None  # (pair key, norms) of the last pair
         self._aligned: tuple[str, list[torch.Tensor]] | None = None  # (pair key, aligned θ_b) of the last pair
         self._mix: dict[str, torch.Tensor] = {}  # split -> the preallocated mixed first-layer outputs
+        self._counts: dict[str, int] = {}  # split -> what its sums are divided by
         self.cache: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
         self.cache_bytes, self.cached_bytes = cache_bytes, 0
 
@@ -222,13 +235,20 @@ class Evaluator:
     def set_metrics(self, names: tuple[str, ...] | list[str]) -> None:
         """Record these extra per-example metrics (evaluate/losses.py) from now on; cached by name."""
         if list(names) != self._metric_spec:
-            self.metrics, self.metric_names = metric_fns(tuple(names)), [metric_name(n) for n in names]
+            self.metrics = metric_fns(tuple(names))
+            self.metric_names = [metric_name(n) for n in names] + self.derived
             self._metric_spec = list(names)
 
     def _row(self, split: str, sums: list[float]) -> dict:
-        n = len(self.split(split)[1])
-        return {"split": split, "loss": sums[0] / n, "error": sums[1] / n,
-                **{name: v / n for name, v in zip(self.metric_names, sums[2:])}}
+        """A split's means: its sums over the examples (over the valid tokens of token targets)."""
+        if split not in self._counts:
+            self._counts[split] = count(self.split(split)[1])
+        n = self._counts[split]
+        row = {"split": split, "loss": sums[0] / n, "error": sums[1] / n,
+               **{name: v / n for name, v in zip(self.metric_names, sums[2:])}}
+        if self.derived:
+            row.update(sequence_metrics(row["loss"], self.data.bytes_per_token[split]))
+        return row
 
     @torch.no_grad()
     def first_layer_outputs(self, a, b, splits, pair_key: str | None) -> dict | None:

@@ -3,11 +3,14 @@ back once; the device choice; BatchNorm statistics re-estimation; the first-laye
 Evaluator mixes. Plain torch."""
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from raysweep.data.types import IGNORE
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 BN_RESET_SEED = 12_345  # the fixed order of training batches used to re-estimate BN statistics
@@ -36,10 +39,39 @@ def cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (torch.logsumexp(logits, 1) - picked).sum(dtype=torch.float64)
 
 
+def logits_of(out) -> torch.Tensor:
+    """A model's outputs as a tensor: a Hugging Face `ModelOutput`'s `.logits`, else the output itself."""
+    return out.logits if hasattr(out, "logits") else out
+
+
+def tokens(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence outputs (N, T, V) with targets (N, T) as one row per valid token — (M, V) and (M,), the
+    IGNORE positions dropped — so that every loss, error and metric is a sum over tokens; anything else as
+    it is."""
+    if logits.dim() == 3 and y.dim() == 2 and not y.is_floating_point():
+        keep = y.reshape(-1) != IGNORE
+        return logits.reshape(-1, logits.shape[-1])[keep], y.reshape(-1)[keep]
+    return logits, y
+
+
+def count(y: torch.Tensor) -> int:
+    """What a split's sums are divided by: its examples, or for token targets (N, T) its valid tokens."""
+    if y.dim() == 2 and not y.is_floating_point():
+        return int((y != IGNORE).sum())
+    return len(y)
+
+
+def sequence_metrics(loss: float, bytes_per_token: float) -> dict:
+    """A language model's numbers from its mean token loss (nats): perplexity = exp(loss), and bits per
+    byte = loss / ln 2 / (UTF-8 bytes per token), comparable across tokenizers."""
+    return {"perplexity": math.exp(loss) if not loss > 700 else math.inf,
+            "bits_per_byte": loss / math.log(2) / bytes_per_token}
+
+
 def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, prepare=_identity,
                bf16: bool = False, loss=None, metrics=()) -> torch.Tensor:
     """[sum of the loss, number of errors, sum of each extra metric] over a whole split, as a float64
-    device tensor. `loss` is a per-example function (None: cross-entropy for class labels, squared
+    device tensor; over its valid tokens for token targets (`tokens`; divide by `count`). `loss` is a per-example function (None: cross-entropy for class labels, squared
     error for real targets, whose error rate is NaN); `metrics` are per-example functions.
 
     With `bf16`, one autocast region spans every batch, so each weight is cast to bf16 once (autocast
@@ -47,8 +79,7 @@ def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
     sums = torch.zeros(2 + len(metrics), dtype=torch.float64, device=x.device)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(y), batch_size):
-            logits = model(prepare(x[i:i + batch_size])).float()
-            yb = y[i:i + batch_size]
+            logits, yb = tokens(logits_of(model(prepare(x[i:i + batch_size]))).float(), y[i:i + batch_size])
             if loss is not None:
                 sums[0] += loss(logits, yb).sum().double()
             elif yb.is_floating_point():  # regression (G's deep linear models): squared error
@@ -66,7 +97,8 @@ def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
 
 def training_loss(out: torch.Tensor, y: torch.Tensor, loss=None) -> torch.Tensor:
     """The mean of `loss` (a per-example function), or: cross-entropy for class labels, mean squared
-    error for real-valued targets."""
+    error for real-valued targets; for token targets, over their valid tokens."""
+    out, y = tokens(logits_of(out), y)
     if loss is not None:
         return loss(out, y).mean()
     if y.is_floating_point():
@@ -80,7 +112,7 @@ def split_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     """(mean loss, error rate) of `model` in eval mode on a whole split."""
     was_training = model.training
     model.eval()
-    loss, err = (split_sums(model, x, y, batch_size, prepare, loss=loss) / len(y)).tolist()
+    loss, err = (split_sums(model, x, y, batch_size, prepare, loss=loss) / count(y)).tolist()
     model.train(was_training)
     return loss, err
 

@@ -1,7 +1,14 @@
-"""Weights on storage: safetensors (no pickle) with a sha256 recorded in a JSON manifest."""
+"""Weights on storage: safetensors (no pickle) with a sha256 recorded in a JSON manifest.
+
+Tied parameters (a language model's output head that *is* its input embedding) are one tensor under
+two names in a state dict. A checkpoint stores such a tensor once, under its first name, and records
+the other names in the file's metadata (``raysweep.ties``: {alias: source}); reading gives every name
+back, each alias the same tensor as its source."""
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 
 import torch
 from safetensors.torch import load as st_load
@@ -10,16 +17,62 @@ from safetensors.torch import save as st_save
 from raysweep.errors import CheckpointError
 from raysweep.io.store import Store
 
+TIES_KEY = "raysweep.ties"
+
+
+def ties(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{alias: source}: names whose tensor is the same view of the same storage as an earlier name's."""
+    first: dict[tuple, str] = {}
+    out = {}
+    for name, t in tensors.items():
+        if t.device.type == "meta":
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if key in first:
+            out[name] = first[key]
+        else:
+            first[key] = name
+    return out
+
+
+def tie(state: dict[str, torch.Tensor], model_ties: dict[str, str]) -> dict[str, torch.Tensor]:
+    """`state` with each tied pair of a model made one tensor: an alias the file omits (as Hugging Face's
+    `save_pretrained` omits `lm_head.weight`) is its source, and a source the file omits is its alias."""
+    out = dict(state)
+    for alias, source in model_ties.items():
+        if source in out:
+            out[alias] = out[source]
+        elif alias in out:
+            out[source] = out[alias]
+    return out
+
 
 def save_tensors(store: Store, path: str, tensors: dict[str, torch.Tensor]) -> str:
     """Write tensors atomically; returns the file's sha256."""
     return save_sized(store, path, tensors)[0]
 
 
+def encode(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors bytes of a state dict, each tied tensor once (its aliases in the metadata)."""
+    aliases = ties(tensors)
+    data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items() if k not in aliases}
+    return st_save(data, metadata={TIES_KEY: json.dumps(aliases, sort_keys=True)} if aliases else None)
+
+
+def decode(data: bytes) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors bytes, every alias of `encode` given back as its source's tensor."""
+    tensors = st_load(data)
+    (size,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
+    for alias, source in json.loads(meta.get(TIES_KEY, "{}")).items():
+        tensors[alias] = tensors[source]
+    return tensors
+
+
 def save_sized(store: Store, path: str, tensors: dict[str, torch.Tensor]) -> tuple[str, int]:
     """Write tensors atomically; returns the file's sha256 and size in bytes (a manifest records both, so that
     `raysweep status` names a missing or truncated checkpoint from a listing, without reading it)."""
-    data = st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+    data = encode(tensors)
     store.write_bytes(path, data)
     return hashlib.sha256(data).hexdigest(), len(data)
 
@@ -34,6 +87,6 @@ def load_tensors(store: Store, path: str, sha256: str | None = None) -> dict[str
         raise CheckpointError(f"checkpoint {store.url(path)} does not match the sha256 in its manifest "
                               f"(truncated or corrupted file)")
     try:
-        return st_load(data)
+        return decode(data)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"checkpoint {store.url(path)} cannot be read: {exc}") from None

@@ -8,7 +8,61 @@ import json
 import os
 
 from raysweep.errors import SpecError
+from raysweep.io.paths import HF_CONFIG, HF_INDEX, HF_WEIGHTS
 from raysweep.io.store import Store
+
+
+
+
+def is_folder(uri: str) -> bool:
+    """A Hugging Face model folder (config.json and weights, as save_pretrained writes), or a sharded
+    checkpoint's index file (model.safetensors.index.json)."""
+    return uri.endswith(HF_INDEX) or ("://" not in uri and os.path.isdir(os.path.expanduser(uri)))
+
+
+def folder_files(uri: str) -> tuple[str, list[str]]:
+    """(folder, its weight files) of a Hugging Face folder or index file: the shards its index names."""
+    path = os.path.expanduser(uri)
+    if "://" in uri:
+        raise SpecError(f"checkpoint {uri!r}: Hugging Face folders are read from local paths; copy the folder to "
+                        f"this machine (or a shared file system) and give its path")
+    if uri.endswith(HF_INDEX):
+        folder, index = os.path.dirname(path), path
+    else:
+        folder = path
+        present = [w for w in HF_WEIGHTS if os.path.exists(os.path.join(folder, w))]
+        if not present:
+            raise SpecError(f"checkpoint folder {uri!r} holds none of {list(HF_WEIGHTS)}: give a Hugging Face model "
+                            f"folder (as save_pretrained writes it) or the checkpoint file itself")
+        if not present[0].endswith(HF_INDEX):
+            return folder, [present[0]]
+        index = os.path.join(folder, present[0])
+    try:
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SpecError(f"checkpoint index {index!r} cannot be read ({type(exc).__name__}: {exc}); it should be "
+                        f"save_pretrained's JSON with a weight_map") from None
+    missing = [s for s in shards if not os.path.exists(os.path.join(folder, s))]
+    if missing:
+        raise SpecError(f"checkpoint {uri!r}: shards {missing[:5]} named by its index are missing; copy the whole "
+                        f"folder")
+    return folder, shards
+
+
+def folder_sha(uri: str) -> str:
+    """The content of a folder checkpoint: a digest of its config's and weight files' sha256s."""
+    folder, files = folder_files(uri)
+    parts = []
+    for name in [HF_CONFIG, *files]:
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(block)
+            parts.append(f"{name}:{digest.hexdigest()}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def read_bytes(uri: str) -> bytes:
@@ -29,6 +83,9 @@ def _file_sha(uri: str, stamp: tuple) -> str:
 
 
 def file_sha(uri: str) -> str:
+    """The sha256 of a checkpoint's content (of a Hugging Face folder's files: folder_sha)."""
+    if is_folder(uri):
+        return folder_sha(uri)
     stamp = ()
     if "://" not in uri and os.path.exists(os.path.expanduser(uri)):
         st = os.stat(os.path.expanduser(uri))

@@ -150,9 +150,12 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
 def _write(state: dict, out: str, meta: dict) -> dict:
     from safetensors.torch import save_file
 
+    from raysweep.io.checkpoints import ties
+
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     partial = f"{out}.partial"  # never a half-written file under the name asked for
-    save_file({n: t.contiguous() for n, t in state.items()}, partial, metadata=meta)
+    tied = ties(state)  # a tied parameter under each of its names, as the model's load_state_dict takes it
+    save_file({n: t.clone() if n in tied else t.contiguous() for n, t in state.items()}, partial, metadata=meta)
     os.replace(partial, out)
     return meta
 

@@ -23,9 +23,9 @@ SCHEDULES = ("frankle", "every_epoch", "list")
 INITS = ("openlth", "uniform", "default")
 # the registries' names (raysweep.models.MODELS, raysweep.data.DATASETS), so validating a job imports no torch
 BUILTIN_MODELS = ("scalar_product", "factored_linear", "mlp", "lenet_300_100", "cifar_resnet_20", "cifar_vgg_16",
-                  "resnet18", "resnet50")
+                  "resnet18", "resnet50", "causal_lm")
 BUILTIN_DATASETS = ("digits", "digits_shifted", "blobs", "mnist", "fashion_mnist", "cifar10", "imagenet", "linreg",
-                    "standin")
+                    "standin", "pydoc", "text")
 PIXELS = ("standardized", "unit")
 LR_DECAYS = ("step", "linear_epoch", "exponential")
 MAX_REPLICATES = 10_000
@@ -48,6 +48,12 @@ class DataSpec:
     # packed datasets: row groups whose rows an epoch shuffles together (0: as many as fit in about 1 GiB of
     # encoded images per read task, at least 8); a batch mixes rows of up to this many groups
     shuffle_window: int = 0
+    # text (pydoc, text): tokens per window; the tokenizer ("" = bytes: UTF-8 bytes and an end-of-document
+    # token, 257 ids; else a tokenizer.json file, or a folder holding one, e.g. a Hugging Face model's); which
+    # training documents ((part, parts): those whose index i has i % parts == part; (0, 1): all)
+    seq_len: int = 128
+    tokenizer: str = ""
+    part: tuple[int, ...] = (0, 1)
 
     def options(self) -> dict:
         return kwargs_options(self.kwargs)
@@ -58,6 +64,10 @@ class DataSpec:
         out += [] if 8 <= self.image_size <= 4096 else [f"{where}.image_size must be in [8, 4096]"]
         out += [] if 0 <= self.shuffle_window <= 1 << 20 else [
             f"{where}.shuffle_window must be in [0, 2**20] row groups (0: sized to about 1 GiB)"]
+        out += [] if 1 <= self.seq_len <= 1 << 20 else [f"{where}.seq_len must be in [1, 2**20] tokens"]
+        if len(self.part) != 2 or not 0 <= self.part[0] < self.part[1] <= 1 << 20:
+            out.append(f"{where}.part must be [part, parts] with 0 <= part < parts (e.g. [1, 2]: the second half of "
+                       f"the documents, by index), got {list(self.part)}")
         return out + ([] if 0 <= self.num_workers <= 256 else [f"{where}.num_workers must be in [0, 256]"])
 
 
@@ -78,12 +88,19 @@ class ModelSpec:
     init_range: tuple[float, ...] = ()
     input_dropout_rescale: bool = True  # False: input dropout without 1/(1-p) scaling (pylearn2 input_scales = 1)
     kwargs: str = "{}"  # a user builder's keyword arguments ([model.kwargs] in TOML), kept as canonical JSON
+    # causal_lm: its transformers config ([model.config] in TOML: model_type and fields, or from = a folder holding
+    # config.json), kept as canonical JSON
+    config: str = "{}"
 
     def options(self) -> dict:
         return kwargs_options(self.kwargs)
 
     def problems(self, where: str) -> list[str]:
-        out = _choice(f"{where}.activation", self.activation, ("relu", "sigmoid", "tanh", "maxout"))
+        out = [] if self.name == "causal_lm" or self.config == "{}" else [
+            f"{where}.config is the transformers config of model.name = 'causal_lm'; {self.name!r} takes none"]
+        if kwargs_problems(where, self.config):
+            out.append(f"{where}.config must be a table, e.g. [{where}.config] model_type = 'gpt2'")
+        out += _choice(f"{where}.activation", self.activation, ("relu", "sigmoid", "tanh", "maxout"))
         out += kwargs_problems(where, self.kwargs)
         if any(not 1 <= h <= 1 << 20 for h in self.hidden) or len(self.hidden) > 1000:
             out.append(f"{where}.hidden: at most 1,000 widths, each in [1, 2**20], got {list(self.hidden)[:10]}")

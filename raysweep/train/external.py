@@ -14,8 +14,8 @@ import torch
 
 from raysweep.errors import SpecError
 from raysweep.io import paths
-from raysweep.io.checkpoints import save_sized
-from raysweep.io.external import read_bytes
+from raysweep.io.checkpoints import save_sized, tie, ties
+from raysweep.io.external import folder_sha, is_folder, read_bytes
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job
@@ -25,7 +25,7 @@ from raysweep.train.formats import read_state
 def pretrained(job: Job, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`train.init_from` read (no pickle) and checked against the model's state dict, in its dtypes."""
     uri = job.train.init_from
-    state = read_state(uri)
+    state = tie(read_state(uri), ties(expected))
     problem = mismatch(uri, state, expected)
     if problem:
         raise SpecError(f"train.init_from = {uri!r} does not fit model {job.model.name!r}: {problem}. Check that the "
@@ -52,20 +52,22 @@ def ingest(job: Job, store: Store, k: int, expected: dict[str, torch.Tensor]) ->
         return
     if not store.exists(paths.job_json(run)):
         store.write_json(paths.job_json(run), job.to_dict())
+    model_ties = ties(expected)
     for step, uri in enumerate(job.external[k]):
-        data = read_bytes(uri)
-        state = read_state(uri, data)
+        data = None if is_folder(uri) else read_bytes(uri)
+        state = tie(read_state(uri, data), model_ties)
         problem = mismatch(uri, state, expected)
         if problem:
             raise SpecError(f"external checkpoint {uri!r} (replicate {k}) does not fit model {job.model.name!r}: "
                             f"{problem}. Check that the file was saved from this model (state_dict()).")
         tensors = {n: state[n].to(expected[n].dtype) if expected[n].is_floating_point() else state[n]
                    for n in expected}
+        tensors.update({alias: tensors[source] for alias, source in model_ties.items()})  # stored once
         sha, size = save_sized(store, paths.checkpoint(run, k, step), tensors)
         store.write_json(paths.manifest(run, k, step), {
             "job": job.name, "hash": job.hash, "replicate": k, "step": step, "epoch": None, "sha256": sha,
             "bytes": size, "path": paths.checkpoint(run, k, step), "source": uri,
-            "source_sha256": hashlib.sha256(data).hexdigest()})
+            "source_sha256": hashlib.sha256(data).hexdigest() if data is not None else folder_sha(uri)})
     store.write_json(paths.train_done(run, k), {"step": len(job.external[k]) - 1, "external": True})
 
 

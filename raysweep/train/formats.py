@@ -4,19 +4,24 @@ The built-ins are registered as a plugin registers its own (`@register_format("n
 registered is tried first, so a plugin's more specific format comes before the built-ins':
 
     safetensors   a .safetensors file (no code runs)
+    huggingface   a Hugging Face model folder (config.json and model.safetensors, or the sharded
+                  model.safetensors.index.json and its shards; pytorch_model.bin read with weights_only=True), or
+                  the index file itself: read tensor by tensor (safe_open) in the dtype stored; the shards of two
+                  folders need not align (names count, not files)
     torch         a torch.save state dict, read with weights_only=True (no pickled code runs): a dict of
                   tensors, or {"state_dict": {...}}; DataParallel/DDP's "module." prefix removed
 """
 from __future__ import annotations
 
 import io
+import os
 from typing import Callable
 
 import torch
 
 from raysweep.errors import SpecError
 from raysweep.io import paths
-from raysweep.io.external import read_bytes
+from raysweep.io.external import folder_files, is_folder, read_bytes
 from raysweep.plugins import Registry
 
 FORMATS = Registry("checkpoint format")
@@ -47,6 +52,23 @@ def read_safetensors(uri: str, data: bytes | None = None) -> dict[str, torch.Ten
     return load(read_bytes(uri) if data is None else data)
 
 
+@register_format("huggingface", is_folder)
+def read_huggingface(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    folder, files = folder_files(uri)
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        path = os.path.join(folder, name)
+        if name.endswith(paths.SAFETENSORS):
+            with safe_open(path, framework="pt") as f:
+                for key in f.keys():
+                    state[key] = f.get_tensor(key)
+        else:
+            state.update(torch.load(path, map_location="cpu", weights_only=True))
+    return state
+
+
 def format_of(uri: str) -> str:
     """The registered format a checkpoint is in (the newest registered that claims it)."""
     return next(name for name in reversed(list(FORMATS)) if DETECTS[name](uri))
@@ -62,8 +84,8 @@ def read_state(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
     except Exception as exc:  # a foreign format, a pickle with code, a truncated file
         raise SpecError(f"external checkpoint {uri!r} cannot be read as {name} ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}); the formats raysweep reads are "
-                        f"{sorted(FORMATS)} (safetensors, or a torch.save state dict loadable with "
-                        f"weights_only=True)") from None
+                        f"{sorted(FORMATS)} (safetensors, a Hugging Face folder, or a torch.save state dict "
+                        f"loadable with weights_only=True)") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SpecError(f"external checkpoint {uri!r} holds no state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel/DDP prefixes

@@ -9,7 +9,7 @@ import torch
 
 from raysweep.evaluate.losses import loss_fn
 from raysweep.evaluate.sums import pick_device, training_loss
-from raysweep.models import build_model
+from raysweep.models import build_model, example_batch
 from raysweep.plugins import load_plugins
 from raysweep.spec import Job, parse_job
 from raysweep.train.loop import make_optimizer
@@ -48,9 +48,8 @@ def measure(job_dict: dict, in_shape: list, classes: int, batches: int = 5, on_g
     g = torch.Generator().manual_seed(0)
 
     def batch(n: int):
-        x = torch.randn((n, *in_shape), generator=g).to(device)
-        x = x.to(memory_format=torch.channels_last) if channels_last else x
-        return x, torch.randint(0, max(classes, 1), (n,), generator=g).to(device)
+        x, y = (t.to(device) for t in example_batch(model, tuple(in_shape), classes, n, g))
+        return (x.to(memory_format=torch.channels_last) if channels_last else x), y
 
     opt = make_optimizer(job, list(model.parameters()), job.train.lr, job.train.weight_decay)
     per_example, autocast = loss_fn(job.train.loss), job.train.amp and device.type == "cuda"

@@ -1,0 +1,182 @@
+"""Text for language models: documents → tokens → windows of next-token prediction.
+
+    pydoc   Python's own documentation (`pydoc_data.topics`: ~90 topics, ~465k characters, in every CPython)
+            — the offline corpus for tests and demos
+    text    data.root: a .txt file (one document), a .jsonl file (a "text" field per line), a folder of them
+            (train/ and test/ subfolders, or train.* and test.* files, when the split is given; otherwise
+            read in name order), or a Hugging Face `datasets` folder saved with `save_to_disk` (a
+            DatasetDict with train and test, or one Dataset; a "text" column)
+
+Without a given split, every 10th document (index 9, 19, ...) is the test split, the same on every machine.
+`data.part = [p, n]` keeps the training documents whose index i (among the training ones) has i % n == p, so
+that fine-tunes can see different parts of one corpus.
+
+Tokens: `data.tokenizer` = "" is byte-level (each UTF-8 byte its id, 256 the end of a document: 257 ids); a
+tokenizer.json (or a folder holding one, as Hugging Face models ship it) is read with `tokenizers`. Each split's
+documents are joined, each ended by the end-of-document token, and cut into windows of `data.seq_len`: x =
+tokens[i : i + T], y = tokens[i + 1 : i + T + 1]; the last window is padded (x with the end token, y with
+-100, which no loss, error or count includes — evaluate/sums.tokens). Causal attention never looks right, so
+right padding changes no real token's prediction.
+
+Bits per byte divide a split's total loss by its UTF-8 bytes: `Splits.bytes_per_token` = the split's text
+bytes / its target tokens.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from raysweep.data.images import data_root
+from raysweep.data.types import IGNORE, DatasetMissing, Splits
+from raysweep.errors import SpecError
+from raysweep.io import paths
+from raysweep.spec import DataSpec
+
+BYTES = 256  # byte-level: ids 0..255 are bytes, 256 ends a document
+TEST_EVERY = 10
+
+
+class ByteTokenizer:
+    vocab_size, eos = BYTES + 1, BYTES
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+
+class FileTokenizer:
+    """A `tokenizers` tokenizer.json; the end-of-document token is its eos (</s>, <|endoftext|>, ...)."""
+
+    def __init__(self, path: str):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise SpecError("data.tokenizer needs Hugging Face tokenizers: pip install 'raysweep[lm]'") from None
+        file = Path(path).expanduser()
+        file = file / paths.HF_TOKENIZER if file.is_dir() else file
+        try:
+            self.tok = Tokenizer.from_file(str(file))
+        except Exception as exc:  # the library's own error types
+            raise SpecError(f"data.tokenizer = {path!r} cannot be read ({type(exc).__name__}: {exc}); give a "
+                            f"tokenizer.json or the folder holding one") from None
+        self.vocab_size = self.tok.get_vocab_size()
+        vocab = self.tok.get_vocab()
+        ends = [t for t in ("<|endoftext|>", "</s>", "<eos>", "[SEP]", "<|end_of_text|>") if t in vocab]
+        self.eos = vocab[ends[0]] if ends else None
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+
+def tokenizer_of(spec: DataSpec):
+    return FileTokenizer(spec.tokenizer) if spec.tokenizer else ByteTokenizer()
+
+
+# ------------------------------------------------------------------------------------------------ documents
+def pydoc_documents(spec: DataSpec) -> tuple[list[str], list[str] | None]:
+    from pydoc_data.topics import topics
+
+    return [topics[k] for k in sorted(topics)], None
+
+
+def _read_file(path: Path) -> list[str]:
+    if path.suffix == ".jsonl":
+        docs = []
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if line.strip():
+                    try:
+                        docs.append(str(json.loads(line)["text"]))
+                    except (ValueError, KeyError, TypeError):
+                        raise SpecError(f"{path}:{i + 1} is not a JSON object with a \"text\" field") from None
+        return docs
+    return [path.read_text(encoding="utf-8")]
+
+
+def _read_files(paths: list[Path]) -> list[str]:
+    return [doc for p in sorted(paths) for doc in _read_file(p)]
+
+
+def _saved_dataset(root: Path):
+    """(train, test or None) documents of a `datasets` folder saved with save_to_disk."""
+    try:
+        import datasets
+    except ImportError:
+        raise SpecError(f"data.root = {str(root)!r} is a Hugging Face datasets folder; reading it needs "
+                        f"`datasets`: pip install 'raysweep[lm]'") from None
+    saved = datasets.load_from_disk(str(root))
+    if isinstance(saved, datasets.DatasetDict):
+        if "train" not in saved:
+            raise SpecError(f"data.root = {str(root)!r} holds splits {list(saved)}; raysweep needs a 'train' split")
+        test = saved["test"]["text"] if "test" in saved else None
+        return list(saved["train"]["text"]), (list(test) if test is not None else None)
+    return list(saved["text"]), None
+
+
+def text_documents(spec: DataSpec) -> tuple[list[str], list[str] | None]:
+    """(train documents, test documents or None) of data.root."""
+    root = data_root(spec)
+    if not root.exists():
+        raise DatasetMissing(f"data.name = 'text': {str(root)!r} does not exist; set data.root to a .txt or .jsonl "
+                             f"file, a folder of them, or a datasets folder saved with save_to_disk")
+    if root.is_file():
+        return _read_file(root), None
+    if any((root / marker).exists() for marker in paths.HF_DATASET_MARKERS):
+        return _saved_dataset(root)
+    kinds = ("*.txt", "*.jsonl")
+    if (root / "train").is_dir():
+        test = [p for k in kinds for p in (root / "test").glob(k)] if (root / "test").is_dir() else []
+        return _read_files([p for k in kinds for p in (root / "train").glob(k)]), _read_files(test) or None
+    named = {s: [p for k in kinds for p in root.glob(f"{s}{k[1:]}")] for s in ("train", "test")}
+    if named["train"]:
+        return _read_files(named["train"]), _read_files(named["test"]) or None
+    files = [p for k in kinds for p in root.glob(k)]
+    if not files:
+        raise DatasetMissing(f"data.root = {str(root)!r} holds no .txt or .jsonl files")
+    return _read_files(files), None
+
+
+# -------------------------------------------------------------------------------------------------- windows
+def windows(docs: list[str], tokenizer, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(x, y) windows (N, T) of the documents joined, each ended by the end token, and the bytes per target
+    token of the text."""
+    stream: list[int] = []
+    for doc in docs:
+        stream += tokenizer.encode(doc)
+        if tokenizer.eos is not None:
+            stream.append(tokenizer.eos)
+    tokens = torch.tensor(stream, dtype=torch.long)
+    targets = max(len(tokens) - 1, 0)
+    n = -(-targets // seq_len)
+    pad = tokenizer.eos if tokenizer.eos is not None else 0
+    x = torch.full((n * seq_len,), pad, dtype=torch.long)
+    y = torch.full((n * seq_len,), IGNORE, dtype=torch.long)
+    x[:targets], y[:targets] = tokens[:-1], tokens[1:]
+    text_bytes = sum(len(d.encode("utf-8")) for d in docs)
+    return x.view(n, seq_len), y.view(n, seq_len), text_bytes / max(targets, 1)
+
+
+def corpus_splits(spec: DataSpec, train: list[str], test: list[str] | None, origin: str) -> Splits:
+    if test is None:
+        test = [d for i, d in enumerate(train) if i % TEST_EVERY == TEST_EVERY - 1]
+        train = [d for i, d in enumerate(train) if i % TEST_EVERY != TEST_EVERY - 1]
+    part, parts = spec.part
+    train = [d for i, d in enumerate(train) if i % parts == part]
+    if not train or not test:
+        raise SpecError(f"data {spec.name!r} has {len(train)} training and {len(test)} test documents; both splits "
+                        f"need text (check data.root and data.part)")
+    tokenizer = tokenizer_of(spec)
+    xtr, ytr, btr = windows(train, tokenizer, spec.seq_len)
+    xte, yte, bte = windows(test, tokenizer, spec.seq_len)
+    return Splits(xtr, ytr, xte, yte, tokenizer.vocab_size, origin=origin,
+                  bytes_per_token={"train": btr, "test": bte, "train_subset": btr})
+
+
+def pydoc(spec: DataSpec) -> Splits:
+    return corpus_splits(spec, *pydoc_documents(spec), origin="pydoc_data.topics")
+
+
+def text(spec: DataSpec) -> Splits:
+    return corpus_splits(spec, *text_documents(spec), origin=os.fspath(spec.root))

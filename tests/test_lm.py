@@ -1,0 +1,370 @@
+"""Language models (#44): tied parameters stored once, Hugging Face folders as checkpoints, text windows, token-level
+sums — each number against a plain `transformers` / torch computation written here."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+transformers = pytest.importorskip("transformers")
+
+from raysweep.data.registry import load_splits  # noqa: E402
+from raysweep.errors import SpecError  # noqa: E402
+from raysweep.evaluate.sums import count, split_sums, training_loss  # noqa: E402
+from raysweep.io.checkpoints import load_tensors, save_tensors, tie, ties  # noqa: E402
+from raysweep.io.external import file_sha  # noqa: E402
+from raysweep.io.store import Store  # noqa: E402
+from raysweep.spec import DataSpec  # noqa: E402
+from raysweep.train.formats import read_state  # noqa: E402
+
+SEQ = 32
+
+
+def gpt2(seed: int, n_embd: int = 32, vocab: int = 257, positions: int = SEQ):
+    config = transformers.GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=n_embd, n_layer=2, n_head=2,
+                                     bos_token_id=None, eos_token_id=None)
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def plain_windows(docs: list[str], seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Byte tokens, 256 after each document, cut into windows the plain way (a loop over positions)."""
+    stream = []
+    for d in docs:
+        stream += list(d.encode()) + [256]
+    xs, ys = [], []
+    for start in range(0, len(stream) - 1, seq):
+        x = stream[start:start + seq]
+        y = stream[start + 1:start + seq + 1]
+        xs.append(x + [256] * (seq - len(x)))
+        ys.append(y + [-100] * (seq - len(y)))
+    return torch.tensor(xs), torch.tensor(ys)
+
+
+def plain_loss(model, x, y, batch: int = 16) -> tuple[float, float]:
+    """Token-level cross-entropy and next-token error over the valid tokens, from the model's ModelOutput."""
+    total, wrong, n = 0.0, 0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            logits = model(input_ids=x[i:i + batch]).logits
+            yb = y[i:i + batch]
+            total += F.cross_entropy(logits.flatten(0, 1).double(), yb.flatten(), ignore_index=-100,
+                                     reduction="sum").item()
+            valid = yb != -100
+            wrong += int(((logits.argmax(-1) != yb) & valid).sum())
+            n += int(valid.sum())
+    return total / n, wrong / n
+
+
+# ------------------------------------------------------------------------------------------ tied parameters
+def test_a_tied_parameter_is_stored_once_and_tied_again_on_load(tmp_path):
+    from safetensors import safe_open
+
+    model = gpt2(0)
+    state = model.state_dict()
+    assert ties(state) == {"lm_head.weight": "transformer.wte.weight"}
+    store = Store(str(tmp_path))
+    sha = save_tensors(store, "ckpt.safetensors", state)
+    with safe_open(str(tmp_path / "ckpt.safetensors"), framework="pt") as f:
+        assert "lm_head.weight" not in f.keys() and "transformer.wte.weight" in f.keys()
+    back = load_tensors(store, "ckpt.safetensors", sha)
+    assert set(back) == set(state)
+    assert back["lm_head.weight"].data_ptr() == back["transformer.wte.weight"].data_ptr()
+    fresh = gpt2(1)
+    fresh.load_state_dict(back)
+    x = torch.randint(0, 256, (2, SEQ))
+    assert torch.equal(fresh(input_ids=x).logits, model(input_ids=x).logits)
+
+
+def test_a_model_without_ties_is_stored_as_it_was(tmp_path):
+    state = {"a": torch.ones(3), "b": torch.ones(3)}  # equal values, two tensors: not tied
+    store = Store(str(tmp_path))
+    save_tensors(store, "x.safetensors", state)
+    back = load_tensors(store, "x.safetensors")
+    assert back["a"].data_ptr() != back["b"].data_ptr() and torch.equal(back["a"], back["b"])
+
+
+# ------------------------------------------------------------------------------------- Hugging Face folders
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    out = {}
+    for seed in (0, 1):
+        model = gpt2(seed, n_embd=64)
+        model.save_pretrained(root / f"seed{seed}", max_shard_size="200KB")
+        out[seed] = (root / f"seed{seed}", model)
+    return out
+
+
+def test_a_sharded_huggingface_folder_is_read_whole_with_its_tied_head(folders):
+    folder, model = folders[0]
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) >= 2  # sharded: the index and its shards are read
+    assert "lm_head.weight" not in index["weight_map"]  # save_pretrained omits the tied copy
+    expected = model.state_dict()
+    for source in (str(folder), str(folder / "model.safetensors.index.json")):
+        state = tie(read_state(source), ties(expected))
+        assert set(state) == set(expected)
+        assert all(torch.equal(state[n], expected[n]) for n in expected)
+
+
+def test_a_bf16_folder_keeps_its_dtype_when_read(tmp_path):
+    model = gpt2(0).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "bf16")
+    state = read_state(str(tmp_path / "bf16"))
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.bfloat16}
+
+
+def test_a_folder_with_a_missing_shard_is_named(tmp_path, folders):
+    import shutil
+
+    folder = tmp_path / "broken"
+    shutil.copytree(folders[0][0], folder)
+    shard = sorted(folder.glob("model-*.safetensors"))[0]
+    shard.unlink()
+    with pytest.raises(SpecError, match=shard.name):
+        read_state(str(folder))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SpecError, match="save_pretrained"):
+        read_state(str(empty))
+
+
+def test_a_folders_content_is_its_digest(tmp_path, folders):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(folders[0][0], folder)
+    before = file_sha(str(folder))
+    assert before == file_sha(str(folders[0][0]))  # the content, not the path
+    assert before != file_sha(str(folders[1][0]))
+    shard = sorted(folder.glob("model-*.safetensors"))[-1]
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\0")
+    assert file_sha(str(folder)) != before
+
+
+# -------------------------------------------------------------------------------------------- text windows
+def test_pydoc_windows_are_the_documentation_in_bytes():
+    from pydoc_data.topics import topics
+
+    data = load_splits(DataSpec(name="pydoc", seq_len=SEQ))
+    docs = [topics[k] for k in sorted(topics)]
+    test_docs = docs[9::10]
+    train_docs = [d for i, d in enumerate(docs) if i % 10 != 9]
+    x, y = plain_windows(test_docs, SEQ)
+    assert torch.equal(data.test_x, x) and torch.equal(data.test_y, y)
+    x, y = plain_windows(train_docs, SEQ)
+    assert torch.equal(data.train_x, x) and torch.equal(data.train_y, y)
+    assert data.num_classes == 257
+    targets = int((data.test_y != -100).sum())
+    assert data.bytes_per_token["test"] == pytest.approx(sum(len(d.encode()) for d in test_docs) / targets)
+    half = load_splits(DataSpec(name="pydoc", seq_len=SEQ, part=(1, 2)))
+    assert torch.equal(half.train_x, plain_windows(train_docs[1::2], SEQ)[0])
+
+
+def test_text_folders_jsonl_and_saved_datasets_read_alike(tmp_path):
+    docs = [f"document {i}: " + "lorem ipsum dolor sit amet " * (i + 1) for i in range(12)]
+    (tmp_path / "txt").mkdir()
+    for i, d in enumerate(docs):
+        (tmp_path / "txt" / f"{i:02d}.txt").write_text(d)
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "train.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[:9]))
+    (tmp_path / "split" / "test.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[9:]))
+    folder = load_splits(DataSpec(name="text", root=str(tmp_path / "txt"), seq_len=16))
+    assert torch.equal(folder.test_x, plain_windows(docs[9::10], 16)[0])
+    given = load_splits(DataSpec(name="text", root=str(tmp_path / "split"), seq_len=16))
+    assert torch.equal(given.test_y, plain_windows(docs[9:], 16)[1])
+    assert torch.equal(given.train_y, plain_windows(docs[:9], 16)[1])
+    datasets = pytest.importorskip("datasets")
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": docs[:9]}),
+                          "test": datasets.Dataset.from_dict({"text": docs[9:]})}).save_to_disk(str(tmp_path / "hf"))
+    saved = load_splits(DataSpec(name="text", root=str(tmp_path / "hf"), seq_len=16))
+    assert torch.equal(saved.train_x, given.train_x) and torch.equal(saved.test_y, given.test_y)
+    (tmp_path / "bad.jsonl").write_text('{"txt": 1}\n')
+    with pytest.raises(SpecError, match="bad.jsonl:1"):
+        load_splits(DataSpec(name="text", root=str(tmp_path / "bad.jsonl")))
+
+
+def test_a_tokenizer_file_tokenizes_the_text(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    docs = [f"the cat {i} sat on the mat " * 3 for i in range(20)]
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(docs, trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    data = load_splits(DataSpec(name="text", root=str(tmp_path / "corpus.jsonl"), tokenizer=str(tmp_path), seq_len=8))
+    assert data.num_classes == tok.get_vocab_size()
+    eos = tok.token_to_id("</s>")
+    stream = [t for d in docs[9::10] for t in tok.encode(d, add_special_tokens=False).ids + [eos]]
+    assert data.test_x.flatten()[:len(stream) - 1].tolist() == stream[:-1]
+    assert data.test_y.flatten()[:len(stream) - 1].tolist() == stream[1:]
+
+
+# ------------------------------------------------------------------------------------------ token-level sums
+def test_sums_over_tokens_divide_by_valid_tokens_and_skip_padding():
+    model = gpt2(3)
+    docs = ["short", "a somewhat longer document of text", "x" * 50]
+    x, y = plain_windows(docs, SEQ)
+    assert (y == -100).any()  # the last window is padded
+    want_loss, want_err = plain_loss(model, x, y)
+
+    def logits_only(inp):
+        return model(input_ids=inp).logits
+
+    for forward in (logits_only, model):  # a tensor, or transformers' ModelOutput (its .logits)
+        with torch.no_grad():
+            sums = split_sums(forward, x, y, 2)
+        assert count(y) == int((y != -100).sum())
+        assert sums[0].item() / count(y) == pytest.approx(want_loss, rel=1e-6)  # fp32 logits
+        assert sums[1].item() / count(y) == pytest.approx(want_err, abs=0)
+    with torch.no_grad():
+        assert training_loss(model(input_ids=x), y).item() == pytest.approx(want_loss, rel=1e-5)
+
+
+def test_the_built_in_model_is_transformers_gpt2_with_its_seeded_init():
+    from raysweep.models import build_model
+    from raysweep.spec import ModelSpec
+
+    spec = ModelSpec(name="causal_lm", config=json.dumps({"model_type": "gpt2", "n_embd": 32, "n_layer": 2,
+                                                          "n_head": 2}))
+    a, b = build_model(spec, (SEQ,), 257, seed=5), build_model(spec, (SEQ,), 257, seed=5)
+    assert type(a).__name__ == "GPT2LMHeadModel"
+    assert a.config.vocab_size == 257 and a.config.n_positions == SEQ
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    x = torch.randint(0, 257, (2, SEQ))
+    assert a(x).shape == (2, SEQ, 257)  # logits, not a ModelOutput
+    with pytest.raises(SpecError, match="vocab_size"):
+        build_model(ModelSpec(name="causal_lm", config=json.dumps({"vocab_size": 100})), (SEQ,), 257)
+
+
+# ---------------------------------------------------------------------------------------- through the CLI
+def _cli(args, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "raysweep", *args, "--no-progress"], capture_output=True, text=True,
+                          env=env, timeout=900, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_a_line_between_two_huggingface_folders_equals_a_plain_transformers_loop(tmp_path, folders):
+    """`raysweep run` on a job whose external checkpoints are two sharded save_pretrained folders, two actors:
+    every point is the plain loop's loss of the interpolated transformers model, in loss, error and perplexity."""
+    job = tmp_path / "pair.toml"
+    job.write_text(f"""
+name = "hf_pair"
+replicates = 2
+external = [["{folders[0][0]}"], ["{folders[1][0]}"]]
+[data]
+name = "pydoc"
+seq_len = {SEQ}
+[model]
+name = "causal_lm"
+[model.config]
+model_type = "gpt2"
+n_embd = 64
+n_layer = 2
+n_head = 2
+[eval]
+batch_size = 64
+[[sweeps]]
+name = "i5"
+kind = "final_to_final"
+alpha = {{ start = 0.0, stop = 1.0, num = 3 }}
+""")
+    done = _cli(["run", str(job), "--storage", str(tmp_path / "out"), "--set", "resources.eval_actors=2"], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    import raysweep
+
+    points = raysweep.open(str(job), storage=str(tmp_path / "out")).points.collect().sort("alpha")
+    assert len(points) == 3
+    from pydoc_data.topics import topics
+
+    docs = [topics[k] for k in sorted(topics)]
+    x, y = plain_windows(docs[9::10], SEQ)
+    a, b = folders[0][1].state_dict(), folders[1][1].state_dict()
+    model = gpt2(9, n_embd=64)
+    for row in points.iter_rows(named=True):
+        alpha = row["alpha"]
+        model.load_state_dict({n: (1 - alpha) * a[n] + alpha * b[n] for n in a})
+        loss, err = plain_loss(model, x, y)
+        assert row["loss"] == pytest.approx(loss, rel=1e-5), alpha
+        assert row["error"] == pytest.approx(err, abs=1e-12)
+        assert row["perplexity"] == pytest.approx(torch.tensor(loss).exp().item(), rel=1e-5)
+        text_bytes = sum(len(d.encode()) for d in docs[9::10])
+        assert row["bits_per_byte"] == pytest.approx(loss * int((y != -100).sum()) / text_bytes / 0.6931471805599453,
+                                                     rel=1e-5)
+
+
+TRAINED = """
+name = "tinylm_short"
+replicates = 2
+[data]
+name = "pydoc"
+seq_len = 32
+[model]
+name = "causal_lm"
+[model.config]
+model_type = "gpt2"
+n_embd = 32
+n_layer = 2
+n_head = 2
+[train]
+optimizer = "adamw"
+lr = 0.003
+batch_size = 64
+epochs = 1
+checkpoints = "list"
+steps = [0, 20]
+log_splits = ["test"]
+[eval]
+train_examples = 64
+[[sweeps]]
+name = "i1"
+kind = "init_to_final"
+alpha = { start = 0.0, stop = 1.0, num = 3 }
+splits = ["train_subset", "test"]
+"""
+
+
+@pytest.mark.slow
+def test_a_tied_gpt2_trains_through_tune_and_its_checkpoints_stay_tied(tmp_path):
+    """A causal_lm job trains through Tune (the step-0 checkpoint of a tied model once failed), each checkpoint
+    holds the tied embedding once, and the I1 line's ends are the plain loop's numbers for the weights read from
+    the checkpoint files with safetensors alone."""
+    job = tmp_path / "short.toml"
+    job.write_text(TRAINED)
+    done = _cli(["run", str(job), "--storage", str(tmp_path / "out"), "--set", "resources.eval_actors=2"], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    import raysweep
+    from safetensors.torch import load
+
+    run = raysweep.open(str(job), storage=str(tmp_path / "out"))
+    points = run.points.collect()
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=257, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=None, eos_token_id=None)).eval()
+    from pydoc_data.topics import topics
+
+    docs = [topics[k] for k in sorted(topics)]
+    x, y = plain_windows(docs[9::10], 32)
+    checkpoints = run.checkpoints.collect()
+    final = max(checkpoints["step"])
+    assert sorted(set(checkpoints["step"])) == [0, 20, final]
+    for r in checkpoints.filter(checkpoints["step"] != 20).iter_rows(named=True):
+        state = load(run.store.read_bytes(r["path"]))
+        assert "lm_head.weight" not in state  # stored once
+        state["lm_head.weight"] = state["transformer.wte.weight"]
+        model.load_state_dict(state)
+        loss, _ = plain_loss(model, x, y)
+        alpha = 0.0 if r["step"] == 0 else 1.0
+        row = points.filter((points["replicate_a"] == r["replicate"]) & (points["alpha"] == alpha)
+                            & (points["split"] == "test"))
+        assert row["loss"].item() == pytest.approx(loss, rel=1e-5)
+    test_rows = points.filter(points["split"] == "test")
+    assert (test_rows.filter(test_rows["alpha"] == 1.0)["loss"] < test_rows.filter(test_rows["alpha"] == 0.0)["loss"]).all()
