@@ -267,10 +267,7 @@ seq_len = {SEQ}
 [model]
 name = "causal_lm"
 [model.config]
-model_type = "gpt2"
-n_embd = 64
-n_layer = 2
-n_head = 2
+from = "{folders[0][0]}"
 [eval]
 batch_size = 64
 [[sweeps]]
