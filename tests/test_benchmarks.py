@@ -58,3 +58,14 @@ def test_peer_benchmark_runs_and_both_curves_agree():
     # with θ_b carrying θ_a's BN statistics, the BatchNorm net's curves agree too (NHWC, folded, batches of 64)
     diff_bn = float(out.split("| CIFAR ResNet-20")[1].split("|")[4].split()[0])
     assert diff_bn <= 1e-5
+
+
+def test_the_plain_baseline_of_benchmark_3_does_the_runs_work(tmp_path):
+    """benchmarks/plain_digits.py evaluates what `raysweep run digits_mlp` does: 7,803 points and 39 T2 rows."""
+    r = subprocess.run([sys.executable, str(BENCH / "plain_digits.py"), str(tmp_path)], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = (tmp_path / "points.csv").read_text().splitlines()
+    assert sum(1 for x in rows if not x.startswith("projection")) == 7803
+    assert sum(1 for x in rows if x.startswith("projection")) == 39
+    assert "plain: 7803 evaluations" in r.stdout

@@ -248,7 +248,8 @@ def test_the_built_in_model_is_transformers_gpt2_with_its_seeded_init():
 # ---------------------------------------------------------------------------------------- through the CLI
 def _cli(args, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "raysweep", *args, "--no-progress"], capture_output=True, text=True,
+    quiet = ["--no-progress"] if args[0] == "run" else []
+    return subprocess.run([sys.executable, "-m", "raysweep", *args, *quiet], capture_output=True, text=True,
                           env=env, timeout=900, cwd=cwd)
 
 
@@ -365,3 +366,77 @@ def test_a_tied_gpt2_trains_through_tune_and_its_checkpoints_stay_tied(tmp_path)
         assert row["loss"].item() == pytest.approx(loss, rel=1e-5)
     test_rows = points.filter(points["split"] == "test")
     assert (test_rows.filter(test_rows["alpha"] == 1.0)["loss"] < test_rows.filter(test_rows["alpha"] == 0.0)["loss"]).all()
+
+
+def test_a_bf16_folder_builds_a_bf16_model_whose_checkpoints_stay_bf16(tmp_path):
+    """A config that says bf16 (a bf16 folder's, via `from`) builds the model in bf16, so what enters the store
+    keeps the source dtype; the state read for it is the folder's, tensor for tensor."""
+    from raysweep.models import build_model
+    from raysweep.spec import ModelSpec
+    from raysweep.train.external import mismatch
+
+    source = gpt2(4).to(torch.bfloat16)
+    source.config.dtype = torch.bfloat16
+    source.save_pretrained(tmp_path / "bf16")
+    model = build_model(ModelSpec(name="causal_lm", config=json.dumps({"from": str(tmp_path / "bf16")})), (SEQ,), 257)
+    expected = model.state_dict()
+    assert {t.dtype for t in expected.values() if t.is_floating_point()} == {torch.bfloat16}
+    state = tie(read_state(str(tmp_path / "bf16")), ties(expected))
+    assert mismatch("bf16", state, expected) == ""
+    assert all(torch.equal(state[n], t) for n, t in source.state_dict().items())
+
+
+MERGES = """
+name = "tinylm_dare"
+replicates = 2
+[data]
+name = "pydoc"
+seq_len = 32
+part = [{part}, 2]
+[model]
+name = "causal_lm"
+[model.config]
+from = "{base}"
+[train]
+init_from = "{base}"
+optimizer = "adamw"
+lr = 0.003
+batch_size = 64
+epochs = 1
+checkpoints = "list"
+steps = [0]
+log_splits = ["test"]
+[[sweeps]]
+name = "dare"
+kind = "dare"
+alpha = {{ values = [0.5] }}
+"""
+
+
+@pytest.mark.slow
+def test_a_dare_merge_of_lm_finetunes_masks_a_tied_parameter_once_and_exports_what_the_table_says(tmp_path, folders):
+    """Fine-tunes of one Hugging Face base (a folder as train.init_from), merged by DARE: the tied embedding is one
+    parameter with one mask, so the exported merge — loaded by transformers — gives the table's loss."""
+    job = tmp_path / "dare.toml"
+    job.write_text(MERGES.format(base=folders[0][0], part=1))
+    done = _cli(["run", str(job), "--storage", str(tmp_path / "out"), "--set", "resources.eval_actors=2"], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = tmp_path / "merged.safetensors"
+    done = _cli(["export", str(job), "--storage", str(tmp_path / "out"), "--sweep", "dare", "--lam", "0.5",
+                 "--out", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    import raysweep
+    from safetensors.torch import load_file
+
+    merged = load_file(str(out))
+    assert torch.equal(merged["lm_head.weight"], merged["transformer.wte.weight"])
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(folders[0][0])).eval()
+    model.load_state_dict(merged)
+    from pydoc_data.topics import topics
+
+    docs = [topics[k] for k in sorted(topics)]
+    loss, err = plain_loss(model, *plain_windows(docs[9::10], SEQ))
+    rows = raysweep.open(str(job), storage=str(tmp_path / "out")).table("merges")
+    row = rows.filter((rows["merge"] == "dare") & (rows["split"] == "test"))
+    assert row["loss"].item() == pytest.approx(loss, rel=1e-5)
+    assert row["error"].item() == pytest.approx(err, abs=1e-12)

@@ -101,7 +101,7 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
     import polars as pl
 
     from raysweep.evaluate.merges import mean_state, merge_seed, merged_state
-    from raysweep.io.checkpoints import load_tensors
+    from raysweep.io.checkpoints import load_tensors, ties
 
     sweep = run.job.sweep(sweep_name)
     if sweep.kind not in MERGE_KINDS:
@@ -121,7 +121,8 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
                                 f"no sweep)")
             members = [int(k) for k in rows["members"][0].split(",")]
         states = [load_tensors(run.store, finals[k].path, finals[k].sha256 or None) for k in members]
-        names = list(states[0])
+        tied = ties(states[0])  # a tied parameter is merged once, under its first name, and given to each name
+        names = [n for n in states[0] if n not in tied]
         state = dict(zip(names, mean_state([[s[n] for n in names] for s in states])))
         what = {"merge": merge, "members": ",".join(map(str, members))}
     else:
@@ -134,7 +135,8 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
                             f"evaluated {list(item.lambdas)}")
         base = load_tensors(run.store, item.base[0].path, item.base[0].sha256 or None)
         states = [load_tensors(run.store, e.path, e.sha256 or None) for e in item.members]
-        names = list(base)
+        tied = ties(base)  # one DARE mask, one TIES election per parameter, tied or not (as the sweep's evaluator)
+        names = [n for n in base if n not in tied]
         theta_pre, thetas = [base[n] for n in names], [[s[n] for n in names] for s in states]
         merged = merged_state(sweep.kind, theta_pre, thetas, lam, names, merge_seed(item), item.trim)
         state = dict(zip(names, merged))
@@ -144,6 +146,7 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
             "members": ",".join(str(e.replicate) for e in item.members),
             "base": f"{item.base[0].path} sha256 {item.base[0].sha256}",
         }
+    state.update({alias: state[source] for alias, source in tied.items()})
     return _write(state, out, {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, **what})
 
 
