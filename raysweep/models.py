@@ -301,7 +301,8 @@ def example_batch(model: nn.Module, in_shape: tuple[int, ...], num_classes: int,
     """A batch of n examples as the model takes them, for probes (FLOPs, timings): Gaussian inputs with class
     labels, or for a language model token ids with next-token targets of the same shape (N, T)."""
     meta = any(p.is_meta for p in model.parameters())
-    make = (lambda f, *a, **k: f(*a, **k, device="meta")) if meta else (lambda f, *a, **k: f(*a, **k, generator=generator))
+    def make(f, *a, **k):
+        return f(*a, **k, device="meta") if meta else f(*a, **k, generator=generator)
     classes = max(num_classes, 1)
     if takes_tokens(model):
         return make(torch.randint, 0, classes, (n, *in_shape)), make(torch.randint, 0, classes, (n, *in_shape))

@@ -71,7 +71,8 @@ def sequence_metrics(loss: float, bytes_per_token: float) -> dict:
 def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, prepare=_identity,
                bf16: bool = False, loss=None, metrics=()) -> torch.Tensor:
     """[sum of the loss, number of errors, sum of each extra metric] over a whole split, as a float64
-    device tensor; over its valid tokens for token targets (`tokens`; divide by `count`). `loss` is a per-example function (None: cross-entropy for class labels, squared
+    device tensor; over its valid tokens for token targets (`tokens`; divide by `count`). `loss` is a
+    per-example function (None: cross-entropy for class labels, squared
     error for real targets, whose error rate is NaN); `metrics` are per-example functions.
 
     With `bf16`, one autocast region spans every batch, so each weight is cast to bf16 once (autocast

@@ -12,8 +12,6 @@ from raysweep.io.paths import HF_CONFIG, HF_INDEX, HF_WEIGHTS
 from raysweep.io.store import Store
 
 
-
-
 def is_folder(uri: str) -> bool:
     """A Hugging Face model folder (config.json and weights, as save_pretrained writes), or a sharded
     checkpoint's index file (model.safetensors.index.json)."""

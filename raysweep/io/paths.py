@@ -34,7 +34,8 @@ JSON, PARQUET, SAFETENSORS = ".json", ".parquet", ".safetensors"
 # the files of other tools that raysweep reads (not keys of its store): Hugging Face model folders, in the order
 # their weights are looked for, with their config and tokenizer; `datasets` folders saved with save_to_disk
 HF_INDEX = ".index.json"
-HF_WEIGHTS = ("model" + SAFETENSORS, "model" + SAFETENSORS + HF_INDEX, "pytorch_model.bin", "pytorch_model.bin" + HF_INDEX)
+HF_WEIGHTS = ("model" + SAFETENSORS, "model" + SAFETENSORS + HF_INDEX, "pytorch_model.bin",
+              "pytorch_model.bin" + HF_INDEX)
 HF_CONFIG, HF_TOKENIZER = "config" + JSON, "tokenizer" + JSON
 HF_DATASET_MARKERS = ("dataset_dict" + JSON, "state" + JSON)
 MANIFEST_NAME = re.compile(r"step_(\d{8})\.json")  # a checkpoint manifest's file name

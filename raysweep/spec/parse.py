@@ -78,7 +78,8 @@ def _convert(hint, value, key: str, errors: list[str]):
             return tuple(built) if all(built) else _BAD
         items = [_convert(item, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
         return _BAD if _BAD in items else tuple(items)
-    if hint is str and key.endswith((".kwargs", ".options", ".config")) and isinstance(value, dict):  # a TOML table, as JSON
+    # a TOML table, as JSON
+    if hint is str and key.endswith((".kwargs", ".options", ".config")) and isinstance(value, dict):
         import json
 
         return json.dumps(value, sort_keys=True)
