@@ -31,11 +31,32 @@ def _args(name: str, items: Optional[List[str]], flag: str) -> dict:
     return {"kwargs": pairs} if is_import_path(name) else pairs
 
 
+def _from_folder(first: str, model: str, model_fields: dict, data: str, data_fields: dict) -> tuple[dict, dict]:
+    """A causal_lm between Hugging Face folders takes the first folder's config, and text data its tokenizer,
+    unless the command gives them (--model-arg config=..., --data-arg tokenizer=...)."""
+    import os
+
+    from raysweep.io.external import is_folder
+
+    if model != "causal_lm" or not is_folder(first):
+        return model_fields, data_fields
+    folder = os.path.dirname(first) if first.endswith(paths.HF_INDEX) else first
+    if "config" not in model_fields and os.path.exists(os.path.join(folder, paths.HF_CONFIG)):
+        model_fields = {**model_fields, "config": {"from": os.path.abspath(folder)}}
+    if data in ("pydoc", "text") and "tokenizer" not in data_fields and \
+            os.path.exists(os.path.join(folder, paths.HF_TOKENIZER)):
+        data_fields = {**data_fields, "tokenizer": os.path.abspath(folder)}
+        typer.echo(f"tokenizing {data} with {os.path.join(folder, paths.HF_TOKENIZER)} (the first checkpoint's; "
+                   f"--data-arg tokenizer=PATH for another)")
+    return model_fields, data_fields
+
+
 @app.command()
 @_guard
 def interpolate(
     checkpoints: List[str] = typer.Argument(
-        ..., help="Two or more checkpoint files or s3:// URIs (.safetensors or torch.save state dicts): θ_a, θ_b, ..."
+        ..., help="Two or more checkpoint files or s3:// URIs (.safetensors or torch.save state dicts), or Hugging "
+                  "Face model folders: θ_a, θ_b, ..."
     ),
     model: str = typer.Option(..., "--model", help="Built-in model name or your builder, pkg.module:build"),
     data: str = typer.Option(..., "--data", help="Built-in dataset name or your loader, pkg.module:load"),
@@ -64,9 +85,11 @@ def interpolate(
         raise SpecError(f"--alpha {alpha!r} is not START:STOP:NUM, e.g. 0:1:51 or -0.5:1.5:81") from None
     if len(checkpoints) < 2:
         raise SpecError("interpolate needs at least two checkpoints: θ_a and θ_b")
+    model_fields, data_fields = _args(model, model_arg, "--model-arg"), _args(data, data_arg, "--data-arg")
+    model_fields, data_fields = _from_folder(checkpoints[0], model, model_fields, data, data_fields)
     raw = {"name": "interpolate", "replicates": 1, "external": [list(checkpoints)],
-           "model": {"name": model, **_args(model, model_arg, "--model-arg")},
-           "data": {"name": data, **_args(data, data_arg, "--data-arg")},
+           "model": {"name": model, **model_fields},
+           "data": {"name": data, **data_fields},
            "sweeps": [{"name": "line", "kind": "init_to_final", "alpha": grid, "splits": split or ["test"], "bn": bn}]}
     from raysweep.api import Run
     from raysweep.io.store import Store

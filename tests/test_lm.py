@@ -297,6 +297,15 @@ alpha = {{ start = 0.0, stop = 1.0, num = 3 }}
         text_bytes = sum(len(d.encode()) for d in docs[9::10])
         assert row["bits_per_byte"] == pytest.approx(loss * int((y != -100).sum()) / text_bytes / 0.6931471805599453,
                                                      rel=1e-5)
+    # the same line in one command: the model's config comes from the first folder
+    done = _cli(["interpolate", "--model", "causal_lm", "--data", "pydoc", "--data-arg", f"seq_len={SEQ}",
+                 str(folders[0][0]), str(folders[1][0] / "model.safetensors.index.json"), "--alpha", "0:1:3",
+                 "--storage", str(tmp_path / "one"), "--no-progress", "--no-report"], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "test loss: barrier" in done.stdout
+    run_id = next(w for w in done.stdout.split() if w.startswith("interpolate/"))
+    line = raysweep.open(run_id, storage=str(tmp_path / "one")).points.collect().sort("alpha")
+    assert line["loss"].to_list() == pytest.approx(points["loss"].to_list(), rel=1e-6)
 
 
 TRAINED = """
