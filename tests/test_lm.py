@@ -451,3 +451,47 @@ def test_a_dare_merge_of_lm_finetunes_masks_a_tied_parameter_once_and_exports_wh
     row = rows.filter((rows["merge"] == "dare") & (rows["split"] == "test"))
     assert row["loss"].item() == pytest.approx(loss, rel=1e-5)
     assert row["error"].item() == pytest.approx(err, abs=1e-12)
+
+
+LLAMA_8B = """
+name = "llama8b_pair"
+replicates = 2
+[data]
+name = "pydoc"
+seq_len = 2048
+[model]
+name = "causal_lm"
+[model.config]
+model_type = "llama"
+hidden_size = 4096
+intermediate_size = 14336
+num_hidden_layers = 32
+num_attention_heads = 32
+num_key_value_heads = 8
+vocab_size = 128256
+max_position_embeddings = 8192
+dtype = "bfloat16"
+[eval]
+batch_size = 8
+[[sweeps]]
+name = "i5"
+kind = "final_to_final"
+alpha = { start = 0.0, stop = 1.0, num = 26 }
+"""
+
+
+def test_show_counts_an_8b_pair_without_building_it(tmp_path):
+    """`raysweep show` of a Llama-3-8B-shaped pair: its parameters (Meta's published 8,030,261,248), the bytes a
+    sweep actor holds (bf16 weights x 3 and one batch's fp32 logits) — counted on the meta device, in seconds."""
+    job = tmp_path / "llama8b.toml"
+    job.write_text(LLAMA_8B)
+    done = _cli(["show", str(job)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if "memory per sweep actor" in x)
+    assert "8,030,261,248 parameters" in line
+    logits = 8 * 2048 * 128256 * 4
+    assert f"{logits / 2**30:,.2f} GiB of fp32 logits" in line
+    weights_gib = float(line.split("parameters = ")[1].split(" GiB")[0])
+    assert weights_gib == pytest.approx(8_030_261_248 * 2 / 2**30, abs=0.01)  # bf16; the rotary buffers are bytes
+    total = float(line.rsplit("= ", 1)[1].split(" GiB")[0])
+    assert total == pytest.approx(3 * weights_gib + logits / 2**30, abs=0.02)

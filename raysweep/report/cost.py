@@ -6,7 +6,7 @@ import json
 from raysweep.data.registry import dataset_info
 from raysweep.io import paths
 from raysweep.io.store import Store
-from raysweep.models import forward_flops
+from raysweep.models import build_model, forward_flops, takes_tokens
 from raysweep.spec import Job, sweep_hash
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 from raysweep.work.kinds import kind
@@ -33,15 +33,59 @@ def counts(job, store=None, info=None) -> dict:
         numbers = fn(job, s, info, steps) if fn else {"work_items": 0, "evaluations": 0, "examples_forwarded": 0}
         sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), **numbers})
     flops = forward_flops(job.model, info.in_shape, info.num_classes)
+    memory = actor_memory(job, info)
     spawn = {v for s in job.sweeps if s.kind == "instability" for v in s.spawn_steps}
     bends = {s.name: (kind(s.kind).pairs(job.replicates, 0, 0), per_epoch * (s.curve.epochs or job.train.epochs))
              for s in job.sweeps if s.kind == "curve"}
     return {"trainings": job.replicates, "children": job.replicates * len(spawn) * 2, "bends": bends,
-            "iterations_per_epoch": per_epoch, "forward_flops": flops,
+            "iterations_per_epoch": per_epoch, "forward_flops": flops, "memory": memory,
             "iterations": per_epoch * job.train.epochs, "checkpoints_per_replicate": len(steps),
             "checkpoint_steps": steps, "sweeps": sweeps,
             "evaluations": sum(s["evaluations"] for s in sweeps),
             "examples_forwarded": sum(s["examples_forwarded"] for s in sweeps)}
+
+
+def actor_memory(job: Job, info) -> dict:
+    """Bytes a sweep actor holds, counted on the meta device: the model's tensors (a tied parameter once), the two
+    ends of the pair it evaluates (the evaluator writes θ(α) into the model in place, tensor by tensor), and for a
+    language model the fp32 logits of one evaluation batch."""
+    import torch
+
+    with torch.device("meta"):
+        model = build_model(job.model, tuple(info.in_shape), info.num_classes)
+    tensors = [*model.parameters(), *model.buffers()]  # unique: a tied parameter is one object
+    weights = sum(t.numel() * t.element_size() for t in tensors)
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors if t.is_floating_point()})
+    logits = 0
+    if takes_tokens(model):
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None) or info.num_classes
+        logits = job.eval.batch_size * int(info.in_shape[0]) * vocab * 4
+    return {"weights": weights, "dtypes": dtypes, "logits": logits, "total": 3 * weights + logits,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _bytes(x: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if x >= scale:
+            return f"{x / scale:,.2f} {unit}"
+    return f"{x:,.0f} B"
+
+
+def memory_line(job: Job, m: dict) -> str:
+    """What one sweep actor holds, and whether it fits the GPU this machine has (a warning naming the settings)."""
+    line = (f"memory per sweep actor: {m['parameters']:,} parameters = {_bytes(m['weights'])} "
+            f"({'/'.join(m['dtypes']) or 'no floats'}) x 3 (the model and the pair's two ends)")
+    if m["logits"]:
+        line += f" + {_bytes(m['logits'])} of fp32 logits per batch (eval.batch_size = {job.eval.batch_size})"
+    line += f" = {_bytes(m['total'])}"
+    import torch
+
+    if torch.cuda.is_available():
+        have = torch.cuda.get_device_properties(0).total_memory
+        if m["total"] > 0.9 * have:
+            line += (f" — MORE than this machine's GPU holds ({_bytes(have)}): lower eval.batch_size, build the model "
+                     f"in bf16 (model.config dtype = \"bfloat16\"), or use GPUs with more memory")
+    return line
 
 
 def _flop(x: float) -> str:
@@ -98,6 +142,7 @@ def describe(job: Job, store: Store) -> str:
                  f"{c['examples_forwarded']:,} example forward passes")
     total = c["forward_flops"] * c["examples_forwarded"]
     lines.append(f"  compute: {_flop(c['forward_flops'])} per example forward -> {_flop(total)} for the sweeps")
+    lines.append("  " + memory_line(job, c["memory"]))
     if job.model.name in MEASURED:
         where, rate = MEASURED[job.model.name]
         lines.append(f"  at {rate:,.0f} examples/s ({where}): {c['examples_forwarded'] / rate / 3600:,.1f} GPU-hours")
