@@ -7,6 +7,7 @@ import logging
 import os
 import warnings
 
+from raysweep import signals
 from raysweep.plugins import py_modules
 
 DECODE_CPUS = 1.0  # one Ray Data decode task of a streamed dataset (data/streams.py): what training must leave free
@@ -54,8 +55,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, job=None, 
         runtime_env["py_modules"] = py_modules([job.model.name, job.data.name, *(f"{p}:_" for p in job.plugins)])
     runtime_env = {k: v for k, v in runtime_env.items() if v}
     # "local" starts a Ray of our own, never one that another program left running on this machine
+    ours = signals.installed()  # ray.init makes SIGTERM exit the process (sys.exit): the command's stop takes it back
     ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True, log_to_driver=log_to_driver, runtime_env=runtime_env or None, **kwargs)
+    if ours:
+        signals.install()
     _CONNECTED, _LOCAL = True, not address
     from ray.data import DataContext
 

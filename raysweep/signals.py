@@ -80,8 +80,9 @@ def install() -> dict:
 
 
 def installed() -> bool:
-    """Whether the stop handlers are the ones in place now."""
-    return all(signal.getsignal(sig) is _stop for sig in STOP_SIGNALS)
+    """Whether the command's stop handlers are in place (one of them is enough: a library may have replaced
+    another — ray.init makes SIGTERM exit the process — and `install()` takes them all back)."""
+    return any(signal.getsignal(sig) is _stop for sig in STOP_SIGNALS)
 
 
 def ignore_all() -> None:

@@ -44,7 +44,8 @@ def test_an_unreadable_points_file_is_named_then_evaluated_again(reference, tmp_
     assert r.exit_code == 0, r.output  # what can be read is shown, and the damage is named with its repair
     text = " ".join(r.output.split())
     run_id = f"misleading/{run.job.hash}"  # the fix pastes as printed, naming this run whatever --set made it
-    assert f"2 stored points file(s) of {run_id} cannot be read" in text and f"`raysweep run {run_id}`" in text
+    assert f"2 stored points file(s) of {run_id} cannot be read" in text
+    assert f"`raysweep run {run_id} --storage {tmp_path / 'damaged'}" in text  # pastes as printed, from anywhere
     assert all(b.rsplit("/", 1)[-1] in text for b in bad)
     r = runner.invoke(app, ["status", job_file, *store])
     assert r.exit_code == 0 and "damaged: 2 points file(s) cannot be read" in r.output

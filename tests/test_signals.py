@@ -85,11 +85,27 @@ def test_a_library_borrows_the_handlers_and_gives_them_back(clean):
     with signals.lent_to_library():
         signal.signal(signal.SIGUSR1, tune)
         signal.signal(signal.SIGINT, tune)
-        assert not signals.installed()
-    assert signals.installed()
+        assert signal.getsignal(signal.SIGUSR1) is tune
+    assert all(signal.getsignal(sig) is signals._stop for sig in signals.STOP_SIGNALS)
     with signals.lent_to_library():
         signal.signal(signal.SIGUSR1, tune)
         signals.install()  # the Tune callback's setup
         with pytest.raises(signals.Stopped):
             signal.raise_signal(signal.SIGUSR1)
             _spin()
+
+
+def test_starting_ray_leaves_the_commands_stop_handlers_in_place(clean, monkeypatch):
+    """ray.init makes SIGTERM exit the process (sys.exit, before connecting the driver), and a callback that takes
+    the handlers back into Tune's run checked all three: a USR1 from Slurm then ended only Tune's run quietly and
+    the command went on to plan sweeps of untrained replicates. After init_ray every stop signal is ours."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    from raysweep import connect
+
+    signals.install()
+    connect.init_ray(num_cpus=1, log_to_driver=False)
+    try:
+        assert all(signal.getsignal(sig) is signals._stop for sig in signals.STOP_SIGNALS)
+        assert signals.installed()
+    finally:
+        connect.shutdown_ray()
