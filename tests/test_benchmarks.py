@@ -69,3 +69,10 @@ def test_the_plain_baseline_of_benchmark_3_does_the_runs_work(tmp_path):
     assert sum(1 for x in rows if not x.startswith("projection")) == 7803
     assert sum(1 for x in rows if x.startswith("projection")) == 39
     assert "plain: 7803 evaluations" in r.stdout
+
+
+def test_the_language_model_benchmark_runs_and_agrees():
+    out = run("lm.py", "--alphas", "2")
+    assert "| raysweep Evaluator" in out and "plain Hugging Face loop" in out
+    diff = float(out.split("Largest relative loss difference from the plain loop: ")[1].split(";")[0])
+    assert diff <= 1e-5
