@@ -101,12 +101,44 @@ def complete(job: Job) -> Job:
     if job.external:
         digests["external"] = external_digest(job.external)
     job = _kind_code(job)
+    job, files = _local_files(job)
+    digests.update(files)
     if job.train.init_from:
         if "://" not in job.train.init_from:  # workers open it from their own folders: an absolute path
             path = str(Path(job.train.init_from).expanduser().resolve())
             job = dataclasses.replace(job, train=dataclasses.replace(job.train, init_from=path))
         digests["init_from"] = file_sha(job.train.init_from)
     return dataclasses.replace(job, digests=tuple(sorted(digests.items())))
+
+
+def _local_files(job: Job) -> tuple[Job, dict]:
+    """A language model's files named by path — model.config's `from` (a config.json or the folder holding one)
+    and data.tokenizer — made absolute (workers open them from their own folders), with the sha256 of their
+    content for the run's hash: the same files anywhere are the same run."""
+    import json
+
+    from raysweep.io.paths import HF_CONFIG, HF_TOKENIZER
+
+    digests = {}
+    config = json.loads(job.model.config or "{}")
+    if isinstance(config.get("from"), str) and config["from"]:
+        path = Path(config["from"]).expanduser().resolve()
+        file = path / HF_CONFIG if path.is_dir() else path
+        if not file.is_file():
+            raise SpecError(f"model.config.from = {config['from']!r}: there is no {HF_CONFIG} there; give a Hugging "
+                            f"Face model folder or its config.json")
+        config["from"] = str(path)
+        job = dataclasses.replace(job, model=dataclasses.replace(job.model, config=json.dumps(config, sort_keys=True)))
+        digests["model.config.from"] = file_sha(str(file))
+    if job.data.tokenizer:
+        path = Path(job.data.tokenizer).expanduser().resolve()
+        file = path / HF_TOKENIZER if path.is_dir() else path
+        if not file.is_file():
+            raise SpecError(f"data.tokenizer = {job.data.tokenizer!r}: there is no tokenizer file there; give a "
+                            f"{HF_TOKENIZER} or the folder holding one (a Hugging Face model's)")
+        job = dataclasses.replace(job, data=dataclasses.replace(job.data, tokenizer=str(path)))
+        digests["data.tokenizer"] = file_sha(str(file))
+    return job, digests
 
 
 def _plugin_source(key: str, name: str) -> str:

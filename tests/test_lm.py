@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -495,3 +496,67 @@ def test_show_counts_an_8b_pair_without_building_it(tmp_path):
     assert weights_gib == pytest.approx(8_030_261_248 * 2 / 2**30, abs=0.01)  # bf16; the rotary buffers are bytes
     total = float(line.rsplit("= ", 1)[1].split(" GiB")[0])
     assert total == pytest.approx(3 * weights_gib + logits / 2**30, abs=0.02)
+
+
+@pytest.mark.slow
+def test_the_built_in_finetunes_job_merges_lm_finetunes_with_perplexity(tmp_path):
+    """`raysweep run tinylm_finetunes`, shortened: three fine-tunes of the shipped Hugging Face base (a folder as
+    train.init_from and as the model's config); the merges table has perplexity, and the uniform soup's row is
+    the plain loop's loss of the mean of the three checkpoint files."""
+    short = ["--set", "train.epochs=1", "--set", "eval.train_examples=64",
+             "--set", "sweeps.base_to_finetune.alpha.num=3", "--set", "sweeps.finetune_to_finetune.alpha.num=3"]
+    done = _cli(["run", "tinylm_finetunes", "--storage", str(tmp_path / "out"), "--set", "resources.eval_actors=2",
+                 *short], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    import raysweep
+    from safetensors.torch import load
+
+    run = raysweep.open("tinylm_finetunes", storage=str(tmp_path / "out"), overrides=[s for s in short if s != "--set"])
+    merges = run.table("merges")
+    assert {"perplexity", "bits_per_byte"} <= set(merges.columns)
+    finals = run.checkpoints.collect().filter(lambda_final := (run.checkpoints.collect()["step"] > 0))
+    assert lambda_final.sum() == 3
+    states = [load(run.store.read_bytes(p)) for p in finals["path"]]
+    mean = {n: sum(s[n] for s in states) / 3 for n in states[0]}
+    mean["lm_head.weight"] = mean["transformer.wte.weight"]
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(Path(raysweep.__file__).parent / "jobs" / "tinylm_base"))
+    model.eval().load_state_dict(mean)
+    from pydoc_data.topics import topics
+
+    docs = [topics[k] for k in sorted(topics)]
+    loss, err = plain_loss(model, *plain_windows(docs[9::10], 64))
+    soup = merges.filter((merges["merge"] == "uniform") & (merges["split"] == "test"))
+    assert soup["loss"].item() == pytest.approx(loss, rel=1e-5)
+    assert soup["perplexity"].item() == pytest.approx(float(torch.tensor(loss).exp()), rel=1e-5)
+
+
+def test_a_config_and_a_tokenizer_are_hashed_by_content_not_by_path(tmp_path, folders):
+    """model.config's `from` and data.tokenizer name files: the run is the same wherever those files lie (an
+    installed package and a clone, two machines), and another file is another run."""
+    import shutil
+
+    from raysweep.jobs import load_job
+
+    for name in ("a", "b"):
+        shutil.copytree(folders[0][0], tmp_path / name)
+    shutil.copytree(folders[1][0], tmp_path / "other")
+    (tmp_path / "a" / "tokenizer.json").write_text("{}")
+    (tmp_path / "b" / "tokenizer.json").write_text("{}")
+
+    def job(folder):
+        text = TRAINED.replace('model_type = "gpt2"\nn_embd = 32\nn_layer = 2\nn_head = 2', f'from = "{folder}"')
+        file = tmp_path / f"job-{Path(folder).name}.toml"
+        file.write_text(text.replace('seq_len = 32', f'seq_len = 32\ntokenizer = "{folder}"'))
+        return load_job(str(file))
+
+    a, b = job(tmp_path / "a"), job(tmp_path / "b")
+    assert a.model.config != b.model.config and a.hash == b.hash
+    (tmp_path / "b" / "tokenizer.json").write_text('{"version": "1.0"}')
+    assert job(tmp_path / "b").hash != a.hash
+    config = json.loads((tmp_path / "other" / "config.json").read_text())
+    config["n_embd"] = 32
+    (tmp_path / "other" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "other" / "tokenizer.json").write_text("{}")
+    assert job(tmp_path / "other").hash != a.hash
+    with pytest.raises(SpecError, match="no config.json there"):
+        job(tmp_path / "missing")

@@ -143,8 +143,15 @@ def merge_seed(item: MergeItem) -> int:
 def _rows(evaluator, job: Job, item: MergeItem, merge: str, members: list[int], splits, lam=None) -> list[dict]:
     return [{"job": job.name, "hash": job.hash, "sweep": item.sweep, "item": item.key, "merge": merge, "lam": lam,
              "members": ",".join(str(m) for m in members), "split": r["split"], "loss": r["loss"],
-             "error": r["error"], "n_examples": len(evaluator.split(r["split"])[1])}
+             "error": r["error"], "n_examples": len(evaluator.split(r["split"])[1]),
+             **{name: r[name] for name in evaluator.derived}}
             for r in evaluator.evaluate(tuple(splits))]
+
+
+def _table(evaluator, rows: list[dict]) -> pa.Table:
+    """The item's rows; a language model's also hold perplexity and bits per byte (the evaluator's derived
+    columns), which the merges table then has."""
+    return pa.Table.from_pylist(rows, schema=pa.schema(list(SCHEMA) + [(n, pa.float64()) for n in evaluator.derived]))
 
 
 def soup_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
@@ -169,7 +176,7 @@ def soup_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
             chosen, best = chosen + [i], trial
     evaluator.set_weights(mean_state([states[j] for j in chosen]))
     rows += _rows(evaluator, job, item, "greedy", sorted(ks[j] for j in chosen), item.splits)
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+    return _table(evaluator, rows)
 
 
 def task_merge_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
@@ -184,4 +191,4 @@ def task_merge_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
         evaluator.set_weights(merged_state(item.sweep_kind, base, states, float(value), evaluator.names, seed,
                                            item.trim, tau))
         rows += _rows(evaluator, job, item, item.sweep_kind, ks, item.splits, float(value))
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+    return _table(evaluator, rows)

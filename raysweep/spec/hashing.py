@@ -35,6 +35,12 @@ def job_hash(job: Job) -> str:
             payload[f"{key}.source"] = _digest_of(job, digests, f"{key}.source")
     if not (is_import_path(job.model.name) and is_import_path(job.data.name)):
         payload["recipe"] = RECIPE  # a built-in model or dataset made these weights
+    if "model.config" in payload and "from" in json.loads(payload["model.config"]):  # a config.json: by content
+        config = json.loads(payload["model.config"])
+        config["from"] = _digest_of(job, digests, "model.config.from")
+        payload["model.config"] = json.dumps(config, sort_keys=True)
+    if "data.tokenizer" in payload:  # a tokenizer file: by content, wherever it lies
+        payload["data.tokenizer"] = _digest_of(job, digests, "data.tokenizer")
     if job.train.init_from:  # fine-tuning: the pretrained weights' content, not only their path
         payload["train.init_from.sha256"] = _digest_of(job, digests, "init_from")
     if job.data.source == "store":  # 2: the epoch's order is a window shuffle over row groups (was: groups, then rows)
