@@ -508,8 +508,9 @@ def test_the_built_in_finetunes_job_merges_lm_finetunes_with_perplexity(tmp_path
     done = _cli(["run", "tinylm_finetunes", "--storage", str(tmp_path / "out"), "--set", "resources.eval_actors=2",
                  *short], tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
-    import raysweep
     from safetensors.torch import load
+
+    import raysweep
 
     run = raysweep.open("tinylm_finetunes", storage=str(tmp_path / "out"), overrides=[s for s in short if s != "--set"])
     merges = run.table("merges")
