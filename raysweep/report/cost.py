@@ -33,7 +33,10 @@ def counts(job, store=None, info=None) -> dict:
         numbers = fn(job, s, info, steps) if fn else {"work_items": 0, "evaluations": 0, "examples_forwarded": 0}
         sweeps.append({"name": s.name, "kind": s.kind, "hash": sweep_hash(s), **numbers})
     flops = forward_flops(job.model, info.in_shape, info.num_classes)
-    memory = actor_memory(job, info)
+    try:
+        memory = actor_memory(job, info)
+    except Exception as exc:  # a user's model that cannot be built on the meta device: counted nowhere else
+        memory = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
     spawn = {v for s in job.sweeps if s.kind == "instability" for v in s.spawn_steps}
     bends = {s.name: (kind(s.kind).pairs(job.replicates, 0, 0), per_epoch * (s.curve.epochs or job.train.epochs))
              for s in job.sweeps if s.kind == "curve"}
@@ -73,6 +76,8 @@ def _bytes(x: float) -> str:
 
 def memory_line(job: Job, m: dict) -> str:
     """What one sweep actor holds, and whether it fits the GPU this machine has (a warning naming the settings)."""
+    if "error" in m:
+        return f"memory per sweep actor: not counted (the model cannot be built on the meta device: {m['error']})"
     line = (f"memory per sweep actor: {m['parameters']:,} parameters = {_bytes(m['weights'])} "
             f"({'/'.join(m['dtypes']) or 'no floats'}) x 3 (the model and the pair's two ends)")
     if m["logits"]:
