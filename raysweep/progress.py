@@ -107,6 +107,7 @@ class TrainProgress(_Bars):
         info = ", ".join(part for part in (
             f"test err {result['test_error']:.3f}" if "test_error" in result else "",
             f"loss along the curve {result['curve_loss']:.4f}" if "curve_loss" in result else "",
+            f"{result['tokens_per_s']:,.0f} tokens/s" if "tokens_per_s" in result else
             f"{result['images_per_s']:,.0f} img/s" if "images_per_s" in result else "",
             f"data wait {result['data_wait']:.0%}" if "data_wait" in result else "") if part)
         step, total = result.get("step", 0), result.get("total")

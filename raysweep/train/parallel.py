@@ -92,8 +92,10 @@ def fitting_micro_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, per_
 
 @dataclass
 class Meter:
-    """Images/s and the share of time the loop waited for input, since the last `take`."""
+    """Images/s (a language model's tokens/s) and the share of time the loop waited for input, since the last
+    `take`."""
     images: int = 0
+    tokens: int = 0  # token targets (N, T): the positions trained on, padding included
     wait: float = 0.0
     since: float = field(default_factory=time.perf_counter)
 
@@ -101,7 +103,9 @@ class Meter:
         now = time.perf_counter()
         span = max(now - self.since, 1e-9)
         out = {"images_per_s": self.images / span, "data_wait": min(1.0, self.wait / span)}
-        self.images, self.wait, self.since = 0, 0.0, now
+        if self.tokens:
+            out["tokens_per_s"] = self.tokens / span
+        self.images, self.tokens, self.wait, self.since = 0, 0, 0.0, now
         return out
 
     def timed(self, batches, world: int):
@@ -115,4 +119,6 @@ class Meter:
                 return
             self.wait += time.perf_counter() - t
             self.images += len(y) * world
+            if y.dim() == 2 and not y.is_floating_point():
+                self.tokens += y.numel() * world
             yield x, y
