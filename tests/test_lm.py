@@ -561,3 +561,13 @@ def test_a_config_and_a_tokenizer_are_hashed_by_content_not_by_path(tmp_path, fo
     assert job(tmp_path / "other").hash != a.hash
     with pytest.raises(SpecError, match="no config.json there"):
         job(tmp_path / "missing")
+
+
+def test_documents_packing_never_spans_two_documents():
+    docs = ["short", "a somewhat longer document of text", "x" * 50]
+    from raysweep.data.text import ByteTokenizer, windows
+
+    x, y, _ = windows(docs, ByteTokenizer(), 16, "documents")
+    want_x, want_y = zip(*(plain_windows([d], 16) for d in docs))
+    assert torch.equal(x, torch.cat(want_x)) and torch.equal(y, torch.cat(want_y))
+    assert len(x) == sum(-(-len(d.encode()) // 16) for d in docs)  # each document's own windows

@@ -13,10 +13,11 @@ that fine-tunes can see different parts of one corpus.
 
 Tokens: `data.tokenizer` = "" is byte-level (each UTF-8 byte its id, 256 the end of a document: 257 ids); a
 tokenizer.json (or a folder holding one, as Hugging Face models ship it) is read with `tokenizers`. Each split's
-documents are joined, each ended by the end-of-document token, and cut into windows of `data.seq_len`: x =
-tokens[i : i + T], y = tokens[i + 1 : i + T + 1]; the last window is padded (x with the end token, y with
--100, which no loss, error or count includes — evaluate/sums.tokens). Causal attention never looks right, so
-right padding changes no real token's prediction.
+documents, each ended by the end-of-document token, are joined (`data.packing = "windows"`) or kept apart
+(`"documents"`: no window spans two documents), and cut into windows of `data.seq_len`: x = tokens[i : i + T],
+y = tokens[i + 1 : i + T + 1]; a last window is padded (x with the end token, y with -100, which no loss, error
+or count includes — evaluate/sums.tokens). Causal attention never looks right, so right padding changes no real
+token's prediction: no attention mask is needed.
 
 Bits per byte divide a split's total loss by its UTF-8 bytes: `Splits.bytes_per_token` = the split's text
 bytes / its target tokens.
@@ -139,23 +140,31 @@ def text_documents(spec: DataSpec) -> tuple[list[str], list[str] | None]:
 
 
 # -------------------------------------------------------------------------------------------------- windows
-def windows(docs: list[str], tokenizer, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(x, y) windows (N, T) of the documents joined, each ended by the end token, and the bytes per target
-    token of the text."""
-    stream: list[int] = []
-    for doc in docs:
-        stream += tokenizer.encode(doc)
-        if tokenizer.eos is not None:
-            stream.append(tokenizer.eos)
+def _cut(stream: list[int], seq_len: int, pad: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(x, y) windows of one token stream, the last padded, and its number of targets."""
     tokens = torch.tensor(stream, dtype=torch.long)
     targets = max(len(tokens) - 1, 0)
     n = -(-targets // seq_len)
-    pad = tokenizer.eos if tokenizer.eos is not None else 0
     x = torch.full((n * seq_len,), pad, dtype=torch.long)
     y = torch.full((n * seq_len,), IGNORE, dtype=torch.long)
-    x[:targets], y[:targets] = tokens[:-1], tokens[1:]
+    if targets:
+        x[:targets], y[:targets] = tokens[:-1], tokens[1:]
+    return x.view(n, seq_len), y.view(n, seq_len), targets
+
+
+def windows(docs: list[str], tokenizer, seq_len: int, packing: str = "windows") -> tuple[torch.Tensor, torch.Tensor,
+                                                                                          float]:
+    """(x, y) windows (N, T) — of the documents joined (`windows`), or of each document on its own
+    (`documents`) — every document ended by the end token, and the bytes per target token of the text."""
+    pad = tokenizer.eos if tokenizer.eos is not None else 0
+    streams = [tokenizer.encode(doc) + ([tokenizer.eos] if tokenizer.eos is not None else []) for doc in docs]
+    if packing == "windows":
+        streams = [[t for s in streams for t in s]]
+    parts = [_cut(s, seq_len, pad) for s in streams]
+    x = torch.cat([p[0] for p in parts]) if parts else torch.zeros((0, seq_len), dtype=torch.long)
+    y = torch.cat([p[1] for p in parts]) if parts else torch.zeros((0, seq_len), dtype=torch.long)
     text_bytes = sum(len(d.encode("utf-8")) for d in docs)
-    return x.view(n, seq_len), y.view(n, seq_len), text_bytes / max(targets, 1)
+    return x, y, text_bytes / max(sum(p[2] for p in parts), 1)
 
 
 def corpus_splits(spec: DataSpec, train: list[str], test: list[str] | None, origin: str) -> Splits:
@@ -168,8 +177,8 @@ def corpus_splits(spec: DataSpec, train: list[str], test: list[str] | None, orig
         raise SpecError(f"data {spec.name!r} has {len(train)} training and {len(test)} test documents; both splits "
                         f"need text (check data.root and data.part)")
     tokenizer = tokenizer_of(spec)
-    xtr, ytr, btr = windows(train, tokenizer, spec.seq_len)
-    xte, yte, bte = windows(test, tokenizer, spec.seq_len)
+    xtr, ytr, btr = windows(train, tokenizer, spec.seq_len, spec.packing)
+    xte, yte, bte = windows(test, tokenizer, spec.seq_len, spec.packing)
     return Splits(xtr, ytr, xte, yte, tokenizer.vocab_size, origin=origin,
                   bytes_per_token={"train": btr, "test": bte, "train_subset": btr})
 

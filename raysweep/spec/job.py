@@ -54,6 +54,9 @@ class DataSpec:
     seq_len: int = 128
     tokenizer: str = ""
     part: tuple[int, ...] = (0, 1)
+    # text: windows (documents joined, then cut: no padding but the last window) | documents (each document cut
+    # on its own, its last window padded: no window spans two documents)
+    packing: str = "windows"
 
     def options(self) -> dict:
         return kwargs_options(self.kwargs)
@@ -65,6 +68,7 @@ class DataSpec:
         out += [] if 0 <= self.shuffle_window <= 1 << 20 else [
             f"{where}.shuffle_window must be in [0, 2**20] row groups (0: sized to about 1 GiB)"]
         out += [] if 1 <= self.seq_len <= 1 << 20 else [f"{where}.seq_len must be in [1, 2**20] tokens"]
+        out += _choice(f"{where}.packing", self.packing, ("windows", "documents"))
         if len(self.part) != 2 or not 0 <= self.part[0] < self.part[1] <= 1 << 20:
             out.append(f"{where}.part must be [part, parts] with 0 <= part < parts (e.g. [1, 2]: the second half of "
                        f"the documents, by index), got {list(self.part)}")
