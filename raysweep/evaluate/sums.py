@@ -80,7 +80,15 @@ def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
     sums = torch.zeros(2 + len(metrics), dtype=torch.float64, device=x.device)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(y), batch_size):
-            logits, yb = tokens(logits_of(model(prepare(x[i:i + batch_size]))).float(), y[i:i + batch_size])
+            logits, yb = logits_of(model(prepare(x[i:i + batch_size]))).float(), y[i:i + batch_size]
+            if loss is None and not metrics and logits.dim() == 3 and yb.dim() == 2 and not yb.is_floating_point():
+                # token targets, the built-in loss: over the valid tokens without copying them out (padding
+                # ignored by cross-entropy's ignore_index and masked out of the errors)
+                flat, target = logits.reshape(-1, logits.shape[-1]), yb.reshape(-1)
+                sums[0] += F.cross_entropy(flat, target, ignore_index=IGNORE, reduction="sum").double()
+                sums[1] += ((flat.argmax(1) != target) & (target != IGNORE)).sum()
+                continue
+            logits, yb = tokens(logits, yb)
             if loss is not None:
                 sums[0] += loss(logits, yb).sum().double()
             elif yb.is_floating_point():  # regression (G's deep linear models): squared error
