@@ -8,10 +8,12 @@ plugins, so the spec never imports user code. ``raysweep.jobs.load_job`` runs bo
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from raysweep.errors import SpecError
 from raysweep.io.external import external_digest, file_sha
+from raysweep.io.paths import HF_CONFIG, HF_TOKENIZER
 from raysweep.plugins import check_call, load_object, load_plugins, source_identity
 from raysweep.spec import (
     BUILTIN_DATASETS,
@@ -115,10 +117,6 @@ def _local_files(job: Job) -> tuple[Job, dict]:
     """A language model's files named by path — model.config's `from` (a config.json or the folder holding one)
     and data.tokenizer — made absolute (workers open them from their own folders), with the sha256 of their
     content for the run's hash: the same files anywhere are the same run."""
-    import json
-
-    from raysweep.io.paths import HF_CONFIG, HF_TOKENIZER
-
     digests = {}
     config = json.loads(job.model.config or "{}")
     if isinstance(config.get("from"), str) and config["from"]:
