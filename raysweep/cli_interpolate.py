@@ -111,23 +111,28 @@ def interpolate(
 def export(
     job: str,
     sweep: str = typer.Option(..., "--sweep", help="A line, curve or merge sweep of the job"),
-    out: str = typer.Option(..., "--out", help="The .safetensors file to write"),
+    out: str = typer.Option(..., "--out", help="A .safetensors file, or a language model's Hugging Face folder"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Cast the weights: fp32, bf16 or fp16"),
+    shard_size: str = typer.Option("2GB", "--shard-size", help="A Hugging Face folder's largest shard, e.g. 5GB"),
     alpha: Optional[float] = typer.Option(
         None, "--alpha", help="A line's point θ(α) = (1−α)·θ_a + α·θ_b, or a curve's t in [0, 1]"
     ),
     replicate: Optional[int] = typer.Option(None, "--replicate", help="θ_a's replicate (default: the first)"),
-    pair: Optional[str] = typer.Option(None, "--pair", help="final_to_final and curve: I,J"),
+    pair: Optional[str] = typer.Option(None, "--pair", help="final_to_final, curve and slerp: I,J"),
     step: Optional[int] = typer.Option(None, "--step", help="step_to_final: θ_a's step t"),
     merge: Optional[str] = typer.Option(None, "--merge", help="A soup sweep's merge: uniform or greedy"),
-    lam: Optional[float] = typer.Option(None, "--lam", help="A task_arithmetic sweep's λ"),
+    lam: Optional[float] = typer.Option(
+        None, "--lam", help="A merge sweep's value: task_arithmetic's λ, ties' density, dare's drop rate, slerp's t"),
     set_: Optional[List[str]] = SetOpt,
     storage: Optional[str] = StorageOpt,
     replicates: Optional[int] = ReplicatesOpt,
 ) -> None:
-    """Write θ(α) of a sweep's line, φ(t) of a curve, or a soup / task-arithmetic merge, for load_state_dict.
-    Example: raysweep export digits_mlp --sweep final_to_final --pair 0,1 --alpha 0.5 --out merged.safetensors"""
-    if not out.endswith(paths.SAFETENSORS):
-        raise SpecError(f"--out {out!r}: export writes safetensors; give a file name ending in .safetensors")
+    """Write θ(α) of a sweep's line, φ(t) of a curve, or a merge of a merge sweep: a .safetensors file for
+    load_state_dict, or (a language model) a Hugging Face folder for from_pretrained.
+    Example: raysweep export digits_mlp --sweep final_to_final --pair 0,1 --alpha 0.5 --out merged.safetensors
+    Example: raysweep export tinylm_finetunes --sweep ties --lam 0.4 --out ties-0.4/ --dtype bf16"""
+    if dtype is not None and dtype not in ("fp32", "bf16", "fp16"):
+        raise SpecError(f"--dtype {dtype!r}: give fp32, bf16 or fp16 (or leave it out to keep the trained dtypes)")
     try:
         ij = tuple(int(v) for v in pair.split(",")) if pair else None
     except ValueError:
@@ -136,12 +141,16 @@ def export(
     from raysweep.run.export import export_merge
 
     run = _open(job, storage, set_, replicates)
+    if not out.endswith(paths.SAFETENSORS) and run.job.model.name != "causal_lm":
+        raise SpecError(f"--out {out!r}: this job's model ({run.job.model.name}) is exported as one safetensors file "
+                        f"for load_state_dict: give a file name ending in .safetensors (a folder is written for "
+                        f"language models, model.name = \"causal_lm\")")
     run.require()
     if merge is not None or lam is not None or run.job.sweep(sweep).kind in MERGE_KINDS:
-        meta = export_merge(run, sweep, out, merge, lam)
+        meta = export_merge(run, sweep, out, merge, lam, ij, dtype, shard_size)
         how = f"λ = {lam:g}" if lam is not None else f"the {merge} soup"
         typer.echo(f"wrote {how} of {sweep} (replicates {meta['members']})\n  {out}")
         return
-    meta = export_(run, sweep, alpha, out, replicate, ij, step)
+    meta = export_(run, sweep, alpha, out, replicate, ij, step, dtype, shard_size)
     point = f"φ(t = {alpha:g}) of the {meta['curve']} curve" if "curve" in meta else f"θ({alpha:g}) of"
     typer.echo(f"wrote {point} {sweep}: {meta['a']} → {meta['b']}\n  {out}")

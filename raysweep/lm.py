@@ -92,3 +92,43 @@ def causal_lm(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> n
     model.own_init = True  # transformers' init, drawn under the replicate's seed: raysweep applies none
     model.input_dtype = torch.long
     return model
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def save_folder(job, info, state: dict, out: str, meta: dict, dtype: str | None = None,
+                shard: str = "2GB") -> list[str]:
+    """Write `state` as a Hugging Face folder that `from_pretrained` loads: config.json, safetensors shards of at
+    most `shard` with their index, tied parameters stored once (as `save_pretrained` stores them), the job's
+    tokenizer files copied beside them, `meta` (what the weights are) in raysweep_export.json. Written to
+    OUT.partial and renamed, so OUT is whole or absent; returns the files written."""
+    import shutil
+
+    if job.model.name != "causal_lm":
+        raise SpecError(f"--out {out!r} names a folder: a Hugging Face folder is written for language models "
+                        f"(model.name = \"causal_lm\"); this job's model is {job.model.name!r}: give a file name "
+                        f"ending in .safetensors")
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise SpecError(f"--out {out!r} exists and is not an empty folder: name a new folder (nothing was written)")
+    with torch.device("meta"):
+        model = causal_lm(job.model, tuple(info.in_shape), info.num_classes)
+    model.load_state_dict(state, assign=True)
+    model.tie_weights()
+    if dtype is not None:
+        model.to(DTYPES[dtype])
+    partial = out.rstrip("/") + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial, max_shard_size=shard)
+    source = os.path.expanduser(job.data.tokenizer)
+    folder = source if os.path.isdir(source) else os.path.dirname(source)
+    for name in paths.HF_TOKENIZER_FILES if job.data.tokenizer else ():
+        if os.path.isfile(os.path.join(folder, name)):
+            shutil.copyfile(os.path.join(folder, name), os.path.join(partial, name))
+    tokens = job.data.tokenizer or "bytes: raysweep's byte tokenizer (token = UTF-8 byte, 256 = end of document)"
+    with open(os.path.join(partial, paths.EXPORT_META), "w") as f:
+        json.dump({**meta, "tokenizer": tokens, "dtype": dtype or "as trained"}, f, indent=1)
+    if os.path.isdir(out):
+        os.rmdir(out)  # empty, checked above
+    os.replace(partial, out)
+    return sorted(os.listdir(out))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
@@ -421,37 +422,68 @@ log_splits = ["test"]
 name = "dare"
 kind = "dare"
 alpha = {{ values = [0.5] }}
+[[sweeps]]
+name = "slerp"
+kind = "slerp"
+alpha = {{ values = [0.5] }}
 """
 
 
 @pytest.mark.slow
-def test_a_dare_merge_of_lm_finetunes_masks_a_tied_parameter_once_and_exports_what_the_table_says(tmp_path, folders):
-    """Fine-tunes of one Hugging Face base (a folder as train.init_from), merged by DARE: the tied embedding is one
-    parameter with one mask, so the exported merge — loaded by transformers — gives the table's loss."""
-    job = tmp_path / "dare.toml"
-    job.write_text(MERGES.format(base=folders[0][0], part=1))
-    done = _cli(["run", str(job), "--storage", str(tmp_path / "out"), "--set", "resources.eval_actors=2"], tmp_path)
-    assert done.returncode == 0, done.stderr[-4000:]
-    out = tmp_path / "merged.safetensors"
-    done = _cli(["export", str(job), "--storage", str(tmp_path / "out"), "--sweep", "dare", "--lam", "0.5",
-                 "--out", str(out)], tmp_path)
-    assert done.returncode == 0, done.stderr[-4000:]
+def test_merges_of_lm_finetunes_export_as_folders_that_from_pretrained_loads(tmp_path, folders):
+    """Fine-tunes of one Hugging Face base (a folder as train.init_from), merged by DARE and by SLERP through the
+    CLI: the tied embedding is one parameter with one mask, and the exported merges give the table's loss — DARE's
+    as a sharded Hugging Face folder that `from_pretrained` loads (tied weights stored once, the index, the
+    weights cast by --dtype), SLERP's as a safetensors file."""
     from safetensors.torch import load_file
 
     import raysweep
 
-    merged = load_file(str(out))
-    assert torch.equal(merged["lm_head.weight"], merged["transformer.wte.weight"])
-    model = transformers.GPT2LMHeadModel.from_pretrained(str(folders[0][0])).eval()
-    model.load_state_dict(merged)
+    job = tmp_path / "dare.toml"
+    job.write_text(MERGES.format(base=folders[0][0], part=1))
+    done = _cli(["run", str(job), "--storage", str(tmp_path / "out"), "--set", "resources.eval_actors=2"], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
     from pydoc_data.topics import topics
 
     docs = [topics[k] for k in sorted(topics)]
+    rows = raysweep.open(str(job), storage=str(tmp_path / "out")).table("merges").filter(pl.col("split") == "test")
+
+    out = tmp_path / "dare-0.5"
+    done = _cli(["export", str(job), "--storage", str(tmp_path / "out"), "--sweep", "dare", "--lam", "0.5",
+                 "--out", str(out), "--shard-size", "60KB"], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert "model.safetensors.index.json" in files and len([f for f in files if f.endswith(".safetensors")]) > 1
+    stored = [n for f in out.glob("*.safetensors") for n in load_file(str(f))]
+    assert "transformer.wte.weight" in stored and "lm_head.weight" not in stored  # as save_pretrained stores it
+    assert json.loads((out / "raysweep_export.json").read_text())["lam"] == "0.5"
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()  # tied again on loading
     loss, err = plain_loss(model, *plain_windows(docs[9::10], SEQ))
-    rows = raysweep.open(str(job), storage=str(tmp_path / "out")).table("merges")
-    row = rows.filter((rows["merge"] == "dare") & (rows["split"] == "test"))
+    row = rows.filter(pl.col("merge") == "dare")
     assert row["loss"].item() == pytest.approx(loss, rel=1e-5)
     assert row["error"].item() == pytest.approx(err, abs=1e-12)
+
+    half = tmp_path / "dare-bf16"
+    done = _cli(["export", str(job), "--storage", str(tmp_path / "out"), "--sweep", "dare", "--lam", "0.5",
+                 "--out", str(half), "--dtype", "bf16"], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert all(t.dtype == torch.bfloat16 for t in load_file(str(half / "model.safetensors")).values())
+    assert transformers.AutoModelForCausalLM.from_pretrained(str(half)).dtype == torch.bfloat16
+    again = _cli(["export", str(job), "--storage", str(tmp_path / "out"), "--sweep", "dare", "--lam", "0.5",
+                  "--out", str(half)], tmp_path)
+    assert again.returncode != 0 and "not an empty folder" in again.stderr  # nothing overwritten
+
+    file = tmp_path / "slerp.safetensors"
+    done = _cli(["export", str(job), "--storage", str(tmp_path / "out"), "--sweep", "slerp", "--lam", "0.5",
+                 "--pair", "0,1", "--out", str(file)], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    merged = load_file(str(file))
+    assert torch.equal(merged["lm_head.weight"], merged["transformer.wte.weight"])
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(folders[0][0])).eval()
+    model.load_state_dict(merged)
+    loss, _ = plain_loss(model, *plain_windows(docs[9::10], SEQ))
+    assert rows.filter(pl.col("merge") == "slerp")["loss"].item() == pytest.approx(loss, rel=1e-5)
 
 
 LLAMA_8B = """

@@ -356,7 +356,7 @@ def test_lines_planes_and_trajectory_match_closed_forms(runs):
 def test_merges_every_kind_and_plain_references(runs):
     run, stdout, _ = runs["merges"]
     merges = run.table("merges")
-    assert set(merges["sweep"]) == {"soup", "ta", "ties", "ties_global", "dare"}
+    assert set(merges["sweep"]) == {"soup", "ta", "ties", "ties_global", "dare", "dare_ties", "slerp"}
     assert not merges["loss"].is_nan().any() and not merges["error"].is_nan().any()
     states = _states(run)
     finals = [_final(run, states, k) for k in (0, 1)]
@@ -367,6 +367,9 @@ def test_merges_every_kind_and_plain_references(runs):
     assert soup["loss"][0] == pytest.approx(want, rel=1e-5)
     dare0 = merges.filter(pl.col("sweep") == "dare", pl.col("lam") == 0.0, pl.col("split") == "test")
     assert dare0["loss"][0] == pytest.approx(want, rel=1e-5)  # p = 0 drops nothing: the uniform average
+    for t, k in ((0.0, 0), (1.0, 1)):  # SLERP's ends are the fine-tunes themselves
+        end = merges.filter(pl.col("sweep") == "slerp", pl.col("lam") == t, pl.col("split") == "test")
+        assert end["members"][0] == "0,1" and end["loss"][0] == pytest.approx(_test_loss(run, finals[k]), rel=1e-5)
     ta0 = merges.filter(pl.col("sweep") == "ta", pl.col("lam") == 0.0, pl.col("split") == "test")
     assert ta0["loss"][0] == pytest.approx(_test_loss(run, states[(0, 0)]), rel=1e-5)  # θ_pre itself
     sharp = run.table("sharpness")

@@ -212,7 +212,9 @@ def test_ties_and_dare_of_a_run_equal_the_merges_by_hand(tmp_path):
            "sweeps": [{"name": "soup", "kind": "soup"},
                       {"name": "ties", "kind": "ties", "alpha": {"values": [0.2, 1.0]}},
                       {"name": "ties_global", "kind": "ties", "alpha": {"values": [0.2]}, "trim": "global"},
-                      {"name": "dare", "kind": "dare", "alpha": {"values": [0.0, 0.5]}}]}
+                      {"name": "dare", "kind": "dare", "alpha": {"values": [0.0, 0.5]}},
+                      {"name": "dare_ties", "kind": "dare_ties", "alpha": {"values": [0.5]}},
+                      {"name": "slerp", "kind": "slerp", "alpha": {"values": [0.0, 0.3]}}]}
     run = run_in_process(raw, tmp_path / "s")
     finals = []
     for k in range(3):
@@ -232,10 +234,102 @@ def test_ties_and_dare_of_a_run_equal_the_merges_by_hand(tmp_path):
                         merge_seed(item), names)
     assert got["dare", 0.5] == pytest.approx(_plain(run.job, dict(zip(names, merged)), "test")[0], rel=1e-5)
     assert got["dare", 0.0] == pytest.approx(got["soup", None], rel=1e-6)  # no entry dropped: the uniform soup
+    item = next(it for it in run.plan(["dare_ties"]))
+    by_hand = _dare_ties_by_hand(pretrained, finals, 0.5, merge_seed(item))
+    assert got["dare_ties", 0.5] == pytest.approx(_plain(run.job, by_hand, "test")[0], rel=1e-5)
+    slerps = merges.filter(pl.col("sweep") == "slerp", pl.col("split") == "test")
+    assert sorted(slerps["members"].unique()) == ["0,1", "0,2", "1,2"]  # an item per pair of finals
+    single = {r["members"]: r["loss"] for r in merges.filter(pl.col("merge") == "single", pl.col("split") == "test")
+              .iter_rows(named=True)}
+    for r in slerps.iter_rows(named=True):
+        i, j = map(int, r["members"].split(","))
+        if r["lam"] == 0.0:
+            assert r["loss"] == pytest.approx(single[str(i)], rel=1e-6)  # t = 0: the first fine-tune
+        else:
+            want = {n: _slerp_by_hand(finals[i][n], finals[j][n], 0.3) for n in finals[i]}
+            assert r["loss"] == pytest.approx(_plain(run.job, want, "test")[0], rel=1e-5)
 
 
 def test_ties_and_dare_grids_are_checked():
     for kind, alpha, says in (("ties", {"values": [0.0, 0.5]}, "density"),
-                              ("dare", {"values": [0.5, 1.0]}, "drop rate")):
+                              ("dare", {"values": [0.5, 1.0]}, "drop rate"),
+                              ("dare_ties", {"values": [1.0]}, "drop rate"),
+                              ("slerp", {"values": [0.5, 1.2]}, "SLERP sweeps t over")):
         with pytest.raises(Exception, match=says):
             parse_job({**BASE, "sweeps": [{"name": "m", "kind": kind, "alpha": alpha}]})
+
+
+def _slerp_by_hand(a, b, t):
+    """SLERP of one tensor written out with the math module, entry by entry."""
+    import math
+
+    if not a.is_floating_point():
+        return a
+    x, y = a.double().reshape(-1).tolist(), b.double().reshape(-1).tolist()
+    nx, ny = math.sqrt(sum(v * v for v in x)) or 1.0, math.sqrt(sum(v * v for v in y)) or 1.0
+    cos = max(-1.0, min(1.0, sum(u / nx * v / ny for u, v in zip(x, y))))
+    if abs(cos) > 0.9995:
+        out = [(1 - t) * u + t * v for u, v in zip(x, y)]
+    else:
+        om = math.acos(cos)
+        out = [(math.sin((1 - t) * om) * u + math.sin(t * om) * v) / math.sin(om) for u, v in zip(x, y)]
+    return torch.tensor(out, dtype=torch.float64).reshape(a.shape).to(a.dtype)
+
+
+def _dare_ties_by_hand(base, finals, p, seed):
+    """DARE's kept entries (its own masks), rescaled; per entry the sign of their sum; the mean of those agreeing."""
+    from raysweep.evaluate.merges import dare_mask
+
+    out = {}
+    for n, b in base.items():
+        if not b.is_floating_point():
+            out[n] = b
+            continue
+        kept = [torch.where(dare_mask(seed, n, k, b.shape, p), f[n].double() - b.double(), 0.0).reshape(-1) / (1 - p)
+                for k, f in enumerate(finals)]
+        merged = []
+        for e in range(b.numel()):
+            vals = [t[e].item() for t in kept]
+            sign = 1.0 if sum(vals) >= 0 else -1.0
+            agree = [v for v in vals if v != 0 and (v > 0) == (sign > 0)]
+            merged.append(sum(agree) / len(agree) if agree else 0.0)
+        out[n] = (b.double() + torch.tensor(merged, dtype=torch.float64).reshape(b.shape)).to(b.dtype)
+    return out
+
+
+def test_slerp_by_its_equations_and_closed_forms():
+    """SLERP against the math module, and its closed forms: the ends are the fine-tunes; two orthogonal tensors of
+    one norm at t = ½ give (a + b)/√2 (that norm, where the line's midpoint has 1/√2 of it); parallel tensors give
+    the line; the angle is the whole tensor's, not its rows'."""
+    import math
+
+    from raysweep.evaluate.merges import slerp
+
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(6, 9, generator=g), torch.randn(6, 9, generator=g)
+    for t in (0.0, 0.25, 0.5, 0.9, 1.0):
+        assert torch.allclose(slerp(a, b, t), _slerp_by_hand(a, b, t), rtol=0, atol=1e-6)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    e1, e2 = torch.tensor([[3.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    assert torch.allclose(slerp(e1, e2, 0.5), (e1 + e2) / math.sqrt(2), atol=1e-7)
+    assert slerp(e1, e2, 0.5).norm().item() == pytest.approx(3.0)
+    assert torch.allclose(slerp(a, 2 * a, 0.3), 1.3 * a, atol=1e-6)  # parallel: the line
+    rows = torch.stack([slerp(x, y, 0.5) for x, y in zip(a, b)])  # an angle per row is another merge
+    assert not torch.allclose(slerp(a, b, 0.5), rows, atol=1e-4)
+    assert torch.equal(slerp(torch.tensor(3), torch.tensor(4), 0.5), torch.tensor(3))  # integer buffers: the first
+
+
+def test_dare_ties_by_hand():
+    """dare_ties against the loop written in this test, and at p = 0 equal to TIES at density 1."""
+    from raysweep.evaluate.merges import dare_ties_merge, ties_merge
+
+    g = torch.Generator().manual_seed(8)
+    base = {"w": torch.randn(5, 4, generator=g), "n": torch.tensor(2)}
+    finals = [{"w": base["w"] + torch.randn(5, 4, generator=g), "n": torch.tensor(2)} for _ in range(3)]
+    names = list(base)
+    args = [base[n] for n in names], [[f[n] for n in names] for f in finals]
+    for p in (0.0, 0.4, 0.8):
+        got = dare_ties_merge(*args, p, 99, names)
+        want = _dare_ties_by_hand(base, finals, p, 99)
+        assert torch.allclose(got[0], want["w"], rtol=0, atol=1e-6) and torch.equal(got[1], base["n"])
+    assert torch.allclose(dare_ties_merge(*args, 0.0, 99, names)[0], ties_merge(*args, 1.0)[0], atol=1e-6)

@@ -2,10 +2,12 @@
 et al. 2022, "Model soups"), task arithmetic θ_pre + λ·Σ_k (θ_k − θ_pre) (Ilharco et al. 2023), and the two
 merges mergekit users reach for most: TIES (Yadav et al. 2023: trim each task vector to its largest
 entries, elect a sign per entry, average the agreeing ones) and DARE (Yu et al. 2024: drop each entry of
-each task vector with probability p, rescale the rest by 1/(1 − p), average). Their density and drop rate
-are the sweep's α grid; the merges table keeps them in its `lam` column."""
+each task vector with probability p, rescale the rest by 1/(1 − p), average), DARE's drops with TIES' sign
+election (dare_ties), and SLERP between two fine-tunes (Shoemake 1985, as mergekit merges two models). Their
+λ, density, drop rate or t is the sweep's α grid; the merges table keeps it in its `lam` column."""
 from __future__ import annotations
 
+import math
 import zlib
 
 import pyarrow as pa
@@ -121,6 +123,42 @@ def dare_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], p: fl
     return out
 
 
+def dare_ties_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], p: float, seed: int,
+                    names: list[str]) -> list[torch.Tensor]:
+    """DARE's drops with TIES' election (mergekit's dare_ties, λ = 1): each task vector's entries dropped with
+    DARE's masks (the same draws as `dare_merge`) and the rest scaled by 1/(1 − p); each entry's sign elected
+    from their sum (a sum of 0 elected positive); the kept entries with that sign averaged (disjoint mean)."""
+    out = []
+    for i, (name, b) in enumerate(zip(names, base)):
+        if not b.is_floating_point():
+            out.append(b)
+            continue
+        kept = torch.stack([torch.where(dare_mask(seed, name, k, b.shape, p).to(b.device), s[i].double() - b.double(),
+                                        0.0) / (1 - p) for k, s in enumerate(states)])
+        sign = torch.where(kept.sum(0) >= 0, 1.0, -1.0).double()
+        agree = (torch.sign(kept) == sign) & (kept != 0)
+        out.append((b.double() + (kept * agree).sum(0) / agree.sum(0).clamp(min=1)).to(b.dtype))
+    return out
+
+
+SLERP_DOT = 0.9995  # mergekit's: directions closer than this are interpolated linearly
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float, eps: float = 1e-8) -> torch.Tensor:
+    """Spherical interpolation of one tensor from a (t = 0) to b (t = 1), as mergekit's slerp merges two models:
+    sin((1−t)Ω)/sin Ω · a + sin(tΩ)/sin Ω · b, Ω the angle between the flattened tensors' directions; where
+    |cos Ω| > 0.9995 the plain line (1−t)·a + t·b. Float64, then a's dtype; integer buffers from a."""
+    if not a.is_floating_point():
+        return a
+    x, y = a.double().reshape(-1), b.double().reshape(-1)
+    nx, ny = (float(v.norm()) for v in (x, y))
+    cos = float(((x / (nx if nx > eps else 1.0)) * (y / (ny if ny > eps else 1.0))).sum().clamp(-1, 1))
+    if abs(cos) > SLERP_DOT:
+        return ((1 - t) * x + t * y).reshape(a.shape).to(a.dtype)
+    omega = math.acos(cos)
+    return ((math.sin((1 - t) * omega) * x + math.sin(t * omega) * y) / math.sin(omega)).reshape(a.shape).to(a.dtype)
+
+
 def merged_state(kind: str, base: list[torch.Tensor], states: list[list[torch.Tensor]], value: float,
                  names: list[str], seed: int, trim: str = "tensor", tau: list | None = None) -> list[torch.Tensor]:
     """The model a task-vector merge sweep evaluates at one value of its grid (λ, the density or the drop rate):
@@ -132,7 +170,9 @@ def merged_state(kind: str, base: list[torch.Tensor], states: list[list[torch.Te
         return ties_merge(base, states, value, trim=trim)
     if kind == "dare":
         return dare_merge(base, states, value, seed, names)
-    raise ValueError(f"{kind!r} is not a task-vector merge (task_arithmetic, ties, dare)")
+    if kind == "dare_ties":
+        return dare_ties_merge(base, states, value, seed, names)
+    raise ValueError(f"{kind!r} is not a task-vector merge (task_arithmetic, ties, dare, dare_ties)")
 
 
 def merge_seed(item: MergeItem) -> int:
@@ -191,4 +231,15 @@ def task_merge_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
         evaluator.set_weights(merged_state(item.sweep_kind, base, states, float(value), evaluator.names, seed,
                                            item.trim, tau))
         rows += _rows(evaluator, job, item, item.sweep_kind, ks, item.splits, float(value))
+    return _table(evaluator, rows)
+
+
+def slerp_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
+    """SLERP from one final (t = 0) to another (t = 1) at every t of the sweep's grid."""
+    evaluator.set_metrics(())
+    a, b = (evaluator.endpoint(e.path, e.sha256) for e in item.members)
+    ks, rows = [e.replicate for e in item.members], []
+    for t in item.lambdas:
+        evaluator.set_weights([slerp(x, y, float(t)) for x, y in zip(a, b)])
+        rows += _rows(evaluator, job, item, "slerp", ks, item.splits, float(t))
     return _table(evaluator, rows)

@@ -37,6 +37,10 @@ HF_INDEX = ".index.json"
 HF_WEIGHTS = ("model" + SAFETENSORS, "model" + SAFETENSORS + HF_INDEX, "pytorch_model.bin",
               "pytorch_model.bin" + HF_INDEX)
 HF_CONFIG, HF_TOKENIZER = "config" + JSON, "tokenizer" + JSON
+# a tokenizer's files, copied into an exported Hugging Face folder; what the exported weights are, beside them
+HF_TOKENIZER_FILES = (HF_TOKENIZER, "tokenizer_config" + JSON, "special_tokens_map" + JSON, "vocab" + JSON,
+                      "merges.txt", "tokenizer.model", "added_tokens" + JSON)
+EXPORT_META = "raysweep_export" + JSON
 HF_DATASET_MARKERS = ("dataset_dict" + JSON, "state" + JSON)
 MANIFEST_NAME = re.compile(r"step_(\d{8})\.json")  # a checkpoint manifest's file name
 PART_PREFIX = "_part-"  # compacted points (sweep/compact.py)

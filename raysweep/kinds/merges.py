@@ -4,10 +4,12 @@
     task_arithmetic  θ_pre + λ·Σ_k (θ_k − θ_pre) over the α grid as λ (Ilharco et al. 2023)
     ties             TIES (Yadav et al. 2023) over the α grid as its density (`trim`: per tensor or whole vector)
     dare             DARE (Yu et al. 2024) over the α grid as its drop rate
+    dare_ties        DARE's drops with TIES' sign election (mergekit's dare_ties) over the α grid as the drop rate
+    slerp            SLERP from one final to another over the α grid as t, an item per pair of finals
 
-One item per sweep, over every replicate's final; task arithmetic, TIES and DARE need one θ_pre: the replicates'
-shared step 0 (fine-tunes of one `train.init_from`). The merging is evaluate/merges.py's; rows in the `merges`
-table, one figure per sweep against its parameter with the uniform soup as a rule.
+One item per sweep over every replicate's final (SLERP: one per pair); the task-vector merges need one θ_pre: the
+replicates' shared step 0 (fine-tunes of one `train.init_from`). The merging is evaluate/merges.py's; rows in the
+`merges` table, one figure per sweep against its parameter with the uniform soup as a rule.
 """
 from __future__ import annotations
 
@@ -22,6 +24,15 @@ from raysweep.work.kinds import Kind, register, sweep_folder
 
 def merge_items(ctx: Context, sweep: SweepSpec, before: list) -> list[MergeItem]:
     ks = sorted(ctx.finals)
+    folder = sweep_folder(ctx.run, sweep)
+    if sweep.kind == "slerp":  # two finals at a time, t over the grid
+        if len(ks) < 2:
+            raise SpecError(f"sweeps.{sweep.name}: SLERP runs between two fine-tunes; the job has {len(ks)} "
+                            f"replicate(s): set replicates = 2 or more")
+        keys = [(i, j, f"r{i}-final__r{j}-final__slerp") for n, i in enumerate(ks) for j in ks[n + 1:]]
+        return [MergeItem(sweep.name, sweep.kind, sweep_hash(sweep), key, paths.point_file(folder, key),
+                          (ctx.finals[i], ctx.finals[j]), (), tuple(sweep.alpha.points()), tuple(sweep.splits))
+                for i, j, key in keys]
     members = tuple(ctx.finals[k] for k in ks)
     base, lambdas = (), ()
     if sweep.kind != "soup":  # task arithmetic, TIES, DARE: task vectors from one θ_pre
@@ -33,7 +44,6 @@ def merge_items(ctx: Context, sweep: SweepSpec, before: list) -> list[MergeItem]
                 f"(train.init_from) so that step 0 is θ_pre")
         base, lambdas = (ctx.endpoint(ks[0], 0),), tuple(sweep.alpha.points())
     key = "__".join(f"r{k}-final" for k in ks) + f"__{sweep.kind}"  # names its replicates (items.key_replicates)
-    folder = sweep_folder(ctx.run, sweep)
     return [MergeItem(sweep.name, sweep.kind, sweep_hash(sweep), key, paths.point_file(folder, key), members, base,
                       lambdas, tuple(sweep.splits), sweep.trim)]
 
@@ -50,6 +60,12 @@ def task_merge_item(evaluator, job: Job, item: MergeItem):
     return evaluate(evaluator, job, item)
 
 
+def slerp_item(evaluator, job: Job, item: MergeItem):
+    from raysweep.evaluate.merges import slerp_item as evaluate  # torch
+
+    return evaluate(evaluator, job, item)
+
+
 def merges_table(store, job: Job, exclude=frozenset()):
     from raysweep.analysis.aggregate import merges
 
@@ -58,9 +74,10 @@ def merges_table(store, job: Job, exclude=frozenset()):
 
 def count(job: Job, sweep, info, steps: list) -> dict:
     values = 1 if sweep.kind == "soup" else len(sweep.alpha.points())
-    merged = job.replicates + 2 if sweep.kind == "soup" else values
+    pairs = job.replicates * (job.replicates - 1) // 2 if sweep.kind == "slerp" else 1
+    merged = job.replicates + 2 if sweep.kind == "soup" else values * pairs
     evals = merged * len(sweep.splits)
-    return {"pairs": 1, "alphas": values, "work_items": 1, "evaluations": evals,
+    return {"pairs": pairs, "alphas": values, "work_items": pairs, "evaluations": evals,
             "examples_forwarded": merged * sum(sweep.split_sizes(info.sizes))}
 
 
@@ -68,7 +85,9 @@ AXES = {"task_arithmetic": ("λ", "θ_pre + λ·Σ_k (θ_k − θ_pre) (Ilharco 
         "ties": ("density", "TIES (Yadav et al. 2023): each task vector trimmed to its largest entries, a sign elected "
                             "per entry, the agreeing entries averaged; λ = 1"),
         "dare": ("drop rate p", "DARE (Yu et al. 2024): entries of each task vector dropped with probability p, the "
-                                "rest scaled by 1/(1 − p), averaged")}
+                                "rest scaled by 1/(1 − p), averaged"),
+        "dare_ties": ("drop rate p", "DARE's drops (Yu et al. 2024) with TIES' sign election and disjoint mean"),
+        "slerp": ("t", "SLERP from one fine-tune (t = 0) to another (t = 1), tensor by tensor")}
 
 
 def figures(job: Job, sweep, t: dict) -> list:
@@ -98,3 +117,5 @@ register(Kind("soup", **_MERGE, evaluate=soup_item, tag="soup"))
 register(Kind("task_arithmetic", **_MERGE, evaluate=task_merge_item, tag="TA"))
 register(Kind("ties", **_MERGE, evaluate=task_merge_item, tag="TIES"))
 register(Kind("dare", **_MERGE, evaluate=task_merge_item, tag="DARE"))
+register(Kind("dare_ties", **_MERGE, evaluate=task_merge_item, tag="DARE-TIES"))
+register(Kind("slerp", **{**_MERGE, "pairs": lambda r, c, s: r * (r - 1) // 2}, evaluate=slerp_item, tag="SLERP"))

@@ -211,11 +211,13 @@ def projection_chart(traj: pl.DataFrame) -> alt.Chart:
 
 def merge_chart(part: pl.DataFrame, soup: pl.DataFrame, metric: str, x_title: str) -> alt.Chart:
     """A merge sweep's metric against its parameter (the merges table's `lam`), one colour per split; the uniform
-    soup of the same splits as dashed rules."""
-    df = part.select(pl.col("lam").alias("x"), "split", metric).sort("x")
+    soup of the same splits as dashed rules. A sweep of several merges (SLERP's pairs) draws a line per members."""
+    df = part.select(pl.col("lam").alias("x"), "split", "members", metric).sort("x")
     chart = alt.Chart(df).mark_line(point=True).encode(
         x=alt.X("x:Q", title=x_title), y=alt.Y(f"{metric}:Q", title=metric, scale=alt.Scale(zero=False)),
-        color=alt.Color("split:N"), tooltip=["x", "split", metric])
+        color=alt.Color("split:N"), tooltip=["x", "split", "members", metric])
+    if df["members"].n_unique() > 1:
+        chart = chart.encode(detail="members:N", shape="members:N")
     rules = soup.filter(pl.col("split").is_in(df["split"].unique().to_list())).select("split", metric)
     if rules.height:
         chart += alt.Chart(rules).mark_rule(strokeDash=[4, 3]).encode(y=f"{metric}:Q", color="split:N")

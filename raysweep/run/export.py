@@ -1,7 +1,7 @@
 """`raysweep export`: a point of a sweep's line, θ(α) = (1−α)·θ_a + α·θ_b, or of a mode-connecting
 curve, φ(t), as a safetensors state dict that the model's builder loads with `load_state_dict` — the
-merged model of a WiSE-FT-style sweep, or any α a curve shows — or a merge of a soup or
-task-arithmetic sweep (`export_merge`)."""
+merged model of a WiSE-FT-style sweep, or any α a curve shows — or a merge of a merge sweep
+(`export_merge`); a language model's as a Hugging Face folder that `from_pretrained` loads."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from raysweep.errors import SpecError
 from raysweep.evaluate.line import hold_outside
+from raysweep.io.paths import SAFETENSORS
 from raysweep.io.runs import locator
 from raysweep.spec import MERGE_KINDS, POINT_KINDS
 
@@ -33,7 +34,8 @@ def pick(items: list, sweep, replicate: int | None, pair: tuple[int, int] | None
 
 
 def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None = None,
-           pair: tuple[int, int] | None = None, step: int | None = None) -> dict:
+           pair: tuple[int, int] | None = None, step: int | None = None, dtype: str | None = None,
+           shard: str = "2GB") -> dict:
     """Write θ(α) of one pair of a line sweep, or φ(t = α) of a curve sweep's pair, to `out`
     (.safetensors); returns what was written."""
     import torch
@@ -91,23 +93,40 @@ def export(run, sweep_name: str, alpha: float, out: str, replicate: int | None =
                if sweep.kind == "curve" else {}),
             "a": f"replicate {it.a.replicate} step {it.a.step} sha256 {it.a.sha256}",
             "b": f"replicate {it.b.replicate} step {it.b.step} sha256 {it.b.sha256}"}
-    return _write(state, out, meta)
+    return _write(run, state, out, meta, dtype, shard)
 
 
-def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: float | None = None) -> dict:
+def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: float | None = None,
+                 pair: tuple[int, int] | None = None, dtype: str | None = None,
+                 shard: str = "2GB") -> dict:
     """Write a merged model of a merge sweep: the uniform or greedy soup (the greedy soup's members as
-    the sweep chose them, read from the merges table), or a task-vector merge at one value of its grid (task
-    arithmetic's λ, TIES's density, DARE's drop rate) exactly as the sweep evaluated it."""
+    the sweep chose them, read from the merges table), a task-vector merge at one value of its grid (task
+    arithmetic's λ, TIES's density, DARE's drop rate), or SLERP's point t of one pair, exactly as the sweep
+    evaluated it."""
     import polars as pl
 
-    from raysweep.evaluate.merges import mean_state, merge_seed, merged_state
+    from raysweep.evaluate.merges import mean_state, merge_seed, merged_state, slerp
     from raysweep.io.checkpoints import load_tensors, ties
 
     sweep = run.job.sweep(sweep_name)
     if sweep.kind not in MERGE_KINDS:
         raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep: --merge and --lam name a merge of a merge "
                         f"sweep ({', '.join(MERGE_KINDS)}); a line's point is named with --alpha")
-    item = next(it for it in run.plan([sweep_name]) if it.sweep == sweep_name)
+    items = [it for it in run.plan([sweep_name]) if it.sweep == sweep_name]
+    if sweep.kind == "slerp":
+        pairs = [tuple(e.replicate for e in it.members) for it in items]
+        item = next((it for it, p in zip(items, pairs) if pair is None or p == pair), None)
+        if item is None or merge is not None or lam is None or not 0 <= lam <= 1:
+            raise SpecError(f"sweep {sweep_name!r} is slerp: name its point with --lam T (t in [0, 1]) and its pair "
+                            f"with --pair I,J, one of {pairs}; the sweep evaluated t = {list(items[0].lambdas)}")
+        a, b = (load_tensors(run.store, e.path, e.sha256 or None) for e in item.members)
+        tied = ties(a)
+        state = {n: slerp(a[n], b[n], lam) for n in a if n not in tied}
+        state.update({alias: state[source] for alias, source in tied.items()})
+        return _write(run, state, out, {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name,
+                                   "merge": "slerp", "lam": repr(lam),
+                                   "members": ",".join(str(e.replicate) for e in item.members)}, dtype, shard)
+    item = items[0]
     finals = {e.replicate: e for e in item.members}
     if sweep.kind == "soup":
         if merge not in SOUPS or lam is not None:
@@ -127,7 +146,8 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
         what = {"merge": merge, "members": ",".join(map(str, members))}
     else:
         meaning = {"task_arithmetic": "L, a finite number (θ_pre + L·Σ_k (θ_k − θ_pre))",
-                   "ties": "D, the density in (0, 1]", "dare": "P, the drop rate in [0, 1)"}[sweep.kind]
+                   "ties": "D, the density in (0, 1]", "dare": "P, the drop rate in [0, 1)",
+                   "dare_ties": "P, the drop rate in [0, 1)"}[sweep.kind]
         ok = lam is not None and (-1e6 < lam < 1e6 if sweep.kind == "task_arithmetic" else
                                   0 < lam <= 1 if sweep.kind == "ties" else 0 <= lam < 1)
         if merge is not None or not ok:
@@ -147,14 +167,25 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
             "base": f"{item.base[0].path} sha256 {item.base[0].sha256}",
         }
     state.update({alias: state[source] for alias, source in tied.items()})
-    return _write(state, out, {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, **what})
+    return _write(run, state, out, {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, **what}, dtype, shard)
 
 
-def _write(state: dict, out: str, meta: dict) -> dict:
+def _write(run, state: dict, out: str, meta: dict, dtype: str | None = None, shard: str = "2GB") -> dict:
+    """`out` ending in .safetensors: one file of the state dict (float tensors cast to `dtype` when given);
+    else a Hugging Face folder of a language model (lm.save_folder)."""
     from safetensors.torch import save_file
 
     from raysweep.io.checkpoints import ties
 
+    if not out.endswith(SAFETENSORS):
+        from raysweep.lm import save_folder
+
+        meta["files"] = save_folder(run.job, run.data_info(), state, out, meta, dtype, shard)
+        return meta
+    if dtype is not None:
+        from raysweep.lm import DTYPES
+
+        state = {n: t.to(DTYPES[dtype]) if t.is_floating_point() else t for n, t in state.items()}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     partial = f"{out}.partial"  # never a half-written file under the name asked for
     tied = ties(state)  # a tied parameter under each of its names, as the model's load_state_dict takes it

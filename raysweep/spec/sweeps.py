@@ -18,8 +18,8 @@ TRAJECTORY_KINDS = ("projection", "function_map")  # T2 and T6: one item per rep
 PLANE_KINDS = ("random_plane", "line_and_random", "path_surface", "pca_plane")
 # model merging over the replicates' finals: uniform and greedy soups (Wortsman et al. 2022); task arithmetic
 # θ_pre + λ·Σ_k (θ_k − θ_pre) over the sweep's α grid as λ (Ilharco et al. 2023); TIES (Yadav et al. 2023) over
-# its density and DARE (Yu et al. 2024) over its drop rate, each the α grid
-MERGE_KINDS = ("soup", "task_arithmetic", "ties", "dare")
+# its density, DARE (Yu et al. 2024) and dare_ties over its drop rate, SLERP between two finals over t, each the α grid
+MERGE_KINDS = ("soup", "task_arithmetic", "ties", "dare", "dare_ties", "slerp")
 # mode-connecting curves (Garipov et al. 2018): a trained bend between two finals, evaluated along t ∈ [0, 1]
 CURVE_KINDS = ("curve",)
 POINT_KINDS = LINE_KINDS + CURVE_KINDS  # their points are rows of the curves and barriers tables
@@ -267,14 +267,17 @@ class SweepSpec:
                 0 <= t <= 1 for t in self.alpha.points()):
             out.append(f"{where}.alpha: a curve is evaluated at t in [0, 1]; e.g. alpha = {{start = 0, stop = 1, "
                        f"num = 61}}")
-        if self.kind in ("ties", "dare") and not self.alpha.problems(""):
+        if self.kind in ("ties", "dare", "dare_ties", "slerp") and not self.alpha.problems(""):
             lo, hi = min(self.alpha.points()), max(self.alpha.points())
             if self.kind == "ties" and not 0 < lo <= hi <= 1:
                 out.append(f"{where}.alpha: TIES sweeps its density (the fraction of each task vector kept) over "
                            f"(0, 1]; e.g. alpha = {{start = 0.1, stop = 1, num = 10}}")
-            if self.kind == "dare" and not 0 <= lo <= hi < 1:
+            if self.kind in ("dare", "dare_ties") and not 0 <= lo <= hi < 1:
                 out.append(f"{where}.alpha: DARE sweeps its drop rate over [0, 1); e.g. alpha = {{start = 0, "
                            f"stop = 0.9, num = 10}}")
+            if self.kind == "slerp" and not 0 <= lo <= hi <= 1:
+                out.append(f"{where}.alpha: SLERP sweeps t over [0, 1] (one fine-tune at 0, the other at 1); e.g. "
+                           f"alpha = {{start = 0, stop = 1, num = 11}}")
         out += _choice(f"{where}.trim", self.trim, ("tensor", "global"))
         if self.trim != "tensor" and self.kind != "ties":
             out.append(f"{where}.trim is for ties sweeps (how TIES trims a task vector); this sweep is {self.kind!r}")

@@ -118,7 +118,8 @@ class SharpnessItem:
 
 @dataclass(frozen=True)
 class MergeItem:
-    """A merge of the replicates' finals (`members`): a soup, or task arithmetic from `base` over `lambdas`."""
+    """A merge of the replicates' finals (`members`): a soup, a task-vector merge from `base` over `lambdas`, or
+    SLERP between two finals over `lambdas` as t."""
     sweep: str
     sweep_kind: str
     sweep_hash: str
