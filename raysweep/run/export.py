@@ -167,7 +167,8 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
             "base": f"{item.base[0].path} sha256 {item.base[0].sha256}",
         }
     state.update({alias: state[source] for alias, source in tied.items()})
-    return _write(run, state, out, {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, **what}, dtype, shard)
+    meta = {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name, **what}
+    return _write(run, state, out, meta, dtype, shard)
 
 
 def _write(run, state: dict, out: str, meta: dict, dtype: str | None = None, shard: str = "2GB") -> dict:
