@@ -32,15 +32,17 @@ def _args(name: str, items: Optional[List[str]], flag: str) -> dict:
 
 
 def _from_folder(first: str, model: str, model_fields: dict, data: str, data_fields: dict) -> tuple[dict, dict]:
-    """A causal_lm between Hugging Face folders takes the first folder's config, and text data its tokenizer,
-    unless the command gives them (--model-arg config=..., --data-arg tokenizer=...)."""
+    """A causal_lm between Hugging Face folders takes the first folder's config (a LoRA adapter's: its base's), and
+    text data its tokenizer, unless the command gives them (--model-arg config=..., --data-arg tokenizer=...)."""
     import os
 
-    from raysweep.io.external import is_folder
+    from raysweep.io.external import adapter_files, is_adapter, is_folder
 
     if model != "causal_lm" or not is_folder(first):
         return model_fields, data_fields
     folder = os.path.dirname(first) if first.endswith(paths.HF_INDEX) else first
+    if is_adapter(first):
+        folder = adapter_files(first)[2]
     if "config" not in model_fields and os.path.exists(os.path.join(folder, paths.HF_CONFIG)):
         model_fields = {**model_fields, "config": {"from": os.path.abspath(folder)}}
     if data in ("pydoc", "text") and "tokenizer" not in data_fields and \

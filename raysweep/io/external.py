@@ -8,7 +8,7 @@ import json
 import os
 
 from raysweep.errors import SpecError
-from raysweep.io.paths import HF_CONFIG, HF_INDEX, HF_WEIGHTS
+from raysweep.io.paths import ADAPTER_CONFIG, ADAPTER_WEIGHTS, HF_CONFIG, HF_INDEX, HF_WEIGHTS
 from raysweep.io.store import Store
 
 
@@ -48,19 +48,56 @@ def folder_files(uri: str) -> tuple[str, list[str]]:
     return folder, shards
 
 
+def is_adapter(uri: str) -> bool:
+    """A PEFT adapter folder: adapter_config.json beside the adapter's weights."""
+    return "://" not in uri and os.path.isfile(os.path.join(os.path.expanduser(uri), ADAPTER_CONFIG))
+
+
+def adapter_files(uri: str) -> tuple[dict, str, str]:
+    """(config, weights file, base folder) of an adapter folder. The base is its config's
+    base_model_name_or_path: a local folder, absolute or relative to the adapter folder or to the working one."""
+    folder = os.path.expanduser(uri)
+    try:
+        with open(os.path.join(folder, ADAPTER_CONFIG)) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"adapter {uri!r}: {ADAPTER_CONFIG} cannot be read ({type(exc).__name__}: {exc})") from None
+    weights = next((os.path.join(folder, w) for w in ADAPTER_WEIGHTS if os.path.exists(os.path.join(folder, w))), None)
+    if weights is None:
+        raise SpecError(f"adapter {uri!r} holds none of {list(ADAPTER_WEIGHTS)}: copy the whole folder peft saved")
+    named = os.path.expanduser(str(config.get("base_model_name_or_path") or ""))
+    bases = [os.path.join(folder, named), named] if named else []
+    base = next((b for b in bases if os.path.isdir(b)), None)
+    if base is None:
+        raise SpecError(f"adapter {uri!r}: its base ({ADAPTER_CONFIG}'s base_model_name_or_path = {named!r}) is not "
+                        f"a folder here; a LoRA adapter is read over its base model: set base_model_name_or_path to "
+                        f"the base's local Hugging Face folder (absolute, or relative to the adapter's folder)")
+    return config, weights, os.path.normpath(base)
+
+
 def folder_sha(uri: str) -> str:
-    """The content of a folder checkpoint: a digest of its config's and weight files' sha256s."""
+    """The content of a folder checkpoint: a digest of its config's and weight files' sha256s (an adapter's:
+    its config, its weights and its base's content)."""
+    if is_adapter(uri):
+        config, weights, base = adapter_files(uri)
+        files = [os.path.join(os.path.expanduser(uri), ADAPTER_CONFIG), weights]
+        parts = [f"{os.path.basename(p)}:{_sha_of(p)}" for p in files] + [f"base:{folder_sha(base)}"]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
     folder, files = folder_files(uri)
     parts = []
     for name in [HF_CONFIG, *files]:
         path = os.path.join(folder, name)
         if os.path.exists(path):
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 24), b""):
-                    digest.update(block)
-            parts.append(f"{name}:{digest.hexdigest()}")
+            parts.append(f"{name}:{_sha_of(path)}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _sha_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_bytes(uri: str) -> bytes:

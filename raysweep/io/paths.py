@@ -41,6 +41,9 @@ HF_CONFIG, HF_TOKENIZER = "config" + JSON, "tokenizer" + JSON
 HF_TOKENIZER_FILES = (HF_TOKENIZER, "tokenizer_config" + JSON, "special_tokens_map" + JSON, "vocab" + JSON,
                       "merges.txt", "tokenizer.model", "added_tokens" + JSON)
 EXPORT_META = "raysweep_export" + JSON
+# a PEFT adapter folder (save_pretrained of a peft model): its config and weights
+ADAPTER_CONFIG = "adapter_config" + JSON
+ADAPTER_WEIGHTS = ("adapter_model" + SAFETENSORS, "adapter_model.bin")
 HF_DATASET_MARKERS = ("dataset_dict" + JSON, "state" + JSON)
 MANIFEST_NAME = re.compile(r"step_(\d{8})\.json")  # a checkpoint manifest's file name
 PART_PREFIX = "_part-"  # compacted points (sweep/compact.py)

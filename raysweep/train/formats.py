@@ -10,6 +10,8 @@ registered is tried first, so a plugin's more specific format comes before the b
                   folders need not align (names count, not files)
     torch         a torch.save state dict, read with weights_only=True (no pickled code runs): a dict of
                   tensors, or {"state_dict": {...}}; DataParallel/DDP's "module." prefix removed
+    peft          a LoRA adapter folder (adapter_config.json, adapter_model.safetensors) over its base (the
+                  config's base_model_name_or_path, a local folder): the fine-tune it makes (train/lora.py)
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch
 
 from raysweep.errors import SpecError
 from raysweep.io import paths
-from raysweep.io.external import folder_files, is_folder, read_bytes
+from raysweep.io.external import adapter_files, folder_files, is_adapter, is_folder, read_bytes
 from raysweep.plugins import Registry
 
 FORMATS = Registry("checkpoint format")
@@ -67,6 +69,18 @@ def read_huggingface(uri: str, data: bytes | None = None) -> dict[str, torch.Ten
         else:
             state.update(torch.load(path, map_location="cpu", weights_only=True))
     return state
+
+
+@register_format("peft", is_adapter)  # after huggingface: an adapter folder is read as one first
+def read_peft(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    from raysweep.train.lora import apply_adapter
+
+    config, weights, base = adapter_files(uri)
+    if weights.endswith(paths.SAFETENSORS):
+        adapter = read_safetensors(weights)
+    else:
+        adapter = torch.load(weights, map_location="cpu", weights_only=True)
+    return apply_adapter(read_state(base), adapter, config, uri)
 
 
 def format_of(uri: str) -> str:

@@ -1,0 +1,71 @@
+"""LoRA adapters (PEFT folders: adapter_config.json and adapter_model.safetensors) read as fine-tunes: the base's
+state dict plus each adapted module's low-rank update, ΔW = B·A·s with s = lora_alpha / r (lora_alpha / √r with
+rsLoRA; `alpha_pattern` per module), transposed where the module stores its weight as (in, out)
+(`fan_in_fan_out`, GPT-2's Conv1D) and for embeddings, as peft's `merge_and_unload` computes it. The rank is the
+adapter's own (A's rows), so `rank_pattern` needs no reading. Modules saved whole (`modules_to_save`) replace the
+base's. What peft adds beyond plain LoRA (DoRA's magnitudes, LoRA biases, other adapter types) is refused by
+name."""
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from raysweep.errors import SpecError
+
+PREFIX = "base_model.model."
+SUPPORTED = "LORA"
+
+
+def _pattern(patterns: dict, module: str):
+    """peft's rule: a pattern key applies to the modules whose name ends with it (at a dot)."""
+    for key, value in (patterns or {}).items():
+        if re.fullmatch(rf"(.*\.)?{key}", module):
+            return value
+    return None
+
+
+def apply_adapter(base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor], config: dict,
+                  uri: str) -> dict[str, torch.Tensor]:
+    """The fine-tune an adapter makes of `base`: base tensors with every adapted weight moved by its ΔW (in float64,
+    then the base's dtype) and every module saved whole put in place."""
+    if str(config.get("peft_type", SUPPORTED)).upper() != SUPPORTED:
+        raise SpecError(f"adapter {uri!r} is a {config.get('peft_type')} adapter; raysweep reads LoRA adapters "
+                        f"(peft_type LORA)")
+    for key, what in (("use_dora", "DoRA's magnitude vectors"), ("lora_bias", "LoRA biases")):
+        if config.get(key):
+            raise SpecError(f"adapter {uri!r} uses {what} ({key} = true), which raysweep does not read; merge it "
+                            f"with peft's merge_and_unload() and give the saved folder instead")
+    state = dict(base)
+    names = {k.removeprefix(PREFIX) for k in adapter}
+    for name in sorted(names):  # modules saved whole (modules_to_save; an adapted embedding's base): in place first
+        if "lora_" not in name:
+            target = name.replace(".base_layer.", ".")
+            if target not in state:
+                raise SpecError(f"adapter {uri!r} saves {name}, which its base does not have: is "
+                                f"base_model_name_or_path its base?")
+            state[target] = adapter[PREFIX + name].to(state[target].dtype)
+    for name in sorted(names):
+        for kind, (a_key, b_key) in (("linear", ("lora_A.weight", "lora_B.weight")),
+                                     ("embedding", ("lora_embedding_A", "lora_embedding_B"))):
+            if not name.endswith("." + a_key):
+                continue
+            module = name[: -len(a_key) - 1]
+            a, b = adapter[PREFIX + name].double(), adapter[PREFIX + f"{module}.{b_key}"].double()
+            if a.dim() != 2:
+                raise SpecError(f"adapter {uri!r}: {module} is not a linear or embedding layer (its lora_A has "
+                                f"{a.dim()} dimensions); raysweep reads LoRA on linear and embedding layers")
+            rank = a.shape[0]
+            alpha = _pattern(config.get("alpha_pattern"), module) or config.get("lora_alpha", 8)
+            scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+            delta = b @ a * scale
+            if kind == "embedding" or config.get("fan_in_fan_out"):
+                delta = delta.T
+            target = f"{module}.weight"
+            if target not in state or tuple(state[target].shape) != tuple(delta.shape):
+                raise SpecError(f"adapter {uri!r} adapts {module}, whose weight the base has "
+                                f"{'not' if target not in state else 'in shape ' + str(tuple(state[target].shape))}"
+                                f" (the update is {tuple(delta.shape)}): is base_model_name_or_path its base?")
+            state[target] = (state[target].double() + delta).to(state[target].dtype)
+    return state
