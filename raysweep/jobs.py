@@ -56,8 +56,8 @@ def _beside(value, folder: Path):
 
 
 def paths_from(raw: dict, folder: Path) -> dict:
-    """A job file's relative file paths (train.init_from, external checkpoints, data.root and data.tokenizer,
-    model.config.from) read from the file's
+    """A job file's relative file paths (train.init_from, external checkpoints, data.root, data.tokenizer and
+    data.tasks' files, model.config.from) read from the file's
     own folder, as a user who writes `init_from = "pretrained.safetensors"` beside the file means, wherever
     the command runs; `--set` values keep the working directory's meaning. Stored as absolute paths, so the
     run reopens from anywhere."""
@@ -70,6 +70,9 @@ def paths_from(raw: dict, folder: Path) -> dict:
     config = raw.get("model", {}).get("config") if isinstance(raw.get("model"), dict) else None
     if isinstance(config, dict) and isinstance(config.get("from"), str):
         raw["model"] = {**raw["model"], "config": {**config, "from": _beside(config["from"], folder)}}
+    if isinstance(raw.get("data"), dict) and isinstance(raw["data"].get("tasks"), list):
+        raw["data"] = {**raw["data"], "tasks": [_beside(t, folder) if str(t).endswith(".jsonl") else t
+                                                for t in raw["data"]["tasks"]]}
     if isinstance(raw.get("external"), list):
         raw["external"] = [[_beside(f, folder) for f in files] if isinstance(files, list) else files
                            for files in raw["external"]]

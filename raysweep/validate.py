@@ -136,7 +136,27 @@ def _local_files(job: Job) -> tuple[Job, dict]:
                             f"{HF_TOKENIZER} or the folder holding one (a Hugging Face model's)")
         job = dataclasses.replace(job, data=dataclasses.replace(job.data, tokenizer=str(path)))
         digests["data.tokenizer"] = file_sha(str(file))
-    return job, digests
+    return _task_contents(job), digests
+
+
+def _task_contents(job: Job) -> Job:
+    """data.tasks' files made absolute, and each sweep that names a task's split given that task's content (its
+    sha256, a built-in's version): a changed task file is a new sweep, the trained weights are kept."""
+    from raysweep.data.tasks import BUILT_IN, task_name
+
+    if not job.data.tasks:
+        return job
+    files = tuple(t if t in BUILT_IN else str(Path(t).expanduser().resolve()) for t in job.data.tasks)
+    missing = [t for t in files if t not in BUILT_IN and not Path(t).is_file()]
+    if missing:
+        raise SpecError(f"data.tasks: {missing[0]!r} is not a file; give a .jsonl file of {{\"context\", "
+                        f"\"choices\", \"label\"}} lines (a path beside the job file, or absolute), or a built-in "
+                        f"task ({sorted(BUILT_IN)})")
+    content = {task_name(t): BUILT_IN.get(t) or file_sha(t) for t in files}
+    sweeps = tuple(dataclasses.replace(s, tasks=json.dumps({n: content[n] for n in s.splits if n in content},
+                                                           sort_keys=True))
+                   if any(n in content for n in s.splits) else s for s in job.sweeps)
+    return dataclasses.replace(job, data=dataclasses.replace(job.data, tasks=files), sweeps=sweeps)
 
 
 def _plugin_source(key: str, name: str) -> str:

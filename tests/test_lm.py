@@ -405,6 +405,7 @@ replicates = 2
 name = "pydoc"
 seq_len = 32
 part = [{part}, 2]
+tasks = ["pydoc_cloze"]
 [model]
 name = "causal_lm"
 [model.config]
@@ -422,6 +423,7 @@ log_splits = ["test"]
 name = "dare"
 kind = "dare"
 alpha = {{ values = [0.5] }}
+splits = ["test", "pydoc_cloze"]
 [[sweeps]]
 name = "slerp"
 kind = "slerp"
@@ -463,6 +465,16 @@ def test_merges_of_lm_finetunes_export_as_folders_that_from_pretrained_loads(tmp
     row = rows.filter(pl.col("merge") == "dare")
     assert row["loss"].item() == pytest.approx(loss, rel=1e-5)
     assert row["error"].item() == pytest.approx(err, abs=1e-12)
+    from test_tasks import _plain  # a multiple-choice task along the merge: the plain loop over its choices
+
+    from raysweep.data.tasks import pydoc_cloze
+
+    cloze = raysweep.open(str(job), storage=str(tmp_path / "out")).table("merges").filter(
+        pl.col("merge") == "dare", pl.col("split") == "pydoc_cloze")
+    task_loss, task_err, task_se = _plain(model, pydoc_cloze(), SEQ)
+    assert cloze["n_examples"].item() == 200 and cloze["error"].item() == pytest.approx(task_err, abs=1e-12)
+    assert cloze["loss"].item() == pytest.approx(task_loss, rel=1e-5)
+    assert cloze["error_se"].item() == pytest.approx(task_se, rel=1e-9)
 
     half = tmp_path / "dare-bf16"
     done = _cli(["export", str(job), "--storage", str(tmp_path / "out"), "--sweep", "dare", "--lam", "0.5",

@@ -33,9 +33,10 @@ JOBS = {"lines": MATRIX / "lines.toml", "merges": MATRIX / "merges.toml"}
 DOCS = [ROOT / "docs" / "concepts.md", ROOT / "docs" / "jobs.md"]
 CHOICES = {"kind": SWEEP_KINDS, "bn": ("interpolate", "reset", "repair"), "align": ("none", "weights", "activations"),
            "hold": ("a", "b"), "curve.shape": ("bezier", "polychain"), "trim": ("tensor", "global")}
-# filled in by raysweep (train_examples from eval.train_examples; code: a plugin kind's source digest); a name is
+# filled in by raysweep (train_examples from eval.train_examples; code: a plugin kind's source digest; tasks: the
+# content of the multiple-choice tasks it names, tests/test_tasks.py); a name is
 # no option; options are a plugin kind's own (the built-ins refuse them: tests/test_user_kind.py runs one)
-DERIVED = {"train_examples", "name", "code", "options"}
+DERIVED = {"train_examples", "name", "code", "options", "tasks"}
 TABLE_VALUES = {("kind", "axes")}  # the docs' `kind = "axes"` is a row of the surface table, not a sweep's kind
 
 

@@ -21,6 +21,8 @@ token's prediction: no attention mask is needed.
 
 Bits per byte divide a split's total loss by its UTF-8 bytes: `Splits.bytes_per_token` = the split's text
 bytes / its target tokens.
+
+`data.tasks`: multiple-choice tasks scored by log-likelihood, an evaluation split each (data/tasks.py).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from pathlib import Path
 import torch
 
 from raysweep.data.images import data_root
+from raysweep.data.tasks import task_examples, task_name, task_windows
 from raysweep.data.types import IGNORE, DatasetMissing, Splits
 from raysweep.errors import SpecError
 from raysweep.io import paths
@@ -179,8 +182,15 @@ def corpus_splits(spec: DataSpec, train: list[str], test: list[str] | None, orig
     tokenizer = tokenizer_of(spec)
     xtr, ytr, btr = windows(train, tokenizer, spec.seq_len, spec.packing)
     xte, yte, bte = windows(test, tokenizer, spec.seq_len, spec.packing)
-    return Splits(xtr, ytr, xte, yte, tokenizer.vocab_size, origin=origin,
-                  bytes_per_token={"train": btr, "test": bte, "train_subset": btr})
+    splits = Splits(xtr, ytr, xte, yte, tokenizer.vocab_size, origin=origin,
+                    bytes_per_token={"train": btr, "test": bte, "train_subset": btr})
+    for entry in spec.tasks:  # multiple-choice tasks: a split each (data/tasks.py)
+        name = task_name(entry)
+        x, y, labels, per_token = task_windows(task_examples(entry), tokenizer, spec.seq_len)
+        splits.extra[name] = (x, y)
+        splits.choices[name] = (len(x) // len(labels), labels)
+        splits.bytes_per_token[name] = per_token
+    return splits
 
 
 def pydoc(spec: DataSpec) -> Splits:

@@ -34,6 +34,9 @@ class Splits:
     train_rows: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
     # text: split -> UTF-8 bytes per valid target token (the bits-per-byte denominator); {} for other data
     bytes_per_token: dict = field(default_factory=dict)
+    # text: multiple-choice task splits (data/tasks.py) -> (choices per example K, the correct choice of each);
+    # their windows are in `extra`, K per example
+    choices: dict = field(default_factory=dict)
     _subset: dict = field(default_factory=dict, repr=False, compare=False)  # n -> (x, y): the last subset
     _constants: dict = field(default_factory=dict, repr=False, compare=False)  # (device, dims, uint8) -> (scale, shift)
 

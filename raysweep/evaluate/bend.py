@@ -59,5 +59,5 @@ def curve_item(evaluator, job: Job, item: CurveItem) -> pa.Table:
         if evaluator.has_bn:
             evaluator.reestimate_bn(item.bn_batches)
         for row in evaluator.evaluate(tuple(item.splits)):
-            rows.append({"alpha": float(t), **row, "n_examples": len(evaluator.split(row["split"])[1])})
+            rows.append({"alpha": float(t), **row, "n_examples": evaluator.examples(row["split"])})
     return point_table(evaluator, job, item, rows, distance, norm_a, "reset")

@@ -8,6 +8,7 @@ the device and are read back once per α.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 
 import torch
@@ -24,6 +25,7 @@ from raysweep.evaluate.sums import (
     BN_RESET_SEED,
     BN_TYPES,
     bn_reestimation,
+    choice_sums,
     count,
     first_layer_split,
     pick_device,
@@ -59,6 +61,7 @@ class Evaluator:
         self.loss = loss_fn(job.train.loss)
         # text: perplexity and bits per byte, columns derived from each split's token loss (sequence_metrics)
         self.derived = ["perplexity", "bits_per_byte"] if self.data.bytes_per_token else []
+        self.derived += ["error_se"] if self.data.choices else []  # multiple-choice tasks: accuracy's standard error
         self.metrics, self.metric_names, self._metric_spec = [], list(self.derived), []  # set per item: set_metrics
         if isinstance(self.model, nn.Sequential):  # each child's output feeds only the next one, and the
             for m in self.model:                   # Evaluator never trains: ReLUs may overwrite their input
@@ -210,7 +213,9 @@ class Evaluator:
         bf16 one autocast region spans all of them, so each weight is cast once per point."""
         self._refold(splits[0])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            sums = [split_sums(self.forward, *self.split(s), self.batch_size, self.prepare, self.bf16, self.loss,
+            sums = [choice_sums(self.forward, *self.split(s), *self.data.choices[s], self.batch_size, self.prepare,
+                                self.bf16, len(self.metrics)) if s in self.data.choices else
+                    split_sums(self.forward, *self.split(s), self.batch_size, self.prepare, self.bf16, self.loss,
                                self.metrics) for s in splits]
         return torch.stack(sums).tolist()
 
@@ -243,15 +248,30 @@ class Evaluator:
             self.metric_names = [metric_name(n) for n in names] + self.derived
             self._metric_spec = list(names)
 
+    def examples(self, split: str) -> int:
+        """The split's examples (a multiple-choice task's: its questions, not its K windows each)."""
+        return len(self.data.choices[split][1]) if split in self.data.choices else len(self.split(split)[1])
+
     def _row(self, split: str, sums: list[float]) -> dict:
-        """A split's means: its sums over the examples (over the valid tokens of token targets)."""
+        """A split's means: its sums over the examples (over the valid tokens of token targets; a multiple-choice
+        task's loss over its correct choices' tokens, its error over its questions)."""
         if split not in self._counts:
-            self._counts[split] = count(self.split(split)[1])
-        n = self._counts[split]
-        row = {"split": split, "loss": sums[0] / n, "error": sums[1] / n,
+            y = self.split(split)[1]
+            if split in self.data.choices:
+                k, labels = self.data.choices[split]
+                picked = y.view(len(labels), k, -1)[torch.arange(len(labels)), labels.to(y.device)]
+                self._counts[split] = (count(picked), len(labels))
+            else:
+                self._counts[split] = (count(y), count(y))
+        n, questions = self._counts[split]
+        row = {"split": split, "loss": sums[0] / n, "error": sums[1] / questions,
                **{name: v / n for name, v in zip(self.metric_names, sums[2:])}}
         if self.derived:
             row.update(sequence_metrics(row["loss"], self.data.bytes_per_token[split]))
+        if "error_se" in self.derived:  # a fraction of independent questions; tokens of text are not
+            e = row["error"]
+            row["error_se"] = math.sqrt(e * (1 - e) / (questions - 1)) if split in self.data.choices and \
+                questions > 1 else math.nan
         return row
 
     @torch.no_grad()
@@ -320,5 +340,5 @@ class Evaluator:
             else:
                 values = self._whole_splits(splits)
             for s, sums_of_split in zip(splits, values):
-                rows.append({"alpha": float(alpha), **self._row(s, sums_of_split), "n_examples": len(self.split(s)[1])})
+                rows.append({"alpha": float(alpha), **self._row(s, sums_of_split), "n_examples": self.examples(s)})
         return rows

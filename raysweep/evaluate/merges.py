@@ -183,7 +183,7 @@ def merge_seed(item: MergeItem) -> int:
 def _rows(evaluator, job: Job, item: MergeItem, merge: str, members: list[int], splits, lam=None) -> list[dict]:
     return [{"job": job.name, "hash": job.hash, "sweep": item.sweep, "item": item.key, "merge": merge, "lam": lam,
              "members": ",".join(str(m) for m in members), "split": r["split"], "loss": r["loss"],
-             "error": r["error"], "n_examples": len(evaluator.split(r["split"])[1]),
+             "error": r["error"], "n_examples": evaluator.examples(r["split"]),
              **{name: r[name] for name in evaluator.derived}}
             for r in evaluator.evaluate(tuple(splits))]
 

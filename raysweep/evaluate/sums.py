@@ -104,6 +104,25 @@ def split_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
     return sums
 
 
+def choice_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, labels: torch.Tensor, batch_size: int,
+                prepare=_identity, bf16: bool = False, extra: int = 0) -> torch.Tensor:
+    """[the correct choices' summed token loss, the examples answered wrongly, NaN for each of `extra` metrics]
+    of a multiple-choice split (data/tasks.py): rows i·K … i·K + K − 1 are example i's choices, only a choice's
+    tokens are targets, and the answer is the choice of the lowest summed loss — the highest log-likelihood,
+    the first of equal ones (lm-eval's acc)."""
+    nll = torch.empty(len(y), dtype=torch.float64, device=x.device)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        for i in range(0, len(y), batch_size):
+            logits, yb = logits_of(model(prepare(x[i:i + batch_size]))).float(), y[i:i + batch_size]
+            per_token = F.cross_entropy(logits.transpose(1, 2), yb, ignore_index=IGNORE, reduction="none")
+            nll[i:i + batch_size] = per_token.sum(1).double()
+    nll, labels = nll.view(-1, k), labels.to(x.device)
+    right = nll.gather(1, labels[:, None]).sum()
+    wrong = (nll.argmin(1) != labels).sum().double()
+    return torch.cat([torch.stack([right, wrong]), torch.full((extra,), math.nan, dtype=torch.float64,
+                                                              device=x.device)])
+
+
 def training_loss(out: torch.Tensor, y: torch.Tensor, loss=None) -> torch.Tensor:
     """The mean of `loss` (a per-example function), or: cross-entropy for class labels, mean squared
     error for real-valued targets; for token targets, over their valid tokens."""

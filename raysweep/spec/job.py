@@ -57,6 +57,10 @@ class DataSpec:
     # text: windows (documents joined, then cut: no padding but the last window) | documents (each document cut
     # on its own, its last window padded: no window spans two documents)
     packing: str = "windows"
+    # text: multiple-choice tasks, each an evaluation split named after it ("pydoc_cloze", built in, or a .jsonl
+    # file of {"context", "choices", "label"}: the split is its stem); data/tasks.py. Not in the job's hash (no
+    # weight changes): a sweep that names a task's split carries its content digest (SweepSpec.tasks)
+    tasks: tuple[str, ...] = field(default=(), metadata=NOT_WEIGHTS)
 
     def options(self) -> dict:
         return kwargs_options(self.kwargs)
@@ -69,6 +73,18 @@ class DataSpec:
             f"{where}.shuffle_window must be in [0, 2**20] row groups (0: sized to about 1 GiB)"]
         out += [] if 1 <= self.seq_len <= 1 << 20 else [f"{where}.seq_len must be in [1, 2**20] tokens"]
         out += _choice(f"{where}.packing", self.packing, ("windows", "documents"))
+        stems = [t if not t.endswith(".jsonl") else t.rsplit("/", 1)[-1][:-6] for t in self.tasks]
+        for task, stem in zip(self.tasks, stems):
+            if task != "pydoc_cloze" and not task.endswith(".jsonl"):
+                out.append(f"{where}.tasks: {task!r} is neither a built-in task (pydoc_cloze) nor a .jsonl file")
+            elif not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", stem) or stem in ("train", "test", "train_subset"):
+                out.append(f"{where}.tasks: {task!r} would be the split {stem!r}; name the file as a plain split name "
+                           f"(letters, digits, '_'; not train or test)")
+        if self.tasks and self.name not in ("pydoc", "text"):
+            out.append(f"{where}.tasks are multiple-choice tasks for language models, read by the text datasets "
+                       f"(pydoc, text); data.name is {self.name!r}")
+        if len(set(stems)) != len(stems):
+            out.append(f"{where}.tasks: two tasks would be one split ({stems}); give the files different names")
         if len(self.part) != 2 or not 0 <= self.part[0] < self.part[1] <= 1 << 20:
             out.append(f"{where}.part must be [part, parts] with 0 <= part < parts (e.g. [1, 2]: the second half of "
                        f"the documents, by index), got {list(self.part)}")

@@ -193,6 +193,9 @@ class SweepSpec:
     # ties: trim each task vector tensor by tensor to its ⌊density·n⌋ largest entries ("tensor", mergekit's: one
     # tensor in memory at a time) or over the whole vector ("global", the paper's code); evaluate/merges.py
     trim: str = "tensor"
+    # the content of the multiple-choice tasks among its splits ({split: sha256 or built-in version}, JSON), filled
+    # in by raysweep.validate from data.tasks (in the sweep's hash: a changed task file is new rows); set it never
+    tasks: str = ""
     # a plugin kind's own options ([sweeps.options] in TOML, kept as canonical JSON), checked by its module
     options: str = "{}"
     # a plugin kind's code: the sha256 of its module's source, filled in by raysweep.validate (in the sweep's
