@@ -84,8 +84,8 @@ def test_pydoc_cloze_is_fixed_and_well_formed():
     (['{"context": "a", "choices": ["b"], "label": 0}'], "two or more"),
     (['{"context": "a", "choices": ["b", "c"], "label": 2}'], "label among them"),
     (['{"context": "a", "choices": ["b", "c"]}'], "is not a JSON object"),
-    (['{"context": "a", "choices": ["b", "c"], "label": 0}', '{"context": "a", "choices": ["b", "c", "d"], "label": 0}'],
-     "same number of choices"),
+    (['{"context": "a", "choices": ["b", "c"], "label": 0}',
+      '{"context": "a", "choices": ["b", "c", "d"], "label": 0}'], "same number of choices"),
     (['{"context": "", "choices": ["b", "c"], "label": 0}'], "needs a context"),
 ])
 def test_a_task_file_that_makes_no_sense_says_what_and_where(tmp_path, lines, says):
