@@ -1,6 +1,7 @@
 """LoRA adapters as fine-tunes: a PEFT adapter folder over its base is the model peft's own `merge_and_unload()`
 makes, and through `raysweep run` its task vector merges and its line are evaluated like any fine-tune's."""
 import json
+import math
 
 import polars as pl
 import pytest
@@ -141,3 +142,40 @@ def test_lora_adapters_as_finetunes_through_raysweep_run(tmp_path):
     ta = run.table("merges").filter(pl.col("sweep") == "ta", pl.col("split") == "test")
     assert ta["loss"][0] == pytest.approx(loss(both), rel=1e-5)
     assert ta["loss"][0] != pytest.approx(curve.filter(pl.col("alpha") == 0.5)["loss"][0], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_the_built_in_merges_job_and_an_exported_merge_that_reproduces_its_row(tmp_path):
+    """`raysweep run tinylm_merges` (three shipped fine-tunes of the shipped base, one a LoRA adapter), shortened to
+    one point per method; its TIES merge exported as a Hugging Face folder gives the row's perplexity and task
+    accuracy when transformers loads it."""
+    from test_tasks import _plain
+
+    import raysweep
+    from raysweep.data.tasks import pydoc_cloze
+
+    short = ["sweeps.finetune_to_finetune.alpha.num=3", "sweeps.task_arithmetic.alpha.values=[0.4]",
+             "sweeps.ties.alpha.values=[0.4]", "sweeps.dare.alpha.values=[0.3]", "sweeps.dare_ties.alpha.values=[0.3]",
+             "sweeps.slerp.alpha.values=[0.5]"]
+    sets = [a for s in short for a in ("--set", s)]
+    done = _cli(["run", "tinylm_merges", "--storage", str(tmp_path / "out"), "--set", "resources.eval_actors=2",
+                 *sets], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    run = raysweep.open("tinylm_merges", storage=str(tmp_path / "out"), overrides=short)
+    merges = run.table("merges")
+    assert set(merges["merge"]) == {"single", "uniform", "greedy", "task_arithmetic", "ties", "dare", "dare_ties",
+                                    "slerp"}
+    assert set(merges["split"]) == {"test", "pydoc_cloze"}
+    out = tmp_path / "ties-0.4"
+    done = _cli(["export", "tinylm_merges", "--storage", str(tmp_path / "out"), *sets, "--sweep", "ties", "--lam",
+                 "0.4", "--out", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    from pydoc_data.topics import topics
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    loss, _ = plain_loss(model, *plain_windows([topics[k] for k in sorted(topics)][9::10], 64))
+    row = merges.filter(pl.col("merge") == "ties", pl.col("split") == "test")
+    assert row["perplexity"].item() == pytest.approx(math.exp(loss), rel=1e-5)
+    _, task_err, _ = _plain(model, pydoc_cloze(), 64)
+    row = merges.filter(pl.col("merge") == "ties", pl.col("split") == "pydoc_cloze")
+    assert row["error"].item() == pytest.approx(task_err, abs=1e-12)

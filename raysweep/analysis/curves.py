@@ -138,7 +138,8 @@ def per_curve(points: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 def per_curve_sorted(lf: pl.LazyFrame) -> pl.DataFrame:
     """per_curve() of points already sorted by POINT_KEY."""
-    names = measures(lf.collect_schema())
+    # a standard error is a point's uncertainty, not a quantity along the line: no barrier of it
+    names = [m for m in measures(lf.collect_schema()) if m != "error_se"]
     nan, null = pl.lit(float("nan")), pl.lit(None, dtype=pl.Float64)
     bad = pl.col("_nan") | (pl.col("_n") == 0)
     ends = pl.col("_l0").is_not_null() & pl.col("_l1").is_not_null()
