@@ -25,6 +25,7 @@ from raysweep.errors import SpecError
 from raysweep.io import paths
 from raysweep.io.external import adapter_files, folder_files, is_adapter, is_folder, read_bytes
 from raysweep.plugins import Registry
+from raysweep.train.lora import apply_adapter
 
 FORMATS = Registry("checkpoint format")
 DETECTS: dict[str, Callable[[str], bool]] = {}
@@ -73,8 +74,6 @@ def read_huggingface(uri: str, data: bytes | None = None) -> dict[str, torch.Ten
 
 @register_format("peft", is_adapter)  # after huggingface: an adapter folder is read as one first
 def read_peft(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
-    from raysweep.train.lora import apply_adapter
-
     config, weights, base = adapter_files(uri)
     if weights.endswith(paths.SAFETENSORS):
         adapter = read_safetensors(weights)
