@@ -1,7 +1,7 @@
-"""Datasets: the DATASETS registry (registry), dataset shapes and splits (types), offline data (offline),
-real formats (images), text for language models (text) and its multiple-choice tasks (tasks), the store's
-split cache (cache), training batches (batches), packed datasets in the store (packed), their Ray Data streams (streams) with their stall watch
-(watch), a pack's class mix (mix), and the train_subset split's examples (subset)."""
+"""Datasets: the DATASETS registry (registry), dataset shapes and splits (types), offline data (offline), real
+formats (images), text for language models (text) and its multiple-choice tasks (tasks), the store's split cache
+(cache), training batches (batches), packed datasets in the store (packed), their Ray Data streams (streams)
+with their stall watch (watch), a pack's class mix (mix), and the train_subset split's examples (subset)."""
 from raysweep.data.batches import cifar_augment, epoch_order, train_batches
 from raysweep.data.cache import SplitCache
 from raysweep.data.images import (
