@@ -166,6 +166,13 @@ def test_the_built_in_merges_job_and_an_exported_merge_that_reproduces_its_row(t
     assert set(merges["merge"]) == {"single", "uniform", "greedy", "task_arithmetic", "ties", "dare", "dare_ties",
                                     "slerp"}
     assert set(merges["split"]) == {"test", "pydoc_cloze"}
+    from raysweep.report.figures import figures, load_tables
+
+    figs = {f.name: f for f in figures(run.job, load_tables(run.tables))}
+    assert len(figs["MERGE-ties"].charts) == 3  # loss, error and perplexity against the density
+    assert len(figs["G-fig5-finetune_to_finetune"].charts) == 4  # the I5 line in perplexity too
+    best = figs["MERGE-best"].charts[0].data  # each method's best point, with its parameter
+    assert "density = 0.4" in set(best["point"]) and "best single fine-tune" in set(best["method"])
     out = tmp_path / "ties-0.4"
     done = _cli(["export", "tinylm_merges", "--storage", str(tmp_path / "out"), *sets, "--sweep", "ties", "--lam",
                  "0.4", "--out", str(out)], tmp_path)

@@ -244,10 +244,12 @@ def figures(job: Job, sweep, t: dict) -> list:
                                   "activations (activation matching)."}[sweep.align]
         spread = "" if "no spread" in whom else ", mean ± 1 std (clipped at 0)"
         x = "t (along the curve)" if sweep.kind == "curve" else "α"
+        ppl = "perplexity_mean" in c.columns  # a language model's line: its perplexity too
         out.append(Figure(f"{paper}-{sweep.name}", heading,
-                          f"Loss and error along {line.split(',')[0]}{spread} over {whom}, {grid_text(alphas)}, splits "
-                          f"{'/'.join(sweep.splits)}; the right panel has a log y axis." + aligned,
-                          [band_chart(c, m, m, x_title=x) for m in ("loss", "error")]
+                          f"Loss{', perplexity' if ppl else ''} and error along {line.split(',')[0]}{spread} over "
+                          f"{whom}, {grid_text(alphas)}, splits {'/'.join(sweep.splits)}; the last panel has a log y "
+                          f"axis." + aligned,
+                          [band_chart(c, m, m, x_title=x) for m in ("loss", "error") + (("perplexity",) if ppl else ())]
                           + [band_chart(c, "loss", "loss (log y)", log_y=True, x_title=x)]))
     return out + spectrum_figures(job, sweep, t) + wise_figures(job, sweep, c)
 

@@ -91,24 +91,65 @@ AXES = {"task_arithmetic": ("λ", "θ_pre + λ·Σ_k (θ_k − θ_pre) (Ilharco 
 
 
 def figures(job: Job, sweep, t: dict) -> list:
-    """A task-vector merge over its parameter (λ, density, drop rate), each split, the uniform soup as a rule."""
+    """A task-vector merge over its parameter (λ, density, drop rate, t), each split (a language model's
+    perplexity too), the uniform soup and the best single fine-tune as rules; with the job's first merge sweep,
+    each method's best point."""
     import polars as pl
 
     from raysweep.report.charts import merge_chart
     from raysweep.report.figures import Figure
 
     merges = t.get("merges")
-    if sweep.kind not in AXES or merges is None or merges.is_empty():
+    if merges is None or merges.is_empty():
         return []
+    first = next(s for s in job.sweeps if s.kind in AXES or s.kind == "soup")
+    summary = best_figures(job, merges) if sweep.name == first.name else []
     part = merges.filter(pl.col("sweep") == sweep.name)
-    if part.is_empty():
-        return []
+    if sweep.kind not in AXES or part.is_empty():
+        return summary
     x, what = AXES[sweep.kind]
     trim = f" (trim {sweep.trim})" if sweep.kind == "ties" else ""
-    return [Figure(f"MERGE-{sweep.name}", f"Merges — {sweep.kind}{trim}: {sweep.name}",
-                   f"Loss and error of the merged model of the {job.replicates} replicates' finals against {x}: "
-                   f"{what}; the dashed rule is the uniform soup (the plain average) where the job has one.",
-                   [merge_chart(part, merges.filter(pl.col("merge") == "uniform"), m, x) for m in ("loss", "error")])]
+    metrics = ("loss", "error") + (("perplexity",) if "perplexity" in merges.columns else ())
+    singles = merges.filter(pl.col("merge") == "single")
+    best = singles.group_by("split").agg(*[pl.col(m).min() for m in metrics]) if singles.height else None
+    return summary + [Figure(
+        f"MERGE-{sweep.name}", f"Merges — {sweep.kind}{trim}: {sweep.name}",
+        f"{', '.join(metrics).capitalize()} of the merged model of the {job.replicates} replicates' finals against "
+        f"{x}: {what}; the dashed rule is the uniform soup (the plain average) and the dotted one the best single "
+        f"fine-tune, where the job has a soup sweep. A task split's error is 1 − its accuracy.",
+        [merge_chart(part, merges.filter(pl.col("merge") == "uniform"), m, x, best) for m in metrics])]
+
+
+def best_points(job: Job, merges):
+    """Each merge method's best point by loss on its sweep's first split: method, its parameters, the split and
+    every metric there (soups: the uniform and greedy soups and the best single fine-tune, as methods)."""
+    import polars as pl
+
+    rows = []
+    for (sweep, merge), part in merges.group_by("sweep", "merge", maintain_order=True):
+        split = job.sweep(sweep).splits[0]
+        top = part.filter(pl.col("split") == split).sort("loss").head(1).to_dicts()[0]
+        name = "best single fine-tune" if merge == "single" else merge if merge in ("uniform", "greedy") else sweep
+        point = (f"replicate {top['members']}" if merge == "single" else f"members {top['members']}"
+                 if top["lam"] is None else f"{AXES.get(merge, ('value',))[0]} = {top['lam']:g}"
+                 + (f", pair {top['members']}" if merge == "slerp" else ""))
+        rows.append({"method": name, "point": point, **{k: v for k, v in top.items() if k not in ("lam",)}})
+    return pl.DataFrame(rows).unique("method", keep="first", maintain_order=True) if rows else pl.DataFrame()
+
+
+def best_figures(job: Job, merges) -> list:
+    from raysweep.report.charts import best_points_chart
+    from raysweep.report.figures import Figure
+
+    best = best_points(job, merges)
+    if best.height < 2:
+        return []
+    metrics = ("loss", "perplexity") if "perplexity" in best.columns else ("loss", "error")
+    return [Figure("MERGE-best", "Merges — each method's best point",
+                   f"The lowest-loss point of every merge sweep on its first split "
+                   f"({', '.join(sorted(set(best['split'])))}), with its parameter: λ, density, drop rate or t, or the "
+                   f"soup's members.",
+                   [best_points_chart(best.select("method", "point", *metrics), m) for m in metrics])]
 
 
 _MERGE = dict(family="merge", folder="merge", table="merges", item=MergeItem, plan=merge_items, schema=MERGE_SCHEMA,

@@ -209,9 +209,11 @@ def projection_chart(traj: pl.DataFrame) -> alt.Chart:
     )
 
 
-def merge_chart(part: pl.DataFrame, soup: pl.DataFrame, metric: str, x_title: str) -> alt.Chart:
+def merge_chart(part: pl.DataFrame, soup: pl.DataFrame, metric: str, x_title: str,
+                best: pl.DataFrame | None = None) -> alt.Chart:
     """A merge sweep's metric against its parameter (the merges table's `lam`), one colour per split; the uniform
-    soup of the same splits as dashed rules. A sweep of several merges (SLERP's pairs) draws a line per members."""
+    soup of the same splits as dashed rules, the best single fine-tune (`best`: split, metric) as dotted ones. A
+    sweep of several merges (SLERP's pairs) draws a line per members."""
     df = part.select(pl.col("lam").alias("x"), "split", "members", metric).sort("x")
     chart = alt.Chart(df).mark_line(point=True).encode(
         x=alt.X("x:Q", title=x_title), y=alt.Y(f"{metric}:Q", title=metric, scale=alt.Scale(zero=False)),
@@ -221,7 +223,19 @@ def merge_chart(part: pl.DataFrame, soup: pl.DataFrame, metric: str, x_title: st
     rules = soup.filter(pl.col("split").is_in(df["split"].unique().to_list())).select("split", metric)
     if rules.height:
         chart += alt.Chart(rules).mark_rule(strokeDash=[4, 3]).encode(y=f"{metric}:Q", color="split:N")
+    if best is not None and best.height:
+        best = best.filter(pl.col("split").is_in(df["split"].unique().to_list())).select("split", metric)
+        chart += alt.Chart(best).mark_rule(strokeDash=[1, 2]).encode(y=f"{metric}:Q", color="split:N")
     return chart.properties(title=metric, width=WIDTH, height=HEIGHT)
+
+
+def best_points_chart(best: pl.DataFrame, metric: str) -> alt.Chart:
+    """Each merge method's best point (`best`: method, point, and the metric): a bar each, labelled with its
+    parameters."""
+    base = alt.Chart(best).encode(y=alt.Y("method:N", sort=None, title=None),
+                                  x=alt.X(f"{metric}:Q", title=metric, scale=alt.Scale(zero=False)))
+    return (base.mark_bar(opacity=0.6) + base.mark_text(align="left", dx=4).encode(text="point:N")).properties(
+        title=f"best {metric} per method", width=WIDTH, height=max(HEIGHT // 2, 22 * best.height))
 
 
 def wise_chart(curves: pl.DataFrame, x_split: str, y_split: str) -> alt.Chart:
