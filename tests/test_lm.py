@@ -431,6 +431,27 @@ alpha = {{ values = [0.5] }}
 """
 
 
+def test_show_counts_what_a_merge_actor_holds(tmp_path):
+    """A merge sweep's actor holds the model, θ_pre, every fine-tune and the merged weights (TIES: 2 + 3 copies);
+    task arithmetic also Σ_k τ_k in float64 — the largest sweep of the job is the line `show` prints."""
+    body = LLAMA_8B.replace('kind = "final_to_final"\nalpha = { start = 0.0, stop = 1.0, num = 26 }',
+                            'kind = "ties"\nalpha = { values = [0.5] }')
+    assert body != LLAMA_8B
+    for extra, copies, f64 in (("", 5, False), ('\n[[sweeps]]\nname = "ta"\nkind = "task_arithmetic"\n', 5, True)):
+        job = tmp_path / "merge8b.toml"
+        job.write_text(body + extra)
+        done = _cli(["show", str(job)], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        line = next(x for x in done.stdout.splitlines() if "memory per sweep actor" in x)
+        assert f"x {copies} (the model, θ_pre, the 2 fine-tunes and the merged weights)" in line
+        weights = float(line.split("parameters = ")[1].split(" GiB")[0])
+        total = float(line.rsplit("= ", 1)[1].split(" GiB")[0])
+        logits = 8 * 2048 * 128256 * 4 / 2**30
+        tau = 8 * 8_030_261_248 / 2**30 if f64 else 0.0  # every weight a float; the rotary buffers are bytes
+        assert ("float64 task vectors" in line) == f64
+        assert total == pytest.approx(copies * weights + tau + logits, abs=0.05)
+
+
 @pytest.mark.slow
 def test_merges_of_lm_finetunes_export_as_folders_that_from_pretrained_loads(tmp_path, folders):
     """Fine-tunes of one Hugging Face base (a folder as train.init_from), merged by DARE and by SLERP through the

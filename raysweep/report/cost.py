@@ -63,8 +63,26 @@ def actor_memory(job: Job, info) -> dict:
     if takes_tokens(model):
         vocab = getattr(getattr(model, "config", None), "vocab_size", None) or info.num_classes
         logits = job.eval.batch_size * int(info.in_shape[0]) * vocab * 4
-    return {"weights": weights, "dtypes": dtypes, "logits": logits, "total": 3 * weights + logits,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    floats = sum(t.numel() for t in tensors if t.is_floating_point())
+    copies, what, extra = max((held(s.kind, job.replicates, floats) for s in job.sweeps),
+                              key=lambda c: c[0] * weights + c[2], default=(3, "the model and the pair's two ends", 0))
+    return {"weights": weights, "dtypes": dtypes, "logits": logits, "total": copies * weights + extra + logits,
+            "parameters": sum(p.numel() for p in model.parameters()), "copies": copies, "held": what, "extra": extra}
+
+
+def held(kind: str, replicates: int, floats: int) -> tuple[int, str, int]:
+    """(copies of the model's weights, what they are, other bytes) an actor of a sweep of `kind` holds at once:
+    a line's model and two ends; a merge's model, its inputs and the merged weights it writes into the model
+    (task arithmetic also keeps Σ_k τ_k in float64, 8 bytes per float)."""
+    k = replicates
+    if kind == "soup":
+        return k + 2, f"the model, the {k} finals and their average", 0
+    if kind == "slerp":
+        return 4, "the model, the two finals and the merged weights", 0
+    if kind in ("task_arithmetic", "ties", "dare", "dare_ties"):
+        extra = 8 * floats if kind == "task_arithmetic" else 0
+        return k + 3, f"the model, θ_pre, the {k} fine-tunes and the merged weights", extra
+    return 3, "the model and the pair's two ends", 0
 
 
 def _bytes(x: float) -> str:
@@ -79,7 +97,9 @@ def memory_line(job: Job, m: dict) -> str:
     if "error" in m:
         return f"memory per sweep actor: not counted (the model cannot be built on the meta device: {m['error']})"
     line = (f"memory per sweep actor: {m['parameters']:,} parameters = {_bytes(m['weights'])} "
-            f"({'/'.join(m['dtypes']) or 'no floats'}) x 3 (the model and the pair's two ends)")
+            f"({'/'.join(m['dtypes']) or 'no floats'}) x {m['copies']} ({m['held']})")
+    if m["extra"]:
+        line += f" + {_bytes(m['extra'])} of float64 task vectors"
     if m["logits"]:
         line += f" + {_bytes(m['logits'])} of fp32 logits per batch (eval.batch_size = {job.eval.batch_size})"
     line += f" = {_bytes(m['total'])}"
