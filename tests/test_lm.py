@@ -431,6 +431,7 @@ alpha = {{ values = [0.5] }}
 """
 
 
+@pytest.mark.slow
 def test_show_counts_what_a_merge_actor_holds(tmp_path):
     """A merge sweep's actor holds the model, θ_pre, every fine-tune and the merged weights (TIES: 2 + 3 copies);
     task arithmetic also Σ_k τ_k in float64 — the largest sweep of the job is the line `show` prints."""
