@@ -18,9 +18,11 @@ from raysweep.plugins import check_call, load_object, load_plugins, source_ident
 from raysweep.spec import (
     BUILTIN_DATASETS,
     BUILTIN_MODELS,
+    BUILTIN_TASKS,
     POINT_KINDS,
     Job,
     is_import_path,
+    task_split,
 )
 from raysweep.train.frozen import frozen
 from raysweep.work.kinds import kind
@@ -142,17 +144,15 @@ def _local_files(job: Job) -> tuple[Job, dict]:
 def _task_contents(job: Job) -> Job:
     """data.tasks' files made absolute, and each sweep that names a task's split given that task's content (its
     sha256, a built-in's version): a changed task file is a new sweep, the trained weights are kept."""
-    from raysweep.data.tasks import BUILT_IN, task_name
-
     if not job.data.tasks:
         return job
-    files = tuple(t if t in BUILT_IN else str(Path(t).expanduser().resolve()) for t in job.data.tasks)
-    missing = [t for t in files if t not in BUILT_IN and not Path(t).is_file()]
+    files = tuple(t if t in BUILTIN_TASKS else str(Path(t).expanduser().resolve()) for t in job.data.tasks)
+    missing = [t for t in files if t not in BUILTIN_TASKS and not Path(t).is_file()]
     if missing:
         raise SpecError(f"data.tasks: {missing[0]!r} is not a file; give a .jsonl file of {{\"context\", "
                         f"\"choices\", \"label\"}} lines (a path beside the job file, or absolute), or a built-in "
-                        f"task ({sorted(BUILT_IN)})")
-    content = {task_name(t): BUILT_IN.get(t) or file_sha(t) for t in files}
+                        f"task ({sorted(BUILTIN_TASKS)})")
+    content = {task_split(t): BUILTIN_TASKS.get(t) or file_sha(t) for t in files}
     sweeps = tuple(dataclasses.replace(s, tasks=json.dumps({n: content[n] for n in s.splits if n in content},
                                                            sort_keys=True))
                    if any(n in content for n in s.splits) else s for s in job.sweeps)

@@ -26,15 +26,9 @@ import torch
 
 from raysweep.data.types import IGNORE
 from raysweep.errors import SpecError
+from raysweep.spec import BUILTIN_TASKS
 
 PYDOC_CLOZE = "pydoc_cloze"
-BUILT_IN = {PYDOC_CLOZE: "pydoc_cloze-1"}  # name -> its version: the content of a built-in task
-TASK_SPLIT = r"[A-Za-z][A-Za-z0-9_]{0,63}"
-
-
-def task_name(entry: str) -> str:
-    """The split a data.tasks entry becomes: a built-in's name, or a file's stem."""
-    return entry if entry in BUILT_IN else Path(entry).stem
 
 
 def pydoc_cloze(examples: int = 200, context_bytes: int = 48, choice_bytes: int = 16, k: int = 4,
@@ -75,7 +69,7 @@ def read_task(path: str) -> list[dict]:
     except OSError as exc:
         raise SpecError(f"data.tasks: {path!r} cannot be read ({exc.strerror}); give a .jsonl file of "
                         f"{{\"context\", \"choices\", \"label\"}} lines or a built-in task "
-                        f"({list(BUILT_IN)})") from None
+                        f"({list(BUILTIN_TASKS)})") from None
     for i, line in enumerate(lines):
         if not line.strip():
             continue

@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 
 from raysweep.data.images import data_root
-from raysweep.data.tasks import task_examples, task_name, task_windows
+from raysweep.data.tasks import task_examples, task_windows
 from raysweep.data.types import IGNORE, DatasetMissing, Splits
 from raysweep.errors import SpecError
 from raysweep.io import paths
-from raysweep.spec import DataSpec
+from raysweep.spec import DataSpec, task_split
 
 BYTES = 256  # byte-level: ids 0..255 are bytes, 256 ends a document
 TEST_EVERY = 10
@@ -185,7 +185,7 @@ def corpus_splits(spec: DataSpec, train: list[str], test: list[str] | None, orig
     splits = Splits(xtr, ytr, xte, yte, tokenizer.vocab_size, origin=origin,
                     bytes_per_token={"train": btr, "test": bte, "train_subset": btr})
     for entry in spec.tasks:  # multiple-choice tasks: a split each (data/tasks.py)
-        name = task_name(entry)
+        name = task_split(entry)
         x, y, labels, per_token = task_windows(task_examples(entry), tokenizer, spec.seq_len)
         splits.extra[name] = (x, y)
         splits.choices[name] = (len(x) // len(labels), labels)

@@ -59,7 +59,7 @@ def ties_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], densi
     taus = {i: torch.stack([s[i].double().reshape(-1) - base[i].double().reshape(-1) for s in states]) for i in floats}
     if trim == "tensor":
         trimmed = {i: _trim_tensor(t, density) for i, t in taus.items()}
-        signs = {i: torch.where(t.sum(0) >= 0, 1.0, -1.0).double() for i, t in trimmed.items()}
+        signs = {i: _elected(t) for i, t in trimmed.items()}
     else:
         trimmed = _trim_global(taus, density)
         sums = {i: t.sum(0) for i, t in trimmed.items()}
@@ -68,11 +68,20 @@ def ties_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], densi
         signs = {i: torch.where(e == 0, majority, e) for i, e in elected.items()}
     out = list(base)
     for i in floats:
-        t, sign = trimmed[i], signs[i]
-        agree = (torch.sign(t) == sign) & (t != 0)
-        merged = (t * agree).sum(0) / agree.sum(0).clamp(min=1)
+        merged = _disjoint_mean(trimmed[i], signs[i])
         out[i] = (base[i].double() + lam * merged.reshape(base[i].shape)).to(base[i].dtype)
     return out
+
+
+def _elected(taus: torch.Tensor) -> torch.Tensor:
+    """TIES' sign election over stacked task vectors (rows): the sign of each entry's sum, a sum of 0 positive."""
+    return torch.where(taus.sum(0) >= 0, 1.0, -1.0).double()
+
+
+def _disjoint_mean(taus: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """The mean over stacked task vectors (rows) of each entry's non-zero values that have the elected sign."""
+    agree = (torch.sign(taus) == sign) & (taus != 0)
+    return (taus * agree).sum(0) / agree.sum(0).clamp(min=1)
 
 
 def _trim_tensor(taus: torch.Tensor, density: float) -> torch.Tensor:
@@ -117,10 +126,16 @@ def dare_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], p: fl
             continue
         total = torch.zeros(b.shape, dtype=torch.float64, device=b.device)
         for k, s in enumerate(states):
-            keep = dare_mask(seed, name, k, b.shape, p).to(b.device)
-            total += torch.where(keep, s[i].double() - b.double(), 0.0) / (1 - p)
+            total += _dropped(b, s[i], seed, name, k, p)
         out.append((b.double() + total / len(states)).to(b.dtype))
     return out
+
+
+def _dropped(base: torch.Tensor, final: torch.Tensor, seed: int, name: str, k: int, p: float) -> torch.Tensor:
+    """The k-th task vector of tensor `name` as DARE keeps it: its entries dropped by `dare_mask`, the rest scaled
+    by 1/(1 − p); float64."""
+    keep = dare_mask(seed, name, k, base.shape, p).to(base.device)
+    return torch.where(keep, final.double() - base.double(), 0.0) / (1 - p)
 
 
 def dare_ties_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], p: float, seed: int,
@@ -133,11 +148,8 @@ def dare_ties_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], 
         if not b.is_floating_point():
             out.append(b)
             continue
-        kept = torch.stack([torch.where(dare_mask(seed, name, k, b.shape, p).to(b.device), s[i].double() - b.double(),
-                                        0.0) / (1 - p) for k, s in enumerate(states)])
-        sign = torch.where(kept.sum(0) >= 0, 1.0, -1.0).double()
-        agree = (torch.sign(kept) == sign) & (kept != 0)
-        out.append((b.double() + (kept * agree).sum(0) / agree.sum(0).clamp(min=1)).to(b.dtype))
+        kept = torch.stack([_dropped(b, s[i], seed, name, k, p) for k, s in enumerate(states)])
+        out.append((b.double() + _disjoint_mean(kept, _elected(kept))).to(b.dtype))
     return out
 
 

@@ -113,6 +113,7 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
         raise SpecError(f"sweep {sweep_name!r} is a {sweep.kind} sweep: --merge and --lam name a merge of a merge "
                         f"sweep ({', '.join(MERGE_KINDS)}); a line's point is named with --alpha")
     items = [it for it in run.plan([sweep_name]) if it.sweep == sweep_name]
+    item = items[0]
     if sweep.kind == "slerp":
         pairs = [tuple(e.replicate for e in it.members) for it in items]
         item = next((it for it, p in zip(items, pairs) if pair is None or p == pair), None)
@@ -122,15 +123,11 @@ def export_merge(run, sweep_name: str, out: str, merge: str | None = None, lam: 
         a, b = (load_tensors(run.store, e.path, e.sha256 or None) for e in item.members)
         tied = ties(a)
         state = {n: slerp(a[n], b[n], lam) for n in a if n not in tied}
-        state.update({alias: state[source] for alias, source in tied.items()})
-        return _write(run, state, out, {"job": run.job.name, "hash": run.job.hash, "sweep": sweep_name,
-                                   "merge": "slerp", "lam": repr(lam),
-                                   "members": ",".join(str(e.replicate) for e in item.members)}, dtype, shard)
-    item = items[0]
-    finals = {e.replicate: e for e in item.members}
-    if sweep.kind == "soup":
+        what = {"merge": "slerp", "lam": repr(lam), "members": ",".join(str(e.replicate) for e in item.members)}
+    elif sweep.kind == "soup":
         if merge not in SOUPS or lam is not None:
             raise SpecError(f"sweep {sweep_name!r} is a soup: name the merge with --merge uniform|greedy (not --lam)")
+        finals = {e.replicate: e for e in item.members}
         members = sorted(finals)
         if merge == "greedy":  # the members the sweep's greedy pass kept
             rows = run.table("merges").filter(pl.col("sweep") == sweep_name, pl.col("merge") == "greedy")

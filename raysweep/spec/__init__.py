@@ -8,12 +8,14 @@ from raysweep.spec.hashing import NOT_WEIGHTS, bend_hash, job_hash, sharpness_ha
 from raysweep.spec.job import (
                                BUILTIN_DATASETS,
                                BUILTIN_MODELS,
+                               BUILTIN_TASKS,
                                DataSpec,
                                EvalSpec,
                                Job,
                                ModelSpec,
                                ResourcesSpec,
                                TrainSpec,
+                               task_split,
 )
 from raysweep.spec.names import is_import_path, metric_name
 from raysweep.spec.overrides import apply_overrides, parse_value
@@ -48,6 +50,7 @@ __all__ = [
     "bend_hash",
     "BUILTIN_DATASETS",
     "BUILTIN_MODELS",
+    "BUILTIN_TASKS",
     "LINE_KINDS",
     "MAX_ALPHAS",
     "NOT_WEIGHTS",
@@ -67,6 +70,7 @@ __all__ = [
     "TrainSpec",
     "apply_overrides",
     "is_import_path",
+    "task_split",
     "job_hash",
     "metric_name",
     "sharpness_hash",

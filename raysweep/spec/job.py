@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 from raysweep.errors import SpecError  # noqa: F401  (raysweep.spec.SpecError: the spec's error)
 from raysweep.spec.hashing import NOT_WEIGHTS, job_hash
@@ -30,6 +31,16 @@ PIXELS = ("standardized", "unit")
 LR_DECAYS = ("step", "linear_epoch", "exponential")
 MAX_REPLICATES = 10_000
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}"  # job names: plain identifiers, they name folders
+
+
+# multiple-choice tasks raysweep builds itself (data/tasks.py): name -> the version of its content, in the hash of
+# the sweeps that name it
+BUILTIN_TASKS = {"pydoc_cloze": "pydoc_cloze-1"}
+
+
+def task_split(entry: str) -> str:
+    """The evaluation split a data.tasks entry becomes: a built-in task's name, or a .jsonl file's stem."""
+    return entry if entry in BUILTIN_TASKS else PurePath(entry).stem
 
 
 @dataclass(frozen=True)
@@ -73,10 +84,11 @@ class DataSpec:
             f"{where}.shuffle_window must be in [0, 2**20] row groups (0: sized to about 1 GiB)"]
         out += [] if 1 <= self.seq_len <= 1 << 20 else [f"{where}.seq_len must be in [1, 2**20] tokens"]
         out += _choice(f"{where}.packing", self.packing, ("windows", "documents"))
-        stems = [t if not t.endswith(".jsonl") else t.rsplit("/", 1)[-1][:-6] for t in self.tasks]
+        stems = [task_split(t) for t in self.tasks]
         for task, stem in zip(self.tasks, stems):
-            if task != "pydoc_cloze" and not task.endswith(".jsonl"):
-                out.append(f"{where}.tasks: {task!r} is neither a built-in task (pydoc_cloze) nor a .jsonl file")
+            if task not in BUILTIN_TASKS and not task.endswith(".jsonl"):
+                out.append(f"{where}.tasks: {task!r} is neither a built-in task ({', '.join(BUILTIN_TASKS)}) nor a "
+                           f".jsonl file")
             elif not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", stem) or stem in ("train", "test", "train_subset"):
                 out.append(f"{where}.tasks: {task!r} would be the split {stem!r}; name the file as a plain split name "
                            f"(letters, digits, '_'; not train or test)")
