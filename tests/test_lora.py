@@ -138,6 +138,14 @@ def test_lora_adapters_as_finetunes_through_raysweep_run(tmp_path):
         mid = {k: (1 - alpha) * ends[0][k] + alpha * ends[1][k] for k in ends[0]}
         row = curve.filter(pl.col("alpha") == alpha)
         assert row["loss"][0] == pytest.approx(loss(mid), rel=1e-5), alpha
+    # the same line in one command: the model's config comes from the first adapter's base
+    done = _cli(["interpolate", "--model", "causal_lm", "--data", "pydoc", "--data-arg", f"seq_len={SEQ}",
+                 str(tmp_path / "a"), str(tmp_path / "b"), "--alpha", "0:1:3", "--storage", str(tmp_path / "one"),
+                 "--no-progress", "--no-report"], tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    run_id = next(w for w in done.stdout.split() if w.startswith("interpolate/"))
+    line = raysweep.open(run_id, storage=str(tmp_path / "one")).points.collect().filter(pl.col("split") == "test")
+    assert line.sort("alpha")["loss"].to_list() == pytest.approx(curve.sort("alpha")["loss"].to_list(), rel=1e-6)
     both = {k: pre[k] + (ends[0][k] - pre[k]) + (ends[1][k] - pre[k]) for k in pre}
     ta = run.table("merges").filter(pl.col("sweep") == "ta", pl.col("split") == "test")
     assert ta["loss"][0] == pytest.approx(loss(both), rel=1e-5)
