@@ -6,7 +6,8 @@ P_ℓ maximising ⟨W_a^ℓ, P_ℓ W_b^ℓ P_{ℓ−1}^T⟩ + ⟨W_a^{ℓ+1}, P_
 BatchNorm vectors) is a linear assignment, solved until no permutation changes. A permutation of
 hidden units leaves the function unchanged, so θ_b keeps its loss; only the line between them moves.
 
-Supported: any network built from standard layers whose graph torch.fx can trace — MLPs, VGGs, the
+Supported: Hugging Face GPT-2 and Llama-style language models, by groups written from their blocks
+(lm_groups.py), and any network built from standard layers whose graph torch.fx can trace — MLPs, VGGs, the
 CIFAR ResNets, torchvision's ResNets (basic and bottleneck blocks) and Vision Transformers among them:
 the permutation groups are read from the graph (`graph_spec.derive_spec`: one group per layer's
 outputs, one shared by every layer that adds into the same residual stream, as skip connections
@@ -26,6 +27,7 @@ from torch import nn
 
 from raysweep.evaluate.graph_axes import Segments
 from raysweep.evaluate.graph_spec import GraphError, derive_spec
+from raysweep.evaluate.lm_groups import UnsupportedModel, hf_spec, model_type
 
 
 class AlignmentError(ValueError):
@@ -37,6 +39,12 @@ def permutation_spec(model: nn.Module, in_shape: tuple[int, ...] | None = None) 
     not permuted; (group, k): an axis of k inputs per unit, after a flatten; Segments: equal parts of the
     axis with a group each, attention's q, k and v rows), read from the model's graph (`in_shape`: the
     input's shape without the batch, which transformers need)."""
+    if model_type(model) is not None:  # a transformers LM: groups written from its blocks (torch.fx cannot trace it)
+        try:
+            return hf_spec(model)
+        except UnsupportedModel as exc:
+            raise AlignmentError(f"align = 'weights' cannot permute the units of this language model: {exc}. "
+                                 f"Drop `align` from the sweep.") from None
     try:
         spec = derive_spec(model, in_shape)
     except GraphError as exc:
@@ -122,7 +130,7 @@ def weight_matching(model: nn.Module, a: dict, b: dict, max_iter: int = 100, see
     attention's q/k and v groups are solved together (`head_assignment`)."""
     from scipy.optimize import linear_sum_assignment
 
-    spec = permutation_spec(model, in_shape)
+    spec = {k: axes for k, axes in permutation_spec(model, in_shape).items() if k in a}  # a tied alias once
     fa = {k: a[k].detach().double().cpu() for k in spec}
     fb = {k: b[k].detach().double().cpu() for k in spec}
     groups = unit_groups(spec, fa)

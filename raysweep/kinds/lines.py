@@ -16,6 +16,7 @@ import math
 
 from raysweep.errors import NotTrainedError, SpecError
 from raysweep.evaluate.line import evaluate_item
+from raysweep.evaluate.lm_groups import model_type
 from raysweep.io import paths
 from raysweep.io.manifests import read_manifests
 from raysweep.io.runs import locator
@@ -23,6 +24,7 @@ from raysweep.io.schemas import POINT_SCHEMA
 from raysweep.kinds.base import Context
 from raysweep.kinds.sharpness import sharpness_items, spectrum_figures
 from raysweep.spec import Job, SweepSpec, sweep_hash
+from raysweep.spec.job import graph_only
 from raysweep.work.items import (
     RANDOM_SEED_OFFSET,
     RANDOM_STEP,
@@ -98,6 +100,8 @@ def check_alignable(job: Job, sweep, info) -> None:
         permutation_spec(model, tuple(info.in_shape))
     except AlignmentError as exc:
         raise SpecError(f"sweeps.{sweep.name}: {exc}") from None
+    if model_type(model) is not None and graph_only(sweep):  # a user's model that is a transformers LM
+        raise SpecError(f"sweeps.{sweep.name}: {graph_only(sweep)}")
 
 
 # ----------------------------------------------------------------------------- I6: the random starting point

@@ -244,6 +244,16 @@ class TrainSpec:
         return out
 
 
+def graph_only(sweep) -> str:
+    """Why a sweep's option cannot run on a `transformers` language model ("" when it can): activation matching
+    and REPAIR follow the model's graph with torch.fx, which cannot trace one."""
+    if sweep.align != "activations" and sweep.bn != "repair":
+        return ""
+    what = 'align = "activations"' if sweep.align == "activations" else 'bn = "repair"'
+    return (f"{what} follows the model's graph with torch.fx, which cannot trace a transformers language model; "
+            f"use align = \"weights\" (weight matching of its blocks) without bn = \"repair\"")
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -314,6 +324,8 @@ class Job:
         names = [s.name for s in self.sweeps]
         for s in self.sweeps:
             out += s.problems(f"sweeps.{s.name or '?'}")
+            if self.model.name == "causal_lm" and graph_only(s):
+                out.append(f"sweeps.{s.name}: {graph_only(s)}")
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             out.append(f"sweep names must be unique; repeated: {dup}")
