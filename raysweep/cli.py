@@ -26,6 +26,7 @@ from raysweep.cli_common import (
     app,
 )
 from raysweep.cli_output import emit, surface_file
+from raysweep.connect import joins_cluster
 from raysweep.errors import SpecError, SweepFailed
 from raysweep.io.paths import TABLES
 from raysweep.jobs import builtin_jobs, read_toml
@@ -70,10 +71,24 @@ def runs(job: Optional[str] = typer.Argument(None, help="Only runs of this job n
 def show(job: str, set_: Optional[List[str]] = SetOpt, replicates: Optional[int] = ReplicatesOpt,
          storage: Optional[str] = StorageOpt) -> None:
     """Print the resolved spec and the plan.  Example: raysweep show digits_mlp --set train.epochs=5"""
-    from raysweep.report.cost import describe
+    from raysweep.report.cost import describe, plan_misfit
 
     run = _open(job, storage, set_, replicates)
     typer.echo(describe(run.job, run.store))
+    problem = plan_misfit(run.job, run.store)
+    if problem:
+        raise SpecError(problem)
+
+
+def _fits(r, address: str | None) -> None:
+    """Refuse, before any work, a plan whose sweep actors cannot hold what they must — checked against this
+    machine when the work runs here, or against resources.actor_memory_gb when that is given."""
+    from raysweep.report.cost import plan_misfit
+
+    if r.job.resources.actor_memory_gb or not joins_cluster(address):
+        problem = plan_misfit(r.job, r.store)
+        if problem:
+            raise SpecError(problem)
 
 
 @app.command()
@@ -95,6 +110,8 @@ def run(job: str, replicates: Optional[int] = ReplicatesOpt, set_: Optional[List
     if not rehearse and (standard_size or stage_timeout != 1800):
         raise SpecError("--standard-size and --stage-timeout are options of the rehearsal: add --rehearse")
     r = _open(job, storage, set_, replicates, shared_storage, compute=True)
+    if not rehearse:
+        _fits(r, address)
     if rehearse:
         from raysweep.run.rehearse import rehearse as rehearsal
         from raysweep.run.rehearse import summary_lines
@@ -135,6 +152,7 @@ def sweep(job: str, sweep_: Optional[List[str]] = typer.Option(None, "--sweep", 
     r = _open(job, storage, set_, replicates, shared_storage, compute=True)
     for name in sweep_ or []:
         r.job.sweep(name)
+    _fits(r, address)
     summary = r.sweep(sweeps=sweep_, address=address)
     typer.echo(f"evaluated {summary.items_run} of {summary.items_total} work items ({summary.rows_written} rows)")
     from raysweep.sweep.rounds import failure_message

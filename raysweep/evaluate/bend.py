@@ -50,7 +50,8 @@ def set_curve_point(evaluator, shape: str, t: float, a: list, bend: list, b: lis
 
 def curve_item(evaluator, job: Job, item: CurveItem) -> pa.Table:
     """Loss and error at each t of one curve's chunk; `distance` is ‖θ_b − θ_a‖ as on the line."""
-    ta, tb, pair = pair_ends(evaluator, item)  # aligned as the bend was trained, when the sweep aligns
+    # on the device (mixed with the bend in place), aligned as the bend was trained when the sweep aligns
+    ta, tb, pair = pair_ends(evaluator, item, host=False)
     bend = evaluator.endpoint(item.bend.path, item.bend.sha256)
     distance, norm_a = evaluator.norms(ta, tb, pair_key=pair)
     rows = []

@@ -32,12 +32,30 @@ from raysweep.evaluate.sums import (
     sequence_metrics,
     split_sums,
 )
-from raysweep.io.checkpoints import load_tensors, ties
+from raysweep.io.checkpoints import load_tensors, map_tensors, ties
 from raysweep.io.store import Store
 from raysweep.models import build_model, takes_tokens
 from raysweep.spec import Job
 
 log = logging.getLogger("raysweep")
+
+
+def _copy(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    """targets ← sources; from memory-mapped ends on the host to another device, one tensor at a time."""
+    if sources and sources[0].device != targets[0].device:
+        for t, x in zip(targets, sources):
+            t.copy_(x)
+    else:
+        torch._foreach_copy_(targets, sources)
+
+
+def _lerp(targets: list[torch.Tensor], ends: list[torch.Tensor], weight: float) -> None:
+    """targets ← targets + weight·(ends − targets); host ends brought to the device one tensor at a time."""
+    if ends and ends[0].device != targets[0].device:
+        for t, x in zip(targets, ends):
+            t.lerp_(x.to(t.device), weight)
+    else:
+        torch._foreach_lerp_(targets, ends, weight)
 
 
 class Evaluator:
@@ -108,18 +126,20 @@ class Evaluator:
             self.on_device[name] = (x.to(self.device), y.to(self.device))
         return self.on_device[name]
 
-    def endpoint(self, path: str, sha256: str | None) -> list[torch.Tensor]:
-        """Tensors of a checkpoint in state_dict order, on the device; cached by path and sha."""
-        key = f"{path}@{sha256}"
+    def endpoint(self, path: str, sha256: str | None, host: bool = False) -> list[torch.Tensor]:
+        """Tensors of a checkpoint in state_dict order, on the device; cached by path and sha. With `host` (a
+        line's ends) and eval.ends = "mapped": views of the memory-mapped file on the host, never copied."""
+        mapped = host and self.job.eval.ends == "mapped"
+        key = f"{path}@{sha256}" + ("@mapped" if mapped else "")
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
-        tensors = load_tensors(self.store, path, sha256)
+        tensors = (map_tensors if mapped else load_tensors)(self.store, path, sha256)
         missing = [n for n in self.names if n not in tensors]
         if missing:
             raise ValueError(f"checkpoint {self.store.url(path)} lacks {missing[:5]}; "
                              f"it was not written for this job's model")
-        out = [tensors[n].to(self.device) for n in self.names]
+        out = [tensors[n] if mapped else tensors[n].to(self.device) for n in self.names]
         size = sum(t.numel() * t.element_size() for t in out)
         while self.cache and self.cached_bytes + size > self.cache_bytes:
             _, old = self.cache.popitem(last=False)
@@ -136,7 +156,7 @@ class Evaluator:
     # -------------------------------------------------- setting a point (used by line, plane and trajectory items)
     def set_weights(self, tensors: list[torch.Tensor]) -> None:
         """model ← tensors (a checkpoint from `endpoint`, in state_dict order)."""
-        torch._foreach_copy_(self.targets, tensors)
+        _copy(self.targets, tensors)
 
     def add_direction(self, direction: list[torch.Tensor], scale: float, params_only: bool = False) -> None:
         """model ← model + scale·direction on the floating tensors (or the parameters only: BN running
@@ -147,7 +167,7 @@ class Evaluator:
     def lerp_towards(self, target: list[torch.Tensor], weight: float) -> None:
         """model ← model + weight·(target − model) on the floating tensors."""
         fl = self.float_idx
-        torch._foreach_lerp_([self.targets[i] for i in fl], [target[i] for i in fl], float(weight))
+        _lerp([self.targets[i] for i in fl], [target[i] for i in fl], float(weight))
 
     @torch.no_grad()
     def probabilities(self, split: str, examples: int) -> torch.Tensor:
@@ -174,9 +194,9 @@ class Evaluator:
         if pair_key is not None and self._norms is not None and self._norms[0] == pair_key:
             return self._norms[1]
         squares = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for i in self.param_idx:
-            ai = a[i].double()
-            squares[0] += (b[i].double() - ai).square().sum()
+        for i in self.param_idx:  # (mapped ends come to the device one tensor at a time)
+            ai = a[i].to(self.device).double()
+            squares[0] += (b[i].to(self.device).double() - ai).square().sum()
             squares[1] += ai.square().sum()
         dist, norm = squares.sqrt().tolist()
         if pair_key is not None:
@@ -302,8 +322,8 @@ class Evaluator:
         if not idx:  # a model that is one linear layer: its outputs are all mixed
             return
         targets = [self.targets[i] for i in idx]
-        torch._foreach_copy_(targets, [a[i] for i in idx])
-        torch._foreach_lerp_(targets, [b[i] for i in idx], float(alpha))
+        _copy(targets, [a[i] for i in idx])
+        _lerp(targets, [b[i] for i in idx], float(alpha))
 
     def _mixed(self, split: str, h_a: torch.Tensor, h_b: torch.Tensor, alpha: float) -> torch.Tensor:
         """(1−α)·h_a + α·h_b written into one buffer per split (the tail's in-place activations

@@ -17,13 +17,14 @@ def hold_outside(names: list[str], ta: list, tb: list, params, hold: str) -> tup
     return ta, [y if n in keep else x for n, x, y in zip(names, ta, tb)]
 
 
-def pair_ends(evaluator, item) -> tuple[list, list, str]:
-    """(θ_a, θ_b, the pair's cache key) of a line or curve item on the evaluator's device, θ_b's hidden
-    units matched to θ_a's when the item aligns; the item's extra metrics set."""
+def pair_ends(evaluator, item, host: bool = True) -> tuple[list, list, str]:
+    """(θ_a, θ_b, the pair's cache key) of a line or curve item on the evaluator's device (a line's on the host,
+    memory-mapped, with eval.ends = "mapped"), θ_b's hidden units matched to θ_a's when the item aligns; the
+    item's extra metrics set."""
     a, b = item.a, item.b
     evaluator.set_metrics(item.metrics)
-    ta = evaluator.endpoint(a.path, a.sha256)
-    tb, pair = matched(evaluator, item, ta, evaluator.endpoint(b.path, b.sha256))
+    ta = evaluator.endpoint(a.path, a.sha256, host)
+    tb, pair = matched(evaluator, item, ta, evaluator.endpoint(b.path, b.sha256, host))
     return ta, tb, pair
 
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import os
 import struct
+import tempfile
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from raysweep.errors import CheckpointError
+from raysweep.io import paths
 from raysweep.io.store import Store
 
 TIES_KEY = "raysweep.ties"
@@ -90,3 +94,60 @@ def load_tensors(store: Store, path: str, sha256: str | None = None) -> dict[str
         return decode(data)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"checkpoint {store.url(path)} cannot be read: {exc}") from None
+
+
+ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+             "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+def map_tensors(store: Store, path: str, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint as views of a memory map of its file, not copies: their bytes live in the
+    page cache, which every process on the node mapping the same file shares (and the kernel may drop and
+    read again). A file on an object store is first copied to a node-local cache folder (by its sha256).
+    The map is copy-on-write: writing into a tensor never reaches the file. The sha256 is checked as for
+    `load_tensors`."""
+    local = store.full(path) if store.is_local else _local_copy(store, path, sha256)
+    try:
+        with open(local, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {store.url(path)} is missing") from None
+    except (OSError, ValueError) as exc:  # an empty file cannot be mapped
+        raise CheckpointError(f"checkpoint {store.url(path)} cannot be read: {exc}") from None
+    if sha256 is not None and hashlib.sha256(mapped).hexdigest() != sha256:
+        raise CheckpointError(f"checkpoint {store.url(path)} does not match the sha256 in its manifest "
+                              f"(truncated or corrupted file)")
+    try:
+        (size,) = struct.unpack("<Q", mapped[:8])
+        header = json.loads(mapped[8:8 + size])
+        meta = header.pop("__metadata__", None) or {}
+        out = {}
+        for name, h in header.items():
+            dtype, (start, end) = ST_DTYPES[h["dtype"]], h["data_offsets"]
+            count = (end - start) // dtype.itemsize
+            flat = (torch.frombuffer(mapped, dtype=dtype, count=count, offset=8 + size + start) if count
+                    else torch.empty(0, dtype=dtype))
+            out[name] = flat.view(h["shape"])
+    except Exception as exc:  # a damaged header: its JSON, its offsets, a dtype not known
+        raise CheckpointError(f"checkpoint {store.url(path)} cannot be read: {type(exc).__name__}: {exc}") from None
+    for alias, source in json.loads(meta.get(TIES_KEY, "{}")).items():
+        out[alias] = out[source]
+    return out
+
+
+def _local_copy(store: Store, path: str, sha256: str | None) -> str:
+    """A node-local copy of a remote checkpoint to map, kept by its sha256 (written atomically)."""
+    local = paths.mapped_copy(tempfile.gettempdir(), sha256 or hashlib.sha256(store.url(path).encode()).hexdigest())
+    folder = os.path.dirname(local)
+    os.makedirs(folder, exist_ok=True)
+    if sha256 is None or not os.path.exists(local):
+        try:
+            data = store.read_bytes(path)
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {store.url(path)} is missing") from None
+        fd, part = tempfile.mkstemp(dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(part, local)
+    return local

@@ -266,3 +266,9 @@ def split_cache(dataset: str, fingerprint: str, split: str) -> str:
 
 def split_cache_record(dataset: str, fingerprint: str, split: str) -> str:
     return f"cache/{dataset}-{fingerprint}/{split}.json"
+
+
+def mapped_copy(folder: str, key: str) -> str:
+    """A node-local copy of a remote checkpoint, by its sha256, that a sweep actor memory-maps (eval.ends =
+    "mapped"; `folder` is the node's temporary folder)."""
+    return f"{folder}/raysweep-mapped/{key}{SAFETENSORS}"

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 from raysweep.data.registry import dataset_info
 from raysweep.io import paths
 from raysweep.io.store import Store
 from raysweep.models import build_model, forward_flops, takes_tokens
 from raysweep.spec import Job, sweep_hash
+from raysweep.spec.sweeps import LINE_KINDS
 from raysweep.train.schedule import checkpoint_steps, iterations_per_epoch
 from raysweep.work.kinds import kind
 
@@ -64,16 +66,27 @@ def actor_memory(job: Job, info) -> dict:
         vocab = getattr(getattr(model, "config", None), "vocab_size", None) or info.num_classes
         logits = job.eval.batch_size * int(info.in_shape[0]) * vocab * 4
     floats = sum(t.numel() for t in tensors if t.is_floating_point())
-    copies, what, extra = max((held(s.kind, job.replicates, floats) for s in job.sweeps),
-                              key=lambda c: c[0] * weights + c[2], default=(3, "the model and the pair's two ends", 0))
-    return {"weights": weights, "dtypes": dtypes, "logits": logits, "total": copies * weights + extra + logits,
-            "parameters": sum(p.numel() for p in model.parameters()), "copies": copies, "held": what, "extra": extra}
+    out = {"weights": weights, "dtypes": dtypes, "logits": logits,
+           "parameters": sum(p.numel() for p in model.parameters())}
+    for ends in ("device", "mapped"):  # what the job's setting holds, and what the other would
+        copies, what, extra = max((held(s.kind, job.replicates, floats, ends) for s in job.sweeps),
+                                  key=lambda c: c[0] * weights + c[2],
+                                  default=(3, "the model and the pair's two ends", 0))
+        total = copies * weights + extra + logits
+        if ends == job.eval.ends:
+            out.update(total=total, copies=copies, held=what, extra=extra)
+        else:
+            out["other_total"] = total
+    return out
 
 
-def held(kind: str, replicates: int, floats: int) -> tuple[int, str, int]:
+def held(kind: str, replicates: int, floats: int, ends: str = "device") -> tuple[int, str, int]:
     """(copies of the model's weights, what they are, other bytes) an actor of a sweep of `kind` holds at once:
-    a line's model and two ends; a merge's model, its inputs and the merged weights it writes into the model
-    (task arithmetic also keeps Σ_k τ_k in float64, 8 bytes per float)."""
+    a line's model and two ends (with eval.ends = "mapped" the model only: the ends are in the page cache); a
+    merge's model, its inputs and the merged weights it writes into the model (task arithmetic also keeps Σ_k τ_k
+    in float64, 8 bytes per float)."""
+    if ends == "mapped" and kind in LINE_KINDS:
+        return 1, "the model; the pair's two ends memory-mapped on the host", 0
     k = replicates
     if kind == "soup":
         return k + 2, f"the model, the {k} finals and their average", 0
@@ -103,14 +116,63 @@ def memory_line(job: Job, m: dict) -> str:
     if m["logits"]:
         line += f" + {_bytes(m['logits'])} of fp32 logits per batch (eval.batch_size = {job.eval.batch_size})"
     line += f" = {_bytes(m['total'])}"
+    budget = actor_budget(job)
+    if budget is not None:
+        line += f"; an actor may use {_bytes(budget[0])} ({budget[1]})"
+    return line
+
+
+def actor_budget(job: Job) -> tuple[int, str] | None:
+    """(bytes one sweep actor may use, where the figure comes from): resources.actor_memory_gb, else this
+    machine's GPU (times resources.gpus_per_actor below 1) when the job evaluates on CUDA, else this machine's RAM
+    shared by the actors it runs (resources.eval_actors, else one per CPU)."""
+    res = job.resources
+    if res.actor_memory_gb:
+        return int(res.actor_memory_gb * 2**30), "resources.actor_memory_gb"
     import torch
 
-    if torch.cuda.is_available():
-        have = torch.cuda.get_device_properties(0).total_memory
-        if m["total"] > 0.9 * have:
-            line += (f" — MORE than this machine's GPU holds ({_bytes(have)}): lower eval.batch_size, build the model "
-                     f"in bf16 (model.config dtype = \"bfloat16\"), or use GPUs with more memory")
-    return line
+    if torch.cuda.is_available() and job.eval.device != "cpu" and res.accelerator != "cpu":
+        props = torch.cuda.get_device_properties(0)
+        share = res.gpus_per_actor if 0 < res.gpus_per_actor < 1 else 1.0
+        return int(props.total_memory * share), f"this machine's {props.name} x {share:g}"
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # a system that does not say
+        return None
+    cpus = os.cpu_count() or 1
+    actors = max(1, min(res.eval_actors or cpus, cpus))
+    return ram // actors, f"this machine's RAM, {_bytes(ram)}, shared by {actors} actor(s)"
+
+
+def plan_misfit(job: Job, store: Store | None = None) -> str:
+    """`misfit` of the job's plan as counted here ("" also when its model cannot be built on the meta device)."""
+    try:
+        m = actor_memory(job, dataset_info(job.data, standard_if_missing=True, store=store))
+    except Exception:  # a user's model that cannot be built on the meta device: not counted (show says so)
+        return ""
+    return misfit(job, m)
+
+
+def misfit(job: Job, m: dict) -> str:
+    """Why a sweep actor of this plan cannot hold what it must (and the settings that would make it fit), or ""."""
+    budget = actor_budget(job)
+    if "error" in m or budget is None or m["total"] <= budget[0]:
+        return ""
+    have, where = budget
+    fixes = []
+    if job.eval.ends == "device" and m.get("other_total", m["total"]) < m["total"]:
+        fixes.append(f"set eval.ends = \"mapped\" (a line's two ends memory-mapped on the host: "
+                     f"{_bytes(m['other_total'])} per actor)")
+    if m["logits"]:
+        fixes.append(f"lower eval.batch_size (its logits take {_bytes(m['logits'])})")
+    if "float32" in m["dtypes"] and "float16" not in m["dtypes"] and "bfloat16" not in m["dtypes"]:
+        fixes.append("build the model in bf16 (model.config dtype = \"bfloat16\")")
+    if "RAM" in where:
+        fixes.append("run fewer actors per machine (resources.eval_actors)")
+    fixes.append("run the actors on machines with more memory and say how much each may use "
+                 "(resources.actor_memory_gb)")
+    return (f"this plan does not fit: a sweep actor of job {job.name!r} holds {_bytes(m['total'])} ({m['held']}), "
+            f"but may use {_bytes(have)} ({where}). To make it fit: {'; or '.join(fixes)}. Nothing was run.")
 
 
 def _flop(x: float) -> str:

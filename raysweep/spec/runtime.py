@@ -25,9 +25,14 @@ class EvalSpec:
     # sweeps' "train_subset" split: this many training examples, a fixed seeded choice (F evaluated only
     # ImageNet's test split, the training set being too big; a 50,000-example subset is as big as that)
     train_examples: int = 50_000
+    # where a line's two ends are held: "device" — copied onto the evaluating device (fastest), or "mapped" —
+    # their files memory-mapped on the host and θ(α) written into the model tensor by tensor from them, so an
+    # actor holds one model on its device plus the page cache, shared by every actor of the node
+    ends: str = "device"
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.device", self.device, ("auto", "cpu", "cuda"))
+        out += _choice(f"{where}.ends", self.ends, ("device", "mapped"))
         out += _choice(f"{where}.precision", self.precision, ("fp32", "bf16", "auto"))
         out += _choice(f"{where}.compile_mode", self.compile_mode, COMPILE_MODES)
         out += [] if 1 <= self.batch_size <= 1 << 24 else [f"{where}.batch_size must be in [1, 2**24]"]
@@ -46,6 +51,9 @@ class ResourcesSpec:
     # data-parallel replicates: a replicate trains on this many Ray Train workers (DDP; NCCL on GPUs, gloo on
     # CPUs), each with cpus_per_trial CPUs; 0: one per GPU of gpus_per_trial when that is more than 1, else 1
     workers_per_trial: int = 0
+    # memory one sweep actor may use, GiB, that `raysweep show` and `raysweep run` check a plan against; 0: read
+    # where the actor runs (a GPU actor: its GPU's memory times gpus_per_actor; a CPU actor: its share of the RAM)
+    actor_memory_gb: float = 0.0
 
     @property
     def workers(self) -> int:
@@ -56,6 +64,8 @@ class ResourcesSpec:
 
     def problems(self, where: str) -> list[str]:
         out = _choice(f"{where}.accelerator", self.accelerator, ("auto", "gpu", "cpu"))
+        if not 0 <= self.actor_memory_gb <= 1 << 20:
+            out.append(f"{where}.actor_memory_gb must be in [0, 2**20] GiB (0: read from the machine)")
         if not 0 <= self.workers_per_trial <= 4096:
             out.append(f"{where}.workers_per_trial must be in [0, 4096] (0: one per GPU of gpus_per_trial)")
         elif self.gpus_per_trial > 1 and self.workers_per_trial and self.gpus_per_trial % self.workers_per_trial:
