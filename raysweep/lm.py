@@ -20,6 +20,7 @@ A Hugging Face folder is a checkpoint wherever raysweep takes a path (train/form
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -83,12 +84,26 @@ def _logits(module, args, output):
     return output.logits
 
 
+@contextlib.contextmanager
+def model_outputs(model: nn.Module):
+    """The model returning transformers' own `ModelOutput` for a while (lm-evaluation-harness reads `.logits`),
+    then the logits again."""
+    hook = getattr(model, "logits_hook", None)
+    if hook is not None:
+        hook.remove()
+    try:
+        yield model
+    finally:
+        if hook is not None:
+            model.logits_hook = model.register_forward_hook(_logits)
+
+
 def causal_lm(spec: ModelSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A transformers causal LM built from `model.config` (its own init), returning logits (N, T, V)."""
     tf = transformers()
     config = hf_config(spec, int(in_shape[0]) if in_shape else 1, num_classes)
     model = tf.AutoModelForCausalLM.from_config(config)
-    model.register_forward_hook(_logits)
+    model.logits_hook = model.register_forward_hook(_logits)
     model.own_init = True  # transformers' init, drawn under the replicate's seed: raysweep applies none
     model.input_dtype = torch.long
     return model

@@ -8,6 +8,7 @@ plugins, so the spec never imports user code. ``raysweep.jobs.load_job`` runs bo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from raysweep.spec import (
     is_import_path,
     task_split,
 )
+from raysweep.spec.job import HARNESS
 from raysweep.train.frozen import frozen
 from raysweep.work.kinds import kind
 
@@ -146,17 +148,39 @@ def _task_contents(job: Job) -> Job:
     sha256, a built-in's version): a changed task file is a new sweep, the trained weights are kept."""
     if not job.data.tasks:
         return job
-    files = tuple(t if t in BUILTIN_TASKS else str(Path(t).expanduser().resolve()) for t in job.data.tasks)
-    missing = [t for t in files if t not in BUILTIN_TASKS and not Path(t).is_file()]
+    plain = lambda t: t in BUILTIN_TASKS or t.startswith(HARNESS)  # noqa: E731  (no file of its own)
+    files = tuple(t if plain(t) else str(Path(t).expanduser().resolve()) for t in job.data.tasks)
+    missing = [t for t in files if not plain(t) and not Path(t).is_file()]
     if missing:
         raise SpecError(f"data.tasks: {missing[0]!r} is not a file; give a .jsonl file of {{\"context\", "
                         f"\"choices\", \"label\"}} lines (a path beside the job file, or absolute), or a built-in "
                         f"task ({sorted(BUILTIN_TASKS)})")
-    content = {task_split(t): BUILTIN_TASKS.get(t) or file_sha(t) for t in files}
+    include = str(Path(job.data.lm_eval_include).expanduser().resolve()) if job.data.lm_eval_include else ""
+    if include and not Path(include).is_dir():
+        raise SpecError(f"data.lm_eval_include: {job.data.lm_eval_include!r} is not a folder; give the folder of "
+                        f"lm-eval task YAML files (a path beside the job file, or absolute)")
+    content = {task_split(t): BUILTIN_TASKS.get(t) or (harness_version(t, include) if t.startswith(HARNESS)
+                                                        else file_sha(t)) for t in files}
     sweeps = tuple(dataclasses.replace(s, tasks=json.dumps({n: content[n] for n in s.splits if n in content},
                                                            sort_keys=True))
                    if any(n in content for n in s.splits) else s for s in job.sweeps)
-    return dataclasses.replace(job, data=dataclasses.replace(job.data, tasks=files), sweeps=sweeps)
+    return dataclasses.replace(job, data=dataclasses.replace(job.data, tasks=files, lm_eval_include=include),
+                               sweeps=sweeps)
+
+
+def harness_version(task: str, include: str) -> str:
+    """What an lm-eval task's rows depend on besides the weights: lm-eval's version and, with an include folder,
+    the content of every task file in it (a changed YAML or data file there is a new sweep)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("lm_eval")
+    except PackageNotFoundError:
+        raise SpecError(f"data.tasks {task!r} runs lm-evaluation-harness, which is not installed: "
+                        f"pip install lm-eval") from None
+    files = sorted(p for p in Path(include).rglob("*") if p.is_file()) if include else []
+    digest = hashlib.sha256("\n".join(f"{p.relative_to(include)}:{file_sha(str(p))}" for p in files).encode())
+    return f"lm_eval-{found}:{digest.hexdigest()[:16] if files else 'catalogue'}"
 
 
 def _plugin_source(key: str, name: str) -> str:

@@ -2,6 +2,7 @@
 same model, tokenizer and local task file; lm-eval's HFLM wraps the live model (nothing written per point) and
 its `acc` and `acc_stderr` must equal raysweep's 1 − error and error_se."""
 import json
+import math
 import random
 
 import pytest
@@ -86,3 +87,88 @@ metric_list:
     assert 0 < theirs["acc,none"] < 1  # the comparison can fail: neither always right nor always wrong
     assert 1 - ours["error"] == pytest.approx(theirs["acc,none"], abs=1e-12)
     assert ours["error_se"] == pytest.approx(theirs["acc_stderr,none"], rel=1e-9)
+
+
+def _task_files(tmp_path, examples) -> tuple:
+    """The examples as a .jsonl file, and an lm-eval task YAML reading it (local data: nothing downloaded)."""
+    task = tmp_path / "mc.jsonl"
+    task.write_text("\n".join(json.dumps(e) for e in examples) + "\n")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "mc.yaml").write_text(f"""task: raysweep_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {task}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+target_delimiter: " "
+metric_list:
+  - metric: acc
+""")
+    return task, tmp_path / "tasks"
+
+
+def test_lm_eval_tasks_along_a_line_through_raysweep_run(tmp_path):
+    """`data.tasks = ["lm_eval:raysweep_mc", "mc.jsonl"]`: the same questions run by lm-eval on the live model
+    in two actors and scored by raysweep itself; at every α both equal lm-eval's own simple_evaluate on the
+    interpolated transformers model, written out in the test."""
+    import subprocess
+    import sys
+
+    import polars as pl
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    import raysweep
+
+    folder, model_a, fast = _folder(tmp_path)
+    torch.manual_seed(11)
+    model_b = transformers.GPT2LMHeadModel(model_a.config).eval()
+    model_b.save_pretrained(str(tmp_path / "b"))
+    task, tasks = _task_files(tmp_path, _examples(n=30, seed=2))
+    job = tmp_path / "harness.toml"
+    job.write_text(f"""
+name = "harness_line"
+replicates = 2
+external = [["{folder}"], ["{tmp_path / 'b'}"]]
+[data]
+name = "pydoc"
+seq_len = 32
+tokenizer = "{folder}"
+tasks = ["lm_eval:raysweep_mc", "{task}"]
+lm_eval_include = "{tasks}"
+[model]
+name = "causal_lm"
+[model.config]
+from = "{folder}"
+[[sweeps]]
+name = "line"
+kind = "final_to_final"
+alpha = {{ values = [0.0, 0.5, 1.0] }}
+splits = ["raysweep_mc", "mc"]
+""")
+    done = subprocess.run([sys.executable, "-m", "raysweep", "run", str(job), "--storage", str(tmp_path / "out"),
+                           "--set", "resources.eval_actors=2", "--no-progress"], capture_output=True, text=True,
+                          env={**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    points = raysweep.open(str(job), storage=str(tmp_path / "out")).points.collect()
+    a, b = model_a.state_dict(), model_b.state_dict()
+    plain = transformers.GPT2LMHeadModel(model_a.config).eval()
+    manager = TaskManager(include_path=str(tasks))
+    accs = []
+    for alpha in (0.0, 0.5, 1.0):
+        plain.load_state_dict({k: (1 - alpha) * a[k] + alpha * b[k] for k in a})
+        theirs = lm_eval.simple_evaluate(model=HFLM(pretrained=plain, tokenizer=fast, batch_size=8, device="cpu"),
+                                         tasks=["raysweep_mc"], task_manager=manager)["results"]["raysweep_mc"]
+        accs.append(theirs["acc,none"])
+        at = points.filter(pl.col("alpha") == alpha)
+        for split in ("raysweep_mc", "mc"):
+            row = at.filter(pl.col("split") == split).to_dicts()[0]
+            assert row["error"] == pytest.approx(1 - theirs["acc,none"], abs=1e-12), (alpha, split)
+            assert row["error_se"] == pytest.approx(theirs["acc_stderr,none"], rel=1e-9), (alpha, split)
+            assert row["n_examples"] == 30
+        assert math.isnan(at.filter(pl.col("split") == "raysweep_mc")["loss"][0])  # lm-eval reports no token loss
+    assert len(set(accs)) > 1  # the line moves: a check that a constant row could not pass

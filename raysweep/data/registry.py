@@ -98,7 +98,8 @@ def dataset_info(spec: DataSpec, standard_if_missing: bool = False, store=None) 
             return INFOS[spec.name](spec)
         d = load_splits(spec)
         return DatasetInfo(d.in_shape, d.num_classes, {"train": d.n_train, "test": len(d.test_y),
-                                                        **{k: len(v[1]) for k, v in d.extra.items()}})
+                                                        **{k: len(v[1]) for k, v in d.extra.items()},
+                                                        **{k: 0 for k in d.harness}})  # lm-eval's: counted there
     except DatasetMissing:
         if standard_if_missing and spec.name in STANDARD:
             return STANDARD[spec.name]

@@ -38,6 +38,7 @@ from raysweep.data.types import IGNORE, DatasetMissing, Splits
 from raysweep.errors import SpecError
 from raysweep.io import paths
 from raysweep.spec import DataSpec, task_split
+from raysweep.spec.job import HARNESS
 
 BYTES = 256  # byte-level: ids 0..255 are bytes, 256 ends a document
 TEST_EVERY = 10
@@ -186,6 +187,9 @@ def corpus_splits(spec: DataSpec, train: list[str], test: list[str] | None, orig
                     bytes_per_token={"train": btr, "test": bte, "train_subset": btr})
     for entry in spec.tasks:  # multiple-choice tasks: a split each (data/tasks.py)
         name = task_split(entry)
+        if entry.startswith(HARNESS):  # run by lm-evaluation-harness at each point (evaluate/harness.py)
+            splits.harness[name] = (name, spec.lm_eval_include)
+            continue
         x, y, labels, per_token = task_windows(task_examples(entry), tokenizer, spec.seq_len)
         splits.extra[name] = (x, y)
         splits.choices[name] = (len(x) // len(labels), labels)

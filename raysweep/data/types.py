@@ -37,6 +37,8 @@ class Splits:
     # text: multiple-choice task splits (data/tasks.py) -> (choices per example K, the correct choice of each);
     # their windows are in `extra`, K per example
     choices: dict = field(default_factory=dict)
+    # text: lm-evaluation-harness task splits -> (the task's name, the include folder of its files or "")
+    harness: dict = field(default_factory=dict)
     _subset: dict = field(default_factory=dict, repr=False, compare=False)  # n -> (x, y): the last subset
     _constants: dict = field(default_factory=dict, repr=False, compare=False)  # (device, dims, uint8) -> (scale, shift)
 

@@ -18,6 +18,7 @@ from raysweep.data.batches import train_batches
 from raysweep.data.registry import load_splits
 from raysweep.data.types import Splits
 from raysweep.evaluate.fold import fold, reproduces
+from raysweep.evaluate.harness import Harness
 from raysweep.evaluate.losses import loss_fn, metric_fns, metric_name
 from raysweep.evaluate.matching import match, matching_inputs
 from raysweep.evaluate.repair import repair_point
@@ -79,7 +80,9 @@ class Evaluator:
         self.loss = loss_fn(job.train.loss)
         # text: perplexity and bits per byte, columns derived from each split's token loss (sequence_metrics)
         self.derived = ["perplexity", "bits_per_byte"] if self.data.bytes_per_token else []
-        self.derived += ["error_se"] if self.data.choices else []  # multiple-choice tasks: accuracy's standard error
+        # multiple-choice and lm-eval tasks: the standard error of their accuracy
+        self.derived += ["error_se"] if self.data.choices or self.data.harness else []
+        self.harness, self._harness_rows = None, {}  # lm-eval around the model (harness.py), made at first use
         self.metrics, self.metric_names, self._metric_spec = [], list(self.derived), []  # set per item: set_metrics
         if isinstance(self.model, nn.Sequential):  # each child's output feeds only the next one, and the
             for m in self.model:                   # Evaluator never trains: ReLUs may overwrite their input
@@ -231,13 +234,23 @@ class Evaluator:
     def _whole_splits(self, splits: tuple[str, ...]) -> list[list[float]]:
         """The sums of split_sums for the current weights on each split, read back with one sync. In
         bf16 one autocast region spans all of them, so each weight is cast once per point."""
-        self._refold(splits[0])
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            sums = [choice_sums(self.forward, *self.split(s), *self.data.choices[s], self.batch_size, self.prepare,
-                                self.bf16, len(self.metrics)) if s in self.data.choices else
-                    split_sums(self.forward, *self.split(s), self.batch_size, self.prepare, self.bf16, self.loss,
-                               self.metrics) for s in splits]
-        return torch.stack(sums).tolist()
+        ours = [s for s in splits if s not in self.data.harness]
+        values: dict[str, list[float]] = {}
+        if ours:
+            self._refold(ours[0])
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                sums = [choice_sums(self.forward, *self.split(s), *self.data.choices[s], self.batch_size,
+                                    self.prepare, self.bf16, len(self.metrics)) if s in self.data.choices else
+                        split_sums(self.forward, *self.split(s), self.batch_size, self.prepare, self.bf16, self.loss,
+                                   self.metrics) for s in ours]
+            values = dict(zip(ours, torch.stack(sums).tolist()))
+        for s in splits:
+            if s in self.data.harness:  # lm-eval's row of the task at these weights (_row reads it)
+                if self.harness is None:
+                    self.harness = Harness(self.model, self.job.data.tokenizer, self.batch_size, str(self.device))
+                self._harness_rows[s] = self.harness.run(*self.data.harness[s])
+                values[s] = []
+        return [values[s] for s in splits]
 
     def _refold(self, split: str) -> None:
         """With eval.fold_bn, the folded convolutions from the weights just set (once per point). At the
@@ -270,11 +283,15 @@ class Evaluator:
 
     def examples(self, split: str) -> int:
         """The split's examples (a multiple-choice task's: its questions, not its K windows each)."""
+        if split in self.data.harness:
+            return self._harness_rows[split][1]
         return len(self.data.choices[split][1]) if split in self.data.choices else len(self.split(split)[1])
 
     def _row(self, split: str, sums: list[float]) -> dict:
         """A split's means: its sums over the examples (over the valid tokens of token targets; a multiple-choice
-        task's loss over its correct choices' tokens, its error over its questions)."""
+        task's loss over its correct choices' tokens, its error over its questions; an lm-eval task's, lm-eval's)."""
+        if split in self.data.harness:
+            return {"split": split, **{name: math.nan for name in self.metric_names}, **self._harness_rows[split][0]}
         if split not in self._counts:
             y = self.split(split)[1]
             if split in self.data.choices:

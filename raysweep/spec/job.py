@@ -36,10 +36,14 @@ NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}"  # job names: plain identifiers
 # multiple-choice tasks raysweep builds itself (data/tasks.py): name -> the version of its content, in the hash of
 # the sweeps that name it
 BUILTIN_TASKS = {"pydoc_cloze": "pydoc_cloze-1"}
+HARNESS = "lm_eval:"  # a data.tasks entry "lm_eval:<task>": a task lm-evaluation-harness runs (evaluate/harness.py)
 
 
 def task_split(entry: str) -> str:
-    """The evaluation split a data.tasks entry becomes: a built-in task's name, or a .jsonl file's stem."""
+    """The evaluation split a data.tasks entry becomes: a built-in task's name, an lm-eval task's name, or a .jsonl
+    file's stem."""
+    if entry.startswith(HARNESS):
+        return entry[len(HARNESS):]
     return entry if entry in BUILTIN_TASKS else PurePath(entry).stem
 
 
@@ -72,6 +76,9 @@ class DataSpec:
     # file of {"context", "choices", "label"}: the split is its stem); data/tasks.py. Not in the job's hash (no
     # weight changes): a sweep that names a task's split carries its content digest (SweepSpec.tasks)
     tasks: tuple[str, ...] = field(default=(), metadata=NOT_WEIGHTS)
+    # tasks "lm_eval:<name>" are run by lm-evaluation-harness on the live model (`pip install lm-eval`): from this
+    # folder of task YAML files (their data local), else from lm-eval's own catalogue (which downloads datasets)
+    lm_eval_include: str = field(default="", metadata=NOT_WEIGHTS)
 
     def options(self) -> dict:
         return kwargs_options(self.kwargs)
@@ -86,12 +93,18 @@ class DataSpec:
         out += _choice(f"{where}.packing", self.packing, ("windows", "documents"))
         stems = [task_split(t) for t in self.tasks]
         for task, stem in zip(self.tasks, stems):
-            if task not in BUILTIN_TASKS and not task.endswith(".jsonl"):
-                out.append(f"{where}.tasks: {task!r} is neither a built-in task ({', '.join(BUILTIN_TASKS)}) nor a "
-                           f".jsonl file")
+            if task not in BUILTIN_TASKS and not task.endswith(".jsonl") and not task.startswith(HARNESS):
+                out.append(f"{where}.tasks: {task!r} is neither a built-in task ({', '.join(BUILTIN_TASKS)}), a "
+                           f".jsonl file nor an lm-evaluation-harness task (\"{HARNESS}<task name>\")")
             elif not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", stem) or stem in ("train", "test", "train_subset"):
                 out.append(f"{where}.tasks: {task!r} would be the split {stem!r}; name the file as a plain split name "
                            f"(letters, digits, '_'; not train or test)")
+        if any(t.startswith(HARNESS) for t in self.tasks) and not self.tokenizer:
+            out.append(f"{where}.tasks: lm-evaluation-harness tokenizes with a Hugging Face tokenizer: set "
+                       f"{where}.tokenizer to the model's folder (its tokenizer files), not the built-in bytes")
+        if self.lm_eval_include and not any(t.startswith(HARNESS) for t in self.tasks):
+            out.append(f"{where}.lm_eval_include is the folder of lm-eval task files for tasks named "
+                       f"\"{HARNESS}<task>\" in {where}.tasks; none is")
         if self.tasks and self.name not in ("pydoc", "text"):
             out.append(f"{where}.tasks are multiple-choice tasks for language models, read by the text datasets "
                        f"(pydoc, text); data.name is {self.name!r}")
