@@ -2,6 +2,7 @@
 sums — each number against a plain `transformers` / torch computation written here."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -207,6 +208,47 @@ def test_a_tokenizer_file_tokenizes_the_text(tmp_path):
     stream = [t for d in docs[9::10] for t in tok.encode(d, add_special_tokens=False).ids + [eos]]
     assert data.test_x.flatten()[:len(stream) - 1].tolist() == stream[:-1]
     assert data.test_y.flatten()[:len(stream) - 1].tolist() == stream[1:]
+
+
+def test_a_tokenized_corpus_is_kept_in_the_store_and_read_back_until_its_sources_change(tmp_path):
+    """With a store, a text corpus and its tasks are tokenized once: a second load reads the cache file and gives
+    the same splits as tokenizing without a store; a changed corpus file, tokenizer or window is tokenized anew."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from raysweep.data.cache import SplitCache
+    from raysweep.data.text import text
+    from raysweep.io.store import Store
+
+    docs = [f"the cat {i} sat on the mat " * 3 for i in range(20)]
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(docs, trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    task = tmp_path / "mc.jsonl"
+    task.write_text("".join(json.dumps({"context": "the cat", "choices": ["sat", "mat"], "label": i % 2}) + "\n"
+                            for i in range(6)))
+    spec = DataSpec(name="text", root=str(corpus), tokenizer=str(tmp_path), seq_len=8, tasks=(str(task),))
+    plain = text(spec)
+    cache = SplitCache(Store(str(tmp_path / "store")))
+    sources = []
+    for _ in range(2):
+        cached = text(spec, cache)
+        sources.append(cache.last_source)
+        for field in ("train_x", "train_y", "test_x", "test_y"):
+            assert torch.equal(getattr(cached, field), getattr(plain, field)), field
+            assert getattr(cached, field).dtype == torch.long
+        assert cached.bytes_per_token == plain.bytes_per_token and cached.num_classes == plain.num_classes
+        assert cached.choices["mc"][0] == 2 and torch.equal(cached.choices["mc"][1], plain.choices["mc"][1])
+        assert all(torch.equal(a, b) for a, b in zip(cached.extra["mc"], plain.extra["mc"]))
+    assert sources == ["decoded", "cache"]
+    assert list((tmp_path / "store" / "cache").glob("text-*/tokenized.safetensors"))
+    text(dataclasses.replace(spec, seq_len=16), cache)
+    assert cache.last_source == "decoded"
+    corpus.write_text(corpus.read_text() + json.dumps({"text": "one more document"}) + "\n")
+    longer = text(spec, cache)
+    assert cache.last_source == "decoded" and longer.bytes_per_token["train"] != plain.bytes_per_token["train"]
 
 
 # ------------------------------------------------------------------------------------------ token-level sums

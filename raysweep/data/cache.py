@@ -20,6 +20,13 @@ class SplitCache:
         self.last_source = ""  # "cache" or "decoded": what the last get() did (tests, logs)
 
     def get(self, dataset: str, split: str, identity: list, decode: Callable[[], tuple[torch.Tensor, torch.Tensor]]):
+        t = self.get_all(dataset, split, identity, lambda: dict(zip("xy", decode())))
+        return t["x"], t["y"]
+
+    def get_all(self, dataset: str, split: str, identity: list,
+                decode: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The named tensors `decode` makes, read from the cache when a file of the same identity is there (a
+        tokenized text dataset keeps all its splits in one file)."""
         import hashlib
         import json
 
@@ -32,15 +39,16 @@ class SplitCache:
             try:
                 t = load_tensors(self.store, path, self.store.read_json(meta)["sha256"])
                 self.last_source = "cache"
-                return t["x"], t["y"]
+                return t
             except (CheckpointError, KeyError, ValueError) as exc:
                 import logging
 
                 logging.getLogger("raysweep").warning("split cache %s is unusable (%s); decoding again",
                                                       self.store.url(path), exc)
-        x, y = decode()
-        sha = save_tensors(self.store, path, {"x": x, "y": y})
-        self.store.write_json(meta, {"dataset": dataset, "split": split, "sha256": sha, "n": len(y),
-                                     "shape": list(x.shape), "dtype": str(x.dtype)})
+        t = decode()
+        sha = save_tensors(self.store, path, t)
+        first = t.get("x", next(iter(t.values())))
+        self.store.write_json(meta, {"dataset": dataset, "split": split, "sha256": sha, "n": len(first),
+                                     "shape": list(first.shape), "dtype": str(first.dtype), "tensors": sorted(t)})
         self.last_source = "decoded"
-        return x, y
+        return t

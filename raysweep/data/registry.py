@@ -51,7 +51,7 @@ def _user_splits(spec: DataSpec) -> Splits:
 
 
 # Datasets whose evaluation split is expensive to decode: kept decoded in the store's split cache.
-CACHED_SPLITS = {"imagenet"}
+CACHED_SPLITS = {"imagenet", "pydoc", "text"}  # text: tokenized once (data/text.py)
 
 
 @functools.lru_cache(maxsize=2)

@@ -23,6 +23,12 @@ Bits per byte divide a split's total loss by its UTF-8 bytes: `Splits.bytes_per_
 bytes / its target tokens.
 
 `data.tasks`: multiple-choice tasks scored by log-likelihood, an evaluation split each (data/tasks.py).
+
+Tokenized once per store: with a store, a `text` corpus's or a tokenizer's (pydoc in bytes takes less time to
+tokenize than to read) tokenized splits (windows, bytes per token, task windows) are kept in
+its split cache (`cache/<dataset>-<key>/tokenized.safetensors`), keyed by the source (pydoc: the Python version;
+text: each file's path, size and time), the tokenizer's content, the windows, the part and the task files, so a
+cluster's actors and later runs read one file instead of tokenizing the corpus again.
 """
 from __future__ import annotations
 
@@ -171,6 +177,69 @@ def windows(docs: list[str], tokenizer, seq_len: int, packing: str = "windows") 
     return x, y, text_bytes / max(sum(p[2] for p in parts), 1)
 
 
+TEXT_CACHE = 1  # the layout of a tokenized corpus in the split cache: a new number is a new cache entry
+
+
+def cached_corpus(spec: DataSpec, cache, source: list[str], documents, origin: str) -> Splits:
+    """The corpus's splits tokenized once per store: with a split cache, read from it when the same source
+    (`source`: what identifies the documents, cheaply — files' paths, sizes and times), tokenizer (its content),
+    windows, part and task files were tokenized before, else tokenized and kept there; `documents()` reads them."""
+    if cache is None or (spec.name == "pydoc" and not spec.tokenizer):  # pydoc in bytes: faster made than read
+        return corpus_splits(spec, *documents(), origin=origin)
+    identity = [*source, f"tokenizer:{_content_sha(spec.tokenizer) if spec.tokenizer else 'bytes'}",
+                f"seq_len:{spec.seq_len}", f"packing:{spec.packing}", f"part:{list(spec.part)}",
+                f"layout:{TEXT_CACHE}", *(f"task:{t}:{_content_sha(t) if Path(t).is_file() else t}" for t in spec.tasks
+                                          if not t.startswith(HARNESS))]
+    t = cache.get_all(spec.name, "tokenized", identity, lambda: _to_tensors(corpus_splits(spec, *documents(),
+                                                                                            origin=origin)))
+    t = {k: v.long() if v.dtype == torch.int32 else v for k, v in t.items()}  # tokens are kept as int32
+    splits = Splits(t["train.x"], t["train.y"], t["test.x"], t["test.y"], int(t["vocab"]), origin=origin,
+                    bytes_per_token={"train": float(t["bpt.train"]), "test": float(t["bpt.test"]),
+                                     "train_subset": float(t["bpt.train"])})
+    for entry in spec.tasks:
+        name = task_split(entry)
+        if entry.startswith(HARNESS):
+            splits.harness[name] = (name, spec.lm_eval_include)
+            continue
+        labels = t[f"task.{name}.labels"]
+        splits.extra[name] = (t[f"task.{name}.x"], t[f"task.{name}.y"])
+        splits.choices[name] = (len(t[f"task.{name}.x"]) // len(labels), labels)
+        splits.bytes_per_token[name] = float(t[f"bpt.{name}"])
+    return splits
+
+
+def _to_tensors(splits: Splits) -> dict[str, torch.Tensor]:
+    out = {"train.x": splits.train_x, "train.y": splits.train_y, "test.x": splits.test_x, "test.y": splits.test_y,
+           "vocab": torch.tensor(splits.num_classes), "bpt.train": torch.tensor(splits.bytes_per_token["train"],
+                                                                               dtype=torch.float64),
+           "bpt.test": torch.tensor(splits.bytes_per_token["test"], dtype=torch.float64)}
+    for name, (x, y) in splits.extra.items():
+        out.update({f"task.{name}.x": x, f"task.{name}.y": y, f"task.{name}.labels": splits.choices[name][1],
+                    f"bpt.{name}": torch.tensor(splits.bytes_per_token[name], dtype=torch.float64)})
+    return {k: (v.int() if v.dtype == torch.long else v).contiguous().clone() for k, v in out.items()}  # half the
+    # bytes (vocabularies are far below 2**31); a copy each, so that no two names share one storage
+
+
+def _content_sha(path: str) -> str:
+    """The sha256 of a file's content (a tokenizer folder: its tokenizer.json)."""
+    import hashlib
+
+    file = Path(path).expanduser()
+    file = file / paths.HF_TOKENIZER if file.is_dir() else file
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _listing(root: Path) -> list[str]:
+    """What identifies data.root's documents without reading them: each file's relative path, size and time."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [f"file:{p.relative_to(root) if p != root else p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+            for p in files]
+
+
 def corpus_splits(spec: DataSpec, train: list[str], test: list[str] | None, origin: str) -> Splits:
     if test is None:
         test = [d for i, d in enumerate(train) if i % TEST_EVERY == TEST_EVERY - 1]
@@ -197,9 +266,13 @@ def corpus_splits(spec: DataSpec, train: list[str], test: list[str] | None, orig
     return splits
 
 
-def pydoc(spec: DataSpec) -> Splits:
-    return corpus_splits(spec, *pydoc_documents(spec), origin="pydoc_data.topics")
+def pydoc(spec: DataSpec, cache=None) -> Splits:
+    import sys
+
+    return cached_corpus(spec, cache, [f"pydoc:{sys.version}"], lambda: pydoc_documents(spec), "pydoc_data.topics")
 
 
-def text(spec: DataSpec) -> Splits:
-    return corpus_splits(spec, *text_documents(spec), origin=os.fspath(spec.root))
+def text(spec: DataSpec, cache=None) -> Splits:
+    root = data_root(spec)
+    source = _listing(root) if root.exists() else []  # (a missing root: text_documents says so)
+    return cached_corpus(spec, cache, source, lambda: text_documents(spec), os.fspath(spec.root))
