@@ -112,3 +112,56 @@ def test_run_refuses_a_plan_that_does_not_fit_before_anything_is_stored(tmp_path
     assert "this plan does not fit" in done.stderr and 'eval.ends = "mapped"' in done.stderr
     assert not (tmp_path / "out").exists()
 
+
+
+MERGES = """
+name = "mapped_merges"
+replicates = 2
+external = [["{base}", "{a}"], ["{base}", "{b}"]]
+[data]
+name = "pydoc"
+seq_len = {seq}
+[model]
+name = "causal_lm"
+[model.config]
+from = "{base}"
+[[sweeps]]
+name = "ta"
+kind = "task_arithmetic"
+alpha = {{ values = [0.5, 1.0] }}
+[[sweeps]]
+name = "ties"
+kind = "ties"
+alpha = {{ values = [0.3, 1.0] }}
+[[sweeps]]
+name = "dt"
+kind = "dare_ties"
+alpha = {{ values = [0.5] }}
+"""
+
+
+@pytest.mark.slow
+def test_merges_from_mapped_inputs_give_the_rows_of_inputs_on_the_device(tmp_path):
+    """Task arithmetic, TIES and dare_ties over two fine-tunes of a GPT-2 through `raysweep run`: with θ_pre and the
+    fine-tunes memory-mapped and each merged tensor written into the model as it is made, every row is bit for bit
+    the row of the inputs held on the device."""
+    base = _gpt2(1)
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    base.save_pretrained(tmp_path / "base")
+    g = torch.Generator().manual_seed(4)
+    for name in ("a", "b"):
+        base.load_state_dict({k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in state.items()})
+        base.save_pretrained(tmp_path / name)
+    job = tmp_path / "merges.toml"
+    job.write_text(MERGES.format(base=tmp_path / "base", a=tmp_path / "a", b=tmp_path / "b", seq=SEQ))
+    import raysweep
+
+    tables = []
+    for ends in ("device", "mapped"):
+        done = _cli(["run", str(job), "--storage", str(tmp_path / ends), "--set", f"eval.ends={ends}"], tmp_path)
+        assert done.returncode == 0, done.stderr[-4000:]
+        merges = raysweep.open(str(job), storage=str(tmp_path / ends)).table("merges")
+        tables.append(merges.sort("sweep", "merge", "lam", "split").select("sweep", "lam", "split", "loss",
+                                                                           "error"))
+    assert len(tables[0]) == 5 and tables[0]["loss"].n_unique() == 5
+    assert tables[0].equals(tables[1])

@@ -161,6 +161,10 @@ class Evaluator:
         """model ← tensors (a checkpoint from `endpoint`, in state_dict order)."""
         _copy(self.targets, tensors)
 
+    def set_tensor(self, i: int, tensor: torch.Tensor) -> None:
+        """The model's i-th tensor (in `names` order) ← tensor: a merge writes its result tensor by tensor."""
+        self.targets[i].copy_(tensor)
+
     def add_direction(self, direction: list[torch.Tensor], scale: float, params_only: bool = False) -> None:
         """model ← model + scale·direction on the floating tensors (or the parameters only: BN running
         statistics stay where they are)."""

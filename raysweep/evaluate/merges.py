@@ -28,13 +28,13 @@ def mean_state(states: list[list[torch.Tensor]]) -> list[torch.Tensor]:
 
 def task_vectors(base: list[torch.Tensor], states: list[list[torch.Tensor]]) -> list[torch.Tensor | None]:
     """Σ_k (θ_k − θ_pre) in float64 for the float tensors (None for integer buffers)."""
-    return [sum(s[i].double() - b.double() for s in states) if b.is_floating_point() else None
+    return [_stacked(b, [s[i] for s in states]).sum(0).reshape(b.shape) if b.is_floating_point() else None
             for i, b in enumerate(base)]
 
 
 def add_task_vectors(base: list[torch.Tensor], tau: list[torch.Tensor | None], lam: float) -> list[torch.Tensor]:
     """θ_pre + λ·τ, in the base's dtypes; integer buffers from the base."""
-    return [(b.double() + lam * t).to(b.dtype) if t is not None else b for b, t in zip(base, tau)]
+    return [merge_tensor("task_arithmetic", b, [], lam, "", 0, tau=t) for b, t in zip(base, tau)]
 
 
 TRIMS = ("tensor", "global")
@@ -55,22 +55,51 @@ def ties_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], densi
       whole while it trims."""
     if trim not in TRIMS:
         raise ValueError(f"trim must be one of {TRIMS}, got {trim!r}")
+    if trim == "tensor":  # tensor by tensor (merge_tensor)
+        return [merge_tensor("ties", b, [s[i] for s in states], density, "", 0, lam=lam) for i, b in enumerate(base)]
     floats = [i for i, b in enumerate(base) if b.is_floating_point()]
-    taus = {i: torch.stack([s[i].double().reshape(-1) - base[i].double().reshape(-1) for s in states]) for i in floats}
-    if trim == "tensor":
-        trimmed = {i: _trim_tensor(t, density) for i, t in taus.items()}
-        signs = {i: _elected(t) for i, t in trimmed.items()}
-    else:
-        trimmed = _trim_global(taus, density)
-        sums = {i: t.sum(0) for i, t in trimmed.items()}
-        elected = {i: torch.sign(v) for i, v in sums.items()}
-        majority = torch.sign(sum(e.sum() for e in elected.values())) if elected else torch.tensor(0.0)
-        signs = {i: torch.where(e == 0, majority, e) for i, e in elected.items()}
+    taus = {i: _stacked(base[i], [s[i] for s in states]) for i in floats}
+    trimmed = _trim_global(taus, density)
+    sums = {i: t.sum(0) for i, t in trimmed.items()}
+    elected = {i: torch.sign(v) for i, v in sums.items()}
+    majority = torch.sign(sum(e.sum() for e in elected.values())) if elected else torch.tensor(0.0)
+    signs = {i: torch.where(e == 0, majority, e) for i, e in elected.items()}
     out = list(base)
     for i in floats:
-        merged = _disjoint_mean(trimmed[i], signs[i])
-        out[i] = (base[i].double() + lam * merged.reshape(base[i].shape)).to(base[i].dtype)
+        out[i] = _added(base[i], lam * _disjoint_mean(trimmed[i], signs[i]))
     return out
+
+
+def _stacked(base: torch.Tensor, finals: list[torch.Tensor]) -> torch.Tensor:
+    """The task vectors of one tensor, flattened, one row each, in float64 (on the base's device)."""
+    b = base.double().reshape(-1)
+    return torch.stack([f.to(base.device).double().reshape(-1) - b for f in finals])
+
+
+def _added(base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """θ_pre + δ of one tensor, in float64, then the base's dtype."""
+    return (base.double() + delta.reshape(base.shape)).to(base.dtype)
+
+
+def merge_tensor(kind: str, base: torch.Tensor, finals: list[torch.Tensor], value: float, name: str, seed: int,
+                 lam: float = 1.0, tau: torch.Tensor | None = None) -> torch.Tensor:
+    """One tensor of a task-vector merge — each kind here is tensor by tensor (TIES with its per-tensor trim):
+    task arithmetic θ_pre + λ·Σ_k τ_k (value = λ; `tau`: the Σ when the caller holds it), TIES (value = the
+    density), DARE and dare_ties (value = the drop rate; `name` and `seed` draw the masks). The inputs may live
+    elsewhere (memory-mapped on the host): they are brought to the base's device one at a time. Integer buffers
+    are the base's."""
+    if not base.is_floating_point():
+        return base
+    if kind == "task_arithmetic":
+        total = tau if tau is not None else _stacked(base, finals).sum(0)
+        return _added(base, value * total)
+    if kind == "ties":
+        trimmed = _trim_tensor(_stacked(base, finals), value)
+        return _added(base, lam * _disjoint_mean(trimmed, _elected(trimmed)))
+    if kind in ("dare", "dare_ties"):
+        kept = torch.stack([_dropped(base, f.to(base.device), seed, name, k, value) for k, f in enumerate(finals)])
+        return _added(base, kept.mean(0) if kind == "dare" else _disjoint_mean(kept, _elected(kept)))
+    raise ValueError(f"{kind!r} is not a task-vector merge (task_arithmetic, ties, dare, dare_ties)")
 
 
 def _elected(taus: torch.Tensor) -> torch.Tensor:
@@ -119,16 +148,8 @@ def dare_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], p: fl
     """DARE (Yu et al. 2024, "Language models are Super Mario"): each entry of every task vector is dropped with
     probability p and the rest rescaled by 1/(1 − p); the merged model is θ_pre + the mean of the rescaled
     vectors (mergekit's dare_linear, normalised). p = 0 is the uniform soup."""
-    out = []
-    for i, (name, b) in enumerate(zip(names, base)):
-        if not b.is_floating_point():
-            out.append(b)
-            continue
-        total = torch.zeros(b.shape, dtype=torch.float64, device=b.device)
-        for k, s in enumerate(states):
-            total += _dropped(b, s[i], seed, name, k, p)
-        out.append((b.double() + total / len(states)).to(b.dtype))
-    return out
+    return [merge_tensor("dare", b, [s[i] for s in states], p, name, seed)
+            for i, (name, b) in enumerate(zip(names, base))]
 
 
 def _dropped(base: torch.Tensor, final: torch.Tensor, seed: int, name: str, k: int, p: float) -> torch.Tensor:
@@ -143,14 +164,8 @@ def dare_ties_merge(base: list[torch.Tensor], states: list[list[torch.Tensor]], 
     """DARE's drops with TIES' election (mergekit's dare_ties, λ = 1): each task vector's entries dropped with
     DARE's masks (the same draws as `dare_merge`) and the rest scaled by 1/(1 − p); each entry's sign elected
     from their sum (a sum of 0 elected positive); the kept entries with that sign averaged (disjoint mean)."""
-    out = []
-    for i, (name, b) in enumerate(zip(names, base)):
-        if not b.is_floating_point():
-            out.append(b)
-            continue
-        kept = torch.stack([_dropped(b, s[i], seed, name, k, p) for k, s in enumerate(states)])
-        out.append((b.double() + _disjoint_mean(kept, _elected(kept))).to(b.dtype))
-    return out
+    return [merge_tensor("dare_ties", b, [s[i] for s in states], p, name, seed)
+            for i, (name, b) in enumerate(zip(names, base))]
 
 
 SLERP_DOT = 0.9995  # mergekit's: directions closer than this are interpolated linearly
@@ -235,13 +250,22 @@ def task_merge_item(evaluator, job: Job, item: MergeItem) -> pa.Table:
     """A task-vector merge (task arithmetic over λ, TIES over its density at λ = 1, DARE over its drop rate) at
     every value of the sweep's grid (float tensors; BatchNorm's running statistics move with the weights)."""
     evaluator.set_metrics(())
-    base = evaluator.endpoint(item.base[0].path, item.base[0].sha256)
-    states = [evaluator.endpoint(e.path, e.sha256) for e in item.members]
-    tau = task_vectors(base, states) if item.sweep_kind == "task_arithmetic" else None  # once per item
+    mapped = job.eval.ends == "mapped"  # θ_pre and the fine-tunes memory-mapped on the host, never copied whole
+    base = evaluator.endpoint(item.base[0].path, item.base[0].sha256, host=True)
+    states = [evaluator.endpoint(e.path, e.sha256, host=True) for e in item.members]
+    whole = item.sweep_kind == "ties" and item.trim == "global"  # the one merge that is not tensor by tensor
+    # task arithmetic's Σ_k τ_k, once per item (float64: 8 bytes a float) — with mapped inputs, per λ and tensor
+    tau = task_vectors(base, states) if item.sweep_kind == "task_arithmetic" and not mapped else None
     ks, rows, seed = [e.replicate for e in item.members], [], merge_seed(item)
     for value in item.lambdas:
-        evaluator.set_weights(merged_state(item.sweep_kind, base, states, float(value), evaluator.names, seed,
-                                           item.trim, tau))
+        if whole:
+            evaluator.set_weights(merged_state(item.sweep_kind, base, states, float(value), evaluator.names, seed,
+                                               item.trim))
+        else:  # each merged tensor written into the model as it is made: no merged copy of the whole model
+            for i, name in enumerate(evaluator.names):
+                evaluator.set_tensor(i, merge_tensor(item.sweep_kind, base[i].to(evaluator.device),
+                                                     [s[i] for s in states], float(value), name, seed,
+                                                     tau=tau[i] if tau is not None else None))
         rows += _rows(evaluator, job, item, item.sweep_kind, ks, item.splits, float(value))
     return _table(evaluator, rows)
 

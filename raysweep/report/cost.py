@@ -66,10 +66,11 @@ def actor_memory(job: Job, info) -> dict:
         vocab = getattr(getattr(model, "config", None), "vocab_size", None) or info.num_classes
         logits = job.eval.batch_size * int(info.in_shape[0]) * vocab * 4
     floats = sum(t.numel() for t in tensors if t.is_floating_point())
+    largest = max((t.numel() for t in tensors if t.is_floating_point()), default=0)
     out = {"weights": weights, "dtypes": dtypes, "logits": logits,
            "parameters": sum(p.numel() for p in model.parameters())}
     for ends in ("device", "mapped"):  # what the job's setting holds, and what the other would
-        copies, what, extra = max((held(s.kind, job.replicates, floats, ends) for s in job.sweeps),
+        copies, what, extra = max((held(s.kind, job.replicates, floats, ends, largest, s.trim) for s in job.sweeps),
                                   key=lambda c: c[0] * weights + c[2],
                                   default=(3, "the model and the pair's two ends", 0))
         total = copies * weights + extra + logits
@@ -80,21 +81,29 @@ def actor_memory(job: Job, info) -> dict:
     return out
 
 
-def held(kind: str, replicates: int, floats: int, ends: str = "device") -> tuple[int, str, int]:
+def held(kind: str, replicates: int, floats: int, ends: str = "device", largest: int = 0,
+         trim: str = "tensor") -> tuple[int, str, int]:
     """(copies of the model's weights, what they are, other bytes) an actor of a sweep of `kind` holds at once:
     a line's model and two ends (with eval.ends = "mapped" the model only: the ends are in the page cache); a
-    merge's model, its inputs and the merged weights it writes into the model (task arithmetic also keeps Σ_k τ_k
-    in float64, 8 bytes per float)."""
+    merge's model and its inputs (mapped: the model only), and the float64 work of merging its largest tensor (a
+    task-vector merge writes each merged tensor into the model as it makes it; TIES' global trim holds every task
+    vector; task arithmetic on the device keeps Σ_k τ_k in float64, 8 bytes per float)."""
+    k = replicates
     if ends == "mapped" and kind in LINE_KINDS:
         return 1, "the model; the pair's two ends memory-mapped on the host", 0
-    k = replicates
+    if kind in ("task_arithmetic", "ties", "dare", "dare_ties"):
+        # per-tensor float64 work: the stacked task vectors and what is made of them (TIES also sorts them)
+        work = 8 * largest * ({"ties": 3 * k + 2, "task_arithmetic": k + 2}.get(kind, 2 * k + 2))
+        if kind == "ties" and trim == "global":
+            work = 8 * floats * (2 * k + 1)  # every task vector whole, trimmed, and the merged weights
+        if ends == "mapped":
+            return 1, f"the model; θ_pre and the {k} fine-tunes memory-mapped on the host", work
+        extra = 8 * floats if kind == "task_arithmetic" else 0
+        return k + 2, f"the model, θ_pre and the {k} fine-tunes", work + extra
     if kind == "soup":
         return k + 2, f"the model, the {k} finals and their average", 0
     if kind == "slerp":
         return 4, "the model, the two finals and the merged weights", 0
-    if kind in ("task_arithmetic", "ties", "dare", "dare_ties"):
-        extra = 8 * floats if kind == "task_arithmetic" else 0
-        return k + 3, f"the model, θ_pre, the {k} fine-tunes and the merged weights", extra
     return 3, "the model and the pair's two ends", 0
 
 
@@ -112,7 +121,7 @@ def memory_line(job: Job, m: dict) -> str:
     line = (f"memory per sweep actor: {m['parameters']:,} parameters = {_bytes(m['weights'])} "
             f"({'/'.join(m['dtypes']) or 'no floats'}) x {m['copies']} ({m['held']})")
     if m["extra"]:
-        line += f" + {_bytes(m['extra'])} of float64 task vectors"
+        line += f" + {_bytes(m['extra'])} of float64 merge work"
     if m["logits"]:
         line += f" + {_bytes(m['logits'])} of fp32 logits per batch (eval.batch_size = {job.eval.batch_size})"
     line += f" = {_bytes(m['total'])}"

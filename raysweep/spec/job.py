@@ -339,6 +339,10 @@ class Job:
             out += s.problems(f"sweeps.{s.name or '?'}")
             if self.model.name == "causal_lm" and graph_only(s):
                 out.append(f"sweeps.{s.name}: {graph_only(s)}")
+            if self.eval.ends == "mapped" and s.kind == "ties" and s.trim == "global":
+                out.append(f"sweeps.{s.name}: trim = \"global\" holds every task vector whole, which eval.ends = "
+                           f"\"mapped\" is there to avoid: use trim = \"tensor\" (mergekit's), or eval.ends = "
+                           f"\"device\"")
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             out.append(f"sweep names must be unique; repeated: {dup}")

@@ -25,9 +25,10 @@ class EvalSpec:
     # sweeps' "train_subset" split: this many training examples, a fixed seeded choice (F evaluated only
     # ImageNet's test split, the training set being too big; a 50,000-example subset is as big as that)
     train_examples: int = 50_000
-    # where a line's two ends are held: "device" — copied onto the evaluating device (fastest), or "mapped" —
-    # their files memory-mapped on the host and θ(α) written into the model tensor by tensor from them, so an
-    # actor holds one model on its device plus the page cache, shared by every actor of the node
+    # where a line's two ends (a task-vector merge's θ_pre and fine-tunes) are held: "device" — copied onto the
+    # evaluating device (fastest), or "mapped" — their files memory-mapped on the host and θ(α) (each merged tensor)
+    # written into the model tensor by tensor from them, so an actor holds one model on its device plus the page
+    # cache, shared by every actor of the node
     ends: str = "device"
 
     def problems(self, where: str) -> list[str]:
