@@ -70,6 +70,20 @@ def test_a_llama_adapter_with_rslora_patterns_embeddings_and_saved_modules(tmp_p
     for name in read_state(str(tmp_path / "base")):
         assert torch.allclose(got[name], want[name], rtol=1e-5, atol=1e-6), name
     assert not torch.equal(got["lm_head.weight"], read_state(str(tmp_path / "base"))["lm_head.weight"])
+    # kept in a store as its factors over a stored base, it reads back as the same fine-tune, bit for bit
+    from raysweep.io.checkpoints import load_tensors, map_tensors, save_sized
+    from raysweep.io.store import Store
+    from raysweep.train.external import low_rank
+
+    store = Store(str(tmp_path / "store"))
+    expected = {n: t for n, t in got.items()}
+    own, meta = low_rank(store, "run", str(tmp_path / "ad"), expected, {})
+    assert "model.embed_tokens.weight::lora_B" in own and "lm_head.weight" in own  # an update, a module saved whole
+    assert sum(t.numel() for t in own.values()) * 1.5 < sum(t.numel() for t in got.values())  # lm_head is whole
+    sha, _ = save_sized(store, "run/ad.safetensors", own, meta)
+    for read in (load_tensors, map_tensors):
+        back = read(store, "run/ad.safetensors", sha)
+        assert set(back) == set(got) and all(torch.equal(back[n], got[n]) for n in got), read.__name__
 
 
 def test_adapters_that_cannot_be_read_say_why(tmp_path):
@@ -111,8 +125,9 @@ alpha = {{ values = [1.0] }}
 
 @pytest.mark.slow
 def test_lora_adapters_as_finetunes_through_raysweep_run(tmp_path):
-    """Two adapters of one base as the replicates' last checkpoints (the base their first): the line between
-    them and task arithmetic at λ = 1 — θ_base + ΔW_a + ΔW_b — equal a plain loop over the models peft merges."""
+    """Two adapters of one base as the replicates' last checkpoints (the base their first), kept in the store as
+    their low-rank factors over one stored base: the line between them and task arithmetic at λ = 1 — θ_base +
+    ΔW_a + ΔW_b — equal a plain loop over the models peft merges."""
     base = _gpt2_base(tmp_path / "base")
     lora = dict(r=4, lora_alpha=16, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True)
     ends = [_adapter(base, tmp_path / name, seed, **lora) for name, seed in (("a", 1), ("b", 2))]
@@ -147,6 +162,17 @@ def test_lora_adapters_as_finetunes_through_raysweep_run(tmp_path):
     line = raysweep.open(run_id, storage=str(tmp_path / "one")).points.collect().filter(pl.col("split") == "test")
     assert line.sort("alpha")["loss"].to_list() == pytest.approx(curve.sort("alpha")["loss"].to_list(), rel=1e-6)
     both = {k: pre[k] + (ends[0][k] - pre[k]) + (ends[1][k] - pre[k]) for k in pre}
+    # the adapters are kept as their low-rank factors over one stored base: no full model per adapter
+    from safetensors import safe_open
+
+    folder = next((tmp_path / "out" / "lora_merges").iterdir())
+    assert len(list((folder / "adapter_bases").iterdir())) == 1
+    for k in (0, 1):
+        full, low = (folder / f"replicate_{k}" / f"step_{s:08d}.safetensors" for s in (0, 1))
+        with safe_open(str(low), framework="pt") as f:
+            keys = set(f.keys())
+        assert {n for n in keys if "::lora_" in n} and len(keys) < 40  # each adapted weight's B, A and s
+        assert low.stat().st_size * 5 < full.stat().st_size
     ta = run.table("merges").filter(pl.col("sweep") == "ta", pl.col("split") == "test")
     assert ta["loss"][0] == pytest.approx(loss(both), rel=1e-5)
     assert ta["loss"][0] != pytest.approx(curve.filter(pl.col("alpha") == 0.5)["loss"][0], rel=1e-3)

@@ -22,6 +22,10 @@ from raysweep.io import paths
 from raysweep.io.store import Store
 
 TIES_KEY = "raysweep.ties"
+# a LoRA adapter kept as its low-rank factors: its base's path in the store and sha256 (metadata), and for each
+# adapted weight W the tensors W::lora_B, W::lora_A and W::lora_s ([s, transposed]): W = W_base + B·A·s (or its
+# transpose); tensors under plain names (modules the adapter saves whole) replace the base's
+LORA_BASE, LORA_BASE_SHA, LORA_SEP = "raysweep.lora_base", "raysweep.lora_base_sha256", "::lora_"
 
 
 def ties(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -56,27 +60,60 @@ def save_tensors(store: Store, path: str, tensors: dict[str, torch.Tensor]) -> s
     return save_sized(store, path, tensors)[0]
 
 
-def encode(tensors: dict[str, torch.Tensor]) -> bytes:
+def encode(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """The safetensors bytes of a state dict, each tied tensor once (its aliases in the metadata)."""
     aliases = ties(tensors)
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items() if k not in aliases}
-    return st_save(data, metadata={TIES_KEY: json.dumps(aliases, sort_keys=True)} if aliases else None)
+    meta = {**({TIES_KEY: json.dumps(aliases, sort_keys=True)} if aliases else {}), **(metadata or {})}
+    return st_save(data, metadata=meta or None)
+
+
+def _metadata(data) -> dict:
+    (size,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + size]).get("__metadata__") or {}
 
 
 def decode(data: bytes) -> dict[str, torch.Tensor]:
     """A state dict from safetensors bytes, every alias of `encode` given back as its source's tensor."""
     tensors = st_load(data)
-    (size,) = struct.unpack("<Q", data[:8])
-    meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
-    for alias, source in json.loads(meta.get(TIES_KEY, "{}")).items():
+    for alias, source in json.loads(_metadata(data).get(TIES_KEY, "{}")).items():
         tensors[alias] = tensors[source]
     return tensors
 
 
-def save_sized(store: Store, path: str, tensors: dict[str, torch.Tensor]) -> tuple[str, int]:
+def low_rank_updated(state: dict[str, torch.Tensor], updates: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """`state` with each named weight moved by its low-rank update (B, A, s, transposed): W + B·A·s (or its
+    transpose), in float64, then the weight's dtype."""
+    out = dict(state)
+    for target, (b, a, scale, transposed) in updates.items():
+        delta = b.double() @ a.double() * scale
+        out[target] = (out[target].double() + (delta.T if transposed else delta)).to(out[target].dtype)
+    return out
+
+
+def _adapted(store: Store, compact: dict[str, torch.Tensor], meta: dict, read) -> dict[str, torch.Tensor]:
+    """The full state of a checkpoint kept as LoRA factors: its base (read with `read`, checked by its sha256) with
+    the adapter's whole modules in place and each update added; the base's tied names tied again."""
+    base = read(store, meta[LORA_BASE], meta[LORA_BASE_SHA])
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    state = dict(base)
+    for key, t in compact.items():
+        if LORA_SEP in key:
+            target, part = key.split(LORA_SEP)
+            parts.setdefault(target, {})[part] = t
+        else:
+            state[key] = t
+    state = low_rank_updated(state, {n: (p["B"], p["A"], float(p["s"][0]), bool(p["s"][1])) for n, p in parts.items()})
+    for alias, source in ties(base).items():
+        state[alias] = state[source]
+    return state
+
+
+def save_sized(store: Store, path: str, tensors: dict[str, torch.Tensor],
+               metadata: dict[str, str] | None = None) -> tuple[str, int]:
     """Write tensors atomically; returns the file's sha256 and size in bytes (a manifest records both, so that
     `raysweep status` names a missing or truncated checkpoint from a listing, without reading it)."""
-    data = encode(tensors)
+    data = encode(tensors, metadata)
     store.write_bytes(path, data)
     return hashlib.sha256(data).hexdigest(), len(data)
 
@@ -91,9 +128,10 @@ def load_tensors(store: Store, path: str, sha256: str | None = None) -> dict[str
         raise CheckpointError(f"checkpoint {store.url(path)} does not match the sha256 in its manifest "
                               f"(truncated or corrupted file)")
     try:
-        return decode(data)
+        tensors, meta = decode(data), _metadata(data)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"checkpoint {store.url(path)} cannot be read: {exc}") from None
+    return _adapted(store, tensors, meta, load_tensors) if LORA_BASE in meta else tensors
 
 
 ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -133,7 +171,7 @@ def map_tensors(store: Store, path: str, sha256: str | None = None) -> dict[str,
         raise CheckpointError(f"checkpoint {store.url(path)} cannot be read: {type(exc).__name__}: {exc}") from None
     for alias, source in json.loads(meta.get(TIES_KEY, "{}")).items():
         out[alias] = out[source]
-    return out
+    return _adapted(store, out, meta, map_tensors) if LORA_BASE in meta else out
 
 
 def _local_copy(store: Store, path: str, sha256: str | None) -> str:

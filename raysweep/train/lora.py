@@ -13,6 +13,7 @@ import re
 import torch
 
 from raysweep.errors import SpecError
+from raysweep.io.checkpoints import low_rank_updated
 
 PREFIX = "base_model.model."
 SUPPORTED = "LORA"
@@ -30,6 +31,17 @@ def apply_adapter(base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor
                   uri: str) -> dict[str, torch.Tensor]:
     """The fine-tune an adapter makes of `base`: base tensors with every adapted weight moved by its ΔW (in float64,
     then the base's dtype) and every module saved whole put in place."""
+    whole, updates = adapter_parts(base, adapter, config, uri)
+    return low_rank_updated({**base, **{n: t.to(base[n].dtype) for n, t in whole.items()}}, updates)
+
+
+Update = tuple[torch.Tensor, torch.Tensor, float, bool]  # (B, A, s, transposed): ΔW = B·A·s, or its transpose
+
+
+def adapter_parts(base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor], config: dict,
+                  uri: str) -> tuple[dict[str, torch.Tensor], dict[str, Update]]:
+    """(the modules an adapter saves whole, by the base's names; each adapted weight's low-rank update
+    (B, A, s, transposed): ΔW = B·A·s, transposed for (in, out) weights and embeddings), checked against `base`."""
     if str(config.get("peft_type", SUPPORTED)).upper() != SUPPORTED:
         raise SpecError(f"adapter {uri!r} is a {config.get('peft_type')} adapter; raysweep reads LoRA adapters "
                         f"(peft_type LORA)")
@@ -37,35 +49,34 @@ def apply_adapter(base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor
         if config.get(key):
             raise SpecError(f"adapter {uri!r} uses {what} ({key} = true), which raysweep does not read; merge it "
                             f"with peft's merge_and_unload() and give the saved folder instead")
-    state = dict(base)
+    whole, updates = {}, {}
     names = {k.removeprefix(PREFIX) for k in adapter}
     for name in sorted(names):  # modules saved whole (modules_to_save; an adapted embedding's base): in place first
         if "lora_" not in name:
             target = name.replace(".base_layer.", ".")
-            if target not in state:
+            if target not in base:
                 raise SpecError(f"adapter {uri!r} saves {name}, which its base does not have: is "
                                 f"base_model_name_or_path its base?")
-            state[target] = adapter[PREFIX + name].to(state[target].dtype)
+            whole[target] = adapter[PREFIX + name]
     for name in sorted(names):
         for kind, (a_key, b_key) in (("linear", ("lora_A.weight", "lora_B.weight")),
                                      ("embedding", ("lora_embedding_A", "lora_embedding_B"))):
             if not name.endswith("." + a_key):
                 continue
             module = name[: -len(a_key) - 1]
-            a, b = adapter[PREFIX + name].double(), adapter[PREFIX + f"{module}.{b_key}"].double()
+            a, b = adapter[PREFIX + name], adapter[PREFIX + f"{module}.{b_key}"]
             if a.dim() != 2:
                 raise SpecError(f"adapter {uri!r}: {module} is not a linear or embedding layer (its lora_A has "
                                 f"{a.dim()} dimensions); raysweep reads LoRA on linear and embedding layers")
             rank = a.shape[0]
             alpha = _pattern(config.get("alpha_pattern"), module) or config.get("lora_alpha", 8)
             scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
-            delta = b @ a * scale
-            if kind == "embedding" or config.get("fan_in_fan_out"):
-                delta = delta.T
+            transposed = bool(kind == "embedding" or config.get("fan_in_fan_out"))
+            shape = (a.shape[1], b.shape[0]) if transposed else (b.shape[0], a.shape[1])
             target = f"{module}.weight"
-            if target not in state or tuple(state[target].shape) != tuple(delta.shape):
+            if target not in base or tuple(base[target].shape) != shape:
                 raise SpecError(f"adapter {uri!r} adapts {module}, whose weight the base has "
-                                f"{'not' if target not in state else 'in shape ' + str(tuple(state[target].shape))}"
-                                f" (the update is {tuple(delta.shape)}): is base_model_name_or_path its base?")
-            state[target] = (state[target].double() + delta).to(state[target].dtype)
-    return state
+                                f"{'not' if target not in base else 'in shape ' + str(tuple(base[target].shape))}"
+                                f" (the update is {shape}): is base_model_name_or_path its base?")
+            updates[target] = (b, a, float(scale), transposed)
+    return whole, updates
