@@ -65,11 +65,13 @@ def train_all(job: Job, store: Store, tasks: list[Task], resources: dict, progre
     ddp = job.resources.workers > 1 and isinstance(todo[0], Replicate)
     # a data-parallel replicate's trial only drives its TorchTrainer: the workers hold CPUs and GPUs
     trainable = tune.with_resources(_trainable, {"cpu": 0.0, "memory": 1.0} if ddp else resources)
+    # reuse_actors: a finished trial's process runs the next trial (torch, the data and the model code imported
+    # once); every trial seeds itself, so the checkpoints are bit for bit those of fresh processes (tested)
     tuner = tune.Tuner(
         trainable,
         param_space={"job": job.to_dict(), "storage": store.address, "threads": resources.get("cpu", 1),
                      "resources": resources, "own_ray": is_local(), "task": tune.grid_search([t.key for t in todo])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=min(concurrent or len(todo), len(todo)), reuse_actors=False),
+        tune_config=tune.TuneConfig(max_concurrent_trials=min(concurrent or len(todo), len(todo)), reuse_actors=True),
         run_config=tune.RunConfig(
             name=todo[0].tune_folder, storage_path=store.full(run), storage_filesystem=store.fs, verbose=0,
             failure_config=tune.FailureConfig(max_failures=2),
