@@ -21,12 +21,12 @@ from raysweep.cli_common import (
     SharedOpt,
     StorageOpt,
     _err,
+    _fits,
     _guard,
     _open,
     app,
 )
 from raysweep.cli_output import emit, surface_file
-from raysweep.connect import joins_cluster
 from raysweep.errors import SpecError, SweepFailed
 from raysweep.io.paths import TABLES
 from raysweep.jobs import builtin_jobs, read_toml
@@ -78,17 +78,6 @@ def show(job: str, set_: Optional[List[str]] = SetOpt, replicates: Optional[int]
     problem = plan_misfit(run.job, run.store)
     if problem:
         raise SpecError(problem)
-
-
-def _fits(r, address: str | None) -> None:
-    """Refuse, before any work, a plan whose sweep actors cannot hold what they must — checked against this
-    machine when the work runs here, or against resources.actor_memory_gb when that is given."""
-    from raysweep.report.cost import plan_misfit
-
-    if r.job.resources.actor_memory_gb or not joins_cluster(address):
-        problem = plan_misfit(r.job, r.store)
-        if problem:
-            raise SpecError(problem)
 
 
 @app.command()

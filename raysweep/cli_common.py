@@ -10,7 +10,7 @@ from enum import Enum
 import typer
 
 from raysweep import signals
-from raysweep.connect import shutdown_ray
+from raysweep.connect import joins_cluster, shutdown_ray
 from raysweep.errors import (
     CheckpointError,
     DamagedPoints,
@@ -171,3 +171,14 @@ def _guard(fn):
             if "ray" in sys.modules:
                 shutdown_ray()
     return wrapper
+
+
+def _fits(r, address: str | None) -> None:
+    """Refuse, before any work, a plan whose sweep actors cannot hold what they must — checked against this
+    machine when the work runs here, or against resources.actor_memory_gb when that is given."""
+    from raysweep.report.cost import plan_misfit  # torch
+
+    if r.job.resources.actor_memory_gb or not joins_cluster(address):
+        problem = plan_misfit(r.job, r.store)
+        if problem:
+            raise SpecError(problem)

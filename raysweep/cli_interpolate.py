@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from raysweep.cli_common import AddressOpt, ReplicatesOpt, SetOpt, StorageOpt, _guard, _open, app
+from raysweep.cli_common import AddressOpt, ReplicatesOpt, SetOpt, StorageOpt, _fits, _guard, _open, app
 from raysweep.errors import SpecError
 from raysweep.io import paths
 from raysweep.jobs import job_from_dict
@@ -97,6 +97,7 @@ def interpolate(
     from raysweep.io.store import Store
 
     run = Run(job_from_dict(apply_overrides(raw, set_ or []), "raysweep interpolate"), Store(storage))
+    _fits(run, address)
     summary = run.run(progress=progress, address=address, report=report)
     b = run.barriers.filter(pl.col("sweep") == "line").collect()
     for row in b.iter_rows(named=True):

@@ -165,3 +165,16 @@ def test_merges_from_mapped_inputs_give_the_rows_of_inputs_on_the_device(tmp_pat
                                                                            "error"))
     assert len(tables[0]) == 5 and tables[0]["loss"].n_unique() == 5
     assert tables[0].equals(tables[1])
+
+
+def test_interpolate_refuses_a_pair_its_actors_cannot_hold(tmp_path):
+    """`raysweep interpolate` checks the plan as `run` does: two GPT-2 folders on actors given 0.1 MiB each."""
+    model = _gpt2(2)
+    model.save_pretrained(tmp_path / "a")
+    model.save_pretrained(tmp_path / "b")
+    done = _cli(["interpolate", "--model", "causal_lm", "--data", "pydoc", "--data-arg", f"seq_len={SEQ}",
+                 str(tmp_path / "a"), str(tmp_path / "b"), "--alpha", "0:1:3", "--storage", str(tmp_path / "out"),
+                 "--set", "resources.actor_memory_gb=0.0001", "--no-progress", "--no-report"], tmp_path)
+    assert done.returncode != 0
+    assert "this plan does not fit" in done.stderr and "(resources.actor_memory_gb)" in done.stderr
+    assert not (tmp_path / "out").exists()
