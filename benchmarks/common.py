@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 README = Path(__file__).parent / "README.md"
 
@@ -22,6 +24,28 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {gpu}; Python {platform.python_version()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def watched(cmd: list[str], sample: Callable) -> tuple[float, str]:
+    """Run `cmd` (RAY_AUTH_MODE=disabled, stderr dropped), calling sample(root, processes) every 0.1 s with the
+    psutil processes of its tree; (wall seconds, stdout). A failed command stops the benchmark."""
+    import psutil
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            sample(root, [root] + root.children(recursive=True))
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    wall = time.perf_counter() - t
+    out = proc.stdout.read()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+    return wall, out
 
 
 def table(header: list[str], rows: list[list]) -> str:

@@ -8,38 +8,24 @@ replicates, the same 7,803 evaluations and T2 rows, no Ray, no store, no resume)
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).parent))
-from common import publish, table  # noqa: E402
+from common import publish, table, watched  # noqa: E402
 
 
 def run(cmd: list[str]) -> tuple[float, float, str]:
     """(wall seconds, peak summed RSS of the process tree in GiB, stdout)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    root, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            procs = [root] + root.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    wall = time.perf_counter() - t
-    out = proc.stdout.read()
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
-    return wall, peak / 2**30, out
+    peak = [0]
+
+    def sample(root, procs):
+        peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs if p.is_running()))
+
+    wall, out = watched(cmd, sample)
+    return wall, peak[0] / 2**30, out
 
 
 def phases(stdout: str) -> dict[str, float]:

@@ -13,18 +13,15 @@ actors, the driver).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import publish, table  # noqa: E402
+from common import publish, table, watched  # noqa: E402
 
 PLAIN = """
 import sys, torch, torch.nn.functional as F, transformers
@@ -77,33 +74,28 @@ def role(p: psutil.Process, root: int) -> str:
 
 def sample(cmd: list[str]) -> tuple[float, dict, str]:
     """(wall seconds, at the peak of summed PSS: role -> [processes, RSS, PSS, USS] in bytes, stdout)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    root, best, peak = psutil.Process(proc.pid), {}, -1
-    while proc.poll() is None:
-        try:
-            counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-            for p in [root] + root.children(recursive=True):
-                try:
-                    m = p.memory_full_info()
-                    c = counts[role(p, root.pid)]
-                    c[0] += 1
-                    c[1] += m.rss
-                    c[2] += m.pss
-                    c[3] += m.uss
-                except psutil.Error:
-                    continue
-            total = sum(c[2] for c in counts.values())
-            if total > peak:
-                peak, best = total, dict(counts)
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    wall = time.perf_counter() - t
-    out = proc.stdout.read()
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+    best: dict = {}
+    peak = [-1]
+
+    def measure(root, procs):
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for p in procs:
+            try:
+                m = p.memory_full_info()
+                c = counts[role(p, root.pid)]
+                c[0] += 1
+                c[1] += m.rss
+                c[2] += m.pss
+                c[3] += m.uss
+            except psutil.Error:
+                continue
+        total = sum(c[2] for c in counts.values())
+        if total > peak[0]:
+            peak[0] = total
+            best.clear()
+            best.update(counts)
+
+    wall, out = watched(cmd, measure)
     return wall, best, out
 
 

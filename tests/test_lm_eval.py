@@ -47,48 +47,6 @@ def _folder(tmp_path):
     return folder, model, fast
 
 
-def test_multiple_choice_scoring_equals_lm_evals_acc_and_stderr(tmp_path):
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-
-    from raysweep.evaluate.evaluator import Evaluator
-    from raysweep.io.store import Store
-    from raysweep.spec import parse_job
-
-    folder, model, fast = _folder(tmp_path)
-    task = tmp_path / "mc.jsonl"
-    task.write_text("\n".join(json.dumps(e) for e in _examples()) + "\n")
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "mc.yaml").write_text(f"""task: raysweep_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {task}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{context}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-target_delimiter: " "
-metric_list:
-  - metric: acc
-""")
-    results = lm_eval.simple_evaluate(model=HFLM(pretrained=model, tokenizer=fast, batch_size=8, device="cpu"),
-                                      tasks=["raysweep_mc"],
-                                      task_manager=TaskManager(include_path=str(tmp_path / "tasks")))
-    theirs = results["results"]["raysweep_mc"]
-
-    job = parse_job({"name": "mc", "data": {"name": "pydoc", "seq_len": 32, "tokenizer": str(folder),
-                                            "tasks": [str(task)]},
-                     "model": {"name": "causal_lm", "config": {"from": str(folder)}}})
-    ev = Evaluator(job, Store(str(tmp_path / "s")), device="cpu")
-    ev.set_weights([model.state_dict()[n] for n in ev.names])
-    ours = ev.evaluate(("mc",))[0]
-    assert 0 < theirs["acc,none"] < 1  # the comparison can fail: neither always right nor always wrong
-    assert 1 - ours["error"] == pytest.approx(theirs["acc,none"], abs=1e-12)
-    assert ours["error_se"] == pytest.approx(theirs["acc_stderr,none"], rel=1e-9)
-
-
 def _task_files(tmp_path, examples) -> tuple:
     """The examples as a .jsonl file, and an lm-eval task YAML reading it (local data: nothing downloaded)."""
     task = tmp_path / "mc.jsonl"
@@ -111,16 +69,40 @@ metric_list:
     return task, tmp_path / "tasks"
 
 
+def test_multiple_choice_scoring_equals_lm_evals_acc_and_stderr(tmp_path):
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from raysweep.evaluate.evaluator import Evaluator
+    from raysweep.io.store import Store
+    from raysweep.spec import parse_job
+
+    folder, model, fast = _folder(tmp_path)
+    task, tasks = _task_files(tmp_path, _examples())
+    results = lm_eval.simple_evaluate(model=HFLM(pretrained=model, tokenizer=fast, batch_size=8, device="cpu"),
+                                      tasks=["raysweep_mc"],
+                                      task_manager=TaskManager(include_path=str(tasks)))
+    theirs = results["results"]["raysweep_mc"]
+
+    job = parse_job({"name": "mc", "data": {"name": "pydoc", "seq_len": 32, "tokenizer": str(folder),
+                                            "tasks": [str(task)]},
+                     "model": {"name": "causal_lm", "config": {"from": str(folder)}}})
+    ev = Evaluator(job, Store(str(tmp_path / "s")), device="cpu")
+    ev.set_weights([model.state_dict()[n] for n in ev.names])
+    ours = ev.evaluate(("mc",))[0]
+    assert 0 < theirs["acc,none"] < 1  # the comparison can fail: neither always right nor always wrong
+    assert 1 - ours["error"] == pytest.approx(theirs["acc,none"], abs=1e-12)
+    assert ours["error_se"] == pytest.approx(theirs["acc_stderr,none"], rel=1e-9)
+
+
 def test_lm_eval_tasks_along_a_line_through_raysweep_run(tmp_path):
     """`data.tasks = ["lm_eval:raysweep_mc", "mc.jsonl"]`: the same questions run by lm-eval on the live model
     in two actors and scored by raysweep itself; at every α both equal lm-eval's own simple_evaluate on the
     interpolated transformers model, written out in the test."""
-    import subprocess
-    import sys
-
     import polars as pl
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
+    from test_lm import _cli
 
     import raysweep
 
@@ -150,9 +132,7 @@ kind = "final_to_final"
 alpha = {{ values = [0.0, 0.5, 1.0] }}
 splits = ["raysweep_mc", "mc"]
 """)
-    done = subprocess.run([sys.executable, "-m", "raysweep", "run", str(job), "--storage", str(tmp_path / "out"),
-                           "--set", "resources.eval_actors=2", "--no-progress"], capture_output=True, text=True,
-                          env={**__import__("os").environ, "RAY_AUTH_MODE": "disabled"}, timeout=900, cwd=tmp_path)
+    done = _cli(["run", str(job), "--storage", str(tmp_path / "out"), "--set", "resources.eval_actors=2"], tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     points = raysweep.open(str(job), storage=str(tmp_path / "out")).points.collect()
     a, b = model_a.state_dict(), model_b.state_dict()

@@ -77,7 +77,8 @@ def test_a_llama_adapter_with_rslora_patterns_embeddings_and_saved_modules(tmp_p
 
     store = Store(str(tmp_path / "store"))
     expected = {n: t for n, t in got.items()}
-    own, meta = low_rank(store, "run", str(tmp_path / "ad"), expected, {})
+    state, (own, meta) = low_rank(store, "run", str(tmp_path / "ad"), expected, {})
+    assert all(torch.equal(state[n], got[n]) for n in got)  # the fine-tune as the folder reads
     assert "model.embed_tokens.weight::lora_B" in own and "lm_head.weight" in own  # an update, a module saved whole
     assert sum(t.numel() for t in own.values()) * 1.5 < sum(t.numel() for t in got.values())  # lm_head is whole
     sha, _ = save_sized(store, "run/ad.safetensors", own, meta)
@@ -166,7 +167,7 @@ def test_lora_adapters_as_finetunes_through_raysweep_run(tmp_path):
     from safetensors import safe_open
 
     folder = next((tmp_path / "out" / "lora_merges").iterdir())
-    assert len(list((folder / "adapter_bases").iterdir())) == 1
+    assert len(list((folder / "adapter_bases").glob("*.safetensors"))) == 1  # one base (and its sha256 record)
     for k in (0, 1):
         full, low = (folder / f"replicate_{k}" / f"step_{s:08d}.safetensors" for s in (0, 1))
         with safe_open(str(low), framework="pt") as f:

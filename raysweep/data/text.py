@@ -43,6 +43,7 @@ from raysweep.data.tasks import task_examples, task_windows
 from raysweep.data.types import IGNORE, DatasetMissing, Splits
 from raysweep.errors import SpecError
 from raysweep.io import paths
+from raysweep.io.external import file_sha
 from raysweep.spec import DataSpec, task_split
 from raysweep.spec.job import HARNESS
 
@@ -222,15 +223,8 @@ def _to_tensors(splits: Splits) -> dict[str, torch.Tensor]:
 
 def _content_sha(path: str) -> str:
     """The sha256 of a file's content (a tokenizer folder: its tokenizer.json)."""
-    import hashlib
-
     file = Path(path).expanduser()
-    file = file / paths.HF_TOKENIZER if file.is_dir() else file
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha(str(file / paths.HF_TOKENIZER if file.is_dir() else file))
 
 
 def _listing(root: Path) -> list[str]:

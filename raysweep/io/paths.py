@@ -6,7 +6,7 @@
     <job>/<hash>/replicate_<k>/random_<scale>.json     ... its sha256
     <job>/<hash>/replicate_<k>/state.safetensors       optimizer + RNG state to resume training (+ state.sha256.json)
     <job>/<hash>/replicate_<k>/done.json               written when training finished
-    <job>/<hash>/adapter_bases/<digest>.safetensors    the base of LoRA adapters kept low-rank (by its content)
+    <job>/<hash>/adapter_bases/<digest>.safetensors    the base of LoRA adapters kept low-rank, by its content (+ .json)
     <job>/<hash>/replicate_<k>/spawn_<s>_c<c>/         instability child c spawned at step s: step_<T>.safetensors,
                                                        step_<T>.json, state.safetensors + state.json, done.json
     <job>/<hash>/replicate_<k>/plane_<sweep>_<hash>_v2.safetensors   T4/T5 directions (+ .json with the sha256)

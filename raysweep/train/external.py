@@ -15,12 +15,12 @@ import torch
 from raysweep.errors import SpecError
 from raysweep.io import paths
 from raysweep.io.checkpoints import LORA_BASE, LORA_BASE_SHA, LORA_SEP, save_sized, tie, ties
-from raysweep.io.external import adapter_files, folder_sha, is_folder, read_bytes
+from raysweep.io.external import folder_sha, is_folder, read_bytes
 from raysweep.io.store import Store
 from raysweep.models import build_model
 from raysweep.spec import Job
-from raysweep.train.formats import format_of, read_state
-from raysweep.train.lora import adapter_parts
+from raysweep.train.formats import format_of, read_adapter, read_state
+from raysweep.train.lora import adapter_parts, fine_tune
 
 
 def pretrained(job: Job, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -55,19 +55,21 @@ def ingest(job: Job, store: Store, k: int, expected: dict[str, torch.Tensor]) ->
         store.write_json(paths.job_json(run), job.to_dict())
     model_ties = ties(expected)
     for step, uri in enumerate(job.external[k]):
-        data = None if is_folder(uri) else read_bytes(uri)
-        state = tie(read_state(uri, data), model_ties)
+        if format_of(uri) == "peft":  # its base and weights read once: the fine-tune, and what the store keeps
+            state, compact = low_rank(store, run, uri, expected, model_ties)
+        else:
+            data = None if is_folder(uri) else read_bytes(uri)
+            state, compact = tie(read_state(uri, data), model_ties), None
         problem = mismatch(uri, state, expected)
         if problem:
             raise SpecError(f"external checkpoint {uri!r} (replicate {k}) does not fit model {job.model.name!r}: "
                             f"{problem}. Check that the file was saved from this model (state_dict()).")
         tensors = _in_dtypes(state, expected, model_ties)
-        compact = low_rank(store, run, uri, expected, model_ties) if format_of(uri) == "peft" else None
         sha, size = save_sized(store, paths.checkpoint(run, k, step), *(compact or (tensors,)))
         store.write_json(paths.manifest(run, k, step), {
             "job": job.name, "hash": job.hash, "replicate": k, "step": step, "epoch": None, "sha256": sha,
             "bytes": size, "path": paths.checkpoint(run, k, step), "source": uri,
-            "source_sha256": hashlib.sha256(data).hexdigest() if data is not None else folder_sha(uri)})
+            "source_sha256": folder_sha(uri) if is_folder(uri) else hashlib.sha256(data).hexdigest()})
     store.write_json(paths.train_done(run, k), {"step": len(job.external[k]) - 1, "external": True})
 
 
@@ -79,29 +81,30 @@ def _in_dtypes(state: dict, expected: dict[str, torch.Tensor], model_ties: dict[
 
 
 def low_rank(store: Store, run: str, uri: str, expected: dict[str, torch.Tensor],
-             model_ties: dict[str, str]) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
-    """A LoRA adapter as it is kept in the store: its base once per run (by content), and the adapter's own tensors
-    — the low-rank factors of each update and the modules it saves whole — with the base's path and sha256 in the
-    metadata (io/checkpoints.py: reading it gives the full fine-tune). None where the full model must be stored
-    instead: an update of a tied parameter, or a base whose dtypes are not the model's."""
-    config, weights, base_uri = adapter_files(uri)
-    base = tie(read_state(base_uri), model_ties)
-    adapter = read_state(weights) if weights.endswith(paths.SAFETENSORS) else torch.load(
-        weights, map_location="cpu", weights_only=True)
+             model_ties: dict[str, str]) -> tuple[dict[str, torch.Tensor], tuple | None]:
+    """(the fine-tune a LoRA adapter makes, read once; the adapter as the store keeps it — its own tensors: the
+    low-rank factors of each update and the modules it saves whole, with the base's path and sha256 as metadata
+    (io/checkpoints.py: reading it gives the fine-tune) — or None where the full model must be stored instead: an
+    update of a tied parameter, or a base whose dtypes are not the model's). The base is stored once per run, by
+    its content, with its sha256 in a record beside it."""
+    config, adapter, base_uri = read_adapter(uri)
+    base = read_state(base_uri)
     whole, updates = adapter_parts(base, adapter, config, uri)
+    state = tie(fine_tune(base, whole, updates), model_ties)
     tied = set(model_ties) | set(model_ties.values())
     if (set(whole) | set(updates)) & tied or any(base[n].dtype != expected[n].dtype for n in updates):
-        return None
+        return state, None
     path = paths.adapter_base(run, folder_sha(base_uri))
-    if store.exists(path):
-        base_sha = hashlib.sha256(store.read_bytes(path)).hexdigest()
+    if store.exists(paths.record(path)):
+        base_sha = store.read_json(paths.record(path))["sha256"]
     else:
-        base_sha, _ = save_sized(store, path, _in_dtypes(base, expected, model_ties))
+        base_sha, _ = save_sized(store, path, _in_dtypes(tie(base, model_ties), expected, model_ties))
+        store.write_json(paths.record(path), {"sha256": base_sha})
     own = {n: t.to(expected[n].dtype) for n, t in whole.items()}
     for n, (b, a, scale, transposed) in updates.items():
         own.update({f"{n}{LORA_SEP}B": b, f"{n}{LORA_SEP}A": a,
                     f"{n}{LORA_SEP}s": torch.tensor([scale, float(transposed)], dtype=torch.float64)})
-    return own, {LORA_BASE: path, LORA_BASE_SHA: base_sha}
+    return state, (own, {LORA_BASE: path, LORA_BASE_SHA: base_sha})
 
 
 def ingest_all(job: Job, store: Store, replicates: list[int], info) -> None:

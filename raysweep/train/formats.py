@@ -72,13 +72,19 @@ def read_huggingface(uri: str, data: bytes | None = None) -> dict[str, torch.Ten
     return state
 
 
-@register_format("peft", is_adapter)  # after huggingface: an adapter folder is read as one first
-def read_peft(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
+def read_adapter(uri: str) -> tuple[dict, dict[str, torch.Tensor], str]:
+    """(config, the adapter's own tensors, its base's folder) of a PEFT adapter folder."""
     config, weights, base = adapter_files(uri)
     if weights.endswith(paths.SAFETENSORS):
         adapter = read_safetensors(weights)
     else:
         adapter = torch.load(weights, map_location="cpu", weights_only=True)
+    return config, adapter, base
+
+
+@register_format("peft", is_adapter)  # after huggingface: an adapter folder is read as one first
+def read_peft(uri: str, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    config, adapter, base = read_adapter(uri)
     return apply_adapter(read_state(base), adapter, config, uri)
 
 

@@ -31,7 +31,12 @@ def apply_adapter(base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor
                   uri: str) -> dict[str, torch.Tensor]:
     """The fine-tune an adapter makes of `base`: base tensors with every adapted weight moved by its ΔW (in float64,
     then the base's dtype) and every module saved whole put in place."""
-    whole, updates = adapter_parts(base, adapter, config, uri)
+    return fine_tune(base, *adapter_parts(base, adapter, config, uri))
+
+
+def fine_tune(base: dict[str, torch.Tensor], whole: dict[str, torch.Tensor],
+              updates: dict[str, "Update"]) -> dict[str, torch.Tensor]:
+    """`base` with an adapter's whole modules in place (in the base's dtypes) and its low-rank updates added."""
     return low_rank_updated({**base, **{n: t.to(base[n].dtype) for n, t in whole.items()}}, updates)
 
 
